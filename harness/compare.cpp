@@ -1,0 +1,106 @@
+#include "compare.h"
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <fmt/format.h>
+#include <limits>
+
+namespace lmlab {
+
+namespace {
+
+// Distance between two floats in units in the last place: how many representable floats lie
+// between them. Maps the float bit patterns onto a monotone integer line first.
+double ulp_distance(float a, float b) {
+    if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<double>::infinity();
+    auto ordered = [](float f) {
+        const std::int64_t bits = std::bit_cast<std::int32_t>(f);
+        return bits < 0 ? std::int64_t{INT32_MIN} - bits : bits;
+    };
+    return static_cast<double>(std::llabs(ordered(a) - ordered(b)));
+}
+
+bool element_matches(float ours, float torch, Tolerance tol) {
+    if (!std::isfinite(torch)) return ours == torch || (std::isnan(ours) && std::isnan(torch));
+    if (!std::isfinite(ours)) return false;
+    return std::fabs(static_cast<double>(ours) - torch) <= tol.atol + tol.rtol * std::fabs(torch);
+}
+
+}  // namespace
+
+Metrics compare(std::span<const float> ours, std::span<const float> torch, std::span<const double> truth,
+                Tolerance tol) {
+    Metrics m;
+    m.n = ours.size();
+    double sum_abs = 0, sum_sq = 0, sum_ref_sq = 0, dot = 0, norm_ours = 0;
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+        const double a = ours[i], b = torch[i];
+        if (!element_matches(ours[i], torch[i], tol)) ++m.n_mismatch;
+        // a non-finite pair that matches (both -inf, say) contributes no error
+        const double diff = (a == b) ? 0.0 : std::fabs(a - b);
+        const double rel = diff == 0.0 ? 0.0 : (b == 0.0 ? std::numeric_limits<double>::infinity() : diff / std::fabs(b));
+        if (diff > m.max_abs || (std::isnan(diff) && !std::isnan(m.max_abs))) {
+            m.max_abs = diff;
+            m.max_abs_index = i;
+        }
+        if (rel > m.max_rel || (std::isnan(rel) && !std::isnan(m.max_rel))) {
+            m.max_rel = rel;
+            m.max_rel_index = i;
+        }
+        m.max_ulp = std::max(m.max_ulp, a == b ? 0.0 : ulp_distance(ours[i], torch[i]));
+        if (std::isfinite(b)) {
+            sum_abs += diff;
+            sum_sq += diff * diff;
+            sum_ref_sq += b * b;
+            dot += a * b;
+            norm_ours += a * a;
+        }
+    }
+    if (m.n) {
+        m.mean_abs = sum_abs / static_cast<double>(m.n);
+        m.rmse = std::sqrt(sum_sq / static_cast<double>(m.n));
+        m.nmse = sum_ref_sq > 0 ? sum_sq / sum_ref_sq : (sum_sq > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+        if (norm_ours > 0 && sum_ref_sq > 0) m.cosine = dot / std::sqrt(norm_ours * sum_ref_sq);
+        else m.cosine = (norm_ours == 0 && sum_ref_sq == 0) ? 1.0 : 0.0;
+        m.ours_at_worst = ours[m.max_abs_index];
+        m.torch_at_worst = torch[m.max_abs_index];
+    }
+    if (!truth.empty()) {
+        m.has_reference64 = true;
+        for (std::size_t i = 0; i < ours.size(); ++i) {
+            if (!std::isfinite(truth[i])) continue;
+            m.ours_err64 = std::max(m.ours_err64, std::fabs(ours[i] - truth[i]));
+            m.torch_err64 = std::max(m.torch_err64, std::fabs(torch[i] - truth[i]));
+        }
+        // both exact: equally good (ratio 1); torch exact but we are not: infinitely worse
+        if (m.torch_err64 > 0) m.accuracy_ratio = m.ours_err64 / m.torch_err64;
+        else m.accuracy_ratio = m.ours_err64 > 0 ? std::numeric_limits<double>::infinity() : 1.0;
+    }
+    return m;
+}
+
+std::string index_str(std::size_t flat, const std::vector<std::size_t>& shape) {
+    if (shape.empty()) return "()";
+    std::vector<std::size_t> idx(shape.size());
+    for (std::size_t d = shape.size(); d-- > 0;) {
+        idx[d] = shape[d] ? flat % shape[d] : 0;
+        flat = shape[d] ? flat / shape[d] : 0;
+    }
+    std::string s = "(";
+    for (std::size_t d = 0; d < idx.size(); ++d) s += (d ? ", " : "") + std::to_string(idx[d]);
+    return s + (idx.size() == 1 ? ",)" : ")");
+}
+
+std::string mismatch_message(const Metrics& m, const std::vector<std::size_t>& shape, Tolerance tol) {
+    return fmt::format(
+        "Tensor-likes are not close!\n"
+        "Mismatched elements: {} / {} ({:.1f}%)\n"
+        "Greatest absolute difference: {:.6g} at index {} (up to {:g} allowed): ours {:.9g}, torch {:.9g}\n"
+        "Greatest relative difference: {:.6g} at index {} (up to {:g} allowed)",
+        m.n_mismatch, m.n, 100.0 * static_cast<double>(m.n_mismatch) / static_cast<double>(m.n ? m.n : 1), m.max_abs,
+        index_str(m.max_abs_index, shape), tol.atol, m.ours_at_worst, m.torch_at_worst, m.max_rel,
+        index_str(m.max_rel_index, shape), tol.rtol);
+}
+
+}  // namespace lmlab

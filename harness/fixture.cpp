@@ -1,0 +1,254 @@
+#include "fixture.h"
+
+#include <H5Cpp.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace lmlab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr long kFormatVersion = 1;  // must equal FORMAT_VERSION in scripts/export_golden.py
+
+std::string regen_hint() {
+    return std::string("Regenerate the fixtures: ") + kRegenerateCommand +
+           " (or rebuild: cmake --build builds the `golden` target).";
+}
+
+// Reads every attribute of an object into numbers/strings; string arrays are joined by ','.
+void read_attributes(const H5::H5Object& obj, std::map<std::string, double>& numbers,
+                     std::map<std::string, std::string>& strings) {
+    const int n = obj.getNumAttrs();
+    for (int i = 0; i < n; ++i) {
+        H5::Attribute attr = obj.openAttribute(static_cast<unsigned>(i));
+        const std::string name = attr.getName();
+        const H5T_class_t cls = attr.getTypeClass();
+        const hssize_t count = attr.getSpace().getSimpleExtentNpoints();
+        if (cls == H5T_STRING) {
+            H5::StrType type = attr.getStrType();
+            if (count == 1) {
+                std::string value;
+                attr.read(type, value);
+                strings[name] = value;
+            } else {
+                std::vector<char*> raw(static_cast<std::size_t>(count));
+                attr.read(type, raw.data());
+                std::string joined;
+                for (std::size_t k = 0; k < raw.size(); ++k) {
+                    if (k) joined += ",";
+                    joined += raw[k];
+                }
+                H5Dvlen_reclaim(type.getId(), attr.getSpace().getId(), H5P_DEFAULT, raw.data());
+                strings[name] = joined;
+            }
+        } else if ((cls == H5T_INTEGER || cls == H5T_FLOAT) && count == 1) {
+            double value = 0;
+            attr.read(H5::PredType::NATIVE_DOUBLE, &value);
+            numbers[name] = value;
+        }
+    }
+}
+
+template <typename T>
+Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5::PredType& type) {
+    H5::DataSet ds = group.openDataSet(name);
+    H5::DataSpace space = ds.getSpace();
+    const int rank = space.getSimpleExtentNdims();
+    std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
+    space.getSimpleExtentDims(dims.data());
+    Array<T> a;
+    std::size_t n = 1;
+    for (hsize_t d : dims) {
+        a.shape.push_back(static_cast<std::size_t>(d));
+        n *= static_cast<std::size_t>(d);
+    }
+    a.data.resize(n);
+    if (n) ds.read(a.data.data(), type);  // HDF5 converts the stored type to T
+    return a;
+}
+
+template <typename T>
+std::map<std::string, Array<T>> read_group(const H5::Group& parent, const std::string& name,
+                                           const H5::PredType& type) {
+    std::map<std::string, Array<T>> out;
+    if (!parent.nameExists(name)) return out;
+    H5::Group g = parent.openGroup(name);
+    for (hsize_t i = 0; i < g.getNumObjs(); ++i) {
+        const std::string member = g.getObjnameByIdx(i);
+        out[member] = read_dataset<T>(g, member, type);
+    }
+    return out;
+}
+
+std::string to_hex(const unsigned char* digest, unsigned len) {
+    static const char* hex = "0123456789abcdef";
+    std::string s;
+    for (unsigned i = 0; i < len; ++i) {
+        s += hex[digest[i] >> 4];
+        s += hex[digest[i] & 15];
+    }
+    return s;
+}
+
+// Incremental sha256 over byte chunks (OpenSSL's EVP interface).
+class Sha256 {
+public:
+    Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
+    void update(const char* data, std::size_t n) { EVP_DigestUpdate(ctx_.get(), data, n); }
+    std::string hex() {
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        EVP_DigestFinal_ex(ctx_.get(), digest, &len);
+        return to_hex(digest, len);
+    }
+
+private:
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+};
+
+void hash_file_into(Sha256& sha, const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw FixtureError("cannot read " + path);
+    std::vector<char> buf(1 << 20);
+    while (in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        sha.update(buf.data(), static_cast<std::size_t>(in.gcount()));
+    }
+}
+
+}  // namespace
+
+std::string shape_str(const std::vector<std::size_t>& shape) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        if (i) s += ", ";
+        s += shape[i] == Case::kAnyDim ? std::string("*") : std::to_string(shape[i]);
+    }
+    return s + "]";
+}
+
+const Array<float>& Case::input(const std::string& name, const std::vector<std::size_t>& shape) const {
+    const auto it = inputs.find(name);
+    if (it == inputs.end())
+        throw FixtureError(file + ": dataset /" + this->name + "/inputs/" + name + " is missing (expected shape " +
+                           shape_str(shape) + "). The fixture does not match this harness; " + regen_hint());
+    bool ok = it->second.shape.size() == shape.size();
+    for (std::size_t i = 0; ok && i < shape.size(); ++i)
+        ok = shape[i] == kAnyDim || shape[i] == it->second.shape[i];
+    if (!ok)
+        throw FixtureError(file + ": dataset /" + this->name + "/inputs/" + name + " has shape " +
+                           shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regen_hint());
+    return it->second;
+}
+
+double Case::number(const std::string& attr) const {
+    const auto it = numbers.find(attr);
+    if (it == numbers.end())
+        throw FixtureError(file + ": /" + name + " has no numeric attribute '" + attr + "'. " + regen_hint());
+    return it->second;
+}
+
+const std::string& Case::string(const std::string& attr) const {
+    const auto it = strings.find(attr);
+    if (it == strings.end())
+        throw FixtureError(file + ": /" + name + " has no string attribute '" + attr + "'. " + regen_hint());
+    return it->second;
+}
+
+Fixture read_fixture(const std::string& path) {
+    if (!fs::exists(path)) throw FixtureError(path + ": fixture file is missing. " + regen_hint());
+    H5::Exception::dontPrint();  // we report errors ourselves, with the file name
+    Fixture fx;
+    fx.path = path;
+    std::string where = "/";
+    try {
+        if (!H5::H5File::isHdf5(path))
+            throw FixtureError(path + ": not an HDF5 file (truncated or overwritten?). " + regen_hint());
+        H5::H5File file(path, H5F_ACC_RDONLY);
+        read_attributes(file, fx.numbers, fx.strings);
+        fx.stage = fx.strings["stage"];
+        fx.level = fx.strings["level"];
+        fx.exporter_sha256 = fx.strings["exporter_sha256"];
+        fx.format_version = static_cast<long>(fx.numbers["format_version"]);
+        if (fx.format_version != kFormatVersion)
+            throw FixtureError(path + ": format_version is " + std::to_string(fx.format_version) + ", this harness reads " +
+                               std::to_string(kFormatVersion) + ". " + regen_hint());
+        for (hsize_t i = 0; i < file.getNumObjs(); ++i) {
+            const std::string name = file.getObjnameByIdx(i);
+            if (name.rfind("case_", 0) != 0) continue;
+            where = "/" + name;
+            H5::Group g = file.openGroup(name);
+            Case c;
+            c.file = path;
+            c.name = name;
+            read_attributes(g, c.numbers, c.strings);
+            c.description = c.strings["description"];
+            c.inputs = read_group<float>(g, "inputs", H5::PredType::NATIVE_FLOAT);
+            c.outputs = read_group<float>(g, "outputs", H5::PredType::NATIVE_FLOAT);
+            c.reference64 = read_group<double>(g, "reference64", H5::PredType::NATIVE_DOUBLE);
+            if (c.outputs.empty())
+                throw FixtureError(path + ": " + where + "/outputs is missing or empty. " + regen_hint());
+            fx.cases.push_back(std::move(c));
+        }
+    } catch (const H5::Exception& e) {
+        throw FixtureError(path + ": cannot read " + where + " (" + e.getDetailMsg() +
+                           "): the file is truncated or damaged. " + regen_hint());
+    }
+    if (fx.cases.empty()) throw FixtureError(path + ": holds no case_NNN groups. " + regen_hint());
+    std::sort(fx.cases.begin(), fx.cases.end(), [](const Case& a, const Case& b) { return a.name < b.name; });
+    return fx;
+}
+
+std::string sha256_file(const std::string& path) {
+    Sha256 sha;
+    hash_file_into(sha, path);
+    return sha.hex();
+}
+
+std::string exporter_sha256(const std::string& scripts_dir) {
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(scripts_dir))
+        if (entry.path().extension() == ".py") files.push_back(entry.path().string());
+    std::sort(files.begin(), files.end());
+    Sha256 sha;
+    for (const auto& f : files) hash_file_into(sha, f);
+    return sha.hex();
+}
+
+void check_manifest(const std::string& golden_dir, const std::string& scripts_dir) {
+    const std::string manifest_path = (fs::path(golden_dir) / "manifest.json").string();
+    std::ifstream in(manifest_path);
+    if (!in) throw FixtureError(manifest_path + " is missing: the fixtures were never exported. " + regen_hint());
+    nlohmann::json manifest;
+    try {
+        manifest = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+        throw FixtureError(manifest_path + " is not valid JSON (" + e.what() + "). " + regen_hint());
+    }
+    const std::string current = exporter_sha256(scripts_dir);
+    const std::string recorded = manifest.value("exporter_sha256", "");
+    if (recorded != current)
+        throw FixtureError(manifest_path + ": fixtures are stale: made by exporter " + recorded.substr(0, 12) +
+                           ", but " + scripts_dir + "/*.py is now " + current.substr(0, 12) + ". " + regen_hint());
+    if (!manifest.contains("files") || !manifest["files"].is_object() || manifest["files"].empty())
+        throw FixtureError(manifest_path + " lists no fixture files. " + regen_hint());
+    for (const auto& [rel, digest] : manifest["files"].items()) {
+        const std::string file = (fs::path(golden_dir) / rel).string();
+        if (!fs::exists(file)) throw FixtureError(file + " is listed in the manifest but missing. " + regen_hint());
+        const std::string actual = sha256_file(file);
+        if (actual != digest.get<std::string>())
+            throw FixtureError(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +
+                               digest.get<std::string>().substr(0, 12) + " (changed or damaged since export). " +
+                               regen_hint());
+    }
+}
+
+}  // namespace lmlab

@@ -1,0 +1,76 @@
+// Reading golden fixtures: the HDF5 files written by scripts/export_golden.py (format in
+// golden/README.md). Everything is read and checked here, once, so that the stages can trust
+// what they get: a missing file, a damaged file, a missing dataset or a dataset of the wrong
+// shape is a FixtureError whose message names the file, the dataset, what was expected and what
+// to do about it.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace lmlab {
+
+struct FixtureError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The command that rewrites every fixture; error messages quote it.
+inline constexpr const char* kRegenerateCommand = "/usr/bin/python3 scripts/export_golden.py";
+
+// An n-dimensional array read from a dataset, row-major.
+template <typename T>
+struct Array {
+    std::vector<std::size_t> shape;
+    std::vector<T> data;
+};
+
+std::string shape_str(const std::vector<std::size_t>& shape);  // "[4, 64]"
+
+// One case_NNN group: parameters plus inputs, PyTorch float32 outputs and float64 references.
+struct Case {
+    std::string file;         // for error messages
+    std::string name;         // "case_003"
+    std::string description;  // what the case is meant to break
+    std::map<std::string, double> numbers;       // numeric attributes (eps, pos, theta, ...)
+    std::map<std::string, std::string> strings;  // string attributes (style, ...)
+    std::map<std::string, Array<float>> inputs;
+    std::map<std::string, Array<float>> outputs;
+    std::map<std::string, Array<double>> reference64;
+
+    // The input `name`, checked against `shape` (an entry of kAnyDim matches any length).
+    // Throws FixtureError naming file, dataset, expected and actual shape.
+    static constexpr std::size_t kAnyDim = static_cast<std::size_t>(-1);
+    const Array<float>& input(const std::string& name, const std::vector<std::size_t>& shape) const;
+    double number(const std::string& attr) const;            // throws when missing
+    const std::string& string(const std::string& attr) const;  // throws when missing
+};
+
+struct Fixture {
+    std::string path;
+    std::string stage;
+    std::string level;
+    long format_version = 0;
+    std::string exporter_sha256;
+    std::map<std::string, double> numbers;       // other numeric root attributes
+    std::map<std::string, std::string> strings;  // other string root attributes
+    std::vector<Case> cases;
+};
+
+// Reads a whole fixture file. Throws FixtureError (missing, unreadable, not HDF5, wrong format
+// version, no cases, a case without outputs).
+Fixture read_fixture(const std::string& path);
+
+// sha256 of the exporter (every scripts/*.py, sorted by name, contents concatenated), as
+// export_golden.py computes it.
+std::string exporter_sha256(const std::string& scripts_dir);
+std::string sha256_file(const std::string& path);
+
+// Checks golden_dir/manifest.json against the exporter and the files on disk: every listed file
+// exists with the listed sha256, and the exporter has not changed since. Throws FixtureError
+// naming the first problem and the command that regenerates the fixtures.
+void check_manifest(const std::string& golden_dir, const std::string& scripts_dir);
+
+}  // namespace lmlab

@@ -1,0 +1,168 @@
+// Corrupt and stale fixtures: every kind of bad input gives an error that names the file, the
+// dataset, what was expected and what was found.
+#include <gtest/gtest.h>
+
+#include <H5Cpp.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "fixture.h"
+#include "runner.h"
+#include "stages.h"
+
+namespace lmlab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A scratch folder per test, removed afterwards.
+class FixtureFiles : public ::testing::Test {
+protected:
+    void SetUp() override {
+        dir_ = fs::temp_directory_path() / ("lmlab_fixture_test_" + std::to_string(::getpid()) + "_" +
+                                            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        fs::remove_all(dir_);
+        fs::create_directories(dir_ / "kernel");
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    static void write(H5::Group& g, const std::string& name, const std::vector<hsize_t>& dims, float value) {
+        std::size_t n = 1;
+        for (hsize_t d : dims) n *= d;
+        std::vector<float> data(n, value);
+        H5::DataSet ds = g.createDataSet(name, H5::PredType::IEEE_F32LE,
+                                         H5::DataSpace(static_cast<int>(dims.size()), dims.data()));
+        ds.write(data.data(), H5::PredType::NATIVE_FLOAT);
+    }
+    static void str_attr(H5::H5Object& o, const std::string& name, const std::string& value) {
+        H5::StrType t(H5::PredType::C_S1, H5T_VARIABLE);
+        o.createAttribute(name, t, H5::DataSpace(H5S_SCALAR)).write(t, value);
+    }
+
+    // A matvec fixture with W: w_dims, x: [4], y: [3]; `with_w` false leaves W out.
+    std::string write_matvec(const std::vector<hsize_t>& w_dims, bool with_w = true) {
+        const std::string path = (dir_ / "kernel" / "matvec.h5").string();
+        H5::H5File f(path, H5F_ACC_TRUNC);
+        str_attr(f, "stage", "kernel.matvec");
+        str_attr(f, "level", "kernel");
+        long version = 1;
+        f.createAttribute("format_version", H5::PredType::STD_I64LE, H5::DataSpace(H5S_SCALAR))
+            .write(H5::PredType::NATIVE_LONG, &version);
+        H5::Group c = f.createGroup("case_000");
+        H5::Group in = c.createGroup("inputs"), out = c.createGroup("outputs");
+        if (with_w) write(in, "W", w_dims, 1.0f);
+        write(in, "x", {4}, 1.0f);
+        write(out, "y", {3}, 4.0f);
+        return path;
+    }
+
+    StageResult run_matvec() {
+        for (const Stage& s : stages())
+            if (std::string(s.id) == "kernel.matvec") return run_stage(s, {dir_.string(), ""});
+        throw std::logic_error("no kernel.matvec stage");
+    }
+
+    fs::path dir_;
+};
+
+}  // namespace
+
+TEST_F(FixtureFiles, WellFormedFixturePasses) {
+    write_matvec({3, 4});
+    const StageResult r = run_matvec();
+    EXPECT_EQ(r.status, "pass") << r.reason;
+    EXPECT_EQ(r.n_elements, 3u);
+}
+
+TEST_F(FixtureFiles, MissingFileNamesFileAndCommand) {
+    const StageResult r = run_matvec();
+    EXPECT_EQ(r.status, "error");
+    EXPECT_NE(r.reason.find("kernel/matvec.h5: fixture file is missing"), std::string::npos) << r.reason;
+    EXPECT_NE(r.reason.find("scripts/export_golden.py"), std::string::npos) << r.reason;
+}
+
+TEST_F(FixtureFiles, TruncatedFileIsReportedNotCrashed) {
+    const std::string path = write_matvec({3, 4});
+    fs::resize_file(path, fs::file_size(path) / 2);
+    const StageResult r = run_matvec();
+    EXPECT_EQ(r.status, "error");
+    EXPECT_NE(r.reason.find(path), std::string::npos) << r.reason;
+    EXPECT_NE(r.reason.find("truncated"), std::string::npos) << r.reason;
+}
+
+TEST_F(FixtureFiles, NotHdf5AtAll) {
+    const std::string path = (dir_ / "kernel" / "matvec.h5").string();
+    std::ofstream(path) << "this is not HDF5";
+    EXPECT_THROW(
+        {
+            try {
+                read_fixture(path);
+            } catch (const FixtureError& e) {
+                EXPECT_NE(std::string(e.what()).find("not an HDF5 file"), std::string::npos) << e.what();
+                throw;
+            }
+        },
+        FixtureError);
+}
+
+TEST_F(FixtureFiles, MissingDatasetNamesDatasetAndExpectedShape) {
+    write_matvec({3, 4}, /*with_w=*/false);
+    const StageResult r = run_matvec();
+    EXPECT_EQ(r.status, "error");
+    EXPECT_NE(r.reason.find("/case_000/inputs/W is missing (expected shape [*, 4])"), std::string::npos) << r.reason;
+}
+
+TEST_F(FixtureFiles, WrongShapeNamesExpectedAndActual) {
+    write_matvec({3, 5});  // x has 4 elements, so W must be [*, 4]
+    const StageResult r = run_matvec();
+    EXPECT_EQ(r.status, "error");
+    EXPECT_NE(r.reason.find("/case_000/inputs/W has shape [3, 5], expected [*, 4]"), std::string::npos) << r.reason;
+}
+
+TEST_F(FixtureFiles, WrongOutputSizeIsAnErrorNotAComparison) {
+    write_matvec({2, 4});  // we produce 2 outputs, the fixture holds 3
+    const StageResult r = run_matvec();
+    EXPECT_EQ(r.status, "error");
+    EXPECT_NE(r.reason.find("/case_000/outputs/y has shape [3]"), std::string::npos) << r.reason;
+}
+
+TEST_F(FixtureFiles, StaleManifestIsRefused) {
+    const std::string fixture = write_matvec({3, 4});
+    const fs::path scripts = dir_ / "scripts";
+    fs::create_directories(scripts);
+    std::ofstream(scripts / "export_golden.py") << "# version 1\n";
+    nlohmann::json manifest = {{"exporter_sha256", exporter_sha256(scripts.string())},
+                               {"files", {{"kernel/matvec.h5", sha256_file(fixture)}}}};
+    std::ofstream(dir_ / "manifest.json") << manifest.dump();
+    EXPECT_NO_THROW(check_manifest(dir_.string(), scripts.string()));
+
+    // the exporter changes: every fixture is stale
+    std::ofstream(scripts / "export_golden.py") << "# version 2\n";
+    try {
+        check_manifest(dir_.string(), scripts.string());
+        FAIL() << "stale fixtures accepted";
+    } catch (const FixtureError& e) {
+        EXPECT_NE(std::string(e.what()).find("fixtures are stale"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("export_golden.py"), std::string::npos) << e.what();
+    }
+
+    // a fixture changed after export
+    manifest["exporter_sha256"] = exporter_sha256(scripts.string());
+    std::ofstream(dir_ / "manifest.json") << manifest.dump();
+    fs::resize_file(fixture, fs::file_size(fixture) - 1);
+    try {
+        check_manifest(dir_.string(), scripts.string());
+        FAIL() << "damaged fixture accepted";
+    } catch (const FixtureError& e) {
+        EXPECT_NE(std::string(e.what()).find(fixture), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("differs from the manifest"), std::string::npos) << e.what();
+    }
+
+    fs::remove(fixture);
+    EXPECT_THROW(check_manifest(dir_.string(), scripts.string()), FixtureError);
+}
+
+}  // namespace lmlab

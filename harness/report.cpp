@@ -1,0 +1,277 @@
+#include "report.h"
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+
+#include "fixture.h"
+
+namespace lmlab {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string run_command(const std::string& cmd) {
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return out;
+    char buf[256];
+    while (fgets(buf, sizeof buf, p)) out += buf;
+    pclose(p);
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    return out;
+}
+
+// JSON has no inf/NaN: store them as strings so nothing is silently lost.
+json num(double v) {
+    if (std::isnan(v)) return "nan";
+    if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+    return v;
+}
+
+double as_double(const json& v) {
+    if (v.is_number()) return v.get<double>();
+    if (v.is_string()) {
+        const auto s = v.get<std::string>();
+        if (s == "inf") return INFINITY;
+        if (s == "-inf") return -INFINITY;
+        return NAN;
+    }
+    return 0;
+}
+
+std::string fmt_num(const json& v) {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_null()) return "-";
+    return fmt::format("{:.3g}", v.get<double>());
+}
+
+json metrics_json(const Metrics& m) {
+    json j = {{"elements", m.n},
+              {"mismatched", m.n_mismatch},
+              {"mismatched_share", m.n ? static_cast<double>(m.n_mismatch) / static_cast<double>(m.n) : 0.0},
+              {"max_abs", num(m.max_abs)},
+              {"max_abs_index", m.max_abs_index},
+              {"max_rel", num(m.max_rel)},
+              {"max_rel_index", m.max_rel_index},
+              {"mean_abs", num(m.mean_abs)},
+              {"rmse", num(m.rmse)},
+              {"nmse", num(m.nmse)},
+              {"cosine", num(m.cosine)},
+              {"max_ulp", num(m.max_ulp)},
+              {"worst", {{"ours", num(m.ours_at_worst)}, {"torch", num(m.torch_at_worst)}}}};
+    if (m.has_reference64)
+        j["vs_float64"] = {{"ours_max_abs", num(m.ours_err64)},
+                           {"torch_max_abs", num(m.torch_err64)},
+                           {"ratio", num(m.accuracy_ratio)}};
+    return j;
+}
+
+}  // namespace
+
+RunMeta collect_meta(const std::string& source_dir, const std::string& golden_dir) {
+    RunMeta m;
+    m.git_commit = run_command("git -C '" + source_dir + "' rev-parse HEAD 2>/dev/null");
+    if (m.git_commit.empty()) m.git_commit = "unknown";
+    m.git_dirty = !run_command("git -C '" + source_dir + "' status --porcelain 2>/dev/null").empty();
+#ifdef LMLAB_COMPILER
+    m.compiler = LMLAB_COMPILER;
+#endif
+#ifdef LMLAB_CXX_FLAGS
+    m.cxx_flags = LMLAB_CXX_FLAGS;
+#endif
+#ifdef LMLAB_BUILD_TYPE
+    m.build_type = LMLAB_BUILD_TYPE;
+#endif
+    char date[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    m.date_utc = date;
+    const fs::path manifest = fs::path(golden_dir) / "manifest.json";
+    m.manifest_sha256 = fs::exists(manifest) ? sha256_file(manifest.string()) : "";
+    m.golden_dir = golden_dir;
+    return m;
+}
+
+json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
+    json report;
+    report["schema_version"] = kReportSchemaVersion;
+    report["meta"] = {{"git_commit", meta.git_commit}, {"git_dirty", meta.git_dirty},
+                      {"compiler", meta.compiler},     {"cxx_flags", meta.cxx_flags},
+                      {"build_type", meta.build_type}, {"date_utc", meta.date_utc},
+                      {"manifest_sha256", meta.manifest_sha256}, {"golden_dir", meta.golden_dir}};
+    std::map<std::string, int> counts = {{"pass", 0}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    json stages_json = json::array();
+    for (const StageResult& r : results) {
+        ++counts[r.status];
+        json s = {{"id", r.id},
+                  {"level", r.level},
+                  {"fixture", r.fixture},
+                  {"status", r.status},
+                  {"reason", r.reason},
+                  {"seconds", r.seconds},
+                  {"tolerance", {{"atol", r.tol.atol}, {"rtol", r.tol.rtol}, {"why", r.tol_why}}},
+                  {"worst", {{"max_abs", num(r.worst_max_abs)}, {"max_rel", num(r.worst_max_rel)},
+                             {"accuracy_ratio", num(r.worst_accuracy_ratio)}}},
+                  {"mismatched", r.n_mismatch},
+                  {"elements", r.n_elements},
+                  {"first_failure", nullptr}};
+        if (r.first_failure) {
+            const OutputResult& f = r.outputs[*r.first_failure];
+            s["first_failure"] = {{"case", f.case_name}, {"output", f.output}, {"message", f.message}};
+        }
+        json outs = json::array();
+        for (const OutputResult& o : r.outputs)
+            outs.push_back({{"case", o.case_name},
+                            {"description", o.case_description},
+                            {"output", o.output},
+                            {"golden", o.golden},
+                            {"shape", o.shape},
+                            {"passed", o.metrics.passed()},
+                            {"metrics", metrics_json(o.metrics)},
+                            {"message", o.message}});
+        s["outputs"] = outs;
+        stages_json.push_back(s);
+    }
+    report["summary"] = {{"stages", results.size()}};
+    for (const auto& [k, v] : counts) report["summary"][k] = v;
+    report["stages"] = stages_json;
+    return report;
+}
+
+std::string report_markdown(const json& report) {
+    const json& meta = report["meta"];
+    const json& sum = report["summary"];
+    std::string md = "# lmlab error report\n\n";
+    md += fmt::format("- commit `{}`{}, {} {} ({}), {}\n- fixtures: `{}` (manifest sha256 `{}`)\n\n",
+                      meta["git_commit"].get<std::string>().substr(0, 12), meta["git_dirty"].get<bool>() ? " (dirty)" : "",
+                      meta["compiler"].get<std::string>(), meta["cxx_flags"].get<std::string>(),
+                      meta["build_type"].get<std::string>(), meta["date_utc"].get<std::string>(),
+                      meta["golden_dir"].get<std::string>(), meta["manifest_sha256"].get<std::string>().substr(0, 12));
+    md += fmt::format("**{} stages: {} pass, {} fail, {} error, {} skipped, {} not run**\n\n", sum["stages"].get<int>(),
+                      sum["pass"].get<int>(), sum["fail"].get<int>(), sum["error"].get<int>(),
+                      sum["skipped"].get<int>(), sum["not_run"].get<int>());
+    md += "How to read it: `max abs`/`max rel` are the greatest differences from PyTorch float32 over all cases;\n"
+          "`ours/torch vs f64` is our greatest error against the float64 truth divided by PyTorch's own\n"
+          "(below 1: we are closer to the truth than PyTorch float32 is). Tolerance: |ours - torch| <= atol + rtol·|torch|.\n\n";
+    md += "| stage | level | status | max abs | max rel | ours/torch vs f64 | atol | rtol | mismatched | time |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const json& s : report["stages"])
+        md += fmt::format("| {} | {} | {} | {} | {} | {} | {:g} | {:g} | {} / {} | {:.3f} s |\n", s["id"].get<std::string>(),
+                          s["level"].get<std::string>(), s["status"].get<std::string>(), fmt_num(s["worst"]["max_abs"]),
+                          fmt_num(s["worst"]["max_rel"]), fmt_num(s["worst"]["accuracy_ratio"]),
+                          s["tolerance"]["atol"].get<double>(), s["tolerance"]["rtol"].get<double>(),
+                          s["mismatched"].get<std::size_t>(), s["elements"].get<std::size_t>(), s["seconds"].get<double>());
+    bool any_problem = false;
+    for (const json& s : report["stages"]) {
+        const std::string status = s["status"];
+        if (status == "pass") continue;
+        if (!any_problem) md += "\n## Problems\n";
+        any_problem = true;
+        md += fmt::format("\n### {} — {}\n\n{}\n", s["id"].get<std::string>(), status, s["reason"].get<std::string>());
+        if (!s["first_failure"].is_null())
+            md += "\n```\n" + s["first_failure"]["message"].get<std::string>() + "\n```\n";
+    }
+    md += "\n## Every output\n\n| stage | case | output | shape | max abs | max rel | max ulp | cosine | ours/torch vs f64 | ok |\n"
+          "|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const json& s : report["stages"])
+        for (const json& o : s["outputs"]) {
+            std::string shape;
+            for (const auto& d : o["shape"]) shape += (shape.empty() ? "" : "×") + std::to_string(d.get<std::size_t>());
+            const json& m = o["metrics"];
+            md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", s["id"].get<std::string>(),
+                              o["case"].get<std::string>(), o["output"].get<std::string>(), shape, fmt_num(m["max_abs"]),
+                              fmt_num(m["max_rel"]), fmt_num(m["max_ulp"]), fmt_num(m["cosine"]),
+                              m.contains("vs_float64") ? fmt_num(m["vs_float64"]["ratio"]) : "-",
+                              o["passed"].get<bool>() ? "✓" : "✗");
+        }
+    return md;
+}
+
+std::vector<std::string> compare_reports(const json& old_report, const json& new_report) {
+    std::map<std::string, const json*> old_stages;
+    for (const json& s : old_report["stages"]) old_stages[s["id"].get<std::string>()] = &s;
+    std::vector<std::string> lines;
+    for (const json& s : new_report["stages"]) {
+        const std::string id = s["id"];
+        const auto it = old_stages.find(id);
+        if (it == old_stages.end()) {
+            lines.push_back(fmt::format("{}: new stage ({})", id, s["status"].get<std::string>()));
+            continue;
+        }
+        const json& o = *it->second;
+        if (o["status"] != s["status"])
+            lines.push_back(fmt::format("{}: status {} -> {}", id, o["status"].get<std::string>(), s["status"].get<std::string>()));
+        const double before = as_double(o["worst"]["max_abs"]), after = as_double(s["worst"]["max_abs"]);
+        if (after > 2 * before && after > 0 && s["status"] != "not_run" && s["status"] != "skipped")
+            lines.push_back(fmt::format("{}: worst abs error grew {} -> {} ({}x)", id, fmt_num(o["worst"]["max_abs"]),
+                                        fmt_num(s["worst"]["max_abs"]), before > 0 ? fmt::format("{:.1f}", after / before) : "inf"));
+        old_stages.erase(it);
+    }
+    for (const auto& [id, _] : old_stages) lines.push_back(id + ": stage disappeared");
+    return lines;
+}
+
+std::string diff_table(const json& old_report, const json& new_report) {
+    std::map<std::string, const json*> old_stages;
+    for (const json& s : old_report["stages"]) old_stages[s["id"].get<std::string>()] = &s;
+    std::string out = fmt::format("{:<28} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "stage", "old", "new", "old max abs",
+                                  "new max abs", "ratio");
+    for (const json& s : new_report["stages"]) {
+        const std::string id = s["id"];
+        const auto it = old_stages.find(id);
+        const std::string old_status = it == old_stages.end() ? "-" : (*it->second)["status"].get<std::string>();
+        const json old_abs = it == old_stages.end() ? json(nullptr) : (*it->second)["worst"]["max_abs"];
+        const double a = as_double(old_abs), b = as_double(s["worst"]["max_abs"]);
+        out += fmt::format("{:<28} {:>9} {:>9} {:>11} {:>11} {:>8}\n", id, old_status, s["status"].get<std::string>(),
+                           fmt_num(old_abs), fmt_num(s["worst"]["max_abs"]),
+                           a > 0 ? fmt::format("{:.2f}x", b / a) : (b > 0 ? "new" : "="));
+    }
+    const auto flagged = compare_reports(old_report, new_report);
+    out += flagged.empty() ? "no stage changed status or grew its worst error more than 2x\n" : "flagged:\n";
+    for (const auto& l : flagged) out += "  " + l + "\n";
+    return out;
+}
+
+json load_report(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error(path + ": cannot open report");
+    try {
+        json j = json::parse(in);
+        if (!j.contains("schema_version") || j["schema_version"] != kReportSchemaVersion || !j.contains("stages"))
+            throw std::runtime_error("unexpected schema_version (this lmlab reads " +
+                                     std::to_string(kReportSchemaVersion) + ")");
+        return j;
+    } catch (const json::exception& e) {
+        throw std::runtime_error(path + ": not a valid report (" + e.what() + ")");
+    } catch (const std::runtime_error& e) {
+        throw std::runtime_error(path + ": " + e.what());
+    }
+}
+
+std::vector<std::string> write_report(const std::string& dir, const json& report) {
+    fs::create_directories(dir);
+    const fs::path current = fs::path(dir) / "report.json";
+    const fs::path previous = fs::path(dir) / "report.prev.json";
+    std::vector<std::string> changes;
+    if (fs::exists(current)) {
+        try {
+            changes = compare_reports(load_report(current.string()), report);
+        } catch (const std::exception& e) {
+            changes.push_back(std::string("previous report unreadable, not compared: ") + e.what());
+        }
+        fs::rename(current, previous);
+    }
+    std::ofstream(current) << report.dump(2) << "\n";
+    std::ofstream(fs::path(dir) / "report.md") << report_markdown(report);
+    return changes;
+}
+
+}  // namespace lmlab

@@ -1,0 +1,117 @@
+#include "runner.h"
+
+#include <fnmatch.h>
+
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <filesystem>
+
+namespace lmlab {
+
+namespace {
+
+void summarise(StageResult& r) {
+    for (std::size_t i = 0; i < r.outputs.size(); ++i) {
+        const Metrics& m = r.outputs[i].metrics;
+        r.worst_max_abs = std::max(r.worst_max_abs, m.max_abs);
+        r.worst_max_rel = std::max(r.worst_max_rel, m.max_rel);
+        if (m.has_reference64) r.worst_accuracy_ratio = std::max(r.worst_accuracy_ratio, m.accuracy_ratio);
+        r.n_mismatch += m.n_mismatch;
+        r.n_elements += m.n;
+        if (!m.passed() && !r.first_failure) r.first_failure = i;
+    }
+}
+
+}  // namespace
+
+StageResult run_stage(const Stage& stage, const StageEnv& env) {
+    StageResult r;
+    r.id = stage.id;
+    r.level = stage.level;
+    r.fixture = stage.fixture;
+    r.tol = stage.tol;
+    r.tol_why = stage.tol_why;
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+        const Fixture fx = read_fixture((std::filesystem::path(env.golden_dir) / stage.fixture).string());
+        if (fx.stage != stage.id)
+            throw FixtureError(fx.path + ": root attribute stage is '" + fx.stage + "', expected '" + stage.id +
+                               "'. " + "Regenerate the fixtures: " + kRegenerateCommand);
+        for (const Case& c : fx.cases) {
+            for (StageOutput& out : stage.run(fx, c, env)) {
+                const auto golden = c.outputs.find(out.golden);
+                if (golden == c.outputs.end())
+                    throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden +
+                                       " is missing. Regenerate the fixtures: " + kRegenerateCommand);
+                if (golden->second.data.size() != out.data.size())
+                    throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden + " has shape " +
+                                       shape_str(golden->second.shape) + " (" +
+                                       std::to_string(golden->second.data.size()) + " elements), but " + stage.id +
+                                       " produced " + std::to_string(out.data.size()) + " elements for '" +
+                                       out.name + "'");
+                std::span<const double> truth;
+                const auto ref = c.reference64.find(out.golden);
+                if (ref != c.reference64.end() && ref->second.data.size() == out.data.size()) truth = ref->second.data;
+                OutputResult o;
+                o.case_name = c.name;
+                o.case_description = c.description;
+                o.output = out.name;
+                o.golden = out.golden;
+                o.shape = golden->second.shape;
+                o.metrics = compare(out.data, golden->second.data, truth, stage.tol);
+                if (!o.metrics.passed()) {
+                    o.message = mismatch_message(o.metrics, o.shape, stage.tol);
+                    if (!out.note.empty()) o.message += "\n" + out.note;
+                }
+                r.outputs.push_back(std::move(o));
+            }
+        }
+        summarise(r);
+        r.status = r.first_failure ? "fail" : "pass";
+        if (r.first_failure) {
+            const OutputResult& f = r.outputs[*r.first_failure];
+            r.reason = "first mismatch: " + f.case_name + " (" + f.case_description + "), output '" + f.output + "'";
+        }
+    } catch (const SkipStage& e) {
+        r.status = "skipped";
+        r.reason = e.what();
+    } catch (const std::exception& e) {
+        r.status = "error";
+        r.reason = e.what();
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+}
+
+std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const StageResult&)) {
+    const StageEnv env{opt.golden_dir, opt.shared_dir};
+    std::vector<StageResult> results;
+    std::string blocked_by;  // the first level that failed
+    for (const std::string& level : levels()) {
+        if (!opt.level.empty() && opt.level != level) continue;
+        bool level_failed = false;
+        for (const Stage& s : stages()) {
+            if (s.level != level || fnmatch(opt.stage_glob.c_str(), s.id, 0) != 0) continue;
+            StageResult r;
+            if (!blocked_by.empty()) {
+                r.id = s.id;
+                r.level = s.level;
+                r.fixture = s.fixture;
+                r.tol = s.tol;
+                r.tol_why = s.tol_why;
+                r.status = "not_run";
+                r.reason = "level '" + blocked_by + "' failed; fix it first (or pass --keep-going)";
+            } else {
+                r = run_stage(s, env);
+                level_failed = level_failed || r.status == "fail" || r.status == "error";
+            }
+            if (on_done) on_done(r);
+            results.push_back(std::move(r));
+        }
+        if (level_failed && blocked_by.empty() && !opt.keep_going) blocked_by = level;
+    }
+    return results;
+}
+
+}  // namespace lmlab

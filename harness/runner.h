@@ -1,0 +1,56 @@
+// Running stages: read each stage's fixture, run every case, compare every output.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "compare.h"
+#include "stages.h"
+
+namespace lmlab {
+
+// One output of one case, measured.
+struct OutputResult {
+    std::string case_name;         // "case_003"
+    std::string case_description;  // from the fixture
+    std::string output;            // StageOutput::name
+    std::string golden;            // StageOutput::golden
+    std::vector<std::size_t> shape;
+    Metrics metrics;
+    std::string message;           // assert_close-style text when it mismatched, else empty
+};
+
+struct StageResult {
+    std::string id, level, fixture;
+    std::string status;  // "pass", "fail", "error" (could not run: bad fixture...), "skipped", "not_run"
+    std::string reason;  // error / skip / not-run explanation; for "fail" the first failing output
+    Tolerance tol{};
+    std::string tol_why;
+    double seconds = 0;
+    std::vector<OutputResult> outputs;
+    // Worst over all outputs (for summaries and regressions).
+    double worst_max_abs = 0;
+    double worst_max_rel = 0;
+    double worst_accuracy_ratio = 0;  // max ours/torch error ratio vs float64 truth; 0 when no reference64
+    std::size_t n_mismatch = 0, n_elements = 0;
+    std::optional<std::size_t> first_failure;  // index into outputs, in pipeline order
+};
+
+struct RunOptions {
+    std::string golden_dir;
+    std::string shared_dir;
+    std::string stage_glob = "*";  // fnmatch-style on the stage id
+    std::string level;             // empty = all levels
+    bool keep_going = false;       // run levels above a failing level anyway
+};
+
+// Runs the selected stages in level order. Unless keep_going, a failure (or error) at one level
+// marks every selected stage of the higher levels "not_run", as ctest's gating does.
+// on_done is called after each stage (for the one-line progress print).
+std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const StageResult&));
+
+// Runs one stage (all its cases).
+StageResult run_stage(const Stage& stage, const StageEnv& env);
+
+}  // namespace lmlab

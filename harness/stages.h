@@ -1,0 +1,64 @@
+// The stage table: every check the harness can run, one row each.
+//
+// A stage = id, level, fixture file, tolerance (with the reason for it), and a function from one
+// fixture case to our outputs. The harness compares each returned output with the fixture's
+// outputs/<golden> (PyTorch float32) and reference64/<golden> (float64 truth).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "compare.h"
+#include "fixture.h"
+
+namespace lmlab {
+
+// One output we computed for a case.
+struct StageOutput {
+    std::string name;          // what the report calls it ("y", "layer0.q", "layer0.q [teacher-forced]")
+    std::string golden;        // which outputs/<golden> of the case it is compared with
+    std::vector<float> data;   // row-major, same element count as the golden output
+    std::string note = {};     // extra explanation printed when this output mismatches
+};
+
+// Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
+// "skipped" with the reason, never as a failure.
+struct SkipStage : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct StageEnv {
+    std::string golden_dir;  // where fixtures live
+    std::string shared_dir;  // ../shared (models and tokenizers), may not exist
+};
+
+using StageFn = std::vector<StageOutput> (*)(const Fixture&, const Case&, const StageEnv&);
+
+struct Stage {
+    const char* id;        // "kernel.softmax"
+    const char* level;     // "kernel", "layer", "model", "generation"
+    const char* fixture;   // relative to the golden dir: "kernel/softmax.h5"
+    Tolerance tol;         // |ours - torch| <= atol + rtol·|torch|
+    const char* tol_why;   // one line: why this tolerance
+    StageFn run;
+};
+
+// Levels in gating order: a level runs only when every stage of the levels before it passed.
+const std::vector<std::string>& levels();
+int level_rank(const std::string& level);  // index in levels(), -1 when unknown
+
+// Every stage, in level order.
+const std::vector<Stage>& stages();
+
+// Stage functions (defined in kernel_stages.cpp, ...).
+std::vector<StageOutput> stage_matvec(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_matmul(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_softmax(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_rmsnorm(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_rope(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_silu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_swiglu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_argmax(const Fixture&, const Case&, const StageEnv&);
+
+}  // namespace lmlab

@@ -1,0 +1,90 @@
+// lmlab kernels: the numerical building blocks of a decoder-only transformer.
+//
+// Every kernel is a plain function over std::span: no I/O, no allocation, no knowledge of models
+// or files. Shapes are passed explicitly; matrices are row-major with rows = outputs, exactly as
+// PyTorch stores nn.Linear weights ([out, in]).
+//
+// Preconditions (span sizes) are checked with assert(): the callers (model/, harness/) validate
+// shapes once, when data is loaded, so the hot loops do not re-check them.
+//
+// Reductions (dot products, sums of squares, softmax denominators) accumulate in double. Why: a
+// float accumulator loses about log2(n) bits over n terms, and the golden fixtures include
+// 16384-long reductions; in double the only float32 rounding left is the final one, so our output
+// sits at least as close to the float64 truth as PyTorch's own float32 result does.
+#pragma once
+
+#include <cstddef>
+#include <span>
+
+namespace lmlab {
+
+// ---- Linear algebra ---------------------------------------------------------------------------
+
+// y = W · x.  W: [out, in] row-major, x: [in], y: [out].
+// y[i] = Σ_j W[i*in + j] · x[j]. This is every nn.Linear of the model, one token at a time.
+void matvec(std::span<const float> W, std::span<const float> x, std::span<float> y);
+
+// C = A · B.  A: [m, k], B: [k, n], C: [m, n], all row-major (torch.matmul on 2-D tensors).
+void matmul(std::span<const float> A, std::span<const float> B, std::span<float> C,
+            std::size_t m, std::size_t k, std::size_t n);
+
+// ---- Normalisation and probabilities -----------------------------------------------------------
+
+// Numerically stable softmax: y[i] = exp(x[i] - max(x)) / Σ_j exp(x[j] - max(x)).
+// Why subtract the max: exp(1e4) overflows float (max ≈ 3.4e38 ≈ e^88.7); shifting by the max
+// makes the largest exponent exp(0) = 1 and changes nothing mathematically, since the common
+// factor exp(-max) cancels between numerator and denominator. -inf entries (masked positions)
+// get probability exactly 0. x and y may be the same span (in-place).
+// Analogy: weighted load balancing — scores become shares that add up to 1.
+void softmax(std::span<const float> x, std::span<float> y);
+
+// RMSNorm (Zhang & Sennrich 2019): y[i] = x[i] / sqrt(mean(x²) + eps) · weight[i].
+// Why eps: for an all-zero (or tiny) x the mean square is 0 and 1/sqrt(0) is +inf; eps bounds the
+// scale at 1/sqrt(eps). x, weight, y: [n]; x and y may alias.
+void rmsnorm(std::span<const float> x, std::span<const float> weight, float eps,
+             std::span<float> y);
+
+// ---- Rotary position embedding -----------------------------------------------------------------
+
+// Which elements of a head form a rotation pair.
+enum class RopeStyle {
+    AdjacentPairs,  // (x[2i], x[2i+1]): Meta's LLaMA, llama2.c
+    RotateHalf,     // (x[i], x[i + head_dim/2]): Hugging Face LLaMA, Qwen2
+};
+
+// RoPE (Su et al. 2021), in place. x: [n_heads * head_dim], every head rotated the same way.
+// Pair i of a head is rotated by the angle pos · freq_i, freq_i = theta^(-2i / head_dim):
+//   (a, b) -> (a·cos - b·sin, a·sin + b·cos).
+// The angle is formed in float32 (freq rounded to float, then pos·freq rounded), as PyTorch and
+// llama2.c do, so that at large positions we lose the same angle bits the reference loses.
+// At pos 0 every angle is 0: RoPE is the identity.
+void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style);
+
+// ---- Activations -------------------------------------------------------------------------------
+
+// SiLU (a.k.a. swish): y = x · sigmoid(x) = x / (1 + exp(-x)). x and y may alias.
+void silu(std::span<const float> x, std::span<float> y);
+
+// SwiGLU gate (Shazeer 2020): y[i] = silu(a[i]) · b[i]. In the FFN a = w1·x ("gate"), b = w3·x ("up").
+// a, b, y: [n]; y may alias a or b.
+void swiglu(std::span<const float> a, std::span<const float> b, std::span<float> y);
+
+// ---- Attention ---------------------------------------------------------------------------------
+
+// Single-query attention of one head over n_pos cached positions.
+//   q: [head_dim]; keys/values: position t of this head starts at keys[t * stride] (stride is the
+//   row length of the cache, e.g. kv_dim, so one head's slice is read straight out of the cache);
+//   scores: [n_pos] scratch, on return holds the attention probabilities; out: [head_dim].
+//   scores[t] = (q · k_t) / sqrt(head_dim);  p = softmax(scores);  out = Σ_t p[t] · v_t.
+// Why 1/sqrt(head_dim): q·k of unit-variance vectors has variance head_dim; scaling keeps scores
+// O(1) so softmax does not saturate into a one-hot.
+// Analogy: a soft key-value lookup — every cached key matches a little, the best ones the most.
+void attention(std::span<const float> q, std::span<const float> keys,
+               std::span<const float> values, std::size_t n_pos, std::size_t stride,
+               std::span<float> scores, std::span<float> out);
+
+// Index of the largest element; the first maximum wins on ties (as torch.argmax). NaN never wins.
+// x must not be empty.
+std::size_t argmax(std::span<const float> x);
+
+}  // namespace lmlab

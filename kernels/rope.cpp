@@ -1,0 +1,33 @@
+#include <cassert>
+#include <cmath>
+
+#include "kernels.h"
+
+namespace lmlab {
+
+void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style) {
+    assert(head_dim % 2 == 0 && x.size() % head_dim == 0);
+    const std::size_t half = head_dim / 2;
+    const std::size_t n_heads = x.size() / head_dim;
+    for (std::size_t i = 0; i < half; ++i) {
+        // freq_i = theta^(-2i/head_dim), correctly rounded to float; the angle pos·freq_i is
+        // rounded to float as in the float32 reference (this is where high positions lose bits).
+        const float freq = static_cast<float>(
+            1.0 / std::pow(static_cast<double>(theta), static_cast<double>(2 * i) / head_dim));
+        const float angle = static_cast<float>(pos) * freq;
+        const float c = static_cast<float>(std::cos(static_cast<double>(angle)));
+        const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
+        for (std::size_t h = 0; h < n_heads; ++h) {
+            float* head = x.data() + h * head_dim;
+            // the two members of pair i
+            const std::size_t ia = style == RopeStyle::AdjacentPairs ? 2 * i : i;
+            const std::size_t ib = style == RopeStyle::AdjacentPairs ? 2 * i + 1 : i + half;
+            const float a = head[ia];
+            const float b = head[ib];
+            head[ia] = a * c - b * s;
+            head[ib] = a * s + b * c;
+        }
+    }
+}
+
+}  // namespace lmlab

@@ -1,0 +1,61 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels.h"
+
+namespace lmlab {
+
+TEST(Rope, PositionZeroIsIdentity) {
+    std::vector<float> x = {0.1f, -2.0f, 3.5f, 4.0f, 5.0f, -6.0f, 7.0f, 8.25f};
+    const std::vector<float> before = x;
+    rope(x, 4, 0, 10000.0f, RopeStyle::AdjacentPairs);
+    EXPECT_EQ(x, before);
+    rope(x, 4, 0, 10000.0f, RopeStyle::RotateHalf);
+    EXPECT_EQ(x, before);
+}
+
+TEST(Rope, PairZeroTurnsByPosRadians) {
+    // pair 0 always has freq theta^0 = 1, so at pos 1 it turns (1, 0) into (cos 1, sin 1)
+    std::vector<float> x = {1.0f, 0.0f};
+    rope(x, 2, 1, 10000.0f, RopeStyle::AdjacentPairs);
+    EXPECT_NEAR(x[0], std::cos(1.0), 1e-7);
+    EXPECT_NEAR(x[1], std::sin(1.0), 1e-7);
+}
+
+TEST(Rope, QuarterTurnWithThetaChosenForPiOverTwo) {
+    // head_dim 4: pair 1 has freq = theta^(-2/4) = 1/sqrt(theta). With theta = (2/pi)² the freq is
+    // pi/2, so at pos 1 pair 1 turns by 90°: (a, b) -> (-b, a). Pair 0 (freq 1) turns by 1 rad.
+    const float theta = static_cast<float>((2.0 / M_PI) * (2.0 / M_PI));
+    std::vector<float> adj = {0, 0, 2.0f, 3.0f};  // pair 1 = (x[2], x[3])
+    rope(adj, 4, 1, theta, RopeStyle::AdjacentPairs);
+    EXPECT_NEAR(adj[2], -3.0f, 1e-6);
+    EXPECT_NEAR(adj[3], 2.0f, 1e-6);
+
+    std::vector<float> half = {0, 2.0f, 0, 3.0f};  // rotate-half: pair 1 = (x[1], x[3])
+    rope(half, 4, 1, theta, RopeStyle::RotateHalf);
+    EXPECT_NEAR(half[1], -3.0f, 1e-6);
+    EXPECT_NEAR(half[3], 2.0f, 1e-6);
+}
+
+TEST(Rope, PreservesNormOfEveryPair) {
+    // a rotation never changes length: |(a, b)| is the same before and after, at any position
+    std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+    const std::vector<float> before = x;
+    rope(x, 8, 511, 10000.0f, RopeStyle::AdjacentPairs);
+    for (std::size_t i = 0; i < 8; i += 2) {
+        const double n0 = std::hypot(before[i], before[i + 1]);
+        const double n1 = std::hypot(x[i], x[i + 1]);
+        EXPECT_NEAR(n0, n1, 1e-5);
+    }
+}
+
+TEST(Rope, EveryHeadIsRotatedTheSame) {
+    std::vector<float> x = {1, 2, 3, 4, 1, 2, 3, 4};  // two identical heads of dim 4
+    rope(x, 4, 7, 10000.0f, RopeStyle::RotateHalf);
+    for (std::size_t d = 0; d < 4; ++d) EXPECT_EQ(x[d], x[4 + d]);
+    EXPECT_NE(x[0], 1.0f);
+}
+
+}  // namespace lmlab

@@ -1,0 +1,346 @@
+#!/usr/bin/python3
+"""Writes lmlab's golden fixtures: PyTorch's answers for every stage, as HDF5 files.
+
+    /usr/bin/python3 scripts/export_golden.py [--out golden] [--only GLOB]
+
+One HDF5 file per stage (golden/<level>/<name>.h5). Each file holds cases case_000, case_001, ...;
+each case has inputs/<name> (float32, what the C++ side is fed), outputs/<name> (PyTorch's float32
+answer, what the C++ side is compared with) and reference64/<name> (the same computation in float64
+from the same float32 inputs: the "true" value both are measured against), plus the op's
+parameters as attributes. golden/README.md documents the format; golden/manifest.json lists every
+file with its sha256 so that the harness can tell a stale or damaged fixture.
+
+Deterministic: every stage draws from its own torch.Generator seeded from SEED and the stage id,
+torch runs single-threaded, and HDF5 object timestamps are off, so two runs give identical bytes.
+"""
+import argparse
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import zlib
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FORMAT_VERSION = 1
+SEED = 20261123
+SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(SCRIPTS_DIR)
+
+
+def exporter_sha256():
+    """sha256 over every scripts/*.py (sorted by name, contents concatenated): the fixtures are
+    stale as soon as any reference op changes. harness/fixture.cpp computes the same digest."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(SCRIPTS_DIR)):
+        if name.endswith(".py"):
+            with open(os.path.join(SCRIPTS_DIR, name), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def generator(stage_id):
+    """A stage's own random stream: adding or reordering stages never changes another's data."""
+    return torch.Generator().manual_seed(SEED + zlib.crc32(stage_id.encode()))
+
+
+def randn(g, *shape, scale=1.0):
+    return torch.randn(*shape, generator=g, dtype=torch.float32) * scale
+
+
+# ---- Reference ops ------------------------------------------------------------------------------
+# Each takes tensors (float32 or float64: the same code computes outputs and reference64) and
+# the case's parameters, and returns a dict of named outputs.
+
+def ref_matvec(inp, p):
+    return {"y": torch.matmul(inp["W"], inp["x"])}
+
+
+def ref_matmul(inp, p):
+    return {"C": torch.matmul(inp["A"], inp["B"])}
+
+
+def ref_softmax(inp, p):
+    return {"y": F.softmax(inp["x"], dim=-1)}
+
+
+def ref_rmsnorm(inp, p):
+    # Zhang & Sennrich 2019: x / sqrt(mean(x^2) + eps) * weight
+    x = inp["x"]
+    return {"y": x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + p["eps"]) * inp["weight"]}
+
+
+def rope_angles(pos, head_dim, theta, dtype):
+    """Angles pos * theta^(-2i/head_dim), i = 0 .. head_dim/2 - 1 (Su et al. 2021).
+    float32: freq rounded to float32, then pos * freq in float32, as LLaMA's precompute does;
+    float64: the exact angle."""
+    freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    return torch.tensor(float(pos), dtype=dtype) * freq.to(dtype)
+
+
+def apply_rope(x, pos, head_dim, theta, style):
+    """x: [..., n_heads * head_dim]. style 'adjacent': pairs (x[2i], x[2i+1]) (Meta, llama2.c);
+    'rotate_half': pairs (x[i], x[i + head_dim/2]) (Hugging Face, Qwen2)."""
+    ang = rope_angles(pos, head_dim, theta, x.dtype)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    h = x.reshape(*x.shape[:-1], -1, head_dim)
+    if style == "adjacent":
+        a, b = h[..., 0::2], h[..., 1::2]
+        out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    else:
+        half = head_dim // 2
+        a, b = h[..., :half], h[..., half:]
+        out = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    return out.reshape(x.shape)
+
+
+def ref_rope(inp, p):
+    return {"y": apply_rope(inp["x"], p["pos"], p["head_dim"], p["theta"], p["style"])}
+
+
+def ref_silu(inp, p):
+    return {"y": F.silu(inp["x"])}
+
+
+def ref_swiglu(inp, p):
+    return {"y": F.silu(inp["a"]) * inp["b"]}
+
+
+def ref_attention(inp, p):
+    # one query over n_pos cached keys/values: softmax(K q / sqrt(d)) . V
+    q, k, v = inp["q"], inp["k"], inp["v"]
+    scores = torch.matmul(k, q) / math.sqrt(q.shape[-1])
+    probs = F.softmax(scores, dim=-1)
+    return {"out": torch.matmul(probs, v), "probs": probs}
+
+
+def ref_argmax(inp, p):
+    # torch.argmax returns the first maximal index; stored as float so every output is numeric
+    return {"index": torch.argmax(inp["x"]).reshape(1).to(inp["x"].dtype)}
+
+
+# ---- Cases --------------------------------------------------------------------------------------
+# A case: (description, params, inputs). Chosen to break kernels, not to pass them.
+
+def cases_matvec(g):
+    out = []
+    for rows, cols, why in [(256, 256, "wq/wk/wv/wo of the tiny LLaMA"), (1024, 256, "w1/w3: dim -> ffn"),
+                            (256, 1024, "w2: ffn -> dim"), (16, 1024, "long reduction, in = 1024"),
+                            (8, 16384, "very long reduction, in = 16384"),
+                            (16384, 256, "classifier: dim -> vocab 16384")]:
+        # W scaled by 1/sqrt(in) so outputs are O(1), as in a trained layer
+        out.append((f"{rows}x{cols}: {why}", {},
+                    {"W": randn(g, rows, cols, scale=cols ** -0.5), "x": randn(g, cols)}))
+    return out
+
+
+def cases_matmul(g):
+    return [("[3,5]·[5,7] odd shapes", {}, {"A": randn(g, 3, 5), "B": randn(g, 5, 7)}),
+            ("[4,256]·[256,256] four tokens through wq", {}, {"A": randn(g, 4, 256), "B": randn(g, 256, 256, scale=1 / 16)}),
+            ("[16,1024]·[1024,8] long reduction", {}, {"A": randn(g, 16, 1024), "B": randn(g, 1024, 8, scale=1 / 32)})]
+
+
+def cases_softmax(g):
+    masked = randn(g, 64)
+    masked[[3, 40]] = float("-inf")
+    return [("[1, 2, 3] textbook", {}, {"x": torch.tensor([1.0, 2.0, 3.0])}),
+            ("large magnitudes ±1e4 (overflows without max subtraction)", {},
+             {"x": (torch.rand(32, generator=g) * 2 - 1) * 1e4}),
+            ("close values near 1e4", {}, {"x": 1e4 + randn(g, 16)}),
+            ("-inf masked entries get exactly 0", {}, {"x": masked}),
+            ("single element", {}, {"x": torch.tensor([-3.25])}),
+            ("512 attention scores", {}, {"x": randn(g, 512, scale=3.0)}),
+            ("16384 logits", {}, {"x": randn(g, 16384, scale=4.0)})]
+
+
+def cases_rmsnorm(g):
+    w = 1.0 + randn(g, 256, scale=0.1)
+    return [("dim 256 typical activations", {"eps": 1e-5}, {"x": randn(g, 256), "weight": w}),
+            ("all zeros (eps keeps 1/sqrt finite)", {"eps": 1e-5}, {"x": torch.zeros(256), "weight": w}),
+            ("tiny values 1e-6 (eps dominates)", {"eps": 1e-5}, {"x": randn(g, 256, scale=1e-6), "weight": w}),
+            ("large values 1e3", {"eps": 1e-5}, {"x": randn(g, 256, scale=1e3), "weight": w}),
+            ("dim 64, eps 1e-6 (Qwen2-style eps)", {"eps": 1e-6}, {"x": randn(g, 64), "weight": w[:64].clone()})]
+
+
+def cases_rope(g):
+    out = []
+    x = randn(g, 256)
+    for style in ("adjacent", "rotate_half"):
+        for pos in (0, 1, 17, 511):
+            what = {0: "identity", 1: "first position", 17: "typical", 511: "max_seq_len-1: largest angles"}[pos]
+            out.append((f"{style}, pos {pos} ({what}), 4 heads x 64", {"pos": pos, "head_dim": 64, "theta": 10000.0, "style": style},
+                        {"x": x.clone()}))
+    out.append(("adjacent, head_dim 128, theta 1e6 (Qwen2-like), pos 300", {"pos": 300, "head_dim": 128, "theta": 1e6, "style": "adjacent"},
+                {"x": randn(g, 256)}))
+    return out
+
+
+def cases_silu(g):
+    return [("1024 activations", {}, {"x": randn(g, 1024, scale=3.0)}),
+            ("extremes: large positive and negative, zero", {}, {"x": torch.tensor([-100.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0])})]
+
+
+def cases_swiglu(g):
+    return [("ffn 1024", {}, {"a": randn(g, 1024, scale=2.0), "b": randn(g, 1024)})]
+
+
+def cases_attention(g):
+    out = []
+    for n_pos in (1, 2, 17, 512):
+        out.append((f"{n_pos} cached positions, head_dim 64", {"n_pos": n_pos},
+                    {"q": randn(g, 64), "k": randn(g, n_pos, 64), "v": randn(g, n_pos, 64)}))
+    out.append(("peaked: one key matches strongly (scores ~ 40)", {"n_pos": 33},
+                {"q": randn(g, 64, scale=2.0), "k": randn(g, 33, 64) * torch.cat([torch.full((1, 1), 6.0), torch.ones(32, 1)]),
+                 "v": randn(g, 33, 64)}))
+    return out
+
+
+def cases_argmax(g):
+    ties = torch.zeros(100)
+    ties[[7, 42, 99]] = 5.0
+    last = randn(g, 64)
+    last[-1] = 100.0
+    return [("16384 logits", {}, {"x": randn(g, 16384)}),
+            ("ties: the first maximum wins", {}, {"x": ties}),
+            ("maximum at the last index", {}, {"x": last})]
+
+
+# stage id -> (cases, reference op)
+KERNEL_STAGES = {
+    "kernel.matvec": (cases_matvec, ref_matvec),
+    "kernel.matmul": (cases_matmul, ref_matmul),
+    "kernel.softmax": (cases_softmax, ref_softmax),
+    "kernel.rmsnorm": (cases_rmsnorm, ref_rmsnorm),
+    "kernel.rope": (cases_rope, ref_rope),
+    "kernel.silu": (cases_silu, ref_silu),
+    "kernel.swiglu": (cases_swiglu, ref_swiglu),
+    "kernel.attention": (cases_attention, ref_attention),
+    "kernel.argmax": (cases_argmax, ref_argmax),
+}
+
+
+# ---- Writing ------------------------------------------------------------------------------------
+
+def write_attr(obj, key, value):
+    if isinstance(value, str):
+        obj.attrs.create(key, value, dtype=h5py.string_dtype("utf-8"))
+    elif isinstance(value, bool):
+        obj.attrs[key] = np.int64(value)
+    elif isinstance(value, int):
+        obj.attrs[key] = np.int64(value)
+    elif isinstance(value, float):
+        obj.attrs[key] = np.float64(value)
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        obj.attrs.create(key, list(value), dtype=h5py.string_dtype("utf-8"))
+    else:
+        obj.attrs[key] = np.asarray(value)
+
+
+def write_dataset(group, name, tensor, dtype):
+    arr = tensor.detach().cpu().numpy().astype(dtype)
+    group.create_dataset(name, data=arr, track_times=False)
+
+
+def _ordered_untimed(plist):
+    """Property list: remember creation order (h5ls/h5dump show groups as written) and store no
+    timestamps (HDF5 records object times by default, which would make every export differ)."""
+    plist.set_obj_track_times(False)
+    plist.set_link_creation_order(h5py.h5p.CRT_ORDER_TRACKED | h5py.h5p.CRT_ORDER_INDEXED)
+    return plist
+
+
+def create_group(parent, name):
+    gid = h5py.h5g.create(parent.id, name.encode(), gcpl=_ordered_untimed(h5py.h5p.create(h5py.h5p.GROUP_CREATE)))
+    return h5py.Group(gid)
+
+
+def open_fixture(path, stage_id, level, sha):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fcpl = _ordered_untimed(h5py.h5p.create(h5py.h5p.FILE_CREATE))
+    f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl))
+    write_attr(f, "stage", stage_id)
+    write_attr(f, "level", level)
+    write_attr(f, "format_version", FORMAT_VERSION)
+    write_attr(f, "torch_version", torch.__version__)
+    write_attr(f, "seed", SEED)
+    write_attr(f, "exporter_sha256", sha)
+    return f
+
+
+def write_case(f, index, desc, params, inputs, outputs, reference64, extra_order=None):
+    grp = create_group(f, f"case_{index:03d}")
+    write_attr(grp, "description", desc)
+    for k, v in params.items():
+        write_attr(grp, k, v)
+    for sub, tensors, dtype in (("inputs", inputs, np.float32), ("outputs", outputs, np.float32),
+                                ("reference64", reference64, np.float64)):
+        sg = create_group(grp, sub)
+        for name, t in tensors.items():
+            write_dataset(sg, name, t, dtype)
+
+
+def export_kernel_stage(stage_id, cases_fn, ref_fn, out_dir, sha):
+    path = os.path.join(out_dir, "kernel", stage_id.split(".", 1)[1] + ".h5")
+    g = generator(stage_id)
+    with open_fixture(path, stage_id, "kernel", sha) as f:
+        for i, (desc, params, inputs) in enumerate(cases_fn(g)):
+            inputs = {k: v.to(torch.float32).contiguous() for k, v in inputs.items()}
+            outputs = ref_fn(inputs, params)
+            reference64 = ref_fn({k: v.double() for k, v in inputs.items()}, params)
+            write_case(f, i, desc, params, inputs, outputs, reference64)
+    return path
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(REPO_DIR, "golden"), help="output folder (default: golden/)")
+    ap.add_argument("--only", default="*", help="export only stages matching this glob (manifest still lists all files present)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)  # deterministic reductions
+    torch.use_deterministic_algorithms(True)
+    sha = exporter_sha256()
+    t0 = time.perf_counter()
+    written = []
+    for stage_id, (cases_fn, ref_fn) in KERNEL_STAGES.items():
+        if fnmatch.fnmatch(stage_id, args.only):
+            written.append(export_kernel_stage(stage_id, cases_fn, ref_fn, args.out, sha))
+    for stage_id, export_fn in EXTRA_STAGES.items():
+        if fnmatch.fnmatch(stage_id, args.only):
+            written.extend(export_fn(stage_id, args.out, sha))
+
+    # the manifest lists every fixture present under out/, so a partial (--only) export keeps it whole
+    files = {}
+    for root, _, names in os.walk(args.out):
+        for name in sorted(names):
+            if name.endswith(".h5"):
+                full = os.path.join(root, name)
+                files[os.path.relpath(full, args.out)] = sha256_file(full)
+    manifest = {"format_version": FORMAT_VERSION, "exporter_sha256": sha, "torch_version": torch.__version__,
+                "seed": SEED, "files": dict(sorted(files.items()))}
+    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    print(f"export_golden: wrote {len(written)} fixture files to {args.out} in {time.perf_counter() - t0:.1f} s")
+
+
+# Stages beyond the kernels (layers, model, generation, tokenizer) register here:
+# stage id -> function(stage_id, out_dir, sha) -> list of written paths.
+EXTRA_STAGES = {}
+
+if __name__ == "__main__":
+    main()
