@@ -135,6 +135,7 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
                             {"golden", o.golden},
                             {"shape", o.shape},
                             {"passed", o.metrics.passed()},
+                            {"tolerance", {{"atol", o.tol.atol}, {"rtol", o.tol.rtol}}},
                             {"metrics", metrics_json(o.metrics)},
                             {"message", o.message}});
         s["outputs"] = outs;

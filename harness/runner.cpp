@@ -6,6 +6,7 @@
 #include <cmath>
 #include <exception>
 #include <filesystem>
+#include <fmt/format.h>
 
 namespace lmlab {
 
@@ -21,6 +22,21 @@ void summarise(StageResult& r) {
         r.n_elements += m.n;
         if (!m.passed() && !r.first_failure) r.first_failure = i;
     }
+}
+
+// When the stage also ran this output teacher-forced (fed PyTorch's inputs: "<name> [teacher-forced]"),
+// say whether the failing piece adds the error itself or inherits it from upstream.
+std::string attribution(const StageResult& r, const OutputResult& f) {
+    const std::string forced = f.output + " [teacher-forced]";
+    for (const OutputResult& o : r.outputs) {
+        if (o.case_name != f.case_name || o.output != forced) continue;
+        if (o.metrics.passed())
+            return fmt::format("; teacher-forced (PyTorch's input to this layer) it passes with max abs {:.3g}: "
+                               "the error is INHERITED from upstream", o.metrics.max_abs);
+        return fmt::format("; it fails even teacher-forced (PyTorch's input to this layer, max abs {:.3g}): "
+                           "this layer ADDS the error", o.metrics.max_abs);
+    }
+    return "";
 }
 
 }  // namespace
@@ -59,9 +75,10 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                 o.output = out.name;
                 o.golden = out.golden;
                 o.shape = golden->second.shape;
-                o.metrics = compare(out.data, golden->second.data, truth, stage.tol);
+                o.tol = out.tol.value_or(stage.tol);
+                o.metrics = compare(out.data, golden->second.data, truth, o.tol);
                 if (!o.metrics.passed()) {
-                    o.message = mismatch_message(o.metrics, o.shape, stage.tol);
+                    o.message = mismatch_message(o.metrics, o.shape, o.tol);
                     if (!out.note.empty()) o.message += "\n" + out.note;
                 }
                 r.outputs.push_back(std::move(o));
@@ -72,6 +89,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         if (r.first_failure) {
             const OutputResult& f = r.outputs[*r.first_failure];
             r.reason = "first mismatch: " + f.case_name + " (" + f.case_description + "), output '" + f.output + "'";
+            r.reason += attribution(r, f);
         }
     } catch (const SkipStage& e) {
         r.status = "skipped";

@@ -17,6 +17,7 @@ struct OutputResult {
     std::string output;            // StageOutput::name
     std::string golden;            // StageOutput::golden
     std::vector<std::size_t> shape;
+    Tolerance tol{};               // the tolerance this output was held to
     Metrics metrics;
     std::string message;           // assert_close-style text when it mismatched, else empty
 };

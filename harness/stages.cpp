@@ -39,6 +39,20 @@ const std::vector<Stage>& stages() {
          "softmax then a convex combination of values: float32 default", stage_attention},
         {"kernel.argmax", "kernel", "kernel/argmax.h5", {0.0, 0.0}, "an index: must be exact",
          stage_argmax},
+
+        {"layer.attention", "layer", "layer/attention.h5", {1e-5, 1e-5},
+         "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},
+        {"layer.ffn", "layer", "layer/ffn.h5", {1e-5, 1e-5}, "three matvecs over 256 and 1024 terms", stage_layer_ffn},
+        {"layer.block", "layer", "layer/block.h5", {1e-5, 1e-5}, "attention + ffn + two residual adds",
+         stage_layer_block},
+
+        {"model.forward", "model", "model/forward.h5", {1e-4, 1e-4},
+         "the seed spec's logits tolerance; errors compound over layers and positions", stage_model_forward},
+        {"model.kv_cache", "model", "model/kv_cache.h5", {1e-5, 1e-5}, "k and v are one projection + RoPE away from the residual stream",
+         stage_model_kv_cache},
+
+        {"generation.greedy", "generation", "generation/greedy.h5", {1e-4, 1e-4},
+         "tokens must match exactly; logits within the seed spec's 1e-4", stage_generation_greedy},
     };
     return table;
 }

@@ -5,6 +5,7 @@
 // outputs/<golden> (PyTorch float32) and reference64/<golden> (float64 truth).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ struct StageOutput {
     std::string golden;        // which outputs/<golden> of the case it is compared with
     std::vector<float> data;   // row-major, same element count as the golden output
     std::string note = {};     // extra explanation printed when this output mismatches
+    std::optional<Tolerance> tol = {};  // overrides the stage's tolerance (token ids: exact)
 };
 
 // Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
@@ -60,5 +62,12 @@ std::vector<StageOutput> stage_silu(const Fixture&, const Case&, const StageEnv&
 std::vector<StageOutput> stage_swiglu(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_argmax(const Fixture&, const Case&, const StageEnv&);
+// model_stages.cpp
+std::vector<StageOutput> stage_layer_attention(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_layer_block(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_model_forward(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case&, const StageEnv&);
 
 }  // namespace lmlab

@@ -39,8 +39,9 @@ public:
     // optional BOS, a dummy-prefix ' ' when the text is non-empty, one symbol per UTF-8 code point
     // (one per byte of invalid UTF-8), then merge the adjacent pair whose concatenation is a piece
     // with the highest score (ties: leftmost) until no pair is a piece. Symbols that are not
-    // pieces become byte tokens. Special pieces (ids 0..2) and byte pieces are never produced
-    // from text. O(n log n), so whole books can be encoded in one call.
+    // pieces become byte tokens. Special pieces (ids 0..2) and byte pieces are never matched
+    // against the text ("<s>" in the text is three characters). O(n log n), so whole books can be
+    // encoded in one call.
     std::vector<int> encode(std::string_view text, bool add_bos) const;
 
     // Concatenate the pieces: byte pieces give their raw byte, ids 0..2 give nothing, and the

@@ -14,6 +14,7 @@ Deterministic: every stage draws from its own torch.Generator seeded from SEED a
 torch runs single-threaded, and HDF5 object timestamps are off, so two runs give identical bytes.
 """
 import argparse
+import copy
 import fnmatch
 import hashlib
 import json
@@ -27,6 +28,10 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+import llama_ref
+import tokenizer_ref
+from llama_ref import apply_rope
 
 FORMAT_VERSION = 1
 SEED = 20261123
@@ -74,30 +79,6 @@ def ref_rmsnorm(inp, p):
     # Zhang & Sennrich 2019: x / sqrt(mean(x^2) + eps) * weight
     x = inp["x"]
     return {"y": x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + p["eps"]) * inp["weight"]}
-
-
-def rope_angles(pos, head_dim, theta, dtype):
-    """Angles pos * theta^(-2i/head_dim), i = 0 .. head_dim/2 - 1 (Su et al. 2021).
-    float32: freq rounded to float32, then pos * freq in float32, as LLaMA's precompute does;
-    float64: the exact angle."""
-    freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    return torch.tensor(float(pos), dtype=dtype) * freq.to(dtype)
-
-
-def apply_rope(x, pos, head_dim, theta, style):
-    """x: [..., n_heads * head_dim]. style 'adjacent': pairs (x[2i], x[2i+1]) (Meta, llama2.c);
-    'rotate_half': pairs (x[i], x[i + head_dim/2]) (Hugging Face, Qwen2)."""
-    ang = rope_angles(pos, head_dim, theta, x.dtype)
-    cos, sin = torch.cos(ang), torch.sin(ang)
-    h = x.reshape(*x.shape[:-1], -1, head_dim)
-    if style == "adjacent":
-        a, b = h[..., 0::2], h[..., 1::2]
-        out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
-    else:
-        half = head_dim // 2
-        a, b = h[..., :half], h[..., half:]
-        out = torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    return out.reshape(x.shape)
 
 
 def ref_rope(inp, p):
@@ -305,6 +286,196 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+# ---- Models, layers, generation -------------------------------------------------------------------
+# The default model: the seed spec's tiny LLaMA, built from a fixed seed. Its vocabulary is trained
+# with SentencePiece on the King James Bible (tokenizer_ref.py) and stored in the same file.
+
+TINY_LLAMA = dict(dim=256, n_layers=2, n_heads=4, n_kv_heads=4, ffn_dim=1024, vocab_size=16384, max_seq_len=512,
+                  rope_theta=10000.0, rope_style="adjacent", norm_eps=1e-5, tied_embeddings=False)
+TINY_LLAMA_FILE = "models/tiny-llama.h5"
+
+
+def build_tiny_llama():
+    """Random init that keeps activations O(1) through both layers (every Linear ~ N(0, 1/in), so a
+    unit-variance input gives unit-variance outputs; norm weights near 1) and logits spread wide
+    enough (std ~3) that greedy decoding is not a sequence of near-ties."""
+    cfg = llama_ref.Config(**TINY_LLAMA)
+    model = llama_ref.Llama(cfg)
+    g = generator("model.tiny-llama")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + randn(g, *p.shape, scale=0.1))
+            elif name == "tok_embeddings.weight":
+                p.copy_(randn(g, *p.shape))
+            elif name == "output.weight":
+                p.copy_(randn(g, *p.shape, scale=3.0 / math.sqrt(cfg.dim)))
+            else:  # nn.Linear [out, in]
+                p.copy_(randn(g, *p.shape, scale=p.shape[1] ** -0.5))
+    return model.eval()
+
+
+def write_model_file(path, model, sha, vocab=None):
+    """Config as root attributes; every tensor under its PyTorch name, [out, in] as nn.Linear keeps it;
+    the vocabulary (llama2.c convention: pieces with ' ' for U+2581, scores) under tokenizer/."""
+    f = open_fixture(path, "model.weights", "model", sha)
+    with f:
+        for k, v in model.cfg.attrs().items():
+            write_attr(f, k, v)
+        for name, t in model.state_dict().items():
+            if name == "output.weight" and model.cfg.tied_embeddings:
+                continue  # tied: the classifier is tok_embeddings.weight
+            write_dataset(f, name, t, np.float32)
+        if vocab is not None:
+            pieces, scores = vocab
+            tg = create_group(f, "tokenizer")
+            tg.create_dataset("pieces", data=[p.encode("utf-8") for p in pieces], dtype=h5py.string_dtype("utf-8"), track_times=False)
+            tg.create_dataset("scores", data=np.asarray(scores, dtype=np.float32), track_times=False)
+    return path
+
+
+_MODEL_CACHE = {}
+
+
+def default_model(out_dir, sha):
+    """Builds the tiny LLaMA and writes its file once per export."""
+    if "tiny" not in _MODEL_CACHE:
+        text = tokenizer_ref.kjv_text()
+        model_proto = tokenizer_ref.train_default_vocab(text, TINY_LLAMA["vocab_size"])
+        vocab = tokenizer_ref.spm_vocab(model_proto)
+        model = build_tiny_llama()
+        path = write_model_file(os.path.join(out_dir, TINY_LLAMA_FILE), model, sha, vocab)
+        _MODEL_CACHE["tiny"] = (model, path, model_proto, vocab, text)
+    return _MODEL_CACHE["tiny"]
+
+
+def as64(model):
+    return copy.deepcopy(model).double()
+
+
+def capture(model, fn):
+    """Runs fn(model) under a Recorder; returns name -> last recorded value (one token)."""
+    rec = llama_ref.Recorder(model)
+    with torch.no_grad():
+        fn(model)
+    rec.remove()
+    return {k: v[-1] for k, v in rec.values.items() if v}
+
+
+def layer_case(model, layer, pos, x, cache_k, cache_v, part):
+    """Runs one part ('attention', 'ffn', 'block') of layer `layer` at position pos on input x with
+    a cache whose rows < pos are given; returns the named outputs in pipeline order."""
+    c = model.cfg
+    dtype = next(model.parameters()).dtype
+    ck = torch.zeros(c.max_seq_len, c.kv_dim, dtype=dtype)
+    cv = torch.zeros(c.max_seq_len, c.kv_dim, dtype=dtype)
+    ck[:pos], cv[:pos] = cache_k.to(dtype), cache_v.to(dtype)
+    blk = model.layers[layer]
+    x = x.to(dtype)
+    if part == "ffn":
+        with torch.no_grad():
+            return {"out": blk.feed_forward(x)}
+    if part == "attention":
+        rec = capture(model, lambda m: blk.attention(x, pos, ck, cv))
+        return {"q": rec[f"layer{layer}.q"], "k": rec[f"layer{layer}.k"], "v": rec[f"layer{layer}.v"],
+                "out": rec[f"layer{layer}.attn_out"]}
+    rec = capture(model, lambda m: blk(x, pos, ck, cv))
+    return {name: rec[f"layer{layer}.{name}"] for name, _ in llama_ref.BLOCK_INTERMEDIATES}
+
+
+def export_layer_stage(stage_id, out_dir, sha):
+    model, model_path, _, _, _ = default_model(out_dir, sha)
+    model64 = as64(model)
+    part = stage_id.split(".")[1]
+    c = model.cfg
+    g = generator(stage_id)
+    if part == "attention":
+        points = [(0, 0, "position 0: empty cache"), (1, 1, "position 1"), (0, 17, "typical position"),
+                  (1, c.max_seq_len - 2, "near max_seq_len: 510 cached positions")]
+    elif part == "ffn":
+        points = [(0, 0, "layer 0"), (1, 0, "layer 1")]
+    else:
+        points = [(0, 0, "layer 0 at position 0"), (1, 5, "layer 1 at position 5 with 5 cached positions")]
+    path = os.path.join(out_dir, "layer", part + ".h5")
+    with open_fixture(path, stage_id, "layer", sha) as f:
+        write_attr(f, "model", TINY_LLAMA_FILE)
+        for i, (layer, pos, why) in enumerate(points):
+            x = randn(g, c.dim)
+            ck, cv = randn(g, pos, c.kv_dim), randn(g, pos, c.kv_dim)
+            inputs = {"x": x} if part == "ffn" else {"x": x, "cache_k": ck, "cache_v": cv}
+            params = {"layer": layer} if part == "ffn" else {"layer": layer, "pos": pos}
+            write_case(f, i, why, params, inputs, layer_case(model, layer, pos, x, ck, cv, part),
+                       layer_case(model64, layer, pos, x, ck, cv, part))
+    return [path]
+
+
+def forward_outputs(model, tokens):
+    """Every intermediate of a token-by-token run, stacked over positions, in pipeline order."""
+    values, cache = llama_ref.run_tokens(model, tokens, next(model.parameters()).dtype)
+    out = {}
+    for i in range(model.cfg.n_layers):
+        out[f"layer{i}.in"] = values[f"layer{i}.in"]
+        for name, _ in llama_ref.BLOCK_INTERMEDIATES:
+            out[f"layer{i}.{name}"] = values[f"layer{i}.{name}"]
+    out["final_norm"] = values["final_norm"]
+    out["logits"] = values["logits"]
+    n = len(tokens)
+    return out, {"cache_k": cache[0][:, :n], "cache_v": cache[1][:, :n]}
+
+
+def default_prompt(vocab_size, n, stage_id):
+    g = generator(stage_id + ".prompt")
+    return torch.randint(3, vocab_size, (n,), generator=g)
+
+
+def export_model_stage(stage_id, out_dir, sha):
+    model, _, _, _, _ = default_model(out_dir, sha)
+    tokens = default_prompt(model.cfg.vocab_size, 16, "model.tiny-llama")
+    out32, cache32 = forward_outputs(model, tokens)
+    out64, cache64 = forward_outputs(as64(model), tokens)
+    name = stage_id.split(".", 1)[1]
+    path = os.path.join(out_dir, "model", name + ".h5")
+    with open_fixture(path, stage_id, "model", sha) as f:
+        write_attr(f, "model", TINY_LLAMA_FILE)
+        if name == "forward":
+            write_case(f, 0, "16-token prompt, every intermediate at every position", {}, {"tokens": tokens}, out32, out64)
+        else:
+            write_case(f, 0, "keys and values cached after a 16-token prompt", {}, {"tokens": tokens}, cache32, cache64)
+    return [path]
+
+
+def generation_outputs(model, prompt, n_new):
+    """Greedy tokens (float32 model) and the logits at every step; reference64's logits come from the
+    float64 model fed the same token sequence, so they stay comparable even after a near-tie."""
+    tokens, logits32 = llama_ref.greedy(model, prompt, n_new)
+    seq = torch.cat([prompt, torch.tensor(tokens[:-1], dtype=prompt.dtype)])
+    values64, _ = llama_ref.run_tokens(as64(model), seq, torch.float64)
+    logits64 = values64["logits"][len(prompt) - 1:]
+    return tokens, logits32, logits64
+
+
+def export_generation_stage(stage_id, out_dir, sha):
+    model, _, _, _, _ = default_model(out_dir, sha)
+    prompt = default_prompt(model.cfg.vocab_size, 8, "generation.tiny-llama")
+    tokens, logits32, logits64 = generation_outputs(model, prompt, 64)
+    path = os.path.join(out_dir, "generation", "greedy.h5")
+    with open_fixture(path, stage_id, "generation", sha) as f:
+        write_attr(f, "model", TINY_LLAMA_FILE)
+        write_case(f, 0, "64 greedy tokens after an 8-token prompt", {"max_new_tokens": 64}, {"prompt": prompt},
+                   {"tokens": torch.tensor(tokens, dtype=torch.float32), "logits": logits32}, {"logits": logits64})
+    return [path]
+
+
+EXTRA_STAGES = {
+    "layer.attention": export_layer_stage,
+    "layer.ffn": export_layer_stage,
+    "layer.block": export_layer_stage,
+    "model.forward": export_model_stage,
+    "model.kv_cache": export_model_stage,
+    "generation.greedy": export_generation_stage,
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(REPO_DIR, "golden"), help="output folder (default: golden/)")
@@ -319,6 +490,7 @@ def main():
     for stage_id, (cases_fn, ref_fn) in KERNEL_STAGES.items():
         if fnmatch.fnmatch(stage_id, args.only):
             written.append(export_kernel_stage(stage_id, cases_fn, ref_fn, args.out, sha))
+    # stages beyond the kernels: stage id -> function(stage_id, out_dir, sha) -> written paths
     for stage_id, export_fn in EXTRA_STAGES.items():
         if fnmatch.fnmatch(stage_id, args.only):
             written.extend(export_fn(stage_id, args.out, sha))
@@ -338,9 +510,6 @@ def main():
     print(f"export_golden: wrote {len(written)} fixture files to {args.out} in {time.perf_counter() - t0:.1f} s")
 
 
-# Stages beyond the kernels (layers, model, generation, tokenizer) register here:
-# stage id -> function(stage_id, out_dir, sha) -> list of written paths.
-EXTRA_STAGES = {}
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libbenchmark-dev   # unit tests and the kernel benchmark
   nlohmann-json3-dev libcli11-dev libfmt-dev libssl-dev  # report JSON, CLI, formatting, sha256
   python3 python3-torch python3-h5py python3-numpy       # the PyTorch reference exporter
-  python3-sentencepiece python3-protobuf                 # tokenizer reference
+  python3-sentencepiece                                  # tokenizer reference (SentencePiece itself)
   bible-kjv bible-kjv-text                               # public-domain text for the default vocabulary
 )
 

@@ -1,0 +1,283 @@
+// Layer, model and generation stages: run the C++ model on a fixture's inputs and return every
+// intermediate the PyTorch reference recorded, in pipeline order.
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <map>
+#include <memory>
+
+#include "model/forward.h"
+#include "model/session.h"
+#include "stages.h"
+
+namespace lmlab {
+
+namespace {
+
+constexpr std::size_t kAny = Case::kAnyDim;
+constexpr const char* kTeacherForced = " [teacher-forced]";
+
+// The model a fixture names in its root attribute "model": a path under the golden folder, or
+// "shared:<path>" under ../shared (skipped, not failed, when that folder is absent). Loaded once.
+const Model& fixture_model(const Fixture& fx, const StageEnv& env) {
+    static std::map<std::string, std::unique_ptr<Model>> loaded;
+    const auto it = fx.strings.find("model");
+    if (it == fx.strings.end())
+        throw FixtureError(fx.path + ": root attribute 'model' (which model file to load) is missing. Regenerate the "
+                                     "fixtures: " + std::string(kRegenerateCommand));
+    std::string path;
+    if (it->second.rfind("shared:", 0) == 0) {
+        path = (std::filesystem::path(env.shared_dir) / it->second.substr(7)).string();
+        if (!std::filesystem::exists(path))
+            throw SkipStage(path + " not found: this stage needs the shared data folder (set LMLAB_SHARED or --shared)");
+    } else {
+        path = (std::filesystem::path(env.golden_dir) / it->second).string();
+    }
+    auto& slot = loaded[path];
+    if (!slot) slot = std::make_unique<Model>(load_model(path));
+    return *slot;
+}
+
+std::size_t case_index(const Case& c, const std::string& attr) {
+    const double v = c.number(attr);
+    if (!(v >= 0) || v != std::floor(v))
+        throw FixtureError(c.file + ": /" + c.name + " attribute " + attr + " = " + std::to_string(v) + " is not an index");
+    return static_cast<std::size_t>(v);
+}
+
+std::vector<int> token_ids(const Case& c, const std::string& name) {
+    const auto& t = c.input(name, {kAny});
+    std::vector<int> ids;
+    for (float f : t.data) ids.push_back(static_cast<int>(f));
+    return ids;
+}
+
+// The golden output `name` of a case as [rows, cols] (rows = positions).
+const Array<float>& golden(const Case& c, const std::string& name) {
+    const auto it = c.outputs.find(name);
+    if (it == c.outputs.end())
+        throw FixtureError(c.file + ": dataset /" + c.name + "/outputs/" + name + " is missing. Regenerate the fixtures: " +
+                           kRegenerateCommand);
+    return it->second;
+}
+
+std::span<const float> row(const Array<float>& a, std::size_t r) {
+    const std::size_t cols = a.data.size() / a.shape.at(0);
+    return std::span<const float>(a.data).subspan(r * cols, cols);
+}
+
+// A KV cache whose layer `layer` holds the given rows ([n, kv_dim] each).
+KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& k, const Array<float>& v) {
+    KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
+    for (std::size_t p = 0; p < k.shape[0]; ++p) cache.append(layer, p, row(k, p), row(v, p));
+    return cache;
+}
+
+const char* const kBlockNames[] = {"attn_norm", "q", "k", "v", "attn_out", "h", "ffn_norm", "ffn_out", "out"};
+
+std::vector<std::vector<float> LayerTrace::*> block_fields() {
+    return {&LayerTrace::attn_norm, &LayerTrace::q,        &LayerTrace::k,       &LayerTrace::v,  &LayerTrace::attn_out,
+            &LayerTrace::h,         &LayerTrace::ffn_norm, &LayerTrace::ffn_out, &LayerTrace::out};
+}
+
+std::size_t checked_layer(const Case& c, const Config& cfg) {
+    const std::size_t layer = case_index(c, "layer");
+    if (layer >= cfg.n_layers)
+        throw FixtureError(c.file + ": /" + c.name + " layer " + std::to_string(layer) + " but the model has " +
+                           std::to_string(cfg.n_layers) + " layers");
+    return layer;
+}
+
+}  // namespace
+
+std::vector<StageOutput> stage_layer_attention(const Fixture& fx, const Case& c, const StageEnv& env) {
+    const Model& m = fixture_model(fx, env);
+    const Config& cfg = m.config;
+    const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
+    const auto& x = c.input("x", {cfg.dim});
+    const auto& ck = c.input("cache_k", {pos, cfg.kv_dim()});
+    const auto& cv = c.input("cache_v", {pos, cfg.kv_dim()});
+    KVCache cache = prefilled_cache(cfg, layer, ck, cv);
+    RunState s(cfg);
+    std::vector<float> out(cfg.dim);
+    attention_block(cfg, m.layers[layer], layer, pos, x.data, cache, s, out);
+    return {{"q", "q", s.q}, {"k", "k", s.k}, {"v", "v", s.v}, {"out", "out", out}};
+}
+
+std::vector<StageOutput> stage_layer_ffn(const Fixture& fx, const Case& c, const StageEnv& env) {
+    const Model& m = fixture_model(fx, env);
+    const std::size_t layer = checked_layer(c, m.config);
+    const auto& x = c.input("x", {m.config.dim});
+    RunState s(m.config);
+    std::vector<float> out(m.config.dim);
+    ffn_block(m.config, m.layers[layer], x.data, s, out);
+    return {{"out", "out", out}};
+}
+
+std::vector<StageOutput> stage_layer_block(const Fixture& fx, const Case& c, const StageEnv& env) {
+    const Model& m = fixture_model(fx, env);
+    const Config& cfg = m.config;
+    const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
+    std::vector<float> x = c.input("x", {cfg.dim}).data;
+    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}));
+    RunState s(cfg);
+    LayerTrace t;
+    transformer_block(cfg, m.layers[layer], layer, pos, x, cache, s, &t);
+    std::vector<StageOutput> outs;
+    const auto fields = block_fields();
+    for (std::size_t i = 0; i < fields.size(); ++i) outs.push_back({kBlockNames[i], kBlockNames[i], t.*fields[i]});
+    return outs;
+}
+
+std::vector<StageOutput> stage_model_forward(const Fixture& fx, const Case& c, const StageEnv& env) {
+    const Model& m = fixture_model(fx, env);
+    const Config& cfg = m.config;
+    const std::vector<int> tokens = token_ids(c, "tokens");
+    const std::size_t n = tokens.size();
+
+    // 1. Free-running: our own model end to end, every intermediate stacked over positions.
+    std::map<std::string, std::vector<float>> ours;
+    std::vector<std::string> order;  // pipeline order
+    auto put = [&](const std::string& name, std::span<const float> v) {
+        auto& dst = ours[name];
+        if (dst.empty()) order.push_back(name);
+        dst.insert(dst.end(), v.begin(), v.end());
+    };
+    {
+        KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+        RunState s(cfg);
+        std::vector<Trace> traces(n);
+        for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
+        const auto fields = block_fields();
+        for (std::size_t l = 0; l < cfg.n_layers; ++l) {
+            const std::string L = "layer" + std::to_string(l) + ".";
+            for (std::size_t p = 0; p < n; ++p) put(L + "in", traces[p].layers[l].in);
+            for (std::size_t f = 0; f < fields.size(); ++f)
+                for (std::size_t p = 0; p < n; ++p) put(L + kBlockNames[f], traces[p].layers[l].*fields[f]);
+        }
+        for (std::size_t p = 0; p < n; ++p) put("final_norm", traces[p].final_norm);
+        for (std::size_t p = 0; p < n; ++p) put("logits", traces[p].logits);
+    }
+    std::vector<StageOutput> outs;
+    for (const auto& name : order) outs.push_back({name, name, std::move(ours[name])});
+
+    // 2. Teacher-forced: each layer alone, fed PyTorch's input of that layer at every position and
+    //    PyTorch's keys/values for earlier positions. Its error is the error the layer adds;
+    //    the free-running error minus this is what it inherits from the layers before it.
+    const auto fields = block_fields();
+    for (std::size_t l = 0; l < cfg.n_layers; ++l) {
+        const std::string L = "layer" + std::to_string(l) + ".";
+        const auto& in = golden(c, L + "in");
+        const auto& gk = golden(c, L + "k");
+        const auto& gv = golden(c, L + "v");
+        KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+        RunState s(cfg);
+        std::vector<std::vector<float>> stacked(fields.size());
+        for (std::size_t p = 0; p < n; ++p) {
+            std::vector<float> x(row(in, p).begin(), row(in, p).end());
+            LayerTrace t;
+            transformer_block(cfg, m.layers[l], l, p, x, cache, s, &t);
+            cache.overwrite(l, p, row(gk, p), row(gv, p));  // later positions see PyTorch's cache
+            for (std::size_t f = 0; f < fields.size(); ++f)
+                stacked[f].insert(stacked[f].end(), (t.*fields[f]).begin(), (t.*fields[f]).end());
+        }
+        for (std::size_t f = 0; f < fields.size(); ++f)
+            outs.push_back({L + kBlockNames[f] + kTeacherForced, L + kBlockNames[f], std::move(stacked[f])});
+    }
+    // final norm and classifier on PyTorch's last block output
+    {
+        const auto& last = golden(c, "layer" + std::to_string(cfg.n_layers - 1) + ".out");
+        std::vector<float> xn(cfg.dim), logits(cfg.vocab_size), all_norm, all_logits;
+        for (std::size_t p = 0; p < n; ++p) {
+            rmsnorm(row(last, p), m.norm, cfg.norm_eps, xn);
+            matvec(m.classifier(), xn, logits);
+            all_norm.insert(all_norm.end(), xn.begin(), xn.end());
+            all_logits.insert(all_logits.end(), logits.begin(), logits.end());
+        }
+        outs.push_back({std::string("final_norm") + kTeacherForced, "final_norm", std::move(all_norm)});
+        outs.push_back({std::string("logits") + kTeacherForced, "logits", std::move(all_logits)});
+    }
+    return outs;
+}
+
+std::vector<StageOutput> stage_model_kv_cache(const Fixture& fx, const Case& c, const StageEnv& env) {
+    const Model& m = fixture_model(fx, env);
+    const Config& cfg = m.config;
+    const std::vector<int> tokens = token_ids(c, "tokens");
+    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    RunState s(cfg);
+    for (std::size_t p = 0; p < tokens.size(); ++p) forward(m, tokens[p], p, cache, s);
+    // invariants before values: every layer holds exactly the prompt
+    for (std::size_t l = 0; l < cfg.n_layers; ++l)
+        if (cache.length(l) != tokens.size())
+            throw std::runtime_error(fmt::format("KV cache layer {} holds {} positions after a {}-token prompt", l,
+                                                 cache.length(l), tokens.size()));
+    std::vector<float> k, v;
+    for (std::size_t l = 0; l < cfg.n_layers; ++l) {
+        k.insert(k.end(), cache.keys(l).begin(), cache.keys(l).end());
+        v.insert(v.end(), cache.values(l).begin(), cache.values(l).end());
+    }
+    return {{"cache_k", "cache_k", k}, {"cache_v", "cache_v", v}};
+}
+
+std::vector<StageOutput> stage_generation_greedy(const Fixture& fx, const Case& c, const StageEnv& env) {
+    const Model& m = fixture_model(fx, env);
+    const Config& cfg = m.config;
+    const std::vector<int> prompt = token_ids(c, "prompt");
+    const std::size_t n_new = case_index(c, "max_new_tokens");
+    const auto& golden_tokens = golden(c, "tokens");
+    const auto& golden_logits = golden(c, "logits");
+    if (golden_tokens.data.size() != n_new || golden_logits.shape != std::vector<std::size_t>{n_new, cfg.vocab_size})
+        throw FixtureError(c.file + ": /" + c.name + " outputs tokens " + shape_str(golden_tokens.shape) + " / logits " +
+                           shape_str(golden_logits.shape) + ", expected [" + std::to_string(n_new) + "] / [" +
+                           std::to_string(n_new) + ", " + std::to_string(cfg.vocab_size) + "]");
+
+    // Free-running greedy generation: the tokens must equal PyTorch's exactly.
+    Session session(m);
+    Sampler greedy({.temperature = 0.0f}, cfg.vocab_size);
+    const std::vector<int> tokens = session.generate(prompt, n_new, greedy).tokens;
+
+    // Logits at every step, teacher-forced on PyTorch's tokens so that they stay comparable even
+    // after a divergence; computed twice to check determinism (bit-identical).
+    auto step_logits = [&]() {
+        Session s(m);
+        std::vector<float> all;
+        std::span<const float> logits;
+        for (int t : prompt) logits = s.feed(t);
+        for (std::size_t i = 0; i < n_new; ++i) {
+            all.insert(all.end(), logits.begin(), logits.end());
+            if (i + 1 < n_new) logits = s.feed(static_cast<int>(golden_tokens.data[i]));
+        }
+        return all;
+    };
+    const std::vector<float> logits = step_logits();
+    const std::vector<float> again = step_logits();
+    if (std::memcmp(logits.data(), again.data(), logits.size() * sizeof(float)) != 0)
+        throw std::runtime_error("nondeterministic: two runs over the same tokens gave different logits bits");
+
+    // Tie-aware verdict at the first differing token.
+    std::string note;
+    std::size_t matched = 0;
+    while (matched < n_new && tokens[matched] == static_cast<int>(golden_tokens.data[matched])) ++matched;
+    if (matched < n_new) {
+        const auto g = row(golden_logits, matched);
+        std::size_t top1 = argmax(g), top2 = top1 == 0 ? 1 : 0;
+        for (std::size_t i = 0; i < g.size(); ++i)
+            if (i != top1 && g[i] > g[top2]) top2 = i;
+        const double gap = g[top1] - g[top2];
+        const double allowed = 1e-4 + 1e-4 * std::fabs(g[top1]);  // the logits tolerance of this stage
+        note = fmt::format(
+            "Tokens matched: {} / {}. First difference at step {}: ours {}, PyTorch {}. PyTorch's top-1 logit {:.6f} "
+            "(id {}), top-2 {:.6f} (id {}), gap {:.3g}: {}",
+            matched, n_new, matched, tokens[matched], static_cast<int>(golden_tokens.data[matched]), g[top1], top1,
+            g[top2], top2, gap,
+            gap <= allowed ? "a NEAR-TIE (gap within the logits tolerance): float rounding can flip it"
+                           : "a REAL DIVERGENCE (gap larger than the logits tolerance)");
+    }
+    std::vector<float> token_values(n_new, -1.0f);  // -1: not generated (stopped early)
+    for (std::size_t i = 0; i < tokens.size(); ++i) token_values[i] = static_cast<float>(tokens[i]);
+    return {{"tokens", "tokens", token_values, note, Tolerance{0.0, 0.0}}, {"logits", "logits", logits}};
+}
+
+}  // namespace lmlab

@@ -1,0 +1,75 @@
+#include "sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "kernels/kernels.h"
+
+namespace lmlab {
+
+void SamplerConfig::validate() const {
+    if (!(temperature >= 0.0f) || !std::isfinite(temperature))
+        throw std::invalid_argument("temperature " + std::to_string(temperature) + " must be >= 0 (0 = greedy)");
+    if (top_k < 0) throw std::invalid_argument("top_k " + std::to_string(top_k) + " must be >= 0 (0 = off)");
+    if (!(top_p > 0.0f && top_p <= 1.0f))
+        throw std::invalid_argument("top_p " + std::to_string(top_p) + " must be in (0, 1] (1 = off)");
+}
+
+Sampler::Sampler(SamplerConfig cfg, std::size_t vocab_size)
+    : cfg_(cfg), state_(cfg.seed ? cfg.seed : 0x9E3779B97F4A7C15ull), probs_(vocab_size), order_(vocab_size) {
+    cfg_.validate();
+}
+
+float Sampler::next_uniform() {
+    // xorshift64*
+    state_ ^= state_ >> 12;
+    state_ ^= state_ << 25;
+    state_ ^= state_ >> 27;
+    const std::uint64_t r = state_ * 0x2545F4914F6CDD1Dull;
+    return static_cast<float>(r >> 40) / 16777216.0f;
+}
+
+int Sampler::sample(std::span<const float> logits) {
+    if (logits.size() != probs_.size())
+        throw std::invalid_argument("sampler built for " + std::to_string(probs_.size()) + " logits, got " +
+                                    std::to_string(logits.size()));
+    if (cfg_.temperature == 0.0f) return static_cast<int>(argmax(logits));
+
+    for (std::size_t i = 0; i < logits.size(); ++i) probs_[i] = logits[i] / cfg_.temperature;
+    softmax(probs_, probs_);
+
+    // candidates in decreasing probability, ties by lower id (stable sort over ids 0..V-1)
+    std::iota(order_.begin(), order_.end(), 0);
+    std::size_t kept = order_.size();
+    auto by_prob = [&](int a, int b) { return probs_[static_cast<std::size_t>(a)] > probs_[static_cast<std::size_t>(b)]; };
+    if (cfg_.top_k > 0 && static_cast<std::size_t>(cfg_.top_k) < kept) {
+        kept = static_cast<std::size_t>(cfg_.top_k);
+        std::partial_sort(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(kept), order_.end(),
+                          [&](int a, int b) { return by_prob(a, b) || (!by_prob(b, a) && a < b); });
+    } else {
+        std::stable_sort(order_.begin(), order_.end(), by_prob);
+    }
+    if (cfg_.top_p < 1.0f) {
+        double cum = 0.0;
+        std::size_t n = 0;
+        while (n < kept) {
+            cum += probs_[static_cast<std::size_t>(order_[n])];
+            ++n;
+            if (cum >= cfg_.top_p) break;
+        }
+        kept = std::max<std::size_t>(n, 1);
+    }
+    double total = 0.0;
+    for (std::size_t i = 0; i < kept; ++i) total += probs_[static_cast<std::size_t>(order_[i])];
+    const double u = static_cast<double>(next_uniform()) * total;
+    double cum = 0.0;
+    for (std::size_t i = 0; i < kept; ++i) {
+        cum += probs_[static_cast<std::size_t>(order_[i])];
+        if (cum > u) return order_[i];
+    }
+    return order_[kept - 1];  // rounding: u·total can equal the final sum
+}
+
+}  // namespace lmlab

@@ -1,0 +1,56 @@
+#include "session.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace lmlab {
+
+Session::Session(const Model& m)
+    : model_(m), cache_(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim()), state_(m.config) {}
+
+std::span<const float> Session::feed(int token) { return forward(model_, token, cache_.length(), cache_, state_); }
+
+GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
+                                   std::span<const int> stop_ids, const std::function<void(int)>& on_token) {
+    const Config& c = model_.config;
+    if (prompt.empty()) throw ModelError("the prompt is empty: give at least one token (e.g. BOS = 1)");
+    for (std::size_t i = 0; i < prompt.size(); ++i)
+        if (prompt[i] < 0 || static_cast<std::size_t>(prompt[i]) >= c.vocab_size)
+            throw ModelError("prompt token " + std::to_string(i) + " is " + std::to_string(prompt[i]) +
+                             ", outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+    if (prompt.size() > c.max_seq_len)
+        throw ModelError("the prompt has " + std::to_string(prompt.size()) + " tokens, longer than the context of " +
+                         std::to_string(c.max_seq_len) + " (max_seq_len)");
+    if (prompt.size() + max_new_tokens > c.max_seq_len)
+        throw ModelError("prompt (" + std::to_string(prompt.size()) + " tokens) + max_new_tokens (" +
+                         std::to_string(max_new_tokens) + ") exceeds the context of " + std::to_string(c.max_seq_len) +
+                         " (max_seq_len); ask for at most " + std::to_string(c.max_seq_len - prompt.size()) +
+                         " new tokens");
+    using clock = std::chrono::steady_clock;
+    GenerationResult r;
+    r.n_prompt = prompt.size();
+    r.tokens.reserve(max_new_tokens);
+    reset();
+
+    const auto t0 = clock::now();
+    std::span<const float> logits;
+    for (int tok : prompt) logits = feed(tok);
+    const auto t1 = clock::now();
+
+    r.stop_reason = "max_new_tokens";
+    for (std::size_t i = 0; i < max_new_tokens; ++i) {
+        const int next = sampler.sample(logits);
+        r.tokens.push_back(next);
+        if (on_token) on_token(next);
+        if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+            r.stop_reason = "stop token " + std::to_string(next);
+            break;
+        }
+        if (i + 1 < max_new_tokens) logits = feed(next);
+    }
+    r.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
+    r.generate_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+    return r;
+}
+
+}  // namespace lmlab

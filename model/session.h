@@ -1,0 +1,49 @@
+// A session: one model, one KV cache, one sequence at a time. Prompt tokens go through the same
+// per-token forward() as generated ones (no separate batched prefill), so every position is
+// computed exactly the way the golden fixtures expect.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "forward.h"
+#include "sampler.h"
+
+namespace lmlab {
+
+struct GenerationResult {
+    std::vector<int> tokens;         // the new tokens (a stop token, when hit, is included last)
+    std::size_t n_prompt = 0;
+    double prompt_seconds = 0;       // time to run the prompt
+    double generate_seconds = 0;     // time for the new tokens
+    std::string stop_reason;         // "max_new_tokens" or "stop token <id>"
+};
+
+class Session {
+public:
+    explicit Session(const Model& m);
+
+    // Runs one token at the next position; returns its logits (valid until the next call).
+    std::span<const float> feed(int token);
+
+    // Checks prompt and limits before running anything: the prompt must be non-empty with every
+    // id in the vocabulary, and prompt + max_new_tokens must fit in max_seq_len. Then resets the
+    // cache, runs the prompt, and samples up to max_new_tokens tokens, stopping after any id in
+    // stop_ids. on_token (optional) sees each new token as it is chosen.
+    GenerationResult generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
+                              std::span<const int> stop_ids = {}, const std::function<void(int)>& on_token = {});
+
+    void reset() { cache_.reset(); }
+    std::size_t position() const { return cache_.length(); }
+    const KVCache& cache() const { return cache_; }
+    const Model& model() const { return model_; }
+
+private:
+    const Model& model_;
+    KVCache cache_;
+    RunState state_;
+};
+
+}  // namespace lmlab
