@@ -31,7 +31,7 @@ void print_stage_line(const StageResult& r) {
     if (r.status == "pass" || r.status == "fail")
         detail = fmt::format("max abs {:<9.3g} max rel {:<9.3g} ours/torch vs f64 {:<6.3g}", r.worst_max_abs,
                              r.worst_max_rel, r.worst_accuracy_ratio);
-    fmt::print("{:<8} {:<24} {:<10} {} ({:.2f} s)\n", r.status == "not_run" ? "NOT RUN" : r.status, r.id, r.level,
+    fmt::print("{:<8} {:<30} {:<10} {} ({:.2f} s)\n", r.status == "not_run" ? "NOT RUN" : r.status, r.id, r.level,
                detail, r.seconds);
     if (r.status == "fail") {
         const OutputResult& f = r.outputs[*r.first_failure];
@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
             for (const Stage& s : stages()) {
                 const std::string name = std::string("stage.") + s.id;
                 std::string required = "golden";
-                for (int k = 0; k < level_rank(s.level); ++k) required += ";level." + levels()[static_cast<std::size_t>(k)];
+                for (const std::string& req : level_requires(s.level)) required += ";level." + req;
                 fmt::print("add_test([=[{}]=] \"{}\" check --stage [=[{}]=] --report \"{}/ctest/{}\")\n", name, lmlab_path,
                            s.id, report_dir, s.id);
                 fmt::print("set_tests_properties([=[{}]=] PROPERTIES LABELS \"{}\" FIXTURES_SETUP \"level.{}\" "

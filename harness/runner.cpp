@@ -2,6 +2,7 @@
 
 #include <fnmatch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <exception>
@@ -50,6 +51,12 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
     r.tol_why = stage.tol_why;
     const auto t0 = std::chrono::steady_clock::now();
     try {
+        if (stage.needs_shared) {
+            const auto needed = std::filesystem::path(env.shared_dir) / stage.needs_shared;
+            if (!std::filesystem::exists(needed))
+                throw SkipStage(needed.string() + " not found: this stage needs the shared data folder "
+                                                  "(set LMLAB_SHARED or pass --shared DIR)");
+        }
         const Fixture fx = read_fixture((std::filesystem::path(env.golden_dir) / stage.fixture).string());
         if (fx.stage != stage.id)
             throw FixtureError(fx.path + ": root attribute stage is '" + fx.stage + "', expected '" + stage.id +
@@ -105,14 +112,18 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
 std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const StageResult&)) {
     const StageEnv env{opt.golden_dir, opt.shared_dir};
     std::vector<StageResult> results;
-    std::string blocked_by;  // the first level that failed
+    std::vector<std::string> failed_levels;
     for (const std::string& level : levels()) {
         if (!opt.level.empty() && opt.level != level) continue;
+        std::string blocked_by;  // a required level that failed
+        for (const std::string& req : level_requires(level))
+            if (blocked_by.empty() && std::find(failed_levels.begin(), failed_levels.end(), req) != failed_levels.end())
+                blocked_by = req;
         bool level_failed = false;
         for (const Stage& s : stages()) {
             if (s.level != level || fnmatch(opt.stage_glob.c_str(), s.id, 0) != 0) continue;
             StageResult r;
-            if (!blocked_by.empty()) {
+            if (!blocked_by.empty() && !opt.keep_going) {
                 r.id = s.id;
                 r.level = s.level;
                 r.fixture = s.fixture;
@@ -127,7 +138,7 @@ std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const
             if (on_done) on_done(r);
             results.push_back(std::move(r));
         }
-        if (level_failed && blocked_by.empty() && !opt.keep_going) blocked_by = level;
+        if (level_failed || !blocked_by.empty()) failed_levels.push_back(level);
     }
     return results;
 }

@@ -1,20 +1,27 @@
 #include "stages.h"
 
+#include <map>
+
 namespace lmlab {
 
 // PyTorch's float32 defaults for assert_close: atol 1e-5, rtol 1.3e-6.
 constexpr Tolerance kFloat32Default{1e-5, 1.3e-6};
+constexpr const char* kStories260K = "models/stories260K/stories260K.bin";
 
 const std::vector<std::string>& levels() {
-    static const std::vector<std::string> order = {"kernel", "layer", "model", "generation"};
+    static const std::vector<std::string> order = {"kernel", "layer", "model", "generation", "tokenizer"};
     return order;
 }
 
-int level_rank(const std::string& level) {
-    const auto& ls = levels();
-    for (std::size_t i = 0; i < ls.size(); ++i)
-        if (ls[i] == level) return static_cast<int>(i);
-    return -1;
+const std::vector<std::string>& level_requires(const std::string& level) {
+    static const std::map<std::string, std::vector<std::string>> requires_ = {
+        {"kernel", {}},
+        {"layer", {"kernel"}},
+        {"model", {"kernel", "layer"}},
+        {"generation", {"kernel", "layer", "model"}},
+        {"tokenizer", {}},
+    };
+    return requires_.at(level);
 }
 
 const std::vector<Stage>& stages() {
@@ -51,8 +58,24 @@ const std::vector<Stage>& stages() {
         {"model.kv_cache", "model", "model/kv_cache.h5", {1e-5, 1e-5}, "k and v are one projection + RoPE away from the residual stream",
          stage_model_kv_cache},
 
+        {"model.forward.stories260k", "model", "model/forward_stories260k.h5", {1e-4, 1e-4},
+         "a real trained model (5 layers, GQA): the same logits tolerance", stage_model_forward,
+         kStories260K},
+
         {"generation.greedy", "generation", "generation/greedy.h5", {1e-4, 1e-4},
          "tokens must match exactly; logits within the seed spec's 1e-4", stage_generation_greedy},
+        {"generation.greedy.stories260k", "generation", "generation/greedy_stories260k.h5", {1e-4, 1e-4},
+         "256 greedy tokens from BOS must match exactly; logits within 1e-4", stage_generation_greedy,
+         kStories260K},
+
+        {"tokenizer.default", "tokenizer", "tokenizer/default.h5", {0.0, 0.0},
+         "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},
+        {"tokenizer.llama2", "tokenizer", "tokenizer/llama2.h5", {0.0, 0.0},
+         "token ids: SentencePiece's exactly (Llama 2, 32000 pieces)", stage_tokenizer,
+         "tokenizers/llama2/tokenizer.bin"},
+        {"tokenizer.stories260k", "tokenizer", "tokenizer/stories260k.h5", {0.0, 0.0},
+         "token ids: SentencePiece's exactly (stories260K's 512 pieces)", stage_tokenizer,
+         "models/stories260K/tok512.bin"},
     };
     return table;
 }

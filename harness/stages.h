@@ -43,11 +43,14 @@ struct Stage {
     Tolerance tol;         // |ours - torch| <= atol + rtol·|torch|
     const char* tol_why;   // one line: why this tolerance
     StageFn run;
+    const char* needs_shared = nullptr;  // a file under ../shared this stage needs; skipped when absent
 };
 
-// Levels in gating order: a level runs only when every stage of the levels before it passed.
+// Levels in run order. A level runs only when every stage of the levels it requires passed:
+// layers need kernels, the model needs layers, generation needs the model. Tokenizers stand
+// apart (text -> ids needs no arithmetic), so they require nothing.
 const std::vector<std::string>& levels();
-int level_rank(const std::string& level);  // index in levels(), -1 when unknown
+const std::vector<std::string>& level_requires(const std::string& level);
 
 // Every stage, in level order.
 const std::vector<Stage>& stages();
@@ -69,5 +72,7 @@ std::vector<StageOutput> stage_layer_block(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_model_forward(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case&, const StageEnv&);
+// tokenizer_stages.cpp
+std::vector<StageOutput> stage_tokenizer(const Fixture&, const Case&, const StageEnv&);
 
 }  // namespace lmlab

@@ -72,12 +72,14 @@ public:
         }
     }
 
+    // vocab_size 0: take the size from the file
     std::optional<Vocabulary> vocabulary(std::size_t vocab_size) const {
         if (!file_.nameExists("tokenizer")) return std::nullopt;
         try {
             Vocabulary v;
             H5::DataSet pieces = file_.openDataSet("tokenizer/pieces");
             const auto n = static_cast<std::size_t>(pieces.getSpace().getSimpleExtentNpoints());
+            if (vocab_size == 0) vocab_size = n;
             if (n != vocab_size)
                 throw ModelError(path_ + ": tokenizer/pieces has " + std::to_string(n) + " entries, expected vocab_size " +
                                  std::to_string(vocab_size));
@@ -99,6 +101,12 @@ private:
 };
 
 }  // namespace
+
+Vocabulary load_vocabulary_hdf5(const std::string& path) {
+    auto v = Reader(path).vocabulary(0);
+    if (!v) throw ModelError(path + ": has no vocabulary (group tokenizer/ with pieces and scores)");
+    return *v;
+}
 
 Model load_model_hdf5(const std::string& path) {
     Reader r(path);

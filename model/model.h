@@ -77,6 +77,8 @@ struct Model {
 Model load_model_hdf5(const std::string& path);
 // llama2.c checkpoint (header + float32 weights; see ../shared/models/stories260K/README.md).
 Model load_model_llama2c(const std::string& path);
+// Only the vocabulary of an HDF5 model file (group tokenizer/); throws ModelError when absent.
+Vocabulary load_vocabulary_hdf5(const std::string& path);
 // By extension: .h5/.hdf5 -> HDF5, anything else -> llama2.c checkpoint.
 Model load_model(const std::string& path);
 

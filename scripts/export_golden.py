@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import struct
 import sys
 import time
 import zlib
@@ -466,6 +467,107 @@ def export_generation_stage(stage_id, out_dir, sha):
     return [path]
 
 
+# ---- Real checkpoints and tokenizers from ../shared -------------------------------------------------
+# Stages that need ../shared are exported only when it is present; the harness skips them otherwise.
+
+SHARED_DIR = os.environ.get("LMLAB_SHARED", os.path.join(os.path.dirname(REPO_DIR), "shared"))
+STORIES_MODEL = "models/stories260K/stories260K.bin"
+STORIES_TOKENIZER = "models/stories260K/tok512.bin"
+LLAMA2_TOKENIZER = "tokenizers/llama2/tokenizer.bin"
+LLAMA2_SPM_MODEL = "tokenizers/llama2/tokenizer.model"
+
+
+def shared_path(rel):
+    return os.path.join(SHARED_DIR, rel)
+
+
+def read_llama2c_vocab(path, vocab_size):
+    """A llama2.c tokenizer.bin: int32 max_token_length, then per token float32 score, int32 len, bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off, pieces, scores = 4, [], []
+    for _ in range(vocab_size):
+        score, n = struct.unpack_from("<fi", data, off)
+        off += 8
+        pieces.append(data[off:off + n].decode("utf-8"))
+        scores.append(score)
+        off += n
+    return pieces, scores
+
+
+def stories_prompt(n):
+    """BOS + the start of a TinyStories-like sentence, encoded by SentencePiece with tok512."""
+    pieces, scores = read_llama2c_vocab(shared_path(STORIES_TOKENIZER), 512)
+    proto = tokenizer_ref.spm_from_llama2c(pieces, scores)
+    ids = [1] + tokenizer_ref.spm_encode(proto, ["Once upon a time, there was a little girl named Lily. She loved to play"])[0]
+    return torch.tensor(ids[:n])
+
+
+def export_stories_stage(stage_id, out_dir, sha):
+    if not os.path.exists(shared_path(STORIES_MODEL)):
+        print(f"export_golden: {stage_id} skipped: {shared_path(STORIES_MODEL)} not found")
+        return []
+    model = llama_ref.load_llama2c(shared_path(STORIES_MODEL)).eval()
+    level = stage_id.split(".")[0]
+    if level == "model":
+        tokens = stories_prompt(16)
+        out32, _ = forward_outputs(model, tokens)
+        out64, _ = forward_outputs(as64(model), tokens)
+        path = os.path.join(out_dir, "model", "forward_stories260k.h5")
+        with open_fixture(path, stage_id, "model", sha) as f:
+            write_attr(f, "model", "shared:" + STORIES_MODEL)
+            write_case(f, 0, f"{len(tokens)}-token prompt, every intermediate at every position", {},
+                       {"tokens": tokens}, out32, out64)
+    else:
+        prompt = torch.tensor([1])
+        tokens, logits32, logits64 = generation_outputs(model, prompt, 256)
+        path = os.path.join(out_dir, "generation", "greedy_stories260k.h5")
+        with open_fixture(path, stage_id, "generation", sha) as f:
+            write_attr(f, "model", "shared:" + STORIES_MODEL)
+            write_case(f, 0, "256 greedy tokens from BOS", {"max_new_tokens": 256}, {"prompt": prompt},
+                       {"tokens": torch.tensor(tokens, dtype=torch.float32), "logits": logits32}, {"logits": logits64})
+    return [path]
+
+
+def export_tokenizer_stage(stage_id, out_dir, sha):
+    """(text -> ids) pairs produced by SentencePiece itself, for every vocabulary the project uses."""
+    name = stage_id.split(".", 1)[1]
+    _, _, default_proto, _, text = default_model(out_dir, sha)
+    if name == "default":
+        proto, source, vocab_size = default_proto, TINY_LLAMA_FILE, TINY_LLAMA["vocab_size"]
+    elif name == "llama2":
+        if not os.path.exists(shared_path(LLAMA2_SPM_MODEL)):
+            print(f"export_golden: {stage_id} skipped: {shared_path(LLAMA2_SPM_MODEL)} not found")
+            return []
+        with open(shared_path(LLAMA2_SPM_MODEL), "rb") as f:
+            proto = f.read()
+        source, vocab_size = "shared:" + LLAMA2_TOKENIZER, 32000
+    else:
+        if not os.path.exists(shared_path(STORIES_TOKENIZER)):
+            print(f"export_golden: {stage_id} skipped: {shared_path(STORIES_TOKENIZER)} not found")
+            return []
+        proto = tokenizer_ref.spm_from_llama2c(*read_llama2c_vocab(shared_path(STORIES_TOKENIZER), 512))
+        source, vocab_size = "shared:" + STORIES_TOKENIZER, 512
+    texts = tokenizer_ref.tokenizer_cases(text)
+    ids = tokenizer_ref.spm_encode(proto, texts)
+    path = os.path.join(out_dir, "tokenizer", name + ".h5")
+    with open_fixture(path, stage_id, "tokenizer", sha) as f:
+        write_attr(f, "tokenizer", source)
+        write_attr(f, "vocab_size", vocab_size)
+        for i, (t, case_ids) in enumerate(zip(texts, ids)):
+            raw = t.encode("utf-8")
+            preview = t[:60].encode("unicode_escape").decode("ascii") + ("…" if len(t) > 60 else "")
+            desc = f"{len(raw)} bytes: {preview}" if t else "empty string"
+            grp = create_group(f, f"case_{i:03d}")
+            write_attr(grp, "description", desc)
+            # raw UTF-8 bytes: any byte string fits, and h5dump shows exactly what was encoded
+            create_group(grp, "inputs").create_dataset("text", data=np.frombuffer(raw, dtype=np.uint8), track_times=False)
+            out = create_group(grp, "outputs")
+            out.create_dataset("ids", data=np.asarray(case_ids, dtype=np.float32), track_times=False)
+            out.create_dataset("n_ids", data=np.asarray([len(case_ids)], dtype=np.float32), track_times=False)
+    return [path]
+
+
 EXTRA_STAGES = {
     "layer.attention": export_layer_stage,
     "layer.ffn": export_layer_stage,
@@ -473,6 +575,11 @@ EXTRA_STAGES = {
     "model.forward": export_model_stage,
     "model.kv_cache": export_model_stage,
     "generation.greedy": export_generation_stage,
+    "model.forward.stories260k": export_stories_stage,
+    "generation.greedy.stories260k": export_stories_stage,
+    "tokenizer.default": export_tokenizer_stage,
+    "tokenizer.llama2": export_tokenizer_stage,
+    "tokenizer.stories260k": export_tokenizer_stage,
 }
 
 

@@ -1,0 +1,177 @@
+// Tests of the KV cache: its append-only invariants, the layout of its views, and reset/overwrite.
+#include "kv_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "model/test_model.h"
+
+namespace lmlab {
+
+namespace {
+
+using test::expect_error;
+
+// A row whose values tell where it was written: layer*100 + pos*10 + element (+ 0.5 for values).
+std::vector<float> row(std::size_t layer, std::size_t pos, std::size_t kv_dim, float extra = 0.0f) {
+    std::vector<float> r(kv_dim);
+    for (std::size_t i = 0; i < kv_dim; ++i) r[i] = static_cast<float>(layer * 100 + pos * 10 + i) + extra;
+    return r;
+}
+
+void append_row(KVCache& c, std::size_t layer, std::size_t pos) {
+    c.append(layer, pos, row(layer, pos, c.kv_dim()), row(layer, pos, c.kv_dim(), 0.5f));
+}
+
+}  // namespace
+
+TEST(KVCache, StartsEmpty) {
+    // a new cache holds nothing and reports the shape it was built with
+    const KVCache c(2, 4, 3);
+    EXPECT_EQ(c.n_layers(), 2u);
+    EXPECT_EQ(c.max_seq_len(), 4u);
+    EXPECT_EQ(c.kv_dim(), 3u);
+    EXPECT_EQ(c.length(), 0u);
+    EXPECT_EQ(c.length(0), 0u);
+    EXPECT_EQ(c.length(1), 0u);
+    EXPECT_TRUE(c.keys(0).empty());
+    EXPECT_TRUE(c.values(1).empty());
+}
+
+TEST(KVCache, ViewsHoldExactlyWhatWasAppendedPerLayer) {
+    // keys(l)/values(l) are [length, kv_dim] row-major, and one layer's rows never leak into another
+    KVCache c(2, 4, 3);
+    for (std::size_t pos = 0; pos < 3; ++pos) append_row(c, 0, pos);
+    for (std::size_t pos = 0; pos < 2; ++pos) append_row(c, 1, pos);
+
+    const auto k0 = c.keys(0), v0 = c.values(0), k1 = c.keys(1), v1 = c.values(1);
+    ASSERT_EQ(k0.size(), 9u);
+    ASSERT_EQ(v0.size(), 9u);
+    ASSERT_EQ(k1.size(), 6u);
+    ASSERT_EQ(v1.size(), 6u);
+    // layer 0, position 2, element 1 sits at index 2*3 + 1 and was written as 0*100 + 2*10 + 1
+    EXPECT_EQ(k0[7], 21.0f);
+    EXPECT_EQ(v0[7], 21.5f);
+    // layer 1, position 1, element 2: index 5, value 100 + 10 + 2
+    EXPECT_EQ(k1[5], 112.0f);
+    EXPECT_EQ(v1[5], 112.5f);
+    const std::vector<float> expect_k1 = {100, 101, 102, 110, 111, 112};
+    EXPECT_EQ(std::vector<float>(k1.begin(), k1.end()), expect_k1);
+    const std::vector<float> expect_v0 = {0.5f, 1.5f, 2.5f, 10.5f, 11.5f, 12.5f, 20.5f, 21.5f, 22.5f};
+    EXPECT_EQ(std::vector<float>(v0.begin(), v0.end()), expect_v0);
+}
+
+TEST(KVCache, LengthIsTheMinimumOverLayers) {
+    // a token counts as cached only once every layer holds it
+    KVCache c(3, 4, 2);
+    append_row(c, 0, 0);
+    append_row(c, 0, 1);
+    append_row(c, 2, 0);
+    EXPECT_EQ(c.length(0), 2u);
+    EXPECT_EQ(c.length(1), 0u);
+    EXPECT_EQ(c.length(2), 1u);
+    EXPECT_EQ(c.length(), 0u);
+    append_row(c, 1, 0);
+    EXPECT_EQ(c.length(), 1u);
+    append_row(c, 1, 1);
+    append_row(c, 2, 1);
+    EXPECT_EQ(c.length(), 2u);
+}
+
+TEST(KVCache, AppendWithAGapThrowsNamingThePositions) {
+    // a skipped position would leave an uninitialised row that attention would read
+    KVCache c(1, 8, 2);
+    append_row(c, 0, 0);
+    expect_error<KVCacheError>([&] { append_row(c, 0, 3); }, {"position 1", "not 3"});
+    EXPECT_EQ(c.length(0), 1u);
+}
+
+TEST(KVCache, AppendOverAnExistingPositionThrows) {
+    // re-appending position 0 would silently replace a row other tokens already attended to
+    KVCache c(2, 8, 2);
+    append_row(c, 1, 0);
+    append_row(c, 1, 1);
+    expect_error<KVCacheError>([&] { append_row(c, 1, 0); }, {"layer 1", "position 2", "not 0"});
+    EXPECT_EQ(c.length(1), 2u);
+    EXPECT_EQ(c.keys(1)[0], 100.0f);  // the stored row is untouched
+}
+
+TEST(KVCache, AppendPastTheContextThrowsNamingMaxSeqLen) {
+    // the context is full: a clear error instead of a write past the buffer
+    KVCache c(1, 3, 2);
+    for (std::size_t pos = 0; pos < 3; ++pos) append_row(c, 0, pos);
+    EXPECT_EQ(c.length(), 3u);
+    expect_error<KVCacheError>([&] { append_row(c, 0, 3); }, {"position 3", "max_seq_len", "3 positions"});
+    EXPECT_EQ(c.length(), 3u);
+}
+
+TEST(KVCache, AppendOfTheWrongSizeThrows) {
+    // a k or v of the wrong width would shift every later row of the layer
+    KVCache c(1, 4, 3);
+    const std::vector<float> good(3, 1.0f), short_row(2, 1.0f), long_row(4, 1.0f);
+    expect_error<KVCacheError>([&] { c.append(0, 0, short_row, good); }, {"2/3", "kv_dim 3"});
+    expect_error<KVCacheError>([&] { c.append(0, 0, good, long_row); }, {"3/4", "kv_dim 3"});
+    EXPECT_EQ(c.length(0), 0u);
+    c.append(0, 0, good, good);  // the failed attempts did not advance the layer
+    EXPECT_EQ(c.length(0), 1u);
+}
+
+TEST(KVCache, AppendToALayerOutOfRangeThrows) {
+    KVCache c(2, 4, 2);
+    expect_error<KVCacheError>([&] { append_row(c, 2, 0); }, {"layer 2", "2 layers"});
+}
+
+TEST(KVCache, ResetEmptiesButKeepsCapacity) {
+    // a new sequence starts at position 0 and can use the full context again
+    KVCache c(2, 3, 2);
+    for (std::size_t l = 0; l < 2; ++l)
+        for (std::size_t pos = 0; pos < 3; ++pos) append_row(c, l, pos);
+    c.reset();
+    EXPECT_EQ(c.length(), 0u);
+    EXPECT_EQ(c.length(1), 0u);
+    EXPECT_TRUE(c.keys(0).empty());
+    EXPECT_EQ(c.max_seq_len(), 3u);
+    EXPECT_EQ(c.kv_dim(), 2u);
+    // position 1 is a gap again after the reset
+    EXPECT_THROW(append_row(c, 0, 1), KVCacheError);
+    const std::vector<float> k = {7, 8}, v = {9, 10};
+    for (std::size_t pos = 0; pos < 3; ++pos) c.append(0, pos, k, v);
+    EXPECT_EQ(c.length(0), 3u);
+    // the views show the new rows, not the old ones
+    EXPECT_EQ(std::vector<float>(c.keys(0).begin(), c.keys(0).end()), (std::vector<float>{7, 8, 7, 8, 7, 8}));
+    EXPECT_EQ(std::vector<float>(c.values(0).begin(), c.values(0).end()), (std::vector<float>{9, 10, 9, 10, 9, 10}));
+    EXPECT_THROW(c.append(0, 3, k, v), KVCacheError);
+}
+
+TEST(KVCache, OverwriteReplacesOnlyThatRow) {
+    // teacher forcing swaps one row for the reference's; its neighbours and other layers stay
+    KVCache c(2, 4, 2);
+    for (std::size_t l = 0; l < 2; ++l)
+        for (std::size_t pos = 0; pos < 3; ++pos) append_row(c, l, pos);
+    const std::vector<float> k = {-1, -2}, v = {-3, -4};
+    c.overwrite(0, 1, k, v);
+    EXPECT_EQ(std::vector<float>(c.keys(0).begin(), c.keys(0).end()), (std::vector<float>{0, 1, -1, -2, 20, 21}));
+    EXPECT_EQ(std::vector<float>(c.values(0).begin(), c.values(0).end()),
+              (std::vector<float>{0.5f, 1.5f, -3, -4, 20.5f, 21.5f}));
+    EXPECT_EQ(std::vector<float>(c.keys(1).begin(), c.keys(1).end()),
+              (std::vector<float>{100, 101, 110, 111, 120, 121}));
+    EXPECT_EQ(c.length(0), 3u);  // overwriting does not append
+}
+
+TEST(KVCache, OverwriteOfARowNeverAppendedThrows) {
+    // overwrite must not become a way around the no-gap rule
+    KVCache c(2, 4, 2);
+    append_row(c, 0, 0);
+    const std::vector<float> k = {1, 2}, v = {3, 4}, wrong = {1, 2, 3};
+    expect_error<KVCacheError>([&] { c.overwrite(0, 1, k, v); }, {"position 1"});  // == length
+    expect_error<KVCacheError>([&] { c.overwrite(0, 3, k, v); }, {"position 3"});  // beyond length
+    expect_error<KVCacheError>([&] { c.overwrite(1, 0, k, v); }, {"layer 1"});     // layer still empty
+    expect_error<KVCacheError>([&] { c.overwrite(2, 0, k, v); }, {"layer 2"});     // no such layer
+    EXPECT_THROW(c.overwrite(0, 0, wrong, v), KVCacheError);                       // wrong width
+    EXPECT_EQ(c.length(0), 1u);
+    EXPECT_EQ(c.keys(0)[0], 0.0f);
+    EXPECT_EQ(c.keys(0)[1], 1.0f);
+}
+
+}  // namespace lmlab

@@ -1,0 +1,108 @@
+// Helpers for the model/ unit tests: tiny in-memory models (forward_test.cpp, session_test.cpp)
+// and a check that an exception's message names what it should.
+//
+// The weights are fixed pseudo-random multiples of 1/64 in [-1, 1] (norm weights in [0.5, 1.5]),
+// made by an integer hash of (tensor, element): exact in float, independent of any file or RNG
+// library, and irregular enough that no two heads, layers or positions coincide by accident.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace lmlab::test {
+
+// Runs fn, which must throw E (exactly E or a subclass: any other exception, or none, fails), and
+// checks that E's message contains every one of `parts` (the numbers and names a user needs).
+template <class E>
+void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
+    try {
+        fn();
+    } catch (const E& e) {
+        const std::string what = e.what();
+        for (const std::string& p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
+        return;
+    } catch (const std::exception& e) {
+        ADD_FAILURE() << "threw the wrong exception type: " << e.what();
+        return;
+    }
+    ADD_FAILURE() << "did not throw";
+}
+
+// dim 4, 2 query heads sharing 1 kv head (grouped-query attention), ffn 8, vocab 5, context 8.
+inline Config tiny_config() {
+    Config c;
+    c.dim = 4;
+    c.n_layers = 2;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.ffn_dim = 8;
+    c.vocab_size = 5;
+    c.max_seq_len = 8;
+    c.rope_theta = 10000.0f;
+    c.rope_style = RopeStyle::AdjacentPairs;
+    c.norm_eps = 1e-5f;
+    c.tied_embeddings = false;
+    return c;
+}
+
+// A multiple of 1/64 in [-1, 1], fixed by (tensor, i) (splitmix64 finaliser as the hash).
+inline float hashed_weight(std::uint64_t tensor, std::uint64_t i) {
+    std::uint64_t z = tensor * 0x9E3779B97F4A7C15ull + i + 1;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return static_cast<float>(static_cast<int>(z % 129) - 64) / 64.0f;
+}
+
+inline std::vector<float> hashed_tensor(std::uint64_t tensor, std::size_t n) {
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = hashed_weight(tensor, i);
+    return v;
+}
+
+// RMSNorm weights near 1 (in [0.5, 1.5]), so normalised activations keep their scale.
+inline std::vector<float> hashed_norm(std::uint64_t tensor, std::size_t n) {
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = 1.0f + 0.5f * hashed_weight(tensor, i);
+    return v;
+}
+
+// A complete Model for config c (validated), every tensor of the shape model.h documents.
+// `salt` changes every weight (two salts: two different models of the same shape).
+inline Model make_model(const Config& c, std::uint64_t salt = 1) {
+    c.validate("test model");
+    Model m;
+    m.config = c;
+    m.source = "test model (in memory)";
+    const std::size_t dim = c.dim, q_dim = c.n_heads * c.head_dim(), kv = c.kv_dim(), ffn = c.ffn_dim;
+    std::uint64_t t = salt * 1000;  // tensor number, unique per tensor
+    m.tok_embeddings = hashed_tensor(++t, c.vocab_size * dim);
+    for (std::size_t l = 0; l < c.n_layers; ++l) {
+        LayerWeights w;
+        w.attention_norm = hashed_norm(++t, dim);
+        w.wq = hashed_tensor(++t, q_dim * dim);
+        w.wk = hashed_tensor(++t, kv * dim);
+        w.wv = hashed_tensor(++t, kv * dim);
+        w.wo = hashed_tensor(++t, dim * q_dim);
+        w.ffn_norm = hashed_norm(++t, dim);
+        w.w1 = hashed_tensor(++t, ffn * dim);
+        w.w2 = hashed_tensor(++t, dim * ffn);
+        w.w3 = hashed_tensor(++t, ffn * dim);
+        m.layers.push_back(std::move(w));
+    }
+    m.norm = hashed_norm(++t, dim);
+    if (!c.tied_embeddings) m.output = hashed_tensor(++t, c.vocab_size * dim);
+    return m;
+}
+
+inline Model tiny_model() { return make_model(tiny_config()); }
+
+}  // namespace lmlab::test
