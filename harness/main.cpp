@@ -3,13 +3,21 @@
 //   lmlab check [--stage GLOB] ...   run stages against the golden fixtures, write the report
 //   lmlab diff OLD.json NEW.json     compare two reports stage by stage
 //   lmlab verify-fixtures            are the fixtures present and current?
+//   lmlab generate [--prompt TEXT]   run a model: text in, streamed text out
+//   lmlab tokenize [FILE|-]          show how text becomes token ids
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <fstream>
 #include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "fixture.h"
+#include "model/session.h"
+#include "model/tokenizer.h"
 #include "report.h"
 #include "runner.h"
 #include "stages.h"
@@ -43,6 +51,51 @@ void print_stage_line(const StageResult& r) {
         fmt::print("    {}\n", r.reason);
     }
     std::fflush(stdout);
+}
+
+std::string default_model_path() { return (fs::path(LMLAB_SOURCE_DIR) / "golden" / "models" / "tiny-llama.h5").string(); }
+
+// The tokenizer for a model: --tokenizer (a llama2.c tokenizer.bin) if given; else the vocabulary
+// stored in an HDF5 model file; else, for a llama2.c checkpoint, tok<vocab>.bin or tokenizer.bin
+// beside it (how llama2.c's models are distributed). nullopt when none is found.
+std::optional<Tokenizer> find_tokenizer(const Model& m, const std::string& tokenizer_path) {
+    const int vocab = static_cast<int>(m.config.vocab_size);
+    if (!tokenizer_path.empty()) return Tokenizer::load_llama2c(tokenizer_path, vocab);
+    if (m.vocabulary) return Tokenizer(m.vocabulary->pieces, m.vocabulary->scores);
+    const fs::path dir = fs::path(m.source).parent_path();
+    for (const fs::path& candidate : {dir / ("tok" + std::to_string(vocab) + ".bin"), dir / "tokenizer.bin"})
+        if (fs::exists(candidate)) return Tokenizer::load_llama2c(candidate.string(), vocab);
+    return std::nullopt;
+}
+
+std::vector<int> parse_ids(const std::string& text) {
+    std::vector<int> ids;
+    std::string item;
+    for (std::size_t i = 0; i <= text.size(); ++i) {
+        if (i == text.size() || text[i] == ',') {
+            std::size_t used = 0;
+            int v = 0;
+            try {
+                v = std::stoi(item, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            if (item.empty() || used != item.size())
+                throw std::invalid_argument("--prompt-ids: '" + item + "' is not an integer (expected e.g. 1,403,407)");
+            ids.push_back(v);
+            item.clear();
+        } else if (text[i] != ' ') {
+            item += text[i];
+        }
+    }
+    return ids;
+}
+
+std::string read_all(const std::string& file) {
+    if (file == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw std::runtime_error(file + ": cannot open");
+    return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 }  // namespace
@@ -83,7 +136,33 @@ int main(int argc, char** argv) {
     ctest_script->add_option("--binary", lmlab_path)->required();
     ctest_script->add_option("--report", report_dir);
 
+    std::string model_path = default_model_path(), tokenizer_path, prompt_text, prompt_ids;
+    std::size_t max_new_tokens = 0;
+    SamplerConfig sampling;
+    bool prompt_given = false;
+    auto* generate = app.add_subcommand("generate", "Generate text with a model (HDF5 model file or llama2.c checkpoint)");
+    generate->add_option("--model", model_path, "Model file (.h5 or llama2.c .bin)")->capture_default_str();
+    generate->add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer.bin (default: the model's own vocabulary)");
+    auto* opt_prompt = generate->add_option("--prompt", prompt_text, "Prompt text (encoded with BOS)");
+    generate->add_option("--prompt-ids", prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(opt_prompt);
+    generate->add_option("--max-new-tokens", max_new_tokens, "Tokens to generate (default: 256, or what the context allows)");
+    generate->add_option("--temperature", sampling.temperature, "0 = greedy")->capture_default_str();
+    generate->add_option("--top-k", sampling.top_k, "Keep the k most probable tokens (0 = off)")->capture_default_str();
+    generate->add_option("--top-p", sampling.top_p, "Nucleus: keep the smallest set with probability >= p (1 = off)")->capture_default_str();
+    generate->add_option("--seed", sampling.seed, "RNG seed: same seed, same text")->capture_default_str();
+
+    bool add_bos = false, show_pieces = false;
+    std::string tokenize_input = "-";
+    auto* tokenize = app.add_subcommand("tokenize", "Encode text into token ids (JSON array)");
+    auto* tok_opt = tokenize->add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer.bin");
+    tokenize->add_option("--model", model_path, "Use this model's vocabulary")->excludes(tok_opt)->capture_default_str();
+    tokenize->add_option("--vocab-size", max_new_tokens, "Vocabulary size for --tokenizer (default: from the file's model, e.g. 32000)");
+    tokenize->add_flag("--bos", add_bos, "Prepend BOS (id 1)");
+    tokenize->add_flag("--pieces", show_pieces, "Show the pieces instead of the ids");
+    tokenize->add_option("input", tokenize_input, "Text file, or - for standard input")->capture_default_str();
+
     CLI11_PARSE(app, argc, argv);
+    prompt_given = opt_prompt->count() > 0;
 
     try {
         if (*list) {
@@ -115,6 +194,74 @@ int main(int argc, char** argv) {
                 fmt::print("set_tests_properties([=[{}]=] PROPERTIES LABELS \"{}\" FIXTURES_SETUP \"level.{}\" "
                            "FIXTURES_REQUIRED \"{}\" SKIP_RETURN_CODE {})\n",
                            name, s.level, s.level, required, kExitSkipped);
+            }
+            return 0;
+        }
+        if (*generate) {
+            const Model model = load_model(model_path);
+            const Config& c = model.config;
+            const std::optional<Tokenizer> tok = find_tokenizer(model, tokenizer_path);
+            std::vector<int> prompt;
+            if (!prompt_ids.empty()) {
+                prompt = parse_ids(prompt_ids);
+            } else if (prompt_given || tok) {
+                if (!tok)
+                    throw std::runtime_error("--prompt needs a tokenizer: " + model_path +
+                                             " carries no vocabulary; pass --tokenizer PATH (a llama2.c tokenizer.bin)");
+                prompt = tok->encode(prompt_text, /*add_bos=*/true);
+            } else {
+                prompt = {1};  // BOS
+            }
+            if (prompt.size() >= c.max_seq_len)
+                throw std::runtime_error("the prompt is " + std::to_string(prompt.size()) +
+                                         " tokens: no room left in the context of " + std::to_string(c.max_seq_len));
+            if (max_new_tokens == 0) max_new_tokens = std::min<std::size_t>(256, c.max_seq_len - prompt.size());
+            Sampler sampler(sampling, c.vocab_size);
+            Session session(model);
+            // llama2.c's convention: EOS ends a text, and so does BOS (its end-of-story marker)
+            const std::vector<int> stops = tok ? std::vector<int>{tok->bos_id(), tok->eos_id()} : std::vector<int>{};
+            std::optional<StreamDecoder> stream;
+            if (tok) {
+                stream.emplace(*tok);
+                fmt::print("{}", prompt_text);
+            } else {
+                fmt::print("prompt ids: {}\nnew ids:", fmt::join(prompt, ","));
+            }
+            std::fflush(stdout);
+            const auto result = session.generate(prompt, max_new_tokens, sampler, stops, [&](int id) {
+                if (stream && id != tok->bos_id() && id != tok->eos_id()) fmt::print("{}", stream->push(id));
+                else if (!stream) fmt::print(" {}", id);
+                std::fflush(stdout);
+            });
+            if (stream) fmt::print("{}", stream->flush());
+            fmt::print("\n");
+            if (tok) fmt::print(stderr, "ids: {}\n", fmt::join(result.tokens, ","));
+            fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generated: {} tokens in {:.3f} s ({:.1f} tok/s); stop: {}\n",
+                       result.n_prompt, result.prompt_seconds, static_cast<double>(result.n_prompt) / std::max(result.prompt_seconds, 1e-9),
+                       result.tokens.size(), result.generate_seconds,
+                       static_cast<double>(result.tokens.size()) / std::max(result.generate_seconds, 1e-9), result.stop_reason);
+            return 0;
+        }
+        if (*tokenize) {
+            std::optional<Tokenizer> tok;
+            if (!tokenizer_path.empty()) {
+                int vocab = static_cast<int>(max_new_tokens);
+                if (vocab == 0) throw std::runtime_error("--tokenizer needs --vocab-size (llama2.c tokenizer.bin files do not store it; Llama 2: 32000, stories260K: 512)");
+                tok = Tokenizer::load_llama2c(tokenizer_path, vocab);
+            } else if (fs::path(model_path).extension() == ".h5") {
+                Vocabulary v = load_vocabulary_hdf5(model_path);  // no need to load the weights
+                tok.emplace(std::move(v.pieces), std::move(v.scores));
+            } else {
+                tok = find_tokenizer(load_model(model_path), "");
+                if (!tok) throw std::runtime_error("no tokenizer found beside " + model_path + "; pass --tokenizer PATH --vocab-size N");
+            }
+            const std::vector<int> ids = tok->encode(read_all(tokenize_input), add_bos);
+            if (show_pieces) {
+                nlohmann::json pieces = nlohmann::json::array();
+                for (int id : ids) pieces.push_back(tok->piece(id));
+                fmt::print("{}\n", pieces.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+            } else {
+                fmt::print("[{}]\n", fmt::join(ids, ", "));
             }
             return 0;
         }

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ostream>
+#include <string>
 #include <vector>
 
 #include "model/test_model.h"
@@ -149,18 +151,36 @@ Config gqa_config(RopeStyle style) {
     return c;
 }
 
+// dim 8, 2 query heads of width 4 on 1 kv head. With head_dim 2 the two RoPE pairings coincide
+// (the only pair is (0, 1) either way); width 4 makes them differ: (0,1),(2,3) vs (0,2),(1,3).
+Config wide_head_config(RopeStyle style) {
+    Config c = test::tiny_config();
+    c.dim = 8;
+    c.ffn_dim = 12;
+    c.vocab_size = 6;
+    c.rope_theta = 100.0f;  // the second pair then turns by pos/10 radians: a visible rotation
+    c.rope_style = style;
+    return c;
+}
+
 const std::vector<int> kTokens = {1, 3, 0, 4, 2, 2, 4, 1};  // fills the tiny model's context of 8
 
 }  // namespace
 
 // ---- Against the reference -------------------------------------------------------------------
 
-class ForwardVsNaive : public ::testing::TestWithParam<Config> {};
+struct NamedConfig {
+    const char* name;
+    Config config;
+};
+std::ostream& operator<<(std::ostream& os, const NamedConfig& c) { return os << c.name; }
+
+class ForwardVsNaive : public ::testing::TestWithParam<NamedConfig> {};
 
 TEST_P(ForwardVsNaive, LogitsMatchAtEveryPosition) {
     // the whole pipeline (embedding, RMSNorm, RoPE, GQA attention over the cache, SwiGLU, residuals,
     // classifier) agrees with the float64 reference at every position of the context
-    const Model m = test::make_model(GetParam());
+    const Model m = test::make_model(GetParam().config);
     KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
     RunState s(m.config);
     NaiveLlama ref(m);
@@ -179,19 +199,26 @@ TEST_P(ForwardVsNaive, LogitsMatchAtEveryPosition) {
     EXPECT_GT(spread, 1e-2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Configs, ForwardVsNaive,
-                         ::testing::Values(test::tiny_config(), gqa_config(RopeStyle::AdjacentPairs),
-                                           gqa_config(RopeStyle::RotateHalf), [] {
-                                               Config c = test::tiny_config();  // tied classifier
-                                               c.tied_embeddings = true;
-                                               c.n_kv_heads = 2;                // plain multi-head attention
-                                               return c;
-                                           }()));
+Config tied_mha_config() {
+    Config c = test::tiny_config();
+    c.tied_embeddings = true;  // classifier = tok_embeddings
+    c.n_kv_heads = 2;          // plain multi-head attention
+    return c;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Configs, ForwardVsNaive,
+    ::testing::Values(NamedConfig{"Tiny2HeadsOn1Kv", test::tiny_config()},
+                      NamedConfig{"Gqa4HeadsOn2Kv", gqa_config(RopeStyle::AdjacentPairs)},
+                      NamedConfig{"HeadDim4Adjacent", wide_head_config(RopeStyle::AdjacentPairs)},
+                      NamedConfig{"HeadDim4RotateHalf", wide_head_config(RopeStyle::RotateHalf)},
+                      NamedConfig{"TiedMultiHead", tied_mha_config()}),
+    [](const ::testing::TestParamInfo<NamedConfig>& info) { return std::string(info.param.name); });
 
 TEST(Forward, RopeStyleChangesTheResult) {
-    // the two pairings are different rotations: a model that ignored rope_style would pass the
-    // reference comparison for one style only, and this shows the styles are not interchangeable
-    const Model a = test::make_model(gqa_config(RopeStyle::AdjacentPairs));
+    // the two pairings are different rotations (for head_dim > 2): the reference comparison of each
+    // style is only meaningful if the styles do not give the same logits
+    const Model a = test::make_model(wide_head_config(RopeStyle::AdjacentPairs));
     Model b = a;
     b.config.rope_style = RopeStyle::RotateHalf;
     KVCache ca(a.config.n_layers, a.config.max_seq_len, a.config.kv_dim()), cb = ca;
@@ -304,7 +331,7 @@ TEST(Forward, PositionOtherThanTheCacheLengthThrows) {
 TEST(Forward, TraceRecordsEveryIntermediate) {
     // the harness compares these one by one against PyTorch: each must have its documented size,
     // its value, and the residual relations between them
-    const Config c = gqa_config(RopeStyle::RotateHalf);
+    const Config c = wide_head_config(RopeStyle::RotateHalf);
     const Model m = test::make_model(c);
     KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
     RunState s(c);
@@ -312,12 +339,12 @@ TEST(Forward, TraceRecordsEveryIntermediate) {
     forward(m, 2, 0, cache, s);
     ref.step(2);
     Trace t;
-    const auto logits = forward(m, 6, 1, cache, s, &t);  // position 1: q and k are rotated
-    ref.step(6);
+    const auto logits = forward(m, 5, 1, cache, s, &t);  // position 1: q and k are rotated
+    ref.step(5);
 
     const std::size_t dim = c.dim, qd = c.n_heads * c.head_dim(), kv = c.kv_dim();
     ASSERT_EQ(t.embedding.size(), dim);
-    EXPECT_TRUE(std::equal(t.embedding.begin(), t.embedding.end(), m.tok_embeddings.begin() + 6 * 8));
+    EXPECT_TRUE(std::equal(t.embedding.begin(), t.embedding.end(), m.tok_embeddings.begin() + 5 * 8));
     ASSERT_EQ(t.layers.size(), c.n_layers);
     for (std::size_t l = 0; l < c.n_layers; ++l) {
         const LayerTrace& L = t.layers[l];
