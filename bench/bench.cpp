@@ -2,12 +2,17 @@
 // vocab 16384, context 512). Timing, not tuning: numbers to compare before and after a change.
 //   build/default/lmlab_bench                       (console)
 //   cmake --build --preset default --target bench   (also writes reports/bench.json)
+// plus forward() per token and greedy generation tokens/s of the default tiny LLaMA.
 #include <benchmark/benchmark.h>
 
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "model/forward.h"
+#include "model/session.h"
 
 namespace {
 
@@ -107,6 +112,58 @@ void BM_argmax(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * x.size() * sizeof(float)));
 }
 BENCHMARK(BM_argmax);
+
+// ---- The whole model: the default tiny LLaMA (golden/models/tiny-llama.h5, made by the exporter) ----
+
+const lmlab::Model* tiny_llama(benchmark::State& state) {
+    static std::unique_ptr<lmlab::Model> model;
+    static std::string error;
+    if (!model && error.empty()) {
+        try {
+            model = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-llama.h5"));
+        } catch (const std::exception& e) {
+            error = std::string(e.what()) + " (build the `golden` target first)";
+        }
+    }
+    if (!model) state.SkipWithError(error.c_str());
+    return model.get();
+}
+
+// one token through the model at position `pos` (attention cost grows with pos)
+void BM_forward(benchmark::State& state) {
+    const lmlab::Model* m = tiny_llama(state);
+    if (!m) return;
+    const auto pos = static_cast<std::size_t>(state.range(0));
+    lmlab::KVCache cache(m->config.n_layers, m->config.max_seq_len, m->config.kv_dim());
+    lmlab::RunState s(m->config);
+    for (std::size_t p = 0; p < pos; ++p) lmlab::forward(*m, 1, p, cache, s);  // fill the cache up to pos
+    std::vector<float> k(m->config.kv_dim()), v(m->config.kv_dim());
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(lmlab::forward(*m, 1, pos, cache, s).data());
+        state.PauseTiming();
+        cache.reset();  // rewind to pos: re-append the same rows (cheap, outside the timing)
+        for (std::size_t p = 0; p < pos; ++p)
+            for (std::size_t l = 0; l < m->config.n_layers; ++l) cache.append(l, p, k, v);
+        state.ResumeTiming();
+    }
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_forward)->ArgName("pos")->Arg(0)->Arg(255)->Arg(511)->Unit(benchmark::kMillisecond);
+
+// greedy generation of 128 tokens after a 1-token prompt: end-to-end tokens per second
+void BM_generate(benchmark::State& state) {
+    const lmlab::Model* m = tiny_llama(state);
+    if (!m) return;
+    lmlab::Session session(*m);
+    const std::vector<int> prompt = {1};
+    const std::size_t n = 128;
+    for (auto _ : state) {
+        lmlab::Sampler greedy({}, m->config.vocab_size);
+        benchmark::DoNotOptimize(session.generate(prompt, n, greedy).tokens.data());
+    }
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_generate)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
