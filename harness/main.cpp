@@ -37,8 +37,8 @@ std::string default_shared_dir() {
 void print_stage_line(const StageResult& r) {
     std::string detail;
     if (r.status == "pass" || r.status == "fail")
-        detail = fmt::format("max abs {:<9.3g} max rel {:<9.3g} ours/torch vs f64 {:<6.3g}", r.worst_max_abs,
-                             r.worst_max_rel, r.worst_accuracy_ratio);
+        detail = fmt::format("max abs {:<9.3g} max rel {:<9.3g} ours/torch vs f64 {:<6}", r.worst_max_abs,
+                             r.worst_max_rel, r.has_reference64 ? fmt::format("{:.3g}", r.worst_accuracy_ratio) : "-");
     fmt::print("{:<8} {:<30} {:<10} {} ({:.2f} s)\n", r.status == "not_run" ? "NOT RUN" : r.status, r.id, r.level,
                detail, r.seconds);
     if (r.status == "fail") {

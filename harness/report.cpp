@@ -119,7 +119,7 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
                   {"seconds", r.seconds},
                   {"tolerance", {{"atol", r.tol.atol}, {"rtol", r.tol.rtol}, {"why", r.tol_why}}},
                   {"worst", {{"max_abs", num(r.worst_max_abs)}, {"max_rel", num(r.worst_max_rel)},
-                             {"accuracy_ratio", num(r.worst_accuracy_ratio)}}},
+                             {"accuracy_ratio", r.has_reference64 ? num(r.worst_accuracy_ratio) : json(nullptr)}}},
                   {"mismatched", r.n_mismatch},
                   {"elements", r.n_elements},
                   {"first_failure", nullptr}};
@@ -180,10 +180,39 @@ std::string report_markdown(const json& report) {
         if (!s["first_failure"].is_null())
             md += "\n```\n" + s["first_failure"]["message"].get<std::string>() + "\n```\n";
     }
+    // Error added vs inherited: stages that also ran pieces teacher-forced (fed PyTorch's inputs)
+    for (const json& s : report["stages"]) {
+        std::string rows;
+        for (const json& o : s["outputs"]) {
+            const std::string name = o["output"];
+            const std::string suffix = " [teacher-forced]";
+            if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+            const std::string base = name.substr(0, name.size() - suffix.size());
+            for (const json& f : s["outputs"])
+                if (f["case"] == o["case"] && f["output"] == base)
+                    rows += fmt::format("| {} | {} | {} | {} |\n", base, fmt_num(f["metrics"]["max_abs"]),
+                                        fmt_num(o["metrics"]["max_abs"]),
+                                        o["passed"].get<bool>() ? (f["passed"].get<bool>() ? "ok" : "inherited")
+                                                                : "added here");
+        }
+        if (rows.empty()) continue;
+        md += fmt::format("\n## {}: error added by each piece vs inherited\n\n"
+                          "Free-running: our whole model end to end. Teacher-forced: the same piece fed PyTorch's input "
+                          "(and PyTorch's cached keys/values), so its error is only what the piece itself adds.\n\n"
+                          "| intermediate | free-running max abs | teacher-forced max abs | verdict |\n|---|---|---|---|\n{}",
+                          s["id"].get<std::string>(), rows);
+    }
+
+    // Every output, failing ones first; long stages (tokenizer cases) are cut, report.json has all.
+    constexpr std::size_t kRowsPerStage = 24;
     md += "\n## Every output\n\n| stage | case | output | shape | max abs | max rel | max ulp | cosine | ours/torch vs f64 | ok |\n"
           "|---|---|---|---|---|---|---|---|---|---|\n";
-    for (const json& s : report["stages"])
-        for (const json& o : s["outputs"]) {
+    for (const json& s : report["stages"]) {
+        std::vector<const json*> outs;
+        for (const json& o : s["outputs"]) if (!o["passed"].get<bool>()) outs.push_back(&o);
+        for (const json& o : s["outputs"]) if (o["passed"].get<bool>()) outs.push_back(&o);
+        for (std::size_t i = 0; i < outs.size() && i < kRowsPerStage; ++i) {
+            const json& o = *outs[i];
             std::string shape;
             for (const auto& d : o["shape"]) shape += (shape.empty() ? "" : "×") + std::to_string(d.get<std::size_t>());
             const json& m = o["metrics"];
@@ -193,6 +222,10 @@ std::string report_markdown(const json& report) {
                               m.contains("vs_float64") ? fmt_num(m["vs_float64"]["ratio"]) : "-",
                               o["passed"].get<bool>() ? "✓" : "✗");
         }
+        if (outs.size() > kRowsPerStage)
+            md += fmt::format("| {} | … | {} more outputs (all passing) in report.json | | | | | | | |\n",
+                              s["id"].get<std::string>(), outs.size() - kRowsPerStage);
+    }
     return md;
 }
 

@@ -18,7 +18,10 @@ void summarise(StageResult& r) {
         const Metrics& m = r.outputs[i].metrics;
         r.worst_max_abs = std::max(r.worst_max_abs, m.max_abs);
         r.worst_max_rel = std::max(r.worst_max_rel, m.max_rel);
-        if (m.has_reference64) r.worst_accuracy_ratio = std::max(r.worst_accuracy_ratio, m.accuracy_ratio);
+        if (m.has_reference64) {
+            r.has_reference64 = true;
+            r.worst_accuracy_ratio = std::max(r.worst_accuracy_ratio, m.accuracy_ratio);
+        }
         r.n_mismatch += m.n_mismatch;
         r.n_elements += m.n;
         if (!m.passed() && !r.first_failure) r.first_failure = i;

@@ -33,7 +33,8 @@ struct StageResult {
     // Worst over all outputs (for summaries and regressions).
     double worst_max_abs = 0;
     double worst_max_rel = 0;
-    double worst_accuracy_ratio = 0;  // max ours/torch error ratio vs float64 truth; 0 when no reference64
+    double worst_accuracy_ratio = 0;  // max ours/torch error ratio vs float64 truth
+    bool has_reference64 = false;     // false: no output had a float64 truth (worst_accuracy_ratio meaningless)
     std::size_t n_mismatch = 0, n_elements = 0;
     std::optional<std::size_t> first_failure;  // index into outputs, in pipeline order
 };
