@@ -34,11 +34,13 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
     Metrics m;
     m.n = ours.size();
     double sum_abs = 0, sum_sq = 0, sum_ref_sq = 0, dot = 0, norm_ours = 0;
+    std::size_t n_finite = 0;  // elements where PyTorch's value is finite: the averages are over these
     for (std::size_t i = 0; i < ours.size(); ++i) {
         const double a = ours[i], b = torch[i];
         if (!element_matches(ours[i], torch[i], tol)) ++m.n_mismatch;
-        // a non-finite pair that matches (both -inf, say) contributes no error
-        const double diff = (a == b) ? 0.0 : std::fabs(a - b);
+        // a non-finite pair that matches (both -inf, or both NaN where PyTorch has NaN) adds no error
+        const bool same = a == b || (std::isnan(a) && std::isnan(b));
+        const double diff = same ? 0.0 : std::fabs(a - b);
         const double rel = diff == 0.0 ? 0.0 : (b == 0.0 ? std::numeric_limits<double>::infinity() : diff / std::fabs(b));
         if (diff > m.max_abs || (std::isnan(diff) && !std::isnan(m.max_abs))) {
             m.max_abs = diff;
@@ -48,8 +50,9 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
             m.max_rel = rel;
             m.max_rel_index = i;
         }
-        m.max_ulp = std::max(m.max_ulp, a == b ? 0.0 : ulp_distance(ours[i], torch[i]));
+        m.max_ulp = std::max(m.max_ulp, same ? 0.0 : ulp_distance(ours[i], torch[i]));
         if (std::isfinite(b)) {
+            ++n_finite;
             sum_abs += diff;
             sum_sq += diff * diff;
             sum_ref_sq += b * b;
@@ -57,9 +60,9 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
             norm_ours += a * a;
         }
     }
-    if (m.n) {
-        m.mean_abs = sum_abs / static_cast<double>(m.n);
-        m.rmse = std::sqrt(sum_sq / static_cast<double>(m.n));
+    if (n_finite) {
+        m.mean_abs = sum_abs / static_cast<double>(n_finite);
+        m.rmse = std::sqrt(sum_sq / static_cast<double>(n_finite));
         m.nmse = sum_ref_sq > 0 ? sum_sq / sum_ref_sq : (sum_sq > 0 ? std::numeric_limits<double>::infinity() : 0.0);
         if (norm_ours > 0 && sum_ref_sq > 0) m.cosine = dot / std::sqrt(norm_ours * sum_ref_sq);
         else m.cosine = (norm_ours == 0 && sum_ref_sq == 0) ? 1.0 : 0.0;
@@ -70,7 +73,9 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
         m.has_reference64 = true;
         for (std::size_t i = 0; i < ours.size(); ++i) {
             if (!std::isfinite(truth[i])) continue;
-            m.ours_err64 = std::max(m.ours_err64, std::fabs(ours[i] - truth[i]));
+            // NaN/Inf from us where the truth is finite is an infinite error, not a skipped element
+            const double ours_err = std::isfinite(ours[i]) ? std::fabs(ours[i] - truth[i]) : INFINITY;
+            m.ours_err64 = std::max(m.ours_err64, ours_err);
             m.torch_err64 = std::max(m.torch_err64, std::fabs(torch[i] - truth[i]));
         }
         // both exact: equally good (ratio 1); torch exact but we are not: infinitely worse

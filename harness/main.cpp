@@ -269,23 +269,27 @@ int main(int argc, char** argv) {
             check_manifest(golden_dir, scripts_dir);  // refuse stale or damaged fixtures up front
             opt.golden_dir = golden_dir;
             opt.shared_dir = shared_dir;
+            opt.exporter_sha256 = exporter_sha256(scripts_dir);
             const auto results = run_stages(opt, print_stage_line);
             if (results.empty()) {
                 fmt::print(stderr, "no stage matches --stage '{}'{}; `lmlab list` shows them\n", opt.stage_glob,
                            opt.level.empty() ? "" : " at level " + opt.level);
                 return 2;
             }
-            int pass = 0, fail = 0, skipped = 0, not_run = 0;
+            int pass = 0, fail = 0, error = 0, skipped = 0, not_run = 0;
             for (const auto& r : results) {
                 if (r.status == "pass") ++pass;
                 else if (r.status == "skipped") ++skipped;
                 else if (r.status == "not_run") ++not_run;
+                else if (r.status == "error") ++error;
                 else ++fail;
             }
-            fmt::print("\n{} stages: {} passed, {} failed, {} skipped, {} not run\n", results.size(), pass, fail, skipped,
-                       not_run);
+            fmt::print("\n{} stages: {} passed, {} failed, {} errors, {} skipped, {} not run\n", results.size(), pass, fail,
+                       error, skipped, not_run);
             if (!no_report) {
-                const auto report = report_json(results, collect_meta(LMLAB_SOURCE_DIR, golden_dir));
+                auto meta = collect_meta(LMLAB_SOURCE_DIR, golden_dir);
+                meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);
+                const auto report = report_json(results, meta);
                 const auto changes = write_report(report_dir, report);
                 fmt::print("report: {}/report.md and report.json\n", report_dir);
                 if (!changes.empty()) {
@@ -293,7 +297,7 @@ int main(int argc, char** argv) {
                     for (const auto& c : changes) fmt::print("  ! {}\n", c);
                 }
             }
-            if (fail) return 1;
+            if (fail || error) return 1;
             return (skipped == static_cast<int>(results.size())) ? kExitSkipped : 0;
         }
     } catch (const std::exception& e) {

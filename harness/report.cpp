@@ -86,6 +86,7 @@ RunMeta collect_meta(const std::string& source_dir, const std::string& golden_di
 #endif
 #ifdef LMLAB_CXX_FLAGS
     m.cxx_flags = LMLAB_CXX_FLAGS;
+    m.cxx_flags.erase(0, m.cxx_flags.find_first_not_of(' '));
 #endif
 #ifdef LMLAB_BUILD_TYPE
     m.build_type = LMLAB_BUILD_TYPE;
@@ -106,7 +107,8 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
     report["meta"] = {{"git_commit", meta.git_commit}, {"git_dirty", meta.git_dirty},
                       {"compiler", meta.compiler},     {"cxx_flags", meta.cxx_flags},
                       {"build_type", meta.build_type}, {"date_utc", meta.date_utc},
-                      {"manifest_sha256", meta.manifest_sha256}, {"golden_dir", meta.golden_dir}};
+                      {"manifest_sha256", meta.manifest_sha256}, {"golden_dir", meta.golden_dir},
+                      {"selection", meta.selection}};
     std::map<std::string, int> counts = {{"pass", 0}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
     json stages_json = json::array();
     for (const StageResult& r : results) {
@@ -211,7 +213,10 @@ std::string report_markdown(const json& report) {
         std::vector<const json*> outs;
         for (const json& o : s["outputs"]) if (!o["passed"].get<bool>()) outs.push_back(&o);
         for (const json& o : s["outputs"]) if (o["passed"].get<bool>()) outs.push_back(&o);
-        for (std::size_t i = 0; i < outs.size() && i < kRowsPerStage; ++i) {
+        std::size_t n_failing = 0;
+        for (const json* o : outs) n_failing += !(*o)["passed"].get<bool>();
+        const std::size_t shown = std::min(outs.size(), std::max(n_failing, kRowsPerStage));  // every failure is shown
+        for (std::size_t i = 0; i < shown; ++i) {
             const json& o = *outs[i];
             std::string shape;
             for (const auto& d : o["shape"]) shape += (shape.empty() ? "" : "×") + std::to_string(d.get<std::size_t>());
@@ -222,9 +227,9 @@ std::string report_markdown(const json& report) {
                               m.contains("vs_float64") ? fmt_num(m["vs_float64"]["ratio"]) : "-",
                               o["passed"].get<bool>() ? "✓" : "✗");
         }
-        if (outs.size() > kRowsPerStage)
-            md += fmt::format("| {} | … | {} more outputs (all passing) in report.json | | | | | | | |\n",
-                              s["id"].get<std::string>(), outs.size() - kRowsPerStage);
+        if (outs.size() > shown)
+            md += fmt::format("| {} | … | {} more passing outputs in report.json | | | | | | | |\n",
+                              s["id"].get<std::string>(), outs.size() - shown);
     }
     return md;
 }
@@ -243,13 +248,18 @@ std::vector<std::string> compare_reports(const json& old_report, const json& new
         const json& o = *it->second;
         if (o["status"] != s["status"])
             lines.push_back(fmt::format("{}: status {} -> {}", id, o["status"].get<std::string>(), s["status"].get<std::string>()));
+        // errors are comparable only between two runs that measured something (pass or fail)
+        auto measured = [](const json& st) { return st["status"] == "pass" || st["status"] == "fail"; };
         const double before = as_double(o["worst"]["max_abs"]), after = as_double(s["worst"]["max_abs"]);
-        if (after > 2 * before && after > 0 && s["status"] != "not_run" && s["status"] != "skipped")
-            lines.push_back(fmt::format("{}: worst abs error grew {} -> {} ({}x)", id, fmt_num(o["worst"]["max_abs"]),
-                                        fmt_num(s["worst"]["max_abs"]), before > 0 ? fmt::format("{:.1f}", after / before) : "inf"));
+        if (measured(o) && measured(s) && (after > 2 * before || (std::isnan(after) && !std::isnan(before))) && after != 0)
+            lines.push_back(fmt::format("{}: worst abs error grew {} -> {} ({})", id, fmt_num(o["worst"]["max_abs"]),
+                                        fmt_num(s["worst"]["max_abs"]),
+                                        before > 0 && !std::isnan(after) ? fmt::format("{:.1f}x", after / before) : "from 0"));
         old_stages.erase(it);
     }
-    for (const auto& [id, _] : old_stages) lines.push_back(id + ": stage disappeared");
+    // a run of selected stages (--stage, --level) leaves the others out on purpose
+    if (new_report["meta"].value("selection", "*") == "*")
+        for (const auto& [id, _] : old_stages) lines.push_back(id + ": stage disappeared");
     return lines;
 }
 

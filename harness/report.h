@@ -20,6 +20,7 @@ struct RunMeta {
     std::string date_utc;           // ISO 8601
     std::string manifest_sha256;    // of golden/manifest.json, "" when absent
     std::string golden_dir;
+    std::string selection = "*";    // which stages ran (--stage glob, --level)
 };
 
 RunMeta collect_meta(const std::string& source_dir, const std::string& golden_dir);

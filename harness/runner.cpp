@@ -13,14 +13,17 @@ namespace lmlab {
 
 namespace {
 
+// max that lets NaN win: a NaN anywhere must not hide behind the finite errors of other cases
+double worst(double a, double b) { return (std::isnan(a) || std::isnan(b)) ? NAN : std::max(a, b); }
+
 void summarise(StageResult& r) {
     for (std::size_t i = 0; i < r.outputs.size(); ++i) {
         const Metrics& m = r.outputs[i].metrics;
-        r.worst_max_abs = std::max(r.worst_max_abs, m.max_abs);
-        r.worst_max_rel = std::max(r.worst_max_rel, m.max_rel);
+        r.worst_max_abs = worst(r.worst_max_abs, m.max_abs);
+        r.worst_max_rel = worst(r.worst_max_rel, m.max_rel);
         if (m.has_reference64) {
             r.has_reference64 = true;
-            r.worst_accuracy_ratio = std::max(r.worst_accuracy_ratio, m.accuracy_ratio);
+            r.worst_accuracy_ratio = worst(r.worst_accuracy_ratio, m.accuracy_ratio);
         }
         r.n_mismatch += m.n_mismatch;
         r.n_elements += m.n;
@@ -61,6 +64,10 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                                                   "(set LMLAB_SHARED or pass --shared DIR)");
         }
         const Fixture fx = read_fixture((std::filesystem::path(env.golden_dir) / stage.fixture).string());
+        if (!env.exporter_sha256.empty() && fx.exporter_sha256 != env.exporter_sha256)
+            throw FixtureError(fx.path + ": stale: written by exporter " + fx.exporter_sha256.substr(0, 12) +
+                               ", but scripts/*.py is now " + env.exporter_sha256.substr(0, 12) +
+                               ". Regenerate the fixtures: " + kRegenerateCommand);
         if (fx.stage != stage.id)
             throw FixtureError(fx.path + ": root attribute stage is '" + fx.stage + "', expected '" + stage.id +
                                "'. " + "Regenerate the fixtures: " + kRegenerateCommand);
@@ -113,7 +120,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
 }
 
 std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const StageResult&)) {
-    const StageEnv env{opt.golden_dir, opt.shared_dir};
+    const StageEnv env{opt.golden_dir, opt.shared_dir, opt.exporter_sha256};
     std::vector<StageResult> results;
     std::vector<std::string> failed_levels;
     for (const std::string& level : levels()) {

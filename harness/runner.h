@@ -45,6 +45,7 @@ struct RunOptions {
     std::string stage_glob = "*";  // fnmatch-style on the stage id
     std::string level;             // empty = all levels
     bool keep_going = false;       // run levels above a failing level anyway
+    std::string exporter_sha256;   // when set, every fixture must have been written by this exporter
 };
 
 // Runs the selected stages in level order. Unless keep_going, a failure (or error) at one level

@@ -32,6 +32,7 @@ struct SkipStage : std::runtime_error {
 struct StageEnv {
     std::string golden_dir;  // where fixtures live
     std::string shared_dir;  // ../shared (models and tokenizers), may not exist
+    std::string exporter_sha256 = {};  // when set, a fixture written by another exporter is stale
 };
 
 using StageFn = std::vector<StageOutput> (*)(const Fixture&, const Case&, const StageEnv&);

@@ -175,11 +175,13 @@ def cases_swiglu(g):
 def cases_attention(g):
     out = []
     for n_pos in (1, 2, 17, 512):
-        out.append((f"{n_pos} cached positions, head_dim 64", {"n_pos": n_pos},
+        out.append((f"{n_pos} cached positions, head_dim 64", {},
                     {"q": randn(g, 64), "k": randn(g, n_pos, 64), "v": randn(g, n_pos, 64)}))
-    out.append(("peaked: one key matches strongly (scores ~ 40)", {"n_pos": 33},
-                {"q": randn(g, 64, scale=2.0), "k": randn(g, 33, 64) * torch.cat([torch.full((1, 1), 6.0), torch.ones(32, 1)]),
-                 "v": randn(g, 33, 64)}))
+    # key 7 points along q with q·k/sqrt(64) = 40: softmax is nearly one-hot (exp(40) dwarfs the rest)
+    q = randn(g, 64, scale=2.0)
+    k = randn(g, 33, 64)
+    k[7] = q * (40.0 * 8.0 / float(q.dot(q)))
+    out.append(("peaked: key 7 matches with score 40, the rest ~N(0, 4)", {}, {"q": q, "k": k, "v": randn(g, 33, 64)}))
     return out
 
 
