@@ -37,8 +37,9 @@ std::string default_shared_dir() {
 void print_stage_line(const StageResult& r) {
     std::string detail;
     if (r.status == "pass" || r.status == "fail")
-        detail = fmt::format("max abs {:<9.3g} max rel {:<9.3g} ours/torch vs f64 {:<6}", r.worst_max_abs,
-                             r.worst_max_rel, r.has_reference64 ? fmt::format("{:.3g}", r.worst_accuracy_ratio) : "-");
+        detail = fmt::format("max abs {:<9.3g} max rel {:<9.3g} ours/torch vs f64 {:<8} matched {}/{}", r.worst_max_abs,
+                             r.worst_max_rel, r.has_reference64 ? fmt::format("{:.3g}", r.worst_accuracy_ratio) : "-",
+                             r.n_elements - r.n_mismatch, r.n_elements);
     fmt::print("{:<8} {:<30} {:<10} {} ({:.2f} s)\n", r.status == "not_run" ? "NOT RUN" : r.status, r.id, r.level,
                detail, r.seconds);
     if (r.status == "fail") {
@@ -156,7 +157,7 @@ int main(int argc, char** argv) {
     auto* tokenize = app.add_subcommand("tokenize", "Encode text into token ids (JSON array)");
     auto* tok_opt = tokenize->add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer.bin");
     tokenize->add_option("--model", model_path, "Use this model's vocabulary")->excludes(tok_opt)->capture_default_str();
-    tokenize->add_option("--vocab-size", max_new_tokens, "Vocabulary size for --tokenizer (default: from the file's model, e.g. 32000)");
+    tokenize->add_option("--vocab-size", max_new_tokens, "Read only this many tokens of --tokenizer (default: all in the file)");
     tokenize->add_flag("--bos", add_bos, "Prepend BOS (id 1)");
     tokenize->add_flag("--pieces", show_pieces, "Show the pieces instead of the ids");
     tokenize->add_option("input", tokenize_input, "Text file, or - for standard input")->capture_default_str();
@@ -245,9 +246,7 @@ int main(int argc, char** argv) {
         if (*tokenize) {
             std::optional<Tokenizer> tok;
             if (!tokenizer_path.empty()) {
-                int vocab = static_cast<int>(max_new_tokens);
-                if (vocab == 0) throw std::runtime_error("--tokenizer needs --vocab-size (llama2.c tokenizer.bin files do not store it; Llama 2: 32000, stories260K: 512)");
-                tok = Tokenizer::load_llama2c(tokenizer_path, vocab);
+                tok = Tokenizer::load_llama2c(tokenizer_path, static_cast<int>(max_new_tokens));
             } else if (fs::path(model_path).extension() == ".h5") {
                 Vocabulary v = load_vocabulary_hdf5(model_path);  // no need to load the weights
                 tok.emplace(std::move(v.pieces), std::move(v.scores));

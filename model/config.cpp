@@ -18,9 +18,10 @@ void Config::validate(const std::string& source) const {
     if (n_heads % n_kv_heads != 0) bad("n_kv_heads must divide n_heads");
     if (head_dim() % 2 != 0) bad("head_dim must be even for RoPE");
     if (!(norm_eps > 0) || !(rope_theta > 0)) bad("norm_eps and rope_theta must be positive");
-    // a guard against absurd headers allocating terabytes
+    // a guard against absurd headers allocating terabytes: weights plus the KV cache, in floats
     const double params = static_cast<double>(vocab_size) * dim + static_cast<double>(n_layers) * dim * (4.0 * dim + 3.0 * ffn_dim);
-    if (params > 4e10) bad("more than 40 billion parameters: not a model this engine can hold");
+    const double cache = 2.0 * static_cast<double>(n_layers) * static_cast<double>(max_seq_len) * static_cast<double>(kv_dim());
+    if (params + cache > 4e10) bad("weights and KV cache exceed 40 billion floats: not a model this engine can hold");
 }
 
 Model load_model(const std::string& path) {

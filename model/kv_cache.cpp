@@ -9,10 +9,14 @@ KVCache::KVCache(std::size_t n_layers, std::size_t max_seq_len, std::size_t kv_d
     : max_seq_len_(max_seq_len), kv_dim_(kv_dim), lengths_(n_layers, 0),
       keys_(n_layers * max_seq_len * kv_dim), values_(n_layers * max_seq_len * kv_dim) {}
 
-void KVCache::append(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
+void KVCache::check_layer(std::size_t layer) const {
     if (layer >= lengths_.size())
         throw KVCacheError("KV cache: layer " + std::to_string(layer) + " out of range (" +
                            std::to_string(lengths_.size()) + " layers)");
+}
+
+void KVCache::append(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
+    check_layer(layer);
     if (pos >= max_seq_len_)
         throw KVCacheError("KV cache: position " + std::to_string(pos) + " is beyond the context of " +
                            std::to_string(max_seq_len_) + " positions (max_seq_len); start a new sequence");
@@ -29,19 +33,30 @@ void KVCache::append(std::size_t layer, std::size_t pos, std::span<const float> 
 }
 
 void KVCache::overwrite(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
-    if (layer >= lengths_.size() || pos >= lengths_[layer] || k.size() != kv_dim_ || v.size() != kv_dim_)
+    check_layer(layer);
+    if (pos >= lengths_[layer])
         throw KVCacheError("KV cache: overwrite of layer " + std::to_string(layer) + " position " + std::to_string(pos) +
                            " which was never appended");
+    if (k.size() != kv_dim_ || v.size() != kv_dim_)
+        throw KVCacheError("KV cache: k/v of " + std::to_string(k.size()) + "/" + std::to_string(v.size()) +
+                           " elements, expected kv_dim " + std::to_string(kv_dim_));
     std::copy(k.begin(), k.end(), keys_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
     std::copy(v.begin(), v.end(), values_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
 }
 
 std::span<const float> KVCache::keys(std::size_t layer) const {
-    return std::span<const float>(keys_).subspan(offset(layer, 0), lengths_.at(layer) * kv_dim_);
+    check_layer(layer);
+    return std::span<const float>(keys_).subspan(offset(layer, 0), lengths_[layer] * kv_dim_);
 }
 
 std::span<const float> KVCache::values(std::size_t layer) const {
-    return std::span<const float>(values_).subspan(offset(layer, 0), lengths_.at(layer) * kv_dim_);
+    check_layer(layer);
+    return std::span<const float>(values_).subspan(offset(layer, 0), lengths_[layer] * kv_dim_);
+}
+
+std::size_t KVCache::length(std::size_t layer) const {
+    check_layer(layer);
+    return lengths_[layer];
 }
 
 std::size_t KVCache::length() const { return *std::min_element(lengths_.begin(), lengths_.end()); }

@@ -35,7 +35,7 @@ public:
     // Overwrites an already appended row (teacher-forced checks replace our k/v with PyTorch's).
     void overwrite(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v);
 
-    std::size_t length(std::size_t layer) const { return lengths_.at(layer); }
+    std::size_t length(std::size_t layer) const;
     // Positions held by every layer (the sequence length once a token has gone through all layers).
     std::size_t length() const;
     std::size_t max_seq_len() const { return max_seq_len_; }
@@ -48,6 +48,7 @@ private:
     std::size_t max_seq_len_, kv_dim_;
     std::vector<std::size_t> lengths_;  // per layer
     std::vector<float> keys_, values_;  // [n_layers * max_seq_len * kv_dim]
+    void check_layer(std::size_t layer) const;  // KVCacheError when out of range
     std::size_t offset(std::size_t layer, std::size_t pos) const { return (layer * max_seq_len_ + pos) * kv_dim_; }
 };
 

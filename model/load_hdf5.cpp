@@ -26,26 +26,48 @@ public:
         }
     }
 
-    bool has_attr(const std::string& name) const { return file_.attrExists(name); }
+    // A root attribute of the expected kind (numeric or string); every HDF5 failure, including
+    // a damaged file, becomes a ModelError naming the attribute.
+    H5::Attribute attribute(const std::string& name, bool want_string) const {
+        try {
+            if (!file_.attrExists(name)) throw ModelError(path_ + ": root attribute '" + name + "' is missing");
+            H5::Attribute a = file_.openAttribute(name);
+            const H5T_class_t cls = a.getTypeClass();
+            const bool ok = want_string ? cls == H5T_STRING : (cls == H5T_INTEGER || cls == H5T_FLOAT);
+            if (!ok || a.getSpace().getSimpleExtentNpoints() != 1)
+                throw ModelError(path_ + ": root attribute '" + name + "' should be a single " +
+                                 (want_string ? "string" : "number"));
+            return a;
+        } catch (const H5::Exception& e) {
+            throw ModelError(path_ + ": cannot read root attribute '" + name + "' (" + e.getDetailMsg() + ")");
+        }
+    }
 
     double number(const std::string& name) const {
-        if (!file_.attrExists(name)) throw ModelError(path_ + ": root attribute '" + name + "' is missing");
+        H5::Attribute a = attribute(name, false);
         double v = 0;
-        file_.openAttribute(name).read(H5::PredType::NATIVE_DOUBLE, &v);
+        try {
+            a.read(H5::PredType::NATIVE_DOUBLE, &v);
+        } catch (const H5::Exception& e) {
+            throw ModelError(path_ + ": cannot read root attribute '" + name + "' (" + e.getDetailMsg() + ")");
+        }
         return v;
     }
 
     std::string text(const std::string& name) const {
-        if (!file_.attrExists(name)) throw ModelError(path_ + ": root attribute '" + name + "' is missing");
-        H5::Attribute a = file_.openAttribute(name);
+        H5::Attribute a = attribute(name, true);
         std::string v;
-        a.read(a.getStrType(), v);
+        try {
+            a.read(a.getStrType(), v);
+        } catch (const H5::Exception& e) {
+            throw ModelError(path_ + ": cannot read root attribute '" + name + "' (" + e.getDetailMsg() + ")");
+        }
         return v;
     }
 
     std::size_t size(const std::string& name) const {
         const double v = number(name);
-        if (!(v >= 0) || v != static_cast<double>(static_cast<std::size_t>(v)))
+        if (!(v >= 0 && v < 9007199254740992.0) || v != static_cast<double>(static_cast<std::size_t>(v)))
             throw ModelError(path_ + ": root attribute '" + name + "' = " + std::to_string(v) + " is not a count");
         return static_cast<std::size_t>(v);
     }
@@ -74,8 +96,8 @@ public:
 
     // vocab_size 0: take the size from the file
     std::optional<Vocabulary> vocabulary(std::size_t vocab_size) const {
-        if (!file_.nameExists("tokenizer")) return std::nullopt;
         try {
+            if (!file_.nameExists("tokenizer")) return std::nullopt;
             Vocabulary v;
             H5::DataSet pieces = file_.openDataSet("tokenizer/pieces");
             const auto n = static_cast<std::size_t>(pieces.getSpace().getSimpleExtentNpoints());

@@ -134,6 +134,10 @@ struct H5Spec {
         omit_attrs.insert(name);
         return *this;
     }
+    H5Spec& retype_attr(const std::string& name) {
+        retyped_attrs.insert(name);
+        return *this;
+    }
     H5Spec& set_pieces(std::vector<std::string> p) {
         pieces = std::move(p);
         return *this;
@@ -145,6 +149,7 @@ struct H5Spec {
     std::set<std::string> omit;                               // tensors not written
     std::map<std::string, std::vector<hsize_t>> wrong_shape;  // tensors written with another shape
     std::set<std::string> omit_attrs;                         // root attributes not written
+    std::set<std::string> retyped_attrs;                      // numbers written as text, text as a number
     std::vector<std::string> pieces;                          // tokenizer/pieces when not empty
 };
 
@@ -157,16 +162,26 @@ H5::StrType utf8_string() {
 void write_h5(const std::string& path, const H5Spec& s) {
     H5::H5File f(path, H5F_ACC_TRUNC);
     const H5::DataSpace scalar(H5S_SCALAR);
+    auto string_attr = [&](const char* name, const std::string& v) {
+        f.createAttribute(name, utf8_string(), scalar).write(utf8_string(), v);
+    };
     auto text = [&](const char* name, const std::string& v) {
         if (s.omit_attrs.count(name)) return;
-        f.createAttribute(name, utf8_string(), scalar).write(utf8_string(), v);
+        if (s.retyped_attrs.count(name)) {
+            const std::int64_t one = 1;
+            f.createAttribute(name, H5::PredType::STD_I64LE, scalar).write(H5::PredType::NATIVE_INT64, &one);
+            return;
+        }
+        string_attr(name, v);
     };
     auto integer = [&](const char* name, std::int64_t v) {
         if (s.omit_attrs.count(name)) return;
+        if (s.retyped_attrs.count(name)) return string_attr(name, std::to_string(v));
         f.createAttribute(name, H5::PredType::STD_I64LE, scalar).write(H5::PredType::NATIVE_INT64, &v);
     };
     auto real = [&](const char* name, double v) {
         if (s.omit_attrs.count(name)) return;
+        if (s.retyped_attrs.count(name)) return string_attr(name, std::to_string(v));
         f.createAttribute(name, H5::PredType::IEEE_F64LE, scalar).write(H5::PredType::NATIVE_DOUBLE, &v);
     };
     const Config& c = s.config;
@@ -401,6 +416,16 @@ TEST(LoadHdf5, BadAttributesThrow) {
     expect_error<ModelError>([&] { load_model_hdf5(dir.file("s.h5")); }, {"'interleaved'"});
     write_h5(dir.file("n.h5"), H5Spec(h5_config()).omit_attr("n_kv_heads"));
     expect_error<ModelError>([&] { load_model_hdf5(dir.file("n.h5")); }, {"'n_kv_heads'", "missing"});
+}
+
+TEST(LoadHdf5, AttributeOfTheWrongTypeThrowsModelError) {
+    // a file from another exporter may store numbers as strings or the reverse: that must be a
+    // ModelError naming the attribute, not a raw H5::Exception (which is not even a std::exception)
+    TempDir dir;
+    write_h5(dir.file("d.h5"), H5Spec(h5_config()).retype_attr("dim"));
+    expect_error<ModelError>([&] { load_model_hdf5(dir.file("d.h5")); }, {dir.file("d.h5"), "'dim'"});
+    write_h5(dir.file("a.h5"), H5Spec(h5_config()).retype_attr("arch"));
+    expect_error<ModelError>([&] { load_model_hdf5(dir.file("a.h5")); }, {dir.file("a.h5"), "'arch'"});
 }
 
 TEST(LoadHdf5, TruncatedOrForeignFileThrowsModelError) {

@@ -21,7 +21,7 @@ GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_
     if (prompt.size() > c.max_seq_len)
         throw ModelError("the prompt has " + std::to_string(prompt.size()) + " tokens, longer than the context of " +
                          std::to_string(c.max_seq_len) + " (max_seq_len)");
-    if (prompt.size() + max_new_tokens > c.max_seq_len)
+    if (max_new_tokens > c.max_seq_len - prompt.size())  // (not prompt + n > max: the sum could wrap)
         throw ModelError("prompt (" + std::to_string(prompt.size()) + " tokens) + max_new_tokens (" +
                          std::to_string(max_new_tokens) + ") exceeds the context of " + std::to_string(c.max_seq_len) +
                          " (max_seq_len); ask for at most " + std::to_string(c.max_seq_len - prompt.size()) +

@@ -171,7 +171,8 @@ TEST(Session, StopTokenEndsGenerationAndIsReturnedLast) {
     const Model m = test::tiny_model();
     const std::vector<int> prompt = {1, 4};
     const std::vector<int> free_run = manual_greedy(m, prompt, 6);
-    // stop at the second distinct token of the free run (the first token is a stop-free prefix)
+    // the stop id: the first token of the free run that differs from its first token, so this is
+    // that id's first occurrence
     std::size_t cut = 1;
     while (cut < free_run.size() && free_run[cut] == free_run[0]) ++cut;
     ASSERT_LT(cut, free_run.size()) << "the greedy run is constant; pick another prompt";

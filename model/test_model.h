@@ -27,10 +27,13 @@ void expect_error(const std::function<void()>& fn, std::initializer_list<std::st
         fn();
     } catch (const E& e) {
         const std::string what = e.what();
-        for (const std::string& p : parts) EXPECT_NE(what.find(p), std::string::npos) << "'" << p << "' not in: " << what;
+        for (const std::string& p : parts) EXPECT_TRUE(what.find(p) != std::string::npos) << "\"" << p << "\" not in: " << what;
         return;
     } catch (const std::exception& e) {
         ADD_FAILURE() << "threw the wrong exception type: " << e.what();
+        return;
+    } catch (...) {
+        ADD_FAILURE() << "threw something that is not a std::exception";
         return;
     }
     ADD_FAILURE() << "did not throw";

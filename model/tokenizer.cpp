@@ -133,9 +133,9 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
 
 Tokenizer Tokenizer::load_llama2c(const std::string& path, int vocab_size) {
     const std::string where = "tokenizer file '" + path + "'";
-    if (vocab_size <= 0) {
+    if (vocab_size < 0) {
         throw std::runtime_error(where + ": vocab_size " + std::to_string(vocab_size) +
-                                 " must be positive (it comes from the model header)");
+                                 " must be positive (it comes from the model header), or 0 for every token in the file");
     }
     std::ifstream file(path, std::ios::binary);
     if (!file) {
@@ -163,7 +163,8 @@ Tokenizer Tokenizer::load_llama2c(const std::string& path, int vocab_size) {
     pieces.reserve(static_cast<std::size_t>(vocab_size));
     scores.reserve(static_cast<std::size_t>(vocab_size));
     std::size_t offset = 4;
-    for (int i = 0; i < vocab_size; ++i) {
+    const bool whole_file = vocab_size == 0;  // no model to say how many: read to the end
+    for (int i = 0; whole_file ? offset < data.size() : i < vocab_size; ++i) {
         if (data.size() - offset < 8) {
             throw std::runtime_error(
                 where + ": truncated at token " + std::to_string(i) + " of " + std::to_string(vocab_size) +
