@@ -37,7 +37,10 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
     std::size_t n_finite = 0;  // elements where PyTorch's value is finite: the averages are over these
     for (std::size_t i = 0; i < ours.size(); ++i) {
         const double a = ours[i], b = torch[i];
-        if (!element_matches(ours[i], torch[i], tol)) ++m.n_mismatch;
+        if (!element_matches(ours[i], torch[i], tol)) {
+            ++m.n_mismatch;
+            if (std::isfinite(torch[i]) && !std::isfinite(ours[i])) ++m.n_nonfinite;
+        }
         // a non-finite pair that matches (both -inf, or both NaN where PyTorch has NaN) adds no error
         const bool same = a == b || (std::isnan(a) && std::isnan(b));
         const double diff = same ? 0.0 : std::fabs(a - b);
@@ -98,14 +101,16 @@ std::string index_str(std::size_t flat, const std::vector<std::size_t>& shape) {
 }
 
 std::string mismatch_message(const Metrics& m, const std::vector<std::size_t>& shape, Tolerance tol) {
+    const std::string nonfinite =
+        m.n_nonfinite ? fmt::format("\n{} of them NaN or Inf in ours where torch is finite (overflow? 0/0?)", m.n_nonfinite) : "";
     return fmt::format(
         "Tensor-likes are not close!\n"
         "Mismatched elements: {} / {} ({:.1f}%)\n"
         "Greatest absolute difference: {:.6g} at index {} (up to {:g} allowed): ours {:.9g}, torch {:.9g}\n"
-        "Greatest relative difference: {:.6g} at index {} (up to {:g} allowed)",
+        "Greatest relative difference: {:.6g} at index {} (up to {:g} allowed){}",
         m.n_mismatch, m.n, 100.0 * static_cast<double>(m.n_mismatch) / static_cast<double>(m.n ? m.n : 1), m.max_abs,
         index_str(m.max_abs_index, shape), tol.atol, m.ours_at_worst, m.torch_at_worst, m.max_rel,
-        index_str(m.max_rel_index, shape), tol.rtol);
+        index_str(m.max_rel_index, shape), tol.rtol, nonfinite);
 }
 
 }  // namespace lmlab

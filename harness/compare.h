@@ -19,6 +19,7 @@ struct Tolerance {
 struct Metrics {
     std::size_t n = 0;             // elements compared
     std::size_t n_mismatch = 0;    // elements outside atol + rtol·|torch|
+    std::size_t n_nonfinite = 0;   // of those, NaN or Inf from us where PyTorch's value is finite
     double max_abs = 0;            // max |ours - torch|
     std::size_t max_abs_index = 0; // where (flat index)
     double max_rel = 0;            // max |ours - torch| / |torch| (inf where torch is 0 and ours is not)

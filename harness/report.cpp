@@ -56,6 +56,7 @@ std::string fmt_num(const json& v) {
 json metrics_json(const Metrics& m) {
     json j = {{"elements", m.n},
               {"mismatched", m.n_mismatch},
+              {"nonfinite", m.n_nonfinite},
               {"mismatched_share", m.n ? static_cast<double>(m.n_mismatch) / static_cast<double>(m.n) : 0.0},
               {"max_abs", num(m.max_abs)},
               {"max_abs_index", m.max_abs_index},

@@ -63,7 +63,12 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                 throw SkipStage(needed.string() + " not found: this stage needs the shared data folder "
                                                   "(set LMLAB_SHARED or pass --shared DIR)");
         }
-        const Fixture fx = read_fixture((std::filesystem::path(env.golden_dir) / stage.fixture).string());
+        const auto fixture_path = std::filesystem::path(env.golden_dir) / stage.fixture;
+        if (stage.needs_shared && !std::filesystem::exists(fixture_path))
+            throw FixtureError(fixture_path.string() + " is missing: the exporter writes it only when the shared "
+                               "folder is present. Re-export with it: LMLAB_SHARED=" + env.shared_dir + " " +
+                               kRegenerateCommand);
+        const Fixture fx = read_fixture(fixture_path.string());
         if (!env.exporter_sha256.empty() && fx.exporter_sha256 != env.exporter_sha256)
             throw FixtureError(fx.path + ": stale: written by exporter " + fx.exporter_sha256.substr(0, 12) +
                                ", but scripts/*.py is now " + env.exporter_sha256.substr(0, 12) +
