@@ -39,6 +39,20 @@ void BM_matvec(benchmark::State& state) {
 }
 BENCHMARK(BM_matvec)->ArgNames({"out", "in"})->Args({256, 256})->Args({1024, 256})->Args({256, 1024})->Args({16384, 256});
 
+// matmul [m, k] · [k, n]: four tokens through a 256x256 projection at once
+void BM_matmul(benchmark::State& state) {
+    const std::size_t m = 4, k = 256, n = 256;
+    const auto A = random_vector(m * k, 13), B = random_vector(k * n, 14);
+    std::vector<float> C(m * n);
+    for (auto _ : state) {
+        lmlab::matmul(A, B, C, m, k, n);
+        benchmark::DoNotOptimize(C.data());
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * m * k * n));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * (m * k + k * n + m * n) * sizeof(float)));
+}
+BENCHMARK(BM_matmul);
+
 void BM_softmax(benchmark::State& state) {
     const auto n = static_cast<std::size_t>(state.range(0));
     const auto x = random_vector(n, 3);
@@ -77,6 +91,18 @@ void BM_rope(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * x.size() * 2 * sizeof(float)));
 }
 BENCHMARK(BM_rope)->Arg(0)->Arg(1);
+
+void BM_silu(benchmark::State& state) {
+    const auto x = random_vector(1024, 15);
+    std::vector<float> y(1024);
+    for (auto _ : state) {
+        lmlab::silu(x, y);
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * 1024));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * 1024 * 2 * sizeof(float)));
+}
+BENCHMARK(BM_silu);
 
 void BM_swiglu(benchmark::State& state) {
     const auto a = random_vector(1024, 7), b = random_vector(1024, 8);
@@ -141,7 +167,9 @@ void BM_forward(benchmark::State& state) {
     for (auto _ : state) {
         benchmark::DoNotOptimize(lmlab::forward(*m, 1, pos, cache, s).data());
         state.PauseTiming();
-        cache.reset();  // rewind to pos: re-append the same rows (cheap, outside the timing)
+        // rewind to pos by appending placeholder (zero) rows: attention costs the same whatever the
+        // cached values are, and this is outside the timing
+        cache.reset();
         for (std::size_t p = 0; p < pos; ++p)
             for (std::size_t l = 0; l < m->config.n_layers; ++l) cache.append(l, p, k, v);
         state.ResumeTiming();

@@ -37,7 +37,10 @@ TEST(Compare, UlpDistanceOfNeighbouringFloats) {
     const float one = 1.0f;
     const std::vector<float> ours = {std::nextafter(std::nextafter(one, 2.0f), 2.0f)}, torch = {one};
     EXPECT_EQ(compare(ours, torch, {}, {0, 0}).max_ulp, 2.0);
-    // across zero: -0 and +0 are 0 apart... and the smallest positive and negative denormals 2
+    // across zero: -0 and +0 compare equal (0 apart); the smallest positive and negative
+    // denormals are 2 apart (-denorm, ±0, +denorm)
+    const std::vector<float> pz = {0.0f}, nz = {-0.0f};
+    EXPECT_EQ(compare(pz, nz, {}, {0, 0}).max_ulp, 0.0);
     const std::vector<float> a = {std::numeric_limits<float>::denorm_min()}, b = {-std::numeric_limits<float>::denorm_min()};
     EXPECT_EQ(compare(a, b, {}, {1, 0}).max_ulp, 2.0);
 }

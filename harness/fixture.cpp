@@ -18,10 +18,6 @@ namespace {
 
 constexpr long kFormatVersion = 1;  // must equal FORMAT_VERSION in scripts/export_golden.py
 
-std::string regen_hint() {
-    return std::string("Regenerate the fixtures: ") + kRegenerateCommand +
-           " (or rebuild: cmake --build builds the `golden` target).";
-}
 
 // Reads every attribute of an object into numbers/strings; string arrays are joined by ','.
 void read_attributes(const H5::H5Object& obj, std::map<std::string, double>& numbers,
@@ -126,6 +122,11 @@ void hash_file_into(Sha256& sha, const std::string& path) {
 
 }  // namespace
 
+std::string regenerate_hint() {
+    return std::string("Regenerate the fixtures: ") + kRegenerateCommand +
+           " (or rebuild: the build's `golden` target re-exports stale fixtures).";
+}
+
 std::string shape_str(const std::vector<std::size_t>& shape) {
     std::string s = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) {
@@ -139,39 +140,39 @@ const Array<float>& Case::input(const std::string& name, const std::vector<std::
     const auto it = inputs.find(name);
     if (it == inputs.end())
         throw FixtureError(file + ": dataset /" + this->name + "/inputs/" + name + " is missing (expected shape " +
-                           shape_str(shape) + "). The fixture does not match this harness; " + regen_hint());
+                           shape_str(shape) + "). The fixture does not match this harness; " + regenerate_hint());
     bool ok = it->second.shape.size() == shape.size();
     for (std::size_t i = 0; ok && i < shape.size(); ++i)
         ok = shape[i] == kAnyDim || shape[i] == it->second.shape[i];
     if (!ok)
         throw FixtureError(file + ": dataset /" + this->name + "/inputs/" + name + " has shape " +
-                           shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regen_hint());
+                           shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint());
     return it->second;
 }
 
 double Case::number(const std::string& attr) const {
     const auto it = numbers.find(attr);
     if (it == numbers.end())
-        throw FixtureError(file + ": /" + name + " has no numeric attribute '" + attr + "'. " + regen_hint());
+        throw FixtureError(file + ": /" + name + " has no numeric attribute '" + attr + "'. " + regenerate_hint());
     return it->second;
 }
 
 const std::string& Case::string(const std::string& attr) const {
     const auto it = strings.find(attr);
     if (it == strings.end())
-        throw FixtureError(file + ": /" + name + " has no string attribute '" + attr + "'. " + regen_hint());
+        throw FixtureError(file + ": /" + name + " has no string attribute '" + attr + "'. " + regenerate_hint());
     return it->second;
 }
 
 Fixture read_fixture(const std::string& path) {
-    if (!fs::exists(path)) throw FixtureError(path + ": fixture file is missing. " + regen_hint());
+    if (!fs::exists(path)) throw FixtureError(path + ": fixture file is missing. " + regenerate_hint());
     H5::Exception::dontPrint();  // we report errors ourselves, with the file name
     Fixture fx;
     fx.path = path;
     std::string where = "/";
     try {
         if (!H5::H5File::isHdf5(path))
-            throw FixtureError(path + ": not an HDF5 file (truncated or overwritten?). " + regen_hint());
+            throw FixtureError(path + ": not an HDF5 file (truncated or overwritten?). " + regenerate_hint());
         H5::H5File file(path, H5F_ACC_RDONLY);
         read_attributes(file, fx.numbers, fx.strings);
         fx.stage = fx.strings["stage"];
@@ -180,7 +181,7 @@ Fixture read_fixture(const std::string& path) {
         fx.format_version = static_cast<long>(fx.numbers["format_version"]);
         if (fx.format_version != kFormatVersion)
             throw FixtureError(path + ": format_version is " + std::to_string(fx.format_version) + ", this harness reads " +
-                               std::to_string(kFormatVersion) + ". " + regen_hint());
+                               std::to_string(kFormatVersion) + ". " + regenerate_hint());
         for (hsize_t i = 0; i < file.getNumObjs(); ++i) {
             const std::string name = file.getObjnameByIdx(i);
             if (name.rfind("case_", 0) != 0) continue;
@@ -195,14 +196,14 @@ Fixture read_fixture(const std::string& path) {
             c.outputs = read_group<float>(g, "outputs", H5::PredType::NATIVE_FLOAT);
             c.reference64 = read_group<double>(g, "reference64", H5::PredType::NATIVE_DOUBLE);
             if (c.outputs.empty())
-                throw FixtureError(path + ": " + where + "/outputs is missing or empty. " + regen_hint());
+                throw FixtureError(path + ": " + where + "/outputs is missing or empty. " + regenerate_hint());
             fx.cases.push_back(std::move(c));
         }
     } catch (const H5::Exception& e) {
         throw FixtureError(path + ": cannot read " + where + " (" + e.getDetailMsg() +
-                           "): the file is truncated or damaged. " + regen_hint());
+                           "): the file is truncated or damaged. " + regenerate_hint());
     }
-    if (fx.cases.empty()) throw FixtureError(path + ": holds no case_NNN groups. " + regen_hint());
+    if (fx.cases.empty()) throw FixtureError(path + ": holds no case_NNN groups. " + regenerate_hint());
     std::sort(fx.cases.begin(), fx.cases.end(), [](const Case& a, const Case& b) { return a.name < b.name; });
     return fx;
 }
@@ -226,28 +227,28 @@ std::string exporter_sha256(const std::string& scripts_dir) {
 void check_manifest(const std::string& golden_dir, const std::string& scripts_dir) {
     const std::string manifest_path = (fs::path(golden_dir) / "manifest.json").string();
     std::ifstream in(manifest_path);
-    if (!in) throw FixtureError(manifest_path + " is missing: the fixtures were never exported. " + regen_hint());
+    if (!in) throw FixtureError(manifest_path + " is missing: the fixtures were never exported. " + regenerate_hint());
     nlohmann::json manifest;
     try {
         manifest = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-        throw FixtureError(manifest_path + " is not valid JSON (" + e.what() + "). " + regen_hint());
+        throw FixtureError(manifest_path + " is not valid JSON (" + e.what() + "). " + regenerate_hint());
     }
     const std::string current = exporter_sha256(scripts_dir);
     const std::string recorded = manifest.value("exporter_sha256", "");
     if (recorded != current)
         throw FixtureError(manifest_path + ": fixtures are stale: made by exporter " + recorded.substr(0, 12) +
-                           ", but " + scripts_dir + "/*.py is now " + current.substr(0, 12) + ". " + regen_hint());
+                           ", but " + scripts_dir + "/*.py is now " + current.substr(0, 12) + ". " + regenerate_hint());
     if (!manifest.contains("files") || !manifest["files"].is_object() || manifest["files"].empty())
-        throw FixtureError(manifest_path + " lists no fixture files. " + regen_hint());
+        throw FixtureError(manifest_path + " lists no fixture files. " + regenerate_hint());
     for (const auto& [rel, digest] : manifest["files"].items()) {
         const std::string file = (fs::path(golden_dir) / rel).string();
-        if (!fs::exists(file)) throw FixtureError(file + " is listed in the manifest but missing. " + regen_hint());
+        if (!fs::exists(file)) throw FixtureError(file + " is listed in the manifest but missing. " + regenerate_hint());
         const std::string actual = sha256_file(file);
         if (actual != digest.get<std::string>())
             throw FixtureError(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +
                                digest.get<std::string>().substr(0, 12) + " (changed or damaged since export). " +
-                               regen_hint());
+                               regenerate_hint());
     }
 }
 

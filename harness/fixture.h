@@ -19,6 +19,8 @@ struct FixtureError : std::runtime_error {
 
 // The command that rewrites every fixture; error messages quote it.
 inline constexpr const char* kRegenerateCommand = "/usr/bin/python3 scripts/export_golden.py";
+// "Regenerate the fixtures: <command> (or rebuild ...)", the end of every fixture error message.
+std::string regenerate_hint();
 
 // An n-dimensional array read from a dataset, row-major.
 template <typename T>

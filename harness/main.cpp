@@ -70,6 +70,8 @@ std::optional<Tokenizer> find_tokenizer(const Model& m, const std::string& token
 }
 
 std::vector<int> parse_ids(const std::string& text) {
+    if (text.find_first_not_of(" ,") == std::string::npos)
+        throw std::invalid_argument("--prompt-ids is empty: give at least one id, e.g. 1 (BOS)");
     std::vector<int> ids;
     std::string item;
     for (std::size_t i = 0; i <= text.size(); ++i) {
@@ -138,15 +140,17 @@ int main(int argc, char** argv) {
     ctest_script->add_option("--report", report_dir);
 
     std::string model_path = default_model_path(), tokenizer_path, prompt_text, prompt_ids;
-    std::size_t max_new_tokens = 0;
+    int max_new_tokens = 0;  // 0: as many as the context allows, up to 256
     SamplerConfig sampling;
     bool prompt_given = false;
     auto* generate = app.add_subcommand("generate", "Generate text with a model (HDF5 model file or llama2.c checkpoint)");
     generate->add_option("--model", model_path, "Model file (.h5 or llama2.c .bin)")->capture_default_str();
     generate->add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer.bin (default: the model's own vocabulary)");
     auto* opt_prompt = generate->add_option("--prompt", prompt_text, "Prompt text (encoded with BOS)");
-    generate->add_option("--prompt-ids", prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(opt_prompt);
-    generate->add_option("--max-new-tokens", max_new_tokens, "Tokens to generate (default: 256, or what the context allows)");
+    auto* opt_prompt_ids =
+        generate->add_option("--prompt-ids", prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(opt_prompt);
+    generate->add_option("--max-new-tokens", max_new_tokens, "Tokens to generate (default: 256, or what the context allows)")
+        ->check(CLI::Range(1, 1 << 30));
     generate->add_option("--temperature", sampling.temperature, "0 = greedy")->capture_default_str();
     generate->add_option("--top-k", sampling.top_k, "Keep the k most probable tokens (0 = off)")->capture_default_str();
     generate->add_option("--top-p", sampling.top_p, "Nucleus: keep the smallest set with probability >= p (1 = off)")->capture_default_str();
@@ -157,7 +161,9 @@ int main(int argc, char** argv) {
     auto* tokenize = app.add_subcommand("tokenize", "Encode text into token ids (JSON array)");
     auto* tok_opt = tokenize->add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer.bin");
     tokenize->add_option("--model", model_path, "Use this model's vocabulary")->excludes(tok_opt)->capture_default_str();
-    tokenize->add_option("--vocab-size", max_new_tokens, "Read only this many tokens of --tokenizer (default: all in the file)");
+    int vocab_size = 0;
+    tokenize->add_option("--vocab-size", vocab_size, "Read only this many tokens of --tokenizer (default: all in the file)")
+        ->check(CLI::Range(1, 1 << 24));
     tokenize->add_flag("--bos", add_bos, "Prepend BOS (id 1)");
     tokenize->add_flag("--pieces", show_pieces, "Show the pieces instead of the ids");
     tokenize->add_option("input", tokenize_input, "Text file, or - for standard input")->capture_default_str();
@@ -203,7 +209,7 @@ int main(int argc, char** argv) {
             const Config& c = model.config;
             const std::optional<Tokenizer> tok = find_tokenizer(model, tokenizer_path);
             std::vector<int> prompt;
-            if (!prompt_ids.empty()) {
+            if (opt_prompt_ids->count() > 0) {
                 prompt = parse_ids(prompt_ids);
             } else if (prompt_given || tok) {
                 if (!tok)
@@ -213,23 +219,23 @@ int main(int argc, char** argv) {
             } else {
                 prompt = {1};  // BOS
             }
-            if (prompt.size() >= c.max_seq_len)
-                throw std::runtime_error("the prompt is " + std::to_string(prompt.size()) +
-                                         " tokens: no room left in the context of " + std::to_string(c.max_seq_len));
-            if (max_new_tokens == 0) max_new_tokens = std::min<std::size_t>(256, c.max_seq_len - prompt.size());
+            // default: up to 256 new tokens, fewer when the context is nearly full (generate()
+            // reports a prompt that does not fit at all)
+            const std::size_t room = c.max_seq_len > prompt.size() ? c.max_seq_len - prompt.size() : 1;
+            const std::size_t n_new = max_new_tokens > 0 ? static_cast<std::size_t>(max_new_tokens) : std::min<std::size_t>(256, room);
             Sampler sampler(sampling, c.vocab_size);
             Session session(model);
             // llama2.c's convention: EOS ends a text, and so does BOS (its end-of-story marker)
             const std::vector<int> stops = tok ? std::vector<int>{tok->bos_id(), tok->eos_id()} : std::vector<int>{};
             std::optional<StreamDecoder> stream;
             if (tok) {
-                stream.emplace(*tok);
+                stream.emplace(*tok, prompt.back());  // keeps the space after the prompt's last word
                 fmt::print("{}", prompt_text);
             } else {
                 fmt::print("prompt ids: {}\nnew ids:", fmt::join(prompt, ","));
             }
             std::fflush(stdout);
-            const auto result = session.generate(prompt, max_new_tokens, sampler, stops, [&](int id) {
+            const auto result = session.generate(prompt, n_new, sampler, stops, [&](int id) {
                 if (stream && id != tok->bos_id() && id != tok->eos_id()) fmt::print("{}", stream->push(id));
                 else if (!stream) fmt::print(" {}", id);
                 std::fflush(stdout);
@@ -246,7 +252,7 @@ int main(int argc, char** argv) {
         if (*tokenize) {
             std::optional<Tokenizer> tok;
             if (!tokenizer_path.empty()) {
-                tok = Tokenizer::load_llama2c(tokenizer_path, static_cast<int>(max_new_tokens));
+                tok = Tokenizer::load_llama2c(tokenizer_path, vocab_size);
             } else if (fs::path(model_path).extension() == ".h5") {
                 Vocabulary v = load_vocabulary_hdf5(model_path);  // no need to load the weights
                 tok.emplace(std::move(v.pieces), std::move(v.scores));

@@ -243,7 +243,9 @@ std::vector<std::string> compare_reports(const json& old_report, const json& new
         const std::string id = s["id"];
         const auto it = old_stages.find(id);
         if (it == old_stages.end()) {
-            lines.push_back(fmt::format("{}: new stage ({})", id, s["status"].get<std::string>()));
+            // after a restricted run (--stage, --level) the missing stages are not new
+            if (old_report["meta"].value("selection", "*") == "*")
+                lines.push_back(fmt::format("{}: new stage ({})", id, s["status"].get<std::string>()));
             continue;
         }
         const json& o = *it->second;

@@ -67,21 +67,23 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         if (stage.needs_shared && !std::filesystem::exists(fixture_path))
             throw FixtureError(fixture_path.string() + " is missing: the exporter writes it only when the shared "
                                "folder is present. Re-export with it: LMLAB_SHARED=" + env.shared_dir + " " +
-                               kRegenerateCommand);
+                               kRegenerateCommand + " (or rebuild)");
         const Fixture fx = read_fixture(fixture_path.string());
         if (!env.exporter_sha256.empty() && fx.exporter_sha256 != env.exporter_sha256)
             throw FixtureError(fx.path + ": stale: written by exporter " + fx.exporter_sha256.substr(0, 12) +
                                ", but scripts/*.py is now " + env.exporter_sha256.substr(0, 12) +
-                               ". Regenerate the fixtures: " + kRegenerateCommand);
+                               ". " + regenerate_hint());
         if (fx.stage != stage.id)
             throw FixtureError(fx.path + ": root attribute stage is '" + fx.stage + "', expected '" + stage.id +
-                               "'. " + "Regenerate the fixtures: " + kRegenerateCommand);
+                               "'. " + regenerate_hint());
         for (const Case& c : fx.cases) {
-            for (StageOutput& out : stage.run(fx, c, env)) {
+            StageEnv stage_env = env;
+            stage_env.tol = stage.tol;
+            for (StageOutput& out : stage.run(fx, c, stage_env)) {
                 const auto golden = c.outputs.find(out.golden);
                 if (golden == c.outputs.end())
                     throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden +
-                                       " is missing. Regenerate the fixtures: " + kRegenerateCommand);
+                                       " is missing. " + regenerate_hint());
                 if (golden->second.data.size() != out.data.size())
                     throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden + " has shape " +
                                        shape_str(golden->second.shape) + " (" +
@@ -94,6 +96,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                 OutputResult o;
                 o.case_name = c.name;
                 o.case_description = c.description;
+                for (const auto& [key, value] : c.numbers) o.case_params += fmt::format("; {} {:g}", key, value);
                 o.output = out.name;
                 o.golden = out.golden;
                 o.shape = golden->second.shape;
@@ -110,7 +113,8 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         r.status = r.first_failure ? "fail" : "pass";
         if (r.first_failure) {
             const OutputResult& f = r.outputs[*r.first_failure];
-            r.reason = "first mismatch: " + f.case_name + " (" + f.case_description + "), output '" + f.output + "'";
+            r.reason = "first mismatch: " + f.case_name + " (" + f.case_description + f.case_params + "), output '" +
+                       f.output + "'";
             r.reason += attribution(r, f);
         }
     } catch (const SkipStage& e) {

@@ -14,6 +14,7 @@ namespace lmlab {
 struct OutputResult {
     std::string case_name;         // "case_003"
     std::string case_description;  // from the fixture
+    std::string case_params;       // "; layer 1; pos 510": the case's numeric attributes
     std::string output;            // StageOutput::name
     std::string golden;            // StageOutput::golden
     std::vector<std::size_t> shape;

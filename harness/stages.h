@@ -33,6 +33,7 @@ struct StageEnv {
     std::string golden_dir;  // where fixtures live
     std::string shared_dir;  // ../shared (models and tokenizers), may not exist
     std::string exporter_sha256 = {};  // when set, a fixture written by another exporter is stale
+    Tolerance tol = {};                // the running stage's tolerance (for verdicts like near-ties)
 };
 
 using StageFn = std::vector<StageOutput> (*)(const Fixture&, const Case&, const StageEnv&);

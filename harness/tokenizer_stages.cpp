@@ -20,8 +20,7 @@ const Tokenizer& fixture_tokenizer(const Fixture& fx, const StageEnv& env) {
     static std::map<std::string, std::unique_ptr<Tokenizer>> loaded;
     const auto it = fx.strings.find("tokenizer");
     if (it == fx.strings.end())
-        throw FixtureError(fx.path + ": root attribute 'tokenizer' is missing. Regenerate the fixtures: " +
-                           std::string(kRegenerateCommand));
+        throw FixtureError(fx.path + ": root attribute 'tokenizer' is missing. " + regenerate_hint());
     const bool shared = it->second.rfind("shared:", 0) == 0;
     const std::string path = shared ? (std::filesystem::path(env.shared_dir) / it->second.substr(7)).string()
                                     : (std::filesystem::path(env.golden_dir) / it->second).string();

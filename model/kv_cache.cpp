@@ -24,12 +24,16 @@ void KVCache::append(std::size_t layer, std::size_t pos, std::span<const float> 
         throw KVCacheError("KV cache: layer " + std::to_string(layer) + " holds " + std::to_string(lengths_[layer]) +
                            " positions, so the next append must be at position " + std::to_string(lengths_[layer]) +
                            ", not " + std::to_string(pos));
+    write_row(layer, pos, k, v);
+    ++lengths_[layer];
+}
+
+void KVCache::write_row(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
     if (k.size() != kv_dim_ || v.size() != kv_dim_)
         throw KVCacheError("KV cache: k/v of " + std::to_string(k.size()) + "/" + std::to_string(v.size()) +
                            " elements, expected kv_dim " + std::to_string(kv_dim_));
     std::copy(k.begin(), k.end(), keys_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
     std::copy(v.begin(), v.end(), values_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
-    ++lengths_[layer];
 }
 
 void KVCache::overwrite(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
@@ -37,11 +41,7 @@ void KVCache::overwrite(std::size_t layer, std::size_t pos, std::span<const floa
     if (pos >= lengths_[layer])
         throw KVCacheError("KV cache: overwrite of layer " + std::to_string(layer) + " position " + std::to_string(pos) +
                            " which was never appended");
-    if (k.size() != kv_dim_ || v.size() != kv_dim_)
-        throw KVCacheError("KV cache: k/v of " + std::to_string(k.size()) + "/" + std::to_string(v.size()) +
-                           " elements, expected kv_dim " + std::to_string(kv_dim_));
-    std::copy(k.begin(), k.end(), keys_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
-    std::copy(v.begin(), v.end(), values_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
+    write_row(layer, pos, k, v);
 }
 
 std::span<const float> KVCache::keys(std::size_t layer) const {

@@ -49,6 +49,7 @@ private:
     std::vector<std::size_t> lengths_;  // per layer
     std::vector<float> keys_, values_;  // [n_layers * max_seq_len * kv_dim]
     void check_layer(std::size_t layer) const;  // KVCacheError when out of range
+    void write_row(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v);
     std::size_t offset(std::size_t layer, std::size_t pos) const { return (layer * max_seq_len_ + pos) * kv_dim_; }
 };
 

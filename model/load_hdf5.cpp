@@ -22,7 +22,9 @@ public:
             if (!H5::H5File::isHdf5(path)) throw ModelError(path + ": not an HDF5 file (truncated or overwritten?)");
             file_ = H5::H5File(path, H5F_ACC_RDONLY);
         } catch (const H5::Exception& e) {
-            throw ModelError(path + ": cannot open model file (" + e.getDetailMsg() + ")");
+            throw ModelError(path + ": cannot open model file (" + e.getDetailMsg() +
+                             "): the file is truncated or damaged. For golden/models/*.h5 re-export: "
+                             "/usr/bin/python3 scripts/export_golden.py");
         }
     }
 

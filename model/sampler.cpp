@@ -37,19 +37,26 @@ int Sampler::sample(std::span<const float> logits) {
                                     std::to_string(logits.size()));
     if (cfg_.temperature == 0.0f) return static_cast<int>(argmax(logits));
 
-    for (std::size_t i = 0; i < logits.size(); ++i) probs_[i] = logits[i] / cfg_.temperature;
+    // p = softmax(logits / T), formed as (logit - max) / T so that a tiny T cannot overflow to
+    // inf/inf = NaN: the maximum becomes 0 and everything else a finite or -inf negative number.
+    const float max = logits[argmax(logits)];
+    for (std::size_t i = 0; i < logits.size(); ++i) probs_[i] = (logits[i] - max) / cfg_.temperature;
     softmax(probs_, probs_);
 
-    // candidates in decreasing probability, ties by lower id (stable sort over ids 0..V-1)
+    // Candidates in decreasing probability, ties by lower id. Without a cut there is nothing to
+    // sort: the walk below goes over the ids in order. std::sort and std::partial_sort work in
+    // place (no allocation per token; std::stable_sort would allocate).
     std::iota(order_.begin(), order_.end(), 0);
     std::size_t kept = order_.size();
-    auto by_prob = [&](int a, int b) { return probs_[static_cast<std::size_t>(a)] > probs_[static_cast<std::size_t>(b)]; };
+    auto before = [&](int a, int b) {
+        const float pa = probs_[static_cast<std::size_t>(a)], pb = probs_[static_cast<std::size_t>(b)];
+        return pa > pb || (pa == pb && a < b);
+    };
     if (cfg_.top_k > 0 && static_cast<std::size_t>(cfg_.top_k) < kept) {
         kept = static_cast<std::size_t>(cfg_.top_k);
-        std::partial_sort(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(kept), order_.end(),
-                          [&](int a, int b) { return by_prob(a, b) || (!by_prob(b, a) && a < b); });
-    } else {
-        std::stable_sort(order_.begin(), order_.end(), by_prob);
+        std::partial_sort(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(kept), order_.end(), before);
+    } else if (cfg_.top_p < 1.0f) {
+        std::sort(order_.begin(), order_.end(), before);
     }
     if (cfg_.top_p < 1.0f) {
         double cum = 0.0;

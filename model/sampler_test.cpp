@@ -121,23 +121,35 @@ TEST(Sampler, NextUniformIsXorshift64StarInTheUnitInterval) {
 }
 
 TEST(Sampler, EachDrawFollowsTheDocumentedWalk) {
-    // step 5 of sampler.h, exactly: with u from a twin RNG, the chosen id is the first (in order of
-    // decreasing probability) whose running sum exceeds u. Probabilities 0.4, 0.3, 0.2, 0.1 sit in
-    // the order 2, 0, 3, 1.
+    // step 5 of sampler.h, exactly: with u from a twin RNG, the chosen id is the first whose
+    // running sum exceeds u. Without a cut the walk goes in id order (0.3, 0.1, 0.4, 0.2); with a
+    // top-p cut (here p = 0.9999, which keeps everything) in decreasing probability: ids 2, 0, 3, 1.
     const std::vector<float> logits = {std::log(0.3f), std::log(0.1f), std::log(0.4f), std::log(0.2f)};
-    Sampler s(config(1.0f, 0, 1.0f, 99), 4), twin(config(1.0f, 0, 1.0f, 99), 4);
-    const int order[4] = {2, 0, 3, 1};
-    const double cum[4] = {0.4, 0.7, 0.9, 1.0};
-    for (int i = 0; i < 500; ++i) {
-        const double u = twin.next_uniform();
-        int expected = order[3];
-        for (int j = 0; j < 4; ++j)
-            if (cum[j] > u) {
-                expected = order[j];
-                break;
-            }
-        ASSERT_EQ(s.sample(logits), expected) << "draw " << i << ", u = " << u;
+    struct Walk {
+        float top_p;
+        int order[4];
+        double cum[4];
+    };
+    for (const Walk& w : {Walk{1.0f, {0, 1, 2, 3}, {0.3, 0.4, 0.8, 1.0}}, Walk{0.9999f, {2, 0, 3, 1}, {0.4, 0.7, 0.9, 1.0}}}) {
+        Sampler s(config(1.0f, 0, w.top_p, 99), 4), twin(config(1.0f, 0, w.top_p, 99), 4);
+        for (int i = 0; i < 500; ++i) {
+            const double u = twin.next_uniform();
+            int expected = w.order[3];
+            for (int j = 0; j < 4; ++j)
+                if (w.cum[j] > u) {
+                    expected = w.order[j];
+                    break;
+                }
+            ASSERT_EQ(s.sample(logits), expected) << "top_p " << w.top_p << ", draw " << i << ", u = " << u;
+        }
     }
+}
+
+TEST(Sampler, TinyTemperatureIsGreedyNotNaN) {
+    // logits / 1e-39 would overflow to inf and softmax to NaN; (logits - max) / T does not
+    const std::vector<float> logits = {0.5f, 2.0f, 1.0f, -3.0f};
+    Sampler s(config(1e-39f, 0, 1.0f, 5), 4);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(s.sample(logits), 1);
 }
 
 TEST(Sampler, FrequenciesMatchSoftmaxAtTemperatureOne) {

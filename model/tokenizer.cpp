@@ -340,7 +340,7 @@ std::string Tokenizer::decode(std::span<const int> ids) const {
     return text;
 }
 
-StreamDecoder::StreamDecoder(const Tokenizer& tok) : tok_(&tok), prev_id_(tok.bos_id()) {}
+StreamDecoder::StreamDecoder(const Tokenizer& tok, int prev_id) : tok_(&tok), prev_id_(prev_id) {}
 
 std::string StreamDecoder::push(int id) {
     pending_ += tok_->decode_one(prev_id_, id);

@@ -85,7 +85,10 @@ private:
 class StreamDecoder {
 public:
     // The tokenizer must outlive the decoder.
-    explicit StreamDecoder(const Tokenizer& tok);
+    // prev_id: the token before the first one pushed. BOS (the default) drops the first piece's
+    // dummy-prefix space; after a prompt, pass the prompt's last id so that the space between
+    // the prompt and the first new word is kept.
+    explicit StreamDecoder(const Tokenizer& tok, int prev_id = 1);
     // Throws std::runtime_error on an out-of-range id.
     std::string push(int id);
     // Returns the held-back bytes, each replaced by U+FFFD (they never completed a character).

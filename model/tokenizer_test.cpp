@@ -3,6 +3,8 @@
 // shared/tokenizers/llama2/tokenizer.model), never from this implementation.
 #include "tokenizer.h"
 
+#include "model.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -427,3 +429,34 @@ TEST(StreamDecoder, MatchesDecodeOnRealVocabulary) {
 }
 
 }  // namespace
+
+TEST(StreamDecoder, AfterAPromptKeepsTheSpaceBeforeTheFirstNewWord) {
+    // Generation streams only the new tokens: started after the prompt's last id (not after BOS),
+    // the dummy-prefix rule must not eat the space of " a".
+    const Tokenizer tok = tiny_vocab({{" ", -1.0f}, {"a", -2.0f}, {" a", -3.0f}, {"b", -4.0f}});
+    StreamDecoder after_prompt(tok, id_of(tok, "b"));
+    EXPECT_EQ(after_prompt.push(id_of(tok, " a")), " a");
+    StreamDecoder after_bos(tok);
+    EXPECT_EQ(after_bos.push(id_of(tok, " a")), "a");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The default model's own vocabulary (16384 SentencePiece pieces trained on the KJV Bible),
+// stored in golden/models/tiny-llama.h5 by the build: the round trip holds without ../shared.
+
+TEST(TokenizerDefaultVocab, RoundTripAndNoSpecialIdsFromText) {
+    const std::string path = std::string(LMLAB_SOURCE_DIR) + "/golden/models/tiny-llama.h5";
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found: build the `golden` target first";
+    lmlab::Vocabulary v = lmlab::load_vocabulary_hdf5(path);
+    const Tokenizer tok(std::move(v.pieces), std::move(v.scores));
+    ASSERT_EQ(tok.vocab_size(), 16384);
+    for (const std::string& text : round_trip_texts()) {
+        const std::vector<int> ids = tok.encode(text, true);
+        for (std::size_t i = 1; i < ids.size(); ++i) EXPECT_GE(ids[i], 3) << "special id produced from text: " << text;
+        EXPECT_EQ(tok.decode(ids), text);
+    }
+    // a frequent KJV word is a single piece after the dummy prefix: " the"
+    const std::vector<int> the = tok.encode("the", false);
+    ASSERT_EQ(the.size(), 1u);
+    EXPECT_EQ(tok.piece(the[0]), " the");
+}

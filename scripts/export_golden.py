@@ -16,12 +16,10 @@ torch runs single-threaded, and HDF5 object timestamps are off, so two runs give
 import argparse
 import copy
 import fnmatch
-import hashlib
 import json
 import math
 import os
 import struct
-import sys
 import time
 import zlib
 
@@ -31,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import llama_ref
+from golden_status import default_shared_dir, exporter_sha256, sha256_file
 import tokenizer_ref
 from llama_ref import apply_rope
 
@@ -38,17 +37,6 @@ FORMAT_VERSION = 1
 SEED = 20261123
 SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(SCRIPTS_DIR)
-
-
-def exporter_sha256():
-    """sha256 over every scripts/*.py (sorted by name, contents concatenated): the fixtures are
-    stale as soon as any reference op changes. harness/fixture.cpp computes the same digest."""
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(SCRIPTS_DIR)):
-        if name.endswith(".py"):
-            with open(os.path.join(SCRIPTS_DIR, name), "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
 
 
 def generator(stage_id):
@@ -281,14 +269,6 @@ def export_kernel_stage(stage_id, cases_fn, ref_fn, out_dir, sha):
     return path
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---- Models, layers, generation -------------------------------------------------------------------
 # The default model: the seed spec's tiny LLaMA, built from a fixed seed. Its vocabulary is trained
 # with SentencePiece on the King James Bible (tokenizer_ref.py) and stored in the same file.
@@ -472,7 +452,8 @@ def export_generation_stage(stage_id, out_dir, sha):
 # ---- Real checkpoints and tokenizers from ../shared -------------------------------------------------
 # Stages that need ../shared are exported only when it is present; the harness skips them otherwise.
 
-SHARED_DIR = os.environ.get("LMLAB_SHARED", os.path.join(os.path.dirname(REPO_DIR), "shared"))
+SHARED_DIR = default_shared_dir()  # --shared overrides
+SHARED_FILES_LOOKED_FOR = {}  # relative path -> present?  (recorded in the manifest)
 STORIES_MODEL = "models/stories260K/stories260K.bin"
 STORIES_TOKENIZER = "models/stories260K/tok512.bin"
 LLAMA2_TOKENIZER = "tokenizers/llama2/tokenizer.bin"
@@ -480,6 +461,7 @@ LLAMA2_SPM_MODEL = "tokenizers/llama2/tokenizer.model"
 
 
 def shared_path(rel):
+    SHARED_FILES_LOOKED_FOR[rel] = os.path.exists(os.path.join(SHARED_DIR, rel))
     return os.path.join(SHARED_DIR, rel)
 
 
@@ -588,9 +570,13 @@ EXTRA_STAGES = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(REPO_DIR, "golden"), help="output folder (default: golden/)")
+    ap.add_argument("--shared", default=None, help="folder with models/ and tokenizers/ (default: $LMLAB_SHARED or ../shared)")
     ap.add_argument("--only", default="*", help="export only stages matching this glob (manifest still lists all files present)")
     args = ap.parse_args()
 
+    global SHARED_DIR
+    if args.shared:
+        SHARED_DIR = args.shared
     torch.set_num_threads(1)  # deterministic reductions
     torch.use_deterministic_algorithms(True)
     sha = exporter_sha256()
@@ -612,7 +598,9 @@ def main():
                 full = os.path.join(root, name)
                 files[os.path.relpath(full, args.out)] = sha256_file(full)
     manifest = {"format_version": FORMAT_VERSION, "exporter_sha256": sha, "torch_version": torch.__version__,
-                "seed": SEED, "files": dict(sorted(files.items()))}
+                "seed": SEED, "files": dict(sorted(files.items())),
+                # which ../shared files were there: golden_status.py re-exports when that changes
+                "shared_files": dict(sorted(SHARED_FILES_LOOKED_FOR.items()))}
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")

@@ -1,0 +1,90 @@
+#!/usr/bin/python3
+"""Are the golden fixtures current? Standard library only, so the build can ask on every run
+without importing torch.
+
+    /usr/bin/python3 scripts/golden_status.py [--golden DIR] [--shared DIR] [--ensure]
+
+Current means golden/manifest.json was written by the exporter as it is now (exporter_sha256:
+sha256 over every scripts/*.py, sorted by name, contents concatenated; the harness computes the
+same digest), every listed file is present with its listed sha256, and each ../shared file the
+exporter looked for is still present or absent as it was then (stages that need ../shared are
+exported only when it is there). --ensure re-exports when anything is off; the build's `golden`
+target runs it, so editing the exporter, deleting or damaging a fixture, or adding ../shared all
+lead to a fresh export on the next build.
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(SCRIPTS_DIR)
+
+
+def default_shared_dir():
+    return os.environ.get("LMLAB_SHARED", os.path.join(os.path.dirname(REPO_DIR), "shared"))
+
+
+def exporter_sha256():
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(SCRIPTS_DIR)):
+        if name.endswith(".py"):
+            with open(os.path.join(SCRIPTS_DIR, name), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stale_reason(golden_dir, shared_dir):
+    """None when current, else why not."""
+    path = os.path.join(golden_dir, "manifest.json")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        return f"{path} unreadable ({e})"
+    if manifest.get("exporter_sha256") != exporter_sha256():
+        return "the exporter changed"
+    files = manifest.get("files") or {}
+    if not files:
+        return "the manifest lists no files"
+    for rel, digest in files.items():
+        full = os.path.join(golden_dir, rel)
+        if not os.path.exists(full):
+            return f"{rel} is missing"
+        if sha256_file(full) != digest:
+            return f"{rel} changed since export"
+    for rel, was_present in (manifest.get("shared_files") or {}).items():
+        if os.path.exists(os.path.join(shared_dir, rel)) != was_present:
+            return f"{os.path.join(shared_dir, rel)} is now {'present' if not was_present else 'absent'}"
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--golden", default=os.path.join(REPO_DIR, "golden"))
+    ap.add_argument("--shared", default=default_shared_dir())
+    ap.add_argument("--ensure", action="store_true", help="re-export when not current")
+    args = ap.parse_args()
+    reason = stale_reason(args.golden, args.shared)
+    if reason is None:
+        print(f"golden fixtures in {args.golden} are current")
+        return 0
+    print(f"golden fixtures are not current: {reason}")
+    if not args.ensure:
+        return 1
+    cmd = [sys.executable, os.path.join(SCRIPTS_DIR, "export_golden.py"), "--out", args.golden, "--shared", args.shared]
+    return subprocess.call(cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
