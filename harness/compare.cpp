@@ -82,7 +82,8 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
             m.torch_err64 = std::max(m.torch_err64, std::fabs(torch[i] - truth[i]));
         }
         // both exact: equally good (ratio 1); torch exact but we are not: infinitely worse
-        if (m.torch_err64 > 0) m.accuracy_ratio = m.ours_err64 / m.torch_err64;
+        if (std::isinf(m.torch_err64)) m.accuracy_ratio = std::isinf(m.ours_err64) ? 1.0 : 0.0;  // both overflowed: equal
+        else if (m.torch_err64 > 0) m.accuracy_ratio = m.ours_err64 / m.torch_err64;
         else m.accuracy_ratio = m.ours_err64 > 0 ? std::numeric_limits<double>::infinity() : 1.0;
     }
     return m;

@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
     try {
         if (*list) {
             for (const Stage& s : stages())
-                fmt::print("{:<24} {:<10} {:<28} atol {:<7g} rtol {:<7g} {}\n", s.id, s.level, s.fixture, s.tol.atol,
+                fmt::print("{:<30} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, s.level, s.fixture, s.tol.atol,
                            s.tol.rtol, s.tol_why);
             return 0;
         }
@@ -242,7 +242,8 @@ int main(int argc, char** argv) {
             });
             if (stream) fmt::print("{}", stream->flush());
             fmt::print("\n");
-            if (tok) fmt::print(stderr, "ids: {}\n", fmt::join(result.tokens, ","));
+            std::fflush(stdout);  // the text first, then the statistics on stderr
+            if (tok) fmt::print(stderr, "new ids: {}\n", fmt::join(result.tokens, ","));
             fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generated: {} tokens in {:.3f} s ({:.1f} tok/s); stop: {}\n",
                        result.n_prompt, result.prompt_seconds, static_cast<double>(result.n_prompt) / std::max(result.prompt_seconds, 1e-9),
                        result.tokens.size(), result.generate_seconds,
@@ -289,8 +290,8 @@ int main(int argc, char** argv) {
                 else if (r.status == "error") ++error;
                 else ++fail;
             }
-            fmt::print("\n{} stages: {} passed, {} failed, {} errors, {} skipped, {} not run\n", results.size(), pass, fail,
-                       error, skipped, not_run);
+            fmt::print("\n{} stage{}: {} passed, {} failed, {} errors, {} skipped, {} not run\n", results.size(),
+                       results.size() == 1 ? "" : "s", pass, fail, error, skipped, not_run);
             if (!no_report) {
                 auto meta = collect_meta(LMLAB_SOURCE_DIR, golden_dir);
                 meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);

@@ -269,7 +269,7 @@ std::vector<std::string> compare_reports(const json& old_report, const json& new
 std::string diff_table(const json& old_report, const json& new_report) {
     std::map<std::string, const json*> old_stages;
     for (const json& s : old_report["stages"]) old_stages[s["id"].get<std::string>()] = &s;
-    std::string out = fmt::format("{:<28} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "stage", "old", "new", "old max abs",
+    std::string out = fmt::format("{:<32} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "stage", "old", "new", "old max abs",
                                   "new max abs", "ratio");
     for (const json& s : new_report["stages"]) {
         const std::string id = s["id"];
@@ -277,9 +277,12 @@ std::string diff_table(const json& old_report, const json& new_report) {
         const std::string old_status = it == old_stages.end() ? "-" : (*it->second)["status"].get<std::string>();
         const json old_abs = it == old_stages.end() ? json(nullptr) : (*it->second)["worst"]["max_abs"];
         const double a = as_double(old_abs), b = as_double(s["worst"]["max_abs"]);
-        out += fmt::format("{:<28} {:>9} {:>9} {:>11} {:>11} {:>8}\n", id, old_status, s["status"].get<std::string>(),
+        out += fmt::format("{:<32} {:>9} {:>9} {:>11} {:>11} {:>8}\n", id, old_status, s["status"].get<std::string>(),
                            fmt_num(old_abs), fmt_num(s["worst"]["max_abs"]),
-                           a > 0 ? fmt::format("{:.2f}x", b / a) : (b > 0 ? "new" : "="));
+                           it == old_stages.end() ? "new"
+                           : a > 0               ? fmt::format("{:.2f}x", b / a)
+                           : b > 0               ? "from 0"
+                                                 : "=");
     }
     const auto flagged = compare_reports(old_report, new_report);
     out += flagged.empty() ? "no stage changed status or grew its worst error more than 2x\n" : "flagged:\n";
@@ -303,22 +306,50 @@ json load_report(const std::string& path) {
     }
 }
 
+namespace {
+
+// A restricted run (--stage, --level) updates its stages inside the previous report instead of
+// replacing it, so report.json always holds the latest result of every stage and the next run
+// compares against all of them.
+json merge_into(const json& previous, const json& partial) {
+    json merged = previous;
+    merged["meta"] = partial["meta"];
+    merged["meta"]["selection"] = "*";  // the merged report covers every stage again
+    merged["meta"]["updated_by"] = partial["meta"].value("selection", "*");
+    for (const json& s : partial["stages"]) {
+        bool replaced = false;
+        for (json& old : merged["stages"])
+            if (old["id"] == s["id"]) {
+                old = s;
+                replaced = true;
+            }
+        if (!replaced) merged["stages"].push_back(s);
+    }
+    json summary = {{"stages", merged["stages"].size()}, {"pass", 0}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    for (const json& s : merged["stages"]) summary[s["status"].get<std::string>()] = summary[s["status"].get<std::string>()].get<int>() + 1;
+    merged["summary"] = summary;
+    return merged;
+}
+
+}  // namespace
+
 std::vector<std::string> write_report(const std::string& dir, const json& report) {
     fs::create_directories(dir);
     const fs::path current = fs::path(dir) / "report.json";
     const fs::path previous = fs::path(dir) / "report.prev.json";
     std::vector<std::string> changes;
+    json to_write = report;
     if (fs::exists(current)) {
         try {
-            changes = compare_reports(load_report(current.string()), report);
+            const json old = load_report(current.string());
+            changes = compare_reports(old, report);
+            if (report["meta"].value("selection", "*") != "*") to_write = merge_into(old, report);
         } catch (const std::exception& e) {
             changes.push_back(std::string("previous report unreadable, not compared: ") + e.what());
         }
         fs::rename(current, previous);
     }
-    std::ofstream(current) << report.dump(2) << "\n";
-    std::ofstream(fs::path(dir) / "report.md") << report_markdown(report);
+    std::ofstream(current) << to_write.dump(2) << "\n";
+    std::ofstream(fs::path(dir) / "report.md") << report_markdown(to_write);
     return changes;
 }
-
-}  // namespace lmlab

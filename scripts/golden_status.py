@@ -47,6 +47,8 @@ def sha256_file(path):
 def stale_reason(golden_dir, shared_dir):
     """None when current, else why not."""
     path = os.path.join(golden_dir, "manifest.json")
+    if not os.path.exists(path):
+        return "none exported yet (first build)"
     try:
         with open(path) as f:
             manifest = json.load(f)
