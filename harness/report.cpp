@@ -353,3 +353,5 @@ std::vector<std::string> write_report(const std::string& dir, const json& report
     std::ofstream(fs::path(dir) / "report.md") << report_markdown(to_write);
     return changes;
 }
+
+}  // namespace lmlab
