@@ -1,0 +1,107 @@
+// The comparison with the previous report: which changes are flagged, and how a restricted run
+// (--stage/--level) updates report.json instead of replacing it.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "report.h"
+
+namespace lmlab {
+
+namespace {
+
+using nlohmann::json;
+
+json stage(const std::string& id, const std::string& status, json max_abs) {
+    return {{"id", id}, {"level", "kernel"}, {"status", status}, {"worst", {{"max_abs", max_abs}}}};
+}
+
+json report(std::vector<json> stages, const std::string& selection = "*") {
+    json r = {{"schema_version", kReportSchemaVersion},
+              {"meta", {{"selection", selection}}},
+              {"summary", json::object()},
+              {"stages", json::array()}};
+    for (auto& s : stages) r["stages"].push_back(s);
+    return r;
+}
+
+bool has_line(const std::vector<std::string>& lines, const std::string& text) {
+    for (const auto& l : lines)
+        if (l.find(text) != std::string::npos) return true;
+    return false;
+}
+
+}  // namespace
+
+TEST(CompareReports, StatusChangeAndTwofoldGrowthAreFlagged) {
+    const json old_r = report({stage("a", "pass", 1e-6), stage("b", "pass", 1e-6), stage("c", "pass", 1e-6)});
+    const json new_r = report({stage("a", "fail", 1e-6), stage("b", "pass", 3e-6), stage("c", "pass", 1.9e-6)});
+    const auto lines = compare_reports(old_r, new_r);
+    EXPECT_TRUE(has_line(lines, "a: status pass -> fail"));
+    EXPECT_TRUE(has_line(lines, "b: worst abs error grew 1e-06 -> 3e-06 (3.0x)"));
+    EXPECT_FALSE(has_line(lines, "c:")) << "1.9x is below the 2x threshold";
+    EXPECT_EQ(lines.size(), 2u);
+}
+
+TEST(CompareReports, NaNIsFlaggedAndUnmeasuredStagesAreNotCompared) {
+    const json old_r = report({stage("a", "pass", 1e-6), stage("b", "not_run", 0.0)});
+    const json new_r = report({stage("a", "fail", "nan"), stage("b", "pass", 1e-6)});
+    const auto lines = compare_reports(old_r, new_r);
+    EXPECT_TRUE(has_line(lines, "a: worst abs error grew 1e-06 -> nan"));
+    EXPECT_TRUE(has_line(lines, "b: status not_run -> pass"));
+    EXPECT_FALSE(has_line(lines, "b: worst abs error grew")) << "not_run measured nothing";
+}
+
+TEST(CompareReports, NewAndDisappearedStages) {
+    const json old_r = report({stage("a", "pass", 0.0), stage("gone", "pass", 0.0)});
+    EXPECT_TRUE(has_line(compare_reports(old_r, report({stage("a", "pass", 0.0), stage("b", "pass", 0.0)})), "b: new stage"));
+    EXPECT_TRUE(has_line(compare_reports(old_r, report({stage("a", "pass", 0.0)})), "gone: stage disappeared"));
+    // a restricted run leaves stages out on purpose
+    EXPECT_TRUE(compare_reports(old_r, report({stage("a", "pass", 0.0)}, "a")).empty());
+}
+
+TEST(WriteReport, RestrictedRunUpdatesItsStagesInPlace) {
+    const auto dir = std::filesystem::temp_directory_path() / ("lmlab_report_test_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    json full = report({stage("a", "pass", 1e-6), stage("b", "pass", 2e-6)});
+    full["meta"] = {{"git_commit", "x"}, {"git_dirty", false}, {"compiler", ""}, {"cxx_flags", ""}, {"build_type", ""},
+                    {"date_utc", ""}, {"manifest_sha256", ""}, {"golden_dir", ""}, {"selection", "*"}};
+    for (auto& s : full["stages"]) {
+        s["fixture"] = "f.h5";
+        s["reason"] = "";
+        s["seconds"] = 0.0;
+        s["tolerance"] = {{"atol", 0.0}, {"rtol", 0.0}, {"why", ""}};
+        s["worst"]["max_rel"] = 0.0;
+        s["worst"]["accuracy_ratio"] = nullptr;
+        s["mismatched"] = 0;
+        s["elements"] = 1;
+        s["first_failure"] = nullptr;
+        s["outputs"] = json::array();
+    }
+    full["summary"] = {{"stages", 2}, {"pass", 2}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    EXPECT_TRUE(write_report(dir.string(), full).empty());
+
+    json partial = full;
+    partial["meta"]["selection"] = "b";
+    partial["stages"] = json::array({full["stages"][1]});
+    partial["stages"][0]["status"] = "fail";
+    partial["summary"] = {{"stages", 1}, {"pass", 0}, {"fail", 1}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    const auto changes = write_report(dir.string(), partial);
+    EXPECT_TRUE(has_line(changes, "b: status pass -> fail"));
+    EXPECT_EQ(changes.size(), 1u) << "stage a was not run, so it neither changed nor disappeared";
+
+    const json written = load_report((dir / "report.json").string());
+    ASSERT_EQ(written["stages"].size(), 2u) << "the restricted run kept stage a";
+    EXPECT_EQ(written["stages"][0]["status"], "pass");
+    EXPECT_EQ(written["stages"][1]["status"], "fail");
+    EXPECT_EQ(written["summary"]["pass"], 1);
+    EXPECT_EQ(written["summary"]["fail"], 1);
+    EXPECT_EQ(written["meta"]["updated_by"], "b");
+    EXPECT_TRUE(std::filesystem::exists(dir / "report.prev.json"));
+    EXPECT_TRUE(std::filesystem::exists(dir / "report.md"));
+    std::filesystem::remove_all(dir);
+}
+
+}  // namespace lmlab
