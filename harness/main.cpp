@@ -101,6 +101,128 @@ std::string read_all(const std::string& file) {
     return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// lmlab generate: text (or ids) in, streamed text out, speed on stderr.
+struct GenerateArgs {
+    std::string model_path, tokenizer_path, prompt_text, prompt_ids;
+    bool has_prompt = false, has_prompt_ids = false;
+    int max_new_tokens = 0;  // 0: as many as the context allows, up to 256
+    SamplerConfig sampling;
+};
+
+int cmd_generate(const GenerateArgs& a) {
+    const Model model = load_model(a.model_path);
+    const Config& c = model.config;
+    const std::optional<Tokenizer> tok = find_tokenizer(model, a.tokenizer_path);
+    std::vector<int> prompt;
+    if (a.has_prompt_ids) {
+        prompt = parse_ids(a.prompt_ids);
+    } else if (a.has_prompt || tok) {
+        if (!tok)
+            throw std::runtime_error("--prompt needs a tokenizer: " + a.model_path +
+                                     " carries no vocabulary; pass --tokenizer PATH (a llama2.c tokenizer.bin)");
+        prompt = tok->encode(a.prompt_text, /*add_bos=*/true);
+    } else {
+        prompt = {1};  // BOS
+    }
+    // default: up to 256 new tokens, fewer when the context is nearly full (generate()
+    // reports a prompt that does not fit at all)
+    const std::size_t room = c.max_seq_len > prompt.size() ? c.max_seq_len - prompt.size() : 1;
+    const std::size_t n_new = a.max_new_tokens > 0 ? static_cast<std::size_t>(a.max_new_tokens) : std::min<std::size_t>(256, room);
+    Sampler sampler(a.sampling, c.vocab_size);
+    Session session(model);
+    // llama2.c's convention: EOS ends a text, and so does BOS (its end-of-story marker)
+    const std::vector<int> stops = tok ? std::vector<int>{tok->bos_id(), tok->eos_id()} : std::vector<int>{};
+    std::optional<StreamDecoder> stream;
+    if (tok) {
+        stream.emplace(*tok, prompt.back());  // keeps the space after the prompt's last word
+        fmt::print("{}", a.has_prompt_ids ? tok->decode(prompt) : a.prompt_text);  // echo the prompt as text
+    } else {
+        fmt::print("prompt ids: {}\nnew ids:", fmt::join(prompt, ","));
+    }
+    std::fflush(stdout);
+    const auto result = session.generate(prompt, n_new, sampler, stops, [&](int id) {
+        if (stream && id != tok->bos_id() && id != tok->eos_id()) fmt::print("{}", stream->push(id));
+        else if (!stream) fmt::print(" {}", id);
+        std::fflush(stdout);
+    });
+    if (stream) fmt::print("{}", stream->flush());
+    fmt::print("\n");
+    std::fflush(stdout);  // the text first, then the statistics on stderr
+    if (tok) fmt::print(stderr, "new ids: {}\n", fmt::join(result.tokens, ","));
+    fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generated: {} tokens in {:.3f} s ({:.1f} tok/s); stop: {}\n",
+               result.n_prompt, result.prompt_seconds, static_cast<double>(result.n_prompt) / std::max(result.prompt_seconds, 1e-9),
+               result.tokens.size(), result.generate_seconds,
+               static_cast<double>(result.tokens.size()) / std::max(result.generate_seconds, 1e-9), result.stop_reason);
+    return 0;
+}
+
+// lmlab tokenize: text -> ids (or pieces) as JSON.
+struct TokenizeArgs {
+    std::string model_path, tokenizer_path, input = "-";
+    int vocab_size = 0;
+    bool add_bos = false, show_pieces = false;
+};
+
+int cmd_tokenize(const TokenizeArgs& a) {
+    std::optional<Tokenizer> tok;
+    if (!a.tokenizer_path.empty()) {
+        tok = Tokenizer::load_llama2c(a.tokenizer_path, a.vocab_size);
+    } else if (fs::path(a.model_path).extension() == ".h5") {
+        Vocabulary v = load_vocabulary_hdf5(a.model_path);  // no need to load the weights
+        tok.emplace(std::move(v.pieces), std::move(v.scores));
+    } else {
+        tok = find_tokenizer(load_model(a.model_path), "");
+        if (!tok) throw std::runtime_error("no tokenizer found beside " + a.model_path + "; pass --tokenizer PATH");
+    }
+    const std::vector<int> ids = tok->encode(read_all(a.input), a.add_bos);
+    if (a.show_pieces) {
+        nlohmann::json pieces = nlohmann::json::array();
+        for (int id : ids) pieces.push_back(tok->piece(id));
+        fmt::print("{}\n", pieces.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    } else {
+        fmt::print("[{}]\n", fmt::join(ids, ", "));
+    }
+    return 0;
+}
+
+// lmlab check: run the stages, print a line each, write the report.
+int cmd_check(RunOptions opt, const std::string& golden_dir, const std::string& shared_dir, const std::string& report_dir,
+              const std::string& scripts_dir, bool no_report) {
+    check_manifest(golden_dir, scripts_dir);  // refuse stale or damaged fixtures up front
+    opt.golden_dir = golden_dir;
+    opt.shared_dir = shared_dir;
+    opt.exporter_sha256 = exporter_sha256(scripts_dir);
+    const auto results = run_stages(opt, print_stage_line);
+    if (results.empty()) {
+        fmt::print(stderr, "no stage matches --stage '{}'{}; `lmlab list` shows them\n", opt.stage_glob,
+                   opt.level.empty() ? "" : " at level " + opt.level);
+        return 2;
+    }
+    int pass = 0, fail = 0, error = 0, skipped = 0, not_run = 0;
+    for (const auto& r : results) {
+        if (r.status == "pass") ++pass;
+        else if (r.status == "skipped") ++skipped;
+        else if (r.status == "not_run") ++not_run;
+        else if (r.status == "error") ++error;
+        else ++fail;
+    }
+    fmt::print("\n{} stage{}: {} passed, {} failed, {} errors, {} skipped, {} not run\n", results.size(),
+               results.size() == 1 ? "" : "s", pass, fail, error, skipped, not_run);
+    if (!no_report) {
+        auto meta = collect_meta(LMLAB_SOURCE_DIR, golden_dir);
+        meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);
+        const auto report = report_json(results, meta);
+        const auto changes = write_report(report_dir, report);
+        fmt::print("report: {}/report.md and report.json\n", report_dir);
+        if (!changes.empty()) {
+            fmt::print("changed since the previous report ({}/report.prev.json):\n", report_dir);
+            for (const auto& c : changes) fmt::print("  ! {}\n", c);
+        }
+    }
+    if (fail || error) return 1;
+    return (skipped == static_cast<int>(results.size())) ? kExitSkipped : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,37 +261,35 @@ int main(int argc, char** argv) {
     ctest_script->add_option("--binary", lmlab_path)->required();
     ctest_script->add_option("--report", report_dir);
 
-    std::string model_path = default_model_path(), tokenizer_path, prompt_text, prompt_ids;
-    int max_new_tokens = 0;  // 0: as many as the context allows, up to 256
-    SamplerConfig sampling;
-    bool prompt_given = false;
+    GenerateArgs gen;
+    gen.model_path = default_model_path();
     auto* generate = app.add_subcommand("generate", "Generate text with a model (HDF5 model file or llama2.c checkpoint)");
-    generate->add_option("--model", model_path, "Model file (.h5 or llama2.c .bin)")->capture_default_str();
-    generate->add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer.bin (default: the model's own vocabulary)");
-    auto* opt_prompt = generate->add_option("--prompt", prompt_text, "Prompt text (encoded with BOS)");
+    generate->add_option("--model", gen.model_path, "Model file (.h5 or llama2.c .bin)")->capture_default_str();
+    generate->add_option("--tokenizer", gen.tokenizer_path, "llama2.c tokenizer.bin (default: the model's own vocabulary)");
+    auto* opt_prompt = generate->add_option("--prompt", gen.prompt_text, "Prompt text (encoded with BOS)");
     auto* opt_prompt_ids =
-        generate->add_option("--prompt-ids", prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(opt_prompt);
-    generate->add_option("--max-new-tokens", max_new_tokens, "Tokens to generate (default: 256, or what the context allows)")
+        generate->add_option("--prompt-ids", gen.prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(opt_prompt);
+    generate->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate (default: 256, or what the context allows)")
         ->check(CLI::Range(1, 1 << 30));
-    generate->add_option("--temperature", sampling.temperature, "0 = greedy")->capture_default_str();
-    generate->add_option("--top-k", sampling.top_k, "Keep the k most probable tokens (0 = off)")->capture_default_str();
-    generate->add_option("--top-p", sampling.top_p, "Nucleus: keep the smallest set with probability >= p (1 = off)")->capture_default_str();
-    generate->add_option("--seed", sampling.seed, "RNG seed: same seed, same text")->capture_default_str();
+    generate->add_option("--temperature", gen.sampling.temperature, "0 = greedy")->capture_default_str();
+    generate->add_option("--top-k", gen.sampling.top_k, "Keep the k most probable tokens (0 = off)")->capture_default_str();
+    generate->add_option("--top-p", gen.sampling.top_p, "Nucleus: keep the smallest set with probability >= p (1 = off)")->capture_default_str();
+    generate->add_option("--seed", gen.sampling.seed, "RNG seed: same seed, same text")->capture_default_str();
 
-    bool add_bos = false, show_pieces = false;
-    std::string tokenize_input = "-";
+    TokenizeArgs tk;
+    tk.model_path = default_model_path();
     auto* tokenize = app.add_subcommand("tokenize", "Encode text into token ids (JSON array)");
-    auto* tok_opt = tokenize->add_option("--tokenizer", tokenizer_path, "llama2.c tokenizer.bin");
-    tokenize->add_option("--model", model_path, "Use this model's vocabulary")->excludes(tok_opt)->capture_default_str();
-    int vocab_size = 0;
-    tokenize->add_option("--vocab-size", vocab_size, "Read only this many tokens of --tokenizer (default: all in the file)")
+    auto* tok_opt = tokenize->add_option("--tokenizer", tk.tokenizer_path, "llama2.c tokenizer.bin");
+    tokenize->add_option("--model", tk.model_path, "Use this model's vocabulary")->excludes(tok_opt)->capture_default_str();
+    tokenize->add_option("--vocab-size", tk.vocab_size, "Read only this many tokens of --tokenizer (default: all in the file)")
         ->check(CLI::Range(1, 1 << 24));
-    tokenize->add_flag("--bos", add_bos, "Prepend BOS (id 1)");
-    tokenize->add_flag("--pieces", show_pieces, "Show the pieces instead of the ids");
-    tokenize->add_option("input", tokenize_input, "Text file, or - for standard input")->capture_default_str();
+    tokenize->add_flag("--bos", tk.add_bos, "Prepend BOS (id 1)");
+    tokenize->add_flag("--pieces", tk.show_pieces, "Show the pieces instead of the ids");
+    tokenize->add_option("input", tk.input, "Text file, or - for standard input")->capture_default_str();
 
     CLI11_PARSE(app, argc, argv);
-    prompt_given = opt_prompt->count() > 0;
+    gen.has_prompt = opt_prompt->count() > 0;
+    gen.has_prompt_ids = opt_prompt_ids->count() > 0;
 
     try {
         if (*list) {
@@ -204,108 +324,9 @@ int main(int argc, char** argv) {
             }
             return 0;
         }
-        if (*generate) {
-            const Model model = load_model(model_path);
-            const Config& c = model.config;
-            const std::optional<Tokenizer> tok = find_tokenizer(model, tokenizer_path);
-            std::vector<int> prompt;
-            if (opt_prompt_ids->count() > 0) {
-                prompt = parse_ids(prompt_ids);
-            } else if (prompt_given || tok) {
-                if (!tok)
-                    throw std::runtime_error("--prompt needs a tokenizer: " + model_path +
-                                             " carries no vocabulary; pass --tokenizer PATH (a llama2.c tokenizer.bin)");
-                prompt = tok->encode(prompt_text, /*add_bos=*/true);
-            } else {
-                prompt = {1};  // BOS
-            }
-            // default: up to 256 new tokens, fewer when the context is nearly full (generate()
-            // reports a prompt that does not fit at all)
-            const std::size_t room = c.max_seq_len > prompt.size() ? c.max_seq_len - prompt.size() : 1;
-            const std::size_t n_new = max_new_tokens > 0 ? static_cast<std::size_t>(max_new_tokens) : std::min<std::size_t>(256, room);
-            Sampler sampler(sampling, c.vocab_size);
-            Session session(model);
-            // llama2.c's convention: EOS ends a text, and so does BOS (its end-of-story marker)
-            const std::vector<int> stops = tok ? std::vector<int>{tok->bos_id(), tok->eos_id()} : std::vector<int>{};
-            std::optional<StreamDecoder> stream;
-            if (tok) {
-                stream.emplace(*tok, prompt.back());  // keeps the space after the prompt's last word
-                fmt::print("{}", prompt_text);
-            } else {
-                fmt::print("prompt ids: {}\nnew ids:", fmt::join(prompt, ","));
-            }
-            std::fflush(stdout);
-            const auto result = session.generate(prompt, n_new, sampler, stops, [&](int id) {
-                if (stream && id != tok->bos_id() && id != tok->eos_id()) fmt::print("{}", stream->push(id));
-                else if (!stream) fmt::print(" {}", id);
-                std::fflush(stdout);
-            });
-            if (stream) fmt::print("{}", stream->flush());
-            fmt::print("\n");
-            std::fflush(stdout);  // the text first, then the statistics on stderr
-            if (tok) fmt::print(stderr, "new ids: {}\n", fmt::join(result.tokens, ","));
-            fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generated: {} tokens in {:.3f} s ({:.1f} tok/s); stop: {}\n",
-                       result.n_prompt, result.prompt_seconds, static_cast<double>(result.n_prompt) / std::max(result.prompt_seconds, 1e-9),
-                       result.tokens.size(), result.generate_seconds,
-                       static_cast<double>(result.tokens.size()) / std::max(result.generate_seconds, 1e-9), result.stop_reason);
-            return 0;
-        }
-        if (*tokenize) {
-            std::optional<Tokenizer> tok;
-            if (!tokenizer_path.empty()) {
-                tok = Tokenizer::load_llama2c(tokenizer_path, vocab_size);
-            } else if (fs::path(model_path).extension() == ".h5") {
-                Vocabulary v = load_vocabulary_hdf5(model_path);  // no need to load the weights
-                tok.emplace(std::move(v.pieces), std::move(v.scores));
-            } else {
-                tok = find_tokenizer(load_model(model_path), "");
-                if (!tok) throw std::runtime_error("no tokenizer found beside " + model_path + "; pass --tokenizer PATH --vocab-size N");
-            }
-            const std::vector<int> ids = tok->encode(read_all(tokenize_input), add_bos);
-            if (show_pieces) {
-                nlohmann::json pieces = nlohmann::json::array();
-                for (int id : ids) pieces.push_back(tok->piece(id));
-                fmt::print("{}\n", pieces.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-            } else {
-                fmt::print("[{}]\n", fmt::join(ids, ", "));
-            }
-            return 0;
-        }
-        if (*check) {
-            check_manifest(golden_dir, scripts_dir);  // refuse stale or damaged fixtures up front
-            opt.golden_dir = golden_dir;
-            opt.shared_dir = shared_dir;
-            opt.exporter_sha256 = exporter_sha256(scripts_dir);
-            const auto results = run_stages(opt, print_stage_line);
-            if (results.empty()) {
-                fmt::print(stderr, "no stage matches --stage '{}'{}; `lmlab list` shows them\n", opt.stage_glob,
-                           opt.level.empty() ? "" : " at level " + opt.level);
-                return 2;
-            }
-            int pass = 0, fail = 0, error = 0, skipped = 0, not_run = 0;
-            for (const auto& r : results) {
-                if (r.status == "pass") ++pass;
-                else if (r.status == "skipped") ++skipped;
-                else if (r.status == "not_run") ++not_run;
-                else if (r.status == "error") ++error;
-                else ++fail;
-            }
-            fmt::print("\n{} stage{}: {} passed, {} failed, {} errors, {} skipped, {} not run\n", results.size(),
-                       results.size() == 1 ? "" : "s", pass, fail, error, skipped, not_run);
-            if (!no_report) {
-                auto meta = collect_meta(LMLAB_SOURCE_DIR, golden_dir);
-                meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);
-                const auto report = report_json(results, meta);
-                const auto changes = write_report(report_dir, report);
-                fmt::print("report: {}/report.md and report.json\n", report_dir);
-                if (!changes.empty()) {
-                    fmt::print("changed since the previous report ({}/report.prev.json):\n", report_dir);
-                    for (const auto& c : changes) fmt::print("  ! {}\n", c);
-                }
-            }
-            if (fail || error) return 1;
-            return (skipped == static_cast<int>(results.size())) ? kExitSkipped : 0;
-        }
+        if (*generate) return cmd_generate(gen);
+        if (*tokenize) return cmd_tokenize(tk);
+        if (*check) return cmd_check(opt, golden_dir, shared_dir, report_dir, scripts_dir, no_report);
     } catch (const std::exception& e) {
         fmt::print(stderr, "lmlab: {}\n", e.what());
         return 2;
