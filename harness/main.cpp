@@ -130,6 +130,7 @@ int cmd_generate(const GenerateArgs& a) {
     const std::size_t n_new = a.max_new_tokens > 0 ? static_cast<std::size_t>(a.max_new_tokens) : std::min<std::size_t>(256, room);
     Sampler sampler(a.sampling, c.vocab_size);
     Session session(model);
+    session.check_request(prompt, n_new);  // refuse before printing anything
     // llama2.c's convention: EOS ends a text, and so does BOS (its end-of-story marker)
     const std::vector<int> stops = tok ? std::vector<int>{tok->bos_id(), tok->eos_id()} : std::vector<int>{};
     std::optional<StreamDecoder> stream;

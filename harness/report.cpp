@@ -1,5 +1,6 @@
 #include "report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 
 #include "fixture.h"
+#include "stages.h"
 
 namespace lmlab {
 
@@ -257,7 +259,10 @@ std::vector<std::string> compare_reports(const json& old_report, const json& new
         if (measured(o) && measured(s) && (after > 2 * before || (std::isnan(after) && !std::isnan(before))) && after != 0)
             lines.push_back(fmt::format("{}: worst abs error grew {} -> {} ({})", id, fmt_num(o["worst"]["max_abs"]),
                                         fmt_num(s["worst"]["max_abs"]),
-                                        before > 0 && !std::isnan(after) ? fmt::format("{:.1f}x", after / before) : "from 0"));
+                                        std::isnan(after) || std::isinf(after) ? std::string("now non-finite")
+                                        : std::isnan(before)                 ? std::string("was nan")
+                                        : before > 0                         ? fmt::format("{:.1f}x", after / before)
+                                                                             : std::string("from 0")));
         old_stages.erase(it);
     }
     // a run of selected stages (--stage, --level) leaves the others out on purpose
@@ -279,10 +284,12 @@ std::string diff_table(const json& old_report, const json& new_report) {
         const double a = as_double(old_abs), b = as_double(s["worst"]["max_abs"]);
         out += fmt::format("{:<32} {:>9} {:>9} {:>11} {:>11} {:>8}\n", id, old_status, s["status"].get<std::string>(),
                            fmt_num(old_abs), fmt_num(s["worst"]["max_abs"]),
-                           it == old_stages.end() ? "new"
-                           : a > 0               ? fmt::format("{:.2f}x", b / a)
-                           : b > 0               ? "from 0"
-                                                 : "=");
+                           it == old_stages.end()             ? "new"
+                           : std::isnan(a) || std::isnan(b)   ? (std::isnan(a) && std::isnan(b) ? "=" : "nan")
+                           : std::isinf(a) || std::isinf(b)   ? (a == b ? "=" : "inf")
+                           : a > 0                            ? fmt::format("{:.2f}x", b / a)
+                           : b > 0                            ? "from 0"
+                                                              : "=");
     }
     const auto flagged = compare_reports(old_report, new_report);
     out += flagged.empty() ? "no stage changed status or grew its worst error more than 2x\n" : "flagged:\n";
@@ -314,8 +321,26 @@ namespace {
 json merge_into(const json& previous, const json& partial) {
     json merged = previous;
     merged["meta"] = partial["meta"];
-    merged["meta"]["selection"] = "*";  // the merged report covers every stage again
+    // complete again only if the previous report was complete
+    const std::string before = previous["meta"].value("selection", "*");
+    merged["meta"]["selection"] = before == "*" ? "*" : before + ", " + partial["meta"].value("selection", "*");
     merged["meta"]["updated_by"] = partial["meta"].value("selection", "*");
+    // levels that failed now: kept results of the levels above them would contradict the gating
+    std::vector<std::string> failed_levels;
+    for (const json& s : partial["stages"])
+        if (s["status"] == "fail" || s["status"] == "error") failed_levels.push_back(s["level"]);
+    for (json& old : merged["stages"]) {
+        bool updated = false;
+        for (const json& s : partial["stages"]) updated = updated || s["id"] == old["id"];
+        if (updated) continue;
+        old["kept_from"] = previous["meta"].value("git_commit", "unknown") + " " + previous["meta"].value("date_utc", "");
+        for (const std::string& req : level_requires(old["level"].get<std::string>()))
+            if (std::find(failed_levels.begin(), failed_levels.end(), req) != failed_levels.end()) {
+                old["status"] = "not_run";
+                old["reason"] = "level '" + req + "' failed in the latest run (" + merged["meta"]["updated_by"].get<std::string>() + ")";
+                break;
+            }
+    }
     for (const json& s : partial["stages"]) {
         bool replaced = false;
         for (json& old : merged["stages"])

@@ -14,8 +14,8 @@ namespace {
 
 using nlohmann::json;
 
-json stage(const std::string& id, const std::string& status, json max_abs) {
-    return {{"id", id}, {"level", "kernel"}, {"status", status}, {"worst", {{"max_abs", max_abs}}}};
+json stage(const std::string& id, const std::string& status, json max_abs, const std::string& level = "kernel") {
+    return {{"id", id}, {"level", level}, {"status", status}, {"worst", {{"max_abs", max_abs}}}};
 }
 
 json report(std::vector<json> stages, const std::string& selection = "*") {
@@ -62,13 +62,13 @@ TEST(CompareReports, NewAndDisappearedStages) {
     EXPECT_TRUE(compare_reports(old_r, report({stage("a", "pass", 0.0)}, "a")).empty());
 }
 
-TEST(WriteReport, RestrictedRunUpdatesItsStagesInPlace) {
-    const auto dir = std::filesystem::temp_directory_path() / ("lmlab_report_test_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir);
-    json full = report({stage("a", "pass", 1e-6), stage("b", "pass", 2e-6)});
-    full["meta"] = {{"git_commit", "x"}, {"git_dirty", false}, {"compiler", ""}, {"cxx_flags", ""}, {"build_type", ""},
-                    {"date_utc", ""}, {"manifest_sha256", ""}, {"golden_dir", ""}, {"selection", "*"}};
-    for (auto& s : full["stages"]) {
+// A report with every field report_markdown() reads.
+json complete(json r, const std::string& selection = "*") {
+    r["meta"] = {{"git_commit", "x"}, {"git_dirty", false}, {"compiler", ""}, {"cxx_flags", ""}, {"build_type", ""},
+                 {"date_utc", ""}, {"manifest_sha256", ""}, {"golden_dir", ""}, {"selection", selection}};
+    json summary = {{"stages", r["stages"].size()}, {"pass", 0}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    for (auto& s : r["stages"]) {
+        summary[s["status"].get<std::string>()] = summary[s["status"].get<std::string>()].get<int>() + 1;
         s["fixture"] = "f.h5";
         s["reason"] = "";
         s["seconds"] = 0.0;
@@ -80,14 +80,24 @@ TEST(WriteReport, RestrictedRunUpdatesItsStagesInPlace) {
         s["first_failure"] = nullptr;
         s["outputs"] = json::array();
     }
-    full["summary"] = {{"stages", 2}, {"pass", 2}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    r["summary"] = summary;
+    return r;
+}
+
+std::filesystem::path scratch_dir() {
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("lmlab_report_test_" + std::to_string(::getpid()) + "_" +
+                      ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir);
+    return dir;
+}
+
+TEST(WriteReport, RestrictedRunUpdatesItsStagesInPlace) {
+    const auto dir = scratch_dir();
+    const json full = complete(report({stage("a", "pass", 1e-6), stage("b", "pass", 2e-6)}));
     EXPECT_TRUE(write_report(dir.string(), full).empty());
 
-    json partial = full;
-    partial["meta"]["selection"] = "b";
-    partial["stages"] = json::array({full["stages"][1]});
-    partial["stages"][0]["status"] = "fail";
-    partial["summary"] = {{"stages", 1}, {"pass", 0}, {"fail", 1}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    const json partial = complete(report({stage("b", "fail", 2e-6)}), "b");
     const auto changes = write_report(dir.string(), partial);
     EXPECT_TRUE(has_line(changes, "b: status pass -> fail"));
     EXPECT_EQ(changes.size(), 1u) << "stage a was not run, so it neither changed nor disappeared";
@@ -101,6 +111,31 @@ TEST(WriteReport, RestrictedRunUpdatesItsStagesInPlace) {
     EXPECT_EQ(written["meta"]["updated_by"], "b");
     EXPECT_TRUE(std::filesystem::exists(dir / "report.prev.json"));
     EXPECT_TRUE(std::filesystem::exists(dir / "report.md"));
+    EXPECT_TRUE(written["stages"][0].contains("kept_from")) << "stage a's result is from the earlier run";
+    std::filesystem::remove_all(dir);
+}
+
+TEST(WriteReport, KeptStagesAboveANewFailureBecomeNotRun) {
+    // the kernel fails in a restricted run: the layer's old "pass" would contradict the gating
+    const auto dir = scratch_dir();
+    write_report(dir.string(), complete(report({stage("k", "pass", 1e-6), stage("l", "pass", 1e-6, "layer")})));
+    write_report(dir.string(), complete(report({stage("k", "fail", 1.0)}), "k"));
+    const json written = load_report((dir / "report.json").string());
+    EXPECT_EQ(written["stages"][1]["status"], "not_run");
+    EXPECT_NE(written["stages"][1]["reason"].get<std::string>().find("level 'kernel' failed"), std::string::npos);
+    std::filesystem::remove_all(dir);
+}
+
+TEST(WriteReport, TwoRestrictedRunsInAFreshFolderStayPartial) {
+    // partial + partial is still partial: the next full run must not call every other stage new...
+    const auto dir = scratch_dir();
+    write_report(dir.string(), complete(report({stage("a", "pass", 1e-6)}), "a"));
+    write_report(dir.string(), complete(report({stage("b", "pass", 1e-6)}), "b"));
+    const json written = load_report((dir / "report.json").string());
+    EXPECT_NE(written["meta"]["selection"], "*");
+    const auto changes =
+        write_report(dir.string(), complete(report({stage("a", "pass", 1e-6), stage("b", "pass", 1e-6), stage("c", "pass", 0.0)})));
+    EXPECT_FALSE(has_line(changes, "new stage")) << "the previous report never claimed to hold every stage";
     std::filesystem::remove_all(dir);
 }
 

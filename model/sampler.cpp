@@ -35,6 +35,16 @@ int Sampler::sample(std::span<const float> logits) {
     if (logits.size() != probs_.size())
         throw std::invalid_argument("sampler built for " + std::to_string(probs_.size()) + " logits, got " +
                                     std::to_string(logits.size()));
+    // NaN or +inf logits mean the model produced garbage; sampling from them would silently
+    // return some fixed id. (-inf is a legitimate mask, as long as not every logit is masked.)
+    bool any_finite = false;
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+        if (std::isnan(logits[i]) || logits[i] == INFINITY)
+            throw std::invalid_argument("cannot sample: logit " + std::to_string(i) + " is " +
+                                        (std::isnan(logits[i]) ? "NaN" : "+inf"));
+        any_finite = any_finite || std::isfinite(logits[i]);
+    }
+    if (!any_finite) throw std::invalid_argument("cannot sample: every logit is -inf");
     if (cfg_.temperature == 0.0f) return static_cast<int>(argmax(logits));
 
     // p = softmax(logits / T), formed as (logit - max) / T so that a tiny T cannot overflow to

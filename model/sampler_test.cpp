@@ -258,4 +258,24 @@ TEST(Sampler, LogitsOfTheWrongSizeThrow) {
     EXPECT_THROW(s.sample(five), std::invalid_argument);
 }
 
+TEST(Sampler, NaNOrInfLogitsAreAnErrorNotAFixedId) {
+    // garbage logits must not turn into a plausible-looking token
+    for (const float bad : {NAN, INFINITY}) {
+        const std::vector<float> logits = {5.0f, 9.0f, bad, 1.0f, 0.0f};
+        for (float t : {0.0f, 0.8f}) {
+            Sampler s(config(t, 0, 1.0f, 1), 5);
+            EXPECT_THROW(s.sample(logits), std::invalid_argument) << "temperature " << t;
+        }
+    }
+    const std::vector<float> all_masked(5, -INFINITY);
+    Sampler s(config(0.8f, 0, 1.0f, 1), 5);
+    EXPECT_THROW(s.sample(all_masked), std::invalid_argument);
+    // a -inf mask on some ids is fine and those ids are never drawn
+    const std::vector<float> masked = {0.0f, -INFINITY, 0.0f, -INFINITY, 0.0f};
+    for (int i = 0; i < 200; ++i) {
+        const int id = s.sample(masked);
+        EXPECT_TRUE(id == 0 || id == 2 || id == 4) << id;
+    }
+}
+
 }  // namespace lmlab

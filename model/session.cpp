@@ -10,8 +10,7 @@ Session::Session(const Model& m)
 
 std::span<const float> Session::feed(int token) { return forward(model_, token, cache_.length(), cache_, state_); }
 
-GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
-                                   std::span<const int> stop_ids, const std::function<void(int)>& on_token) {
+void Session::check_request(std::span<const int> prompt, std::size_t max_new_tokens) const {
     const Config& c = model_.config;
     if (prompt.empty()) throw ModelError("the prompt is empty: give at least one token (e.g. BOS = 1)");
     for (std::size_t i = 0; i < prompt.size(); ++i)
@@ -21,11 +20,19 @@ GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_
     if (prompt.size() > c.max_seq_len)
         throw ModelError("the prompt has " + std::to_string(prompt.size()) + " tokens, longer than the context of " +
                          std::to_string(c.max_seq_len) + " (max_seq_len)");
+    if (prompt.size() == c.max_seq_len && max_new_tokens > 0)
+        throw ModelError("the prompt (" + std::to_string(prompt.size()) + " tokens) fills the whole context of " +
+                         std::to_string(c.max_seq_len) + " (max_seq_len): no room for new tokens; shorten the prompt");
     if (max_new_tokens > c.max_seq_len - prompt.size())  // (not prompt + n > max: the sum could wrap)
         throw ModelError("prompt (" + std::to_string(prompt.size()) + " tokens) + max_new_tokens (" +
                          std::to_string(max_new_tokens) + ") exceeds the context of " + std::to_string(c.max_seq_len) +
                          " (max_seq_len); ask for at most " + std::to_string(c.max_seq_len - prompt.size()) +
                          " new tokens");
+}
+
+GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
+                                   std::span<const int> stop_ids, const std::function<void(int)>& on_token) {
+    check_request(prompt, max_new_tokens);
     using clock = std::chrono::steady_clock;
     GenerationResult r;
     r.n_prompt = prompt.size();

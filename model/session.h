@@ -35,6 +35,11 @@ public:
     GenerationResult generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
                               std::span<const int> stop_ids = {}, const std::function<void(int)>& on_token = {});
 
+    // The checks generate() makes before running anything (callers can ask first, e.g. before
+    // printing): throws ModelError for an empty prompt, an id outside the vocabulary, or a
+    // prompt + max_new_tokens that does not fit in max_seq_len.
+    void check_request(std::span<const int> prompt, std::size_t max_new_tokens) const;
+
     void reset() { cache_.reset(); }
     std::size_t position() const { return cache_.length(); }
     const KVCache& cache() const { return cache_; }

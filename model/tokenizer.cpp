@@ -167,7 +167,8 @@ Tokenizer Tokenizer::load_llama2c(const std::string& path, int vocab_size) {
     for (int i = 0; whole_file ? offset < data.size() : i < vocab_size; ++i) {
         if (data.size() - offset < 8) {
             throw std::runtime_error(
-                where + ": truncated at token " + std::to_string(i) + " of " + std::to_string(vocab_size) +
+                where + ": truncated at token " + std::to_string(i) + " of " +
+                (whole_file ? std::string("the file") : std::to_string(vocab_size)) +
                 " (offset " + std::to_string(offset) + " of " + std::to_string(data.size()) +
                 " bytes, the score and length need 8); either the file is incomplete or it belongs to a "
                 "model with a smaller vocabulary — use the tokenizer that was exported with this model");

@@ -453,15 +453,15 @@ def export_generation_stage(stage_id, out_dir, sha):
 # Stages that need ../shared are exported only when it is present; the harness skips them otherwise.
 
 SHARED_DIR = default_shared_dir()  # --shared overrides
-SHARED_FILES_LOOKED_FOR = {}  # relative path -> present?  (recorded in the manifest)
+
 STORIES_MODEL = "models/stories260K/stories260K.bin"
 STORIES_TOKENIZER = "models/stories260K/tok512.bin"
 LLAMA2_TOKENIZER = "tokenizers/llama2/tokenizer.bin"
 LLAMA2_SPM_MODEL = "tokenizers/llama2/tokenizer.model"
+SHARED_FILES = sorted([STORIES_MODEL, STORIES_TOKENIZER, LLAMA2_TOKENIZER, LLAMA2_SPM_MODEL])  # presence is in the manifest
 
 
 def shared_path(rel):
-    SHARED_FILES_LOOKED_FOR[rel] = os.path.exists(os.path.join(SHARED_DIR, rel))
     return os.path.join(SHARED_DIR, rel)
 
 
@@ -599,8 +599,8 @@ def main():
                 files[os.path.relpath(full, args.out)] = sha256_file(full)
     manifest = {"format_version": FORMAT_VERSION, "exporter_sha256": sha, "torch_version": torch.__version__,
                 "seed": SEED, "files": dict(sorted(files.items())),
-                # which ../shared files were there: golden_status.py re-exports when that changes
-                "shared_files": dict(sorted(SHARED_FILES_LOOKED_FOR.items()))}
+                # which ../shared files are there: golden_status.py re-exports when that changes
+                "shared_files": {rel: os.path.exists(os.path.join(SHARED_DIR, rel)) for rel in SHARED_FILES}}
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
