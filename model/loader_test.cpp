@@ -19,12 +19,7 @@
 #include "model/model.h"
 #include "model/test_model.h"
 
-#ifndef LMLAB_SHARED_DIR
-#ifndef LMLAB_SOURCE_DIR
-#error "Define LMLAB_SHARED_DIR (path of shared/) or LMLAB_SOURCE_DIR (the source root; shared/ is its sibling)"
-#endif
-#define LMLAB_SHARED_DIR LMLAB_SOURCE_DIR "/../shared"
-#endif
+#include "model/test_shared.h"
 
 namespace lmlab {
 
@@ -269,11 +264,7 @@ bool all_equal(const std::vector<float>& v, float x) {
     return true;
 }
 
-std::string shared_dir() {
-    const char* env = std::getenv("LMLAB_SHARED");
-    if (env != nullptr && env[0] != '\0') return env;
-    return LMLAB_SHARED_DIR;
-}
+using test::shared_dir;
 
 }  // namespace
 

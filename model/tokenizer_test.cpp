@@ -16,24 +16,14 @@
 #include <string>
 #include <vector>
 
-#ifndef LMLAB_SHARED_DIR
-#ifndef LMLAB_SOURCE_DIR
-#error "Define LMLAB_SHARED_DIR (path of shared/) or LMLAB_SOURCE_DIR (the source root; shared/ is its sibling)"
-#endif
-#define LMLAB_SHARED_DIR LMLAB_SOURCE_DIR "/../shared"
-#endif
+#include "test_shared.h"
 
 namespace {
 
 using lmlab::StreamDecoder;
 using lmlab::Tokenizer;
 
-// The shared/ directory: $LMLAB_SHARED when set, else the compile-time default.
-std::string shared_dir() {
-    const char* env = std::getenv("LMLAB_SHARED");
-    if (env != nullptr && env[0] != '\0') return env;
-    return LMLAB_SHARED_DIR;
-}
+using lmlab::test::shared_dir;
 
 const char* const kStoriesTokenizer = "models/stories260K/tok512.bin";
 const char* const kLlama2Tokenizer = "tokenizers/llama2/tokenizer.bin";
