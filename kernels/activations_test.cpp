@@ -37,4 +37,49 @@ TEST(Swiglu, GateTimesUp) {
     EXPECT_NEAR(y[2], -3 * -0.2689414f, 2e-7);
 }
 
+TEST(Gelu, TanhFormKnownValues) {
+    // 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³))) evaluated in Python's math (double):
+    // x = 1 -> 0.84119199; -1 -> -0.15880801; 2 -> 1.95459769; -3 -> -0.00363739
+    const std::vector<float> x = {1, -1, 2, -3};
+    std::vector<float> y(4);
+    gelu_tanh(x, y);
+    EXPECT_NEAR(y[0], 0.8411919906f, 1e-7);
+    EXPECT_NEAR(y[1], -0.1588080094f, 1e-7);
+    EXPECT_NEAR(y[2], 1.954597694f, 2e-7);
+    EXPECT_NEAR(y[3], -0.003637392082f, 1e-9);
+}
+
+TEST(Gelu, ErfFormKnownValues) {
+    // x·Φ(x): Φ(1) = 0.8413447460685429, so gelu(1) = 0.84134475 and gelu(-1) = 1·Φ(1) - 1 = -0.15865525
+    const std::vector<float> x = {1, -1, 2, -3};
+    std::vector<float> y(4);
+    gelu_erf(x, y);
+    EXPECT_NEAR(y[0], 0.8413447461f, 1e-7);
+    EXPECT_NEAR(y[1], -0.1586552539f, 1e-7);
+    EXPECT_NEAR(y[2], 1.954499736f, 2e-7);
+    EXPECT_NEAR(y[3], -0.004049694095f, 1e-9);
+}
+
+TEST(Gelu, TheTwoFormsDifferWhereItMatters) {
+    // at x = -3 the tanh form is 10% off the exact one: swapping them is a real bug, not rounding
+    const std::vector<float> x = {-3};
+    std::vector<float> t(1), e(1);
+    gelu_tanh(x, t);
+    gelu_erf(x, e);
+    EXPECT_GT(std::fabs(t[0] - e[0]), 4e-4);
+}
+
+TEST(Gelu, ExtremesAndTinyValues) {
+    // ±10: identity and zero (tanh/erf saturate); 1e-4: just above x/2; -100: no NaN
+    const std::vector<float> x = {10, -10, 1e-4f, -100};
+    for (auto fn : {gelu_tanh, gelu_erf}) {
+        std::vector<float> y(4);
+        fn(x, y);
+        EXPECT_EQ(y[0], 10.0f);
+        EXPECT_EQ(y[1], 0.0f);
+        EXPECT_NEAR(y[2], 5.000398942e-5, 1e-11);  // 1e-4 · Φ(1e-4) ≈ 1e-4 · (0.5 + 1e-4 / sqrt(2π))
+        EXPECT_EQ(y[3], 0.0f);
+    }
+}
+
 }  // namespace lmlab

@@ -1,6 +1,6 @@
-#include <cassert>
 #include <cmath>
 
+#include "check.h"
 #include "kernels.h"
 
 namespace lmlab {
@@ -9,9 +9,10 @@ void attention(std::span<const float> q, std::span<const float> keys,
                std::span<const float> values, std::size_t n_pos, std::size_t stride,
                std::span<float> scores, std::span<float> out) {
     const std::size_t head_dim = q.size();
-    assert(n_pos >= 1 && scores.size() >= n_pos && out.size() == head_dim);
-    assert(keys.size() >= (n_pos - 1) * stride + head_dim);
-    assert(values.size() >= (n_pos - 1) * stride + head_dim);
+    require(n_pos >= 1 && scores.size() >= n_pos && out.size() == head_dim, "attention",
+            "need n_pos >= 1, scores of at least n_pos and out of head_dim elements");
+    require(keys.size() >= (n_pos - 1) * stride + head_dim && values.size() >= (n_pos - 1) * stride + head_dim,
+            "attention", "keys/values too short for n_pos rows of the given stride");
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
 
     // scores[t] = q · k_t / sqrt(head_dim): how well position t's key matches this query

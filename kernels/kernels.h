@@ -4,8 +4,9 @@
 // or files. Shapes are passed explicitly; matrices are row-major with rows = outputs, exactly as
 // PyTorch stores nn.Linear weights ([out, in]).
 //
-// Preconditions (span sizes) are checked with assert(): the callers (model/, harness/) validate
-// shapes once, when data is loaded, so the hot loops do not re-check them.
+// Preconditions (span sizes) are checked once per call, in every build (kernels/check.h), and a
+// violation throws std::invalid_argument naming the kernel: a wrong size is a bug in the caller,
+// and it must never turn into an out-of-bounds read. The inner loops check nothing.
 //
 // Reductions (dot products, sums of squares, softmax denominators) accumulate in double. Why: a
 // float accumulator loses about log2(n) bits over n terms, and the golden fixtures include
@@ -24,9 +25,13 @@ namespace lmlab {
 // y[i] = Σ_j W[i*in + j] · x[j]. This is every nn.Linear of the model, one token at a time.
 void matvec(std::span<const float> W, std::span<const float> x, std::span<float> y);
 
-// C = A · B.  A: [m, k], B: [k, n], C: [m, n], all row-major (torch.matmul on 2-D tensors).
-void matmul(std::span<const float> A, std::span<const float> B, std::span<float> C,
-            std::size_t m, std::size_t k, std::size_t n);
+// y = W · x + b.  W: [out, in], b: [out] or empty (no bias), x: [in], y: [out]. F.linear.
+// GPT-2 and Qwen2 give some projections a bias; LLaMA has none.
+void linear(std::span<const float> W, std::span<const float> b, std::span<const float> x, std::span<float> y);
+
+// y = a + b, elementwise. The residual connection (x + sublayer(x)), the bias add and GPT-2's
+// learned position embedding (token row + position row) are all this. y may alias a or b.
+void add(std::span<const float> a, std::span<const float> b, std::span<float> y);
 
 // ---- Normalisation and probabilities -----------------------------------------------------------
 
@@ -43,6 +48,13 @@ void softmax(std::span<const float> x, std::span<float> y);
 // scale at 1/sqrt(eps). x, weight, y: [n]; x and y may alias.
 void rmsnorm(std::span<const float> x, std::span<const float> weight, float eps,
              std::span<float> y);
+
+// LayerNorm (Ba et al. 2016), GPT-2's norm: y[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) · weight[i] + bias[i],
+// var the biased variance (divide by n), as F.layer_norm. Two passes (mean, then the squared
+// deviations from it): the one-pass E[x²] - E[x]² cancels catastrophically for values far from 0.
+// RMSNorm is LayerNorm without the mean subtraction and the bias. x, weight, bias, y: [n]; x and y may alias.
+void layernorm(std::span<const float> x, std::span<const float> weight, std::span<const float> bias, float eps,
+               std::span<float> y);
 
 // ---- Rotary position embedding -----------------------------------------------------------------
 
@@ -68,6 +80,16 @@ void silu(std::span<const float> x, std::span<float> y);
 // SwiGLU gate (Shazeer 2020): y[i] = silu(a[i]) · b[i]. In the FFN a = w1·x ("gate"), b = w3·x ("up").
 // a, b, y: [n]; y may alias a or b.
 void swiglu(std::span<const float> a, std::span<const float> b, std::span<float> y);
+
+// GELU (Hendrycks & Gimpel 2016), GPT-2's activation, in its tanh approximation
+// (F.gelu(x, approximate="tanh"), transformers' "gelu_new"):
+//   y = 0.5 · x · (1 + tanh(sqrt(2/π) · (x + 0.044715 · x³)))
+// Like ReLU for large |x| (≈ x for x ≫ 0, ≈ 0 for x ≪ 0) but smooth around 0. x and y may alias.
+void gelu_tanh(std::span<const float> x, std::span<float> y);
+
+// GELU, exact form (F.gelu(x), transformers' "gelu"): y = x · Φ(x) = 0.5 · x · (1 + erf(x / sqrt(2))).
+// Differs from gelu_tanh by up to ~5e-4 around |x| ≈ 2: a model must use the form it was trained with.
+void gelu_erf(std::span<const float> x, std::span<float> y);
 
 // ---- Attention ---------------------------------------------------------------------------------
 

@@ -1,5 +1,4 @@
-#include <cassert>
-
+#include "check.h"
 #include "kernels.h"
 
 namespace lmlab {
@@ -7,7 +6,7 @@ namespace lmlab {
 void matvec(std::span<const float> W, std::span<const float> x, std::span<float> y) {
     const std::size_t in = x.size();
     const std::size_t out = y.size();
-    assert(W.size() == out * in);
+    require(W.size() == out * in, "matvec", "W must have y.size() * x.size() elements ([out, in])");
     for (std::size_t i = 0; i < out; ++i) {
         const float* row = W.data() + i * in;
         double acc = 0.0;  // double: see kernels.h on long reductions
@@ -16,16 +15,15 @@ void matvec(std::span<const float> W, std::span<const float> x, std::span<float>
     }
 }
 
-void matmul(std::span<const float> A, std::span<const float> B, std::span<float> C,
-            std::size_t m, std::size_t k, std::size_t n) {
-    assert(A.size() == m * k && B.size() == k * n && C.size() == m * n);
-    for (std::size_t i = 0; i < m; ++i) {
-        for (std::size_t j = 0; j < n; ++j) {
-            double acc = 0.0;
-            for (std::size_t p = 0; p < k; ++p) acc += static_cast<double>(A[i * k + p]) * B[p * n + j];
-            C[i * n + j] = static_cast<float>(acc);
-        }
-    }
+void linear(std::span<const float> W, std::span<const float> b, std::span<const float> x, std::span<float> y) {
+    require(b.empty() || b.size() == y.size(), "linear", "bias must be empty or have y.size() elements");
+    matvec(W, x, y);
+    if (!b.empty()) add(y, b, y);
+}
+
+void add(std::span<const float> a, std::span<const float> b, std::span<float> y) {
+    require(a.size() == b.size() && a.size() == y.size(), "add", "a, b and y must have the same length");
+    for (std::size_t i = 0; i < y.size(); ++i) y[i] = a[i] + b[i];
 }
 
 }  // namespace lmlab

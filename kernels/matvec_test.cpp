@@ -28,21 +28,36 @@ TEST(Matvec, LongReductionKeepsSmallTerms) {
     EXPECT_FLOAT_EQ(y[0], 16384.0f);
 }
 
-TEST(Matmul, TwoByTwoByHand) {
-    // [[1, 2], [3, 4]] · [[5, 6], [7, 8]] = [[19, 22], [43, 50]]
-    const std::vector<float> A = {1, 2, 3, 4}, B = {5, 6, 7, 8};
-    std::vector<float> C(4);
-    matmul(A, B, C, 2, 2, 2);
-    EXPECT_EQ(C, (std::vector<float>{19, 22, 43, 50}));
+TEST(Linear, AddsTheBiasAfterTheProduct) {
+    // W = [[1, 2], [3, 4]], x = [1, -1], b = [0.5, -2]  ->  W x = [-1, -1], + b = [-0.5, -3]
+    const std::vector<float> W = {1, 2, 3, 4}, x = {1, -1}, b = {0.5f, -2};
+    std::vector<float> y(2);
+    linear(W, b, x, y);
+    EXPECT_EQ(y, (std::vector<float>{-0.5f, -3}));
+    linear(W, {}, x, y);  // empty bias: a plain matvec
+    EXPECT_EQ(y, (std::vector<float>{-1, -1}));
 }
 
-TEST(Matmul, RectangularMatchesMatvecColumnByColumn) {
-    // A: [2, 3], B: [3, 1] is a matvec of A with the column of B
-    const std::vector<float> A = {0.5f, -1, 2, 3, 0.25f, -4}, B = {2, 4, 1};
-    std::vector<float> C(2);
-    matmul(A, B, C, 2, 3, 1);
-    EXPECT_FLOAT_EQ(C[0], 0.5f * 2 - 4 + 2);  // -1
-    EXPECT_FLOAT_EQ(C[1], 6 + 1 - 4);         // 3
+TEST(Linear, WrongBiasLengthThrows) {
+    const std::vector<float> W = {1, 2, 3, 4}, x = {1, -1}, b = {1, 2, 3};
+    std::vector<float> y(2);
+    EXPECT_THROW(linear(W, b, x, y), std::invalid_argument);
+}
+
+TEST(Matvec, WrongShapeThrowsInEveryBuild) {
+    // a size mismatch must never become an out-of-bounds read, even with NDEBUG
+    const std::vector<float> W(5), x(2);
+    std::vector<float> y(3);
+    EXPECT_THROW(matvec(W, x, y), std::invalid_argument);
+}
+
+TEST(Add, ElementwiseAndInPlace) {
+    std::vector<float> a = {1, -2, 0.25f};
+    const std::vector<float> b = {0.5f, 2, -0.25f};
+    add(a, b, a);  // y aliases a: the residual stream updated in place
+    EXPECT_EQ(a, (std::vector<float>{1.5f, 0, 0}));
+    std::vector<float> short_y(2);
+    EXPECT_THROW(add(a, b, short_y), std::invalid_argument);
 }
 
 }  // namespace lmlab

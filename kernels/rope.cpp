@@ -1,12 +1,13 @@
-#include <cassert>
 #include <cmath>
 
+#include "check.h"
 #include "kernels.h"
 
 namespace lmlab {
 
 void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style) {
-    assert(head_dim % 2 == 0 && x.size() % head_dim == 0);
+    require(head_dim > 0 && head_dim % 2 == 0 && x.size() % head_dim == 0, "rope",
+            "head_dim must be even and divide the length of x");
     const std::size_t half = head_dim / 2;
     const std::size_t n_heads = x.size() / head_dim;
     for (std::size_t i = 0; i < half; ++i) {

@@ -1,13 +1,13 @@
-#include <cassert>
 #include <cmath>
 #include <limits>
 
+#include "check.h"
 #include "kernels.h"
 
 namespace lmlab {
 
 void softmax(std::span<const float> x, std::span<float> y) {
-    assert(x.size() == y.size() && !x.empty());
+    require(x.size() == y.size() && !x.empty(), "softmax", "x and y must have the same non-zero length");
     // 1. the max, so that the largest exponent is exp(0) = 1 (no overflow at x = 1e4)
     float max = -std::numeric_limits<float>::infinity();
     for (float v : x) max = v > max ? v : max;
