@@ -1,32 +1,120 @@
-#include "model.h"
-
 #include <filesystem>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <fstream>
+
+#include "model.h"
 
 namespace lmlab {
 
+std::string shape_str(std::span<const std::size_t> shape) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i)  // SIZE_MAX: "any length" in an expected shape
+        s += fmt::format("{}{}", i ? ", " : "", shape[i] == static_cast<std::size_t>(-1) ? "*" : std::to_string(shape[i]));
+    return s + "]";
+}
+
+const char* arch_name(Arch a) {
+    switch (a) {
+        case Arch::Llama: return "llama";
+        case Arch::Gpt2: return "gpt2";
+    }
+    return "?";
+}
+
+Arch parse_arch(const std::string& name, const std::string& source) {
+    for (Arch a : {Arch::Llama, Arch::Gpt2})
+        if (name == arch_name(a)) return a;
+    throw ModelError(fmt::format("{}: arch '{}' is not one this engine runs (known: llama, gpt2)", source, name));
+}
+
+Config Config::llama() {
+    Config c;
+    c.arch = Arch::Llama;
+    c.norm = NormKind::RMSNorm;
+    c.norm_eps = 1e-5f;
+    c.activation = Activation::SwiGLU;
+    c.positions = Positions::Rope;
+    return c;
+}
+
+Config Config::gpt2() {
+    Config c;
+    c.arch = Arch::Gpt2;
+    c.norm = NormKind::LayerNorm;
+    c.norm_eps = 1e-5f;
+    c.activation = Activation::GeluTanh;
+    c.positions = Positions::Learned;
+    c.qkv_bias = c.out_bias = c.ffn_bias = true;
+    c.tied_embeddings = true;
+    return c;
+}
+
 void Config::validate(const std::string& source) const {
     auto bad = [&](const std::string& what) {
-        throw ModelError(source + ": invalid model config: " + what + " (dim " + std::to_string(dim) + ", n_layers " +
-                         std::to_string(n_layers) + ", n_heads " + std::to_string(n_heads) + ", n_kv_heads " +
-                         std::to_string(n_kv_heads) + ", ffn_dim " + std::to_string(ffn_dim) + ", vocab_size " +
-                         std::to_string(vocab_size) + ", max_seq_len " + std::to_string(max_seq_len) + ")");
+        throw ModelError(fmt::format(
+            "{}: invalid {} model config: {} (dim {}, n_layers {}, n_heads {}, n_kv_heads {}, ffn_dim {}, vocab_size {}, "
+            "max_seq_len {})",
+            source, arch_name(arch), what, dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len));
     };
     if (dim == 0 || n_layers == 0 || n_heads == 0 || n_kv_heads == 0 || ffn_dim == 0 || vocab_size == 0 ||
         max_seq_len == 0)
         bad("every dimension must be positive");
     if (dim % n_heads != 0) bad("n_heads must divide dim");
     if (n_heads % n_kv_heads != 0) bad("n_kv_heads must divide n_heads");
-    if (head_dim() % 2 != 0) bad("head_dim must be even for RoPE");
-    if (!(norm_eps > 0) || !(rope_theta > 0)) bad("norm_eps and rope_theta must be positive");
+    if (!(norm_eps > 0)) bad("norm_eps must be positive");
+    if (n_layers > 4096) bad("more than 4096 layers: an absurd header, not a model");
     // a guard against absurd headers allocating terabytes: weights plus the KV cache, in floats
-    const double params = static_cast<double>(vocab_size) * dim + static_cast<double>(n_layers) * dim * (4.0 * dim + 3.0 * ffn_dim);
+    const double params = static_cast<double>(vocab_size) * dim * 2 + static_cast<double>(max_seq_len) * dim +
+                          static_cast<double>(n_layers) * dim * (4.0 * dim + 3.0 * ffn_dim);
     const double cache = 2.0 * static_cast<double>(n_layers) * static_cast<double>(max_seq_len) * static_cast<double>(kv_dim());
     if (params + cache > 4e10) bad("weights and KV cache exceed 40 billion floats: not a model this engine can hold");
+
+    // What each family's forward file implements; anything else would be a silently different model.
+    switch (arch) {
+        case Arch::Llama:
+            if (norm != NormKind::RMSNorm) bad("the llama forward uses RMSNorm");
+            if (activation != Activation::SwiGLU) bad("the llama forward uses a SwiGLU feed-forward");
+            if (positions != Positions::Rope) bad("the llama forward uses RoPE positions");
+            if (out_bias || ffn_bias) bad("the llama forward has no bias on the output or feed-forward projections");
+            if (qkv_bias) bad("q/k/v biases are not implemented for llama yet");
+            if (head_dim() % 2 != 0) bad("head_dim must be even for RoPE");
+            if (!(rope_theta > 0)) bad("rope_theta must be positive");
+            break;
+        case Arch::Gpt2:
+            if (norm != NormKind::LayerNorm) bad("the gpt2 forward uses LayerNorm");
+            if (activation != Activation::GeluTanh && activation != Activation::GeluErf)
+                bad("the gpt2 forward uses GELU (tanh or erf form)");
+            if (positions != Positions::Learned) bad("the gpt2 forward uses learned positions");
+            if (!qkv_bias || !out_bias || !ffn_bias) bad("the gpt2 forward has biases on every projection");
+            if (n_kv_heads != n_heads) bad("gpt2 has one key/value head per query head (n_kv_heads == n_heads)");
+            if (ffn_dim == 0) bad("ffn_dim must be positive");
+            break;
+    }
 }
 
+namespace {
+// The first 4 bytes of a file as a little-endian int32 (0 when shorter).
+std::int32_t first_int32(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::int32_t v = 0;
+    if (!in.read(reinterpret_cast<char*>(&v), sizeof v)) return 0;
+    return v;
+}
+}  // namespace
+
 Model load_model(const std::string& path) {
-    const std::string ext = std::filesystem::path(path).extension().string();
+    namespace fs = std::filesystem;
+    if (fs::is_directory(path)) {
+        if (!fs::exists(fs::path(path) / "config.json"))
+            throw ModelError(path + ": a directory without config.json; expected a Hugging Face model directory "
+                             "(config.json + model.safetensors)");
+        return load_model_hf(path);
+    }
+    if (!fs::exists(path)) throw ModelError(path + ": no such file or directory");
+    const std::string ext = fs::path(path).extension().string();
     if (ext == ".h5" || ext == ".hdf5") return load_model_hdf5(path);
+    if (first_int32(path) == 20240326) return load_model_llmc(path);  // llm.c's magic number
     return load_model_llama2c(path);
 }
 

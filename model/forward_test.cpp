@@ -77,10 +77,10 @@ public:
         for (std::size_t l = 0; l < c.n_layers; ++l) {
             const LayerWeights& w = m_.layers[l];
             NaiveLayer& t = layers[l];
-            t.attn_norm = rms_norm(x, w.attention_norm, c.norm_eps);
-            t.q = mat_vec(w.wq, t.attn_norm, q_dim);
-            t.k = mat_vec(w.wk, t.attn_norm, kv);
-            t.v = mat_vec(w.wv, t.attn_norm, kv);
+            t.attn_norm = rms_norm(x, w.attn_norm.weight, c.norm_eps);
+            t.q = mat_vec(w.wq.w, t.attn_norm, q_dim);
+            t.k = mat_vec(w.wk.w, t.attn_norm, kv);
+            t.v = mat_vec(w.wv.w, t.attn_norm, kv);
             rotate(t.q, hd, pos, c.rope_theta, c.rope_style);
             rotate(t.k, hd, pos, c.rope_theta, c.rope_style);
             keys_[l].push_back(t.k);
@@ -102,19 +102,19 @@ public:
                 for (std::size_t p = 0; p <= pos; ++p)
                     for (std::size_t d = 0; d < hd; ++d) t.heads[h * hd + d] += s[p] / sum * values_[l][p][g * hd + d];
             }
-            t.attn_out = mat_vec(w.wo, t.heads, dim);
+            t.attn_out = mat_vec(w.wo.w, t.heads, dim);
             t.h = x;
             for (std::size_t i = 0; i < dim; ++i) t.h[i] += t.attn_out[i];
-            t.ffn_norm = rms_norm(t.h, w.ffn_norm, c.norm_eps);
-            const Vec gate = mat_vec(w.w1, t.ffn_norm, c.ffn_dim), up = mat_vec(w.w3, t.ffn_norm, c.ffn_dim);
+            t.ffn_norm = rms_norm(t.h, w.ffn_norm.weight, c.norm_eps);
+            const Vec gate = mat_vec(w.w_gate.w, t.ffn_norm, c.ffn_dim), up = mat_vec(w.w_up.w, t.ffn_norm, c.ffn_dim);
             Vec act(c.ffn_dim);
             for (std::size_t i = 0; i < c.ffn_dim; ++i) act[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
-            t.ffn_out = mat_vec(w.w2, act, dim);
+            t.ffn_out = mat_vec(w.w_down.w, act, dim);
             t.out = t.h;
             for (std::size_t i = 0; i < dim; ++i) t.out[i] += t.ffn_out[i];
             x = t.out;
         }
-        final_norm = rms_norm(x, m_.norm, c.norm_eps);
+        final_norm = rms_norm(x, m_.final_norm.weight, c.norm_eps);
         const std::vector<float>& cls = c.tied_embeddings ? m_.tok_embeddings : m_.output;
         return mat_vec(cls, final_norm, c.vocab_size);
     }
@@ -241,7 +241,7 @@ TEST(Forward, AtPositionZeroEveryHeadReturnsTheValueOfItsKvHead) {
     KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
     RunState s(c);
     std::vector<float> xn = {0.5f, -1.0f, 0.25f, 1.5f, -0.75f, 1.0f, 0.125f, -0.5f}, out(c.dim);
-    attention_block(c, m.layers[0], 0, 0, xn, cache, s, out);
+    llama_attention(c, m.layers[0], 0, 0, xn, cache, s, out);
     const std::size_t hd = c.head_dim();  // 2
     for (std::size_t h = 0; h < c.n_heads; ++h)
         for (std::size_t d = 0; d < hd; ++d) EXPECT_EQ(s.heads[h * hd + d], s.v[(h / 2) * hd + d]) << "head " << h;
@@ -260,8 +260,8 @@ TEST(Forward, QueryHeadsSharingAKvHeadWithEqualQueriesGiveEqualOutputs) {
     ASSERT_EQ(c.n_kv_heads, 1u);
     const std::size_t hd = c.head_dim();
     for (LayerWeights& w : m.layers)
-        std::copy(w.wq.begin(), w.wq.begin() + static_cast<std::ptrdiff_t>(hd * c.dim),
-                  w.wq.begin() + static_cast<std::ptrdiff_t>(hd * c.dim));
+        std::copy(w.wq.w.begin(), w.wq.w.begin() + static_cast<std::ptrdiff_t>(hd * c.dim),
+                  w.wq.w.begin() + static_cast<std::ptrdiff_t>(hd * c.dim));
     KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
     RunState s(c);
     NaiveLlama ref(m);
@@ -306,13 +306,13 @@ TEST(Forward, TokenOutsideTheVocabularyThrowsNamingTheId) {
     EXPECT_EQ(cache.length(), 1u);
 }
 
-TEST(Forward, PastTheContextThrowsKVCacheError) {
+TEST(Forward, PastTheContextThrowsModelError) {
     // position max_seq_len does not fit in the cache: an error, not an overrun
     const Model m = test::tiny_model();
     KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
     RunState s(m.config);
     for (std::size_t pos = 0; pos < 8; ++pos) forward(m, 1, pos, cache, s);
-    expect_error<KVCacheError>([&] { forward(m, 1, 8, cache, s); }, {"position 8", "max_seq_len"});
+    expect_error<ModelError>([&] { forward(m, 1, 8, cache, s); }, {"position 8", "max_seq_len"});
     EXPECT_EQ(cache.length(), 8u);
 }
 
@@ -322,8 +322,8 @@ TEST(Forward, PositionOtherThanTheCacheLengthThrows) {
     KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
     RunState s(m.config);
     forward(m, 1, 0, cache, s);
-    EXPECT_THROW(forward(m, 1, 2, cache, s), KVCacheError);
-    EXPECT_THROW(forward(m, 1, 0, cache, s), KVCacheError);
+    EXPECT_THROW(forward(m, 1, 2, cache, s), ModelError);
+    EXPECT_THROW(forward(m, 1, 0, cache, s), ModelError);
 }
 
 // ---- Trace --------------------------------------------------------------------------------------

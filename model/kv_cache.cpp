@@ -11,17 +11,17 @@ KVCache::KVCache(std::size_t n_layers, std::size_t max_seq_len, std::size_t kv_d
 
 void KVCache::check_layer(std::size_t layer) const {
     if (layer >= lengths_.size())
-        throw KVCacheError("KV cache: layer " + std::to_string(layer) + " out of range (" +
+        throw ModelError("KV cache: layer " + std::to_string(layer) + " out of range (" +
                            std::to_string(lengths_.size()) + " layers)");
 }
 
 void KVCache::append(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
     check_layer(layer);
     if (pos >= max_seq_len_)
-        throw KVCacheError("KV cache: position " + std::to_string(pos) + " is beyond the context of " +
+        throw ModelError("KV cache: position " + std::to_string(pos) + " is beyond the context of " +
                            std::to_string(max_seq_len_) + " positions (max_seq_len); start a new sequence");
     if (pos != lengths_[layer])
-        throw KVCacheError("KV cache: layer " + std::to_string(layer) + " holds " + std::to_string(lengths_[layer]) +
+        throw ModelError("KV cache: layer " + std::to_string(layer) + " holds " + std::to_string(lengths_[layer]) +
                            " positions, so the next append must be at position " + std::to_string(lengths_[layer]) +
                            ", not " + std::to_string(pos));
     write_row(layer, pos, k, v);
@@ -30,7 +30,7 @@ void KVCache::append(std::size_t layer, std::size_t pos, std::span<const float> 
 
 void KVCache::write_row(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
     if (k.size() != kv_dim_ || v.size() != kv_dim_)
-        throw KVCacheError("KV cache: k/v of " + std::to_string(k.size()) + "/" + std::to_string(v.size()) +
+        throw ModelError("KV cache: k/v of " + std::to_string(k.size()) + "/" + std::to_string(v.size()) +
                            " elements, expected kv_dim " + std::to_string(kv_dim_));
     std::copy(k.begin(), k.end(), keys_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
     std::copy(v.begin(), v.end(), values_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
@@ -39,7 +39,7 @@ void KVCache::write_row(std::size_t layer, std::size_t pos, std::span<const floa
 void KVCache::overwrite(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
     check_layer(layer);
     if (pos >= lengths_[layer])
-        throw KVCacheError("KV cache: overwrite of layer " + std::to_string(layer) + " position " + std::to_string(pos) +
+        throw ModelError("KV cache: overwrite of layer " + std::to_string(layer) + " position " + std::to_string(pos) +
                            " which was never appended");
     write_row(layer, pos, k, v);
 }

@@ -11,20 +11,17 @@
 
 #include <cstddef>
 #include <span>
-#include <stdexcept>
 #include <vector>
 
-namespace lmlab {
+#include "model.h"  // ModelError
 
-struct KVCacheError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
+namespace lmlab {
 
 class KVCache {
 public:
     KVCache(std::size_t n_layers, std::size_t max_seq_len, std::size_t kv_dim);
 
-    // Stores k and v (each [kv_dim]) of `layer` at `pos`. Throws KVCacheError unless
+    // Stores k and v (each [kv_dim]) of `layer` at `pos`. Throws ModelError unless
     // pos == length(layer) and pos < max_seq_len.
     void append(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v);
 
@@ -48,7 +45,7 @@ private:
     std::size_t max_seq_len_, kv_dim_;
     std::vector<std::size_t> lengths_;  // per layer
     std::vector<float> keys_, values_;  // [n_layers * max_seq_len * kv_dim]
-    void check_layer(std::size_t layer) const;  // KVCacheError when out of range
+    void check_layer(std::size_t layer) const;  // ModelError when out of range
     void write_row(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v);
     std::size_t offset(std::size_t layer, std::size_t pos) const { return (layer * max_seq_len_ + pos) * kv_dim_; }
 };

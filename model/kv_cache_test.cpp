@@ -83,7 +83,7 @@ TEST(KVCache, AppendWithAGapThrowsNamingThePositions) {
     // a skipped position would leave an uninitialised row that attention would read
     KVCache c(1, 8, 2);
     append_row(c, 0, 0);
-    expect_error<KVCacheError>([&] { append_row(c, 0, 3); }, {"position 1", "not 3"});
+    expect_error<ModelError>([&] { append_row(c, 0, 3); }, {"position 1", "not 3"});
     EXPECT_EQ(c.length(0), 1u);
 }
 
@@ -92,7 +92,7 @@ TEST(KVCache, AppendOverAnExistingPositionThrows) {
     KVCache c(2, 8, 2);
     append_row(c, 1, 0);
     append_row(c, 1, 1);
-    expect_error<KVCacheError>([&] { append_row(c, 1, 0); }, {"layer 1", "position 2", "not 0"});
+    expect_error<ModelError>([&] { append_row(c, 1, 0); }, {"layer 1", "position 2", "not 0"});
     EXPECT_EQ(c.length(1), 2u);
     EXPECT_EQ(c.keys(1)[0], 100.0f);  // the stored row is untouched
 }
@@ -102,7 +102,7 @@ TEST(KVCache, AppendPastTheContextThrowsNamingMaxSeqLen) {
     KVCache c(1, 3, 2);
     for (std::size_t pos = 0; pos < 3; ++pos) append_row(c, 0, pos);
     EXPECT_EQ(c.length(), 3u);
-    expect_error<KVCacheError>([&] { append_row(c, 0, 3); }, {"position 3", "max_seq_len", "3 positions"});
+    expect_error<ModelError>([&] { append_row(c, 0, 3); }, {"position 3", "max_seq_len", "3 positions"});
     EXPECT_EQ(c.length(), 3u);
 }
 
@@ -110,8 +110,8 @@ TEST(KVCache, AppendOfTheWrongSizeThrows) {
     // a k or v of the wrong width would shift every later row of the layer
     KVCache c(1, 4, 3);
     const std::vector<float> good(3, 1.0f), short_row(2, 1.0f), long_row(4, 1.0f);
-    expect_error<KVCacheError>([&] { c.append(0, 0, short_row, good); }, {"2/3", "kv_dim 3"});
-    expect_error<KVCacheError>([&] { c.append(0, 0, good, long_row); }, {"3/4", "kv_dim 3"});
+    expect_error<ModelError>([&] { c.append(0, 0, short_row, good); }, {"2/3", "kv_dim 3"});
+    expect_error<ModelError>([&] { c.append(0, 0, good, long_row); }, {"3/4", "kv_dim 3"});
     EXPECT_EQ(c.length(0), 0u);
     c.append(0, 0, good, good);  // the failed attempts did not advance the layer
     EXPECT_EQ(c.length(0), 1u);
@@ -119,7 +119,7 @@ TEST(KVCache, AppendOfTheWrongSizeThrows) {
 
 TEST(KVCache, AppendToALayerOutOfRangeThrows) {
     KVCache c(2, 4, 2);
-    expect_error<KVCacheError>([&] { append_row(c, 2, 0); }, {"layer 2", "2 layers"});
+    expect_error<ModelError>([&] { append_row(c, 2, 0); }, {"layer 2", "2 layers"});
 }
 
 TEST(KVCache, ResetEmptiesButKeepsCapacity) {
@@ -134,14 +134,14 @@ TEST(KVCache, ResetEmptiesButKeepsCapacity) {
     EXPECT_EQ(c.max_seq_len(), 3u);
     EXPECT_EQ(c.kv_dim(), 2u);
     // position 1 is a gap again after the reset
-    EXPECT_THROW(append_row(c, 0, 1), KVCacheError);
+    EXPECT_THROW(append_row(c, 0, 1), ModelError);
     const std::vector<float> k = {7, 8}, v = {9, 10};
     for (std::size_t pos = 0; pos < 3; ++pos) c.append(0, pos, k, v);
     EXPECT_EQ(c.length(0), 3u);
     // the views show the new rows, not the old ones
     EXPECT_EQ(std::vector<float>(c.keys(0).begin(), c.keys(0).end()), (std::vector<float>{7, 8, 7, 8, 7, 8}));
     EXPECT_EQ(std::vector<float>(c.values(0).begin(), c.values(0).end()), (std::vector<float>{9, 10, 9, 10, 9, 10}));
-    EXPECT_THROW(c.append(0, 3, k, v), KVCacheError);
+    EXPECT_THROW(c.append(0, 3, k, v), ModelError);
 }
 
 TEST(KVCache, OverwriteReplacesOnlyThatRow) {
@@ -164,11 +164,11 @@ TEST(KVCache, OverwriteOfARowNeverAppendedThrows) {
     KVCache c(2, 4, 2);
     append_row(c, 0, 0);
     const std::vector<float> k = {1, 2}, v = {3, 4}, wrong = {1, 2, 3};
-    expect_error<KVCacheError>([&] { c.overwrite(0, 1, k, v); }, {"position 1"});  // == length
-    expect_error<KVCacheError>([&] { c.overwrite(0, 3, k, v); }, {"position 3"});  // beyond length
-    expect_error<KVCacheError>([&] { c.overwrite(1, 0, k, v); }, {"layer 1"});     // layer still empty
-    expect_error<KVCacheError>([&] { c.overwrite(2, 0, k, v); }, {"layer 2"});     // no such layer
-    EXPECT_THROW(c.overwrite(0, 0, wrong, v), KVCacheError);                       // wrong width
+    expect_error<ModelError>([&] { c.overwrite(0, 1, k, v); }, {"position 1"});  // == length
+    expect_error<ModelError>([&] { c.overwrite(0, 3, k, v); }, {"position 3"});  // beyond length
+    expect_error<ModelError>([&] { c.overwrite(1, 0, k, v); }, {"layer 1"});     // layer still empty
+    expect_error<ModelError>([&] { c.overwrite(2, 0, k, v); }, {"layer 2"});     // no such layer
+    EXPECT_THROW(c.overwrite(0, 0, wrong, v), ModelError);                       // wrong width
     EXPECT_EQ(c.length(0), 1u);
     EXPECT_EQ(c.keys(0)[0], 0.0f);
     EXPECT_EQ(c.keys(0)[1], 1.0f);

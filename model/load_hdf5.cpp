@@ -3,16 +3,11 @@
 #include <H5Cpp.h>
 
 #include "model.h"
+#include "tensors.h"
 
 namespace lmlab {
 
 namespace {
-
-std::string shape_text(const std::vector<hsize_t>& dims) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-    return s + "]";
-}
 
 class Reader {
 public:
@@ -24,7 +19,7 @@ public:
         } catch (const H5::Exception& e) {
             throw ModelError(path + ": cannot open model file (" + e.getDetailMsg() +
                              "): the file is truncated or damaged. For golden/models/*.h5 re-export: "
-                             "/usr/bin/python3 scripts/export_golden.py");
+                             ".venv/bin/python scripts/export_golden.py");
         }
     }
 
@@ -75,20 +70,19 @@ public:
     }
 
     // Reads dataset `name`, which must have exactly `shape`.
-    std::vector<float> tensor(const std::string& name, const std::vector<hsize_t>& shape) const {
+    std::vector<float> tensor(const std::string& name, const std::vector<std::size_t>& shape) const {
         try {
             if (!file_.nameExists(name))
-                throw ModelError(path_ + ": tensor '" + name + "' is missing (expected shape " + shape_text(shape) + ")");
+                throw ModelError(path_ + ": tensor '" + name + "' is missing (expected shape " + shape_str(shape) + ")");
             H5::DataSet ds = file_.openDataSet(name);
             H5::DataSpace space = ds.getSpace();
-            std::vector<hsize_t> dims(static_cast<std::size_t>(space.getSimpleExtentNdims()));
-            space.getSimpleExtentDims(dims.data());
+            std::vector<hsize_t> hdims(static_cast<std::size_t>(space.getSimpleExtentNdims()));
+            space.getSimpleExtentDims(hdims.data());
+            const std::vector<std::size_t> dims(hdims.begin(), hdims.end());
             if (dims != shape)
-                throw ModelError(path_ + ": tensor '" + name + "' has shape " + shape_text(dims) + ", expected " +
-                                 shape_text(shape));
-            std::size_t n = 1;
-            for (hsize_t d : dims) n *= d;
-            std::vector<float> data(n);
+                throw ModelError(path_ + ": tensor '" + name + "' has shape " + shape_str(dims) + ", expected " +
+                                 shape_str(shape));
+            std::vector<float> data(numel(dims));
             ds.read(data.data(), H5::PredType::NATIVE_FLOAT);
             return data;
         } catch (const H5::Exception& e) {
@@ -136,9 +130,11 @@ Model load_model_hdf5(const std::string& path) {
     Reader r(path);
     Model m;
     m.source = path;
-    Config& c = m.config;
-    c.arch = r.text("arch");
-    if (c.arch != "llama") throw ModelError(path + ": arch '" + c.arch + "' is not supported (this engine runs 'llama')");
+    const Arch arch = parse_arch(r.text("arch"), path);
+    if (arch != Arch::Llama)
+        throw ModelError(path + ": arch '" + arch_name(arch) + "': lmlab's HDF5 model files hold llama models; "
+                         "load other families from their own formats (a Hugging Face directory, an llm.c file)");
+    Config& c = m.config = Config::llama();
     c.dim = r.size("dim");
     c.n_layers = r.size("n_layers");
     c.n_heads = r.size("n_heads");
@@ -154,25 +150,7 @@ Model load_model_hdf5(const std::string& path) {
     c.norm_eps = static_cast<float>(r.number("norm_eps"));
     c.tied_embeddings = r.number("tied_embeddings") != 0;
     c.validate(path);
-
-    const hsize_t dim = c.dim, q_dim = c.n_heads * c.head_dim(), kv = c.kv_dim(), ffn = c.ffn_dim, vocab = c.vocab_size;
-    m.tok_embeddings = r.tensor("tok_embeddings.weight", {vocab, dim});
-    for (std::size_t i = 0; i < c.n_layers; ++i) {
-        const std::string p = "layers." + std::to_string(i) + ".";
-        LayerWeights l;
-        l.attention_norm = r.tensor(p + "attention_norm.weight", {dim});
-        l.wq = r.tensor(p + "attention.wq.weight", {q_dim, dim});
-        l.wk = r.tensor(p + "attention.wk.weight", {kv, dim});
-        l.wv = r.tensor(p + "attention.wv.weight", {kv, dim});
-        l.wo = r.tensor(p + "attention.wo.weight", {dim, q_dim});
-        l.ffn_norm = r.tensor(p + "ffn_norm.weight", {dim});
-        l.w1 = r.tensor(p + "feed_forward.w1.weight", {ffn, dim});
-        l.w2 = r.tensor(p + "feed_forward.w2.weight", {dim, ffn});
-        l.w3 = r.tensor(p + "feed_forward.w3.weight", {ffn, dim});
-        m.layers.push_back(std::move(l));
-    }
-    m.norm = r.tensor("norm.weight", {dim});
-    if (!c.tied_embeddings) m.output = r.tensor("output.weight", {vocab, dim});
+    for (const BoundTensor& t : bind_tensors(m)) *t.dst = r.tensor(t.name, t.shape);
     m.vocabulary = r.vocabulary(c.vocab_size);
     return m;
 }

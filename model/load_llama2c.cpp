@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "model.h"
+#include "tensors.h"
 
 namespace lmlab {
 
@@ -30,7 +31,7 @@ Model load_model_llama2c(const std::string& path) {
 
     Model m;
     m.source = path;
-    Config& c = m.config;
+    Config& c = m.config = Config::llama();
     c.dim = static_cast<std::size_t>(h[0]);
     c.ffn_dim = static_cast<std::size_t>(h[1]);
     c.n_layers = static_cast<std::size_t>(h[2]);
@@ -43,11 +44,12 @@ Model load_model_llama2c(const std::string& path) {
     c.rope_style = RopeStyle::AdjacentPairs;      // adjacent pairs,
     c.norm_eps = 1e-5f;                           // and RMSNorm eps 1e-5
     c.validate(path);
+    const std::vector<BoundTensor> tensors = bind_tensors(m);  // in llama2.c's file order
 
-    const std::size_t dim = c.dim, kv = c.kv_dim(), ffn = c.ffn_dim, L = c.n_layers, V = c.vocab_size;
+    const std::size_t dim = c.dim, ffn = c.ffn_dim, L = c.n_layers, V = c.vocab_size;
     const std::size_t rope_tables = c.max_seq_len * c.head_dim();  // two halves of seq_len*head_size/2
-    const std::size_t floats = V * dim + L * (2 * dim + 2 * dim * dim + 2 * kv * dim + 3 * ffn * dim) + dim +
-                               rope_tables + (c.tied_embeddings ? 0 : V * dim);
+    std::size_t floats = rope_tables;
+    for (const BoundTensor& t : tensors) floats += numel(t.shape);
     const std::size_t expected = sizeof h + floats * sizeof(float);
     if (file_size != expected)
         throw ModelError(path + ": file is " + std::to_string(file_size) + " bytes, but its header (dim " +
@@ -57,30 +59,14 @@ Model load_model_llama2c(const std::string& path) {
                          std::to_string(c.max_seq_len) + ") requires " + std::to_string(expected) +
                          " bytes: truncated, or not a llama2.c checkpoint");
 
-    auto read = [&](std::size_t n) {
-        std::vector<float> v(n);
-        in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(float)));
-        if (!in) throw ModelError(path + ": read failed");
-        return v;
-    };
-    // a [L, rows, cols] block split into one vector per layer
-    auto per_layer = [&](std::vector<float> LayerWeights::*field, std::size_t n) {
-        for (std::size_t l = 0; l < L; ++l) m.layers[l].*field = read(n);
-    };
-    m.layers.resize(L);
-    m.tok_embeddings = read(V * dim);
-    per_layer(&LayerWeights::attention_norm, dim);
-    per_layer(&LayerWeights::wq, dim * dim);
-    per_layer(&LayerWeights::wk, kv * dim);
-    per_layer(&LayerWeights::wv, kv * dim);
-    per_layer(&LayerWeights::wo, dim * dim);
-    per_layer(&LayerWeights::ffn_norm, dim);
-    per_layer(&LayerWeights::w1, ffn * dim);
-    per_layer(&LayerWeights::w2, dim * ffn);
-    per_layer(&LayerWeights::w3, ffn * dim);
-    m.norm = read(dim);
-    read(rope_tables);  // precomputed RoPE tables of old llama2.c: we compute RoPE ourselves
-    if (!c.tied_embeddings) m.output = read(V * dim);
+    for (const BoundTensor& t : tensors) {
+        // the old precomputed RoPE tables sit between the final norm and the classifier: skip them
+        // (we compute RoPE ourselves)
+        if (t.name == "output.weight") in.seekg(static_cast<std::streamoff>(rope_tables * sizeof(float)), std::ios::cur);
+        t.dst->resize(numel(t.shape));
+        in.read(reinterpret_cast<char*>(t.dst->data()), static_cast<std::streamsize>(t.dst->size() * sizeof(float)));
+        if (!in) throw ModelError(path + ": read failed at tensor " + t.name);
+    }
     return m;
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "model/tensors.h"
 #include "model/test_model.h"
 
 #include "model/test_shared.h"
@@ -57,25 +58,13 @@ struct H5Tensor {
     std::vector<hsize_t> shape;
 };
 
-// Every tensor of an HDF5 model file, in the order written, with the shape the config demands.
+// Every tensor of an HDF5 model file, in the order written, with the shape the config demands:
+// the LLaMA tensor table (model/tensors.h), the one list of tensor names.
 std::vector<H5Tensor> h5_tensors(const Config& c) {
-    const hsize_t dim = c.dim, qd = c.n_heads * (c.dim / c.n_heads), kv = (c.dim / c.n_heads) * c.n_kv_heads,
-                  ffn = c.ffn_dim, vocab = c.vocab_size;
-    std::vector<H5Tensor> t = {{"tok_embeddings.weight", {vocab, dim}}};
-    for (std::size_t l = 0; l < c.n_layers; ++l) {
-        const std::string p = "layers." + std::to_string(l) + ".";
-        t.push_back({p + "attention_norm.weight", {dim}});
-        t.push_back({p + "attention.wq.weight", {qd, dim}});
-        t.push_back({p + "attention.wk.weight", {kv, dim}});
-        t.push_back({p + "attention.wv.weight", {kv, dim}});
-        t.push_back({p + "attention.wo.weight", {dim, qd}});
-        t.push_back({p + "ffn_norm.weight", {dim}});
-        t.push_back({p + "feed_forward.w1.weight", {ffn, dim}});
-        t.push_back({p + "feed_forward.w2.weight", {dim, ffn}});
-        t.push_back({p + "feed_forward.w3.weight", {ffn, dim}});
-    }
-    t.push_back({"norm.weight", {dim}});
-    if (!c.tied_embeddings) t.push_back({"output.weight", {vocab, dim}});
+    Model m;
+    m.config = c;
+    std::vector<H5Tensor> t;
+    for (const BoundTensor& b : bind_tensors(m)) t.push_back({b.name, std::vector<hsize_t>(b.shape.begin(), b.shape.end())});
     return t;
 }
 
@@ -278,7 +267,7 @@ TEST(LoadHdf5, ValidFileGivesItsConfigAndValues) {
     write_h5(path, H5Spec(c));
     const Model m = load_model_hdf5(path);
     EXPECT_EQ(m.source, path);
-    EXPECT_EQ(m.config.arch, "llama");
+    EXPECT_EQ(m.config.arch, Arch::Llama);
     EXPECT_EQ(m.config.dim, 8u);
     EXPECT_EQ(m.config.n_layers, 2u);
     EXPECT_EQ(m.config.n_heads, 4u);
@@ -296,23 +285,24 @@ TEST(LoadHdf5, ValidFileGivesItsConfigAndValues) {
     EXPECT_EQ(m.tok_embeddings[0], h5_value(0, 0));
     EXPECT_EQ(m.tok_embeddings[39], h5_value(0, 39));
     ASSERT_EQ(m.layers.size(), 2u);
-    // tensor 1 + 9 + 2 = 12 is layers.1.attention.wk.weight ([4, 8]); element [3, 5] is index 29
-    ASSERT_EQ(tensor_index(c, "layers.1.attention.wk.weight"), 12u);
-    ASSERT_EQ(m.layers[1].wk.size(), 32u);
-    EXPECT_EQ(m.layers[1].wk[29], 12.0f + 29.0f / 256.0f);
-    EXPECT_EQ(m.layers[0].wq.size(), 64u);
-    EXPECT_EQ(m.layers[0].wq[63], h5_value(tensor_index(c, "layers.0.attention.wq.weight"), 63));
-    EXPECT_EQ(m.layers[0].wo[7], h5_value(tensor_index(c, "layers.0.attention.wo.weight"), 7));
-    EXPECT_EQ(m.layers[1].attention_norm[3], h5_value(tensor_index(c, "layers.1.attention_norm.weight"), 3));
-    EXPECT_EQ(m.layers[1].ffn_norm[0], h5_value(tensor_index(c, "layers.1.ffn_norm.weight"), 0));
-    ASSERT_EQ(m.layers[0].w2.size(), 48u);
-    EXPECT_EQ(m.layers[0].w2[47], h5_value(tensor_index(c, "layers.0.feed_forward.w2.weight"), 47));
-    EXPECT_EQ(m.layers[1].w1[10], h5_value(tensor_index(c, "layers.1.feed_forward.w1.weight"), 10));
-    EXPECT_EQ(m.layers[1].w3[20], h5_value(tensor_index(c, "layers.1.feed_forward.w3.weight"), 20));
-    EXPECT_EQ(m.layers[0].wv[1], h5_value(tensor_index(c, "layers.0.attention.wv.weight"), 1));
+    // table order, all layers of a slot together: tok_embeddings, attention_norm x2, wq x2, then
+    // wk of layer 0 (5) and layer 1 (6) ([4, 8]); element [3, 5] is index 29
+    ASSERT_EQ(tensor_index(c, "layers.1.attention.wk.weight"), 6u);
+    ASSERT_EQ(m.layers[1].wk.w.size(), 32u);
+    EXPECT_EQ(m.layers[1].wk.w[29], 6.0f + 29.0f / 256.0f);
+    EXPECT_EQ(m.layers[0].wq.w.size(), 64u);
+    EXPECT_EQ(m.layers[0].wq.w[63], h5_value(tensor_index(c, "layers.0.attention.wq.weight"), 63));
+    EXPECT_EQ(m.layers[0].wo.w[7], h5_value(tensor_index(c, "layers.0.attention.wo.weight"), 7));
+    EXPECT_EQ(m.layers[1].attn_norm.weight[3], h5_value(tensor_index(c, "layers.1.attention_norm.weight"), 3));
+    EXPECT_EQ(m.layers[1].ffn_norm.weight[0], h5_value(tensor_index(c, "layers.1.ffn_norm.weight"), 0));
+    ASSERT_EQ(m.layers[0].w_down.w.size(), 48u);
+    EXPECT_EQ(m.layers[0].w_down.w[47], h5_value(tensor_index(c, "layers.0.feed_forward.w2.weight"), 47));
+    EXPECT_EQ(m.layers[1].w_gate.w[10], h5_value(tensor_index(c, "layers.1.feed_forward.w1.weight"), 10));
+    EXPECT_EQ(m.layers[1].w_up.w[20], h5_value(tensor_index(c, "layers.1.feed_forward.w3.weight"), 20));
+    EXPECT_EQ(m.layers[0].wv.w[1], h5_value(tensor_index(c, "layers.0.attention.wv.weight"), 1));
     // norm is tensor 19, output tensor 20
-    ASSERT_EQ(m.norm.size(), 8u);
-    EXPECT_EQ(m.norm[2], 19.0f + 2.0f / 256.0f);
+    ASSERT_EQ(m.final_norm.weight.size(), 8u);
+    EXPECT_EQ(m.final_norm.weight[2], 19.0f + 2.0f / 256.0f);
     ASSERT_EQ(m.output.size(), 40u);
     EXPECT_EQ(m.output[5], 20.0f + 5.0f / 256.0f);
     EXPECT_EQ(m.classifier().data(), m.output.data());
@@ -402,7 +392,7 @@ TEST(LoadHdf5, InvalidConfigThrows) {
 TEST(LoadHdf5, BadAttributesThrow) {
     TempDir dir;
     write_h5(dir.file("a.h5"), H5Spec(h5_config()).set_arch("gpt2"));
-    expect_error<ModelError>([&] { load_model_hdf5(dir.file("a.h5")); }, {"'gpt2'", "not supported"});
+    expect_error<ModelError>([&] { load_model_hdf5(dir.file("a.h5")); }, {"'gpt2'", "hold llama models"});
     write_h5(dir.file("s.h5"), H5Spec(h5_config()).set_rope_style("interleaved"));
     expect_error<ModelError>([&] { load_model_hdf5(dir.file("s.h5")); }, {"'interleaved'"});
     write_h5(dir.file("n.h5"), H5Spec(h5_config()).omit_attr("n_kv_heads"));
@@ -468,26 +458,26 @@ TEST(LoadLlama2c, TiedCheckpointFillsEveryField) {
     for (std::size_t l = 0; l < 2; ++l) {
         const LayerWeights& w = m.layers[l];
         const float fl = static_cast<float>(l);
-        EXPECT_EQ(w.attention_norm.size(), 4u);
-        EXPECT_TRUE(all_equal(w.attention_norm, 10 + fl)) << "layer " << l;
-        EXPECT_EQ(w.wq.size(), 16u);
-        EXPECT_TRUE(all_equal(w.wq, 20 + fl)) << "layer " << l;
-        EXPECT_EQ(w.wk.size(), 8u);
-        EXPECT_TRUE(all_equal(w.wk, 30 + fl)) << "layer " << l;
-        EXPECT_EQ(w.wv.size(), 8u);
-        EXPECT_TRUE(all_equal(w.wv, 40 + fl)) << "layer " << l;
-        EXPECT_EQ(w.wo.size(), 16u);
-        EXPECT_TRUE(all_equal(w.wo, 50 + fl)) << "layer " << l;
-        EXPECT_EQ(w.ffn_norm.size(), 4u);
-        EXPECT_TRUE(all_equal(w.ffn_norm, 60 + fl)) << "layer " << l;
-        EXPECT_EQ(w.w1.size(), 24u);
-        EXPECT_TRUE(all_equal(w.w1, 70 + fl)) << "layer " << l;
-        EXPECT_EQ(w.w2.size(), 24u);
-        EXPECT_TRUE(all_equal(w.w2, 80 + fl)) << "layer " << l;
-        EXPECT_EQ(w.w3.size(), 24u);
-        EXPECT_TRUE(all_equal(w.w3, 90 + fl)) << "layer " << l;
+        EXPECT_EQ(w.attn_norm.weight.size(), 4u);
+        EXPECT_TRUE(all_equal(w.attn_norm.weight, 10 + fl)) << "layer " << l;
+        EXPECT_EQ(w.wq.w.size(), 16u);
+        EXPECT_TRUE(all_equal(w.wq.w, 20 + fl)) << "layer " << l;
+        EXPECT_EQ(w.wk.w.size(), 8u);
+        EXPECT_TRUE(all_equal(w.wk.w, 30 + fl)) << "layer " << l;
+        EXPECT_EQ(w.wv.w.size(), 8u);
+        EXPECT_TRUE(all_equal(w.wv.w, 40 + fl)) << "layer " << l;
+        EXPECT_EQ(w.wo.w.size(), 16u);
+        EXPECT_TRUE(all_equal(w.wo.w, 50 + fl)) << "layer " << l;
+        EXPECT_EQ(w.ffn_norm.weight.size(), 4u);
+        EXPECT_TRUE(all_equal(w.ffn_norm.weight, 60 + fl)) << "layer " << l;
+        EXPECT_EQ(w.w_gate.w.size(), 24u);
+        EXPECT_TRUE(all_equal(w.w_gate.w, 70 + fl)) << "layer " << l;
+        EXPECT_EQ(w.w_down.w.size(), 24u);
+        EXPECT_TRUE(all_equal(w.w_down.w, 80 + fl)) << "layer " << l;
+        EXPECT_EQ(w.w_up.w.size(), 24u);
+        EXPECT_TRUE(all_equal(w.w_up.w, 90 + fl)) << "layer " << l;
     }
-    EXPECT_EQ(m.norm, std::vector<float>(4, 100.0f));
+    EXPECT_EQ(m.final_norm.weight, std::vector<float>(4, 100.0f));
     EXPECT_TRUE(m.output.empty());
     EXPECT_EQ(m.classifier().data(), m.tok_embeddings.data());
     EXPECT_FALSE(m.vocabulary.has_value());
@@ -508,7 +498,7 @@ TEST(LoadLlama2c, NegativeVocabMeansAClassifierAtTheEnd) {
     for (std::size_t i = 0; i < 20; ++i) EXPECT_EQ(m.output[i], -static_cast<float>(i) / 2.0f);
     EXPECT_EQ(m.classifier().data(), m.output.data());
     EXPECT_EQ(m.tok_embeddings[19], 4.75f);
-    EXPECT_EQ(m.norm, std::vector<float>(4, 100.0f));
+    EXPECT_EQ(m.final_norm.weight, std::vector<float>(4, 100.0f));
 }
 
 TEST(LoadLlama2c, LoadModelTreatsOtherExtensionsAsLlama2c) {
@@ -603,8 +593,8 @@ TEST(LoadLlama2c, Stories260K) {
     EXPECT_EQ(c.kv_dim(), 32u);
     EXPECT_EQ(m.tok_embeddings.size(), 512u * 64u);
     ASSERT_EQ(m.layers.size(), 5u);
-    EXPECT_EQ(m.layers[4].wk.size(), 32u * 64u);
-    EXPECT_EQ(m.layers[4].w2.size(), 64u * 172u);
+    EXPECT_EQ(m.layers[4].wk.w.size(), 32u * 64u);
+    EXPECT_EQ(m.layers[4].w_down.w.size(), 64u * 172u);
     EXPECT_TRUE(m.output.empty());
     EXPECT_EQ(m.classifier().data(), m.tok_embeddings.data());
 }

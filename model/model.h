@@ -1,6 +1,11 @@
 // The model: its configuration and its weights, exactly as loaded from a file.
 //
-// Loading parses, it does not just validate: load_model() returns a Model whose every tensor has
+// One engine, several families. A family (Arch) is a hard-coded pipeline in its own forward file
+// (model/llama.cpp, model/gpt2.cpp); the Config spells out every choice that differs between them
+// (which norm, which activation, how positions enter, which projections carry a bias) so that a
+// reader sees them in one place, and validate() refuses a combination no forward file implements.
+//
+// Loading parses, it does not just validate: every loader returns a Model whose every tensor has
 // the shape its Config demands, or throws ModelError naming the file, the tensor, the expected and
 // the actual shape. No later code re-checks shapes.
 #pragma once
@@ -16,42 +21,79 @@
 
 namespace lmlab {
 
+// Every "this input is bad" error of the model layer (files, configs, token ids, the KV cache,
+// tokenizers): the message names the file or value, what was expected, and what to do.
 struct ModelError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// "[4, 64]"; a dimension of SIZE_MAX (the harness's "any length") prints as "*"
+std::string shape_str(std::span<const std::size_t> shape);
+
+enum class Arch {
+    Llama,  // Meta's LLaMA, llama2.c checkpoints: RMSNorm, RoPE, SwiGLU, no biases
+    Gpt2,   // OpenAI's GPT-2: LayerNorm, learned positions, GELU, biases everywhere, tied embeddings
+};
+enum class NormKind { RMSNorm, LayerNorm };
+enum class Activation { SwiGLU, GeluTanh, GeluErf };
+enum class Positions { Rope, Learned };
+
+const char* arch_name(Arch a);  // "llama", "gpt2": the names model files use
+// Throws ModelError naming `source` and the known names.
+Arch parse_arch(const std::string& name, const std::string& source);
+
 struct Config {
-    std::string arch = "llama";
+    Arch arch = Arch::Llama;
     std::size_t dim = 0;          // width of the residual stream
     std::size_t n_layers = 0;
     std::size_t n_heads = 0;      // query heads
     std::size_t n_kv_heads = 0;   // key/value heads (< n_heads: grouped-query attention)
-    std::size_t ffn_dim = 0;      // hidden width of the SwiGLU feed-forward
+    std::size_t ffn_dim = 0;      // hidden width of the feed-forward
     std::size_t vocab_size = 0;
-    std::size_t max_seq_len = 0;  // context length: the KV cache holds this many positions
+    std::size_t max_seq_len = 0;  // context length: the KV cache (and GPT-2's position table) holds this many positions
+
+    NormKind norm = NormKind::RMSNorm;
+    float norm_eps = 1e-5f;
+    Activation activation = Activation::SwiGLU;
+    Positions positions = Positions::Rope;
     float rope_theta = 10000.0f;
     RopeStyle rope_style = RopeStyle::AdjacentPairs;
-    float norm_eps = 1e-5f;
+    bool qkv_bias = false;   // q, k, v projections carry a bias
+    bool out_bias = false;   // the attention output projection carries a bias
+    bool ffn_bias = false;   // the feed-forward projections carry biases
     bool tied_embeddings = false;  // classifier = token embedding matrix
 
     std::size_t head_dim() const { return dim / n_heads; }
     std::size_t kv_dim() const { return head_dim() * n_kv_heads; }
     // Checks the numbers make a model (positive, n_heads divides dim, n_kv_heads divides n_heads,
-    // even head_dim for RoPE). Throws ModelError naming `source` and the offending value.
+    // even head_dim for RoPE) and that the family's forward file implements every choice made
+    // (e.g. a GPT-2 with RMSNorm is refused). Throws ModelError naming `source` and the value.
     void validate(const std::string& source) const;
+    // The fixed choices of each family (dims left at 0): start from these, then set the numbers.
+    static Config llama();
+    static Config gpt2();
 };
 
-// One transformer block's weights. Matrices are [out, in], row-major (nn.Linear's layout).
+// A norm's parameters: weight [dim]; bias [dim] for LayerNorm, empty for RMSNorm.
+struct Norm {
+    std::vector<float> weight, bias;
+};
+
+// A linear layer: w [out, in] row-major (nn.Linear's layout), b [out] or empty (no bias).
+struct Linear {
+    std::vector<float> w, b;
+};
+
+// One transformer block's weights. Each family uses the fields its forward file names.
 struct LayerWeights {
-    std::vector<float> attention_norm;  // [dim]
-    std::vector<float> wq;              // [n_heads * head_dim, dim]
-    std::vector<float> wk;              // [kv_dim, dim]
-    std::vector<float> wv;              // [kv_dim, dim]
-    std::vector<float> wo;              // [dim, n_heads * head_dim]
-    std::vector<float> ffn_norm;        // [dim]
-    std::vector<float> w1;              // [ffn_dim, dim]  gate
-    std::vector<float> w2;              // [dim, ffn_dim]  down
-    std::vector<float> w3;              // [ffn_dim, dim]  up
+    Norm attn_norm;      // LLaMA attention_norm, GPT-2 ln_1
+    Linear wq, wk, wv;   // LLaMA: [n_heads*head_dim, dim], [kv_dim, dim], [kv_dim, dim]
+    Linear wqkv;         // GPT-2 c_attn: q, k and v fused, [3*dim, dim]: one matvec, then three slices
+    Linear wo;           // [dim, n_heads*head_dim]: LLaMA wo, GPT-2 attn.c_proj
+    Norm ffn_norm;       // LLaMA ffn_norm, GPT-2 ln_2
+    Linear w_gate;       // LLaMA w1 [ffn_dim, dim] (SwiGLU's gate; GPT-2 has none)
+    Linear w_up;         // LLaMA w3, GPT-2 c_fc: [ffn_dim, dim]
+    Linear w_down;       // LLaMA w2, GPT-2 mlp.c_proj: [dim, ffn_dim]
 };
 
 // The vocabulary stored with a model (pieces with ' ' for SentencePiece's U+2581, and scores).
@@ -62,10 +104,11 @@ struct Vocabulary {
 
 struct Model {
     Config config;
-    std::string source;                  // the file it came from
+    std::string source;                  // the file or directory it came from
     std::vector<float> tok_embeddings;   // [vocab_size, dim]
+    std::vector<float> pos_embeddings;   // [max_seq_len, dim]: GPT-2's learned positions; empty with RoPE
     std::vector<LayerWeights> layers;    // [n_layers]
-    std::vector<float> norm;             // [dim] final RMSNorm
+    Norm final_norm;                     // [dim]
     std::vector<float> output;           // [vocab_size, dim]; empty when tied
     std::optional<Vocabulary> vocabulary;  // when the file carries one
 
@@ -77,9 +120,15 @@ struct Model {
 Model load_model_hdf5(const std::string& path);
 // llama2.c checkpoint (header + float32 weights; see ../shared/models/stories260K/README.md).
 Model load_model_llama2c(const std::string& path);
+// llm.c GPT-2 checkpoint (gpt2_124M.bin: 256-int32 header, magic 20240326, version 3 = float32).
+Model load_model_llmc(const std::string& path);
+// Hugging Face model directory: config.json + model.safetensors (or sharded with
+// model.safetensors.index.json). model_type "gpt2".
+Model load_model_hf(const std::string& dir);
 // Only the vocabulary of an HDF5 model file (group tokenizer/); throws ModelError when absent.
 Vocabulary load_vocabulary_hdf5(const std::string& path);
-// By extension: .h5/.hdf5 -> HDF5, anything else -> llama2.c checkpoint.
+// Recognises the format: a directory with config.json -> Hugging Face; .h5/.hdf5 -> HDF5; a file
+// starting with llm.c's magic -> llm.c; anything else -> llama2.c checkpoint.
 Model load_model(const std::string& path);
 
 }  // namespace lmlab

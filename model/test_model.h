@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "model/tensors.h"
 
 namespace lmlab::test {
 
@@ -41,7 +42,7 @@ void expect_error(const std::function<void()>& fn, std::initializer_list<std::st
 
 // dim 4, 2 query heads sharing 1 kv head (grouped-query attention), ffn 8, vocab 5, context 8.
 inline Config tiny_config() {
-    Config c;
+    Config c = Config::llama();
     c.dim = 4;
     c.n_layers = 2;
     c.n_heads = 2;
@@ -78,31 +79,21 @@ inline std::vector<float> hashed_norm(std::uint64_t tensor, std::size_t n) {
     return v;
 }
 
-// A complete Model for config c (validated), every tensor of the shape model.h documents.
+// A complete Model for config c (validated), every tensor of its family's table (model/tensors.h)
+// filled with hashed values; norm weights (names ending "norm.weight", "ln_*.weight") near 1.
 // `salt` changes every weight (two salts: two different models of the same shape).
 inline Model make_model(const Config& c, std::uint64_t salt = 1) {
     c.validate("test model");
     Model m;
     m.config = c;
     m.source = "test model (in memory)";
-    const std::size_t dim = c.dim, q_dim = c.n_heads * c.head_dim(), kv = c.kv_dim(), ffn = c.ffn_dim;
     std::uint64_t t = salt * 1000;  // tensor number, unique per tensor
-    m.tok_embeddings = hashed_tensor(++t, c.vocab_size * dim);
-    for (std::size_t l = 0; l < c.n_layers; ++l) {
-        LayerWeights w;
-        w.attention_norm = hashed_norm(++t, dim);
-        w.wq = hashed_tensor(++t, q_dim * dim);
-        w.wk = hashed_tensor(++t, kv * dim);
-        w.wv = hashed_tensor(++t, kv * dim);
-        w.wo = hashed_tensor(++t, dim * q_dim);
-        w.ffn_norm = hashed_norm(++t, dim);
-        w.w1 = hashed_tensor(++t, ffn * dim);
-        w.w2 = hashed_tensor(++t, dim * ffn);
-        w.w3 = hashed_tensor(++t, ffn * dim);
-        m.layers.push_back(std::move(w));
+    for (const BoundTensor& b : bind_tensors(m)) {
+        const bool is_norm_weight = b.shape.size() == 1 && (b.name.find("norm.weight") != std::string::npos ||
+                                                            b.name.find("ln_") != std::string::npos) &&
+                                    b.name.find(".bias") == std::string::npos;
+        *b.dst = is_norm_weight ? hashed_norm(++t, numel(b.shape)) : hashed_tensor(++t, numel(b.shape));
     }
-    m.norm = hashed_norm(++t, dim);
-    if (!c.tied_embeddings) m.output = hashed_tensor(++t, c.vocab_size * dim);
     return m;
 }
 

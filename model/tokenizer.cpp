@@ -1,5 +1,7 @@
 #include "tokenizer.h"
 
+#include "model.h"  // ModelError
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -92,11 +94,11 @@ T read_4_bytes(const std::vector<char>& data, std::size_t offset) {
 Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
     : pieces_(std::move(pieces)), scores_(std::move(scores)) {
     if (pieces_.size() != scores_.size()) {
-        throw std::runtime_error("Tokenizer: " + std::to_string(pieces_.size()) + " pieces but " +
+        throw ModelError("Tokenizer: " + std::to_string(pieces_.size()) + " pieces but " +
                                  std::to_string(scores_.size()) + " scores; they must match one to one");
     }
     if (pieces_.size() < static_cast<std::size_t>(kFirstRegularId)) {
-        throw std::runtime_error("Tokenizer: vocabulary has " + std::to_string(pieces_.size()) +
+        throw ModelError("Tokenizer: vocabulary has " + std::to_string(pieces_.size()) +
                                  " pieces; it needs at least <unk>, <s> and </s> (ids 0, 1, 2)");
     }
     byte_token_ids_.fill(kUnkId);
@@ -106,7 +108,7 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
         const int id = static_cast<int>(i);
         // A NaN score would make the merge order undefined.
         if (!std::isfinite(scores_[i])) {
-            throw std::runtime_error("Tokenizer: score of token " + std::to_string(id) + " ('" + pieces_[i] +
+            throw ModelError("Tokenizer: score of token " + std::to_string(id) + " ('" + pieces_[i] +
                                      "') is not a finite number");
         }
         if (id < kFirstRegularId) continue;  // control pieces never come from text
@@ -124,7 +126,7 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
         }
         const auto [it, inserted] = text_piece_ids_.emplace(pieces_[i], id);
         if (!inserted) {
-            throw std::runtime_error("Tokenizer: piece '" + pieces_[i] + "' appears twice (ids " +
+            throw ModelError("Tokenizer: piece '" + pieces_[i] + "' appears twice (ids " +
                                      std::to_string(it->second) + " and " + std::to_string(id) +
                                      "); a vocabulary must not repeat a piece");
         }
@@ -134,27 +136,27 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores)
 Tokenizer Tokenizer::load_llama2c(const std::string& path, int vocab_size) {
     const std::string where = "tokenizer file '" + path + "'";
     if (vocab_size < 0) {
-        throw std::runtime_error(where + ": vocab_size " + std::to_string(vocab_size) +
+        throw ModelError(where + ": vocab_size " + std::to_string(vocab_size) +
                                  " must be positive (it comes from the model header), or 0 for every token in the file");
     }
     std::ifstream file(path, std::ios::binary);
     if (!file) {
-        throw std::runtime_error("cannot open " + where +
+        throw ModelError("cannot open " + where +
                                  "; check the path (llama2.c models ship a tokenizer.bin next to them)");
     }
     // The files are small (the 32000-piece Llama 2 vocabulary is 434 KB): read all, then parse,
     // which makes exact truncation messages easy.
     const std::vector<char> data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-    if (file.bad()) throw std::runtime_error("error while reading " + where);
+    if (file.bad()) throw ModelError("error while reading " + where);
 
     const std::string redo = "; the file is damaged or is not a llama2.c tokenizer.bin — re-export it";
     if (data.size() < 4) {
-        throw std::runtime_error(where + ": " + std::to_string(data.size()) +
+        throw ModelError(where + ": " + std::to_string(data.size()) +
                                  " bytes, too short for the int32 max_token_length header" + redo);
     }
     const auto max_token_length = read_4_bytes<std::int32_t>(data, 0);
     if (max_token_length <= 0 || max_token_length > 4096) {
-        throw std::runtime_error(where + ": header max_token_length " + std::to_string(max_token_length) +
+        throw ModelError(where + ": header max_token_length " + std::to_string(max_token_length) +
                                  " is not in 1..4096" + redo);
     }
 
@@ -166,7 +168,7 @@ Tokenizer Tokenizer::load_llama2c(const std::string& path, int vocab_size) {
     const bool whole_file = vocab_size == 0;  // no model to say how many: read to the end
     for (int i = 0; whole_file ? offset < data.size() : i < vocab_size; ++i) {
         if (data.size() - offset < 8) {
-            throw std::runtime_error(
+            throw ModelError(
                 where + ": truncated at token " + std::to_string(i) + " of " +
                 (whole_file ? std::string("the file") : std::to_string(vocab_size)) +
                 " (offset " + std::to_string(offset) + " of " + std::to_string(data.size()) +
@@ -177,12 +179,12 @@ Tokenizer Tokenizer::load_llama2c(const std::string& path, int vocab_size) {
         const auto length = read_4_bytes<std::int32_t>(data, offset + 4);
         offset += 8;
         if (length < 0 || length > max_token_length) {
-            throw std::runtime_error(where + ": token " + std::to_string(i) + " has length " +
+            throw ModelError(where + ": token " + std::to_string(i) + " has length " +
                                      std::to_string(length) + ", outside 0..max_token_length (" +
                                      std::to_string(max_token_length) + ")" + redo);
         }
         if (data.size() - offset < static_cast<std::size_t>(length)) {
-            throw std::runtime_error(where + ": truncated at token " + std::to_string(i) + " of " +
+            throw ModelError(where + ": truncated at token " + std::to_string(i) + " of " +
                                      std::to_string(vocab_size) + " (its text (" + std::to_string(length) +
                                      " bytes) runs past the end of the file)" + redo);
         }
@@ -193,7 +195,7 @@ Tokenizer Tokenizer::load_llama2c(const std::string& path, int vocab_size) {
     try {
         return Tokenizer(std::move(pieces), std::move(scores));
     } catch (const std::runtime_error& e) {
-        throw std::runtime_error(where + ": " + e.what());
+        throw ModelError(where + ": " + e.what());
     }
 }
 
@@ -201,7 +203,7 @@ int Tokenizer::vocab_size() const { return static_cast<int>(pieces_.size()); }
 
 void Tokenizer::check_id(int id) const {
     if (id < 0 || id >= vocab_size()) {
-        throw std::runtime_error("token id " + std::to_string(id) + " is out of range for a vocabulary of " +
+        throw ModelError("token id " + std::to_string(id) + " is out of range for a vocabulary of " +
                                  std::to_string(vocab_size()) + " pieces (valid ids: 0.." +
                                  std::to_string(vocab_size() - 1) + ")");
     }

@@ -18,18 +18,18 @@ namespace lmlab {
 
 class Tokenizer {
 public:
-    // Build from pieces and scores (same length). Throws std::runtime_error on inconsistent input:
+    // Build from pieces and scores (same length). Throws ModelError on inconsistent input:
     // different lengths, fewer than 3 pieces, a non-finite score, or the same piece text twice
     // among the pieces that text can be encoded to (the lookup would be ambiguous).
     Tokenizer(std::vector<std::string> pieces, std::vector<float> scores);
 
     // llama2.c tokenizer.bin: int32 max_token_length, then per token: float32 score, int32 len,
     // len bytes (little-endian). vocab_size comes from the model; bytes after the last token are
-    // ignored, as llama2.c does. Throws std::runtime_error naming the file and what is wrong.
+    // ignored, as llama2.c does. Throws ModelError naming the file and what is wrong.
     static Tokenizer load_llama2c(const std::string& path, int vocab_size);
 
     int vocab_size() const;
-    // Throws std::runtime_error naming the id and the vocabulary size when id is out of range.
+    // Throws ModelError naming the id and the vocabulary size when id is out of range.
     const std::string& piece(int id) const;
     float score(int id) const;
     int bos_id() const { return 1; }
@@ -89,7 +89,7 @@ public:
     // dummy-prefix space; after a prompt, pass the prompt's last id so that the space between
     // the prompt and the first new word is kept.
     explicit StreamDecoder(const Tokenizer& tok, int prev_id = 1);
-    // Throws std::runtime_error on an out-of-range id.
+    // Throws ModelError on an out-of-range id.
     std::string push(int id);
     // Returns the held-back bytes, each replaced by U+FFFD (they never completed a character).
     std::string flush();

@@ -1,0 +1,99 @@
+#include "tensors.h"
+
+namespace lmlab {
+
+namespace {
+
+using Shape = std::vector<std::size_t>;
+
+Shape dim(const Config& c) { return {c.dim}; }
+Shape embeddings(const Config& c) { return {c.vocab_size, c.dim}; }
+Shape positions(const Config& c) { return {c.max_seq_len, c.dim}; }
+Shape q_proj(const Config& c) { return {c.n_heads * c.head_dim(), c.dim}; }
+Shape kv_proj(const Config& c) { return {c.kv_dim(), c.dim}; }
+Shape o_proj(const Config& c) { return {c.dim, c.n_heads * c.head_dim()}; }
+Shape qkv_proj(const Config& c) { return {3 * c.dim, c.dim}; }
+Shape qkv_bias(const Config& c) { return {3 * c.dim}; }
+Shape ffn_in(const Config& c) { return {c.ffn_dim, c.dim}; }
+Shape ffn_out(const Config& c) { return {c.dim, c.ffn_dim}; }
+Shape ffn_bias(const Config& c) { return {c.ffn_dim}; }
+
+bool untied(const Config& c) { return !c.tied_embeddings; }
+
+// Field accessors: captureless lambdas, so the table stays plain data.
+#define LAYER(member) [](Model& m, std::size_t l) -> std::vector<float>& { return m.layers[l].member; }
+#define GLOBAL(member) [](Model& m, std::size_t) -> std::vector<float>& { return m.member; }
+
+const std::vector<TensorSlot> kLlama = {
+    {"tok_embeddings.weight", false, embeddings, GLOBAL(tok_embeddings)},
+    {"layers.{}.attention_norm.weight", true, dim, LAYER(attn_norm.weight)},
+    {"layers.{}.attention.wq.weight", true, q_proj, LAYER(wq.w)},
+    {"layers.{}.attention.wk.weight", true, kv_proj, LAYER(wk.w)},
+    {"layers.{}.attention.wv.weight", true, kv_proj, LAYER(wv.w)},
+    {"layers.{}.attention.wo.weight", true, o_proj, LAYER(wo.w)},
+    {"layers.{}.ffn_norm.weight", true, dim, LAYER(ffn_norm.weight)},
+    {"layers.{}.feed_forward.w1.weight", true, ffn_in, LAYER(w_gate.w)},
+    {"layers.{}.feed_forward.w2.weight", true, ffn_out, LAYER(w_down.w)},
+    {"layers.{}.feed_forward.w3.weight", true, ffn_in, LAYER(w_up.w)},
+    {"norm.weight", false, dim, GLOBAL(final_norm.weight)},
+    {"output.weight", false, embeddings, GLOBAL(output), untied},
+};
+
+const std::vector<TensorSlot> kGpt2 = {
+    {"wte.weight", false, embeddings, GLOBAL(tok_embeddings)},
+    {"wpe.weight", false, positions, GLOBAL(pos_embeddings)},
+    {"h.{}.ln_1.weight", true, dim, LAYER(attn_norm.weight)},
+    {"h.{}.ln_1.bias", true, dim, LAYER(attn_norm.bias)},
+    {"h.{}.attn.c_attn.weight", true, qkv_proj, LAYER(wqkv.w), nullptr, true},
+    {"h.{}.attn.c_attn.bias", true, qkv_bias, LAYER(wqkv.b)},
+    {"h.{}.attn.c_proj.weight", true, o_proj, LAYER(wo.w), nullptr, true},
+    {"h.{}.attn.c_proj.bias", true, dim, LAYER(wo.b)},
+    {"h.{}.ln_2.weight", true, dim, LAYER(ffn_norm.weight)},
+    {"h.{}.ln_2.bias", true, dim, LAYER(ffn_norm.bias)},
+    {"h.{}.mlp.c_fc.weight", true, ffn_in, LAYER(w_up.w), nullptr, true},
+    {"h.{}.mlp.c_fc.bias", true, ffn_bias, LAYER(w_up.b)},
+    {"h.{}.mlp.c_proj.weight", true, ffn_out, LAYER(w_down.w), nullptr, true},
+    {"h.{}.mlp.c_proj.bias", true, dim, LAYER(w_down.b)},
+    {"ln_f.weight", false, dim, GLOBAL(final_norm.weight)},
+    {"ln_f.bias", false, dim, GLOBAL(final_norm.bias)},
+};
+
+#undef LAYER
+#undef GLOBAL
+
+}  // namespace
+
+const std::vector<TensorSlot>& tensor_table(Arch arch) {
+    switch (arch) {
+        case Arch::Llama: return kLlama;
+        case Arch::Gpt2: return kGpt2;
+    }
+    throw ModelError("tensor_table: unknown arch");
+}
+
+std::string tensor_name(const TensorSlot& slot, std::size_t layer) {
+    std::string name = slot.name;
+    const auto at = name.find("{}");
+    if (at != std::string::npos) name.replace(at, 2, std::to_string(layer));
+    return name;
+}
+
+std::vector<BoundTensor> bind_tensors(Model& m) {
+    const Config& c = m.config;
+    m.layers.resize(c.n_layers);
+    std::vector<BoundTensor> out;
+    for (const TensorSlot& s : tensor_table(c.arch)) {
+        if (s.present && !s.present(c)) continue;
+        for (std::size_t l = 0; l < (s.per_layer ? c.n_layers : 1); ++l)
+            out.push_back({tensor_name(s, l), s.shape(c), &s.field(m, l), s.hf_conv1d});
+    }
+    return out;
+}
+
+std::size_t numel(const std::vector<std::size_t>& shape) {
+    std::size_t n = 1;
+    for (std::size_t d : shape) n *= d;
+    return n;
+}
+
+}  // namespace lmlab

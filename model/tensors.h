@@ -1,0 +1,46 @@
+// The tensor tables: for each family, every tensor a Model holds, in one list.
+//
+// This is the only place tensor names live. Every loader walks its family's table: the HDF5 and
+// safetensors loaders look each tensor up by name, the llama2.c and llm.c loaders read them in
+// table order (which is why each table is written in its checkpoint format's order), and the test
+// models fill them from it. Shapes are ours ([out, in] for matrices); `hf_conv1d` marks tensors
+// that Hugging Face's GPT-2 stores transposed ([in, out], its Conv1D layout).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "model.h"
+
+namespace lmlab {
+
+struct TensorSlot {
+    const char* name;   // in the family's file format; "{}" stands for the layer index
+    bool per_layer;
+    std::vector<std::size_t> (*shape)(const Config&);
+    std::vector<float>& (*field)(Model&, std::size_t layer);  // where it goes (layer ignored when global)
+    bool (*present)(const Config&) = nullptr;  // nullptr: always; else only when this returns true
+    bool hf_conv1d = false;                    // stored [in, out] by Hugging Face GPT-2: transpose on load
+};
+
+// LLaMA: Meta's names (as in our HDF5 files and llama_ref.py), in llama2.c's checkpoint order.
+// GPT-2: Hugging Face's names without the "transformer." prefix, in llm.c's checkpoint order.
+const std::vector<TensorSlot>& tensor_table(Arch arch);
+
+// "h.{}.attn.c_attn.weight" with layer 3 -> "h.3.attn.c_attn.weight"
+std::string tensor_name(const TensorSlot& slot, std::size_t layer);
+
+// Every slot that is present for this config, per layer expanded: (name, shape, destination).
+struct BoundTensor {
+    std::string name;
+    std::vector<std::size_t> shape;
+    std::vector<float>* dst;
+    bool hf_conv1d;
+};
+std::vector<BoundTensor> bind_tensors(Model& m);
+
+// The number of floats of a shape.
+std::size_t numel(const std::vector<std::size_t>& shape);
+
+}  // namespace lmlab
