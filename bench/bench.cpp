@@ -1,10 +1,14 @@
-// lmlab_bench: times every kernel at the tiny LLaMA's shapes (dim 256, 4 heads x 64, ffn 1024,
-// vocab 16384, context 512). Timing, not tuning: numbers to compare before and after a change.
+// lmlab_bench: times every kernel at the tiny models' shapes (LLaMA: dim 256, 4 heads x 64, ffn 1024,
+// vocab 16384, context 512; GPT-2: dim 128 and 768). Timing, not tuning: numbers to compare before
+// and after a change.
 //   build/default/lmlab_bench                       (console)
 //   cmake --build --preset default --target bench   (also writes reports/bench.json)
-// plus forward() per token and greedy generation tokens/s of the default tiny LLaMA.
+// plus forward() per token and greedy generation tokens/s of the tiny LLaMA, the tiny GPT-2 and a
+// GPT-2 124M-shaped model with random weights.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
@@ -13,6 +17,7 @@
 #include "kernels/kernels.h"
 #include "model/forward.h"
 #include "model/session.h"
+#include "model/tensors.h"
 
 namespace {
 
@@ -39,20 +44,6 @@ void BM_matvec(benchmark::State& state) {
 }
 BENCHMARK(BM_matvec)->ArgNames({"out", "in"})->Args({256, 256})->Args({1024, 256})->Args({256, 1024})->Args({16384, 256});
 
-// matmul [m, k] · [k, n]: four tokens through a 256x256 projection at once
-void BM_matmul(benchmark::State& state) {
-    const std::size_t m = 4, k = 256, n = 256;
-    const auto A = random_vector(m * k, 13), B = random_vector(k * n, 14);
-    std::vector<float> C(m * n);
-    for (auto _ : state) {
-        lmlab::matmul(A, B, C, m, k, n);
-        benchmark::DoNotOptimize(C.data());
-    }
-    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * m * k * n));
-    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * (m * k + k * n + m * n) * sizeof(float)));
-}
-BENCHMARK(BM_matmul);
-
 void BM_softmax(benchmark::State& state) {
     const auto n = static_cast<std::size_t>(state.range(0));
     const auto x = random_vector(n, 3);
@@ -78,6 +69,31 @@ void BM_rmsnorm(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n * 3 * sizeof(float)));
 }
 BENCHMARK(BM_rmsnorm)->Arg(256);
+
+void BM_layernorm(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    const auto x = random_vector(n, 16), w = random_vector(n, 17), b = random_vector(n, 18);
+    std::vector<float> y(n);
+    for (auto _ : state) {
+        lmlab::layernorm(x, w, b, 1e-5f, y);
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n * 4 * sizeof(float)));
+}
+BENCHMARK(BM_layernorm)->Arg(128)->Arg(768);
+
+void BM_gelu_tanh(benchmark::State& state) {
+    const auto x = random_vector(3072, 19);
+    std::vector<float> y(3072);
+    for (auto _ : state) {
+        lmlab::gelu_tanh(x, y);
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * 3072));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * 3072 * 2 * sizeof(float)));
+}
+BENCHMARK(BM_gelu_tanh);
 
 void BM_rope(benchmark::State& state) {
     auto x = random_vector(256, 6);  // 4 heads x 64
@@ -139,59 +155,96 @@ void BM_argmax(benchmark::State& state) {
 }
 BENCHMARK(BM_argmax);
 
-// ---- The whole model: the default tiny LLaMA (golden/models/tiny-llama.h5, made by the exporter) ----
+// ---- Whole models --------------------------------------------------------------------------------
+// 0: the default tiny LLaMA (golden/models/tiny-llama.h5), 1: the tiny GPT-2 (golden/models/tiny-gpt2),
+// both made by the exporter; 2: a GPT-2 124M-shaped model (dim 768, 12 layers, 12 heads, vocab
+// 50257, 1024 positions) with random weights built in memory: what the real GPT-2 124M costs.
 
-const lmlab::Model* tiny_llama(benchmark::State& state) {
-    static std::unique_ptr<lmlab::Model> model;
-    static std::string error;
-    if (!model && error.empty()) {
-        try {
-            model = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-llama.h5"));
-        } catch (const std::exception& e) {
-            error = std::string(e.what()) + " (build the `golden` target first)";
+// GPT-2 124M's shape with small pseudo-random weights (a fast LCG: the values do not matter for
+// timing, only that they are finite and not all equal).
+lmlab::Model gpt2_124m_shape() {
+    lmlab::Model m;
+    lmlab::Config& c = m.config = lmlab::Config::gpt2();
+    c.dim = 768;
+    c.n_layers = 12;
+    c.n_heads = c.n_kv_heads = 12;
+    c.ffn_dim = 3072;
+    c.vocab_size = 50257;
+    c.max_seq_len = 1024;
+    c.validate("gpt2-124M-shaped (random)");
+    m.source = "gpt2-124M-shaped model with random weights (in memory)";
+    std::uint32_t state = 12345;
+    for (const lmlab::BoundTensor& t : lmlab::bind_tensors(m)) {
+        t.dst->resize(lmlab::numel(t.shape));
+        for (float& v : *t.dst) {
+            state = state * 1664525u + 1013904223u;
+            v = (static_cast<float>(state >> 8) / 16777216.0f - 0.5f) * 0.04f;  // uniform in [-0.02, 0.02]
         }
     }
-    if (!model) state.SkipWithError(error.c_str());
-    return model.get();
+    for (lmlab::LayerWeights& l : m.layers)
+        for (lmlab::Norm* n : {&l.attn_norm, &l.ffn_norm}) std::fill(n->weight.begin(), n->weight.end(), 1.0f);
+    std::fill(m.final_norm.weight.begin(), m.final_norm.weight.end(), 1.0f);
+    return m;
+}
+
+const lmlab::Model* bench_model(benchmark::State& state, int which) {
+    static std::unique_ptr<lmlab::Model> models[3];
+    static std::string errors[3];
+    const char* names[] = {"tiny-llama", "tiny-gpt2", "gpt2-124M-shape"};
+    if (!models[which] && errors[which].empty()) {
+        try {
+            if (which == 0) models[0] = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-llama.h5"));
+            if (which == 1) models[1] = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-gpt2"));
+            if (which == 2) models[2] = std::make_unique<lmlab::Model>(gpt2_124m_shape());
+        } catch (const std::exception& e) {
+            errors[which] = std::string(e.what()) + " (build the `golden` target first)";
+        }
+    }
+    state.SetLabel(names[which]);
+    if (!models[which]) state.SkipWithError(errors[which].c_str());
+    return models[which].get();
 }
 
 // one token through the model at position `pos` (attention cost grows with pos)
 void BM_forward(benchmark::State& state) {
-    const lmlab::Model* m = tiny_llama(state);
+    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
     if (!m) return;
-    const auto pos = static_cast<std::size_t>(state.range(0));
+    const auto pos = static_cast<std::size_t>(state.range(1));
     lmlab::KVCache cache(m->config.n_layers, m->config.max_seq_len, m->config.kv_dim());
     lmlab::RunState s(m->config);
-    for (std::size_t p = 0; p < pos; ++p) lmlab::forward(*m, 1, p, cache, s);  // fill the cache up to pos
     std::vector<float> k(m->config.kv_dim()), v(m->config.kv_dim());
-    for (auto _ : state) {
-        benchmark::DoNotOptimize(lmlab::forward(*m, 1, pos, cache, s).data());
-        state.PauseTiming();
-        // rewind to pos by appending placeholder (zero) rows: attention costs the same whatever the
-        // cached values are, and this is outside the timing
+    auto fill = [&] {  // placeholder (zero) rows up to pos: attention costs the same whatever they hold
         cache.reset();
         for (std::size_t p = 0; p < pos; ++p)
             for (std::size_t l = 0; l < m->config.n_layers; ++l) cache.append(l, p, k, v);
+    };
+    fill();
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(lmlab::forward(*m, 1, pos, cache, s).data());
+        state.PauseTiming();
+        fill();  // rewind to pos, outside the timing
         state.ResumeTiming();
     }
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_forward)->ArgName("pos")->Arg(0)->Arg(255)->Arg(511)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_forward)->ArgNames({"model", "pos"})->Args({0, 0})->Args({0, 255})->Args({0, 511})->Args({1, 0})
+    ->Args({1, 255})->Args({2, 0})->Args({2, 511})->Unit(benchmark::kMillisecond);
 
-// greedy generation of 128 tokens after a 1-token prompt: end-to-end tokens per second
+// greedy generation of n tokens after a 1-token prompt: end-to-end tokens per second
 void BM_generate(benchmark::State& state) {
-    const lmlab::Model* m = tiny_llama(state);
+    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
     if (!m) return;
     lmlab::Session session(*m);
     const std::vector<int> prompt = {1};
-    const std::size_t n = 128;
+    const auto n = static_cast<std::size_t>(state.range(1));
     for (auto _ : state) {
         lmlab::Sampler greedy({}, m->config.vocab_size);
         benchmark::DoNotOptimize(session.generate(prompt, n, greedy).tokens.data());
     }
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_generate)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_generate)->ArgNames({"model", "tokens"})->Args({0, 128})->Args({1, 128})->Args({2, 32})
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -127,14 +127,6 @@ std::string regenerate_hint() {
            " (or rebuild: the build's `golden` target re-exports stale fixtures).";
 }
 
-std::string shape_str(const std::vector<std::size_t>& shape) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) {
-        if (i) s += ", ";
-        s += shape[i] == Case::kAnyDim ? std::string("*") : std::to_string(shape[i]);
-    }
-    return s + "]";
-}
 
 const Array<float>& Case::input(const std::string& name, const std::vector<std::size_t>& shape) const {
     const auto it = inputs.find(name);
@@ -175,7 +167,7 @@ Fixture read_fixture(const std::string& path) {
             throw FixtureError(path + ": not an HDF5 file (truncated or overwritten?). " + regenerate_hint());
         H5::H5File file(path, H5F_ACC_RDONLY);
         read_attributes(file, fx.numbers, fx.strings);
-        fx.stage = fx.strings["stage"];
+        fx.name = fx.strings["fixture"];
         fx.level = fx.strings["level"];
         fx.exporter_sha256 = fx.strings["exporter_sha256"];
         fx.format_version = static_cast<long>(fx.numbers["format_version"]);

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "model/model.h"  // shape_str
+
 namespace lmlab {
 
 struct FixtureError : std::runtime_error {
@@ -18,7 +20,7 @@ struct FixtureError : std::runtime_error {
 };
 
 // The command that rewrites every fixture; error messages quote it.
-inline constexpr const char* kRegenerateCommand = "/usr/bin/python3 scripts/export_golden.py";
+inline constexpr const char* kRegenerateCommand = ".venv/bin/python scripts/export_golden.py";
 // "Regenerate the fixtures: <command> (or rebuild ...)", the end of every fixture error message.
 std::string regenerate_hint();
 
@@ -29,7 +31,6 @@ struct Array {
     std::vector<T> data;
 };
 
-std::string shape_str(const std::vector<std::size_t>& shape);  // "[4, 64]"
 
 // One case_NNN group: parameters plus inputs, PyTorch float32 outputs and float64 references.
 struct Case {
@@ -52,7 +53,7 @@ struct Case {
 
 struct Fixture {
     std::string path;
-    std::string stage;
+    std::string name;   // root attribute "fixture": its path relative to the golden dir ("kernel/softmax.h5")
     std::string level;
     long format_version = 0;
     std::string exporter_sha256;

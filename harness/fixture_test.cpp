@@ -46,7 +46,7 @@ protected:
     std::string write_matvec(const std::vector<hsize_t>& w_dims, bool with_w = true) {
         const std::string path = (dir_ / "kernel" / "matvec.h5").string();
         H5::H5File f(path, H5F_ACC_TRUNC);
-        str_attr(f, "stage", "kernel.matvec");
+        str_attr(f, "fixture", "kernel/matvec.h5");
         str_attr(f, "level", "kernel");
         long version = 1;
         f.createAttribute("format_version", H5::PredType::STD_I64LE, H5::DataSpace(H5S_SCALAR))

@@ -20,14 +20,48 @@ std::vector<StageOutput> stage_matvec(const Fixture&, const Case& c, const Stage
     return {{"y", "y", y}};
 }
 
-std::vector<StageOutput> stage_matmul(const Fixture&, const Case& c, const StageEnv&) {
-    // A: [m, k], B: [k, n] -> C: [m, n]
-    const auto& A = c.input("A", {kAny, kAny});
-    const auto& B = c.input("B", {A.shape[1], kAny});
-    const std::size_t m = A.shape[0], k = A.shape[1], n = B.shape[1];
-    std::vector<float> C(m * n);
-    matmul(A.data, B.data, C, m, k, n);
-    return {{"C", "C", C}};
+std::vector<StageOutput> stage_linear(const Fixture&, const Case& c, const StageEnv&) {
+    // W: [out, in], b: [out] or [0] (no bias), x: [in] -> y: [out]
+    const auto& x = c.input("x", {kAny});
+    const auto& W = c.input("W", {kAny, x.shape[0]});
+    const auto& b = c.input("b", {kAny});
+    if (!b.data.empty() && b.shape[0] != W.shape[0])
+        throw FixtureError(c.file + ": /" + c.name + "/inputs/b has shape " + shape_str(b.shape) + ", expected [0] or [" +
+                           std::to_string(W.shape[0]) + "]");
+    std::vector<float> y(W.shape[0]);
+    linear(W.data, b.data, x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_add(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& a = c.input("a", {kAny});
+    const auto& b = c.input("b", {a.shape[0]});
+    std::vector<float> y(a.data.size());
+    add(a.data, b.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_layernorm(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    const auto& w = c.input("weight", {x.shape[0]});
+    const auto& b = c.input("bias", {x.shape[0]});
+    std::vector<float> y(x.data.size());
+    layernorm(x.data, w.data, b.data, static_cast<float>(c.number("eps")), y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_gelu_tanh(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    std::vector<float> y(x.data.size());
+    gelu_tanh(x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_gelu_erf(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    std::vector<float> y(x.data.size());
+    gelu_erf(x.data, y);
+    return {{"y", "y", y}};
 }
 
 std::vector<StageOutput> stage_softmax(const Fixture&, const Case& c, const StageEnv&) {

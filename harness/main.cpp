@@ -17,7 +17,7 @@
 
 #include "fixture.h"
 #include "model/session.h"
-#include "model/tokenizer.h"
+#include "model/text_tokenizer.h"
 #include "report.h"
 #include "runner.h"
 #include "stages.h"
@@ -56,19 +56,6 @@ void print_stage_line(const StageResult& r) {
 
 std::string default_model_path() { return (fs::path(LMLAB_SOURCE_DIR) / "golden" / "models" / "tiny-llama.h5").string(); }
 
-// The tokenizer for a model: --tokenizer (a llama2.c tokenizer.bin) if given; else the vocabulary
-// stored in an HDF5 model file; else, for a llama2.c checkpoint, tok<vocab>.bin or tokenizer.bin
-// beside it (how llama2.c's models are distributed). nullopt when none is found.
-std::optional<Tokenizer> find_tokenizer(const Model& m, const std::string& tokenizer_path) {
-    const int vocab = static_cast<int>(m.config.vocab_size);
-    if (!tokenizer_path.empty()) return Tokenizer::load_llama2c(tokenizer_path, vocab);
-    if (m.vocabulary) return Tokenizer(m.vocabulary->pieces, m.vocabulary->scores);
-    const fs::path dir = fs::path(m.source).parent_path();
-    for (const fs::path& candidate : {dir / ("tok" + std::to_string(vocab) + ".bin"), dir / "tokenizer.bin"})
-        if (fs::exists(candidate)) return Tokenizer::load_llama2c(candidate.string(), vocab);
-    return std::nullopt;
-}
-
 std::vector<int> parse_ids(const std::string& text) {
     if (text.find_first_not_of(" ,") == std::string::npos)
         throw std::invalid_argument("--prompt-ids is empty: give at least one id, e.g. 1 (BOS)");
@@ -104,7 +91,7 @@ std::string read_all(const std::string& file) {
 // lmlab generate: text (or ids) in, streamed text out, speed on stderr.
 struct GenerateArgs {
     std::string model_path, tokenizer_path, prompt_text, prompt_ids;
-    bool has_prompt = false, has_prompt_ids = false;
+    bool has_prompt = false, has_prompt_ids = false, allow_special = false;
     int max_new_tokens = 0;  // 0: as many as the context allows, up to 256
     SamplerConfig sampling;
 };
@@ -112,15 +99,18 @@ struct GenerateArgs {
 int cmd_generate(const GenerateArgs& a) {
     const Model model = load_model(a.model_path);
     const Config& c = model.config;
-    const std::optional<Tokenizer> tok = find_tokenizer(model, a.tokenizer_path);
+    const std::optional<TextTokenizer> tok = find_tokenizer(model, a.tokenizer_path);
     std::vector<int> prompt;
     if (a.has_prompt_ids) {
         prompt = parse_ids(a.prompt_ids);
     } else if (a.has_prompt || tok) {
         if (!tok)
-            throw std::runtime_error("--prompt needs a tokenizer: " + a.model_path +
-                                     " carries no vocabulary; pass --tokenizer PATH (a llama2.c tokenizer.bin)");
-        prompt = tok->encode(a.prompt_text, /*add_bos=*/true);
+            throw std::runtime_error("--prompt needs a tokenizer: none found with " + a.model_path +
+                                     "; pass --tokenizer PATH (tokenizer.json, a directory with encoder.json + vocab.bpe, "
+                                     "or a llama2.c tokenizer.bin)");
+        prompt = tok->encode_prompt(a.prompt_text, a.allow_special);
+        if (prompt.empty())
+            throw std::runtime_error("the prompt encodes to no tokens: give some text (this tokenizer adds no BOS)");
     } else {
         prompt = {1};  // BOS
     }
@@ -131,9 +121,10 @@ int cmd_generate(const GenerateArgs& a) {
     Sampler sampler(a.sampling, c.vocab_size);
     Session session(model);
     session.check_request(prompt, n_new);  // refuse before printing anything
-    // llama2.c's convention: EOS ends a text, and so does BOS (its end-of-story marker)
-    const std::vector<int> stops = tok ? std::vector<int>{tok->bos_id(), tok->eos_id()} : std::vector<int>{};
-    std::optional<StreamDecoder> stream;
+    // stop tokens: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's <|endoftext|>
+    const std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
+    auto is_stop = [&](int id) { return std::find(stops.begin(), stops.end(), id) != stops.end(); };
+    std::optional<TextTokenizer::Stream> stream;
     if (tok) {
         stream.emplace(*tok, prompt.back());  // keeps the space after the prompt's last word
         fmt::print("{}", a.has_prompt_ids ? tok->decode(prompt) : a.prompt_text);  // echo the prompt as text
@@ -142,7 +133,7 @@ int cmd_generate(const GenerateArgs& a) {
     }
     std::fflush(stdout);
     const auto result = session.generate(prompt, n_new, sampler, stops, [&](int id) {
-        if (stream && id != tok->bos_id() && id != tok->eos_id()) fmt::print("{}", stream->push(id));
+        if (stream && !is_stop(id)) fmt::print("{}", stream->push(id));
         else if (!stream) fmt::print(" {}", id);
         std::fflush(stdout);
     });
@@ -161,21 +152,21 @@ int cmd_generate(const GenerateArgs& a) {
 struct TokenizeArgs {
     std::string model_path, tokenizer_path, input = "-";
     int vocab_size = 0;
-    bool add_bos = false, show_pieces = false;
+    bool add_bos = false, show_pieces = false, allow_special = false;
 };
 
 int cmd_tokenize(const TokenizeArgs& a) {
-    std::optional<Tokenizer> tok;
+    std::optional<TextTokenizer> tok;
     if (!a.tokenizer_path.empty()) {
-        tok = Tokenizer::load_llama2c(a.tokenizer_path, a.vocab_size);
+        tok = load_tokenizer(a.tokenizer_path, a.vocab_size);
     } else if (fs::path(a.model_path).extension() == ".h5") {
-        Vocabulary v = load_vocabulary_hdf5(a.model_path);  // no need to load the weights
-        tok.emplace(std::move(v.pieces), std::move(v.scores));
+        tok = load_tokenizer(a.model_path);  // the vocabulary only, no need to load the weights
     } else {
         tok = find_tokenizer(load_model(a.model_path), "");
-        if (!tok) throw std::runtime_error("no tokenizer found beside " + a.model_path + "; pass --tokenizer PATH");
+        if (!tok) throw std::runtime_error("no tokenizer found with " + a.model_path + "; pass --tokenizer PATH");
     }
-    const std::vector<int> ids = tok->encode(read_all(a.input), a.add_bos);
+    const std::string text = read_all(a.input);
+    const std::vector<int> ids = a.add_bos || a.allow_special ? tok->encode_prompt(text, a.allow_special) : tok->encode(text);
     if (a.show_pieces) {
         nlohmann::json pieces = nlohmann::json::array();
         for (int id : ids) pieces.push_back(tok->piece(id));
@@ -199,20 +190,15 @@ int cmd_check(RunOptions opt, const std::string& golden_dir, const std::string& 
                    opt.level.empty() ? "" : " at level " + opt.level);
         return 2;
     }
-    int pass = 0, fail = 0, error = 0, skipped = 0, not_run = 0;
-    for (const auto& r : results) {
-        if (r.status == "pass") ++pass;
-        else if (r.status == "skipped") ++skipped;
-        else if (r.status == "not_run") ++not_run;
-        else if (r.status == "error") ++error;
-        else ++fail;
-    }
-    fmt::print("\n{} stage{}: {} passed, {} failed, {} errors, {} skipped, {} not run\n", results.size(),
-               results.size() == 1 ? "" : "s", pass, fail, error, skipped, not_run);
+    auto meta = collect_meta(LMLAB_SOURCE_DIR, golden_dir);
+    meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);
+    const auto report = report_json(results, meta);
+    const auto& sum = report["summary"];
+    const int n = sum["stages"].get<int>(), fail = sum["fail"].get<int>(), error = sum["error"].get<int>(),
+              skipped = sum["skipped"].get<int>();
+    fmt::print("\n{} stage{}: {} passed, {} failed, {} errors, {} skipped, {} not run\n", n, n == 1 ? "" : "s",
+               sum["pass"].get<int>(), fail, error, skipped, sum["not_run"].get<int>());
     if (!no_report) {
-        auto meta = collect_meta(LMLAB_SOURCE_DIR, golden_dir);
-        meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);
-        const auto report = report_json(results, meta);
         const auto changes = write_report(report_dir, report);
         fmt::print("report: {}/report.md and report.json\n", report_dir);
         if (!changes.empty()) {
@@ -221,7 +207,7 @@ int cmd_check(RunOptions opt, const std::string& golden_dir, const std::string& 
         }
     }
     if (fail || error) return 1;
-    return (skipped == static_cast<int>(results.size())) ? kExitSkipped : 0;
+    return (skipped == n) ? kExitSkipped : 0;
 }
 
 }  // namespace
@@ -236,6 +222,8 @@ int main(int argc, char** argv) {
     const std::string scripts_dir = (fs::path(LMLAB_SOURCE_DIR) / "scripts").string();
 
     auto* list = app.add_subcommand("list", "List the stages in level order");
+    bool list_json = false;
+    list->add_flag("--json", list_json, "As JSON (what the exporter reads)");
 
     RunOptions opt;
     bool no_report = false;
@@ -264,9 +252,15 @@ int main(int argc, char** argv) {
 
     GenerateArgs gen;
     gen.model_path = default_model_path();
-    auto* generate = app.add_subcommand("generate", "Generate text with a model (HDF5 model file or llama2.c checkpoint)");
-    generate->add_option("--model", gen.model_path, "Model file (.h5 or llama2.c .bin)")->capture_default_str();
-    generate->add_option("--tokenizer", gen.tokenizer_path, "llama2.c tokenizer.bin (default: the model's own vocabulary)");
+    auto* generate = app.add_subcommand("generate", "Generate text with a model");
+    generate->add_option("--model", gen.model_path,
+                         "Hugging Face directory (config.json), llm.c or llama2.c checkpoint, or lmlab .h5 file")
+        ->capture_default_str();
+    generate->add_option("--tokenizer", gen.tokenizer_path,
+                         "tokenizer.json, a directory with encoder.json + vocab.bpe, or a llama2.c tokenizer.bin "
+                         "(default: the one that comes with the model)");
+    generate->add_flag("--allow-special", gen.allow_special,
+                       "Recognise special tokens such as <|endoftext|> in the prompt (else plain text)");
     auto* opt_prompt = generate->add_option("--prompt", gen.prompt_text, "Prompt text (encoded with BOS)");
     auto* opt_prompt_ids =
         generate->add_option("--prompt-ids", gen.prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(opt_prompt);
@@ -280,11 +274,15 @@ int main(int argc, char** argv) {
     TokenizeArgs tk;
     tk.model_path = default_model_path();
     auto* tokenize = app.add_subcommand("tokenize", "Encode text into token ids (JSON array)");
-    auto* tok_opt = tokenize->add_option("--tokenizer", tk.tokenizer_path, "llama2.c tokenizer.bin");
+    auto* tok_opt = tokenize->add_option("--tokenizer", tk.tokenizer_path,
+                                         "tokenizer.json, a directory with encoder.json + vocab.bpe, llm.c's "
+                                         "gpt2_tokenizer.bin, or a llama2.c tokenizer.bin");
     tokenize->add_option("--model", tk.model_path, "Use this model's vocabulary")->excludes(tok_opt)->capture_default_str();
     tokenize->add_option("--vocab-size", tk.vocab_size, "Read only this many tokens of --tokenizer (default: all in the file)")
         ->check(CLI::Range(1, 1 << 24));
-    tokenize->add_flag("--bos", tk.add_bos, "Prepend BOS (id 1)");
+    tokenize->add_flag("--bos", tk.add_bos, "Encode as a prompt: prepend BOS (id 1) where the vocabulary has one");
+    tokenize->add_flag("--allow-special", tk.allow_special,
+                       "Byte-level BPE: recognise special tokens such as <|endoftext|> in the text (else plain text)");
     tokenize->add_flag("--pieces", tk.show_pieces, "Show the pieces instead of the ids");
     tokenize->add_option("input", tk.input, "Text file, or - for standard input")->capture_default_str();
 
@@ -294,9 +292,18 @@ int main(int argc, char** argv) {
 
     try {
         if (*list) {
+            if (list_json) {
+                // the exporter's list of stages (scripts/export_golden.py reads this: one source)
+                nlohmann::json rows = nlohmann::json::array();
+                for (const Stage& s : stages())
+                    rows.push_back({{"id", s.id}, {"level", s.level}, {"family", s.family}, {"model", s.model},
+                                    {"fixture", s.fixture}});
+                fmt::print("{}\n", rows.dump(1));
+                return 0;
+            }
             for (const Stage& s : stages())
-                fmt::print("{:<30} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, s.level, s.fixture, s.tol.atol,
-                           s.tol.rtol, s.tol_why);
+                fmt::print("{:<30} {:<10} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, s.level, s.family, s.fixture,
+                           s.tol.atol, s.tol.rtol, s.tol_why);
             return 0;
         }
         if (*verify) {
@@ -310,18 +317,20 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (*ctest_script) {
-            // One test per stage. Gating with CTest fixtures: every stage of level L is a setup test
-            // of fixture "level.L", and requires "level.K" for every level K below it, so one failing
-            // kernel stage turns every layer/model/generation test into "Not Run".
+            // One test per stage. Gating with CTest fixtures, per family: every stage sets up the gates
+            // it provides ("kernel.gpt2", "gpt2.layer", ...) and requires the gates below it of its own
+            // family (stage_requires), so one failing kernel turns every test of the families that
+            // use it into "Not Run", and nothing else.
             for (const Stage& s : stages()) {
                 const std::string name = std::string("stage.") + s.id;
-                std::string required = "golden";
-                for (const std::string& req : level_requires(s.level)) required += ";level." + req;
+                std::string provides, required = "golden";
+                for (const std::string& g : stage_provides(s)) provides += (provides.empty() ? "" : ";") + g;
+                for (const std::string& g : stage_requires(s)) required += ";" + g;
                 fmt::print("add_test([=[{}]=] \"{}\" check --stage [=[{}]=] --report \"{}/ctest/{}\")\n", name, lmlab_path,
                            s.id, report_dir, s.id);
-                fmt::print("set_tests_properties([=[{}]=] PROPERTIES LABELS \"{}\" FIXTURES_SETUP \"level.{}\" "
+                fmt::print("set_tests_properties([=[{}]=] PROPERTIES LABELS \"{}\" FIXTURES_SETUP \"{}\" "
                            "FIXTURES_REQUIRED \"{}\" SKIP_RETURN_CODE {})\n",
-                           name, s.level, s.level, required, kExitSkipped);
+                           name, s.level, provides, required, kExitSkipped);
             }
             return 0;
         }

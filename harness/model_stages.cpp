@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "model/forward.h"
+#include "model/model.h"
 #include "model/session.h"
 #include "stages.h"
 
@@ -18,24 +19,12 @@ namespace {
 constexpr std::size_t kAny = Case::kAnyDim;
 constexpr const char* kTeacherForced = " [teacher-forced]";
 
-// The model a fixture names in its root attribute "model": a path under the golden folder, or
-// "shared:<path>" under ../shared (skipped, not failed, when that folder is absent). Loaded once.
-const Model& fixture_model(const Fixture& fx, const StageEnv& env) {
+// The running stage's model (its table row names it; the runner resolved the path). Loaded once.
+const Model& stage_model(const StageEnv& env) {
     static std::map<std::string, std::unique_ptr<Model>> loaded;
-    const auto it = fx.strings.find("model");
-    if (it == fx.strings.end())
-        throw FixtureError(fx.path + ": root attribute 'model' (which model file to load) is missing. " +
-                           regenerate_hint());
-    std::string path;
-    if (it->second.rfind("shared:", 0) == 0) {
-        path = (std::filesystem::path(env.shared_dir) / it->second.substr(7)).string();
-        if (!std::filesystem::exists(path))
-            throw SkipStage(path + " not found: this stage needs the shared data folder (set LMLAB_SHARED or --shared)");
-    } else {
-        path = (std::filesystem::path(env.golden_dir) / it->second).string();
-    }
-    auto& slot = loaded[path];
-    if (!slot) slot = std::make_unique<Model>(load_model(path));
+    if (env.model.empty()) throw FixtureError("this stage has no model in the stage table (harness/stages.cpp)");
+    auto& slot = loaded[env.model];
+    if (!slot) slot = std::make_unique<Model>(load_model(env.model));
     return *slot;
 }
 
@@ -79,13 +68,6 @@ KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& 
     return cache;
 }
 
-const char* const kBlockNames[] = {"attn_norm", "q", "k", "v", "attn_out", "h", "ffn_norm", "ffn_out", "out"};
-
-std::vector<std::vector<float> LayerTrace::*> block_fields() {
-    return {&LayerTrace::attn_norm, &LayerTrace::q,        &LayerTrace::k,       &LayerTrace::v,  &LayerTrace::attn_out,
-            &LayerTrace::h,         &LayerTrace::ffn_norm, &LayerTrace::ffn_out, &LayerTrace::out};
-}
-
 std::size_t checked_layer(const Case& c, const Config& cfg) {
     const std::size_t layer = case_index(c, "layer");
     if (layer >= cfg.n_layers)
@@ -96,83 +78,81 @@ std::size_t checked_layer(const Case& c, const Config& cfg) {
 
 }  // namespace
 
-std::vector<StageOutput> stage_layer_attention(const Fixture& fx, const Case& c, const StageEnv& env) {
-    const Model& m = fixture_model(fx, env);
+std::vector<StageOutput> stage_layer_attention(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
     const auto& x = c.input("x", {cfg.dim});
-    const auto& ck = c.input("cache_k", {pos, cfg.kv_dim()});
-    const auto& cv = c.input("cache_v", {pos, cfg.kv_dim()});
-    KVCache cache = prefilled_cache(cfg, layer, ck, cv);
+    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}));
     RunState s(cfg);
     std::vector<float> out(cfg.dim);
-    attention_block(cfg, m.layers[layer], layer, pos, x.data, cache, s, out);
+    llama_attention(cfg, m.layers[layer], layer, pos, x.data, cache, s, out);
     return {{"q", "q", s.q}, {"k", "k", s.k}, {"v", "v", s.v}, {"out", "out", out}};
 }
 
-std::vector<StageOutput> stage_layer_ffn(const Fixture& fx, const Case& c, const StageEnv& env) {
-    const Model& m = fixture_model(fx, env);
+std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
     const std::size_t layer = checked_layer(c, m.config);
     const auto& x = c.input("x", {m.config.dim});
     RunState s(m.config);
     std::vector<float> out(m.config.dim);
-    ffn_block(m.config, m.layers[layer], x.data, s, out);
+    llama_ffn(m.config, m.layers[layer], x.data, s, out);
     return {{"out", "out", out}};
 }
 
-std::vector<StageOutput> stage_layer_block(const Fixture& fx, const Case& c, const StageEnv& env) {
-    const Model& m = fixture_model(fx, env);
+// One block of any family on a given input with a pre-filled cache: every intermediate.
+std::vector<StageOutput> stage_layer_block(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
     std::vector<float> x = c.input("x", {cfg.dim}).data;
     KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}));
     RunState s(cfg);
     LayerTrace t;
-    transformer_block(cfg, m.layers[layer], layer, pos, x, cache, s, &t);
+    block(m, layer, pos, x, cache, s, &t);
     std::vector<StageOutput> outs;
-    const auto fields = block_fields();
-    for (std::size_t i = 0; i < fields.size(); ++i) outs.push_back({kBlockNames[i], kBlockNames[i], t.*fields[i]});
+    for (const TraceField& f : layer_trace_fields(cfg.arch))
+        if (std::string(f.name) != "in") outs.push_back({f.name, f.name, t.*f.field});
     return outs;
 }
 
-std::vector<StageOutput> stage_model_forward(const Fixture& fx, const Case& c, const StageEnv& env) {
-    const Model& m = fixture_model(fx, env);
+std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
     const std::size_t n = tokens.size();
+    const auto& fields = layer_trace_fields(cfg.arch);
 
-    // 1. Free-running: our own model end to end, every intermediate stacked over positions.
-    std::map<std::string, std::vector<float>> ours;
-    std::vector<std::string> order;  // pipeline order
-    auto put = [&](const std::string& name, std::span<const float> v) {
-        auto& dst = ours[name];
-        if (dst.empty()) order.push_back(name);
-        dst.insert(dst.end(), v.begin(), v.end());
-    };
+    // 1. Free-running: our own model end to end, every intermediate stacked over positions, in
+    //    pipeline order (layer by layer, role by role).
+    std::vector<StageOutput> outs;
     {
         KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
         RunState s(cfg);
         std::vector<Trace> traces(n);
         for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
-        const auto fields = block_fields();
-        for (std::size_t l = 0; l < cfg.n_layers; ++l) {
-            const std::string L = "layer" + std::to_string(l) + ".";
-            for (std::size_t p = 0; p < n; ++p) put(L + "in", traces[p].layers[l].in);
-            for (std::size_t f = 0; f < fields.size(); ++f)
-                for (std::size_t p = 0; p < n; ++p) put(L + kBlockNames[f], traces[p].layers[l].*fields[f]);
-        }
-        for (std::size_t p = 0; p < n; ++p) put("final_norm", traces[p].final_norm);
-        for (std::size_t p = 0; p < n; ++p) put("logits", traces[p].logits);
+        auto stacked = [&](auto&& get) {
+            std::vector<float> all;
+            for (std::size_t p = 0; p < n; ++p) {
+                const std::vector<float>& v = get(traces[p]);
+                all.insert(all.end(), v.begin(), v.end());
+            }
+            return all;
+        };
+        for (std::size_t l = 0; l < cfg.n_layers; ++l)
+            for (const TraceField& f : fields) {
+                const std::string name = fmt::format("layer{}.{}", l, f.name);
+                outs.push_back({name, name, stacked([&](const Trace& t) -> const auto& { return t.layers[l].*f.field; })});
+            }
+        outs.push_back({"final_norm", "final_norm", stacked([](const Trace& t) -> const auto& { return t.final_norm; })});
+        outs.push_back({"logits", "logits", stacked([](const Trace& t) -> const auto& { return t.logits; })});
     }
-    std::vector<StageOutput> outs;
-    for (const auto& name : order) outs.push_back({name, name, std::move(ours[name])});
 
-    // 2. Teacher-forced: each layer alone, fed PyTorch's input of that layer at every position and
-    //    PyTorch's keys/values for earlier positions. Its error is the error the layer adds;
+    // 2. Teacher-forced: each layer alone, fed the reference's input of that layer at every position
+    //    and the reference's keys/values for earlier positions. Its error is the error the layer adds;
     //    the free-running error minus this is what it inherits from the layers before it.
-    const auto fields = block_fields();
     for (std::size_t l = 0; l < cfg.n_layers; ++l) {
-        const std::string L = "layer" + std::to_string(l) + ".";
+        const std::string L = fmt::format("layer{}.", l);
         const auto& in = golden(c, L + "in", {n, cfg.dim});
         const auto& gk = golden(c, L + "k", {n, cfg.kv_dim()});
         const auto& gv = golden(c, L + "v", {n, cfg.kv_dim()});
@@ -182,23 +162,24 @@ std::vector<StageOutput> stage_model_forward(const Fixture& fx, const Case& c, c
         for (std::size_t p = 0; p < n; ++p) {
             std::vector<float> x(row(in, p).begin(), row(in, p).end());
             LayerTrace t;
-            transformer_block(cfg, m.layers[l], l, p, x, cache, s, &t);
-            cache.overwrite(l, p, row(gk, p), row(gv, p));  // later positions see PyTorch's cache
+            block(m, l, p, x, cache, s, &t);
+            cache.overwrite(l, p, row(gk, p), row(gv, p));  // later positions see the reference's cache
             for (std::size_t f = 0; f < fields.size(); ++f)
-                stacked[f].insert(stacked[f].end(), (t.*fields[f]).begin(), (t.*fields[f]).end());
+                stacked[f].insert(stacked[f].end(), (t.*fields[f].field).begin(), (t.*fields[f].field).end());
         }
         for (std::size_t f = 0; f < fields.size(); ++f)
-            outs.push_back({L + kBlockNames[f] + kTeacherForced, L + kBlockNames[f], std::move(stacked[f])});
+            if (std::string(fields[f].name) != "in")
+                outs.push_back({L + fields[f].name + kTeacherForced, L + fields[f].name, std::move(stacked[f])});
     }
-    // final norm and classifier on PyTorch's last block output
+    // final norm and classifier on the reference's last block output
     {
-        const auto& last = golden(c, "layer" + std::to_string(cfg.n_layers - 1) + ".out", {n, cfg.dim});
-        std::vector<float> xn(cfg.dim), logits(cfg.vocab_size), all_norm, all_logits;
+        const auto& last = golden(c, fmt::format("layer{}.out", cfg.n_layers - 1), {n, cfg.dim});
+        RunState s(cfg);
+        std::vector<float> all_norm, all_logits;
         for (std::size_t p = 0; p < n; ++p) {
-            rmsnorm(row(last, p), m.norm, cfg.norm_eps, xn);
-            matvec(m.classifier(), xn, logits);
-            all_norm.insert(all_norm.end(), xn.begin(), xn.end());
-            all_logits.insert(all_logits.end(), logits.begin(), logits.end());
+            head(m, row(last, p), s);
+            all_norm.insert(all_norm.end(), s.xn.begin(), s.xn.end());
+            all_logits.insert(all_logits.end(), s.logits.begin(), s.logits.end());
         }
         outs.push_back({std::string("final_norm") + kTeacherForced, "final_norm", std::move(all_norm)});
         outs.push_back({std::string("logits") + kTeacherForced, "logits", std::move(all_logits)});
@@ -206,8 +187,8 @@ std::vector<StageOutput> stage_model_forward(const Fixture& fx, const Case& c, c
     return outs;
 }
 
-std::vector<StageOutput> stage_model_kv_cache(const Fixture& fx, const Case& c, const StageEnv& env) {
-    const Model& m = fixture_model(fx, env);
+std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
     KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
@@ -226,8 +207,8 @@ std::vector<StageOutput> stage_model_kv_cache(const Fixture& fx, const Case& c, 
     return {{"cache_k", "cache_k", k}, {"cache_v", "cache_v", v}};
 }
 
-std::vector<StageOutput> stage_generation_greedy(const Fixture& fx, const Case& c, const StageEnv& env) {
-    const Model& m = fixture_model(fx, env);
+std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> prompt = token_ids(c, "prompt");
     const std::size_t n_new = case_index(c, "max_new_tokens");

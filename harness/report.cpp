@@ -112,12 +112,12 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
                       {"build_type", meta.build_type}, {"date_utc", meta.date_utc},
                       {"manifest_sha256", meta.manifest_sha256}, {"golden_dir", meta.golden_dir},
                       {"selection", meta.selection}};
-    std::map<std::string, int> counts = {{"pass", 0}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
     json stages_json = json::array();
     for (const StageResult& r : results) {
-        ++counts[r.status];
+        const Stage* st = find_stage(r.id);
         json s = {{"id", r.id},
                   {"level", r.level},
+                  {"family", st ? st->family : ""},
                   {"fixture", r.fixture},
                   {"status", r.status},
                   {"reason", r.reason},
@@ -140,14 +140,14 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
                             {"golden", o.golden},
                             {"shape", o.shape},
                             {"passed", o.metrics.passed()},
+                            {"compared_with", o.compared_with.empty() ? "outputs" : o.compared_with},
                             {"tolerance", {{"atol", o.tol.atol}, {"rtol", o.tol.rtol}}},
                             {"metrics", metrics_json(o.metrics)},
                             {"message", o.message}});
         s["outputs"] = outs;
         stages_json.push_back(s);
     }
-    report["summary"] = {{"stages", results.size()}};
-    for (const auto& [k, v] : counts) report["summary"][k] = v;
+    report["summary"] = status_summary(stages_json);
     report["stages"] = stages_json;
     return report;
 }
@@ -313,6 +313,12 @@ json load_report(const std::string& path) {
     }
 }
 
+json status_summary(const json& stages) {
+    json summary = {{"stages", stages.size()}, {"pass", 0}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
+    for (const json& s : stages) summary[s["status"].get<std::string>()] = summary[s["status"].get<std::string>()].get<int>() + 1;
+    return summary;
+}
+
 namespace {
 
 // A restricted run (--stage, --level) updates its stages inside the previous report instead of
@@ -325,19 +331,23 @@ json merge_into(const json& previous, const json& partial) {
     const std::string before = previous["meta"].value("selection", "*");
     merged["meta"]["selection"] = before == "*" ? "*" : before + ", " + partial["meta"].value("selection", "*");
     merged["meta"]["updated_by"] = partial["meta"].value("selection", "*");
-    // levels that failed now: kept results of the levels above them would contradict the gating
-    std::vector<std::string> failed_levels;
+    // gates that failed now: kept results of the stages that need them would contradict the gating
+    std::vector<std::string> failed_gates;
     for (const json& s : partial["stages"])
-        if (s["status"] == "fail" || s["status"] == "error") failed_levels.push_back(s["level"]);
+        if (const Stage* st = find_stage(s["id"].get<std::string>());
+            st && (s["status"] == "fail" || s["status"] == "error" || s["status"] == "not_run"))
+            for (const std::string& g : stage_provides(*st)) failed_gates.push_back(g);
     for (json& old : merged["stages"]) {
         bool updated = false;
         for (const json& s : partial["stages"]) updated = updated || s["id"] == old["id"];
         if (updated) continue;
         old["kept_from"] = previous["meta"].value("git_commit", "unknown") + " " + previous["meta"].value("date_utc", "");
-        for (const std::string& req : level_requires(old["level"].get<std::string>()))
-            if (std::find(failed_levels.begin(), failed_levels.end(), req) != failed_levels.end()) {
+        const Stage* st = find_stage(old["id"].get<std::string>());
+        if (!st) continue;
+        for (const std::string& req : stage_requires(*st))
+            if (std::find(failed_gates.begin(), failed_gates.end(), req) != failed_gates.end()) {
                 old["status"] = "not_run";
-                old["reason"] = "level '" + req + "' failed in the latest run (" + merged["meta"]["updated_by"].get<std::string>() + ")";
+                old["reason"] = "'" + req + "' failed in the latest run (" + merged["meta"]["updated_by"].get<std::string>() + ")";
                 break;
             }
     }
@@ -350,9 +360,7 @@ json merge_into(const json& previous, const json& partial) {
             }
         if (!replaced) merged["stages"].push_back(s);
     }
-    json summary = {{"stages", merged["stages"].size()}, {"pass", 0}, {"fail", 0}, {"error", 0}, {"skipped", 0}, {"not_run", 0}};
-    for (const json& s : merged["stages"]) summary[s["status"].get<std::string>()] = summary[s["status"].get<std::string>()].get<int>() + 1;
-    merged["summary"] = summary;
+    merged["summary"] = status_summary(merged["stages"]);
     return merged;
 }
 

@@ -25,6 +25,10 @@ struct RunMeta {
 
 RunMeta collect_meta(const std::string& source_dir, const std::string& golden_dir);
 
+// {"stages": n, "pass": .., "fail": .., "error": .., "skipped": .., "not_run": ..} of a stages array:
+// the one place statuses are counted.
+nlohmann::json status_summary(const nlohmann::json& stages);
+
 nlohmann::json report_json(const std::vector<StageResult>& results, const RunMeta& meta);
 std::string report_markdown(const nlohmann::json& report);
 

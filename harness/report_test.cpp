@@ -116,13 +116,17 @@ TEST(WriteReport, RestrictedRunUpdatesItsStagesInPlace) {
 }
 
 TEST(WriteReport, KeptStagesAboveANewFailureBecomeNotRun) {
-    // the kernel fails in a restricted run: the layer's old "pass" would contradict the gating
+    // GPT-2's GELU kernel fails in a restricted run: the GPT-2 layer's old "pass" would contradict
+    // the gating; LLaMA's layer, which never calls GELU, keeps its pass (gating is per family)
     const auto dir = scratch_dir();
-    write_report(dir.string(), complete(report({stage("k", "pass", 1e-6), stage("l", "pass", 1e-6, "layer")})));
-    write_report(dir.string(), complete(report({stage("k", "fail", 1.0)}), "k"));
+    write_report(dir.string(), complete(report({stage("kernel.gelu_tanh", "pass", 1e-6),
+                                                stage("layer.block.gpt2", "pass", 1e-6, "layer"),
+                                                stage("layer.block", "pass", 1e-6, "layer")})));
+    write_report(dir.string(), complete(report({stage("kernel.gelu_tanh", "fail", 1.0)}), "kernel.gelu_tanh"));
     const json written = load_report((dir / "report.json").string());
     EXPECT_EQ(written["stages"][1]["status"], "not_run");
-    EXPECT_NE(written["stages"][1]["reason"].get<std::string>().find("level 'kernel' failed"), std::string::npos);
+    EXPECT_NE(written["stages"][1]["reason"].get<std::string>().find("'kernel.gpt2' failed"), std::string::npos);
+    EXPECT_EQ(written["stages"][2]["status"], "pass") << "LLaMA's block does not use GELU";
     std::filesystem::remove_all(dir);
 }
 

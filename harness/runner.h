@@ -21,6 +21,7 @@ struct OutputResult {
     Tolerance tol{};               // the tolerance this output was held to
     Metrics metrics;
     std::string message;           // assert_close-style text when it mismatched, else empty
+    std::string compared_with;     // "" (PyTorch's float32 output) or "reference64" (the case asks for the truth)
 };
 
 struct StageResult {

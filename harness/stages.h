@@ -32,6 +32,7 @@ struct SkipStage : std::runtime_error {
 struct StageEnv {
     std::string golden_dir;  // where fixtures live
     std::string shared_dir;  // ../shared (models and tokenizers), may not exist
+    std::string model = {};  // the running stage's model path (resolved), "" for kernels
     std::string exporter_sha256 = {};  // when set, a fixture written by another exporter is stale
     Tolerance tol = {};                // the running stage's tolerance (for verdicts like near-ties)
 };
@@ -40,26 +41,44 @@ using StageFn = std::vector<StageOutput> (*)(const Fixture&, const Case&, const 
 
 struct Stage {
     const char* id;        // "kernel.softmax"
-    const char* level;     // "kernel", "layer", "model", "generation"
-    const char* fixture;   // relative to the golden dir: "kernel/softmax.h5"
+    const char* level;     // "kernel", "layer", "model", "generation", "tokenizer"
+    const char* family;    // "llama", "gpt2"; a kernel: every family that uses it ("llama gpt2"); "" for none
+    const char* model;     // the model (or tokenizer) it runs: a path under the golden dir, or "shared:<path>"
+                           // under ../shared (skipped when absent); "" for kernels
+    const char* fixture;   // relative to the golden dir: "kernel/softmax.h5"; several stages may share one
     Tolerance tol;         // |ours - torch| <= atol + rtol·|torch|
     const char* tol_why;   // one line: why this tolerance
     StageFn run;
-    const char* needs_shared = nullptr;  // a file under ../shared this stage needs; skipped when absent
 };
 
-// Levels in run order. A level runs only when every stage of the levels it requires passed:
-// layers need kernels, the model needs layers, generation needs the model. Tokenizers stand
-// apart (text -> ids needs no arithmetic), so they require nothing.
+// Levels in run order. A level runs only when the levels it requires passed: layers need kernels,
+// the model needs layers, generation needs the model. Tokenizers stand apart (text -> ids needs
+// no arithmetic), so they require nothing.
 const std::vector<std::string>& levels();
 const std::vector<std::string>& level_requires(const std::string& level);
 
+// Gating is per family: a stage provides gates ("kernel.gpt2" for a kernel GPT-2 uses,
+// "gpt2.layer" for a GPT-2 layer stage) and requires the gates below it of its own family only
+// ("kernel.gpt2", "gpt2.layer" for a GPT-2 model stage). So a broken GELU blocks GPT-2's layers but
+// not LLaMA's, which never call it, and a failing GPT-2 layer never marks LLaMA's model Not Run.
+std::vector<std::string> stage_provides(const Stage& s);
+std::vector<std::string> stage_requires(const Stage& s);
+
+// The file a "model" field names: under golden_dir, or under shared_dir for "shared:<path>".
+std::string resolve_model_path(const std::string& model, const std::string& golden_dir, const std::string& shared_dir);
+bool is_shared_path(const std::string& model);
+
 // Every stage, in level order.
 const std::vector<Stage>& stages();
+const Stage* find_stage(const std::string& id);  // nullptr when no stage has this id
 
 // Stage functions (defined in kernel_stages.cpp, ...).
 std::vector<StageOutput> stage_matvec(const Fixture&, const Case&, const StageEnv&);
-std::vector<StageOutput> stage_matmul(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_linear(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_add(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_layernorm(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_gelu_tanh(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_gelu_erf(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_softmax(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_rmsnorm(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_rope(const Fixture&, const Case&, const StageEnv&);

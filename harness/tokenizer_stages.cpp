@@ -1,5 +1,5 @@
 // Tokenizer stages: encode each case's text with our tokenizer and compare the ids with
-// SentencePiece's (exactly). The text is stored as raw bytes (uint8) so any byte string fits.
+// the reference's (SentencePiece, tiktoken + HF tokenizers), exactly. The text is stored as raw bytes (uint8) so any byte string fits.
 #include <algorithm>
 #include <filesystem>
 #include <fmt/format.h>
@@ -7,40 +7,28 @@
 #include <memory>
 
 #include "model/model.h"
-#include "model/tokenizer.h"
+#include "model/text_tokenizer.h"
 #include "stages.h"
 
 namespace lmlab {
 
 namespace {
 
-// The vocabulary a fixture names in its root attribute "tokenizer": an HDF5 model file under the
-// golden folder, or "shared:<path>" to a llama2.c tokenizer.bin (with root attribute vocab_size).
-const Tokenizer& fixture_tokenizer(const Fixture& fx, const StageEnv& env) {
-    static std::map<std::string, std::unique_ptr<Tokenizer>> loaded;
-    const auto it = fx.strings.find("tokenizer");
-    if (it == fx.strings.end())
-        throw FixtureError(fx.path + ": root attribute 'tokenizer' is missing. " + regenerate_hint());
-    const bool shared = it->second.rfind("shared:", 0) == 0;
-    const std::string path = shared ? (std::filesystem::path(env.shared_dir) / it->second.substr(7)).string()
-                                    : (std::filesystem::path(env.golden_dir) / it->second).string();
-    auto& slot = loaded[path];
+// The running stage's tokenizer (its table row names it; the runner resolved the path), loaded once.
+// A llama2.c tokenizer.bin has no vocabulary size of its own: the fixture's vocab_size says it.
+const TextTokenizer& stage_tokenizer(const Fixture& fx, const StageEnv& env) {
+    static std::map<std::string, std::unique_ptr<TextTokenizer>> loaded;
+    auto& slot = loaded[env.model];
     if (!slot) {
-        if (shared) {
-            if (!std::filesystem::exists(path)) throw SkipStage(path + " not found (set LMLAB_SHARED or --shared)");
-            const auto vs = fx.numbers.find("vocab_size");
-            if (vs == fx.numbers.end()) throw FixtureError(fx.path + ": root attribute 'vocab_size' is missing");
-            slot = std::make_unique<Tokenizer>(Tokenizer::load_llama2c(path, static_cast<int>(vs->second)));
-        } else {
-            Vocabulary v = load_vocabulary_hdf5(path);
-            slot = std::make_unique<Tokenizer>(std::move(v.pieces), std::move(v.scores));
-        }
+        const auto vs = fx.numbers.find("vocab_size");
+        if (vs == fx.numbers.end()) throw FixtureError(fx.path + ": root attribute 'vocab_size' is missing. " + regenerate_hint());
+        slot = std::make_unique<TextTokenizer>(load_tokenizer(env.model, static_cast<int>(vs->second)));
     }
     return *slot;
 }
 
 // "…<piece>|<piece>[<piece>]<piece>…" around index i, for showing a mismatch in context.
-std::string pieces_around(const Tokenizer& tok, const std::vector<int>& ids, std::size_t i) {
+std::string pieces_around(const TextTokenizer& tok, const std::vector<int>& ids, std::size_t i) {
     std::string s;
     const std::size_t from = i >= 3 ? i - 3 : 0, to = std::min(ids.size(), i + 4);
     for (std::size_t k = from; k < to; ++k) {
@@ -54,7 +42,7 @@ std::string pieces_around(const Tokenizer& tok, const std::vector<int>& ids, std
 }  // namespace
 
 std::vector<StageOutput> stage_tokenizer(const Fixture& fx, const Case& c, const StageEnv& env) {
-    const Tokenizer& tok = fixture_tokenizer(fx, env);
+    const TextTokenizer& tok = stage_tokenizer(fx, env);
     const auto& bytes = c.input("text", {Case::kAnyDim});
     std::string text;
     for (float b : bytes.data) text += static_cast<char>(static_cast<unsigned char>(b));
@@ -64,7 +52,7 @@ std::vector<StageOutput> stage_tokenizer(const Fixture& fx, const Case& c, const
     std::vector<int> expected;
     for (float f : golden_it->second.data) expected.push_back(static_cast<int>(f));
 
-    const std::vector<int> ours = tok.encode(text, /*add_bos=*/false);
+    const std::vector<int> ours = tok.encode(text);
     // Same length as the golden ids so the comparison counts matches; extra or missing ids show as -1.
     std::vector<float> values(expected.size(), -1.0f);
     for (std::size_t i = 0; i < std::min(ours.size(), expected.size()); ++i) values[i] = static_cast<float>(ours[i]);
@@ -73,8 +61,8 @@ std::vector<StageOutput> stage_tokenizer(const Fixture& fx, const Case& c, const
     std::size_t first = 0;
     while (first < std::min(ours.size(), expected.size()) && ours[first] == expected[first]) ++first;
     if (first < std::max(ours.size(), expected.size())) {
-        note = fmt::format("ours: {} ids, SentencePiece: {}. First difference at id {}:\n  ours:          {}\n"
-                           "  SentencePiece: {}",
+        note = fmt::format("ours: {} ids, reference: {}. First difference at id {}:\n  ours:      {}\n"
+                           "  reference: {}",
                            ours.size(), expected.size(), first, pieces_around(tok, ours, first),
                            pieces_around(tok, expected, first));
     }

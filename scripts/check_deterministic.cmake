@@ -1,8 +1,8 @@
 # ctest golden.deterministic: export every fixture twice into scratch folders and require
-# byte-identical files. Run as: cmake -DPYTHON=... -DSOURCE_DIR=... -DWORK_DIR=... -P this file
+# byte-identical files. Run as: cmake -DPYTHON=... -DSOURCE_DIR=... -DWORK_DIR=... -DLMLAB=... -P this file
 file(REMOVE_RECURSE ${WORK_DIR})
 foreach(run a b)
-  execute_process(COMMAND ${PYTHON} ${SOURCE_DIR}/scripts/export_golden.py --out ${WORK_DIR}/${run}
+  execute_process(COMMAND ${PYTHON} ${SOURCE_DIR}/scripts/export_golden.py --out ${WORK_DIR}/${run} --lmlab ${LMLAB}
                   RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "export ${run} failed (exit ${rc})")

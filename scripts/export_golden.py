@@ -1,9 +1,15 @@
-#!/usr/bin/python3
-"""Writes lmlab's golden fixtures: PyTorch's answers for every stage, as HDF5 files.
+#!/usr/bin/env python3
+"""Writes lmlab's golden fixtures: the references' answers for every stage, as HDF5 files.
 
-    /usr/bin/python3 scripts/export_golden.py [--out golden] [--only GLOB]
+    .venv/bin/python scripts/export_golden.py [--out golden] [--only GLOB] [--lmlab build/default/lmlab]
 
-One HDF5 file per stage (golden/<level>/<name>.h5). Each file holds cases case_000, case_001, ...;
+The list of stages comes from the lmlab binary (`lmlab list --json`, the stage table in
+harness/stages.cpp): this script never keeps its own. Each row names its level, its model and its
+fixture; the fixture is written once even when several stages share it. The references are PyTorch
+built-ins for the kernels, our PyTorch LLaMA (llama_ref.py) and transformers' GPT2LMHeadModel
+(ref_gpt2.py) for the models, SentencePiece, tiktoken and HF tokenizers for the tokenizers.
+
+One HDF5 file per fixture (golden/<level>/<name>.h5). Each file holds cases case_000, case_001, ...;
 each case has inputs/<name> (float32, what the C++ side is fed), outputs/<name> (PyTorch's float32
 answer, what the C++ side is compared with) and reference64/<name> (the same computation in float64
 from the same float32 inputs: the "true" value both are measured against), plus the op's
@@ -16,12 +22,17 @@ torch runs single-threaded, and HDF5 object timestamps are off, so two runs give
 import argparse
 import copy
 import fnmatch
+import hashlib
 import json
 import math
 import os
 import struct
+import subprocess
 import time
 import zlib
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is ever downloaded from a model hub
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import h5py
 import numpy as np
@@ -29,8 +40,10 @@ import torch
 import torch.nn.functional as F
 
 import llama_ref
-from golden_status import default_shared_dir, exporter_sha256, sha256_file
+import ref_gpt2
+from golden_status import default_lmlab, default_shared_dir, exporter_sha256, sha256_file, stage_table_json
 import tokenizer_ref
+import tokenizer_bpe_ref
 from llama_ref import apply_rope
 
 FORMAT_VERSION = 1
@@ -56,8 +69,24 @@ def ref_matvec(inp, p):
     return {"y": torch.matmul(inp["W"], inp["x"])}
 
 
-def ref_matmul(inp, p):
-    return {"C": torch.matmul(inp["A"], inp["B"])}
+def ref_linear(inp, p):
+    return {"y": F.linear(inp["x"], inp["W"], inp["b"] if inp["b"].numel() else None)}
+
+
+def ref_add(inp, p):
+    return {"y": torch.add(inp["a"], inp["b"])}
+
+
+def ref_layernorm(inp, p):
+    return {"y": F.layer_norm(inp["x"], inp["x"].shape, inp["weight"], inp["bias"], p["eps"])}
+
+
+def ref_gelu_tanh(inp, p):
+    return {"y": F.gelu(inp["x"], approximate="tanh")}
+
+
+def ref_gelu_erf(inp, p):
+    return {"y": F.gelu(inp["x"])}
 
 
 def ref_softmax(inp, p):
@@ -110,10 +139,55 @@ def cases_matvec(g):
     return out
 
 
-def cases_matmul(g):
-    return [("[3,5]·[5,7] odd shapes", {}, {"A": randn(g, 3, 5), "B": randn(g, 5, 7)}),
-            ("[4,256]·[256,256] four tokens through wq", {}, {"A": randn(g, 4, 256), "B": randn(g, 256, 256, scale=1 / 16)}),
-            ("[16,1024]·[1024,8] long reduction", {}, {"A": randn(g, 16, 1024), "B": randn(g, 1024, 8, scale=1 / 32)})]
+def cases_linear(g):
+    out = []
+    for rows, cols, bias, why in [(384, 128, True, "GPT-2 c_attn: dim -> 3*dim with bias"),
+                                  (128, 512, True, "GPT-2 mlp.c_proj: 4*dim -> dim with bias"),
+                                  (256, 256, False, "LLaMA wq: no bias (empty b)"),
+                                  (8, 16384, True, "long reduction with a bias of ~1e3 next to O(1) products")]:
+        b = randn(g, rows, scale=1e3 if cols == 16384 else 0.1) if bias else torch.zeros(0)
+        out.append((f"{rows}x{cols}: {why}", {}, {"W": randn(g, rows, cols, scale=cols ** -0.5), "x": randn(g, cols), "b": b}))
+    return out
+
+
+def cases_add(g):
+    return [("token row + position row (GPT-2 embedding), dim 128", {}, {"a": randn(g, 128), "b": randn(g, 128)}),
+            ("residual: 1e4 + 1e-3 (the small term rounds away in float32 as in torch)", {},
+             {"a": torch.full((64,), 1e4) + randn(g, 64), "b": randn(g, 64, scale=1e-3)}),
+            ("opposite signs cancel exactly", {}, {"a": torch.tensor([1.5, -2.25, 3e38]), "b": torch.tensor([-1.5, 2.25, -3e38])})]
+
+
+def cases_layernorm(g):
+    w = 1.0 + randn(g, 128, scale=0.1)
+    b = randn(g, 128, scale=0.1)
+    return [("dim 128 typical activations", {"eps": 1e-5}, {"x": randn(g, 128), "weight": w, "bias": b}),
+            # torch's float32 kernel is itself off by up to 1e-4 (constant), 4e-2 (1e4 ± 1e-2) and 5e-4 (dim 1)
+            # in these cases: it forms x·rstd and mean·rstd in float32 and subtracts them, so a large |x|·rstd
+            # cancels. compare_with: these cases are held to the float64 truth (rounded to float32).
+            ("constant vector: variance 0, eps dominates, y = bias", {"eps": 1e-5, "compare_with": "reference64"},
+             {"x": torch.full((128,), 3.25), "weight": w, "bias": b}),
+            ("values around 1e4 with noise 1e-2 (E[x²]-E[x]² cancels catastrophically)",
+             {"eps": 1e-5, "compare_with": "reference64"}, {"x": 1e4 + randn(g, 128, scale=1e-2), "weight": w, "bias": b}),
+            ("dim 1: the output is the bias", {"eps": 1e-5, "compare_with": "reference64"}, {"x": torch.tensor([42.0]), "weight": w[:1].clone(), "bias": b[:1].clone()}),
+            ("large values 1e3, eps 1e-6", {"eps": 1e-6}, {"x": randn(g, 128, scale=1e3), "weight": w, "bias": b}),
+            ("dim 768 (GPT-2 124M)", {"eps": 1e-5},
+             {"x": randn(g, 768, scale=2.0), "weight": 1.0 + randn(g, 768, scale=0.1), "bias": randn(g, 768, scale=0.1)})]
+
+
+def _gelu_inputs(g):
+    return [("±10 (saturation: x and 0)", {}, {"x": torch.tensor([10.0, -10.0, 9.5, -9.5])}),
+            ("±1e-4 (slope 1/2 at 0)", {}, {"x": torch.tensor([1e-4, -1e-4, 1e-7, -1e-7, 0.0])}),
+            ("large negatives (no NaN: -0 and tiny values)", {}, {"x": torch.tensor([-20.0, -50.0, -100.0, -1e4, -3.0, -5.0])}),
+            ("|x| around 2, where tanh and erf differ most", {}, {"x": torch.linspace(-4, 4, 161)}),
+            ("2048 activations ~N(0, 3²)", {}, {"x": randn(g, 2048, scale=3.0)})]
+
+
+def cases_gelu_tanh(g):
+    return _gelu_inputs(g)
+
+
+def cases_gelu_erf(g):
+    return _gelu_inputs(g)
 
 
 def cases_softmax(g):
@@ -183,20 +257,6 @@ def cases_argmax(g):
             ("maximum at the last index", {}, {"x": last})]
 
 
-# stage id -> (cases, reference op)
-KERNEL_STAGES = {
-    "kernel.matvec": (cases_matvec, ref_matvec),
-    "kernel.matmul": (cases_matmul, ref_matmul),
-    "kernel.softmax": (cases_softmax, ref_softmax),
-    "kernel.rmsnorm": (cases_rmsnorm, ref_rmsnorm),
-    "kernel.rope": (cases_rope, ref_rope),
-    "kernel.silu": (cases_silu, ref_silu),
-    "kernel.swiglu": (cases_swiglu, ref_swiglu),
-    "kernel.attention": (cases_attention, ref_attention),
-    "kernel.argmax": (cases_argmax, ref_argmax),
-}
-
-
 # ---- Writing ------------------------------------------------------------------------------------
 
 def write_attr(obj, key, value):
@@ -232,11 +292,13 @@ def create_group(parent, name):
     return h5py.Group(gid)
 
 
-def open_fixture(path, stage_id, level, sha):
+def open_fixture(out_dir, fixture, level, sha):
+    """Creates out_dir/fixture; its root attribute "fixture" is that relative path (the harness checks it)."""
+    path = os.path.join(out_dir, fixture)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fcpl = _ordered_untimed(h5py.h5p.create(h5py.h5p.FILE_CREATE))
     f = h5py.File(h5py.h5f.create(path.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl))
-    write_attr(f, "stage", stage_id)
+    write_attr(f, "fixture", fixture)
     write_attr(f, "level", level)
     write_attr(f, "format_version", FORMAT_VERSION)
     write_attr(f, "torch_version", torch.__version__)
@@ -257,16 +319,18 @@ def write_case(f, index, desc, params, inputs, outputs, reference64, extra_order
             write_dataset(sg, name, t, dtype)
 
 
-def export_kernel_stage(stage_id, cases_fn, ref_fn, out_dir, sha):
-    path = os.path.join(out_dir, "kernel", stage_id.split(".", 1)[1] + ".h5")
-    g = generator(stage_id)
-    with open_fixture(path, stage_id, "kernel", sha) as f:
+def export_kernel(row, out_dir, sha):
+    """kernel/<name>.h5: cases_<name>() run through ref_<name>() in float32 and float64."""
+    name = os.path.basename(row["fixture"])[:-len(".h5")]
+    cases_fn, ref_fn = globals()[f"cases_{name}"], globals()[f"ref_{name}"]
+    g = generator("kernel." + name)
+    with open_fixture(out_dir, row["fixture"], "kernel", sha) as f:
         for i, (desc, params, inputs) in enumerate(cases_fn(g)):
             inputs = {k: v.to(torch.float32).contiguous() for k, v in inputs.items()}
             outputs = ref_fn(inputs, params)
             reference64 = ref_fn({k: v.double() for k, v in inputs.items()}, params)
             write_case(f, i, desc, params, inputs, outputs, reference64)
-    return path
+    return [os.path.join(out_dir, row["fixture"])]
 
 
 # ---- Models, layers, generation -------------------------------------------------------------------
@@ -298,10 +362,10 @@ def build_tiny_llama():
     return model.eval()
 
 
-def write_model_file(path, model, sha, vocab=None):
+def write_model_file(out_dir, rel, model, sha, vocab=None):
     """Config as root attributes; every tensor under its PyTorch name, [out, in] as nn.Linear keeps it;
     the vocabulary (llama2.c convention: pieces with ' ' for U+2581, scores) under tokenizer/."""
-    f = open_fixture(path, "model.weights", "model", sha)
+    f = open_fixture(out_dir, rel, "model", sha)
     with f:
         for k, v in model.cfg.attrs().items():
             write_attr(f, k, v)
@@ -314,7 +378,7 @@ def write_model_file(path, model, sha, vocab=None):
             tg = create_group(f, "tokenizer")
             tg.create_dataset("pieces", data=[p.encode("utf-8") for p in pieces], dtype=h5py.string_dtype("utf-8"), track_times=False)
             tg.create_dataset("scores", data=np.asarray(scores, dtype=np.float32), track_times=False)
-    return path
+    return os.path.join(out_dir, rel)
 
 
 _MODEL_CACHE = {}
@@ -327,7 +391,7 @@ def default_model(out_dir, sha):
         model_proto = tokenizer_ref.train_default_vocab(text, TINY_LLAMA["vocab_size"])
         vocab = tokenizer_ref.spm_vocab(model_proto)
         model = build_tiny_llama()
-        path = write_model_file(os.path.join(out_dir, TINY_LLAMA_FILE), model, sha, vocab)
+        path = write_model_file(out_dir, TINY_LLAMA_FILE, model, sha, vocab)
         _MODEL_CACHE["tiny"] = (model, path, model_proto, vocab, text)
     return _MODEL_CACHE["tiny"]
 
@@ -363,15 +427,64 @@ def layer_case(model, layer, pos, x, cache_k, cache_v, part):
         return {"q": rec[f"layer{layer}.q"], "k": rec[f"layer{layer}.k"], "v": rec[f"layer{layer}.v"],
                 "out": rec[f"layer{layer}.attn_out"]}
     rec = capture(model, lambda m: blk(x, pos, ck, cv))
-    return {name: rec[f"layer{layer}.{name}"] for name, _ in llama_ref.BLOCK_INTERMEDIATES}
+    return {name: rec[f"layer{layer}.{name}"] for name, _, _ in llama_ref.BLOCK_INTERMEDIATES}
 
 
-def export_layer_stage(stage_id, out_dir, sha):
-    model, model_path, _, _, _ = default_model(out_dir, sha)
+# ---- Models -----------------------------------------------------------------------------------
+# Each stage row names its model; these build (or read) it once per export and write its files.
+
+def llama_model(key, out_dir, sha):
+    """The reference LLaMA for a model key: our tiny LLaMA, or a llama2.c checkpoint from ../shared."""
+    if key == TINY_LLAMA_FILE:
+        return default_model(out_dir, sha)[0]
+    if key == "shared:" + STORIES_MODEL:
+        if "stories" not in _MODEL_CACHE:
+            _MODEL_CACHE["stories"] = llama_ref.load_llama2c(shared_path(STORIES_MODEL)).eval()
+        return _MODEL_CACHE["stories"]
+    raise SystemExit(f"export_golden: no LLaMA model '{key}' (see llama_model())")
+
+
+GPT2_KEYS = ("models/tiny-gpt2", "models/tiny-gpt2-hub", "models/tiny-gpt2.llmc.bin")
+
+
+def gpt2_model(out_dir):
+    """transformers' GPT2LMHeadModel from a tiny config and a fixed seed, written once per export
+    in the three layouts the C++ reads (ref_gpt2.save_hf_dirs), plus the real GPT-2 tokenizer as a
+    Hugging Face tokenizer.json beside it when ../shared has the GPT-2 vocabulary."""
+    if "gpt2" not in _MODEL_CACHE:
+        model = ref_gpt2.build_tiny_gpt2(generator("model.tiny-gpt2"))
+        paths = ref_gpt2.save_hf_dirs(model, os.path.join(out_dir, "models"))
+        if os.path.exists(shared_path(GPT2_ENCODER)):
+            tokenizer_bpe_ref.gpt2_hf(SHARED_DIR).save(os.path.join(paths["hf"], "tokenizer.json"))
+        _MODEL_CACHE["gpt2"] = model
+    return _MODEL_CACHE["gpt2"]
+
+
+def model_for(row, out_dir, sha):
+    """(family, reference model) of a stage row; None when its ../shared file is absent."""
+    key = row["model"]
+    if key.startswith("shared:") and not os.path.exists(shared_path(key[len("shared:"):])):
+        print(f"export_golden: {row['fixture']} skipped: {shared_path(key[len('shared:'):])} not found")
+        return None
+    if row["family"] == "gpt2":
+        return gpt2_model(out_dir)
+    return llama_model(key, out_dir, sha)
+
+
+# ---- Layers -------------------------------------------------------------------------------------
+
+def export_layer(row, out_dir, sha):
+    model = model_for(row, out_dir, sha)
+    if row["family"] == "gpt2":
+        return export_gpt2_layer(row, model, out_dir, sha)
+    return export_llama_layer(row, model, out_dir, sha)
+
+
+def export_llama_layer(row, model, out_dir, sha):
     model64 = as64(model)
-    part = stage_id.split(".")[1]
+    part = os.path.basename(row["fixture"])[:-len(".h5")]  # attention, ffn, block
     c = model.cfg
-    g = generator(stage_id)
+    g = generator("layer." + part)
     if part == "attention":
         points = [(0, 0, "position 0: empty cache"), (1, 1, "position 1"), (0, 17, "typical position"),
                   (1, c.max_seq_len - 2, "near max_seq_len: 510 cached positions")]
@@ -379,9 +492,8 @@ def export_layer_stage(stage_id, out_dir, sha):
         points = [(0, 0, "layer 0"), (1, 0, "layer 1")]
     else:
         points = [(0, 0, "layer 0 at position 0"), (1, 5, "layer 1 at position 5 with 5 cached positions")]
-    path = os.path.join(out_dir, "layer", part + ".h5")
-    with open_fixture(path, stage_id, "layer", sha) as f:
-        write_attr(f, "model", TINY_LLAMA_FILE)
+    with open_fixture(out_dir, row["fixture"], "layer", sha) as f:
+        write_attr(f, "model", row["model"])
         for i, (layer, pos, why) in enumerate(points):
             x = randn(g, c.dim)
             ck, cv = randn(g, pos, c.kv_dim), randn(g, pos, c.kv_dim)
@@ -389,8 +501,28 @@ def export_layer_stage(stage_id, out_dir, sha):
             params = {"layer": layer} if part == "ffn" else {"layer": layer, "pos": pos}
             write_case(f, i, why, params, inputs, layer_case(model, layer, pos, x, ck, cv, part),
                        layer_case(model64, layer, pos, x, ck, cv, part))
-    return [path]
+    return [os.path.join(out_dir, row["fixture"])]
 
+
+def export_gpt2_layer(row, model, out_dir, sha):
+    """One GPT-2 block (transformers' GPT2Block with its layer_past) at several positions."""
+    model64 = ref_gpt2.to_float64(model)
+    c = model.config
+    g = generator("layer.block.gpt2")
+    points = [(0, 0, "layer 0 at position 0: empty cache"), (1, 1, "layer 1 at position 1"),
+              (0, 17, "layer 0 at a typical position"), (1, c.n_positions - 2, "layer 1 near n_positions: 254 cached")]
+    with open_fixture(out_dir, row["fixture"], "layer", sha) as f:
+        write_attr(f, "model", row["model"])
+        for i, (layer, pos, why) in enumerate(points):
+            x = randn(g, c.n_embd)
+            ck, cv = randn(g, pos, c.n_embd), randn(g, pos, c.n_embd)
+            write_case(f, i, why, {"layer": layer, "pos": pos}, {"x": x, "cache_k": ck, "cache_v": cv},
+                       ref_gpt2.layer_case(model, layer, pos, x, ck, cv),
+                       ref_gpt2.layer_case(model64, layer, pos, x.double(), ck.double(), cv.double()))
+    return [os.path.join(out_dir, row["fixture"])]
+
+
+# ---- Whole model ----------------------------------------------------------------------------------
 
 def forward_outputs(model, tokens):
     """Every intermediate of a token-by-token run, stacked over positions, in pipeline order."""
@@ -398,7 +530,7 @@ def forward_outputs(model, tokens):
     out = {}
     for i in range(model.cfg.n_layers):
         out[f"layer{i}.in"] = values[f"layer{i}.in"]
-        for name, _ in llama_ref.BLOCK_INTERMEDIATES:
+        for name, _, _ in llama_ref.BLOCK_INTERMEDIATES:
             out[f"layer{i}.{name}"] = values[f"layer{i}.{name}"]
     out["final_norm"] = values["final_norm"]
     out["logits"] = values["logits"]
@@ -411,21 +543,40 @@ def default_prompt(vocab_size, n, stage_id):
     return torch.randint(3, vocab_size, (n,), generator=g)
 
 
-def export_model_stage(stage_id, out_dir, sha):
-    model, _, _, _, _ = default_model(out_dir, sha)
-    tokens = default_prompt(model.cfg.vocab_size, 16, "model.tiny-llama")
-    out32, cache32 = forward_outputs(model, tokens)
-    out64, cache64 = forward_outputs(as64(model), tokens)
-    name = stage_id.split(".", 1)[1]
-    path = os.path.join(out_dir, "model", name + ".h5")
-    with open_fixture(path, stage_id, "model", sha) as f:
-        write_attr(f, "model", TINY_LLAMA_FILE)
-        if name == "forward":
-            write_case(f, 0, "16-token prompt, every intermediate at every position", {}, {"tokens": tokens}, out32, out64)
-        else:
-            write_case(f, 0, "keys and values cached after a 16-token prompt", {}, {"tokens": tokens}, cache32, cache64)
-    return [path]
+def gpt2_forward_outputs(model, tokens):
+    """transformers' full-sequence forward: every role named as the C++ names it, and the cache."""
+    roles, cache_k, cache_v = ref_gpt2.forward_intermediates(model, tokens)
+    roles.pop("embed", None)  # equals layer0.in
+    return roles, {"cache_k": cache_k, "cache_v": cache_v}
 
+
+def export_model(row, out_dir, sha):
+    model = model_for(row, out_dir, sha)
+    if model is None:
+        return []
+    kind = "kv_cache" if "kv_cache" in row["fixture"] else "forward"
+    if row["family"] == "gpt2":
+        tokens = default_prompt(model.config.vocab_size, 16, "model.tiny-gpt2")
+        out32, cache32 = gpt2_forward_outputs(model, tokens)
+        out64, cache64 = gpt2_forward_outputs(ref_gpt2.to_float64(model), tokens)
+    else:
+        n = 16
+        tokens = (stories_prompt(n) if row["model"].startswith("shared:")
+                  else default_prompt(model.cfg.vocab_size, n, "model.tiny-llama"))
+        out32, cache32 = forward_outputs(model, tokens)
+        out64, cache64 = forward_outputs(as64(model), tokens)
+    with open_fixture(out_dir, row["fixture"], "model", sha) as f:
+        write_attr(f, "model", row["model"])
+        if kind == "forward":
+            write_case(f, 0, f"{len(tokens)}-token prompt, every intermediate at every position", {}, {"tokens": tokens},
+                       out32, out64)
+        else:
+            write_case(f, 0, f"keys and values cached after a {len(tokens)}-token prompt", {}, {"tokens": tokens},
+                       cache32, cache64)
+    return [os.path.join(out_dir, row["fixture"])]
+
+
+# ---- Generation ------------------------------------------------------------------------------------
 
 def generation_outputs(model, prompt, n_new):
     """Greedy tokens (float32 model) and the logits at every step; reference64's logits come from the
@@ -437,16 +588,27 @@ def generation_outputs(model, prompt, n_new):
     return tokens, logits32, logits64
 
 
-def export_generation_stage(stage_id, out_dir, sha):
-    model, _, _, _, _ = default_model(out_dir, sha)
-    prompt = default_prompt(model.cfg.vocab_size, 8, "generation.tiny-llama")
-    tokens, logits32, logits64 = generation_outputs(model, prompt, 64)
-    path = os.path.join(out_dir, "generation", "greedy.h5")
-    with open_fixture(path, stage_id, "generation", sha) as f:
-        write_attr(f, "model", TINY_LLAMA_FILE)
-        write_case(f, 0, "64 greedy tokens after an 8-token prompt", {"max_new_tokens": 64}, {"prompt": prompt},
+def export_generation(row, out_dir, sha):
+    model = model_for(row, out_dir, sha)
+    if model is None:
+        return []
+    if row["family"] == "gpt2":
+        prompt = default_prompt(model.config.vocab_size, 8, "generation.tiny-gpt2")
+        n_new, why = 64, "64 greedy tokens after an 8-token prompt (transformers' generate, do_sample=False)"
+        tokens, logits32 = ref_gpt2.greedy(model, prompt, n_new)
+        logits64 = ref_gpt2.teacher_forced_logits64(model, torch.cat([prompt, torch.tensor(tokens)]), len(prompt))
+    elif row["model"].startswith("shared:"):
+        prompt, n_new, why = torch.tensor([1]), 256, "256 greedy tokens from BOS"
+        tokens, logits32, logits64 = generation_outputs(model, prompt, n_new)
+    else:
+        prompt = default_prompt(model.cfg.vocab_size, 8, "generation.tiny-llama")
+        n_new, why = 64, "64 greedy tokens after an 8-token prompt"
+        tokens, logits32, logits64 = generation_outputs(model, prompt, n_new)
+    with open_fixture(out_dir, row["fixture"], "generation", sha) as f:
+        write_attr(f, "model", row["model"])
+        write_case(f, 0, why, {"max_new_tokens": n_new}, {"prompt": prompt},
                    {"tokens": torch.tensor(tokens, dtype=torch.float32), "logits": logits32}, {"logits": logits64})
-    return [path]
+    return [os.path.join(out_dir, row["fixture"])]
 
 
 # ---- Real checkpoints and tokenizers from ../shared -------------------------------------------------
@@ -458,7 +620,10 @@ STORIES_MODEL = "models/stories260K/stories260K.bin"
 STORIES_TOKENIZER = "models/stories260K/tok512.bin"
 LLAMA2_TOKENIZER = "tokenizers/llama2/tokenizer.bin"
 LLAMA2_SPM_MODEL = "tokenizers/llama2/tokenizer.model"
-SHARED_FILES = sorted([STORIES_MODEL, STORIES_TOKENIZER, LLAMA2_TOKENIZER, LLAMA2_SPM_MODEL])  # presence is in the manifest
+GPT2_ENCODER = "tokenizers/gpt2/encoder.json"
+GPT2_MERGES = "tokenizers/gpt2/vocab.bpe"
+SHARED_FILES = sorted([STORIES_MODEL, STORIES_TOKENIZER, LLAMA2_TOKENIZER, LLAMA2_SPM_MODEL, GPT2_ENCODER,
+                       GPT2_MERGES])  # presence is in the manifest
 
 
 def shared_path(rel):
@@ -487,56 +652,53 @@ def stories_prompt(n):
     return torch.tensor(ids[:n])
 
 
-def export_stories_stage(stage_id, out_dir, sha):
-    if not os.path.exists(shared_path(STORIES_MODEL)):
-        print(f"export_golden: {stage_id} skipped: {shared_path(STORIES_MODEL)} not found")
-        return []
-    model = llama_ref.load_llama2c(shared_path(STORIES_MODEL)).eval()
-    level = stage_id.split(".")[0]
-    if level == "model":
-        tokens = stories_prompt(16)
-        out32, _ = forward_outputs(model, tokens)
-        out64, _ = forward_outputs(as64(model), tokens)
-        path = os.path.join(out_dir, "model", "forward_stories260k.h5")
-        with open_fixture(path, stage_id, "model", sha) as f:
-            write_attr(f, "model", "shared:" + STORIES_MODEL)
-            write_case(f, 0, f"{len(tokens)}-token prompt, every intermediate at every position", {},
-                       {"tokens": tokens}, out32, out64)
-    else:
-        prompt = torch.tensor([1])
-        tokens, logits32, logits64 = generation_outputs(model, prompt, 256)
-        path = os.path.join(out_dir, "generation", "greedy_stories260k.h5")
-        with open_fixture(path, stage_id, "generation", sha) as f:
-            write_attr(f, "model", "shared:" + STORIES_MODEL)
-            write_case(f, 0, "256 greedy tokens from BOS", {"max_new_tokens": 256}, {"prompt": prompt},
-                       {"tokens": torch.tensor(tokens, dtype=torch.float32), "logits": logits32}, {"logits": logits64})
-    return [path]
+def stories_prompt(n):
+    """BOS + the start of a TinyStories-like sentence, encoded by SentencePiece with tok512."""
+    pieces, scores = read_llama2c_vocab(shared_path(STORIES_TOKENIZER), 512)
+    proto = tokenizer_ref.spm_from_llama2c(pieces, scores)
+    ids = [1] + tokenizer_ref.spm_encode(proto, ["Once upon a time, there was a little girl named Lily. She loved to play"])[0]
+    return torch.tensor(ids[:n])
 
 
-def export_tokenizer_stage(stage_id, out_dir, sha):
-    """(text -> ids) pairs produced by SentencePiece itself, for every vocabulary the project uses."""
-    name = stage_id.split(".", 1)[1]
+# ---- Tokenizers ------------------------------------------------------------------------------------
+
+def tokenizer_reference(row, out_dir, sha):
+    """(texts, ids, vocab_size) for a tokenizer stage from its reference: SentencePiece for the
+    llama2.c-style vocabularies, tiktoken and HF tokenizers (which must agree) for GPT-2's.
+    None when the ../shared file it needs is absent."""
+    key = row["model"]
     _, _, default_proto, _, text = default_model(out_dir, sha)
-    if name == "default":
-        proto, source, vocab_size = default_proto, TINY_LLAMA_FILE, TINY_LLAMA["vocab_size"]
-    elif name == "llama2":
-        if not os.path.exists(shared_path(LLAMA2_SPM_MODEL)):
-            print(f"export_golden: {stage_id} skipped: {shared_path(LLAMA2_SPM_MODEL)} not found")
-            return []
+    needed = {"shared:" + LLAMA2_TOKENIZER: LLAMA2_SPM_MODEL, "shared:" + STORIES_TOKENIZER: STORIES_TOKENIZER,
+              "shared:tokenizers/gpt2": GPT2_ENCODER}.get(key)
+    if needed and not os.path.exists(shared_path(needed)):
+        print(f"export_golden: {row['fixture']} skipped: {shared_path(needed)} not found")
+        return None
+    if key == TINY_LLAMA_FILE:
+        texts = tokenizer_ref.tokenizer_cases(text)
+        return texts, tokenizer_ref.spm_encode(default_proto, texts), TINY_LLAMA["vocab_size"]
+    if key == "shared:" + LLAMA2_TOKENIZER:
         with open(shared_path(LLAMA2_SPM_MODEL), "rb") as f:
             proto = f.read()
-        source, vocab_size = "shared:" + LLAMA2_TOKENIZER, 32000
-    else:
-        if not os.path.exists(shared_path(STORIES_TOKENIZER)):
-            print(f"export_golden: {stage_id} skipped: {shared_path(STORIES_TOKENIZER)} not found")
-            return []
+        texts = tokenizer_ref.tokenizer_cases(text)
+        return texts, tokenizer_ref.spm_encode(proto, texts), 32000
+    if key == "shared:" + STORIES_TOKENIZER:
         proto = tokenizer_ref.spm_from_llama2c(*read_llama2c_vocab(shared_path(STORIES_TOKENIZER), 512))
-        source, vocab_size = "shared:" + STORIES_TOKENIZER, 512
-    texts = tokenizer_ref.tokenizer_cases(text)
-    ids = tokenizer_ref.spm_encode(proto, texts)
-    path = os.path.join(out_dir, "tokenizer", name + ".h5")
-    with open_fixture(path, stage_id, "tokenizer", sha) as f:
-        write_attr(f, "tokenizer", source)
+        texts = tokenizer_ref.tokenizer_cases(text)
+        return texts, tokenizer_ref.spm_encode(proto, texts), 512
+    if key == "shared:tokenizers/gpt2":
+        texts = tokenizer_bpe_ref.gpt2_texts(text)
+        return texts, tokenizer_bpe_ref.gpt2_reference_ids(texts, SHARED_DIR), 50257
+    raise SystemExit(f"export_golden: no tokenizer reference for '{key}' (see tokenizer_reference())")
+
+
+def export_tokenizer(row, out_dir, sha):
+    """(text -> ids) pairs from the reference tokenizer, for every vocabulary the project uses."""
+    ref = tokenizer_reference(row, out_dir, sha)
+    if ref is None:
+        return []
+    texts, ids, vocab_size = ref
+    with open_fixture(out_dir, row["fixture"], "tokenizer", sha) as f:
+        write_attr(f, "tokenizer", row["model"])
         write_attr(f, "vocab_size", vocab_size)
         for i, (t, case_ids) in enumerate(zip(texts, ids)):
             raw = t.encode("utf-8")
@@ -549,22 +711,12 @@ def export_tokenizer_stage(stage_id, out_dir, sha):
             out = create_group(grp, "outputs")
             out.create_dataset("ids", data=np.asarray(case_ids, dtype=np.float32), track_times=False)
             out.create_dataset("n_ids", data=np.asarray([len(case_ids)], dtype=np.float32), track_times=False)
-    return [path]
+    return [os.path.join(out_dir, row["fixture"])]
 
 
-EXTRA_STAGES = {
-    "layer.attention": export_layer_stage,
-    "layer.ffn": export_layer_stage,
-    "layer.block": export_layer_stage,
-    "model.forward": export_model_stage,
-    "model.kv_cache": export_model_stage,
-    "generation.greedy": export_generation_stage,
-    "model.forward.stories260k": export_stories_stage,
-    "generation.greedy.stories260k": export_stories_stage,
-    "tokenizer.default": export_tokenizer_stage,
-    "tokenizer.llama2": export_tokenizer_stage,
-    "tokenizer.stories260k": export_tokenizer_stage,
-}
+# How each level's fixtures are made (kinds of stage, not stages: the stages come from lmlab).
+EXPORTERS = {"kernel": export_kernel, "layer": export_layer, "model": export_model,
+             "generation": export_generation, "tokenizer": export_tokenizer}
 
 
 def main():
@@ -572,6 +724,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO_DIR, "golden"), help="output folder (default: golden/)")
     ap.add_argument("--shared", default=None, help="folder with models/ and tokenizers/ (default: $LMLAB_SHARED or ../shared)")
     ap.add_argument("--only", default="*", help="export only stages matching this glob (manifest still lists all files present)")
+    ap.add_argument("--lmlab", default=default_lmlab(), help="the lmlab binary whose stage table to export (default: build/default/lmlab)")
     args = ap.parse_args()
 
     global SHARED_DIR
@@ -580,15 +733,18 @@ def main():
     torch.set_num_threads(1)  # deterministic reductions
     torch.use_deterministic_algorithms(True)
     sha = exporter_sha256()
+    table = stage_table_json(args.lmlab)
+    rows = json.loads(table)
     t0 = time.perf_counter()
+    fixtures = {}  # fixture -> the first stage row that uses it (stages may share a fixture)
+    for row in rows:
+        if fnmatch.fnmatch(row["id"], args.only):
+            fixtures.setdefault(row["fixture"], row)
     written = []
-    for stage_id, (cases_fn, ref_fn) in KERNEL_STAGES.items():
-        if fnmatch.fnmatch(stage_id, args.only):
-            written.append(export_kernel_stage(stage_id, cases_fn, ref_fn, args.out, sha))
-    # stages beyond the kernels: stage id -> function(stage_id, out_dir, sha) -> written paths
-    for stage_id, export_fn in EXTRA_STAGES.items():
-        if fnmatch.fnmatch(stage_id, args.only):
-            written.extend(export_fn(stage_id, args.out, sha))
+    for fixture, row in fixtures.items():
+        t = time.perf_counter()
+        written.extend(EXPORTERS[row["level"]](row, args.out, sha))
+        print(f"export_golden: {fixture:<34} {time.perf_counter() - t:5.2f} s")
 
     # the manifest lists every fixture present under out/, so a partial (--only) export keeps it whole
     files = {}
@@ -597,15 +753,14 @@ def main():
             if name.endswith(".h5"):
                 full = os.path.join(root, name)
                 files[os.path.relpath(full, args.out)] = sha256_file(full)
-    manifest = {"format_version": FORMAT_VERSION, "exporter_sha256": sha, "torch_version": torch.__version__,
-                "seed": SEED, "files": dict(sorted(files.items())),
+    manifest = {"format_version": FORMAT_VERSION, "exporter_sha256": sha, "stages_sha256": hashlib.sha256(table).hexdigest(),
+                "torch_version": torch.__version__, "seed": SEED, "files": dict(sorted(files.items())),
                 # which ../shared files are there: golden_status.py re-exports when that changes
                 "shared_files": {rel: os.path.exists(os.path.join(SHARED_DIR, rel)) for rel in SHARED_FILES}}
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
     print(f"export_golden: wrote {len(written)} fixture files to {args.out} in {time.perf_counter() - t0:.1f} s")
-
 
 
 if __name__ == "__main__":

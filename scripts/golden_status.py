@@ -1,12 +1,13 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Are the golden fixtures current? Standard library only, so the build can ask on every run
 without importing torch.
 
-    /usr/bin/python3 scripts/golden_status.py [--golden DIR] [--shared DIR] [--ensure]
+    .venv/bin/python scripts/golden_status.py [--golden DIR] [--shared DIR] [--lmlab BIN] [--ensure]
 
 Current means golden/manifest.json was written by the exporter as it is now (exporter_sha256:
 sha256 over every scripts/*.py, sorted by name, contents concatenated; the harness computes the
-same digest), every listed file is present with its listed sha256, and each ../shared file the
+same digest) for the stage table as it is now (stages_sha256: sha256 of `lmlab list --json`, the
+only list of stages), every listed file is present with its listed sha256, and each ../shared file the
 exporter looked for is still present or absent as it was then (stages that need ../shared are
 exported only when it is there). --ensure re-exports when anything is off; the build's `golden`
 target runs it, so editing the exporter, deleting or damaging a fixture, or adding ../shared all
@@ -44,7 +45,19 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def stale_reason(golden_dir, shared_dir):
+def default_lmlab():
+    return os.path.join(REPO_DIR, "build", "default", "lmlab")
+
+
+def stage_table_json(lmlab):
+    """The stage table as the lmlab binary prints it (bytes, exactly as printed)."""
+    if not os.path.exists(lmlab):
+        raise SystemExit(f"{lmlab} not found: build it first (cmake --build --preset default), or pass --lmlab PATH. "
+                         "The exporter takes its list of stages from it.")
+    return subprocess.run([lmlab, "list", "--json"], check=True, capture_output=True).stdout
+
+
+def stale_reason(golden_dir, shared_dir, lmlab=None):
     """None when current, else why not."""
     path = os.path.join(golden_dir, "manifest.json")
     if not os.path.exists(path):
@@ -56,6 +69,8 @@ def stale_reason(golden_dir, shared_dir):
         return f"{path} unreadable ({e})"
     if manifest.get("exporter_sha256") != exporter_sha256():
         return "the exporter changed"
+    if lmlab is not None and manifest.get("stages_sha256") != hashlib.sha256(stage_table_json(lmlab)).hexdigest():
+        return "the stage table (harness/stages.cpp) changed"
     files = manifest.get("files") or {}
     if not files:
         return "the manifest lists no files"
@@ -75,16 +90,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--golden", default=os.path.join(REPO_DIR, "golden"))
     ap.add_argument("--shared", default=default_shared_dir())
+    ap.add_argument("--lmlab", default=default_lmlab(), help="the lmlab binary (its stage table)")
     ap.add_argument("--ensure", action="store_true", help="re-export when not current")
     args = ap.parse_args()
-    reason = stale_reason(args.golden, args.shared)
+    reason = stale_reason(args.golden, args.shared, args.lmlab)
     if reason is None:
         print(f"golden fixtures in {args.golden} are current")
         return 0
     print(f"golden fixtures are not current: {reason}")
     if not args.ensure:
         return 1
-    cmd = [sys.executable, os.path.join(SCRIPTS_DIR, "export_golden.py"), "--out", args.golden, "--shared", args.shared]
+    cmd = [sys.executable, os.path.join(SCRIPTS_DIR, "export_golden.py"), "--out", args.golden, "--shared", args.shared,
+           "--lmlab", args.lmlab]
     return subprocess.call(cmd)
 
 

@@ -149,11 +149,15 @@ class Llama(nn.Module):
         return self.output(self.norm(x))
 
 
-# Intermediates in pipeline order: (name, module path relative to a block); the C++ side returns
-# the same names in the same order, so the first mismatch in this order is the first divergence.
-BLOCK_INTERMEDIATES = [("attn_norm", "attention_norm"), ("q", "attention.q_rope"), ("k", "attention.k_rope"),
-                       ("v", "attention.wv"), ("attn_out", "attention"), ("h", "resid_attn"),
-                       ("ffn_norm", "ffn_norm"), ("ffn_out", "feed_forward"), ("out", "")]
+# Intermediates in pipeline order: (name, module path relative to a block, "out" for the module's
+# output or "in" for its input); the C++ side (model/forward.cpp, layer_trace_fields) returns the
+# same names in the same order, so the first mismatch in this order is the first divergence.
+BLOCK_INTERMEDIATES = [("attn_norm", "attention_norm", "out"), ("q", "attention.q_rope", "out"),
+                       ("k", "attention.k_rope", "out"), ("v", "attention.wv", "out"),
+                       ("heads", "attention.wo", "in"), ("attn_out", "attention", "out"), ("h", "resid_attn", "out"),
+                       ("ffn_norm", "ffn_norm", "out"), ("ffn_gate", "feed_forward.w1", "out"),
+                       ("ffn_up", "feed_forward.w3", "out"), ("ffn_act", "feed_forward.w2", "in"),
+                       ("ffn_out", "feed_forward", "out"), ("out", "", "out")]
 
 
 class Recorder:
@@ -163,9 +167,12 @@ class Recorder:
         self.values = {}
         self.handles = []
         for i, layer in enumerate(model.layers):
-            for name, path in BLOCK_INTERMEDIATES:
+            for name, path, where in BLOCK_INTERMEDIATES:
                 module = layer.get_submodule(path) if path else layer
-                self._hook(module, f"layer{i}.{name}")
+                if where == "out":
+                    self._hook(module, f"layer{i}.{name}")
+                else:
+                    self.handles.append(module.register_forward_pre_hook(self._pre(f"layer{i}.{name}")))
             # the input of every block, for teacher-forced runs of the C++ layers
             self.handles.append(layer.register_forward_pre_hook(self._pre(f"layer{i}.in")))
         self._hook(model.norm, "final_norm")
