@@ -18,6 +18,7 @@
 #include "fixture.h"
 #include "model/session.h"
 #include "model/text_tokenizer.h"
+#include "model/utf8.h"
 #include "report.h"
 #include "runner.h"
 #include "stages.h"
@@ -169,7 +170,7 @@ int cmd_tokenize(const TokenizeArgs& a) {
     const std::vector<int> ids = a.add_bos || a.allow_special ? tok->encode_prompt(text, a.allow_special) : tok->encode(text);
     if (a.show_pieces) {
         nlohmann::json pieces = nlohmann::json::array();
-        for (int id : ids) pieces.push_back(tok->piece(id));
+        for (int id : ids) pieces.push_back(utf8_escaped(tok->piece(id)));  // half a character shows as \xNN
         fmt::print("{}\n", pieces.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
         fmt::print("[{}]\n", fmt::join(ids, ", "));

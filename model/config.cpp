@@ -88,7 +88,6 @@ void Config::validate(const std::string& source) const {
             if (positions != Positions::Learned) bad("the gpt2 forward uses learned positions");
             if (!qkv_bias || !out_bias || !ffn_bias) bad("the gpt2 forward has biases on every projection");
             if (n_kv_heads != n_heads) bad("gpt2 has one key/value head per query head (n_kv_heads == n_heads)");
-            if (ffn_dim == 0) bad("ffn_dim must be positive");
             break;
     }
 }
@@ -114,6 +113,9 @@ Model load_model(const std::string& path) {
     if (!fs::exists(path)) throw ModelError(path + ": no such file or directory");
     const std::string ext = fs::path(path).extension().string();
     if (ext == ".h5" || ext == ".hdf5") return load_model_hdf5(path);
+    if (ext == ".safetensors" || ext == ".json")
+        throw ModelError(path + ": pass the Hugging Face model directory (" + fs::path(path).parent_path().string() +
+                         "), not one of its files: the weights need config.json beside them");
     if (first_int32(path) == 20240326) return load_model_llmc(path);  // llm.c's magic number
     return load_model_llama2c(path);
 }

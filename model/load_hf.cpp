@@ -197,12 +197,8 @@ Model load_model_hf(const std::string& dir) {
 
     SafetensorsCheckpoint ck = SafetensorsCheckpoint::open_dir(dir);
 
-    // The tensors we need: the table, plus the untied classifier when the table has no slot for it.
+    // The tensors we need: the family's table (with the untied classifier when the config says so).
     std::vector<BoundTensor> want = bind_tensors(m);
-    const bool table_has_output =
-        std::any_of(want.begin(), want.end(), [&](const BoundTensor& b) { return b.dst == &m.output; });
-    if (!c.tied_embeddings && !table_has_output)
-        want.push_back({fam.lm_head, {c.vocab_size, c.dim}, &m.output, false});
 
     // With or without the prefix: decided by the files, and the same for every name.
     const std::vector<std::string> names = ck.names();

@@ -56,6 +56,7 @@ const std::vector<TensorSlot> kGpt2 = {
     {"h.{}.mlp.c_proj.bias", true, dim, LAYER(w_down.b)},
     {"ln_f.weight", false, dim, GLOBAL(final_norm.weight)},
     {"ln_f.bias", false, dim, GLOBAL(final_norm.bias)},
+    {"lm_head.weight", false, embeddings, GLOBAL(output), untied},  // HF only: llm.c files are always tied
 };
 
 #undef LAYER

@@ -1,4 +1,5 @@
 #include "tokenizer_bpe.h"
+#include "utf8.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -45,48 +46,6 @@ enum Kind : std::uint8_t { kUnused = 0, kRegular = 1, kAdded = 2, kSpecial = 3, 
 
 // ---- UTF-8 -----------------------------------------------------------------------------------
 
-// Length of the UTF-8 sequence starting at text[pos]:
-//   > 0  a complete, valid code point of that many bytes;
-//     0  a valid start that the end of the text cuts short (more bytes may still come);
-//    -1  invalid (bad lead byte, bad continuation byte, overlong form, surrogate, > U+10FFFF).
-// The ranges are those of the Unicode standard's table of well-formed UTF-8 byte sequences.
-int utf8_sequence_length(std::string_view text, std::size_t pos) {
-    const auto lead = static_cast<unsigned char>(text[pos]);
-    std::size_t length = 0;
-    unsigned char second_min = 0x80;
-    unsigned char second_max = 0xBF;
-    if (lead <= 0x7F) {
-        return 1;
-    } else if (lead >= 0xC2 && lead <= 0xDF) {
-        length = 2;
-    } else if (lead == 0xE0) {
-        length = 3;
-        second_min = 0xA0;  // no overlong forms
-    } else if (lead == 0xED) {
-        length = 3;
-        second_max = 0x9F;  // no UTF-16 surrogates
-    } else if (lead >= 0xE1 && lead <= 0xEF) {
-        length = 3;
-    } else if (lead == 0xF0) {
-        length = 4;
-        second_min = 0x90;  // no overlong forms
-    } else if (lead >= 0xF1 && lead <= 0xF3) {
-        length = 4;
-    } else if (lead == 0xF4) {
-        length = 4;
-        second_max = 0x8F;  // nothing above U+10FFFF
-    } else {
-        return -1;  // continuation byte, 0xC0, 0xC1 or 0xF5..0xFF
-    }
-    for (std::size_t i = 1; i < length; ++i) {
-        if (pos + i >= text.size()) return 0;
-        const auto byte = static_cast<unsigned char>(text[pos + i]);
-        const unsigned char min = (i == 1) ? second_min : 0x80;
-        const unsigned char max = (i == 1) ? second_max : 0xBF;
-        if (byte < min || byte > max) return -1;
-    }
-    return static_cast<int>(length);
-}
 
 // Throws when text is not valid UTF-8, naming the offset of the first bad byte. Both references
 // take Unicode strings (tiktoken: a Python str; HF: a Rust &str), so neither can be given
@@ -751,7 +710,8 @@ std::vector<int> BpeTokenizer::encode(std::string_view text, bool allow_special)
     if (!can_encode_) {
         throw TokenizerError(
             "encode: this tokenizer was loaded from llm.c's gpt2_tokenizer.bin, which has no merges and can only "
-            "decode; to encode, load GPT-2's encoder.json + vocab.bpe (load_gpt2) or a tokenizer.json (load_hf_json)");
+            "decode; to encode text, use GPT-2's encoder.json + vocab.bpe or a tokenizer.json (lmlab: --tokenizer DIR "
+            "or --tokenizer tokenizer.json)");
     }
     check_utf8(text);
     std::vector<int> ids;

@@ -456,6 +456,9 @@ def gpt2_model(out_dir):
         paths = ref_gpt2.save_hf_dirs(model, os.path.join(out_dir, "models"))
         if os.path.exists(shared_path(GPT2_ENCODER)):
             tokenizer_bpe_ref.gpt2_hf(SHARED_DIR).save(os.path.join(paths["hf"], "tokenizer.json"))
+            # llm.c's decode-only vocabulary beside its checkpoint, where `lmlab generate` looks for it
+            with open(os.path.join(os.path.dirname(paths["llmc"]), "gpt2_tokenizer.bin"), "wb") as f:
+                f.write(tokenizer_bpe_ref.llmc_tokenizer_bytes(SHARED_DIR))
         _MODEL_CACHE["gpt2"] = model
     return _MODEL_CACHE["gpt2"]
 
