@@ -18,7 +18,6 @@ namespace {
 
 constexpr int kFirstRegularId = 3;  // ids 0, 1, 2 are <unk>, BOS, EOS
 constexpr int kUnkId = 0;
-const char* const kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD in UTF-8
 
 // Value of one hexadecimal digit, or -1.
 int hex_digit_value(char c) {
@@ -307,30 +306,11 @@ StreamDecoder::StreamDecoder(const Tokenizer& tok, int prev_id) : tok_(&tok), pr
 std::string StreamDecoder::push(int id) {
     pending_ += tok_->decode_one(prev_id_, id);
     prev_id_ = id;
-    // Hand out every complete character; replace invalid bytes; keep a valid but unfinished
-    // sequence at the end, since the next byte token may complete it.
-    std::string ready;
-    std::size_t pos = 0;
-    while (pos < pending_.size()) {
-        const int length = utf8_sequence_length(pending_, pos);
-        if (length == 0) break;
-        if (length < 0) {
-            ready += kReplacementCharacter;
-            pos += 1;
-        } else {
-            ready.append(pending_, pos, static_cast<std::size_t>(length));
-            pos += static_cast<std::size_t>(length);
-        }
-    }
-    pending_.erase(0, pos);
-    return ready;
+    return take_complete_utf8(pending_);
 }
 
 std::string StreamDecoder::flush() {
-    std::string rest;
-    for (std::size_t i = 0; i < pending_.size(); ++i) rest += kReplacementCharacter;
-    pending_.clear();
-    return rest;
+    return flush_incomplete_utf8(pending_);
 }
 
 }  // namespace lmlab

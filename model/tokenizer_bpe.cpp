@@ -37,7 +37,6 @@ constexpr int kLlmcVersion1Vocab = 50257;  // version 1 files are GPT-2's, eot 5
 constexpr int kMaxId = (1 << 24) - 1;      // ids above this are taken as a damaged file
 constexpr std::size_t kMaxCachedPiece = 256;  // longer pre-tokens are rare; not worth caching
 
-const char* const kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD in UTF-8
 
 // What an id is. kOther: a vocabulary string with characters outside GPT-2's byte table; BPE
 // can never produce it (merges only join byte-table strings), and it decodes to its own UTF-8,
@@ -918,30 +917,11 @@ bool BpeTokenizer::is_special(int id) const {
 
 std::string BpeStreamDecoder::push(int id) {
     pending_ += tok_->piece(id);
-    // Hand out every complete character; replace bytes that can never start or continue one;
-    // keep a valid but unfinished sequence at the end, since the next token may complete it.
-    std::string ready;
-    std::size_t pos = 0;
-    while (pos < pending_.size()) {
-        const int length = utf8_sequence_length(pending_, pos);
-        if (length == 0) break;
-        if (length < 0) {
-            ready += kReplacementCharacter;
-            pos += 1;
-        } else {
-            ready.append(pending_, pos, static_cast<std::size_t>(length));
-            pos += static_cast<std::size_t>(length);
-        }
-    }
-    pending_.erase(0, pos);
-    return ready;
+    return take_complete_utf8(pending_);
 }
 
 std::string BpeStreamDecoder::flush() {
-    std::string rest;
-    for (std::size_t i = 0; i < pending_.size(); ++i) rest += kReplacementCharacter;
-    pending_.clear();
-    return rest;
+    return flush_incomplete_utf8(pending_);
 }
 
 }  // namespace lmlab

@@ -70,4 +70,35 @@ inline std::string utf8_escaped(std::string_view text) {
     return out;
 }
 
+inline constexpr const char* kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD in UTF-8
+
+// Streaming decode's buffer: removes from `pending` and returns every complete character; bytes
+// that can never start or continue one become U+FFFD; a valid but unfinished sequence at the end
+// stays in `pending`, since the next token may complete it.
+inline std::string take_complete_utf8(std::string& pending) {
+    std::string ready;
+    std::size_t pos = 0;
+    while (pos < pending.size()) {
+        const int length = utf8_sequence_length(pending, pos);
+        if (length == 0) break;
+        if (length < 0) {
+            ready += kReplacementCharacter;
+            pos += 1;
+        } else {
+            ready.append(pending, pos, static_cast<std::size_t>(length));
+            pos += static_cast<std::size_t>(length);
+        }
+    }
+    pending.erase(0, pos);
+    return ready;
+}
+
+// The end of a stream: each held-back byte (it never completed a character) as U+FFFD.
+inline std::string flush_incomplete_utf8(std::string& pending) {
+    std::string rest;
+    for (std::size_t i = 0; i < pending.size(); ++i) rest += kReplacementCharacter;
+    pending.clear();
+    return rest;
+}
+
 }  // namespace lmlab
