@@ -18,14 +18,15 @@ const char* arch_name(Arch a) {
     switch (a) {
         case Arch::Llama: return "llama";
         case Arch::Gpt2: return "gpt2";
+        case Arch::Qwen2: return "qwen2";
     }
     return "?";
 }
 
 Arch parse_arch(const std::string& name, const std::string& source) {
-    for (Arch a : {Arch::Llama, Arch::Gpt2})
+    for (Arch a : {Arch::Llama, Arch::Gpt2, Arch::Qwen2})
         if (name == arch_name(a)) return a;
-    throw ModelError(fmt::format("{}: arch '{}' is not one this engine runs (known: llama, gpt2)", source, name));
+    throw ModelError(fmt::format("{}: arch '{}' is not one this engine runs (known: llama, gpt2, qwen2)", source, name));
 }
 
 Config Config::llama() {
@@ -47,6 +48,16 @@ Config Config::gpt2() {
     c.positions = Positions::Learned;
     c.qkv_bias = c.out_bias = c.ffn_bias = true;
     c.tied_embeddings = true;
+    return c;
+}
+
+Config Config::qwen2() {
+    Config c = llama();
+    c.arch = Arch::Qwen2;
+    c.norm_eps = 1e-6f;
+    c.rope_theta = 1e6f;
+    c.rope_style = RopeStyle::RotateHalf;  // Hugging Face's layout
+    c.qkv_bias = true;
     return c;
 }
 
@@ -73,11 +84,12 @@ void Config::validate(const std::string& source) const {
     // What each family's forward file implements; anything else would be a silently different model.
     switch (arch) {
         case Arch::Llama:
+        case Arch::Qwen2:  // one forward file (llama.cpp): Qwen2 differs only in fields
             if (norm != NormKind::RMSNorm) bad("the llama forward uses RMSNorm");
             if (activation != Activation::SwiGLU) bad("the llama forward uses a SwiGLU feed-forward");
             if (positions != Positions::Rope) bad("the llama forward uses RoPE positions");
             if (out_bias || ffn_bias) bad("the llama forward has no bias on the output or feed-forward projections");
-            if (qkv_bias) bad("q/k/v biases are not implemented for llama yet");
+            if (qkv_bias != (arch == Arch::Qwen2)) bad("q/k/v biases: Qwen2 always has them, LLaMA never");
             if (head_dim() % 2 != 0) bad("head_dim must be even for RoPE");
             if (!(rope_theta > 0)) bad("rope_theta must be positive");
             break;

@@ -60,7 +60,8 @@ void embed(const Model& m, int token, std::size_t pos, std::span<float> x) {
 void block(const Model& m, std::size_t layer, std::size_t pos, std::span<float> x, KVCache& cache, RunState& s,
            LayerTrace* trace) {
     switch (m.config.arch) {
-        case Arch::Llama: return llama_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
+        case Arch::Llama:
+        case Arch::Qwen2: return llama_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
         case Arch::Gpt2: return gpt2_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
     }
 }

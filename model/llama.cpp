@@ -1,4 +1,5 @@
-// The LLaMA block (Touvron et al. 2023; llama2.c's run.c computes the same thing):
+// The LLaMA block (Touvron et al. 2023; llama2.c's run.c computes the same thing), also Qwen2's
+// (Qwen2 = this block with biases on the q, k, v projections; the config says which):
 //
 //   x ─► RMSNorm ─► q = RoPE(wq·), k = RoPE(wk·), v = wv· ─► attend over the cache ─► wo ─► + x ─► h
 //   h ─► RMSNorm ─► w2 · (silu(w1·) ⊙ w3·)                                          ─► + h ─► out

@@ -2,8 +2,8 @@
 // + model.safetensors or shards (the weights; see safetensors.h).
 //
 // One model_type is one HfFamily: a function mapping config.json's fields to our Config (refusing
-// every field whose value our forward does not implement), and how the family's files name the
-// tensors of our table (model/tensors.h). Adding llama or qwen2 is one more HfFamily entry.
+// every field whose value our forward does not implement), the optional name prefix, and the
+// buffers to skip; the tensors' names are the hf column of the family's table (model/tensors.h).
 //
 // Order of work: config -> headers of every file -> every tensor's presence, dtype and shape, and
 // nothing unexplained in the files -> only then the reads (so a wrong file fails in milliseconds,
@@ -127,6 +127,58 @@ bool gpt2_ignored(const std::string& name) {
     return rest == ".attn.bias" || rest == ".attn.masked_bias";
 }
 
+// ---- LLaMA and Qwen2 (transformers' LlamaConfig, Qwen2Config) ----------------------------------------
+
+// The fields LlamaConfig and Qwen2Config share; `c` brings the family's fixed choices.
+Config llama_like_config(const ConfigJson& j, Config c) {
+    c.dim = j.size("hidden_size");
+    c.n_layers = j.size("num_hidden_layers");
+    c.n_heads = j.size("num_attention_heads");
+    c.n_kv_heads = j.has("num_key_value_heads") ? j.size("num_key_value_heads") : c.n_heads;  // null: no GQA
+    c.ffn_dim = j.size("intermediate_size");
+    c.vocab_size = j.size("vocab_size");
+    c.max_seq_len = j.size("max_position_embeddings");
+    c.norm_eps = static_cast<float>(j.number("rms_norm_eps", c.norm_eps));
+    c.rope_theta = static_cast<float>(j.number("rope_theta", c.rope_theta));
+    // Hugging Face's checkpoints pair RoPE dimensions as (i, i + head_dim/2): the conversion from
+    // Meta's weights permuted the rows of wq and wk so that this gives the same model (README).
+    c.rope_style = RopeStyle::RotateHalf;
+    // Features our forward does not implement: refused by name, never ignored.
+    const std::string act = j.text("hidden_act", "silu");
+    if (act != "silu")
+        throw ModelError(fmt::format("{}: hidden_act '{}' is not supported (the SwiGLU feed-forward uses silu)", j.path(), act));
+    if (j.has("rope_scaling"))
+        throw ModelError(fmt::format("{}: rope_scaling is set: scaled RoPE (linear, dynamic, yarn, llama3) is not "
+                                     "implemented; this engine would compute a different model",
+                                     j.path()));
+    if (j.has("head_dim") && j.size("head_dim") != c.dim / c.n_heads)
+        throw ModelError(fmt::format("{}: head_dim {} differs from hidden_size / num_attention_heads = {}; this engine "
+                                     "derives head_dim",
+                                     j.path(), j.size("head_dim"), c.dim / c.n_heads));
+    c.tied_embeddings = j.boolean("tie_word_embeddings", false);  // LlamaConfig's and Qwen2Config's default
+    return c;
+}
+
+Config llama_config(const ConfigJson& j) {
+    Config c = llama_like_config(j, Config::llama());
+    j.require("attention_bias", false, false, "biases on the attention projections are not implemented for llama");
+    j.require("mlp_bias", false, false, "biases on the MLP projections are not implemented for llama");
+    return c;
+}
+
+Config qwen2_config(const ConfigJson& j) {
+    Config c = llama_like_config(j, Config::qwen2());
+    // Qwen2.5 configs carry sliding_window but switch it off; a model that uses it attends differently.
+    j.require("use_sliding_window", false, false, "sliding-window attention is not implemented");
+    return c;
+}
+
+// "layers.3.self_attn.rotary_emb.inv_freq": RoPE's frequency table, saved by older transformers.
+// Not a weight: we compute RoPE from rope_theta.
+bool llama_ignored(const std::string& name) {
+    return name.size() > 33 && name.compare(name.size() - 33, 33, ".self_attn.rotary_emb.inv_freq") == 0;
+}
+
 // ---- the families -------------------------------------------------------------------------------
 
 struct HfFamily {
@@ -137,14 +189,13 @@ struct HfFamily {
     const char* optional_prefix;
     const char* lm_head;  // the untied classifier's name (never prefixed): [vocab, dim] -> Model::output
     bool (*ignored)(const std::string& name);  // non-weight buffers to skip (names without the prefix)
-    // Our table's name -> the files' name (without the prefix). nullptr: the table already uses
-    // Hugging Face's names (GPT-2). LLaMA's table has Meta's names ("layers.0.attention.wq.weight"),
-    // so llama will map them to "layers.0.self_attn.q_proj.weight" here.
-    std::string (*rename)(const std::string& ours);
 };
 
+// (Each tensor's Hugging Face name is the hf column of the family's table, model/tensors.h.)
 const HfFamily kFamilies[] = {
-    {"gpt2", gpt2_config, "transformer.", "lm_head.weight", gpt2_ignored, nullptr},
+    {"gpt2", gpt2_config, "transformer.", "lm_head.weight", gpt2_ignored},
+    {"llama", llama_config, "model.", "lm_head.weight", llama_ignored},
+    {"qwen2", qwen2_config, "model.", "lm_head.weight", llama_ignored},
 };
 
 const HfFamily& family_of(const std::string& model_type, const std::string& path) {
@@ -213,15 +264,12 @@ Model load_model_hf(const std::string& dir) {
                                      "one convention for the whole model",
                                      ck.source(), prefix, list_some(with, 2), list_some(without, 2)));
     const std::string used = with.empty() ? "" : prefix;
-    auto file_name = [&](const std::string& ours) {
-        if (ours == fam.lm_head) return ours;
-        return used + (fam.rename ? fam.rename(ours) : ours);
-    };
+    auto file_name = [&](const std::string& hf_name) { return hf_name == fam.lm_head ? hf_name : used + hf_name; };
 
     // Every tensor present, a float dtype, the right shape: checked for all before reading any.
     std::set<std::string> explained;
     for (const BoundTensor& b : want) {
-        const std::string name = file_name(b.name);
+        const std::string name = file_name(b.hf_name);
         explained.insert(name);
         const std::vector<std::size_t> stored =
             b.hf_conv1d ? std::vector<std::size_t>(b.shape.rbegin(), b.shape.rend()) : b.shape;
@@ -253,14 +301,14 @@ Model load_model_hf(const std::string& dir) {
                                      ck.source(), list_some(unknown), config_path, fam.model_type));
 
     for (const BoundTensor& b : want) {
-        std::vector<float> v = ck.read_f32(file_name(b.name));
+        std::vector<float> v = ck.read_f32(file_name(b.hf_name));
         *b.dst = b.hf_conv1d ? transpose(v, b.shape[1], b.shape[0]) : std::move(v);
     }
     // A tied model whose file still carries the classifier: it must be the embedding matrix
     // (transformers saves it that way); a different one means the config lies about tying.
     if (tied_head_in_file) {
         const auto emb = std::find_if(want.begin(), want.end(), [&](const BoundTensor& b) { return b.dst == &m.tok_embeddings; });
-        const std::string wte = file_name(emb->name);
+        const std::string wte = file_name(emb->hf_name);
         if (ck.shape(fam.lm_head) != ck.shape(wte))
             throw ModelError(fmt::format("{}: tie_word_embeddings is true but {} has shape {}, not {}'s {}", config_path,
                                          fam.lm_head, shape_str(ck.shape(fam.lm_head)), wte, shape_str(ck.shape(wte))));

@@ -33,12 +33,13 @@ std::string shape_str(std::span<const std::size_t> shape);
 enum class Arch {
     Llama,  // Meta's LLaMA, llama2.c checkpoints: RMSNorm, RoPE, SwiGLU, no biases
     Gpt2,   // OpenAI's GPT-2: LayerNorm, learned positions, GELU, biases everywhere, tied embeddings
+    Qwen2,  // Alibaba's Qwen2: LLaMA's pipeline with biases on q, k, v (rotate-half RoPE, theta 1e6)
 };
 enum class NormKind { RMSNorm, LayerNorm };
 enum class Activation { SwiGLU, GeluTanh, GeluErf };
 enum class Positions { Rope, Learned };
 
-const char* arch_name(Arch a);  // "llama", "gpt2": the names model files use
+const char* arch_name(Arch a);  // "llama", "gpt2", "qwen2": the names model files use
 // Throws ModelError naming `source` and the known names.
 Arch parse_arch(const std::string& name, const std::string& source);
 
@@ -72,6 +73,7 @@ struct Config {
     // The fixed choices of each family (dims left at 0): start from these, then set the numbers.
     static Config llama();
     static Config gpt2();
+    static Config qwen2();
 };
 
 // A norm's parameters: weight [dim]; bias [dim] for LayerNorm, empty for RMSNorm.
@@ -123,7 +125,7 @@ Model load_model_llama2c(const std::string& path);
 // llm.c GPT-2 checkpoint (gpt2_124M.bin: 256-int32 header, magic 20240326, version 3 = float32).
 Model load_model_llmc(const std::string& path);
 // Hugging Face model directory: config.json + model.safetensors (or sharded with
-// model.safetensors.index.json). model_type "gpt2".
+// model.safetensors.index.json). model_type "gpt2", "llama" or "qwen2".
 Model load_model_hf(const std::string& dir);
 // Only the vocabulary of an HDF5 model file (group tokenizer/); throws ModelError when absent.
 Vocabulary load_vocabulary_hdf5(const std::string& path);

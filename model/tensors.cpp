@@ -24,39 +24,46 @@ bool untied(const Config& c) { return !c.tied_embeddings; }
 #define LAYER(member) [](Model& m, std::size_t l) -> std::vector<float>& { return m.layers[l].member; }
 #define GLOBAL(member) [](Model& m, std::size_t) -> std::vector<float>& { return m.member; }
 
+bool has_qkv_bias(const Config& c) { return c.qkv_bias; }
+Shape q_out(const Config& c) { return {c.n_heads * c.head_dim()}; }
+Shape kv_out(const Config& c) { return {c.kv_dim()}; }
+
 const std::vector<TensorSlot> kLlama = {
-    {"tok_embeddings.weight", false, embeddings, GLOBAL(tok_embeddings)},
-    {"layers.{}.attention_norm.weight", true, dim, LAYER(attn_norm.weight)},
-    {"layers.{}.attention.wq.weight", true, q_proj, LAYER(wq.w)},
-    {"layers.{}.attention.wk.weight", true, kv_proj, LAYER(wk.w)},
-    {"layers.{}.attention.wv.weight", true, kv_proj, LAYER(wv.w)},
-    {"layers.{}.attention.wo.weight", true, o_proj, LAYER(wo.w)},
-    {"layers.{}.ffn_norm.weight", true, dim, LAYER(ffn_norm.weight)},
-    {"layers.{}.feed_forward.w1.weight", true, ffn_in, LAYER(w_gate.w)},
-    {"layers.{}.feed_forward.w2.weight", true, ffn_out, LAYER(w_down.w)},
-    {"layers.{}.feed_forward.w3.weight", true, ffn_in, LAYER(w_up.w)},
-    {"norm.weight", false, dim, GLOBAL(final_norm.weight)},
-    {"output.weight", false, embeddings, GLOBAL(output), untied},
+    {"tok_embeddings.weight", "embed_tokens.weight", false, embeddings, GLOBAL(tok_embeddings)},
+    {"layers.{}.attention_norm.weight", "layers.{}.input_layernorm.weight", true, dim, LAYER(attn_norm.weight)},
+    {"layers.{}.attention.wq.weight", "layers.{}.self_attn.q_proj.weight", true, q_proj, LAYER(wq.w)},
+    {"layers.{}.attention.wk.weight", "layers.{}.self_attn.k_proj.weight", true, kv_proj, LAYER(wk.w)},
+    {"layers.{}.attention.wv.weight", "layers.{}.self_attn.v_proj.weight", true, kv_proj, LAYER(wv.w)},
+    {"layers.{}.attention.wq.bias", "layers.{}.self_attn.q_proj.bias", true, q_out, LAYER(wq.b), has_qkv_bias},
+    {"layers.{}.attention.wk.bias", "layers.{}.self_attn.k_proj.bias", true, kv_out, LAYER(wk.b), has_qkv_bias},
+    {"layers.{}.attention.wv.bias", "layers.{}.self_attn.v_proj.bias", true, kv_out, LAYER(wv.b), has_qkv_bias},
+    {"layers.{}.attention.wo.weight", "layers.{}.self_attn.o_proj.weight", true, o_proj, LAYER(wo.w)},
+    {"layers.{}.ffn_norm.weight", "layers.{}.post_attention_layernorm.weight", true, dim, LAYER(ffn_norm.weight)},
+    {"layers.{}.feed_forward.w1.weight", "layers.{}.mlp.gate_proj.weight", true, ffn_in, LAYER(w_gate.w)},
+    {"layers.{}.feed_forward.w2.weight", "layers.{}.mlp.down_proj.weight", true, ffn_out, LAYER(w_down.w)},
+    {"layers.{}.feed_forward.w3.weight", "layers.{}.mlp.up_proj.weight", true, ffn_in, LAYER(w_up.w)},
+    {"norm.weight", "norm.weight", false, dim, GLOBAL(final_norm.weight)},
+    {"output.weight", "lm_head.weight", false, embeddings, GLOBAL(output), untied},
 };
 
 const std::vector<TensorSlot> kGpt2 = {
-    {"wte.weight", false, embeddings, GLOBAL(tok_embeddings)},
-    {"wpe.weight", false, positions, GLOBAL(pos_embeddings)},
-    {"h.{}.ln_1.weight", true, dim, LAYER(attn_norm.weight)},
-    {"h.{}.ln_1.bias", true, dim, LAYER(attn_norm.bias)},
-    {"h.{}.attn.c_attn.weight", true, qkv_proj, LAYER(wqkv.w), nullptr, true},
-    {"h.{}.attn.c_attn.bias", true, qkv_bias, LAYER(wqkv.b)},
-    {"h.{}.attn.c_proj.weight", true, o_proj, LAYER(wo.w), nullptr, true},
-    {"h.{}.attn.c_proj.bias", true, dim, LAYER(wo.b)},
-    {"h.{}.ln_2.weight", true, dim, LAYER(ffn_norm.weight)},
-    {"h.{}.ln_2.bias", true, dim, LAYER(ffn_norm.bias)},
-    {"h.{}.mlp.c_fc.weight", true, ffn_in, LAYER(w_up.w), nullptr, true},
-    {"h.{}.mlp.c_fc.bias", true, ffn_bias, LAYER(w_up.b)},
-    {"h.{}.mlp.c_proj.weight", true, ffn_out, LAYER(w_down.w), nullptr, true},
-    {"h.{}.mlp.c_proj.bias", true, dim, LAYER(w_down.b)},
-    {"ln_f.weight", false, dim, GLOBAL(final_norm.weight)},
-    {"ln_f.bias", false, dim, GLOBAL(final_norm.bias)},
-    {"lm_head.weight", false, embeddings, GLOBAL(output), untied},  // HF only: llm.c files are always tied
+    {"wte.weight", nullptr, false, embeddings, GLOBAL(tok_embeddings)},
+    {"wpe.weight", nullptr, false, positions, GLOBAL(pos_embeddings)},
+    {"h.{}.ln_1.weight", nullptr, true, dim, LAYER(attn_norm.weight)},
+    {"h.{}.ln_1.bias", nullptr, true, dim, LAYER(attn_norm.bias)},
+    {"h.{}.attn.c_attn.weight", nullptr, true, qkv_proj, LAYER(wqkv.w), nullptr, true},
+    {"h.{}.attn.c_attn.bias", nullptr, true, qkv_bias, LAYER(wqkv.b)},
+    {"h.{}.attn.c_proj.weight", nullptr, true, o_proj, LAYER(wo.w), nullptr, true},
+    {"h.{}.attn.c_proj.bias", nullptr, true, dim, LAYER(wo.b)},
+    {"h.{}.ln_2.weight", nullptr, true, dim, LAYER(ffn_norm.weight)},
+    {"h.{}.ln_2.bias", nullptr, true, dim, LAYER(ffn_norm.bias)},
+    {"h.{}.mlp.c_fc.weight", nullptr, true, ffn_in, LAYER(w_up.w), nullptr, true},
+    {"h.{}.mlp.c_fc.bias", nullptr, true, ffn_bias, LAYER(w_up.b)},
+    {"h.{}.mlp.c_proj.weight", nullptr, true, ffn_out, LAYER(w_down.w), nullptr, true},
+    {"h.{}.mlp.c_proj.bias", nullptr, true, dim, LAYER(w_down.b)},
+    {"ln_f.weight", nullptr, false, dim, GLOBAL(final_norm.weight)},
+    {"ln_f.bias", nullptr, false, dim, GLOBAL(final_norm.bias)},
+    {"lm_head.weight", nullptr, false, embeddings, GLOBAL(output), untied},  // HF only: llm.c files are always tied
 };
 
 #undef LAYER
@@ -66,14 +73,15 @@ const std::vector<TensorSlot> kGpt2 = {
 
 const std::vector<TensorSlot>& tensor_table(Arch arch) {
     switch (arch) {
-        case Arch::Llama: return kLlama;
+        case Arch::Llama:
+        case Arch::Qwen2: return kLlama;
         case Arch::Gpt2: return kGpt2;
     }
     throw ModelError("tensor_table: unknown arch");
 }
 
-std::string tensor_name(const TensorSlot& slot, std::size_t layer) {
-    std::string name = slot.name;
+std::string tensor_name(const char* pattern, std::size_t layer) {
+    std::string name = pattern;
     const auto at = name.find("{}");
     if (at != std::string::npos) name.replace(at, 2, std::to_string(layer));
     return name;
@@ -86,7 +94,8 @@ std::vector<BoundTensor> bind_tensors(Model& m) {
     for (const TensorSlot& s : tensor_table(c.arch)) {
         if (s.present && !s.present(c)) continue;
         for (std::size_t l = 0; l < (s.per_layer ? c.n_layers : 1); ++l)
-            out.push_back({tensor_name(s, l), s.shape(c), &s.field(m, l), s.hf_conv1d});
+            out.push_back({tensor_name(s.name, l), tensor_name(s.hf ? s.hf : s.name, l), s.shape(c), &s.field(m, l),
+                           s.hf_conv1d});
     }
     return out;
 }

@@ -16,7 +16,8 @@
 namespace lmlab {
 
 struct TensorSlot {
-    const char* name;   // in the family's file format; "{}" stands for the layer index
+    const char* name;   // in the family's own file format; "{}" stands for the layer index
+    const char* hf;     // in Hugging Face's safetensors (without the optional "model."/"transformer." prefix)
     bool per_layer;
     std::vector<std::size_t> (*shape)(const Config&);
     std::vector<float>& (*field)(Model&, std::size_t layer);  // where it goes (layer ignored when global)
@@ -24,16 +25,18 @@ struct TensorSlot {
     bool hf_conv1d = false;                    // stored [in, out] by Hugging Face GPT-2: transpose on load
 };
 
-// LLaMA: Meta's names (as in our HDF5 files and llama_ref.py), in llama2.c's checkpoint order.
-// GPT-2: Hugging Face's names without the "transformer." prefix, in llm.c's checkpoint order.
+// LLaMA (and Qwen2, which is LLaMA with q/k/v biases): Meta's names (as in our HDF5 files and
+// llama_ref.py) in llama2.c's checkpoint order, and Hugging Face's LlamaForCausalLM / Qwen2ForCausalLM
+// names. GPT-2: Hugging Face's names without the "transformer." prefix, in llm.c's checkpoint order.
 const std::vector<TensorSlot>& tensor_table(Arch arch);
 
 // "h.{}.attn.c_attn.weight" with layer 3 -> "h.3.attn.c_attn.weight"
-std::string tensor_name(const TensorSlot& slot, std::size_t layer);
+std::string tensor_name(const char* pattern, std::size_t layer);
 
 // Every slot that is present for this config, per layer expanded: (name, shape, destination).
 struct BoundTensor {
     std::string name;
+    std::string hf_name;
     std::vector<std::size_t> shape;
     std::vector<float>* dst;
     bool hf_conv1d;
