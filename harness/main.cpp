@@ -92,7 +92,7 @@ std::string read_all(const std::string& file) {
 // lmlab generate: text (or ids) in, streamed text out, speed on stderr.
 struct GenerateArgs {
     std::string model_path, tokenizer_path, prompt_text, prompt_ids;
-    bool has_prompt = false, has_prompt_ids = false, allow_special = false;
+    bool has_prompt = false, has_prompt_ids = false, allow_special = false, chat = false;
     int max_new_tokens = 0;  // 0: as many as the context allows, up to 256
     SamplerConfig sampling;
 };
@@ -109,7 +109,7 @@ int cmd_generate(const GenerateArgs& a) {
             throw std::runtime_error("--prompt needs a tokenizer: none found with " + a.model_path +
                                      "; pass --tokenizer PATH (tokenizer.json, a directory with encoder.json + vocab.bpe, "
                                      "or a llama2.c tokenizer.bin)");
-        prompt = tok->encode_prompt(a.prompt_text, a.allow_special);
+        prompt = a.chat ? tok->encode_chat(a.prompt_text) : tok->encode_prompt(a.prompt_text, a.allow_special);
         if (prompt.empty())
             throw std::runtime_error("the prompt encodes to no tokens: give some text (this tokenizer adds no BOS)");
     } else {
@@ -128,7 +128,7 @@ int cmd_generate(const GenerateArgs& a) {
     std::optional<TextTokenizer::Stream> stream;
     if (tok) {
         stream.emplace(*tok, prompt.back());  // keeps the space after the prompt's last word
-        fmt::print("{}", a.has_prompt_ids ? tok->decode(prompt) : a.prompt_text);  // echo the prompt as text
+        fmt::print("{}", a.has_prompt_ids || a.chat ? tok->decode(prompt) : a.prompt_text);  // echo the prompt as text
     } else {
         fmt::print("prompt ids: {}\nnew ids:", fmt::join(prompt, ","));
     }
@@ -260,6 +260,9 @@ int main(int argc, char** argv) {
     generate->add_option("--tokenizer", gen.tokenizer_path,
                          "tokenizer.json, a directory with encoder.json + vocab.bpe, or a llama2.c tokenizer.bin "
                          "(default: the one that comes with the model)");
+    generate->add_flag("--chat", gen.chat,
+                       "Wrap the prompt in the ChatML template (Qwen: <|im_start|>user ... <|im_start|>assistant); "
+                       "generation stops at <|im_end|>");
     generate->add_flag("--allow-special", gen.allow_special,
                        "Recognise special tokens such as <|endoftext|> in the prompt (else plain text)");
     auto* opt_prompt = generate->add_option("--prompt", gen.prompt_text, "Prompt text (encoded with BOS)");

@@ -140,6 +140,9 @@ const std::vector<Stage>& stages() {
          "token ids: tiktoken's and HF tokenizers' exactly (they agree), from encoder.json + vocab.bpe", stage_tokenizer},
         {"tokenizer.gpt2.json", "tokenizer", "", kGpt2TokenizerJson, "tokenizer/gpt2.h5", kExact,
          "the same ids from the same vocabulary in Hugging Face's tokenizer.json format", stage_tokenizer},
+        {"tokenizer.qwen", "tokenizer", "", "shared:tokenizers/qwen/tokenizer.json", "tokenizer/qwen.h5", kExact,
+         "token ids: HF tokenizers' exactly (NFC, the Split regex from the file, added tokens recognised)",
+         stage_tokenizer},
     };
     return table;
 }

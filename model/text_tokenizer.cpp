@@ -23,10 +23,27 @@ std::vector<int> TextTokenizer::encode_prompt(std::string_view text, bool allow_
                       impl_);
 }
 
-std::vector<int> TextTokenizer::encode(std::string_view text) const {
+std::vector<int> TextTokenizer::encode(std::string_view text, bool allow_special) const {
     return std::visit(Overload{[&](const Tokenizer& t) { return t.encode(text, /*add_bos=*/false); },
-                               [&](const BpeTokenizer& t) { return t.encode(text, /*allow_special=*/false); }},
+                               [&](const BpeTokenizer& t) { return t.encode(text, allow_special); }},
                       impl_);
+}
+
+std::vector<int> TextTokenizer::encode_chat(std::string_view user_text) const {
+    const auto* bpe = std::get_if<BpeTokenizer>(&impl_);
+    const auto start = bpe ? bpe->token_id("<|im_start|>") : std::nullopt;
+    const auto end = bpe ? bpe->token_id("<|im_end|>") : std::nullopt;
+    if (!start || !end)
+        throw ModelError("--chat needs a ChatML vocabulary (Qwen's: <|im_start|> and <|im_end|>); this tokenizer has none");
+    // the user's text is plain text: a "<|im_end|>" typed by the user must not end the turn
+    std::vector<int> ids = {*start};
+    for (int id : bpe->encode("user\n", false)) ids.push_back(id);
+    for (int id : bpe->encode(user_text, false)) ids.push_back(id);
+    ids.push_back(*end);
+    for (int id : bpe->encode("\n", false)) ids.push_back(id);
+    ids.push_back(*start);
+    for (int id : bpe->encode("assistant\n", false)) ids.push_back(id);
+    return ids;
 }
 
 std::string TextTokenizer::decode(std::span<const int> ids) const {
@@ -44,7 +61,10 @@ int TextTokenizer::vocab_size() const {
 std::vector<int> TextTokenizer::stop_ids() const {
     return std::visit(Overload{[](const Tokenizer& t) { return std::vector<int>{t.bos_id(), t.eos_id()}; },
                                [](const BpeTokenizer& t) {
-                                   return t.eot_id() ? std::vector<int>{*t.eot_id()} : std::vector<int>{};
+                                   std::vector<int> stops;
+                                   for (const char* s : {"<|endoftext|>", "<|im_end|>"})
+                                       if (const auto id = t.token_id(s)) stops.push_back(*id);
+                                   return stops;
                                }},
                       impl_);
 }

@@ -27,13 +27,17 @@ public:
     // (id 1); GPT-2 has no BOS (Hugging Face's GPT-2 adds nothing). allow_special: byte-level BPE
     // recognises "<|endoftext|>" and other special tokens in the text (else they are plain text).
     std::vector<int> encode_prompt(std::string_view text, bool allow_special) const;
-    // Exactly the text's ids: no BOS, special tokens as plain text (what the golden fixtures hold).
-    std::vector<int> encode(std::string_view text) const;
+    // Exactly the text's ids, no BOS (what the golden fixtures hold); allow_special as above.
+    std::vector<int> encode(std::string_view text, bool allow_special = false) const;
+    // The ChatML prompt of one user turn (Qwen's chat template, tokenizer_config.json):
+    //   <|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n
+    // Throws ModelError when the vocabulary has no <|im_start|> / <|im_end|>.
+    std::vector<int> encode_chat(std::string_view user_text) const;
     std::string decode(std::span<const int> ids) const;
     std::string piece(int id) const;  // one token's text (raw bytes for byte-level BPE)
     int vocab_size() const;
     // The ids that end a generation: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's
-    // <|endoftext|>.
+    // <|endoftext|>, and Qwen's <|im_end|> (the end of a chat turn) when the vocabulary has it.
     std::vector<int> stop_ids() const;
     bool is_byte_level() const { return std::holds_alternative<BpeTokenizer>(impl_); }
 

@@ -609,9 +609,28 @@ def export_generation(row, out_dir, sha):
         tokens, logits32, logits64 = generation_outputs(model, prompt, n_new)
     with open_fixture(out_dir, row["fixture"], "generation", sha) as f:
         write_attr(f, "model", row["model"])
-        write_case(f, 0, why, {"max_new_tokens": n_new}, {"prompt": prompt},
-                   {"tokens": torch.tensor(tokens, dtype=torch.float32), "logits": logits32}, {"logits": logits64})
+        full, top = generation_logits(logits32, logits64)
+        write_case(f, 0, why, {"max_new_tokens": n_new}, {"prompt": prompt, "full_steps": full["steps"]},
+                   {"tokens": torch.tensor(tokens, dtype=torch.float32), "logits": full["logits32"],
+                    "topk_ids": top["ids"], "topk_logits": top["logits32"]},
+                   {"logits": full["logits64"], "topk_logits": top["logits64"]})
     return [os.path.join(out_dir, row["fixture"])]
+
+
+GEN_TOP_K = 16  # logits kept at every step: the reference's top 16 (ids and values)
+
+
+def generation_logits(logits32, logits64):
+    """What a generation fixture keeps of the [n_new, vocab] logits, so that a 151936-token
+    vocabulary stays small: the full rows at three steps (first, middle, last) and, at every step,
+    the reference's top-16 ids with their float32 and float64 values. The harness compares its own
+    logits at those ids; the top-1/top-2 gap is what decides a near-tie."""
+    n = logits32.shape[0]
+    steps = sorted({0, n // 2, n - 1})
+    top = torch.topk(logits32, min(GEN_TOP_K, logits32.shape[1]), dim=-1)
+    full = {"steps": torch.tensor(steps, dtype=torch.float32), "logits32": logits32[steps], "logits64": logits64[steps]}
+    return full, {"ids": top.indices.to(torch.float32), "logits32": top.values,
+                  "logits64": torch.gather(logits64, 1, top.indices)}
 
 
 # ---- Real checkpoints and tokenizers from ../shared -------------------------------------------------
@@ -625,8 +644,9 @@ LLAMA2_TOKENIZER = "tokenizers/llama2/tokenizer.bin"
 LLAMA2_SPM_MODEL = "tokenizers/llama2/tokenizer.model"
 GPT2_ENCODER = "tokenizers/gpt2/encoder.json"
 GPT2_MERGES = "tokenizers/gpt2/vocab.bpe"
+QWEN_TOKENIZER = "tokenizers/qwen/tokenizer.json"
 SHARED_FILES = sorted([STORIES_MODEL, STORIES_TOKENIZER, LLAMA2_TOKENIZER, LLAMA2_SPM_MODEL, GPT2_ENCODER,
-                       GPT2_MERGES])  # presence is in the manifest
+                       GPT2_MERGES, QWEN_TOKENIZER])  # presence is in the manifest
 
 
 def shared_path(rel):
@@ -672,7 +692,7 @@ def tokenizer_reference(row, out_dir, sha):
     key = row["model"]
     _, _, default_proto, _, text = default_model(out_dir, sha)
     needed = {"shared:" + LLAMA2_TOKENIZER: LLAMA2_SPM_MODEL, "shared:" + STORIES_TOKENIZER: STORIES_TOKENIZER,
-              "shared:tokenizers/gpt2": GPT2_ENCODER}.get(key)
+              "shared:tokenizers/gpt2": GPT2_ENCODER, "shared:" + QWEN_TOKENIZER: QWEN_TOKENIZER}.get(key)
     if needed and not os.path.exists(shared_path(needed)):
         print(f"export_golden: {row['fixture']} skipped: {shared_path(needed)} not found")
         return None
@@ -691,6 +711,9 @@ def tokenizer_reference(row, out_dir, sha):
     if key == "shared:tokenizers/gpt2":
         texts = tokenizer_bpe_ref.gpt2_texts(text)
         return texts, tokenizer_bpe_ref.gpt2_reference_ids(texts, SHARED_DIR), 50257
+    if key == "shared:" + QWEN_TOKENIZER:
+        texts = tokenizer_bpe_ref.qwen_texts(text)
+        return texts, tokenizer_bpe_ref.qwen_reference_ids(texts, SHARED_DIR, allow_special=True), 151665
     raise SystemExit(f"export_golden: no tokenizer reference for '{key}' (see tokenizer_reference())")
 
 
@@ -703,6 +726,9 @@ def export_tokenizer(row, out_dir, sha):
     with open_fixture(out_dir, row["fixture"], "tokenizer", sha) as f:
         write_attr(f, "tokenizer", row["model"])
         write_attr(f, "vocab_size", vocab_size)
+        # Qwen's reference (HF tokenizers' default) recognises added tokens such as <|im_start|> in
+        # the text; GPT-2's fixtures hold "<|endoftext|>" as plain text
+        write_attr(f, "allow_special", int(row["model"] == "shared:" + QWEN_TOKENIZER))
         for i, (t, case_ids) in enumerate(zip(texts, ids)):
             raw = t.encode("utf-8")
             preview = t[:60].encode("unicode_escape").decode("ascii") + ("…" if len(t) > 60 else "")
