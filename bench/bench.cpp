@@ -157,22 +157,16 @@ BENCHMARK(BM_argmax);
 
 // ---- Whole models --------------------------------------------------------------------------------
 // 0: the default tiny LLaMA (golden/models/tiny-llama.h5), 1: the tiny GPT-2 (golden/models/tiny-gpt2),
-// both made by the exporter; 2: a GPT-2 124M-shaped model (dim 768, 12 layers, 12 heads, vocab
-// 50257, 1024 positions) with random weights built in memory: what the real GPT-2 124M costs.
+// both made by the exporter; 2: a GPT-2 124M-shaped and 3: a Qwen2.5-0.5B-shaped model with random
+// weights built in memory: what the real models cost.
 
-// GPT-2 124M's shape with small pseudo-random weights (a fast LCG: the values do not matter for
-// timing, only that they are finite and not all equal).
-lmlab::Model gpt2_124m_shape() {
+// A model of config c with small pseudo-random weights (a fast LCG: the values do not matter for
+// timing, only that they are finite and not all equal) and norm weights 1.
+lmlab::Model random_model(const lmlab::Config& c, const char* what) {
+    c.validate(what);
     lmlab::Model m;
-    lmlab::Config& c = m.config = lmlab::Config::gpt2();
-    c.dim = 768;
-    c.n_layers = 12;
-    c.n_heads = c.n_kv_heads = 12;
-    c.ffn_dim = 3072;
-    c.vocab_size = 50257;
-    c.max_seq_len = 1024;
-    c.validate("gpt2-124M-shaped (random)");
-    m.source = "gpt2-124M-shaped model with random weights (in memory)";
+    m.config = c;
+    m.source = std::string(what) + " with random weights (in memory)";
     std::uint32_t state = 12345;
     for (const lmlab::BoundTensor& t : lmlab::bind_tensors(m)) {
         t.dst->resize(lmlab::numel(t.shape));
@@ -187,15 +181,44 @@ lmlab::Model gpt2_124m_shape() {
     return m;
 }
 
+// GPT-2 124M: dim 768, 12 layers, 12 heads, ffn 3072, vocab 50257, 1024 positions.
+lmlab::Model gpt2_124m_shape() {
+    lmlab::Config c = lmlab::Config::gpt2();
+    c.dim = 768;
+    c.n_layers = 12;
+    c.n_heads = c.n_kv_heads = 12;
+    c.ffn_dim = 3072;
+    c.vocab_size = 50257;
+    c.max_seq_len = 1024;
+    return random_model(c, "gpt2-124M-shaped model");
+}
+
+// Qwen2.5-0.5B: dim 896, 24 layers, 14 query heads on 2 kv heads (7:1), ffn 4864, vocab 151936,
+// tied. Its context is 32768; 1024 here keeps the KV cache small (a token's cost depends on its
+// position, not on the context size).
+lmlab::Model qwen2_05b_shape() {
+    lmlab::Config c = lmlab::Config::qwen2();
+    c.dim = 896;
+    c.n_layers = 24;
+    c.n_heads = 14;
+    c.n_kv_heads = 2;
+    c.ffn_dim = 4864;
+    c.vocab_size = 151936;
+    c.max_seq_len = 1024;
+    c.tied_embeddings = true;
+    return random_model(c, "qwen2-0.5B-shaped model");
+}
+
 const lmlab::Model* bench_model(benchmark::State& state, int which) {
-    static std::unique_ptr<lmlab::Model> models[3];
-    static std::string errors[3];
-    const char* names[] = {"tiny-llama", "tiny-gpt2", "gpt2-124M-shape"};
+    static std::unique_ptr<lmlab::Model> models[4];
+    static std::string errors[4];
+    const char* names[] = {"tiny-llama", "tiny-gpt2", "gpt2-124M-shape", "qwen2-0.5B-shape"};
     if (!models[which] && errors[which].empty()) {
         try {
             if (which == 0) models[0] = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-llama.h5"));
             if (which == 1) models[1] = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-gpt2"));
             if (which == 2) models[2] = std::make_unique<lmlab::Model>(gpt2_124m_shape());
+            if (which == 3) models[3] = std::make_unique<lmlab::Model>(qwen2_05b_shape());
         } catch (const std::exception& e) {
             errors[which] = std::string(e.what()) + " (build the `golden` target first)";
         }
@@ -228,7 +251,7 @@ void BM_forward(benchmark::State& state) {
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_forward)->ArgNames({"model", "pos"})->Args({0, 0})->Args({0, 255})->Args({0, 511})->Args({1, 0})
-    ->Args({1, 255})->Args({2, 0})->Args({2, 511})->Unit(benchmark::kMillisecond);
+    ->Args({1, 255})->Args({2, 0})->Args({2, 511})->Args({3, 0})->Args({3, 511})->Unit(benchmark::kMillisecond);
 
 // greedy generation of n tokens after a 1-token prompt: end-to-end tokens per second
 void BM_generate(benchmark::State& state) {
@@ -243,7 +266,7 @@ void BM_generate(benchmark::State& state) {
     }
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_generate)->ArgNames({"model", "tokens"})->Args({0, 128})->Args({1, 128})->Args({2, 32})
+BENCHMARK(BM_generate)->ArgNames({"model", "tokens"})->Args({0, 128})->Args({1, 128})->Args({2, 32})->Args({3, 16})
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -74,6 +74,9 @@ std::string sha256_file(const std::string& path);
 // Checks golden_dir/manifest.json against the exporter and the files on disk: every listed file
 // exists with the listed sha256, and the exporter has not changed since. Throws FixtureError
 // naming the first problem and the command that regenerates the fixtures.
-void check_manifest(const std::string& golden_dir, const std::string& scripts_dir);
+// model_files: also the model files the exporter wrote (safetensors, llm.c files, tokenizers: about
+// 150 MB), as `lmlab verify-fixtures` (ctest golden.current) does; `lmlab check` hashes the .h5
+// files only, and a damaged model file is refused by its loader.
+void check_manifest(const std::string& golden_dir, const std::string& scripts_dir, bool model_files = false);
 
 }  // namespace lmlab

@@ -134,7 +134,8 @@ int cmd_generate(const GenerateArgs& a) {
     }
     std::fflush(stdout);
     const auto result = session.generate(prompt, n_new, sampler, stops, [&](int id) {
-        if (stream && !is_stop(id)) fmt::print("{}", stream->push(id));
+        // (an id past the tokenizer's vocabulary: a padding row of the embedding, e.g. Qwen's 151665..151935)
+        if (stream && !is_stop(id)) fmt::print("{}", id < tok->vocab_size() ? stream->push(id) : fmt::format("<id {}>", id));
         else if (!stream) fmt::print(" {}", id);
         std::fflush(stdout);
     });
@@ -311,7 +312,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (*verify) {
-            check_manifest(golden_dir, scripts_dir);
+            check_manifest(golden_dir, scripts_dir, /*model_files=*/true);
             fmt::print("fixtures in {} are present and current (exporter {})\n", golden_dir,
                        exporter_sha256(scripts_dir).substr(0, 12));
             return 0;

@@ -190,6 +190,24 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
     return outs;
 }
 
+// The same model from another file layout (a Hugging Face directory of the tiny LLaMA, whose q/k
+// rows were permuted for rotate-half RoPE): q and k differ inside each head by that permutation, so
+// only what the permutation leaves unchanged is compared: the final norm and the logits.
+std::vector<StageOutput> stage_model_logits(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
+    const Config& cfg = m.config;
+    const std::vector<int> tokens = token_ids(c, "tokens");
+    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    RunState s(cfg);
+    std::vector<float> norm, logits;
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+        forward(m, tokens[p], p, cache, s);
+        norm.insert(norm.end(), s.xn.begin(), s.xn.end());
+        logits.insert(logits.end(), s.logits.begin(), s.logits.end());
+    }
+    return {{"final_norm", "final_norm", norm}, {"logits", "logits", logits}};
+}
+
 std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
     const Config& cfg = m.config;

@@ -17,6 +17,9 @@ constexpr const char* kStories260K = "shared:models/stories260K/stories260K.bin"
 constexpr const char* kTinyGpt2 = "models/tiny-gpt2";           // Hugging Face save_pretrained directory
 constexpr const char* kTinyGpt2Hub = "models/tiny-gpt2-hub";    // hub-style: no prefix, attn.bias buffers, sharded
 constexpr const char* kTinyGpt2Llmc = "models/tiny-gpt2.llmc.bin";  // llm.c checkpoint of the same weights
+constexpr const char* kTinyQwen2 = "models/tiny-qwen2";         // transformers' Qwen2ForCausalLM, save_pretrained
+constexpr const char* kTinyLlamaHf = "models/tiny-llama-hf";     // the tiny LLaMA converted to HF's LlamaForCausalLM
+constexpr const char* kStories260KHf = "models/stories260k-hf";  // stories260K converted likewise (needs ../shared)
 constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
 constexpr const char* kGpt2TokenizerJson = "models/tiny-gpt2/tokenizer.json";  // the same vocabulary as HF writes it
 
@@ -104,7 +107,11 @@ const std::vector<Stage>& stages() {
         {"layer.block", "layer", "llama", kTinyLlama, "layer/block.h5", {1e-5, 1e-5},
          "attention + ffn + two residual adds", stage_layer_block},
         {"layer.block.gpt2", "layer", "gpt2", kTinyGpt2, "layer/block_gpt2.h5", {1e-5, 1e-5},
-         "two LayerNorms, four linears with biases, GELU and two residual adds over 128 and 512 terms",
+         "two LayerNorms, four linears with biases, GELU and two residual adds over 64 and 256 terms",
+         stage_layer_block},
+
+        {"layer.block.qwen2", "layer", "qwen2", kTinyQwen2, "layer/block_qwen2.h5", {1e-5, 1e-5},
+         "RMSNorm, biased q/k/v, rotate-half RoPE with theta 1e6, 4:1 GQA, SwiGLU: sums over 64 and 160 terms",
          stage_layer_block},
 
         {"model.forward", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
@@ -120,6 +127,19 @@ const std::vector<Stage>& stages() {
          stage_model_forward},
         {"model.forward.gpt2.llmc", "model", "gpt2", kTinyGpt2Llmc, "model/forward_gpt2.h5", kLogits,
          "the same weights from an llm.c checkpoint (padded vocabulary, [out, in] matrices)", stage_model_forward},
+        {"model.forward.llama-hf", "model", "llama", kTinyLlamaHf, "model/forward.h5", kLogits,
+         "the tiny LLaMA from a Hugging Face directory (q/k rows permuted for rotate-half): the same logits as "
+         "from the original file",
+         stage_model_logits},
+        {"model.forward.stories260k-hf", "model", "llama", kStories260KHf, "model/forward_stories260k.h5", kLogits,
+         "stories260K converted to a Hugging Face directory: the same logits as from llama2.c's file",
+         stage_model_logits},
+        {"model.forward.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+         "transformers' Qwen2ForCausalLM, full-sequence forward, q/k captured after its RoPE: the logits tolerance",
+         stage_model_forward},
+        {"model.kv_cache.qwen2", "model", "qwen2", kTinyQwen2, "model/kv_cache_qwen2.h5", {1e-5, 1e-5},
+         "k (after RoPE) and v of 2 kv heads: one RMSNorm and a biased projection from the residual stream",
+         stage_model_kv_cache},
         {"model.kv_cache.gpt2", "model", "gpt2", kTinyGpt2, "model/kv_cache_gpt2.h5", {1e-5, 1e-5},
          "k and v are one LayerNorm + linear away from the residual stream", stage_model_kv_cache},
 
@@ -128,6 +148,8 @@ const std::vector<Stage>& stages() {
         {"generation.greedy.stories260k", "generation", "llama", kStories260K, "generation/greedy_stories260k.h5",
          kLogits, "256 greedy tokens from BOS must match exactly; logits within 1e-4", stage_generation_greedy},
         {"generation.greedy.gpt2", "generation", "gpt2", kTinyGpt2, "generation/greedy_gpt2.h5", kLogits,
+         "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
+        {"generation.greedy.qwen2", "generation", "qwen2", kTinyQwen2, "generation/greedy_qwen2.h5", kLogits,
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
 
         {"tokenizer.default", "tokenizer", "", kTinyLlama, "tokenizer/default.h5", kExact,

@@ -92,6 +92,7 @@ std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case&, const Stag
 std::vector<StageOutput> stage_layer_block(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_model_forward(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_model_logits(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case&, const StageEnv&);
 // tokenizer_stages.cpp
 std::vector<StageOutput> stage_tokenizer(const Fixture&, const Case&, const StageEnv&);

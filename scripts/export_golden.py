@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 
 import llama_ref
 import ref_gpt2
+import ref_hf_llama
 from golden_status import default_lmlab, default_shared_dir, exporter_sha256, sha256_file, stage_table_json
 import tokenizer_ref
 import tokenizer_bpe_ref
@@ -132,7 +134,7 @@ def cases_matvec(g):
     for rows, cols, why in [(256, 256, "wq/wk/wv/wo of the tiny LLaMA"), (1024, 256, "w1/w3: dim -> ffn"),
                             (256, 1024, "w2: ffn -> dim"), (16, 1024, "long reduction, in = 1024"),
                             (8, 16384, "very long reduction, in = 16384"),
-                            (16384, 256, "classifier: dim -> vocab 16384")]:
+                            (16384, 64, "classifier: dim 64 -> vocab 16384 (many rows)")]:
         # W scaled by 1/sqrt(in) so outputs are O(1), as in a trained layer
         out.append((f"{rows}x{cols}: {why}", {},
                     {"W": randn(g, rows, cols, scale=cols ** -0.5), "x": randn(g, cols)}))
@@ -392,8 +394,25 @@ def default_model(out_dir, sha):
         vocab = tokenizer_ref.spm_vocab(model_proto)
         model = build_tiny_llama()
         path = write_model_file(out_dir, TINY_LLAMA_FILE, model, sha, vocab)
+        write_llama_hf(model, os.path.join(out_dir, TINY_LLAMA_HF), default_prompt(model.cfg.vocab_size, 16, "model.tiny-llama"))
         _MODEL_CACHE["tiny"] = (model, path, model_proto, vocab, text)
     return _MODEL_CACHE["tiny"]
+
+
+TINY_LLAMA_HF = "models/tiny-llama-hf"
+STORIES_HF = "models/stories260k-hf"
+
+
+def write_llama_hf(model, path, tokens):
+    """Our LLaMA as a Hugging Face LlamaForCausalLM directory: wq/wk rows permuted as Meta-to-HF
+    conversion does (adjacent-pair RoPE weights become rotate-half weights). transformers' own
+    LlamaForCausalLM then runs it, and the export stops if its logits differ from llama_ref.py's
+    (ref_hf_llama.cross_check_llama): our hand-written reference checked against one we did not write."""
+    hf = ref_hf_llama.llama_to_hf(model)
+    diff = ref_hf_llama.cross_check_llama(model, hf, tokens)
+    print(f"export_golden: {os.path.relpath(path, os.path.dirname(os.path.dirname(path)))}: transformers' "
+          f"LlamaForCausalLM agrees with llama_ref.py, max |logits diff| {diff:.3g}")
+    ref_hf_llama.save_hf_dir(hf, path)
 
 
 def as64(model):
@@ -434,14 +453,44 @@ def layer_case(model, layer, pos, x, cache_k, cache_v, part):
 # Each stage row names its model; these build (or read) it once per export and write its files.
 
 def llama_model(key, out_dir, sha):
-    """The reference LLaMA for a model key: our tiny LLaMA, or a llama2.c checkpoint from ../shared."""
-    if key == TINY_LLAMA_FILE:
+    """The reference LLaMA for a model key: our tiny LLaMA or a llama2.c checkpoint from ../shared,
+    or their Hugging Face conversions (written with the model they come from)."""
+    if key in (TINY_LLAMA_FILE, TINY_LLAMA_HF):
         return default_model(out_dir, sha)[0]
-    if key == "shared:" + STORIES_MODEL:
+    if key in ("shared:" + STORIES_MODEL, STORIES_HF):
         if "stories" not in _MODEL_CACHE:
-            _MODEL_CACHE["stories"] = llama_ref.load_llama2c(shared_path(STORIES_MODEL)).eval()
+            model = llama_ref.load_llama2c(shared_path(STORIES_MODEL)).eval()
+            write_llama_hf(model, os.path.join(out_dir, STORIES_HF), stories_prompt(16))
+            _MODEL_CACHE["stories"] = model
         return _MODEL_CACHE["stories"]
     raise SystemExit(f"export_golden: no LLaMA model '{key}' (see llama_model())")
+
+
+def qwen2_model(out_dir):
+    """transformers' Qwen2ForCausalLM from a tiny config and a fixed seed (ref_hf_llama.py), saved
+    with save_pretrained, with Qwen's real tokenizer files beside it when ../shared has them.
+    Its float64 truth is llama_ref.py on the same weights (qwen2_ref64)."""
+    if "qwen2" not in _MODEL_CACHE:
+        model = ref_hf_llama.build_tiny_qwen2(generator("model.tiny-qwen2"))
+        ref = ref_hf_llama.qwen2_to_llama_ref(model)
+        diff, role, rel = ref_hf_llama.cross_check_qwen2(model, ref, default_prompt(QWEN_TOKENIZER_SIZE, 16, "model.tiny-qwen2"))
+        print(f"export_golden: models/tiny-qwen2: transformers' Qwen2ForCausalLM agrees with llama_ref.py, max |logits "
+              f"diff| {diff:.3g}, worst intermediate {role} {rel:.3g} (relative to max(1, max |{role}|))")
+        _MODEL_CACHE["qwen2.ref64"] = ref.double()
+        path = os.path.join(out_dir, "models", "tiny-qwen2")
+        ref_hf_llama.save_hf_dir(model, path)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            src = shared_path(os.path.join(os.path.dirname(QWEN_TOKENIZER), name))
+            if os.path.exists(src):
+                shutil.copyfile(src, os.path.join(path, name))  # generated data under golden/, never in git
+        _MODEL_CACHE["qwen2"] = model
+    return _MODEL_CACHE["qwen2"]
+
+
+def qwen2_ref64():
+    """The tiny Qwen2 as a float64 llama_ref.Llama (after qwen2_model): transformers' Qwen2 keeps
+    RMSNorm, softmax and the RoPE tables in float32 even in a .double() copy."""
+    return _MODEL_CACHE["qwen2.ref64"]
 
 
 GPT2_KEYS = ("models/tiny-gpt2", "models/tiny-gpt2-hub", "models/tiny-gpt2.llmc.bin")
@@ -466,11 +515,14 @@ def gpt2_model(out_dir):
 def model_for(row, out_dir, sha):
     """(family, reference model) of a stage row; None when its ../shared file is absent."""
     key = row["model"]
-    if key.startswith("shared:") and not os.path.exists(shared_path(key[len("shared:"):])):
-        print(f"export_golden: {row['fixture']} skipped: {shared_path(key[len('shared:'):])} not found")
+    needed = key[len("shared:"):] if key.startswith("shared:") else STORIES_MODEL if key == STORIES_HF else None
+    if needed and not os.path.exists(shared_path(needed)):
+        print(f"export_golden: {row['fixture']} skipped: {shared_path(needed)} not found")
         return None
     if row["family"] == "gpt2":
         return gpt2_model(out_dir)
+    if row["family"] == "qwen2":
+        return qwen2_model(out_dir)
     return llama_model(key, out_dir, sha)
 
 
@@ -479,7 +531,11 @@ def model_for(row, out_dir, sha):
 def export_layer(row, out_dir, sha):
     model = model_for(row, out_dir, sha)
     if row["family"] == "gpt2":
-        return export_gpt2_layer(row, model, out_dir, sha)
+        return export_hf_layer(row, model, ref_gpt2, out_dir, sha)
+    if row["family"] == "qwen2":
+        ref64 = qwen2_ref64()
+        return export_hf_layer(row, model, ref_hf_llama, out_dir, sha,
+                               lambda *case: ref_hf_llama.qwen2_layer_case64(ref64, *case))
     return export_llama_layer(row, model, out_dir, sha)
 
 
@@ -507,21 +563,27 @@ def export_llama_layer(row, model, out_dir, sha):
     return [os.path.join(out_dir, row["fixture"])]
 
 
-def export_gpt2_layer(row, model, out_dir, sha):
-    """One GPT-2 block (transformers' GPT2Block with its layer_past) at several positions."""
-    model64 = ref_gpt2.to_float64(model)
+def export_hf_layer(row, model, ref, out_dir, sha, case64=None):
+    """One block of a transformers model (GPT2Block with its layer_past, Qwen2DecoderLayer with a
+    DynamicCache and the model's rotary embedding) at several positions; ref is its reference module.
+    case64(layer, pos, x, cache_k, cache_v): reference64 (default: ref.layer_case on ref.to_float64(model))."""
+    if case64 is None:
+        model64 = ref.to_float64(model)
+        case64 = lambda layer, pos, x, ck, cv: ref.layer_case(model64, layer, pos, x.double(), ck.double(), cv.double())  # noqa: E731
     c = model.config
-    g = generator("layer.block.gpt2")
+    dim = c.hidden_size
+    kv_dim = dim // c.num_attention_heads * getattr(c, "num_key_value_heads", c.num_attention_heads)
+    g = generator(row["id"])
+    n_pos = c.max_position_embeddings
     points = [(0, 0, "layer 0 at position 0: empty cache"), (1, 1, "layer 1 at position 1"),
-              (0, 17, "layer 0 at a typical position"), (1, c.n_positions - 2, "layer 1 near n_positions: 254 cached")]
+              (0, 17, "layer 0 at a typical position"), (1, n_pos - 2, f"layer 1 near the end of the context: {n_pos - 2} cached")]
     with open_fixture(out_dir, row["fixture"], "layer", sha) as f:
         write_attr(f, "model", row["model"])
         for i, (layer, pos, why) in enumerate(points):
-            x = randn(g, c.n_embd)
-            ck, cv = randn(g, pos, c.n_embd), randn(g, pos, c.n_embd)
+            x = randn(g, dim)
+            ck, cv = randn(g, pos, kv_dim), randn(g, pos, kv_dim)
             write_case(f, i, why, {"layer": layer, "pos": pos}, {"x": x, "cache_k": ck, "cache_v": cv},
-                       ref_gpt2.layer_case(model, layer, pos, x, ck, cv),
-                       ref_gpt2.layer_case(model64, layer, pos, x.double(), ck.double(), cv.double()))
+                       ref.layer_case(model, layer, pos, x, ck, cv), case64(layer, pos, x, ck, cv))
     return [os.path.join(out_dir, row["fixture"])]
 
 
@@ -562,6 +624,13 @@ def export_model(row, out_dir, sha):
         tokens = default_prompt(model.config.vocab_size, 16, "model.tiny-gpt2")
         out32, cache32 = gpt2_forward_outputs(model, tokens)
         out64, cache64 = gpt2_forward_outputs(ref_gpt2.to_float64(model), tokens)
+    elif row["family"] == "qwen2":
+        # 8 tokens (ids of the real tokenizer, not the padding rows): logits of a 151936-token
+        # vocabulary at every position cost 1.2 MB per token in float32 + float64
+        tokens = default_prompt(QWEN_TOKENIZER_SIZE, 8, "model.tiny-qwen2")
+        out32, k32, v32 = ref_hf_llama.forward_intermediates(model, tokens)
+        out64, k64, v64 = ref_hf_llama.qwen2_forward64(qwen2_ref64(), tokens)  # llama_ref in float64
+        cache32, cache64 = {"cache_k": k32, "cache_v": v32}, {"cache_k": k64, "cache_v": v64}
     else:
         n = 16
         tokens = (stories_prompt(n) if row["model"].startswith("shared:")
@@ -595,11 +664,15 @@ def export_generation(row, out_dir, sha):
     model = model_for(row, out_dir, sha)
     if model is None:
         return []
-    if row["family"] == "gpt2":
-        prompt = default_prompt(model.config.vocab_size, 8, "generation.tiny-gpt2")
+    if row["family"] in ("gpt2", "qwen2"):
+        ref = ref_gpt2 if row["family"] == "gpt2" else ref_hf_llama
+        vocab = model.config.vocab_size if row["family"] == "gpt2" else QWEN_TOKENIZER_SIZE
+        prompt = default_prompt(vocab, 8, f"generation.tiny-{row['family']}")
         n_new, why = 64, "64 greedy tokens after an 8-token prompt (transformers' generate, do_sample=False)"
-        tokens, logits32 = ref_gpt2.greedy(model, prompt, n_new)
-        logits64 = ref_gpt2.teacher_forced_logits64(model, torch.cat([prompt, torch.tensor(tokens)]), len(prompt))
+        tokens, logits32 = ref.greedy(model, prompt, n_new)
+        seq = torch.cat([prompt, torch.tensor(tokens)])
+        logits64 = (ref_hf_llama.qwen2_logits64(qwen2_ref64(), seq, len(prompt)) if row["family"] == "qwen2"
+                    else ref.teacher_forced_logits64(model, seq, len(prompt)))
     elif row["model"].startswith("shared:"):
         prompt, n_new, why = torch.tensor([1]), 256, "256 greedy tokens from BOS"
         tokens, logits32, logits64 = generation_outputs(model, prompt, n_new)
@@ -645,6 +718,7 @@ LLAMA2_SPM_MODEL = "tokenizers/llama2/tokenizer.model"
 GPT2_ENCODER = "tokenizers/gpt2/encoder.json"
 GPT2_MERGES = "tokenizers/gpt2/vocab.bpe"
 QWEN_TOKENIZER = "tokenizers/qwen/tokenizer.json"
+QWEN_TOKENIZER_SIZE = 151665  # ids of Qwen's tokenizer; the model's embedding is padded to 151936 rows
 SHARED_FILES = sorted([STORIES_MODEL, STORIES_TOKENIZER, LLAMA2_TOKENIZER, LLAMA2_SPM_MODEL, GPT2_ENCODER,
                        GPT2_MERGES, QWEN_TOKENIZER])  # presence is in the manifest
 
@@ -776,12 +850,13 @@ def main():
         print(f"export_golden: {fixture:<34} {time.perf_counter() - t:5.2f} s")
 
     # the manifest lists every fixture present under out/, so a partial (--only) export keeps it whole
+    # (the model files too: safetensors, llm.c files, tokenizer files; not the committed README.md)
     files = {}
     for root, _, names in os.walk(args.out):
         for name in sorted(names):
-            if name.endswith(".h5"):
-                full = os.path.join(root, name)
-                files[os.path.relpath(full, args.out)] = sha256_file(full)
+            rel = os.path.relpath(os.path.join(root, name), args.out)
+            if rel not in ("manifest.json", "README.md"):
+                files[rel] = sha256_file(os.path.join(root, name))
     manifest = {"format_version": FORMAT_VERSION, "exporter_sha256": sha, "stages_sha256": hashlib.sha256(table).hexdigest(),
                 "torch_version": torch.__version__, "seed": SEED, "files": dict(sorted(files.items())),
                 # which ../shared files are there: golden_status.py re-exports when that changes

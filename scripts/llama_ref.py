@@ -1,7 +1,9 @@
 """The PyTorch reference LLaMA: written from the paper's formulas, one token at a time with an
 explicit KV cache, exactly the computation the C++ engine does (so the two can be compared
 intermediate by intermediate). Used by export_golden.py for the tiny LLaMA and for llama2.c
-checkpoints such as stories260K.
+checkpoints such as stories260K, and (Config qkv_bias=True, rope_style "rotate_half": Qwen2 is
+LLaMA plus q/k/v biases) as the float64 truth of the tiny Qwen2 (ref_hf_llama.qwen2_to_llama_ref):
+every step runs in the dtype the model is given, RoPE angles included.
 
 Intermediates are captured with forward hooks on named submodules; the nn.Identity modules
 (q_rope, k_rope, resid_attn) exist only to give hooks a place to look at q and k after RoPE and
@@ -42,20 +44,25 @@ def apply_rope(x, pos, head_dim, theta, style):
 
 class Config:
     def __init__(self, dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len,
-                 rope_theta=10000.0, rope_style="adjacent", norm_eps=1e-5, tied_embeddings=False, arch="llama"):
+                 rope_theta=10000.0, rope_style="adjacent", norm_eps=1e-5, tied_embeddings=False, arch="llama",
+                 qkv_bias=False):
         assert dim % n_heads == 0 and n_heads % n_kv_heads == 0
         self.arch, self.dim, self.n_layers, self.n_heads, self.n_kv_heads = arch, dim, n_layers, n_heads, n_kv_heads
         self.ffn_dim, self.vocab_size, self.max_seq_len = ffn_dim, vocab_size, max_seq_len
         self.rope_theta, self.rope_style, self.norm_eps, self.tied_embeddings = rope_theta, rope_style, norm_eps, tied_embeddings
+        self.qkv_bias = qkv_bias  # Qwen2: wq, wk, wv have biases (wo and the FFN never do)
         self.head_dim = dim // n_heads
         self.kv_dim = self.head_dim * n_kv_heads
 
     def attrs(self):
-        """The config as written to the model file's root attributes."""
-        return {"arch": self.arch, "dim": self.dim, "n_layers": self.n_layers, "n_heads": self.n_heads,
-                "n_kv_heads": self.n_kv_heads, "ffn_dim": self.ffn_dim, "vocab_size": self.vocab_size,
-                "max_seq_len": self.max_seq_len, "rope_theta": float(self.rope_theta), "rope_style": self.rope_style,
-                "norm_eps": float(self.norm_eps), "tied_embeddings": int(self.tied_embeddings)}
+        """The config as written to the model file's root attributes (qkv_bias only when set)."""
+        attrs = {"arch": self.arch, "dim": self.dim, "n_layers": self.n_layers, "n_heads": self.n_heads,
+                 "n_kv_heads": self.n_kv_heads, "ffn_dim": self.ffn_dim, "vocab_size": self.vocab_size,
+                 "max_seq_len": self.max_seq_len, "rope_theta": float(self.rope_theta), "rope_style": self.rope_style,
+                 "norm_eps": float(self.norm_eps), "tied_embeddings": int(self.tied_embeddings)}
+        if self.qkv_bias:
+            attrs["qkv_bias"] = 1
+        return attrs
 
 
 class RMSNorm(nn.Module):
@@ -73,9 +80,9 @@ class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.wk = nn.Linear(cfg.dim, cfg.kv_dim, bias=False)
-        self.wv = nn.Linear(cfg.dim, cfg.kv_dim, bias=False)
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.dim, cfg.kv_dim, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.dim, cfg.kv_dim, bias=cfg.qkv_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.q_rope = nn.Identity()
         self.k_rope = nn.Identity()

@@ -29,14 +29,14 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 # The tiny GPT-2: the real GPT-2 vocabulary size (so the real tokenizer's ids are valid), a small body.
-TINY_GPT2 = dict(vocab_size=50257, n_positions=256, n_embd=128, n_layer=2, n_head=4,
+TINY_GPT2 = dict(vocab_size=50257, n_positions=256, n_embd=64, n_layer=2, n_head=4,
                  activation_function="gelu_new", layer_norm_epsilon=1e-5,
                  bos_token_id=50256, eos_token_id=50256)
 EOT = 50256
 
 # Scales of the random parameters (see build_tiny_gpt2). WTE_STD: logits = ln_f(x) . wte[v] sum
-# 128 terms of O(1) x WTE_STD, so their std is about sqrt(128) * WTE_STD = 3.
-WTE_STD = 3.0 / 128 ** 0.5
+# n_embd terms of O(1) x WTE_STD, so their std is about sqrt(n_embd) * WTE_STD = 3.
+WTE_STD = 3.0 / TINY_GPT2["n_embd"] ** 0.5
 WPE_STD = 1.0
 LN_STD = 0.1
 BIAS_STD = 0.05
@@ -435,15 +435,16 @@ def _selfcheck(seed=20261123, out_dir=None):
         head = np.frombuffer(data[:1024], dtype="<i4")
         body = torch.from_numpy(np.frombuffer(data[1024:], dtype="<f4").copy())
         Vp, tensors = _llmc_tensors(model)
-        assert list(head[:8]) == [LLMC_MAGIC, 3, 256, 50257, 2, 4, 128, 50304] and not head[8:].any()
+        C = TINY_GPT2["n_embd"]
+        assert list(head[:8]) == [LLMC_MAGIC, 3, 256, 50257, 2, 4, C, 50304] and not head[8:].any()
         assert body.numel() == sum(x.numel() for _, x in tensors)
         off = 0
         for name, x in tensors:
             assert torch.equal(body[off:off + x.numel()].view(x.shape), x), name
             off += x.numel()
-        qkvw = body[50304 * 128 + 256 * 128 + 4 * 128:][:3 * 128 * 128].view(3 * 128, 128)
+        qkvw = body[50304 * C + 256 * C + 4 * C:][:3 * C * C].view(3 * C, C)
         assert torch.equal(qkvw, model.transformer.h[0].attn.c_attn.weight.t()), "qkvw is not [3C, C]"
-        assert not body[50257 * 128:50304 * 128].any(), "padded vocab rows must be zero"
+        assert not body[50257 * C:50304 * C].any(), "padded vocab rows must be zero"
     print("selfcheck: all passed")
 
 

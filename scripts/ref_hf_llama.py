@@ -21,6 +21,8 @@ Precision note (transformers 4.46.3): even in a float64 copy, RMSNorm normalises
 (`hidden_states.to(torch.float32)`), the attention softmax runs in float32 (`dtype=torch.float32`),
 and the RoPE cos/sin are computed in float32; a float64 HF model is therefore float64 only up to
 float32 rounding at those three places (see the self-check's "HF f64 vs llama_ref f64" line).
+The Qwen2 fixtures' float64 truth therefore comes from llama_ref.py on the same weights
+(qwen2_to_llama_ref, cross_check_qwen2, qwen2_forward64 / qwen2_layer_case64 / qwen2_logits64).
 
 Nothing runs at import time except setting HF_HUB_OFFLINE (nothing is ever downloaded).
 """
@@ -48,18 +50,20 @@ TINY_QWEN2 = dict(vocab_size=151936, hidden_size=64, intermediate_size=160, num_
 QWEN2_TOKENIZER_VOCAB = 151665
 QWEN2_ENDOFTEXT = 151643
 
-# Scales of the random parameters (see build_tiny_qwen2). EMBED_STD: logits = norm(x) . embed[v]
-# sum 64 terms of O(1) x EMBED_STD, so their std is about sqrt(64) * EMBED_STD = 3.
-EMBED_STD = 3.0 / 64 ** 0.5
+# Scales of the random parameters (see build_tiny_qwen2). EMBED_ROW_NORM: logits = norm(x) . embed[v]
+# with |norm(x)| ~ sqrt(64) and embed[v] a random direction of length 3, so their std is about 3.
+EMBED_ROW_NORM = 3.0
 NORM_STD = 0.1
 QKV_BIAS_STD = 0.5
-# A random model with tied embeddings and no position embedding falls into repeating one token
-# (the attention output, an average over the context plus the v bias, is nearly the same at every
-# step, and the token's own embedding in the residual favours itself). Shrinking o_proj and
-# enlarging down_proj makes the logits a random function of the current token (the FFN output
-# dominates the residual): greedy decoding then wanders instead of cycling.
-O_PROJ_SCALE = 0.3
-DOWN_PROJ_SCALE = 3.0
+# A random model with tied embeddings and no position embedding easily falls into repeating one
+# token: the attention output (an average over the context plus the v bias) is nearly the same at
+# every step, the token's own embedding in the residual favours itself, and rows with a large norm
+# become "hubs" that win from everywhere. Shrinking o_proj, enlarging down_proj (the logits become
+# a random function of the current token through the FFN) and giving every embedding row the same
+# length makes greedy decoding wander: 16 of 16 seeds gave no 1-3 token cycle in 64 tokens and
+# 15 of 16 no repeated token at all in 128 (o_proj 0.3, down_proj 3, N(0,1) rows: 4 of 16 stuck).
+O_PROJ_SCALE = 0.2
+DOWN_PROJ_SCALE = 5.0
 
 # Intermediates of one decoder layer, in pipeline order; the C++ engine returns the same names.
 BLOCK_ROLES = ["in", "attn_norm", "q", "k", "v", "heads", "attn_out", "h", "ffn_norm",
@@ -92,7 +96,8 @@ def build_tiny_qwen2(gen: torch.Generator) -> Qwen2ForCausalLM:
     No parameter is a trivial 1 or 0: RMSNorm weights 1 + 0.1 N, q/k/v biases 0.5 N (Qwen2's only
     biases; large, so a missing bias is visible), Linear weights N(0, 1/in) (o_proj times
     O_PROJ_SCALE, down_proj times DOWN_PROJ_SCALE: see there), the embedding (tied
-    to lm_head, as in Qwen2.5-0.5B) N(0, 1) * 3/sqrt(hidden_size), so logits have std ~3.
+    to lm_head, as in Qwen2.5-0.5B) rows N(0, 1) rescaled to length EMBED_ROW_NORM = 3, so logits
+    have std ~3.
     Parameters are drawn in named_parameters() order (lm_head.weight is embed_tokens.weight and
     listed once), so the same generator state gives the same model."""
     cfg = Qwen2Config(**TINY_QWEN2, attn_implementation="eager")
@@ -100,8 +105,8 @@ def build_tiny_qwen2(gen: torch.Generator) -> Qwen2ForCausalLM:
     with torch.no_grad():
         for name, p in model.named_parameters():
             n = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if name == "model.embed_tokens.weight":
-                p.copy_(n * EMBED_STD)
+            if name == "model.embed_tokens.weight":  # random directions, all of length EMBED_ROW_NORM
+                p.copy_(n * (EMBED_ROW_NORM / n.norm(dim=1, keepdim=True)))
             elif name.endswith("norm.weight"):  # input_layernorm, post_attention_layernorm, model.norm
                 p.copy_(1.0 + NORM_STD * n)
             elif name.endswith(".bias"):  # self_attn.{q,k,v}_proj.bias
@@ -514,6 +519,104 @@ def cross_check_llama(ref_model, hf_model, tokens, tol=1e-5, details=None):
     return err
 
 
+# ---- Qwen2 -> llama_ref: the float64 truth -------------------------------------------------------
+# transformers' Qwen2 in float64 still normalises, takes the softmax and builds the RoPE tables in
+# float32 (see the module docstring), so it is no float64 truth. llama_ref.py computes every step in
+# the dtype of its model: the same weights in a llama_ref.Llama (qkv_bias, rope_style "rotate_half",
+# HF's own q/k layout, so no permutation) converted to float64 are the Qwen2 fixtures' reference64,
+# once cross_check_qwen2 has shown that in float32 it is the same model as Qwen2ForCausalLM.
+
+def _hf_name(name):
+    """llama_ref parameter name -> Qwen2ForCausalLM state-dict name (_LAYER_NAMES, plus biases)."""
+    top = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+           "output.weight": "lm_head.weight"}
+    if name in top:
+        return top[name]
+    _, i, rest = name.split(".", 2)
+    base, kind = rest.rsplit(".", 1)
+    return f"model.layers.{i}.{_LAYER_NAMES[base + '.weight'][:-len('weight')]}{kind}"
+
+
+def qwen2_to_llama_ref(hf_model) -> llama_ref.Llama:
+    """A llama_ref.Llama (arch "qwen2", eval mode, the HF model's dtype) with a Qwen2ForCausalLM's
+    weights copied as they are: q/k/v/o, gate/up/down, the norms, the q/k/v biases, the embedding
+    (lm_head tied to it when the config ties). HF's q/k rows are already rotate-half pairs."""
+    c = hf_model.config
+    nh, nkv, hd = _dims(c)
+    if hd * nh != c.hidden_size or c.hidden_act != "silu" or getattr(c, "rope_scaling", None) \
+            or getattr(c, "use_sliding_window", False):
+        raise ValueError("qwen2_to_llama_ref: only head_dim = hidden/heads, silu, no rope_scaling, no sliding window")
+    bias = hf_model.model.layers[0].self_attn.q_proj.bias is not None
+    cfg = llama_ref.Config(c.hidden_size, c.num_hidden_layers, nh, nkv, c.intermediate_size, c.vocab_size,
+                           c.max_position_embeddings, rope_theta=float(c.rope_theta), rope_style="rotate_half",
+                           norm_eps=float(c.rms_norm_eps), tied_embeddings=bool(c.tie_word_embeddings),
+                           arch="qwen2", qkv_bias=bias)
+    with torch.random.fork_rng(devices=[]):  # the throwaway random init leaves the global RNG alone
+        ref = llama_ref.Llama(cfg)
+    hf_sd = hf_model.state_dict()
+    names = {n: _hf_name(n) for n in ref.state_dict()}
+    unused = set(hf_sd) - set(names.values())
+    if unused:
+        raise ValueError(f"qwen2_to_llama_ref: parameters with no llama_ref place: {sorted(unused)}")
+    ref = ref.to(next(hf_model.parameters()).dtype)
+    ref.load_state_dict({n: hf_sd[h] for n, h in names.items()}, strict=True)
+    if cfg.tied_embeddings:
+        assert ref.output.weight is ref.tok_embeddings.weight, "llama_ref output not tied"
+    return ref.eval()
+
+
+def _float64(ref_model):
+    return ref_model if next(ref_model.parameters()).dtype == torch.float64 else copy.deepcopy(ref_model).double()
+
+
+def cross_check_qwen2(hf_model, ref_model, tokens, tol=1e-5):
+    """transformers' full forward (hf_model) vs llama_ref token by token (ref_model, run in the HF
+    model's dtype) on tokens. Every role (role_names: same names, same rotate-half layout) must agree
+    within tol * max(1, max |llama_ref's values of that role|) (for the logits, cross_check_llama's
+    rule), else SystemExit naming the role. Returns (max |logits difference|, worst role, its
+    difference / max(1, max |role|))."""
+    dtype = next(hf_model.parameters()).dtype
+    ref = ref_model if next(ref_model.parameters()).dtype == dtype else copy.deepcopy(ref_model).to(dtype)
+    ref_values, _ = llama_ref.run_tokens(ref, tokens, dtype)
+    hf_values, _, _ = forward_intermediates(hf_model, tokens)
+    rel = {}
+    for role, hv in hf_values.items():
+        rv = ref_values[role]
+        rel[role] = _max_abs(rv, hv) / max(1.0, float(rv.abs().max()))
+    err = _max_abs(ref_values["logits"], hf_values["logits"])
+    worst = max((r for r in rel if r != "logits"), key=rel.get)
+    for role in ["logits", worst]:
+        if not rel[role] <= tol:
+            raise SystemExit(f"cross_check_qwen2: llama_ref vs transformers' Qwen2ForCausalLM ({dtype}, "
+                             f"{len(tokens)} tokens): {role}: max |difference| / max(1, max |{role}|) "
+                             f"{rel[role]:.3e} > {tol:.0e}")
+    return err, worst, rel[worst]
+
+
+def qwen2_forward64(ref_model, tokens):
+    """llama_ref in float64 (token by token) on tokens: (role -> [T, ...] named and ordered as
+    forward_intermediates' roles, cache_k [L, T, kv_dim], cache_v)."""
+    import export_golden  # definitions only (see _selfcheck); its forward_outputs runs llama_ref
+    values, cache = export_golden.forward_outputs(_float64(ref_model), tokens)
+    roles = {r: values[r] for r in role_names(ref_model.cfg.n_layers)}
+    return roles, cache["cache_k"], cache["cache_v"]
+
+
+def qwen2_layer_case64(ref_model, layer, pos, x, cache_k, cache_v):
+    """layer_case's roles (attn_norm .. out, 1-D) from llama_ref's block in float64."""
+    import export_golden
+    values = export_golden.layer_case(_float64(ref_model), layer, pos, x, cache_k, cache_v, "block")
+    return {r: values[r] for r in BLOCK_ROLES[1:]}
+
+
+def qwen2_logits64(ref_model, sequence, n_prompt):
+    """teacher_forced_logits64 from llama_ref in float64: logits after sequence[:i+1] for
+    i = n_prompt-1 .. len(sequence)-2, i.e. [n_new, V] aligned with greedy()'s logits."""
+    sequence = torch.as_tensor(sequence, dtype=torch.long)
+    values, _ = llama_ref.run_tokens(_float64(ref_model), sequence[:-1], torch.float64)
+    return values["logits"][n_prompt - 1:]
+
+
 # ---- Self-check ---------------------------------------------------------------------------------
 
 def _selfcheck_model(model, tokens, label):
@@ -576,6 +679,11 @@ def _selfcheck(seed=20261123):
     tokens = torch.randint(0, QWEN2_TOKENIZER_VOCAB, (16,), generator=g)
     tokens[5] = QWEN2_ENDOFTEXT  # a special id inside the sequence is a token like any other
     _selfcheck_model(model, tokens, "qwen2")
+    ref = qwen2_to_llama_ref(model)
+    err, role, rel = cross_check_qwen2(model, ref, tokens)
+    err64, role64, rel64 = cross_check_qwen2(to_float64(model), _float64(ref), tokens)
+    print(f"selfcheck qwen2 vs llama_ref: f32 logits {err:.2e}, worst intermediate {role} {rel:.2e} (relative); "
+          f"HF f64 vs llama_ref f64: logits {err64:.2e}, worst {role64} {rel64:.2e} (HF's float32 steps)")
 
     prompt = tokens[:8]
     new, logits32 = greedy(model, prompt, 64)
