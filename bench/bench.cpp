@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -43,6 +44,67 @@ void BM_matvec(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * out * in * sizeof(float)));
 }
 BENCHMARK(BM_matvec)->ArgNames({"out", "in"})->Args({256, 256})->Args({1024, 256})->Args({256, 1024})->Args({16384, 256});
+
+// the int8 matvec (Q8_0, group 64) at the same shapes, the run-time quantization of x included:
+// bytes = the int8 matrix and its scales, a little over a quarter of the float one
+void BM_matvec_q8_0(benchmark::State& state) {
+    const auto out = static_cast<std::size_t>(state.range(0)), in = static_cast<std::size_t>(state.range(1));
+    constexpr std::size_t g = 64;
+    const auto W = random_vector(out * in, 1), x = random_vector(in, 2);
+    std::vector<std::int8_t> Wq(out * in), xq(in);
+    std::vector<float> Ws(out * in / g), xs(in / g), y(out);
+    lmlab::quantize_q8_0(W, g, Wq, Ws);  // rows are whole groups: quantizing the flat matrix is per row
+    for (auto _ : state) {
+        lmlab::quantize_q8_0(x, g, xq, xs);
+        lmlab::matvec_q8_0(Wq, Ws, xq, xs, g, y);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * out * in));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * (out * in + out * in / g * sizeof(float))));
+}
+BENCHMARK(BM_matvec_q8_0)->ArgNames({"out", "in"})->Args({256, 256})->Args({1024, 256})->Args({256, 1024})->Args({16384, 256});
+
+// the same shapes through matvec_fast (float partial sums, vectorised; arg "threads": set_kernel_threads)
+void BM_matvec_fast(benchmark::State& state) {
+    const auto out = static_cast<std::size_t>(state.range(0)), in = static_cast<std::size_t>(state.range(1));
+    const auto W = random_vector(out * in, 1), x = random_vector(in, 2);
+    std::vector<float> y(out);
+    lmlab::set_kernel_threads(static_cast<int>(state.range(2)));
+    for (auto _ : state) {
+        lmlab::matvec_fast(W, x, y);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    lmlab::set_kernel_threads(1);
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * out * in));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * out * in * sizeof(float)));
+}
+BENCHMARK(BM_matvec_fast)->ArgNames({"out", "in", "threads"})->Args({256, 256, 1})->Args({1024, 256, 1})
+    ->Args({256, 1024, 1})->Args({16384, 256, 1})->Args({1024, 256, 2})->Args({16384, 256, 2})->UseRealTime();
+
+// T tokens at once, Y = X·Wᵀ (batched prefill), against T matvec_fast calls (arg "batched" 0)
+void BM_matmul_xwt(benchmark::State& state) {
+    const auto T = static_cast<std::size_t>(state.range(0)), out = static_cast<std::size_t>(state.range(1)),
+               in = static_cast<std::size_t>(state.range(2));
+    const auto W = random_vector(out * in, 1), X = random_vector(T * in, 2);
+    std::vector<float> Y(T * out);
+    lmlab::set_kernel_threads(static_cast<int>(state.range(4)));
+    for (auto _ : state) {
+        if (state.range(3))
+            lmlab::matmul_xwt(X, W, Y, T, in, out);
+        else
+            for (std::size_t t = 0; t < T; ++t)
+                lmlab::matvec_fast(W, std::span<const float>(X).subspan(t * in, in), std::span<float>(Y).subspan(t * out, out));
+        benchmark::DoNotOptimize(Y.data());
+        benchmark::ClobberMemory();
+    }
+    lmlab::set_kernel_threads(1);
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * T * out * in));
+}
+BENCHMARK(BM_matmul_xwt)->ArgNames({"T", "out", "in", "batched", "threads"})->Args({128, 256, 256, 0, 1})
+    ->Args({128, 256, 256, 1, 1})->Args({128, 1024, 256, 0, 1})->Args({128, 1024, 256, 1, 1})
+    ->Args({128, 256, 1024, 0, 1})->Args({128, 256, 1024, 1, 1})->Args({128, 1024, 256, 1, 2})->UseRealTime();
 
 void BM_softmax(benchmark::State& state) {
     const auto n = static_cast<std::size_t>(state.range(0));
@@ -147,6 +209,21 @@ void BM_attention(benchmark::State& state) {
 }
 BENCHMARK(BM_attention)->Arg(512);
 
+// the same head through the tiled kernel (online softmax, no scores buffer)
+void BM_attention_tiled(benchmark::State& state) {
+    const auto n_pos = static_cast<std::size_t>(state.range(0));
+    const std::size_t head_dim = 64;
+    const auto q = random_vector(head_dim, 9), k = random_vector(n_pos * head_dim, 10), v = random_vector(n_pos * head_dim, 11);
+    std::vector<float> out(head_dim);
+    for (auto _ : state) {
+        lmlab::attention_tiled(q, k, v, n_pos, head_dim, out);
+        benchmark::DoNotOptimize(out.data());
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n_pos));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n_pos * head_dim * 2 * sizeof(float)));
+}
+BENCHMARK(BM_attention_tiled)->Arg(512);
+
 void BM_argmax(benchmark::State& state) {
     const auto x = random_vector(16384, 12);
     for (auto _ : state) benchmark::DoNotOptimize(lmlab::argmax(x));
@@ -209,18 +286,34 @@ lmlab::Model qwen2_05b_shape() {
     return random_model(c, "qwen2-0.5B-shaped model");
 }
 
+// ../shared (stories260K): $LMLAB_SHARED, else beside the source tree
+std::string shared_dir() {
+    const char* env = std::getenv("LMLAB_SHARED");
+    return env && *env ? env : LMLAB_SOURCE_DIR "/../shared";
+}
+
+// 4-6: int8 (Q8_0, model/quantize.cpp) next to float: the tiny LLaMA in groups of 64, and
+// stories260K (from ../shared; skipped when absent) float and in groups of 4 (its hidden width
+// 172 = 4·43 allows no larger group).
 const lmlab::Model* bench_model(benchmark::State& state, int which) {
-    static std::unique_ptr<lmlab::Model> models[4];
-    static std::string errors[4];
-    const char* names[] = {"tiny-llama", "tiny-gpt2", "gpt2-124M-shape", "qwen2-0.5B-shape"};
+    static std::unique_ptr<lmlab::Model> models[7];
+    static std::string errors[7];
+    const char* names[] = {"tiny-llama", "tiny-gpt2", "gpt2-124M-shape", "qwen2-0.5B-shape", "tiny-llama int8",
+                           "stories260K", "stories260K int8"};
     if (!models[which] && errors[which].empty()) {
         try {
+            const std::string stories = shared_dir() + "/models/stories260K/stories260K.bin";
             if (which == 0) models[0] = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-llama.h5"));
             if (which == 1) models[1] = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-gpt2"));
             if (which == 2) models[2] = std::make_unique<lmlab::Model>(gpt2_124m_shape());
             if (which == 3) models[3] = std::make_unique<lmlab::Model>(qwen2_05b_shape());
+            if (which == 4)
+                models[4] = std::make_unique<lmlab::Model>(
+                    lmlab::quantize_model(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-llama.h5"), 64));
+            if (which == 5) models[5] = std::make_unique<lmlab::Model>(lmlab::load_model(stories));
+            if (which == 6) models[6] = std::make_unique<lmlab::Model>(lmlab::quantize_model(lmlab::load_model(stories), 4));
         } catch (const std::exception& e) {
-            errors[which] = std::string(e.what()) + " (build the `golden` target first)";
+            errors[which] = std::string(e.what()) + (which >= 5 ? " (../shared absent?)" : " (build the `golden` target first)");
         }
     }
     state.SetLabel(names[which]);
@@ -253,6 +346,29 @@ void BM_forward(benchmark::State& state) {
 BENCHMARK(BM_forward)->ArgNames({"model", "pos"})->Args({0, 0})->Args({0, 255})->Args({0, 511})->Args({1, 0})
     ->Args({1, 255})->Args({2, 0})->Args({2, 511})->Args({3, 0})->Args({3, 511})->Unit(benchmark::kMillisecond);
 
+// a prompt of n tokens: batched prefill (arg path 1) vs token by token through forward() (path 0)
+void BM_prompt(benchmark::State& state) {
+    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+    if (!m) return;
+    const bool batched = state.range(1) == 1;
+    const auto n = static_cast<std::size_t>(state.range(2));
+    std::vector<int> tokens(n);
+    for (std::size_t i = 0; i < n; ++i) tokens[i] = static_cast<int>((i * 7919 + 3) % m->config.vocab_size);
+    lmlab::KVCache cache(m->config.n_layers, m->config.max_seq_len, m->config.kv_dim());
+    lmlab::RunState s(m->config);
+    lmlab::PrefillState ps(m->config, n);
+    for (auto _ : state) {
+        cache.reset();
+        if (batched) benchmark::DoNotOptimize(lmlab::prefill(*m, tokens, cache, ps, s).data());
+        else
+            for (std::size_t p = 0; p < n; ++p) benchmark::DoNotOptimize(lmlab::forward(*m, tokens[p], p, cache, s).data());
+    }
+    state.SetLabel(std::string(batched ? "prefill, " : "token by token, ") + (state.range(0) == 0 ? "tiny-llama" : "tiny-gpt2"));
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_prompt)->ArgNames({"model", "batched", "tokens"})->Args({0, 0, 128})->Args({0, 1, 128})->Args({1, 0, 128})
+    ->Args({1, 1, 128})->Unit(benchmark::kMillisecond);
+
 // greedy generation of n tokens after a 1-token prompt: end-to-end tokens per second
 void BM_generate(benchmark::State& state) {
     const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
@@ -265,9 +381,10 @@ void BM_generate(benchmark::State& state) {
         benchmark::DoNotOptimize(session.generate(prompt, n, greedy).tokens.data());
     }
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
+    state.counters["weight_MB"] = static_cast<double>(lmlab::weight_bytes(*m)) / 1e6;  // weight_bytes(): float vs int8
 }
 BENCHMARK(BM_generate)->ArgNames({"model", "tokens"})->Args({0, 128})->Args({1, 128})->Args({2, 32})->Args({3, 16})
-    ->Unit(benchmark::kMillisecond);
+    ->Args({4, 128})->Args({5, 128})->Args({6, 128})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

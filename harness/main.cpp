@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fixture.h"
+#include "model/forward.h"
 #include "model/session.h"
 #include "model/text_tokenizer.h"
 #include "model/utf8.h"
@@ -43,7 +44,7 @@ void print_stage_line(const StageResult& r) {
                              r.n_elements - r.n_mismatch, r.n_elements);
     fmt::print("{:<8} {:<30} {:<10} {} ({:.2f} s)\n", r.status == "not_run" ? "NOT RUN" : r.status, r.id, r.level,
                detail, r.seconds);
-    if (r.status == "fail") {
+    if (r.status == "fail" && r.first_failure) {
         const OutputResult& f = r.outputs[*r.first_failure];
         fmt::print("    {}: {}\n", r.fixture, r.reason);
         std::string msg = f.message, indented = "    ";
@@ -52,6 +53,7 @@ void print_stage_line(const StageResult& r) {
     } else if (!r.reason.empty()) {
         fmt::print("    {}\n", r.reason);
     }
+    for (const Measurement& m : r.measurements) fmt::print("    {:<52} {:.6g}\n", m.name, m.value);
     std::fflush(stdout);
 }
 
@@ -95,10 +97,23 @@ struct GenerateArgs {
     bool has_prompt = false, has_prompt_ids = false, allow_special = false, chat = false;
     int max_new_tokens = 0;  // 0: as many as the context allows, up to 256
     SamplerConfig sampling;
+    std::string quantize;      // "q8_0": int8 weights on load (model/quantize.cpp)
+    std::size_t group = 64;    // its group size
 };
 
 int cmd_generate(const GenerateArgs& a) {
-    const Model model = load_model(a.model_path);
+    Model model = load_model(a.model_path);
+    constexpr double kMB = 1e6;
+    if (!a.quantize.empty()) {  // int8 on load; the float weights are freed
+        const double before = static_cast<double>(weight_bytes(model));
+        model = quantize_model(std::move(model), a.group);
+        const double after = static_cast<double>(weight_bytes(model));
+        fmt::print(stderr, "quantized to Q8_0 (group {}): weights {:.2f} MB -> {:.2f} MB ({:.0f}%)\n", a.group,
+                   before / kMB, after / kMB, 100.0 * after / before);
+    } else if (model.quantized()) {
+        fmt::print(stderr, "int8 weights from the file (Q8_0, group {}): {:.2f} MB\n", model.tok_embeddings_q8.group,
+                   static_cast<double>(weight_bytes(model)) / kMB);
+    }
     const Config& c = model.config;
     const std::optional<TextTokenizer> tok = find_tokenizer(model, a.tokenizer_path);
     std::vector<int> prompt;
@@ -236,6 +251,7 @@ int main(int argc, char** argv) {
     check->add_option("--report", report_dir, "Report folder")->capture_default_str();
     check->add_option("--shared", shared_dir, "Folder with models/ and tokenizers/ (env LMLAB_SHARED)")->capture_default_str();
     check->add_flag("--keep-going", opt.keep_going, "Run higher levels even when a lower level failed");
+
     check->add_flag("--no-report", no_report, "Do not write report files");
 
     std::string old_path, new_path;
@@ -275,6 +291,14 @@ int main(int argc, char** argv) {
     generate->add_option("--top-k", gen.sampling.top_k, "Keep the k most probable tokens (0 = off)")->capture_default_str();
     generate->add_option("--top-p", gen.sampling.top_p, "Nucleus: keep the smallest set with probability >= p (1 = off)")->capture_default_str();
     generate->add_option("--seed", gen.sampling.seed, "RNG seed: same seed, same text")->capture_default_str();
+    auto* opt_quantize = generate->add_option("--quantize", gen.quantize,
+                                              "Quantize the weights on load: q8_0 = int8 in groups, as llama2.c's runq.c "
+                                              "(prints the weight memory before and after on stderr)")
+                             ->check(CLI::IsMember({"q8_0"}));
+    generate->add_option("--group", gen.group, "Q8_0 group size: elements per scale; must divide every row length")
+        ->check(CLI::Range(std::size_t{1}, kQ8MaxGroup))
+        ->needs(opt_quantize)
+        ->capture_default_str();
 
     TokenizeArgs tk;
     tk.model_path = default_model_path();
@@ -291,7 +315,19 @@ int main(int argc, char** argv) {
     tokenize->add_flag("--pieces", tk.show_pieces, "Show the pieces instead of the ids");
     tokenize->add_option("input", tk.input, "Text file, or - for standard input")->capture_default_str();
 
+    // The kernel path and threads, the same options for check and generate (model/forward.h).
+    bool plain = false;
+    int threads = 1;
+    for (CLI::App* sub : {check, generate}) {
+        sub->add_flag("--plain", plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
+        sub->add_option("--threads", threads, "Threads for the fast kernels (results are bit-identical for any count)")
+            ->check(CLI::Range(1, 256))
+            ->capture_default_str();
+    }
+
     CLI11_PARSE(app, argc, argv);
+    set_kernel_path(plain ? KernelPath::Plain : KernelPath::Fast);
+    set_kernel_threads(threads);
     gen.has_prompt = opt_prompt->count() > 0;
     gen.has_prompt_ids = opt_prompt_ids->count() > 0;
 

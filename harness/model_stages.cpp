@@ -2,11 +2,14 @@
 // intermediate the PyTorch reference recorded, in pipeline order.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "model/forward.h"
 #include "model/model.h"
@@ -20,13 +23,23 @@ namespace {
 constexpr std::size_t kAny = Case::kAnyDim;
 constexpr const char* kTeacherForced = " [teacher-forced]";
 
-// The running stage's model (its table row names it; the runner resolved the path). Loaded once.
-const Model& stage_model(const StageEnv& env) {
+// A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
+// quantized on load). Loaded once.
+const Model& cached_model(const std::string& model) {
     static std::map<std::string, std::unique_ptr<Model>> loaded;
-    if (env.model.empty()) throw FixtureError("this stage has no model in the stage table (harness/stages.cpp)");
-    auto& slot = loaded[env.model];
-    if (!slot) slot = std::make_unique<Model>(load_model(env.model));
+    auto& slot = loaded[model];
+    if (!slot) {
+        const ModelSpec spec = parse_model_spec(model);
+        Model m = load_model(spec.path);
+        slot = std::make_unique<Model>(spec.q8_group ? quantize_model(std::move(m), spec.q8_group) : std::move(m));
+    }
     return *slot;
+}
+
+// The running stage's model (its table row names it; the runner resolved the path).
+const Model& stage_model(const StageEnv& env) {
+    if (env.model.empty()) throw FixtureError("this stage has no model in the stage table (harness/stages.cpp)");
+    return cached_model(env.model);
 }
 
 std::size_t case_index(const Case& c, const std::string& attr) {
@@ -208,6 +221,22 @@ std::vector<StageOutput> stage_model_logits(const Fixture&, const Case& c, const
     return {{"final_norm", "final_norm", norm}, {"logits", "logits", logits}};
 }
 
+// Batched prefill (model/prefill.cpp): the whole prompt in one call, every position's logits.
+std::vector<StageOutput> stage_model_prefill(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
+    const Config& cfg = m.config;
+    const std::vector<int> tokens = token_ids(c, "tokens");
+    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    RunState s(cfg);
+    PrefillState ps(cfg, tokens.size());
+    std::vector<float> logits;
+    prefill(m, tokens, cache, ps, s, &logits);
+    if (cache.length() != tokens.size())
+        throw std::runtime_error(fmt::format("prefill left {} positions in the KV cache after a {}-token prompt",
+                                             cache.length(), tokens.size()));
+    return {{"logits", "logits", logits}};
+}
+
 std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
@@ -297,6 +326,379 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     return {{"tokens", "tokens", token_values, note, Tolerance{0.0, 0.0}},
             {"logits", "logits", full},
             {"topk_logits", "topk_logits", top}};
+}
+
+// ---- int8 (Q8_0) ------------------------------------------------------------------------------------
+// The int8 LLaMA against ref_q8.py (runq.c's arithmetic in torch), in two parts.
+//
+// 1. Every int8 matvec fed the reference's own input (its attn_norm, heads, ffn_norm, ffn_act and
+//    final_norm): the activation is quantized from the same floats, so the integers and every float
+//    step are the same, and the outputs must be bit-identical (q and k within RoPE's rounding).
+//    This is the check that the int8 path is runq.c's.
+// 2. Free-running, our model on its own: the float steps around the matvecs (RMSNorm, RoPE,
+//    attention, SwiGLU) round a little differently from torch's (~1e-7 relative, as in the float
+//    stages), and where an activation's x/scale lies that close to a half, the two round it to
+//    different integers: one step of that activation's scale, which then spreads. So the
+//    intermediates are compared up to the first such rounding tie, and at the tie the activation
+//    itself must agree within float rounding (it was not a bug upstream that moved it).
+
+namespace {
+// every position's logits of a token sequence, fed from position 0
+std::vector<float> all_logits(const Model& m, const std::vector<int>& tokens) {
+    KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
+    RunState s(m.config);
+    std::vector<float> out;
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+        const auto l = forward(m, tokens[p], p, cache, s);
+        out.insert(out.end(), l.begin(), l.end());
+    }
+    return out;
+}
+
+// -log softmax(logits)[target], in double
+double nll(std::span<const float> logits, int target) {
+    double mx = -INFINITY;
+    for (float v : logits) mx = std::max(mx, static_cast<double>(v));
+    double sum = 0;
+    for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
+    return -(static_cast<double>(logits[static_cast<std::size_t>(target)]) - mx - std::log(sum));
+}
+
+StageOutput measured(const std::string& name, double value, const std::string& about) {
+    return {name, "", {static_cast<float>(value)}, about};
+}
+
+constexpr Tolerance kExactTol{0.0, 0.0}, kRopeTol{1e-5, 1e-5}, kTieTol{1e-5, 1e-5};
+constexpr const char* kRefInput = " [reference input]";
+
+// The activations a LLaMA block quantizes (each feeds int8 matvecs), in pipeline order.
+struct QuantPoint {
+    const char* role;
+    std::vector<float> LayerTrace::*field;
+};
+constexpr QuantPoint kQuantPoints[] = {{"attn_norm", &LayerTrace::attn_norm}, {"heads", &LayerTrace::heads},
+                                       {"ffn_norm", &LayerTrace::ffn_norm}, {"ffn_act", &LayerTrace::ffn_act}};
+
+// Every int8 matvec of layer l fed the reference's inputs: ref(role, t) is the reference's `role`
+// at row t (position pos0 + t, for RoPE), t < n. Returns q, k (after RoPE), v, attn_out, ffn_gate,
+// ffn_up and ffn_out stacked over the rows, compared with the reference's <prefix><role>.
+std::vector<StageOutput> projections_on_reference(const Model& m, std::size_t l, std::size_t n, std::size_t pos0,
+                                                  const std::function<std::span<const float>(const char*, std::size_t)>& ref,
+                                                  const std::string& prefix) {
+    const Config& cfg = m.config;
+    const LayerWeights& w = m.layers[l];
+    RunState s(cfg);
+    std::vector<float> q, k, v, ao, gate, up, fo;
+    auto append = [](std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); };
+    for (std::size_t t = 0; t < n; ++t) {
+        project(w.wq, ref("attn_norm", t), s.q, s);
+        rope(s.q, cfg.head_dim(), pos0 + t, cfg.rope_theta, cfg.rope_style);
+        project(w.wk, ref("attn_norm", t), s.k, s);
+        rope(s.k, cfg.head_dim(), pos0 + t, cfg.rope_theta, cfg.rope_style);
+        project(w.wv, ref("attn_norm", t), s.v, s);
+        project(w.wo, ref("heads", t), s.att_out, s);
+        project(w.w_gate, ref("ffn_norm", t), s.gate, s);
+        project(w.w_up, ref("ffn_norm", t), s.up, s);
+        project(w.w_down, ref("ffn_act", t), s.ffn_out, s);
+        append(q, s.q), append(k, s.k), append(v, s.v), append(ao, s.att_out);
+        append(gate, s.gate), append(up, s.up), append(fo, s.ffn_out);
+    }
+    return {{prefix + "q" + kRefInput, prefix + "q", q, "", kRopeTol},
+            {prefix + "k" + kRefInput, prefix + "k", k, "", kRopeTol},
+            {prefix + "v" + kRefInput, prefix + "v", v, "", kExactTol},
+            {prefix + "attn_out" + kRefInput, prefix + "attn_out", ao, "", kExactTol},
+            {prefix + "ffn_gate" + kRefInput, prefix + "ffn_gate", gate, "", kExactTol},
+            {prefix + "ffn_up" + kRefInput, prefix + "ffn_up", up, "", kExactTol},
+            {prefix + "ffn_out" + kRefInput, prefix + "ffn_out", fo, "", kExactTol}};
+}
+
+// Where our activation and the reference's quantize to different integers.
+struct IntTie {
+    std::string role;  // "layer1.heads", "final_norm"
+    std::size_t row = 0, index = 0;
+    int ours = 0, ref = 0;
+    float quotient = 0;  // the reference's x / scale there
+    const std::vector<float>* activation = nullptr;  // ours
+};
+
+// Counts the integers that differ between quantize(ours) and quantize(ref); records the first.
+class IntComparer {
+public:
+    explicit IntComparer(std::size_t group) : group_(group) {}
+    void compare(const std::string& role, std::size_t row, const std::vector<float>& ours, std::span<const float> ref) {
+        qa_.resize(ours.size()), qb_.resize(ours.size()), sa_.resize(ours.size() / group_), sb_.resize(ours.size() / group_);
+        quantize_q8_0(ours, group_, qa_, sa_);
+        quantize_q8_0(ref, group_, qb_, sb_);
+        total += qa_.size();
+        for (std::size_t i = 0; i < qa_.size(); ++i) {
+            if (qa_[i] == qb_[i]) continue;
+            ++differing;
+            if (!first) first = IntTie{role, row, i, qa_[i], qb_[i], ref[i] / sb_[i / group_], &ours};
+        }
+    }
+    std::size_t total = 0, differing = 0;
+    std::optional<IntTie> first;
+
+private:
+    std::size_t group_;
+    std::vector<std::int8_t> qa_, qb_;
+    std::vector<float> sa_, sb_;
+};
+
+double distance_to_half(float quotient) {
+    const double a = std::fabs(static_cast<double>(quotient));
+    return std::fabs(a - std::floor(a) - 0.5);
+}
+
+// The activation at the first tie, which must agree with the reference's within float rounding,
+// and a measurement of how close to a half it was.
+void report_tie(const IntTie& tie, std::optional<std::pair<std::size_t, std::size_t>> rows, const std::string& where,
+                std::vector<StageOutput>& outs) {
+    outs.push_back({fmt::format("{} [{}: the first int8 rounding tie]", tie.role, where), tie.role, *tie.activation,
+                    fmt::format("element {}: the reference's x/scale is {:.9g} ({:.3g} from a half), rounded to {} by "
+                                "the reference and to {} by us",
+                                tie.index, tie.quotient, distance_to_half(tie.quotient), tie.ref, tie.ours),
+                    kTieTol, rows});
+    outs.push_back(measured("first int8 rounding tie: |x/scale - nearest half|", distance_to_half(tie.quotient),
+                            fmt::format("{} at {}, element {}: the float32 rounding of the steps before it decides which "
+                                        "way it rounds",
+                                        tie.role, where, tie.index)));
+}
+}  // namespace
+
+// One int8 LLaMA block on the fixture's input and cache (layer/block_q8_0.h5, as layer.block).
+std::vector<StageOutput> stage_layer_block_q8(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
+    const Config& cfg = m.config;
+    if (!m.quantized() || cfg.arch == Arch::Gpt2) throw std::runtime_error(env.model + ": this stage runs an int8 LLaMA-family model");
+    const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
+    auto ref = [&](const char* role, std::size_t) { return std::span<const float>(golden(c, role, {kAny}).data); };
+    std::vector<StageOutput> outs = projections_on_reference(m, layer, 1, pos, ref, "");
+
+    std::vector<float> x = c.input("x", {cfg.dim}).data;
+    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}));
+    RunState s(cfg);
+    LayerTrace t;
+    block(m, layer, pos, x, cache, s, &t);
+    IntComparer ints(m.tok_embeddings_q8.group);
+    for (const QuantPoint& qp : kQuantPoints) {
+        ints.compare(qp.role, 0, t.*qp.field, ref(qp.role, 0));
+        if (ints.first) break;
+    }
+    // every intermediate up to the first tie (all of them without one), in pipeline order
+    for (const TraceField& f : layer_trace_fields(cfg.arch)) {
+        if (std::string(f.name) == "in") continue;
+        if (ints.first && ints.first->role == f.name) {
+            report_tie(*ints.first, std::nullopt, fmt::format("position {}", pos), outs);
+            break;
+        }
+        outs.push_back({f.name, f.name, t.*f.field});
+    }
+    return outs;
+}
+
+// The whole int8 model on a prompt (model/forward_q8_0.h5, as model.forward).
+std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& m = stage_model(env);
+    const Config& cfg = m.config;
+    if (!m.quantized() || cfg.arch == Arch::Gpt2) throw std::runtime_error(env.model + ": this stage runs an int8 LLaMA-family model");
+    const std::vector<int> tokens = token_ids(c, "tokens");
+    const std::size_t n = tokens.size(), dim = cfg.dim;
+    const std::size_t group = m.tok_embeddings_q8.group;
+    std::vector<StageOutput> outs;
+
+    // 1. each int8 matvec on the reference's input, every layer and position, and the classifier
+    for (std::size_t l = 0; l < cfg.n_layers; ++l) {
+        const std::string L = fmt::format("layer{}.", l);
+        auto ref = [&](const char* role, std::size_t p) { return row(golden(c, L + role, {n, kAny}), p); };
+        for (StageOutput& o : projections_on_reference(m, l, n, 0, ref, L)) outs.push_back(std::move(o));
+    }
+    {
+        const QuantizedMatrix& cls = m.classifier_q8();
+        const auto& fnorm = golden(c, "final_norm", {n, dim});
+        std::vector<std::int8_t> xq(dim);
+        std::vector<float> xs(dim / group), logits(cfg.vocab_size), all;
+        for (std::size_t p = 0; p < n; ++p) {
+            quantize_q8_0(row(fnorm, p), group, xq, xs);
+            matvec_q8_0(cls.q, cls.scales, xq, xs, group, logits);
+            all.insert(all.end(), logits.begin(), logits.end());
+        }
+        outs.push_back({std::string("logits") + kRefInput, "logits", all, "", kExactTol});
+    }
+
+    // 2. free-running, compared at the positions before the first rounding tie
+    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    RunState s(cfg);
+    std::vector<Trace> traces(n);
+    for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
+    IntComparer ints(group);
+    for (std::size_t p = 0; p < n; ++p) {
+        for (std::size_t l = 0; l < cfg.n_layers; ++l)
+            for (const QuantPoint& qp : kQuantPoints) {
+                const std::string name = fmt::format("layer{}.{}", l, qp.role);
+                ints.compare(name, p, traces[p].layers[l].*qp.field, row(golden(c, name, {n, kAny}), p));
+            }
+        ints.compare("final_norm", p, traces[p].final_norm, row(golden(c, "final_norm", {n, dim}), p));
+    }
+    const std::size_t cut = ints.first ? ints.first->row : n;  // positions compared in full
+    if (cut > 0) {
+        const auto rows = std::make_pair(std::size_t{0}, cut);
+        auto stacked = [&](auto&& get) {
+            std::vector<float> all;
+            for (std::size_t p = 0; p < cut; ++p) {
+                const std::vector<float>& v = get(traces[p]);
+                all.insert(all.end(), v.begin(), v.end());
+            }
+            return all;
+        };
+        for (std::size_t l = 0; l < cfg.n_layers; ++l)
+            for (const TraceField& f : layer_trace_fields(cfg.arch)) {
+                const std::string name = fmt::format("layer{}.{}", l, f.name);
+                outs.push_back({name, name, stacked([&](const Trace& t) -> const auto& { return t.layers[l].*f.field; }), "",
+                                std::nullopt, rows});
+            }
+        outs.push_back({"final_norm", "final_norm", stacked([](const Trace& t) -> const auto& { return t.final_norm; }), "",
+                        std::nullopt, rows});
+        outs.push_back({"logits", "logits", stacked([](const Trace& t) -> const auto& { return t.logits; }), "",
+                        std::nullopt, rows});
+    }
+    if (ints.first)
+        report_tie(*ints.first, std::make_pair(ints.first->row, ints.first->row + 1),
+                   fmt::format("position {}", ints.first->row), outs);
+    double logits_err = 0;
+    const auto& ref_logits = golden(c, "logits", {n, cfg.vocab_size});
+    for (std::size_t p = 0; p < n; ++p)
+        for (std::size_t i = 0; i < cfg.vocab_size; ++i)
+            logits_err = std::max(logits_err, std::fabs(static_cast<double>(traces[p].logits[i]) - ref_logits.data[p * cfg.vocab_size + i]));
+    outs.push_back(measured("positions compared free-running", static_cast<double>(cut),
+                            fmt::format("of {}: those before the first int8 rounding tie (every intermediate within the "
+                                        "stage's tolerance)", n)));
+    outs.push_back(measured("activation ints differing free-running", static_cast<double>(ints.differing),
+                            fmt::format("of {} quantized activations (the first tie's effect spreading)", ints.total)));
+    outs.push_back(measured("free-running logits max |ours - reference|", logits_err, "over all positions, ties included"));
+    return outs;
+}
+
+// llama2.c's own int8 file (export.py version2_export) of the tiny LLaMA: every intermediate against
+// the reference (as model.forward), then the file against quantize_model of the float file it came
+// from. export.py rounds weights with torch.round (halves to even), quantize_model with C's round()
+// (runq.c's rule, halves away from zero): the two must differ at exactly the weights the exporter
+// found on an exact half (round_half_differences), by one step each, and nowhere else.
+std::vector<StageOutput> stage_model_q8_file(const Fixture& fx, const Case& c, const StageEnv& env) {
+    std::vector<StageOutput> outs = stage_model_forward_q8(fx, c, env);
+    const Model& file = stage_model(env);
+    if (!file.quantized()) throw std::runtime_error(env.model + " is not an int8 model");
+    const std::size_t halves = case_index(c, "round_half_differences");
+    const std::string float_model = resolve_model_path(c.string("float_model"), env.golden_dir, env.shared_dir);
+    const std::size_t group = file.tok_embeddings_q8.group;
+    const Model& ours = cached_model(float_model + "#q8_0,group=" + std::to_string(group));
+    std::size_t differing = 0, far = 0, scales = 0;
+    auto compare_q = [&](const QuantizedMatrix& a, const QuantizedMatrix& b) {
+        if (a.q.size() != b.q.size() || a.scales.size() != b.scales.size() || a.group != b.group)
+            throw std::runtime_error(env.model + " and " + float_model + " have matrices of different shapes");
+        for (std::size_t i = 0; i < a.q.size(); ++i) {
+            differing += a.q[i] != b.q[i];
+            far += std::abs(a.q[i] - b.q[i]) > 1;
+        }
+        for (std::size_t i = 0; i < a.scales.size(); ++i) scales += std::memcmp(&a.scales[i], &b.scales[i], sizeof(float)) != 0;
+    };
+    compare_q(file.tok_embeddings_q8, ours.tok_embeddings_q8);
+    compare_q(file.classifier_q8(), ours.classifier_q8());
+    for (std::size_t l = 0; l < file.layers.size(); ++l) {
+        const LayerWeights &a = file.layers[l], &b = ours.layers[l];
+        for (auto lin : {&LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv, &LayerWeights::wo,
+                         &LayerWeights::w_gate, &LayerWeights::w_up, &LayerWeights::w_down})
+            compare_q((a.*lin).q8, (b.*lin).q8);
+    }
+    if (differing != halves || far || scales)
+        throw std::runtime_error(fmt::format(
+            "{}: {} int8 weights differ from quantize_model({}, group {}) ({} by more than one step) and {} scales "
+            "differ, but the exporter found {} weights on an exact half (where export.py's torch.round and C's round() "
+            "disagree): the file is not the model quantize_model makes",
+            env.model, differing, float_model, group, far, scales, halves));
+    const std::vector<int> tokens = token_ids(c, "tokens");
+    const auto la = all_logits(file, tokens), lb = all_logits(ours, tokens);
+    double worst = 0;
+    for (std::size_t i = 0; i < la.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(la[i]) - lb[i]));
+    if (differing == 0 && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) != 0)
+        throw std::runtime_error(env.model + ": the same int8 weights as quantize_model, but different logits bits");
+    outs.push_back(measured("int8 weights that differ from quantize_model's", static_cast<double>(differing),
+                            "export.py rounds halves to even (torch.round), runq.c's quantize() away from zero: they "
+                            "differ exactly at the weights on an exact half, by one step"));
+    outs.push_back(measured("max |logits - quantize_model's logits|", worst,
+                            "the same tokens through the file and through quantize_model of the float file "
+                            "(0: bit-identical)"));
+    return outs;
+}
+
+// The cost of int8: the int8 model (the stage's row) against the float model it came from (the same
+// file without "#q8_0"), on the exporter's held-out text and in greedy generation. Reported, not
+// judged; the float model's perplexity is also compared with PyTorch's (a check of the measuring).
+std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& q = stage_model(env);
+    const Model& f = cached_model(parse_model_spec(env.model).path);
+    if (!q.quantized() || f.quantized())
+        throw std::runtime_error(env.model + ": the cost stage needs an int8 model ('#q8_0') and its float file");
+    const std::size_t vocab = f.config.vocab_size;
+    const std::vector<int> text = token_ids(c, "tokens"), prompt = token_ids(c, "prompt");
+    const std::size_t n_new = case_index(c, "max_new_tokens");
+    if (text.size() < 2 || text.size() > f.config.max_seq_len)
+        throw FixtureError(fmt::format("{}: /{}/inputs/tokens has {} ids; expected 2 .. {} (the context)", c.file, c.name,
+                                       text.size(), f.config.max_seq_len));
+    for (int id : text)
+        if (id < 0 || static_cast<std::size_t>(id) >= vocab)
+            throw FixtureError(fmt::format("{}: /{}/inputs/tokens has id {} outside the vocabulary", c.file, c.name, id));
+
+    // 1. teacher-forced on the held-out text: both models read the same tokens
+    const auto lf = all_logits(f, text), lq = all_logits(q, text);
+    double max_err = 0, sum_err = 0, nll_f = 0, nll_q = 0;
+    std::size_t top1_same = 0;
+    for (std::size_t p = 0; p < text.size(); ++p) {
+        const auto rf = std::span<const float>(lf).subspan(p * vocab, vocab), rq = std::span<const float>(lq).subspan(p * vocab, vocab);
+        for (std::size_t i = 0; i < vocab; ++i) {
+            const double e = std::fabs(static_cast<double>(rq[i]) - rf[i]);
+            max_err = std::max(max_err, e);
+            sum_err += e;
+        }
+        top1_same += argmax(rf) == argmax(rq);
+        if (p + 1 < text.size()) {  // position p predicts token p + 1
+            nll_f += nll(rf, text[p + 1]);
+            nll_q += nll(rq, text[p + 1]);
+        }
+    }
+    const double n_pred = static_cast<double>(text.size() - 1);
+    const double ppl_f = std::exp(nll_f / n_pred), ppl_q = std::exp(nll_q / n_pred);
+
+    // 2. greedy generation from the prompt, each model on its own tokens (no stop token)
+    auto greedy = [&](const Model& m) {
+        Session session(m);
+        Sampler argmax_sampler({.temperature = 0.0f}, vocab);
+        return session.generate(prompt, n_new, argmax_sampler).tokens;
+    };
+    const std::vector<int> gf = greedy(f), gq = greedy(q);
+    std::size_t prefix = 0, same = 0;
+    while (prefix < n_new && gf[prefix] == gq[prefix]) ++prefix;
+    for (std::size_t i = 0; i < n_new; ++i) same += gf[i] == gq[i];
+
+    const double mb = 1e6, bf = static_cast<double>(weight_bytes(f)), bq = static_cast<double>(weight_bytes(q));
+    return {
+        {"ppl_float", "ppl_float", {static_cast<float>(ppl_f)}},  // checked against PyTorch's
+        measured("Q8_0 group", static_cast<double>(q.tok_embeddings_q8.group), "elements per scale"),
+        measured("weights float32 (MB)", bf / mb, "weight_bytes() of the float model"),
+        measured("weights int8 (MB)", bq / mb, "weight_bytes() of the int8 model: int8 values + float scales + float norms"),
+        measured("int8 / float32 weight bytes", bq / bf, "1/4 would be int8 alone; scales add 4/group bytes per weight"),
+        measured("held-out tokens", static_cast<double>(text.size()), "the exporter's held-out text, fed to both models"),
+        measured("logits max |int8 - float|", max_err, "over every logit at every held-out position"),
+        measured("logits mean |int8 - float|", sum_err / static_cast<double>(lf.size()), "the same, averaged"),
+        measured("top-1 agreement on the held-out text (%)", 100.0 * static_cast<double>(top1_same) / static_cast<double>(text.size()),
+                 "positions where both models' most likely next token is the same"),
+        measured("perplexity float32", ppl_f, "exp(mean -log p(next token)) over the held-out text"),
+        measured("perplexity int8", ppl_q, "the same for the int8 model"),
+        measured("greedy tokens generated", static_cast<double>(n_new), "from the exporter's prompt, no stop token"),
+        measured("greedy: tokens equal before the first difference", static_cast<double>(prefix),
+                 "the int8 model's greedy tokens equal the float model's up to here"),
+        measured("greedy: tokens equal at the same step", static_cast<double>(same), "all steps where both chose the same token"),
+    };
 }
 
 }  // namespace lmlab

@@ -145,6 +145,12 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
                             {"metrics", metrics_json(o.metrics)},
                             {"message", o.message}});
         s["outputs"] = outs;
+        if (!r.measurements.empty()) {
+            json ms = json::array();
+            for (const Measurement& m : r.measurements)
+                ms.push_back({{"name", m.name}, {"value", num(m.value)}, {"about", m.about}});
+            s["measurements"] = ms;
+        }
         stages_json.push_back(s);
     }
     report["summary"] = status_summary(stages_json);
@@ -206,6 +212,42 @@ std::string report_markdown(const json& report) {
                           "(and PyTorch's cached keys/values), so its error is only what the piece itself adds.\n\n"
                           "| intermediate | free-running max abs | teacher-forced max abs | verdict |\n|---|---|---|---|\n{}",
                           s["id"].get<std::string>(), rows);
+    }
+
+    // Measurements (stages that report numbers rather than compare them, e.g. the cost of int8):
+    // one table per set of measurement names, a row per measurement and a column per stage.
+    std::vector<std::pair<std::vector<std::string>, std::vector<const json*>>> tables;
+    for (const json& s : report["stages"]) {
+        if (!s.contains("measurements")) continue;
+        std::vector<std::string> names;
+        for (const json& m : s["measurements"]) names.push_back(m["name"]);
+        auto it = std::find_if(tables.begin(), tables.end(), [&](const auto& t) { return t.first == names; });
+        if (it == tables.end()) tables.push_back({names, {&s}});
+        else it->second.push_back(&s);
+    }
+    if (!tables.empty())
+        md += "\n## Measurements\n\nNumbers some stages report rather than compare (not pass/fail: such a stage fails only "
+              "when one is not finite).\n";
+    auto cell = [](std::string text) {  // a '|' inside a table cell must be escaped
+        for (std::size_t at = text.find('|'); at != std::string::npos; at = text.find('|', at + 2)) text.insert(at, "\\");
+        return text;
+    };
+    auto value = [](const json& v) {
+        if (!v.is_number()) return fmt_num(v);
+        const double d = v.get<double>();
+        return d == std::floor(d) && std::fabs(d) < 1e15 ? fmt::format("{:.0f}", d) : fmt::format("{:.4g}", d);
+    };
+    for (const auto& [names, group] : tables) {
+        md += "\n| measurement |";
+        for (const json* s : group) md += " " + (*s)["id"].get<std::string>() + " |";
+        md += " what it is |\n|---|";
+        for (std::size_t i = 0; i < group.size(); ++i) md += "---|";
+        md += "---|\n";
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            md += "| " + cell(names[i]) + " |";
+            for (const json* s : group) md += " " + value((*s)["measurements"][i]["value"]) + " |";
+            md += " " + cell((*group.front())["measurements"][i]["about"].get<std::string>()) + " |\n";
+        }
     }
 
     // Every output, failing ones first; long stages (tokenizer cases) are cut, report.json has all.

@@ -63,7 +63,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         // ../shared (the tiny GPT-2's tokenizer.json), is skipped when that folder is absent.
         if (*stage.model) {
             stage_env.model = resolve_model_path(stage.model, env.golden_dir, env.shared_dir);
-            if (!std::filesystem::exists(stage_env.model) &&
+            if (!std::filesystem::exists(parse_model_spec(stage_env.model).path) &&  // (without a "#q8_0" suffix)
                 (is_shared_path(stage.model) || !std::filesystem::exists(env.shared_dir)))
                 throw SkipStage(stage_env.model + " not found: this stage needs the shared data folder " + env.shared_dir +
                                 " (set LMLAB_SHARED or pass --shared DIR)");
@@ -83,28 +83,49 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                                "'. " + regenerate_hint());
         for (const Case& c : fx.cases) {
             for (StageOutput& out : stage.run(fx, c, stage_env)) {
-                const auto golden = c.outputs.find(out.golden);
-                if (golden == c.outputs.end())
+                if (out.golden.empty()) {  // a measurement: reported, not compared
+                    const double v = out.data.size() == 1 ? out.data[0] : NAN;
+                    r.measurements.push_back({out.name, v, out.note});
+                    if (!std::isfinite(v) && r.reason.empty())
+                        r.reason = fmt::format("measurement '{}' of {} is not finite ({})", out.name, c.name, v);
+                    continue;
+                }
+                const auto found = c.outputs.find(out.golden);
+                if (found == c.outputs.end())
                     throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden +
                                        " is missing. " + regenerate_hint());
-                if (golden->second.data.size() != out.data.size())
-                    throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden + " has shape " +
-                                       shape_str(golden->second.shape) + " (" +
-                                       std::to_string(golden->second.data.size()) + " elements), but " + stage.id +
-                                       " produced " + std::to_string(out.data.size()) + " elements for '" +
-                                       out.name + "'");
+                Array<float> sliced;  // out.rows: only those rows of the golden output (and of its reference64)
                 std::span<const double> truth;
                 const auto ref = c.reference64.find(out.golden);
-                if (ref != c.reference64.end() && ref->second.data.size() == out.data.size()) truth = ref->second.data;
+                if (ref != c.reference64.end() && ref->second.data.size() == found->second.data.size()) truth = ref->second.data;
+                if (out.rows) {
+                    const auto& g = found->second;
+                    const auto [first, last] = *out.rows;
+                    if (g.shape.empty() || first >= last || last > g.shape[0])
+                        throw std::runtime_error(fmt::format("{}: rows [{}, {}) of outputs/{} {}", stage.id, first, last,
+                                                             out.golden, shape_str(g.shape)));
+                    const std::size_t row_size = g.data.size() / g.shape[0];
+                    sliced.shape = g.shape;
+                    sliced.shape[0] = last - first;
+                    sliced.data.assign(g.data.begin() + static_cast<std::ptrdiff_t>(first * row_size),
+                                       g.data.begin() + static_cast<std::ptrdiff_t>(last * row_size));
+                    if (!truth.empty()) truth = truth.subspan(first * row_size, (last - first) * row_size);
+                }
+                const Array<float>& golden = out.rows ? sliced : found->second;
+                if (golden.data.size() != out.data.size())
+                    throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden + " has shape " +
+                                       shape_str(golden.shape) + " (" + std::to_string(golden.data.size()) +
+                                       " elements), but " + stage.id + " produced " + std::to_string(out.data.size()) +
+                                       " elements for '" + out.name + "'");
                 OutputResult o;
                 o.case_name = c.name;
                 o.case_description = c.description;
                 for (const auto& [key, value] : c.numbers) o.case_params += fmt::format("; {} {:g}", key, value);
                 o.output = out.name;
                 o.golden = out.golden;
-                o.shape = golden->second.shape;
+                o.shape = golden.shape;
                 o.tol = out.tol.value_or(stage.tol);
-                o.metrics = compare(out.data, golden->second.data, truth, o.tol);
+                o.metrics = compare(out.data, golden.data, truth, o.tol);
                 if (const auto cw = c.strings.find("compare_with"); cw != c.strings.end() && cw->second == "reference64") {
                     // The exporter marked this case: PyTorch's float32 answer is itself far from the
                     // truth here (e.g. LayerNorm of 1e4 ± 1e-2, where a float32 mean cancels), so the
@@ -131,7 +152,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
             }
         }
         summarise(r);
-        r.status = r.first_failure ? "fail" : "pass";
+        r.status = r.first_failure || !r.reason.empty() ? "fail" : "pass";  // (reason: a non-finite measurement)
         if (r.first_failure) {
             const OutputResult& f = r.outputs[*r.first_failure];
             r.reason = "first mismatch: " + f.case_name + " (" + f.case_description + f.case_params + "), output '" +

@@ -24,6 +24,15 @@ struct OutputResult {
     std::string compared_with;     // "" (PyTorch's float32 output) or "reference64" (the case asks for the truth)
 };
 
+// A number a stage measured rather than compared (StageOutput with an empty golden): e.g. the
+// cost of int8 weights. Reported in report.json and report.md's "Measurements"; only a
+// non-finite value fails the stage.
+struct Measurement {
+    std::string name;   // the row label in report.md, unit included ("weights int8 (MB)")
+    double value = 0;
+    std::string about;  // one line: what it is
+};
+
 struct StageResult {
     std::string id, level, fixture;
     std::string status;  // "pass", "fail", "error" (could not run: bad fixture...), "skipped", "not_run"
@@ -39,6 +48,7 @@ struct StageResult {
     bool has_reference64 = false;     // false: no output had a float64 truth (worst_accuracy_ratio meaningless)
     std::size_t n_mismatch = 0, n_elements = 0;
     std::optional<std::size_t> first_failure;  // index into outputs, in pipeline order
+    std::vector<Measurement> measurements;     // in the order the stage returned them
 };
 
 struct RunOptions {

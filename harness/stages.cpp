@@ -22,6 +22,11 @@ constexpr const char* kTinyLlamaHf = "models/tiny-llama-hf";     // the tiny LLa
 constexpr const char* kStories260KHf = "models/stories260k-hf";  // stories260K converted likewise (needs ../shared)
 constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
 constexpr const char* kGpt2TokenizerJson = "models/tiny-gpt2/tokenizer.json";  // the same vocabulary as HF writes it
+// int8: "#q8_0" asks the harness to quantize on load (parse_model_spec); the .q8_0.bin is llama2.c's
+// own int8 file ("ak42", version 2), written by the exporter as llama2.c's export.py does
+constexpr const char* kTinyLlamaQ8 = "models/tiny-llama.h5#q8_0";
+constexpr const char* kTinyLlamaAk42 = "models/tiny-llama.q8_0.bin";
+constexpr const char* kStories260KQ8 = "shared:models/stories260K/stories260K.bin#q8_0,group=4";  // 172 = 4·43
 
 const std::vector<std::string>& levels() {
     static const std::vector<std::string> order = {"kernel", "layer", "model", "generation", "tokenizer"};
@@ -68,37 +73,74 @@ std::string resolve_model_path(const std::string& model, const std::string& gold
     return is_shared_path(model) ? (fs::path(shared_dir) / model.substr(7)).string() : (fs::path(golden_dir) / model).string();
 }
 
+ModelSpec parse_model_spec(const std::string& model) {
+    const auto hash = model.find('#');
+    if (hash == std::string::npos) return {model, 0};
+    const std::string suffix = model.substr(hash + 1);
+    ModelSpec spec{model.substr(0, hash), 64};  // llama2.c's default group
+    if (suffix == "q8_0") return spec;
+    const std::string prefix = "q8_0,group=";
+    if (suffix.rfind(prefix, 0) == 0 && suffix.size() > prefix.size() &&
+        suffix.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
+        spec.q8_group = std::stoul(suffix.substr(prefix.size()));
+        return spec;
+    }
+    throw std::invalid_argument("model '" + model + "': unknown suffix '#" + suffix +
+                                "'; known: '#q8_0' (int8 on load, group 64) and '#q8_0,group=N'");
+}
+
 const std::vector<Stage>& stages() {
     static const std::vector<Stage> table = {
         // id, level, families using it, model, fixture, tolerance, why, function
-        {"kernel.matvec", "kernel", "llama gpt2", "", "kernel/matvec.h5", {1e-5, 1e-5},
+        {"kernel.matvec", "kernel", "llama gpt2 qwen2", "", "kernel/matvec.h5", {1e-5, 1e-5},
          "sums of up to 16384 products: torch's float32 blocked sum drifts ~1 ulp per doubling of length", stage_matvec},
-        {"kernel.linear", "kernel", "llama gpt2", "", "kernel/linear.h5", {1e-5, 1e-5},
+        {"kernel.matvec.fast", "kernel", "llama gpt2 qwen2", "", "kernel/matvec.h5", {1e-5, 1e-5},
+         "float accumulation in 8 independent lanes combined pairwise: each lane sums in/8 products (2048 at "
+         "in = 16384), rounding errors grow like sqrt(in/8) ulp of the partial sums: the plain matvec's tolerance",
+         stage_matvec_fast},
+        {"kernel.matmul_xwt", "kernel", "llama gpt2 qwen2", "", "kernel/matmul_xwt.h5", {1e-5, 1e-5},
+         "every output is a matvec_fast row (the same 8-lane float sum, bit for bit): the matvec tolerance",
+         stage_matmul_xwt},
+        {"kernel.linear", "kernel", "llama gpt2 qwen2", "", "kernel/linear.h5", {1e-5, 1e-5},
          "a matvec plus one add per output: the matvec's tolerance", stage_linear},
-        {"kernel.add", "kernel", "llama gpt2", "", "kernel/add.h5", kFloat32Default,
+        {"kernel.add", "kernel", "llama gpt2 qwen2 q8", "", "kernel/add.h5", kFloat32Default,
          "one float32 add per element: exact in both, the default is generous", stage_add},
-        {"kernel.softmax", "kernel", "llama gpt2", "", "kernel/softmax.h5", kFloat32Default,
+        {"kernel.softmax", "kernel", "llama gpt2 qwen2 q8", "", "kernel/softmax.h5", kFloat32Default,
          "outputs in [0, 1]: float32 default is already generous", stage_softmax},
-        {"kernel.rmsnorm", "kernel", "llama", "", "kernel/rmsnorm.h5", kFloat32Default,
+        {"kernel.rmsnorm", "kernel", "llama qwen2 q8", "", "kernel/rmsnorm.h5", kFloat32Default,
          "one sum of squares and a scale: float32 default", stage_rmsnorm},
         {"kernel.layernorm", "kernel", "gpt2", "", "kernel/layernorm.h5", {1e-5, 1e-5},
          "normalised outputs are O(1) but torch rounds mean and variance in float32: for values around 1e4 "
          "the mean's rounding moves every output by ~1e-6 relative",
          stage_layernorm},
-        {"kernel.rope", "kernel", "llama", "", "kernel/rope.h5", kFloat32Default,
+        {"kernel.rope", "kernel", "llama qwen2 q8", "", "kernel/rope.h5", kFloat32Default,
          "same float32 angle as the reference, so only cos/sin rounding differs", stage_rope},
-        {"kernel.silu", "kernel", "llama", "", "kernel/silu.h5", kFloat32Default, "elementwise: float32 default",
+        {"kernel.silu", "kernel", "llama qwen2 q8", "", "kernel/silu.h5", kFloat32Default, "elementwise: float32 default",
          stage_silu},
-        {"kernel.swiglu", "kernel", "llama", "", "kernel/swiglu.h5", kFloat32Default, "elementwise: float32 default",
+        {"kernel.swiglu", "kernel", "llama qwen2 q8", "", "kernel/swiglu.h5", kFloat32Default, "elementwise: float32 default",
          stage_swiglu},
         {"kernel.gelu_tanh", "kernel", "gpt2", "", "kernel/gelu_tanh.h5", kFloat32Default,
          "elementwise: float32 default (the exact-erf form misses it by up to 5e-4)", stage_gelu_tanh},
         {"kernel.gelu_erf", "kernel", "gpt2", "", "kernel/gelu_erf.h5", kFloat32Default,
          "elementwise: float32 default (the tanh form misses it by up to 5e-4)", stage_gelu_erf},
-        {"kernel.attention", "kernel", "llama gpt2", "", "kernel/attention.h5", kFloat32Default,
+        {"kernel.attention", "kernel", "llama gpt2 qwen2 q8", "", "kernel/attention.h5", kFloat32Default,
          "softmax then a convex combination of values: float32 default", stage_attention},
-        {"kernel.argmax", "kernel", "llama gpt2", "", "kernel/argmax.h5", kExact, "an index: must be exact",
+        {"kernel.attention.tiled", "kernel", "llama gpt2 qwen2 q8", "", "kernel/attention.h5", kFloat32Default,
+         "online softmax in tiles of 32: 8-lane float score dots, one exp(m_old - m_new) rescale per tile that "
+         "raises the max, tile sums of <= 32 terms; still a convex combination of values: float32 default",
+         stage_attention_tiled},
+        {"kernel.argmax", "kernel", "llama gpt2 qwen2 q8", "", "kernel/argmax.h5", kExact, "an index: must be exact",
          stage_argmax},
+        // int8 (Q8_0, llama2.c's runq.c): family "q8" is the int8 LLaMA (its float kernels above name it too),
+        // so that a broken int8 kernel blocks only the int8 stages
+        {"kernel.quantize_q8_0", "kernel", "q8", "", "kernel/quantize_q8_0.h5", {0.0, 1.2e-7},
+         "the int8 values must be exact (tolerance 0 on q); a scale is one float32 division max|x|/127, "
+         "correctly rounded in both: at most 1 ulp apart",
+         stage_quantize_q8_0},
+        {"kernel.matvec_q8_0", "kernel", "q8", "", "kernel/matvec_q8_0.h5", {1e-7, 2.4e-7},
+         "exact int32 group sums, then runq.c's float steps (ival·ws·xs, float accumulation over groups) in the "
+         "same order in both: bit-identical in practice, 2 ulp allowed",
+         stage_matvec_q8_0},
 
         {"layer.attention", "layer", "llama", kTinyLlama, "layer/attention.h5", {1e-5, 1e-5},
          "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},
@@ -110,6 +152,10 @@ const std::vector<Stage>& stages() {
          "two LayerNorms, four linears with biases, GELU and two residual adds over 64 and 256 terms",
          stage_layer_block},
 
+        {"layer.block.q8_0", "layer", "q8", kTinyLlamaQ8, "layer/block_q8_0.h5", {1e-5, 1e-5},
+         "an int8 block against ref_q8.py: each int8 matvec on the reference's input exactly; the block's own "
+         "intermediates up to the first int8 rounding tie within the float block's tolerance",
+         stage_layer_block_q8},
         {"layer.block.qwen2", "layer", "qwen2", kTinyQwen2, "layer/block_qwen2.h5", {1e-5, 1e-5},
          "RMSNorm, biased q/k/v, rotate-half RoPE with theta 1e6, 4:1 GQA, SwiGLU: sums over 64 and 160 terms",
          stage_layer_block},
@@ -140,8 +186,23 @@ const std::vector<Stage>& stages() {
         {"model.kv_cache.qwen2", "model", "qwen2", kTinyQwen2, "model/kv_cache_qwen2.h5", {1e-5, 1e-5},
          "k (after RoPE) and v of 2 kv heads: one RMSNorm and a biased projection from the residual stream",
          stage_model_kv_cache},
+        {"model.prefill", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+         "batched prefill (the prompt as matrices, causal attention): the forward fixture's logits tolerance",
+         stage_model_prefill},
+        {"model.prefill.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+         "batched prefill of GPT-2: the forward fixture's logits tolerance", stage_model_prefill},
+        {"model.prefill.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+         "batched prefill of Qwen2 (GQA 4:1): the forward fixture's logits tolerance", stage_model_prefill},
         {"model.kv_cache.gpt2", "model", "gpt2", kTinyGpt2, "model/kv_cache_gpt2.h5", {1e-5, 1e-5},
          "k and v are one LayerNorm + linear away from the residual stream", stage_model_kv_cache},
+        {"model.forward.q8_0", "model", "q8", kTinyLlamaQ8, "model/forward_q8_0.h5", kLogits,
+         "int8 tiny LLaMA (quantized on load) against scripts/ref_q8.py, runq.c's arithmetic in torch: the int8 "
+         "steps are exact, the float ones (norms, attention) differ by float32 rounding as in model.forward",
+         stage_model_forward_q8},
+        {"model.forward.q8_0.ak42", "model", "q8", kTinyLlamaAk42, "model/forward_q8_0_ak42.h5", kLogits,
+         "llama2.c's int8 file of the tiny LLaMA (export.py's version2_export) against ref_q8.py with export.py's "
+         "torch.round weights; its int8 weights must differ from quantize_model's exactly at the exact halves",
+         stage_model_q8_file},
 
         {"generation.greedy", "generation", "llama", kTinyLlama, "generation/greedy.h5", kLogits,
          "tokens must match exactly; logits within the seed spec's 1e-4", stage_generation_greedy},
@@ -151,6 +212,16 @@ const std::vector<Stage>& stages() {
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
         {"generation.greedy.qwen2", "generation", "qwen2", kTinyQwen2, "generation/greedy_qwen2.h5", kLogits,
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
+        // the cost of int8: int8 model vs float model, reported (report.md "Measurements"), not judged;
+        // only the float model's perplexity is checked against PyTorch's. Families "llama q8": it runs both
+        {"generation.q8_0.cost", "generation", "llama q8", kTinyLlamaQ8, "quant/cost_tiny_llama.h5", kLogits,
+         "measurements (never fail unless non-finite); the float perplexity within the logits tolerance of "
+         "PyTorch's",
+         stage_quant_cost},
+        {"generation.q8_0.cost.stories260k", "generation", "llama q8", kStories260KQ8, "quant/cost_stories260k.h5", kLogits,
+         "measurements (never fail unless non-finite); the float perplexity within the logits tolerance of "
+         "PyTorch's",
+         stage_quant_cost},
 
         {"tokenizer.default", "tokenizer", "", kTinyLlama, "tokenizer/default.h5", kExact,
          "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},

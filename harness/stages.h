@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "compare.h"
@@ -17,10 +18,15 @@ namespace lmlab {
 // One output we computed for a case.
 struct StageOutput {
     std::string name;          // what the report calls it ("y", "layer0.q", "layer0.q [teacher-forced]")
-    std::string golden;        // which outputs/<golden> of the case it is compared with
+    std::string golden;        // which outputs/<golden> of the case it is compared with; "" = a
+                               // measurement: data holds one number, reported (StageResult::measurements,
+                               // report.md's "Measurements"), never compared; a non-finite one fails the stage
     std::vector<float> data;   // row-major, same element count as the golden output
     std::string note = {};     // extra explanation printed when this output mismatches
     std::optional<Tolerance> tol = {};  // overrides the stage's tolerance (token ids: exact)
+    // compare only rows [first, second) of the golden output's first dimension (e.g. the positions
+    // before an int8 rounding tie); data then holds just those rows. Default: the whole output.
+    std::optional<std::pair<std::size_t, std::size_t>> rows = {};
 };
 
 // Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
@@ -68,6 +74,15 @@ std::vector<std::string> stage_requires(const Stage& s);
 std::string resolve_model_path(const std::string& model, const std::string& golden_dir, const std::string& shared_dir);
 bool is_shared_path(const std::string& model);
 
+// A model field may ask for int8 weights on load: "<model>#q8_0" (Q8_0, group 64) or
+// "<model>#q8_0,group=N". parse_model_spec splits off that suffix (throws std::invalid_argument
+// for any other suffix); path is the rest, the file that must exist.
+struct ModelSpec {
+    std::string path;
+    std::size_t q8_group = 0;  // 0: as stored
+};
+ModelSpec parse_model_spec(const std::string& model);
+
 // Every stage, in level order.
 const std::vector<Stage>& stages();
 const Stage* find_stage(const std::string& id);  // nullptr when no stage has this id
@@ -86,6 +101,11 @@ std::vector<StageOutput> stage_silu(const Fixture&, const Case&, const StageEnv&
 std::vector<StageOutput> stage_swiglu(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_argmax(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_quantize_q8_0(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, const StageEnv&);
 // model_stages.cpp
 std::vector<StageOutput> stage_layer_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case&, const StageEnv&);
@@ -93,7 +113,12 @@ std::vector<StageOutput> stage_layer_block(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_model_forward(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_model_logits(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_model_prefill(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_layer_block_q8(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_model_q8_file(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case&, const StageEnv&);
 // tokenizer_stages.cpp
 std::vector<StageOutput> stage_tokenizer(const Fixture&, const Case&, const StageEnv&);
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 
 namespace lmlab {
@@ -108,5 +109,66 @@ void attention(std::span<const float> q, std::span<const float> keys,
 // Index of the largest element; the first maximum wins on ties (as torch.argmax). NaN never wins.
 // x must not be empty.
 std::size_t argmax(std::span<const float> x);
+
+// ---- Fast paths (kernels/fast.cpp) ----------------------------------------------------------------
+// Each sits beside its plain kernel above (the readable reference, which a learner reads first) and
+// is verified against it: unit tests (kernels/fast_test.cpp) and golden stages on the plain kernel's
+// fixtures. Plain loops written so that the compiler vectorises them; no intrinsics.
+
+// matvec with float accumulation: several independent partial sums per row, combined pairwise
+// (what BLAS and PyTorch do): vectorisable, and about as accurate as PyTorch's float32.
+void matvec_fast(std::span<const float> W, std::span<const float> x, std::span<float> y);
+
+// Y = X · Wᵀ for a batch of rows (batched prefill: the prompt as a matrix).
+//   X: [T, in], W: [out, in] (nn.Linear's layout), Y: [T, out]. Blocked over rows of W and X so
+//   that a block of W is read from cache for several tokens. Row t of Y equals matvec_fast(W, X[t]).
+void matmul_xwt(std::span<const float> X, std::span<const float> W, std::span<float> Y, std::size_t T,
+                std::size_t in, std::size_t out);
+
+// Single-query attention without a buffer of all scores (FlashAttention's online softmax, Dao et
+// al. 2022): positions in tiles of kAttentionTile; a running max m and running sum l; when a tile
+// raises the max, the partial output and l are rescaled by exp(m_old - m_new). Same arguments and
+// result as attention() (no scores output).
+inline constexpr std::size_t kAttentionTile = 32;
+void attention_tiled(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
+                     std::size_t n_pos, std::size_t stride, std::span<float> out);
+
+// Threads for the fast kernels (OpenMP over output rows and over heads): results are bit-identical
+// for any count, since every output is computed by one thread in the same order. Default 1.
+void set_kernel_threads(int n);
+int kernel_threads();
+
+// ---- Int8 weights: Q8_0 (kernels/quant.cpp) ---------------------------------------------------------
+// Why: a matvec reads every weight once per token, so its speed is bound by memory; int8 weights
+// are a quarter of float32's bytes. Q8_0 is llama2.c's runq.c scheme (and llama.cpp's Q8_0):
+// symmetric, per group of `group` consecutive elements (default 64), one float scale per group:
+//   scale = max|x| / 127,  q = round(x / scale) in [-127, 127],  x ≈ q · scale.
+// Groups, because one outlier then only coarsens its own group's scale. The activations are
+// quantized the same way at run time, so a matvec is int8 · int8 products summed exactly in int32
+// per group, then scaled: y[i] = Σ_g (Σ_k xq·Wq) · Ws[i,g] · xs[g]. The arithmetic is runq.c's
+// operation for operation (float division, C's round(), float accumulation over groups), so the
+// same inputs give the same bits. Lengths must be whole groups: a length that is not a multiple of
+// `group` throws std::invalid_argument (runq.c would silently drop the tail).
+
+// Largest group whose int32 sum cannot overflow: 127 · 127 · group < 2^31.
+inline constexpr std::size_t kQ8MaxGroup = 133144;
+
+// x [n] -> q [n] int8, scales [n / group]. Per group: wmax = max|x|, scale = wmax / 127 (float),
+// q = round(x / scale) with C's round() (halves away from zero: 2.5 -> 3, -0.5 -> -1; torch.round
+// gives 2 and -0), clamped to ±127. Defined where runq.c is not: an all-zero group (scale 0;
+// runq.c divides 0 by 0) gets q = 0; a group holding inf or NaN gets scale NaN and q = 0, so the
+// NaN reaches every output that uses it.
+void quantize_q8_0(std::span<const float> x, std::size_t group, std::span<std::int8_t> q, std::span<float> scales);
+
+// x[i] = q[i] · scales[i / group]. q, x: [n]; scales: [n / group]. (runq.c's dequantize, used for
+// the token embedding rows.)
+void dequantize_q8_0(std::span<const std::int8_t> q, std::span<const float> scales, std::size_t group,
+                     std::span<float> x);
+
+// y = W · x on quantized operands. Wq: [out, in] int8, Ws: [out, in / group] (row i's scales),
+// xq: [in] int8, xs: [in / group], y: [out]. Per row: int32 sum of q products per group, then
+// val += (float)ival · Ws · xs in a float accumulator, groups in order (runq.c's matmul).
+void matvec_q8_0(std::span<const std::int8_t> Wq, std::span<const float> Ws, std::span<const std::int8_t> xq,
+                 std::span<const float> xs, std::size_t group, std::span<float> y);
 
 }  // namespace lmlab

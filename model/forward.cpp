@@ -8,7 +8,8 @@ namespace lmlab {
 RunState::RunState(const Config& c)
     : x(c.dim), xn(c.dim), qkv(c.arch == Arch::Gpt2 ? 3 * c.dim : 0), q(c.n_heads * c.head_dim()), k(c.kv_dim()),
       v(c.kv_dim()), heads(c.n_heads * c.head_dim()), att_out(c.dim), gate(c.ffn_dim), up(c.ffn_dim), act(c.ffn_dim),
-      ffn_out(c.dim), scores(c.max_seq_len), logits(c.vocab_size) {}
+      ffn_out(c.dim), scores(c.max_seq_len), logits(c.vocab_size),
+      xq(std::max({c.dim, c.n_heads * c.head_dim(), c.ffn_dim})), xs(xq.size()) {}
 
 const std::vector<TraceField>& layer_trace_fields(Arch arch) {
     using T = LayerTrace;
@@ -25,16 +26,61 @@ const std::vector<TraceField>& layer_trace_fields(Arch arch) {
     return arch == Arch::Gpt2 ? gpt2 : llama;
 }
 
+namespace {
+KernelPath g_kernel_path = KernelPath::Fast;
+}  // namespace
+
+void set_kernel_path(KernelPath p) { g_kernel_path = p; }
+KernelPath kernel_path() { return g_kernel_path; }
+
+namespace {
+// y = W x for an int8 matrix: x quantized into the run state's scratch (runq.c: quantize(&s->xq, x)
+// before every matmul), then the int8 matvec.
+void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, RunState& s) {
+    const auto xq = std::span<std::int8_t>(s.xq).first(x.size());
+    const auto xs = std::span<float>(s.xs).first(x.size() / w.group);
+    quantize_q8_0(x, w.group, xq, xs);
+    matvec_q8_0(w.q, w.scales, xq, xs, w.group, y);
+}
+}  // namespace
+
+void project(const Linear& l, std::span<const float> x, std::span<float> y, RunState& s) {
+    if (!l.q8.empty()) {
+        matvec_q8(l.q8, x, y, s);
+        if (!l.b.empty()) add(y, l.b, y);
+        return;
+    }
+    if (g_kernel_path == KernelPath::Plain) {
+        linear(l.w, l.b, x, y);
+        return;
+    }
+    matvec_fast(l.w, x, y);
+    if (!l.b.empty()) add(y, l.b, y);
+}
+
 void attend(const Config& c, std::size_t layer, std::size_t pos, const KVCache& cache, RunState& s) {
     const std::size_t head_dim = c.head_dim(), kv_dim = c.kv_dim();
     const std::size_t n_pos = pos + 1;                    // every query attends over all cached positions 0..pos
     const std::size_t group = c.n_heads / c.n_kv_heads;   // query heads per kv head
     const auto keys = cache.keys(layer), values = cache.values(layer);
-    for (std::size_t h = 0; h < c.n_heads; ++h) {
-        const std::size_t kv_head = h / group;
-        attention(std::span<const float>(s.q).subspan(h * head_dim, head_dim), keys.subspan(kv_head * head_dim),
-                  values.subspan(kv_head * head_dim), n_pos, kv_dim, s.scores,
-                  std::span<float>(s.heads).subspan(h * head_dim, head_dim));
+    if (g_kernel_path == KernelPath::Plain) {
+        for (std::size_t h = 0; h < c.n_heads; ++h) {
+            const std::size_t kv_head = h / group;
+            attention(std::span<const float>(s.q).subspan(h * head_dim, head_dim), keys.subspan(kv_head * head_dim),
+                      values.subspan(kv_head * head_dim), n_pos, kv_dim, s.scores,
+                      std::span<float>(s.heads).subspan(h * head_dim, head_dim));
+        }
+        return;
+    }
+    // fast path: heads are independent (tiled attention needs no shared scores buffer), so threads
+    // may split them; each head is computed by one thread in the same order: bit-identical results
+    const auto n_heads = static_cast<long>(c.n_heads);
+#pragma omp parallel for schedule(static) num_threads(kernel_threads()) if (kernel_threads() > 1 && n_pos >= 64)
+    for (long h = 0; h < n_heads; ++h) {
+        const std::size_t hh = static_cast<std::size_t>(h), kv_head = hh / group;
+        attention_tiled(std::span<const float>(s.q).subspan(hh * head_dim, head_dim), keys.subspan(kv_head * head_dim),
+                        values.subspan(kv_head * head_dim), n_pos, kv_dim,
+                        std::span<float>(s.heads).subspan(hh * head_dim, head_dim));
     }
 }
 
@@ -43,10 +89,19 @@ void embed(const Model& m, int token, std::size_t pos, std::span<float> x) {
     if (token < 0 || static_cast<std::size_t>(token) >= c.vocab_size)
         throw ModelError(fmt::format("token id {} is outside the vocabulary [0, {}) of {}", token, c.vocab_size, m.source));
     // the embedding is a row lookup: token -> x [dim]
-    const auto row = std::span<const float>(m.tok_embeddings).subspan(static_cast<std::size_t>(token) * c.dim, c.dim);
+    std::span<const float> row;
+    if (m.quantized()) {  // int8 table: dequantize this row (q · scale, runq.c's dequantized table) into x
+        const QuantizedMatrix& e = m.tok_embeddings_q8;
+        const std::size_t at = static_cast<std::size_t>(token) * c.dim;
+        dequantize_q8_0(std::span<const std::int8_t>(e.q).subspan(at, c.dim),
+                        std::span<const float>(e.scales).subspan(at / e.group, c.dim / e.group), e.group, x);
+        row = x;
+    } else {
+        row = std::span<const float>(m.tok_embeddings).subspan(static_cast<std::size_t>(token) * c.dim, c.dim);
+    }
     switch (c.positions) {
         case Positions::Rope:  // positions enter later, inside attention (RoPE rotates q and k)
-            std::copy(row.begin(), row.end(), x.begin());
+            if (row.data() != x.data()) std::copy(row.begin(), row.end(), x.begin());
             break;
         case Positions::Learned:  // GPT-2: a learned vector per position is added to the token's row
             if (pos >= c.max_seq_len)
@@ -72,7 +127,10 @@ void head(const Model& m, std::span<const float> x, RunState& s) {
         case NormKind::RMSNorm: rmsnorm(x, m.final_norm.weight, c.norm_eps, s.xn); break;
         case NormKind::LayerNorm: layernorm(x, m.final_norm.weight, m.final_norm.bias, c.norm_eps, s.xn); break;
     }
-    matvec(m.classifier(), s.xn, s.logits);  // [vocab, dim] · [dim] -> [vocab]
+    // [vocab, dim] · [dim] -> [vocab]
+    if (m.quantized()) matvec_q8(m.classifier_q8(), s.xn, s.logits, s);  // runq.c quantizes the classifier too
+    else if (g_kernel_path == KernelPath::Plain) matvec(m.classifier(), s.xn, s.logits);
+    else matvec_fast(m.classifier(), s.xn, s.logits);
 }
 
 std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCache& cache, RunState& s, Trace* t) {

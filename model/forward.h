@@ -38,6 +38,10 @@ struct RunState {
     std::vector<float> ffn_out;  // [dim]
     std::vector<float> scores;   // [max_seq_len] attention probabilities of one head
     std::vector<float> logits;   // [vocab_size]
+    // int8 models only: the activation entering a matvec, quantized at run time (runq.c's s->xq/hq).
+    // Sized for the widest input (dim, n_heads*head_dim or ffn_dim) and the smallest group (1).
+    std::vector<std::int8_t> xq;  // [widest input]
+    std::vector<float> xs;        // [widest input / group]
 };
 
 // Every intermediate of one token through one block, named by role. A family fills the fields
@@ -82,10 +86,58 @@ std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCac
 
 // ---- Shared pieces ------------------------------------------------------------------------------
 
+// Which kernels the forward pass runs: the plain ones (kernels.h's first part: the readable
+// reference, double accumulators) or the fast ones beside them (float partial sums, tiled
+// attention, threads), each verified against the plain one. Process-wide; the default is Fast.
+// `lmlab check --plain` and `lmlab generate --plain` run everything on the plain kernels.
+enum class KernelPath { Plain, Fast };
+void set_kernel_path(KernelPath p);
+KernelPath kernel_path();
+
+// y = W x + b on the chosen path. l: [out, in] (+ [out]); x: [in] -> y: [out].
+// An int8 layer (l.q8 set) takes runq.c's path whatever the kernel path: x is quantized into
+// s.xq/s.xs (groups of l.q8.group), then matvec_q8_0, then the float bias.
+void project(const Linear& l, std::span<const float> x, std::span<float> y, RunState& s);
+
 // Multi-head attention of this token (s.q, already in the cache at `pos`) over positions 0..pos of
 // `layer`'s cache, into s.heads. Query head h reads kv head h / (n_heads / n_kv_heads): grouped-
 // query attention, several query heads share one kv head (n_kv_heads == n_heads: one each).
 void attend(const Config& c, std::size_t layer, std::size_t pos, const KVCache& cache, RunState& s);
+
+// ---- Batched prefill (model/prefill.cpp) ----------------------------------------------------------
+// The prompt as matrices: T tokens at positions pos0 .. pos0+T-1 go through each block together.
+// Every projection is one X[T, in] · Wᵀ (matmul_xwt: a block of W is read once for many tokens
+// instead of once per token), the KV cache receives all T rows of a layer in one call, and row t
+// attends over positions 0 .. pos0+t (causal: later rows are in the cache but not read). On the fast
+// path every row's numbers are bit-identical to running the tokens one at a time with forward();
+// on the plain path prefill() simply runs forward() per token.
+//
+// Analogy: batching requests to a database: same answers, one scan of the table per batch.
+struct PrefillState {
+    PrefillState(const Config& c, std::size_t max_tokens);
+    std::size_t max_tokens;
+    std::vector<float> x, xn;         // [T, dim]
+    std::vector<float> qkv;           // [T, 3*dim] GPT-2 only
+    std::vector<float> q, heads;      // [T, n_heads*head_dim]
+    std::vector<float> k, v;          // [T, kv_dim]
+    std::vector<float> att_out;       // [T, dim]
+    std::vector<float> gate, up, act; // [T, ffn_dim]
+    std::vector<float> ffn_out;       // [T, dim]
+};
+
+// Runs tokens at positions cache.length() .. + T - 1 (T <= ps.max_tokens); returns the logits of
+// the last token (a view of s.logits). all_logits (optional, [T, vocab]): every row's logits.
+std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, PrefillState& ps,
+                               RunState& s, std::vector<float>* all_logits = nullptr);
+
+// Shared pieces of the batched blocks: Y[T, out] = X[T, in] · Wᵀ + b; causal attention of T rows.
+void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T);
+void attend_rows(const Config& c, std::size_t layer, std::size_t pos0, std::size_t T, const KVCache& cache,
+                 PrefillState& ps);
+void llama_block_prefill(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos0, std::size_t T,
+                         KVCache& cache, PrefillState& ps);
+void gpt2_block_prefill(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos0, std::size_t T,
+                        KVCache& cache, PrefillState& ps);
 
 // ---- Per family (model/llama.cpp, model/gpt2.cpp) ---------------------------------------------
 

@@ -20,7 +20,7 @@ void gpt2_block(const Config& c, const LayerWeights& w, std::size_t layer, std::
     record(t, &LayerTrace::attn_norm, s.xn);
 
     // one matvec for all three projections: rows [0, dim) are q, [dim, 2·dim) k, [2·dim, 3·dim) v
-    linear(w.wqkv.w, w.wqkv.b, s.xn, s.qkv);
+    project(w.wqkv, s.xn, s.qkv, s);
     const auto qkv = std::span<const float>(s.qkv);
     std::ranges::copy(qkv.subspan(0, dim), s.q.begin());
     std::ranges::copy(qkv.subspan(dim, dim), s.k.begin());
@@ -31,19 +31,19 @@ void gpt2_block(const Config& c, const LayerWeights& w, std::size_t layer, std::
     cache.append(layer, pos, s.k, s.v);
     attend(c, layer, pos, cache, s);  // -> s.heads
     record(t, &LayerTrace::heads, s.heads);
-    linear(w.wo.w, w.wo.b, s.heads, s.att_out);
+    project(w.wo, s.heads, s.att_out, s);
     record(t, &LayerTrace::attn_out, s.att_out);
     add(x, s.att_out, x);  // first residual: h
     record(t, &LayerTrace::h, x);
 
     layernorm(x, w.ffn_norm.weight, w.ffn_norm.bias, c.norm_eps, s.xn);
     record(t, &LayerTrace::ffn_norm, s.xn);
-    linear(w.w_up.w, w.w_up.b, s.xn, s.up);  // [dim] -> [4·dim]
+    project(w.w_up, s.xn, s.up, s);  // [dim] -> [4·dim]
     record(t, &LayerTrace::ffn_up, s.up);
     if (c.activation == Activation::GeluTanh) gelu_tanh(s.up, s.act);  // the form the model was trained with
     else gelu_erf(s.up, s.act);
     record(t, &LayerTrace::ffn_act, s.act);
-    linear(w.w_down.w, w.w_down.b, s.act, s.ffn_out);  // [4·dim] -> [dim]
+    project(w.w_down, s.act, s.ffn_out, s);  // [4·dim] -> [dim]
     record(t, &LayerTrace::ffn_out, s.ffn_out);
     add(x, s.ffn_out, x);  // second residual: the block's output
     record(t, &LayerTrace::out, x);

@@ -12,22 +12,22 @@ namespace lmlab {
 void llama_attention(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos,
                      std::span<const float> xn, KVCache& cache, RunState& s, std::span<float> out) {
     // projections: xn [dim] -> q [n_heads*head_dim], k, v [kv_dim]
-    linear(w.wq.w, w.wq.b, xn, s.q);
-    linear(w.wk.w, w.wk.b, xn, s.k);
-    linear(w.wv.w, w.wv.b, xn, s.v);
+    project(w.wq, xn, s.q, s);
+    project(w.wk, xn, s.k, s);
+    project(w.wv, xn, s.v, s);
     // position enters only here: q and k are rotated by angles proportional to pos
     rope(s.q, c.head_dim(), pos, c.rope_theta, c.rope_style);
     rope(s.k, c.head_dim(), pos, c.rope_theta, c.rope_style);
     cache.append(layer, pos, s.k, s.v);
     attend(c, layer, pos, cache, s);  // -> s.heads
-    matvec(w.wo.w, s.heads, out);     // mix the heads back into the residual width
+    project(w.wo, s.heads, out, s);     // mix the heads back into the residual width
 }
 
 void llama_ffn(const Config&, const LayerWeights& w, std::span<const float> xn, RunState& s, std::span<float> out) {
-    matvec(w.w_gate.w, xn, s.gate);  // [ffn_dim]
-    matvec(w.w_up.w, xn, s.up);      // [ffn_dim]
+    project(w.w_gate, xn, s.gate, s);  // [ffn_dim]
+    project(w.w_up, xn, s.up, s);      // [ffn_dim]
     swiglu(s.gate, s.up, s.act);     // silu(gate) * up: the gate decides how much of each "up" feature passes
-    matvec(w.w_down.w, s.act, out);  // [ffn_dim] -> [dim]
+    project(w.w_down, s.act, out, s);  // [ffn_dim] -> [dim]
 }
 
 void llama_block(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos, std::span<float> x,

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -81,9 +82,22 @@ struct Norm {
     std::vector<float> weight, bias;
 };
 
+// Int8 weights in Q8_0 (kernels.h, llama2.c's runq.c): a matrix [rows, cols] as int8 values and
+// one float scale per group of `group` consecutive elements of a row: w[i] ≈ q[i] · scales[i / group].
+// group 0: absent (a float model).
+struct QuantizedMatrix {
+    std::vector<std::int8_t> q;  // [rows * cols]
+    std::vector<float> scales;   // [rows * cols / group]
+    std::size_t group = 0;
+    bool empty() const { return group == 0; }
+};
+
 // A linear layer: w [out, in] row-major (nn.Linear's layout), b [out] or empty (no bias).
+// Quantized (quantize_model, an int8 llama2.c file): q8 holds the weights and w is empty; the
+// bias stays float.
 struct Linear {
     std::vector<float> w, b;
+    QuantizedMatrix q8;
 };
 
 // One transformer block's weights. Each family uses the fields its forward file names.
@@ -113,9 +127,16 @@ struct Model {
     Norm final_norm;                     // [dim]
     std::vector<float> output;           // [vocab_size, dim]; empty when tied
     std::optional<Vocabulary> vocabulary;  // when the file carries one
+    // Quantized models only (then tok_embeddings and output are empty): the embedding table as int8,
+    // a row dequantized on lookup (the floats runq.c's dequantized table holds), and the untied
+    // classifier; tied, the classifier is tok_embeddings_q8 (as runq.c's wcls = q_tokens).
+    QuantizedMatrix tok_embeddings_q8;  // [vocab_size, dim]
+    QuantizedMatrix output_q8;          // [vocab_size, dim]; empty when tied
 
     // The classifier matrix [vocab_size, dim]: output, or tok_embeddings when tied.
     std::span<const float> classifier() const { return config.tied_embeddings ? tok_embeddings : output; }
+    bool quantized() const { return !tok_embeddings_q8.empty(); }
+    const QuantizedMatrix& classifier_q8() const { return config.tied_embeddings ? tok_embeddings_q8 : output_q8; }
 };
 
 // HDF5 model file (golden/models/*.h5: config as root attributes, tensors under PyTorch names).
@@ -129,8 +150,26 @@ Model load_model_llmc(const std::string& path);
 Model load_model_hf(const std::string& dir);
 // Only the vocabulary of an HDF5 model file (group tokenizer/); throws ModelError when absent.
 Vocabulary load_vocabulary_hdf5(const std::string& path);
+// llama2.c's int8 checkpoint (export.py version2_export, read by runq.c): a 256-byte header
+// (magic "ak42" = 0x616b3432, version 2, the 7 config ints, shared_classifier byte, group_size),
+// the norms in float32, then every matrix as int8 values followed by its float32 group scales.
+Model load_model_llama2c_q8(const std::string& path);
 // Recognises the format: a directory with config.json -> Hugging Face; .h5/.hdf5 -> HDF5; a file
-// starting with llm.c's magic -> llm.c; anything else -> llama2.c checkpoint.
+// starting with llm.c's magic -> llm.c; with llama2.c's "ak42" magic -> its int8 format; anything
+// else -> llama2.c checkpoint.
 Model load_model(const std::string& path);
+
+// ---- Int8 weights (model/quantize.cpp) ----------------------------------------------------------
+
+// Q8_0 of any family, as runq.c: every Linear, the classifier and the token embedding table are
+// quantized in groups of `group` along each row (the embedding rows are dequantized on lookup);
+// norms, biases and GPT-2's position table stay float. The float weights are freed. Throws
+// ModelError naming the tensor when a row length is not a multiple of `group`, or a weight is not
+// finite. A model that is already quantized is refused.
+Model quantize_model(Model m, std::size_t group = 64);
+
+// Bytes of weights the model holds (float tensors, int8 values and their scales; not the
+// vocabulary): what --quantize saves.
+std::size_t weight_bytes(const Model& m);
 
 }  // namespace lmlab

@@ -40,8 +40,9 @@ GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_
     reset();
 
     const auto t0 = clock::now();
-    std::span<const float> logits;
-    for (int tok : prompt) logits = feed(tok);
+    // the prompt in one batched call (on the plain path prefill() feeds it token by token)
+    PrefillState ps(model_.config, prompt.size());
+    std::span<const float> logits = prefill(model_, prompt, cache_, ps, state_);
     const auto t1 = clock::now();
 
     r.stop_reason = "max_new_tokens";

@@ -1,6 +1,6 @@
-// A session: one model, one KV cache, one sequence at a time. Prompt tokens go through the same
-// per-token forward() as generated ones (no separate batched prefill), so every position is
-// computed exactly the way the golden fixtures expect.
+// A session: one model, one KV cache, one sequence at a time. The prompt goes through the batched
+// prefill (model/prefill.cpp; bit-identical to feeding it token by token on the same kernel path),
+// generated tokens through forward() one at a time.
 #pragma once
 
 #include <functional>

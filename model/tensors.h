@@ -46,4 +46,9 @@ std::vector<BoundTensor> bind_tensors(Model& m);
 // The number of floats of a shape.
 std::size_t numel(const std::vector<std::size_t>& shape);
 
+// Where the int8 form of a bound tensor goes (model/quantize.cpp): the token embeddings ->
+// m.tok_embeddings_q8, the classifier -> m.output_q8, a Linear's weight -> its q8; nullptr for
+// what stays float (norms, biases, GPT-2's position table). dst: a BoundTensor's dst.
+QuantizedMatrix* q8_slot(Model& m, const std::vector<float>* dst);
+
 }  // namespace lmlab

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import llama_ref
 import ref_gpt2
 import ref_hf_llama
+import ref_q8
 from golden_status import default_lmlab, default_shared_dir, exporter_sha256, sha256_file, stage_table_json
 import tokenizer_ref
 import tokenizer_bpe_ref
@@ -69,6 +70,11 @@ def randn(g, *shape, scale=1.0):
 
 def ref_matvec(inp, p):
     return {"y": torch.matmul(inp["W"], inp["x"])}
+
+
+def ref_matmul_xwt(inp, p):
+    # a prompt of T tokens through one nn.Linear at once: X [T, in] @ W.T -> [T, out]
+    return {"y": torch.matmul(inp["X"], inp["W"].T)}
 
 
 def ref_linear(inp, p):
@@ -126,6 +132,18 @@ def ref_argmax(inp, p):
     return {"index": torch.argmax(inp["x"]).reshape(1).to(inp["x"].dtype)}
 
 
+def ref_quantize_q8_0(inp, p):
+    # runq.c's quantize() (ref_q8.py): C's round(), not torch.round; q stored as floats
+    q, scales = ref_q8.quantize_q8_0(inp["x"], p["group"])
+    return {"q": q.to(inp["x"].dtype), "scales": scales}
+
+
+def ref_matvec_q8_0(inp, p):
+    # runq.c's matmul() (ref_q8.py): exact int32 group sums, then its float steps in its order
+    # (in float64 for reference64: the exact value of the same quantized product)
+    return {"y": ref_q8.matvec_q8_0(inp["Wq"].to(torch.int8), inp["Ws"], inp["xq"].to(torch.int8), inp["xs"], p["group"])}
+
+
 # ---- Cases --------------------------------------------------------------------------------------
 # A case: (description, params, inputs). Chosen to break kernels, not to pass them.
 
@@ -138,6 +156,19 @@ def cases_matvec(g):
         # W scaled by 1/sqrt(in) so outputs are O(1), as in a trained layer
         out.append((f"{rows}x{cols}: {why}", {},
                     {"W": randn(g, rows, cols, scale=cols ** -0.5), "x": randn(g, cols)}))
+    return out
+
+
+def cases_matmul_xwt(g):
+    out = []
+    for T, rows, cols, why in [(1, 256, 256, "1 token (decode) through wq of the tiny LLaMA"),
+                               (7, 1024, 256, "7 tokens through w1: dim -> ffn"),
+                               (128, 256, 256, "128-token prompt through a 256x256 projection"),
+                               (4, 8, 16384, "long reduction, in = 16384"),
+                               (33, 37, 65, "odd sizes: 33 tokens, 37 rows, in = 65 (tails everywhere)")]:
+        # W scaled by 1/sqrt(in) so outputs are O(1), as in a trained layer
+        out.append((f"{T} tokens x {rows}x{cols}: {why}", {},
+                    {"X": randn(g, T, cols), "W": randn(g, rows, cols, scale=cols ** -0.5)}))
     return out
 
 
@@ -246,6 +277,28 @@ def cases_attention(g):
     k = randn(g, 33, 64)
     k[7] = q * (40.0 * 8.0 / float(q.dot(q)))
     out.append(("peaked: key 7 matches with score 40, the rest ~N(0, 4)", {}, {"q": q, "k": k, "v": randn(g, 33, 64)}))
+    # around the fast kernel's tile of 32 positions (attention_tiled): tile - 1, tile, tile + 1
+    for n_pos, what in ((31, "one short of a tile"), (32, "exactly one tile"), (33, "a tile and one position")):
+        out.append((f"{n_pos} cached positions, head_dim 64: {what} of the tiled kernel", {},
+                    {"q": randn(g, 64), "k": randn(g, n_pos, 64), "v": randn(g, n_pos, 64)}))
+    # masked keys: k = -inf·sign(q) makes q·k = -inf exactly (every term -|q_j|·inf, never inf - inf: q has
+    # no zero entry), so softmax gives them weight 0 and the output ignores them
+    q = randn(g, 64)
+    assert bool((q != 0).all())
+    k = randn(g, 40, 64)
+    k[5] = -math.inf * torch.sign(q)
+    out.append(("-inf masked key 5 of 40", {}, {"q": q, "k": k, "v": randn(g, 40, 64)}))
+    q = randn(g, 64)
+    assert bool((q != 0).all())
+    k = randn(g, 45, 64)
+    k[:32] = -math.inf * torch.sign(q)
+    out.append(("first 32 keys masked: a whole tile of -inf, then 13 live keys", {}, {"q": q, "k": k, "v": randn(g, 45, 64)}))
+    # the dominant key arrives in the second tile: the running max jumps by ~40 and the first tile's
+    # partial sums are rescaled by ~exp(-40)
+    q = randn(g, 64, scale=2.0)
+    k = randn(g, 48, 64)
+    k[40] = q * (40.0 * 8.0 / float(q.dot(q)))
+    out.append(("peaked late: key 40 of 48 matches with score 40", {}, {"q": q, "k": k, "v": randn(g, 48, 64)}))
     return out
 
 
@@ -257,6 +310,52 @@ def cases_argmax(g):
     return [("16384 logits", {}, {"x": randn(g, 16384)}),
             ("ties: the first maximum wins", {}, {"x": ties}),
             ("maximum at the last index", {}, {"x": last})]
+
+
+def cases_quantize_q8_0(g):
+    d = 2.0 ** -149  # the smallest subnormal float32
+    spread = torch.cat([randn(g, 32, scale=10.0 ** e) for e in range(-3, 4)] + [randn(g, 32)])  # 8 groups, 1e-3 .. 1e3
+    ffn = randn(g, 1024, scale=2.0)
+    ffn[1000] = 50.0  # an outlier in the last group coarsens only that group's scale
+    return [("exact halves at scale 1 (max|x| = 127): C's round() gives 1, 2, 3, -1, -2, -3; torch.round 0, 2, 2, -0, -2, -2",
+             {"group": 8}, {"x": torch.tensor([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, -126.5])}),
+            ("exact halves at scales 2 (max 254) and 0.25 (max 31.75): 5/2, -3/2, 0.125/0.25, -0.375/0.25, 0.625/0.25",
+             {"group": 4}, {"x": torch.tensor([254.0, 5.0, -3.0, 1.0, 31.75, 0.125, -0.375, 0.625])}),
+            ("an all-zero group between two others: scale 0, q 0 (runq.c divides 0 by 0)", {"group": 16},
+             {"x": torch.cat([randn(g, 16), torch.zeros(16), randn(g, 16)])}),
+            ("1024 FFN activations ~N(0, 4), group 64, an outlier (50) in the last group", {"group": 64}, {"x": ffn}),
+            ("8 groups of 32 with magnitudes 1e-3 .. 1e3: each group its own scale", {"group": 32}, {"x": spread}),
+            ("subnormal groups: max 190·2^-149 (scale rounds down to 2^-149: q clamped to 127) and max 60·2^-149 "
+             "(scale underflows to 0)", {"group": 2},
+             {"x": (torch.tensor([190.0, -3.0, 60.0, 1.0], dtype=torch.float64) * d).float()}),
+            ("group 1: every element its own scale (q = ±127 or 0)", {"group": 1}, {"x": torch.tensor([3.0, -0.001, 0.0, 7e5])})]
+
+
+def cases_matvec_q8_0(g):
+    """Quantized operands made from float ones by ref_q8.quantize_q8_0 (what the C++ forward feeds
+    the kernel), stored as floats: Wq [out, in], Ws [out, in/group], xq [in], xs [in/group]."""
+    def case(desc, W, x, group):
+        Wq, Ws = ref_q8.quantize_q8_0(W, group)
+        xq, xs = ref_q8.quantize_q8_0(x, group)
+        return (desc, {"group": group}, {"Wq": Wq.float(), "Ws": Ws, "xq": xq.float(), "xs": xs})
+    out = []
+    for rows, cols, group, why in [(256, 256, 64, "wq/wk/wv/wo of the tiny LLaMA"), (1024, 256, 64, "w1/w3: dim -> ffn"),
+                                   (256, 1024, 64, "w2: ffn -> dim, 16 groups per row"),
+                                   (512, 256, 64, "classifier-like: many rows"),
+                                   (16, 4096, 64, "64 groups per row accumulated in float, in order"),
+                                   (64, 256, 32, "group 32")]:
+        out.append(case(f"{rows}x{cols}, group {group}: {why}", randn(g, rows, cols, scale=cols ** -0.5), randn(g, cols), group))
+    # every |q| near 127 and one group of 2048: int32 sums up to 127² · 2048 = 33M > 2^24, where
+    # (float)ival rounds (as it does in runq.c)
+    W = torch.where(torch.rand(8, 2048, generator=g) < 0.5, -1.0, 1.0) * (120 + 7 * torch.rand(8, 2048, generator=g))
+    out.append(case("8x2048, group 2048: int32 group sums past 2^24 (the float conversion rounds)", W,
+                    120 + 7 * torch.rand(2048, generator=g), 2048))
+    # zero groups: x's second group and row 1's first group are all zeros (scale 0)
+    W, x = randn(g, 4, 128, scale=128 ** -0.5), randn(g, 128)
+    W[1, :32] = 0.0
+    x[32:64] = 0.0
+    out.append(case("4x128, group 32: a zero group in x and in row 1 of W (scale 0)", W, x, 32))
+    return out
 
 
 # ---- Writing ------------------------------------------------------------------------------------
@@ -529,6 +628,8 @@ def model_for(row, out_dir, sha):
 # ---- Layers -------------------------------------------------------------------------------------
 
 def export_layer(row, out_dir, sha):
+    if "#" in row["model"]:  # int8 on load ("#q8_0"): the int8 reference
+        return export_layer_q8(row, out_dir, sha)
     model = model_for(row, out_dir, sha)
     if row["family"] == "gpt2":
         return export_hf_layer(row, model, ref_gpt2, out_dir, sha)
@@ -616,6 +717,10 @@ def gpt2_forward_outputs(model, tokens):
 
 
 def export_model(row, out_dir, sha):
+    if "#" in row["model"]:  # int8 on load ("#q8_0"): the int8 reference
+        return export_model_q8(row, out_dir, sha)
+    if row["model"] == TINY_LLAMA_AK42:  # llama2.c's own int8 file
+        return export_model_ak42(row, out_dir, sha)
     model = model_for(row, out_dir, sha)
     if model is None:
         return []
@@ -661,6 +766,8 @@ def generation_outputs(model, prompt, n_new):
 
 
 def export_generation(row, out_dir, sha):
+    if row["fixture"].startswith("quant/"):  # the cost of int8: held-out text, no reference outputs but one
+        return export_quant_cost(row, out_dir, sha)
     model = model_for(row, out_dir, sha)
     if model is None:
         return []
@@ -704,6 +811,128 @@ def generation_logits(logits32, logits64):
     full = {"steps": torch.tensor(steps, dtype=torch.float32), "logits32": logits32[steps], "logits64": logits64[steps]}
     return full, {"ids": top.indices.to(torch.float32), "logits32": top.values,
                   "logits64": torch.gather(logits64, 1, top.indices)}
+
+
+# ---- int8 (Q8_0, llama2.c's runq.c) -----------------------------------------------------------------
+# A stage row asks for int8 on load with a model suffix: "models/tiny-llama.h5#q8_0" (group 64) or
+# "...#q8_0,group=N" (the C++ twin: parse_model_spec in harness/stages.cpp). The reference is
+# ref_q8.py: llama_ref's model with runq.c's arithmetic in every Linear and the classifier.
+
+TINY_LLAMA_AK42 = "models/tiny-llama.q8_0.bin"  # llama2.c's int8 file of the tiny LLaMA
+HELD_OUT_TOKENS = 384  # of the held-out text (BOS included); the tiny LLaMA's context is 512
+
+
+def split_q8(key):
+    """'models/tiny-llama.h5#q8_0,group=4' -> ('models/tiny-llama.h5', 4); '...#q8_0' -> group 64."""
+    if "#" not in key:
+        return key, None
+    base, suffix = key.split("#", 1)
+    if suffix == "q8_0":
+        return base, 64
+    if suffix.startswith("q8_0,group=") and suffix[len("q8_0,group="):].isdigit():
+        return base, int(suffix[len("q8_0,group="):])
+    raise SystemExit(f"export_golden: model '{key}': unknown suffix (known: #q8_0, #q8_0,group=N)")
+
+
+def export_model_q8(row, out_dir, sha):
+    """The tiny LLaMA as lmlab's quantize_model makes it (every weight and activation rounded with
+    C's round(), as runq.c's quantize()), run by ref_q8.py on model.forward's 16-token prompt: every
+    intermediate, as model/forward.h5. No reference64: a float64 run would round activations to
+    different integers, so it is not the truth of this computation."""
+    base, group = split_q8(row["model"])
+    model = llama_model(base, out_dir, sha)
+    tokens = default_prompt(model.cfg.vocab_size, 16, "model.tiny-llama")
+    out32, _ = forward_outputs(ref_q8.to_q8(model, group), tokens)
+    with open_fixture(out_dir, row["fixture"], "model", sha) as f:
+        write_attr(f, "model", row["model"])
+        write_case(f, 0, f"{len(tokens)}-token prompt through the int8 model (Q8_0, group {group}), every intermediate "
+                   "at every position", {"group": group}, {"tokens": tokens}, out32, {})
+    return [os.path.join(out_dir, row["fixture"])]
+
+
+def export_layer_q8(row, out_dir, sha):
+    """layer/block_q8_0.h5: one int8 block of the tiny LLaMA (ref_q8.py) at layer 0 position 0 and
+    layer 1 position 5 (5 cached positions), every intermediate, as layer/block.h5. No reference64."""
+    base, group = split_q8(row["model"])
+    model = ref_q8.to_q8(llama_model(base, out_dir, sha), group)
+    c = model.cfg
+    g = generator(row["id"])
+    with open_fixture(out_dir, row["fixture"], "layer", sha) as f:
+        write_attr(f, "model", row["model"])
+        for i, (layer, pos, why) in enumerate([(0, 0, "layer 0 at position 0"),
+                                               (1, 5, "layer 1 at position 5 with 5 cached positions")]):
+            x = randn(g, c.dim)
+            ck, cv = randn(g, pos, c.kv_dim), randn(g, pos, c.kv_dim)
+            write_case(f, i, f"{why}, int8 (Q8_0, group {group})", {"layer": layer, "pos": pos},
+                       {"x": x, "cache_k": ck, "cache_v": cv}, layer_case(model, layer, pos, x, ck, cv, "block"), {})
+    return [os.path.join(out_dir, row["fixture"])]
+
+
+def export_model_ak42(row, out_dir, sha):
+    """llama2.c's int8 file of the tiny LLaMA, written as its export.py version2_export writes it
+    (ref_q8.write_version2: weights rounded with torch.round), and the reference for it: ref_q8.py
+    with export.py's weights and runq.c's run-time quantization. The case records the float file
+    and how many weights sit on an exact half (where torch.round and C's round() disagree), so the
+    harness can check the file against quantize_model of the float file."""
+    model = default_model(out_dir, sha)[0]
+    path = os.path.join(out_dir, row["model"])
+    group, max_err = ref_q8.write_version2(model, path, 64)
+    halves = ref_q8.round_half_differences(model, group)
+    print(f"export_golden: {row['model']}: llama2.c version 2, group {group}, max quantization error {max_err:.3g}, "
+          f"{halves} weights on an exact half (torch.round and C's round() disagree there)")
+    tokens = default_prompt(model.cfg.vocab_size, 16, "model.tiny-llama")
+    out32, _ = forward_outputs(ref_q8.to_q8(model, group, rounding=torch.round), tokens)
+    with open_fixture(out_dir, row["fixture"], "model", sha) as f:
+        write_attr(f, "model", row["model"])
+        write_case(f, 0, f"{len(tokens)}-token prompt through llama2.c's int8 file (export.py's torch.round weights), "
+                   "every intermediate at every position",
+                   {"group": group, "float_model": TINY_LLAMA_FILE, "round_half_differences": halves},
+                   {"tokens": tokens}, out32, {})
+    return [os.path.join(out_dir, row["fixture"])]
+
+
+# stories260K's held-out text: a TinyStories-like paragraph written here (not from its training set)
+STORIES_HELD_OUT = (
+    "One day, a little boy named Tom went to the park with his mom. The sun was warm and the sky was blue. "
+    "Tom saw a big red ball under a tree. He ran to the ball and kicked it. The ball went up, up, up and "
+    "landed in the pond. Tom was sad. He did not know how to get his ball back. A kind duck swam to the "
+    "ball and pushed it to the side of the pond with its beak. Tom picked up the ball and smiled. \"Thank "
+    "you, duck!\" he said. The duck said, \"Quack!\" Tom and his mom gave the duck some bread. Then they "
+    "went home, and Tom told his dad about his new friend.")
+
+
+def kjv_chapter(text, book, chapter):
+    start = text.index(f"\n{book} {chapter}\n") + 1
+    return text[start:text.index(f"\n{book} {chapter + 1}\n")]
+
+
+def export_quant_cost(row, out_dir, sha):
+    """quant/cost_<model>.h5: the held-out text the harness feeds the float and the int8 model
+    (the tiny LLaMA: Ecclesiastes 3 of the KJV text, the first 384 ids; stories260K: the paragraph
+    above), the greedy prompt, and PyTorch's perplexity of the float model on that text (the one
+    output: it checks the harness's perplexity; everything else the harness measures)."""
+    base, group = split_q8(row["model"])
+    if base.startswith("shared:") and not os.path.exists(shared_path(base[len("shared:"):])):
+        print(f"export_golden: {row['fixture']} skipped: {shared_path(base[len('shared:'):])} not found")
+        return []
+    model = llama_model(base, out_dir, sha)
+    if base == TINY_LLAMA_FILE:
+        _, _, proto, _, text = default_model(out_dir, sha)
+        ids = ([1] + tokenizer_ref.spm_encode(proto, [kjv_chapter(text, "Ecclesiastes", 3)])[0])[:HELD_OUT_TOKENS]
+        prompt, what = ids[:8], f"Ecclesiastes 3 (KJV), first {HELD_OUT_TOKENS} ids; greedy from its first 8"
+    else:
+        proto = tokenizer_ref.spm_from_llama2c(*read_llama2c_vocab(shared_path(STORIES_TOKENIZER), 512))
+        ids = [1] + tokenizer_ref.spm_encode(proto, [STORIES_HELD_OUT])[0]
+        prompt, what = [1], "a TinyStories-like paragraph written in the exporter; greedy from BOS"
+    tokens = torch.tensor(ids)
+    values, _ = llama_ref.run_tokens(model, tokens, torch.float32)
+    logp = torch.log_softmax(values["logits"][:-1].double(), dim=-1)  # float32 logits, log-softmax in double
+    ppl = math.exp(float(-logp.gather(1, tokens[1:, None]).mean()))
+    with open_fixture(out_dir, row["fixture"], "generation", sha) as f:
+        write_attr(f, "model", row["model"])
+        write_case(f, 0, f"{len(ids)} held-out tokens: {what}", {"max_new_tokens": 256, "group": group},
+                   {"tokens": tokens, "prompt": torch.tensor(prompt)}, {"ppl_float": torch.tensor([ppl])}, {})
+    return [os.path.join(out_dir, row["fixture"])]
 
 
 # ---- Real checkpoints and tokenizers from ../shared -------------------------------------------------

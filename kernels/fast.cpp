@@ -1,0 +1,205 @@
+// Fast paths beside the plain kernels (see kernels.h): float partial sums written so that the
+// compiler vectorises them, tiled attention with an online softmax, OpenMP threads over rows.
+// Each is checked against its plain kernel (kernels/fast_test.cpp) and on the plain kernel's golden
+// fixtures (the kernel.*.fast / .tiled stages and kernel.matmul_xwt).
+//
+// One reduction everywhere: every dot product here (a matvec row, a row of matmul_xwt, an
+// attention score) is dot_rows() below, so the same inputs give the same bits in every kernel, in
+// every row position of a block and for any thread count.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "check.h"
+#include "kernels.h"
+
+namespace lmlab {
+
+namespace {
+
+int g_threads = 1;
+
+// Element j of a dot product goes to partial sum j % kLanes: kLanes independent float sums (two
+// SSE vectors of 4 at the default -O2, one AVX vector with -mavx2), so the adds do not wait on one
+// another and the loop vectorises without -ffast-math (the order of every add is written out).
+// The lanes are combined pairwise at the end. Error: each lane sums n/kLanes terms, so the bound is
+// γ(n/kLanes + log2(kLanes) + 1)·Σ|a_j b_j| (γ(k) = k·u/(1 - k·u), u = 2^-24), against γ(n + 1)
+// for a single float accumulator: 8x shorter chains (optimised BLAS and PyTorch's vectorised
+// reductions work the same way; the reference BLAS this PyTorch calls sums in one accumulator).
+constexpr std::size_t kLanes = 8;
+// Rows per block: 4 rows share each load of x (and 4 × 2 vector accumulators fit in the 16 SSE
+// registers next to x), so the loop is bound by the loads of W, not by those of x.
+constexpr std::size_t kRows = 4;
+
+float combine(const float (&a)[kLanes]) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+// acc[k] += w[k] · x[k] for the kLanes lanes: two 4-float vector multiplies and adds
+inline void add_products(float (&acc)[kLanes], const float* __restrict w, const float* __restrict x) {
+    for (std::size_t k = 0; k < kLanes; ++k) acc[k] += w[k] * x[k];
+}
+
+// acc[r] += the products of row r (w + r·stride) with x over kLanes elements, for r < R. The rows
+// are written out one by one, not as a loop over r: GCC keeps an array indexed by a loop variable
+// in memory, and the accumulators must stay in registers.
+template <std::size_t R>
+inline void add_rows(float (&acc)[R][kLanes], const float* w, std::size_t stride, const float* x) {
+    add_products(acc[0], w, x);
+    if constexpr (R > 1) add_products(acc[1], w + stride, x);
+    if constexpr (R > 2) add_products(acc[2], w + 2 * stride, x);
+    if constexpr (R > 3) add_products(acc[3], w + 3 * stride, x);
+}
+
+// y[r] = Σ_j w[r·stride + j] · x[j] for r < R, each row with the same kLanes-lane reduction whatever
+// R is (rows never mix: the arithmetic of row r does not depend on the others).
+template <std::size_t R>
+    requires(R >= 1 && R <= kRows)
+void dot_rows(const float* w, std::size_t stride, const float* x, std::size_t n, float* y) {
+    float acc[R][kLanes] = {};
+    std::size_t j = 0;
+    for (; j + kLanes <= n; j += kLanes) add_rows(acc, w + j, stride, x + j);
+    if (j < n) {  // the last n % kLanes elements, zero-padded to a full step: lane k gets element j + k
+        float wt[R][kLanes] = {}, xt[kLanes] = {};  // (+0 products change no sum)
+        for (std::size_t k = 0; j + k < n; ++k) {
+            xt[k] = x[j + k];
+            for (std::size_t r = 0; r < R; ++r) wt[r][k] = w[r * stride + j + k];
+        }
+        add_rows(acc, wt[0], kLanes, xt);
+    }
+    for (std::size_t r = 0; r < R; ++r) y[r] = combine(acc[r]);
+}
+
+// rows < kRows at the end of a matrix: the same per-row arithmetic, fewer rows at a time
+void dot_block(const float* w, std::size_t stride, const float* x, std::size_t n, float* y, std::size_t rows) {
+    switch (rows) {
+        case 4: dot_rows<4>(w, stride, x, n, y); break;
+        case 3: dot_rows<3>(w, stride, x, n, y); break;
+        case 2: dot_rows<2>(w, stride, x, n, y); break;
+        default: dot_rows<1>(w, stride, x, n, y); break;
+    }
+}
+
+// Below this many multiply-adds (~2 µs on one core) a call stays on one thread: waking the team
+// costs ~0.5 µs on an idle machine, far more on a busy one. Either way every output is the same bits.
+constexpr std::size_t kParallelMin = std::size_t{1} << 15;
+
+// Σ p[0..n) in the same lane order as dot_rows (n <= kAttentionTile)
+float sum_lanes(const float* p, std::size_t n) {
+    float acc[kLanes] = {};
+    for (std::size_t j = 0; j < n; ++j) acc[j % kLanes] += p[j];
+    return combine(acc);
+}
+
+// acc[d] += p · v[d] over kLanes columns: two 4-float vector multiplies and adds (written like
+// add_products: a loop of 8 is what GCC both vectorises and unrolls, keeping acc in registers)
+inline void add_scaled(float (&acc)[kLanes], float p, const float* __restrict v) {
+    for (std::size_t d = 0; d < kLanes; ++d) acc[d] += p * v[d];
+}
+
+// out[d] = out[d]·rescale + Σ_{t<n} p[t]·v[t·stride + d] for B·kLanes columns d (B = 1 or 2: up to 4
+// SSE vectors of accumulators in registers). The tile's sum is formed on its own (≤ 32 terms)
+// before it meets the running total: two-level summation, more accurate than one long float sum.
+template <std::size_t B>
+void add_tile_values(const float* p, std::size_t n, const float* v, std::size_t stride, float rescale, float* out) {
+    float acc[B][kLanes] = {};
+    for (std::size_t t = 0; t < n; ++t) {
+        add_scaled(acc[0], p[t], v + t * stride);
+        if constexpr (B > 1) add_scaled(acc[1], p[t], v + t * stride + kLanes);
+    }
+    for (std::size_t b = 0; b < B; ++b)
+        for (std::size_t d = 0; d < kLanes; ++d) out[b * kLanes + d] = out[b * kLanes + d] * rescale + acc[b][d];
+}
+}  // namespace
+
+void set_kernel_threads(int n) { g_threads = n < 1 ? 1 : n; }
+int kernel_threads() { return g_threads; }
+
+void matvec_fast(std::span<const float> W, std::span<const float> x, std::span<float> y) {
+    const std::size_t in = x.size(), out = y.size();
+    require(W.size() == out * in, "matvec_fast", "W must have y.size() * x.size() elements ([out, in])");
+    const std::size_t blocks = (out + kRows - 1) / kRows;
+    const int threads = g_threads;
+    // static schedule over blocks of kRows rows: each row is computed whole by one thread, in the
+    // same order, so the thread count never changes a bit
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && out * in >= kParallelMin)
+    for (std::size_t b = 0; b < blocks; ++b) {
+        const std::size_t i = b * kRows;
+        dot_block(W.data() + i * in, in, x.data(), in, y.data() + i, std::min(kRows, out - i));
+    }
+}
+
+void matmul_xwt(std::span<const float> X, std::span<const float> W, std::span<float> Y, std::size_t T, std::size_t in,
+                std::size_t out) {
+    require(X.size() == T * in && W.size() == out * in && Y.size() == T * out, "matmul_xwt",
+            "X must be [T, in], W [out, in] and Y [T, out]");
+    // Tiles of kRowTile rows of W × tok_tile tokens (≈ 64 KB of X, in L2), the unit of work of a
+    // thread: within a tile, kRows rows of W (kRows·in floats, in L1) meet every token of the tile
+    // before the next kRows rows. Y[t, i..i+kRows) is dot_rows(W rows i.., X row t): matvec_fast's
+    // arithmetic (the grouping of rows never changes a row's bits), so row t of Y is bit for bit
+    // matvec_fast(W, X[t]), whatever the tiles and the thread count.
+    constexpr std::size_t kRowTile = 64;
+    const std::size_t tok_tile = std::clamp<std::size_t>(in ? 16384 / in : T, 1, 64);
+    const std::size_t row_tiles = (out + kRowTile - 1) / kRowTile, tok_tiles = (T + tok_tile - 1) / tok_tile;
+    const int threads = g_threads;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1 && T * out * in >= kParallelMin)
+    for (std::size_t rt = 0; rt < row_tiles; ++rt)
+        for (std::size_t tt = 0; tt < tok_tiles; ++tt) {
+            const std::size_t i0 = rt * kRowTile, i1 = std::min(out, i0 + kRowTile);
+            const std::size_t t0 = tt * tok_tile, t1 = std::min(T, t0 + tok_tile);
+            for (std::size_t i = i0; i < i1; i += kRows)
+                for (std::size_t t = t0; t < t1; ++t)
+                    dot_block(W.data() + i * in, in, X.data() + t * in, in, Y.data() + t * out + i,
+                              std::min(kRows, i1 - i));
+        }
+}
+
+void attention_tiled(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
+                     std::size_t n_pos, std::size_t stride, std::span<float> out) {
+    const std::size_t head_dim = q.size();
+    require(n_pos >= 1 && out.size() == head_dim, "attention_tiled", "need n_pos >= 1 and out of head_dim elements");
+    require(keys.size() >= (n_pos - 1) * stride + head_dim && values.size() >= (n_pos - 1) * stride + head_dim,
+            "attention_tiled", "keys/values too short for n_pos rows of the given stride");
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+
+    // Invariant after each tile: out = Σ_{t so far} exp(s_t - m)·v_t and l = Σ exp(s_t - m), m the
+    // running max. Dividing by l at the end gives softmax(s)·V without ever holding all the scores.
+    float m = kNegInf, l = 0.0f;
+    std::fill(out.begin(), out.end(), 0.0f);
+    float p[kAttentionTile];  // this tile's scores, then its weights exp(s - m): the only buffer
+    for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile) {
+        const std::size_t n = std::min(kAttentionTile, n_pos - t0);
+        // scores of kRows keys at a time (q is loaded once for them): matvec_fast's reduction
+        for (std::size_t t = 0; t < n; t += kRows)
+            dot_block(keys.data() + (t0 + t) * stride, stride, q.data(), head_dim, p + t, std::min(kRows, n - t));
+        float tile_max = kNegInf;
+        for (std::size_t t = 0; t < n; ++t) {
+            p[t] *= scale;
+            tile_max = std::max(tile_max, p[t]);
+        }
+        const float m_new = std::max(m, tile_max);
+        if (m_new == kNegInf) continue;  // every score so far is -inf (masked): nothing to add yet
+        // m only grows; when this tile raises it, what was summed so far was weighted by exp(s - m_old)
+        // and must now be weighted by exp(s - m_new): multiply by exp(m_old - m_new) <= 1 (0 on the
+        // first contributing tile, where m_old = -inf and out, l are still 0; exactly 1 if m did not move)
+        const float rescale = std::exp(m - m_new);
+        for (std::size_t t = 0; t < n; ++t) p[t] = std::exp(p[t] - m_new);  // exp(-inf) = 0: masked keys vanish
+        l = l * rescale + sum_lanes(p, n);
+        // out = out·rescale + Σ_t p[t]·v_t: 16 columns at a time, then 8, then one by one
+        const float* v = values.data() + t0 * stride;
+        std::size_t d = 0;
+        for (; d + 2 * kLanes <= head_dim; d += 2 * kLanes) add_tile_values<2>(p, n, v + d, stride, rescale, &out[d]);
+        for (; d + kLanes <= head_dim; d += kLanes) add_tile_values<1>(p, n, v + d, stride, rescale, &out[d]);
+        for (; d < head_dim; ++d) {
+            float acc = 0.0f;
+            for (std::size_t t = 0; t < n; ++t) acc += p[t] * v[t * stride + d];
+            out[d] = out[d] * rescale + acc;
+        }
+        m = m_new;
+    }
+    // l >= 1 (the max term is exp(0)); all scores -inf leaves l = 0 and NaN, as softmax gives
+    for (std::size_t d = 0; d < head_dim; ++d) out[d] /= l;
+}
+
+}  // namespace lmlab

@@ -1,0 +1,141 @@
+// Batched prefill: the prompt as matrices (see forward.h). The per-family batched blocks are here,
+// next to each other, because they mirror llama.cpp and gpt2.cpp line by line with a loop over the
+// T rows where those work on one vector.
+#include <algorithm>
+#include <utility>
+#include <fmt/format.h>
+
+#include "forward.h"
+
+namespace lmlab {
+
+PrefillState::PrefillState(const Config& c, std::size_t T)
+    : max_tokens(T), x(T * c.dim), xn(T * c.dim), qkv(c.arch == Arch::Gpt2 ? T * 3 * c.dim : 0),
+      q(T * c.n_heads * c.head_dim()), heads(T * c.n_heads * c.head_dim()), k(T * c.kv_dim()), v(T * c.kv_dim()),
+      att_out(T * c.dim), gate(T * c.ffn_dim), up(T * c.ffn_dim), act(T * c.ffn_dim), ffn_out(T * c.dim) {}
+
+namespace {
+// Row t of a [T, n] buffer.
+std::span<float> row(std::vector<float>& buf, std::size_t t, std::size_t n) { return std::span<float>(buf).subspan(t * n, n); }
+std::span<const float> row(const std::vector<float>& buf, std::size_t t, std::size_t n) {
+    return std::span<const float>(buf).subspan(t * n, n);
+}
+}  // namespace
+
+void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T) {
+    const std::size_t out = T ? Y.size() / T : 0, in = T ? X.size() / T : 0;
+    matmul_xwt(X.first(T * in), l.w, Y.first(T * out), T, in, out);
+    if (!l.b.empty())
+        for (std::size_t t = 0; t < T; ++t) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
+}
+
+void attend_rows(const Config& c, std::size_t layer, std::size_t pos0, std::size_t T, const KVCache& cache,
+                 PrefillState& ps) {
+    const std::size_t head_dim = c.head_dim(), kv_dim = c.kv_dim(), q_dim = c.n_heads * head_dim;
+    const std::size_t group = c.n_heads / c.n_kv_heads;
+    const auto keys = cache.keys(layer), values = cache.values(layer);
+    // rows x heads are independent: threads split them, each result computed by one thread alone
+    const auto n = static_cast<long>(T * c.n_heads);
+#pragma omp parallel for schedule(static) num_threads(kernel_threads()) if (kernel_threads() > 1)
+    for (long i = 0; i < n; ++i) {
+        const std::size_t t = static_cast<std::size_t>(i) / c.n_heads, h = static_cast<std::size_t>(i) % c.n_heads;
+        const std::size_t kv_head = h / group;
+        // causal: row t sees positions 0 .. pos0 + t, although the cache already holds all T rows
+        attention_tiled(std::span<const float>(ps.q).subspan(t * q_dim + h * head_dim, head_dim),
+                        keys.subspan(kv_head * head_dim), values.subspan(kv_head * head_dim), pos0 + t + 1, kv_dim,
+                        std::span<float>(ps.heads).subspan(t * q_dim + h * head_dim, head_dim));
+    }
+}
+
+void llama_block_prefill(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos0, std::size_t T,
+                         KVCache& cache, PrefillState& ps) {
+    const std::size_t dim = c.dim, kv = c.kv_dim(), qd = c.n_heads * c.head_dim();
+    for (std::size_t t = 0; t < T; ++t) rmsnorm(row(ps.x, t, dim), w.attn_norm.weight, c.norm_eps, row(ps.xn, t, dim));
+    project_rows(w.wq, ps.xn, ps.q, T);
+    project_rows(w.wk, ps.xn, ps.k, T);
+    project_rows(w.wv, ps.xn, ps.v, T);
+    for (std::size_t t = 0; t < T; ++t) {
+        rope(row(ps.q, t, qd), c.head_dim(), pos0 + t, c.rope_theta, c.rope_style);
+        rope(row(ps.k, t, kv), c.head_dim(), pos0 + t, c.rope_theta, c.rope_style);
+        cache.append(layer, pos0 + t, row(ps.k, t, kv), row(ps.v, t, kv));
+    }
+    attend_rows(c, layer, pos0, T, cache, ps);
+    project_rows(w.wo, ps.heads, ps.att_out, T);
+    add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.att_out).first(T * dim),
+        std::span<float>(ps.x).first(T * dim));  // first residual
+    for (std::size_t t = 0; t < T; ++t) rmsnorm(row(ps.x, t, dim), w.ffn_norm.weight, c.norm_eps, row(ps.xn, t, dim));
+    project_rows(w.w_gate, ps.xn, ps.gate, T);
+    project_rows(w.w_up, ps.xn, ps.up, T);
+    const std::size_t f = c.ffn_dim;
+    swiglu(std::span<const float>(ps.gate).first(T * f), std::span<const float>(ps.up).first(T * f),
+           std::span<float>(ps.act).first(T * f));
+    project_rows(w.w_down, ps.act, ps.ffn_out, T);
+    add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.ffn_out).first(T * dim),
+        std::span<float>(ps.x).first(T * dim));  // second residual
+}
+
+void gpt2_block_prefill(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos0, std::size_t T,
+                        KVCache& cache, PrefillState& ps) {
+    const std::size_t dim = c.dim;
+    for (std::size_t t = 0; t < T; ++t)
+        layernorm(row(ps.x, t, dim), w.attn_norm.weight, w.attn_norm.bias, c.norm_eps, row(ps.xn, t, dim));
+    project_rows(w.wqkv, ps.xn, ps.qkv, T);  // [T, 3*dim]: q | k | v per row
+    for (std::size_t t = 0; t < T; ++t) {
+        const auto qkv = row(std::as_const(ps.qkv), t, 3 * dim);
+        std::ranges::copy(qkv.subspan(0, dim), row(ps.q, t, dim).begin());
+        std::ranges::copy(qkv.subspan(dim, dim), row(ps.k, t, dim).begin());
+        std::ranges::copy(qkv.subspan(2 * dim, dim), row(ps.v, t, dim).begin());
+        cache.append(layer, pos0 + t, row(ps.k, t, dim), row(ps.v, t, dim));
+    }
+    attend_rows(c, layer, pos0, T, cache, ps);
+    project_rows(w.wo, ps.heads, ps.att_out, T);
+    add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.att_out).first(T * dim),
+        std::span<float>(ps.x).first(T * dim));
+    for (std::size_t t = 0; t < T; ++t)
+        layernorm(row(ps.x, t, dim), w.ffn_norm.weight, w.ffn_norm.bias, c.norm_eps, row(ps.xn, t, dim));
+    project_rows(w.w_up, ps.xn, ps.up, T);
+    const std::size_t f = c.ffn_dim;
+    if (c.activation == Activation::GeluTanh) gelu_tanh(std::span<const float>(ps.up).first(T * f), std::span<float>(ps.act).first(T * f));
+    else gelu_erf(std::span<const float>(ps.up).first(T * f), std::span<float>(ps.act).first(T * f));
+    project_rows(w.w_down, ps.act, ps.ffn_out, T);
+    add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.ffn_out).first(T * dim),
+        std::span<float>(ps.x).first(T * dim));
+}
+
+std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, PrefillState& ps,
+                               RunState& s, std::vector<float>* all_logits) {
+    const Config& c = m.config;
+    const std::size_t T = tokens.size(), pos0 = cache.length();
+    if (T == 0) throw ModelError("prefill: no tokens");
+    if (T > ps.max_tokens)
+        throw ModelError(fmt::format("prefill: {} tokens, but the prefill buffers hold {}", T, ps.max_tokens));
+    if (all_logits) all_logits->clear();
+    // the readable reference, and int8 models (no batched int8 kernel): one token at a time
+    if (kernel_path() == KernelPath::Plain || m.quantized()) {
+        std::span<const float> logits;
+        for (std::size_t t = 0; t < T; ++t) {
+            logits = forward(m, tokens[t], pos0 + t, cache, s);
+            if (all_logits) all_logits->insert(all_logits->end(), logits.begin(), logits.end());
+        }
+        return logits;
+    }
+    if (pos0 + T > c.max_seq_len)  // refused before anything is appended to the cache
+        throw ModelError(fmt::format("prefill: positions up to {} are beyond the context of {} (max_seq_len)",
+                                     pos0 + T - 1, c.max_seq_len));
+    for (std::size_t t = 0; t < T; ++t) embed(m, tokens[t], pos0 + t, row(ps.x, t, c.dim));
+    for (std::size_t l = 0; l < c.n_layers; ++l) {
+        switch (c.arch) {
+            case Arch::Llama:
+            case Arch::Qwen2: llama_block_prefill(c, m.layers[l], l, pos0, T, cache, ps); break;
+            case Arch::Gpt2: gpt2_block_prefill(c, m.layers[l], l, pos0, T, cache, ps); break;
+        }
+    }
+    // the classifier only for the rows asked for: usually just the last one
+    for (std::size_t t = all_logits ? 0 : T - 1; t < T; ++t) {
+        head(m, row(std::as_const(ps.x), t, c.dim), s);
+        if (all_logits) all_logits->insert(all_logits->end(), s.logits.begin(), s.logits.end());
+    }
+    return s.logits;
+}
+
+}  // namespace lmlab
