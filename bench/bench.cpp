@@ -363,11 +363,11 @@ void BM_prompt(benchmark::State& state) {
         else
             for (std::size_t p = 0; p < n; ++p) benchmark::DoNotOptimize(lmlab::forward(*m, tokens[p], p, cache, s).data());
     }
-    state.SetLabel(std::string(batched ? "prefill, " : "token by token, ") + (state.range(0) == 0 ? "tiny-llama" : "tiny-gpt2"));
+    state.SetLabel(std::string(batched ? "prefill" : "token by token"));
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_prompt)->ArgNames({"model", "batched", "tokens"})->Args({0, 0, 128})->Args({0, 1, 128})->Args({1, 0, 128})
-    ->Args({1, 1, 128})->Unit(benchmark::kMillisecond);
+    ->Args({1, 1, 128})->Args({5, 0, 128})->Args({5, 1, 128})->Unit(benchmark::kMillisecond);
 
 // greedy generation of n tokens after a 1-token prompt: end-to-end tokens per second
 void BM_generate(benchmark::State& state) {
@@ -385,6 +385,34 @@ void BM_generate(benchmark::State& state) {
 }
 BENCHMARK(BM_generate)->ArgNames({"model", "tokens"})->Args({0, 128})->Args({1, 128})->Args({2, 32})->Args({3, 16})
     ->Args({4, 128})->Args({5, 128})->Args({6, 128})->Unit(benchmark::kMillisecond);
+
+// Decode tokens/s on the plain kernels (the readable reference) vs the fast ones, on 1 and 2
+// threads: 256 greedy tokens after a 1-token prompt. Wall time (UseRealTime): threads must win on
+// the clock, not on CPU time.
+void BM_decode(benchmark::State& state) {
+    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+    if (!m) return;
+    const bool fast = state.range(1) == 1;
+    const int threads = static_cast<int>(state.range(2));
+    lmlab::set_kernel_path(fast ? lmlab::KernelPath::Fast : lmlab::KernelPath::Plain);
+    lmlab::set_kernel_threads(threads);
+    lmlab::Session session(*m);
+    const std::vector<int> prompt = {1};
+    const std::size_t n = 256;
+    for (auto _ : state) {
+        lmlab::Sampler greedy({}, m->config.vocab_size);
+        benchmark::DoNotOptimize(session.generate(prompt, n, greedy).tokens.data());
+    }
+    lmlab::set_kernel_path(lmlab::KernelPath::Fast);
+    lmlab::set_kernel_threads(1);
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
+    state.counters["weight_MB"] = static_cast<double>(lmlab::weight_bytes(*m)) / 1e6;
+    state.SetLabel(std::string(fast ? "fast" : "plain") + ", " + std::to_string(threads) + " thread(s)");
+}
+// models: 0 tiny LLaMA, 5 stories260K, 4 and 6 their int8 copies (fast path only: int8 has no plain twin)
+BENCHMARK(BM_decode)->ArgNames({"model", "fast", "threads"})->Args({0, 0, 1})->Args({0, 1, 1})->Args({0, 1, 2})
+    ->Args({5, 0, 1})->Args({5, 1, 1})->Args({5, 1, 2})->Args({4, 1, 1})->Args({6, 1, 1})->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

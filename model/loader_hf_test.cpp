@@ -37,25 +37,7 @@ using test::expect_error;
 
 // ---- files ----------------------------------------------------------------------------------------
 
-// A fresh directory per test, removed afterwards.
-class TempDir {
-public:
-    TempDir() {
-        const auto* t = ::testing::UnitTest::GetInstance()->current_test_info();
-        path_ = fs::temp_directory_path() / fmt::format("lmlab_{}_{}_{}", t->test_suite_name(), t->name(), ::getpid());
-        fs::remove_all(path_);
-        fs::create_directories(path_);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    std::string str() const { return path_.string(); }
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-
-private:
-    fs::path path_;
-};
+using test::TempDir;
 
 std::string f32_bytes(const std::vector<float>& v) { return {reinterpret_cast<const char*>(v.data()), v.size() * 4}; }
 std::string u16_bytes(const std::vector<std::uint16_t>& v) { return {reinterpret_cast<const char*>(v.data()), v.size() * 2}; }

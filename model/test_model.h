@@ -10,6 +10,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -19,6 +22,28 @@
 #include "model/tensors.h"
 
 namespace lmlab::test {
+
+// A fresh directory per use (mkdtemp: unique even when ctest runs tests in parallel), removed
+// with everything in it at the end of the scope.
+class TempDir {
+public:
+    TempDir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "lmlab_test_XXXXXX").string();
+        if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+        path_ = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string str() const { return path_.string(); }
+    std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+private:
+    std::filesystem::path path_;
+};
 
 // Runs fn, which must throw E (exactly E or a subclass: any other exception, or none, fails), and
 // checks that E's message contains every one of `parts` (the numbers and names a user needs).

@@ -978,14 +978,6 @@ def stories_prompt(n):
     return torch.tensor(ids[:n])
 
 
-def stories_prompt(n):
-    """BOS + the start of a TinyStories-like sentence, encoded by SentencePiece with tok512."""
-    pieces, scores = read_llama2c_vocab(shared_path(STORIES_TOKENIZER), 512)
-    proto = tokenizer_ref.spm_from_llama2c(pieces, scores)
-    ids = [1] + tokenizer_ref.spm_encode(proto, ["Once upon a time, there was a little girl named Lily. She loved to play"])[0]
-    return torch.tensor(ids[:n])
-
-
 # ---- Tokenizers ------------------------------------------------------------------------------------
 
 def tokenizer_reference(row, out_dir, sha):

@@ -16,7 +16,6 @@ gelu_new is transformers' NewGELUActivation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.0
 
 Nothing runs at import time except setting HF_HUB_OFFLINE (nothing is ever downloaded).
 """
-import copy
 import json
 import os
 import time
@@ -26,7 +25,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+import ref_common  # noqa: E402
+from ref_common import teacher_forced_logits64, to_float64, top2_gaps  # noqa: E402,F401
 
 # The tiny GPT-2: the real GPT-2 vocabulary size (so the real tokenizer's ids are valid), a small body.
 TINY_GPT2 = dict(vocab_size=50257, n_positions=256, n_embd=64, n_layer=2, n_head=4,
@@ -82,11 +84,6 @@ def build_tiny_gpt2(gen: torch.Generator) -> GPT2LMHeadModel:
                 raise ValueError(f"unexpected parameter {name}")
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr(), "lm_head not tied to wte"
     return model.eval()
-
-
-def to_float64(model):
-    """A float64 copy of the model (the "truth" the float32 results are measured against)."""
-    return copy.deepcopy(model).double().eval()
 
 
 def config_attrs(model):
@@ -324,39 +321,8 @@ def layer_case(model, layer, pos, x, cache_k, cache_v):
 # ---- Generation ---------------------------------------------------------------------------------
 
 def greedy(model, prompt, n_new):
-    """Greedy decoding with transformers' generate(): exactly n_new new tokens (eos_token_id=None:
-    nothing stops early and no logits processor touches the scores, so 50256 may be generated
-    like any other token). Returns (tokens list[int], logits [n_new, V] in the model's dtype):
-    row i is the logits after the prompt and the first i new tokens, the row tokens[i] was
-    chosen from."""
-    prompt = torch.as_tensor(prompt, dtype=torch.long)[None]
-    gc = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n_new, min_new_tokens=n_new,
-                          bos_token_id=EOT, eos_token_id=None, pad_token_id=EOT, use_cache=True)
-    with torch.no_grad():
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gc,
-                             output_logits=True, return_dict_in_generate=True, synced_gpus=False)
-    tokens = [int(t) for t in out.sequences[0, prompt.shape[1]:]]
-    logits = torch.cat(out.logits, dim=0)
-    assert len(tokens) == n_new and logits.shape == (n_new, model.config.vocab_size)
-    assert tokens == [int(i) for i in torch.argmax(logits, dim=-1)], "generate() did not pick the argmax"
-    return tokens, logits
-
-
-def teacher_forced_logits64(model, sequence, n_prompt):
-    """Float64 logits for a greedy run: one full forward of a float64 copy of the model (or the
-    model itself if it is float64) on sequence = prompt + new tokens; returns rows
-    n_prompt-1 .. len(sequence)-2, i.e. [n_new, V] aligned with greedy()'s logits."""
-    sequence = torch.as_tensor(sequence, dtype=torch.long)
-    m64 = model if next(model.parameters()).dtype == torch.float64 else to_float64(model)
-    with torch.no_grad():
-        logits = m64(input_ids=sequence[None], use_cache=False, return_dict=True).logits[0]
-    return logits[n_prompt - 1: len(sequence) - 1]
-
-
-def top2_gaps(logits):
-    """Top-1 minus top-2 logit, per row."""
-    top = torch.topk(logits, 2, dim=-1).values
-    return top[:, 0] - top[:, 1]
+    """transformers' generate(do_sample=False), exactly n_new tokens (ref_common.greedy)."""
+    return ref_common.greedy(model, prompt, n_new, EOT)
 
 
 # ---- Self-check ---------------------------------------------------------------------------------

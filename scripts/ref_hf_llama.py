@@ -35,11 +35,13 @@ import time
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import torch  # noqa: E402
-from transformers import (GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,  # noqa: E402
+from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config,  # noqa: E402
                           Qwen2ForCausalLM)
 from transformers.cache_utils import Cache, DynamicCache  # noqa: E402
 
 import llama_ref  # noqa: E402
+import ref_common  # noqa: E402
+from ref_common import teacher_forced_logits64, to_float64, top2_gaps  # noqa: E402,F401
 
 # The tiny Qwen2: the real Qwen2.5 embedding size (151936 rows; the tokenizer has 151665 ids, the
 # rest is padding), a small body with grouped-query attention (8 query heads, 2 kv heads).
@@ -120,11 +122,6 @@ def build_tiny_qwen2(gen: torch.Generator) -> Qwen2ForCausalLM:
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "lm_head not tied"
     _check_eager(model)
     return model.eval()
-
-
-def to_float64(model):
-    """A float64 copy of the model (see the precision note in the module docstring)."""
-    return copy.deepcopy(model).double().eval()
 
 
 def config_attrs(model):
@@ -357,40 +354,10 @@ def layer_case(model, layer, pos, x, cache_k, cache_v):
 # ---- Generation ---------------------------------------------------------------------------------
 
 def greedy(model, prompt, n_new):
-    """Greedy decoding with transformers' generate(): exactly n_new new tokens (eos_token_id=None:
-    nothing stops early and no logits processor touches the scores). Returns (tokens list[int],
-    logits [n_new, V] in the model's dtype): row i is the logits after the prompt and the first
-    i new tokens, the row tokens[i] was chosen from."""
-    prompt = torch.as_tensor(prompt, dtype=torch.long)[None]
+    """transformers' generate(do_sample=False), exactly n_new tokens (ref_common.greedy)."""
     bos = model.config.bos_token_id if model.config.bos_token_id is not None else 0
-    gc = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n_new, min_new_tokens=n_new,
-                          bos_token_id=bos, eos_token_id=None, pad_token_id=bos, use_cache=True,
-                          return_legacy_cache=False)  # keep the DynamicCache (silences a 4.47 notice)
-    with torch.no_grad():
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gc,
-                             output_logits=True, return_dict_in_generate=True, synced_gpus=False)
-    tokens = [int(t) for t in out.sequences[0, prompt.shape[1]:]]
-    logits = torch.cat(out.logits, dim=0)
-    assert len(tokens) == n_new and logits.shape == (n_new, model.config.vocab_size)
-    assert tokens == [int(i) for i in torch.argmax(logits, dim=-1)], "generate() did not pick the argmax"
-    return tokens, logits
-
-
-def teacher_forced_logits64(model, sequence, n_prompt):
-    """Float64 logits for a greedy run: one full forward of a float64 copy of the model (or the
-    model itself if it is float64) on sequence = prompt + new tokens; returns rows
-    n_prompt-1 .. len(sequence)-2, i.e. [n_new, V] aligned with greedy()'s logits."""
-    sequence = torch.as_tensor(sequence, dtype=torch.long)
-    m64 = model if next(model.parameters()).dtype == torch.float64 else to_float64(model)
-    with torch.no_grad():
-        logits = m64(input_ids=sequence[None], use_cache=False, return_dict=True).logits[0]
-    return logits[n_prompt - 1: len(sequence) - 1]
-
-
-def top2_gaps(logits):
-    """Top-1 minus top-2 logit, per row."""
-    top = torch.topk(logits, 2, dim=-1).values
-    return top[:, 0] - top[:, 1]
+    # return_legacy_cache=False: keep the DynamicCache (silences a 4.47 notice)
+    return ref_common.greedy(model, prompt, n_new, bos, return_legacy_cache=False)
 
 
 def short_cycle(tokens, max_period=3, min_tail=12):
