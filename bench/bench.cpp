@@ -234,8 +234,9 @@ BENCHMARK(BM_argmax);
 
 // ---- Whole models --------------------------------------------------------------------------------
 // 0: the default tiny LLaMA (golden/models/tiny-llama.h5), 1: the tiny GPT-2 (golden/models/tiny-gpt2),
-// both made by the exporter; 2: a GPT-2 124M-shaped and 3: a Qwen2.5-0.5B-shaped model with random
-// weights built in memory: what the real models cost.
+// 7: the tiny Qwen2 (golden/models/tiny-qwen2), all made by the exporter; 2: a GPT-2 124M-shaped and
+// 3: a Qwen2.5-0.5B-shaped model with random weights built in memory (what the real models cost);
+// 5: stories260K from ../shared; 4 and 6: int8 (Q8_0) copies of 0 and 5.
 
 // A model of config c with small pseudo-random weights (a fast LCG: the values do not matter for
 // timing, only that they are finite and not all equal) and norm weights 1.
@@ -296,10 +297,10 @@ std::string shared_dir() {
 // stories260K (from ../shared; skipped when absent) float and in groups of 4 (its hidden width
 // 172 = 4·43 allows no larger group).
 const lmlab::Model* bench_model(benchmark::State& state, int which) {
-    static std::unique_ptr<lmlab::Model> models[7];
-    static std::string errors[7];
+    static std::unique_ptr<lmlab::Model> models[8];
+    static std::string errors[8];
     const char* names[] = {"tiny-llama", "tiny-gpt2", "gpt2-124M-shape", "qwen2-0.5B-shape", "tiny-llama int8",
-                           "stories260K", "stories260K int8"};
+                           "stories260K", "stories260K int8", "tiny-qwen2"};
     if (!models[which] && errors[which].empty()) {
         try {
             const std::string stories = shared_dir() + "/models/stories260K/stories260K.bin";
@@ -312,6 +313,7 @@ const lmlab::Model* bench_model(benchmark::State& state, int which) {
                     lmlab::quantize_model(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-llama.h5"), 64));
             if (which == 5) models[5] = std::make_unique<lmlab::Model>(lmlab::load_model(stories));
             if (which == 6) models[6] = std::make_unique<lmlab::Model>(lmlab::quantize_model(lmlab::load_model(stories), 4));
+            if (which == 7) models[7] = std::make_unique<lmlab::Model>(lmlab::load_model(LMLAB_SOURCE_DIR "/golden/models/tiny-qwen2"));
         } catch (const std::exception& e) {
             errors[which] = std::string(e.what()) + (which >= 5 ? " (../shared absent?)" : " (build the `golden` target first)");
         }
@@ -384,7 +386,7 @@ void BM_generate(benchmark::State& state) {
     state.counters["weight_MB"] = static_cast<double>(lmlab::weight_bytes(*m)) / 1e6;  // weight_bytes(): float vs int8
 }
 BENCHMARK(BM_generate)->ArgNames({"model", "tokens"})->Args({0, 128})->Args({1, 128})->Args({2, 32})->Args({3, 16})
-    ->Args({4, 128})->Args({5, 128})->Args({6, 128})->Unit(benchmark::kMillisecond);
+    ->Args({4, 128})->Args({5, 128})->Args({6, 128})->Args({7, 128})->Unit(benchmark::kMillisecond);
 
 // Decode tokens/s on the plain kernels (the readable reference) vs the fast ones, on 1 and 2
 // threads: 256 greedy tokens after a 1-token prompt. Wall time (UseRealTime): threads must win on
@@ -409,7 +411,7 @@ void BM_decode(benchmark::State& state) {
     state.counters["weight_MB"] = static_cast<double>(lmlab::weight_bytes(*m)) / 1e6;
     state.SetLabel(std::string(fast ? "fast" : "plain") + ", " + std::to_string(threads) + " thread(s)");
 }
-// models: 0 tiny LLaMA, 5 stories260K, 4 and 6 their int8 copies (fast path only: int8 has no plain twin)
+// models (bench_model): 0 tiny LLaMA, 5 stories260K, 4 and 6 their int8 copies (fast path only: int8 has no plain twin)
 BENCHMARK(BM_decode)->ArgNames({"model", "fast", "threads"})->Args({0, 0, 1})->Args({0, 1, 1})->Args({0, 1, 2})
     ->Args({5, 0, 1})->Args({5, 1, 1})->Args({5, 1, 2})->Args({4, 1, 1})->Args({6, 1, 1})->UseRealTime()
     ->Unit(benchmark::kMillisecond);
