@@ -84,6 +84,17 @@ KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& 
     return cache;
 }
 
+// get(traces[p]) for p in [0, n), concatenated: one intermediate stacked over positions, [n, ...].
+template <class Get>
+std::vector<float> stack_positions(const std::vector<Trace>& traces, std::size_t n, Get&& get) {
+    std::vector<float> all;
+    for (std::size_t p = 0; p < n; ++p) {
+        const std::vector<float>& v = get(traces[p]);
+        all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+}
+
 std::size_t checked_layer(const Case& c, const Config& cfg) {
     const std::size_t layer = case_index(c, "layer");
     if (layer >= cfg.n_layers)
@@ -147,14 +158,7 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
         RunState s(cfg);
         std::vector<Trace> traces(n);
         for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
-        auto stacked = [&](auto&& get) {
-            std::vector<float> all;
-            for (std::size_t p = 0; p < n; ++p) {
-                const std::vector<float>& v = get(traces[p]);
-                all.insert(all.end(), v.begin(), v.end());
-            }
-            return all;
-        };
+        auto stacked = [&](auto&& get) { return stack_positions(traces, n, get); };
         for (std::size_t l = 0; l < cfg.n_layers; ++l)
             for (const TraceField& f : fields) {
                 const std::string name = fmt::format("layer{}.{}", l, f.name);
@@ -543,14 +547,7 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
     const std::size_t cut = ints.first ? ints.first->row : n;  // positions compared in full
     if (cut > 0) {
         const auto rows = std::make_pair(std::size_t{0}, cut);
-        auto stacked = [&](auto&& get) {
-            std::vector<float> all;
-            for (std::size_t p = 0; p < cut; ++p) {
-                const std::vector<float>& v = get(traces[p]);
-                all.insert(all.end(), v.begin(), v.end());
-            }
-            return all;
-        };
+        auto stacked = [&](auto&& get) { return stack_positions(traces, cut, get); };
         for (std::size_t l = 0; l < cfg.n_layers; ++l)
             for (const TraceField& f : layer_trace_fields(cfg.arch)) {
                 const std::string name = fmt::format("layer{}.{}", l, f.name);

@@ -2,6 +2,7 @@
 a model, greedy decoding with transformers' own generate(), the float64 logits of a greedy run, and
 the top-1/top-2 logit gaps. Nothing runs at import time."""
 import copy
+import time
 
 import torch
 from transformers import GenerationConfig
@@ -49,3 +50,11 @@ def top2_gaps(logits):
     """Top-1 minus top-2 logit, per row."""
     top = torch.topk(logits, 2, dim=-1).values
     return top[:, 0] - top[:, 1]
+
+
+def timed(label, fn, timings):
+    """fn(), with (label, seconds) appended to timings (the references' self-check timings)."""
+    t0 = time.perf_counter()
+    r = fn()
+    timings.append((label, time.perf_counter() - t0))
+    return r

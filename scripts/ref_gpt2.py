@@ -414,13 +414,6 @@ def _selfcheck(seed=20261123, out_dir=None):
     print("selfcheck: all passed")
 
 
-def _timed(label, fn, timings):
-    t0 = time.perf_counter()
-    r = fn()
-    timings.append((label, time.perf_counter() - t0))
-    return r
-
-
 def main():
     import hashlib
     import tempfile
@@ -432,20 +425,20 @@ def main():
     # what an exporter would call, timed
     timings = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = _timed("build", lambda: build_tiny_gpt2(torch.Generator().manual_seed(1234)), timings)
-        paths = _timed("save three copies", lambda: save_hf_dirs(model, tmp), timings)
-        m64 = _timed("float64 copy", lambda: to_float64(model), timings)
+        model = ref_common.timed("build", lambda: build_tiny_gpt2(torch.Generator().manual_seed(1234)), timings)
+        paths = ref_common.timed("save three copies", lambda: save_hf_dirs(model, tmp), timings)
+        m64 = ref_common.timed("float64 copy", lambda: to_float64(model), timings)
         tokens = torch.randint(0, 50257, (16,), generator=torch.Generator().manual_seed(5))
-        v32, ck, cv = _timed("forward 16 tokens f32", lambda: forward_intermediates(model, tokens), timings)
-        v64, ck64, cv64 = _timed("forward 16 tokens f64", lambda: forward_intermediates(m64, tokens), timings)
+        v32, ck, cv = ref_common.timed("forward 16 tokens f32", lambda: forward_intermediates(model, tokens), timings)
+        v64, ck64, cv64 = ref_common.timed("forward 16 tokens f64", lambda: forward_intermediates(m64, tokens), timings)
 
         def cases():
             for m, v, k, c in ((model, v32, ck, cv), (m64, v64, ck64, cv64)):
                 for layer, pos in ((0, 0), (1, 1), (0, 7), (1, 15)):
                     layer_case(m, layer, pos, v[f"layer{layer}.in"][pos], k[layer, :pos], c[layer, :pos])
-        _timed("4 layer cases f32 + f64", cases, timings)
-        new, logits32 = _timed("greedy 64 after 8", lambda: greedy(model, tokens[:8], 64), timings)
-        _timed("f64 teacher-forced logits",
+        ref_common.timed("4 layer cases f32 + f64", cases, timings)
+        new, logits32 = ref_common.timed("greedy 64 after 8", lambda: greedy(model, tokens[:8], 64), timings)
+        ref_common.timed("f64 teacher-forced logits",
                lambda: teacher_forced_logits64(m64, torch.cat([tokens[:8], torch.tensor(new)]), 8), timings)
         total = sum(t for _, t in timings)
         for label, t in timings:

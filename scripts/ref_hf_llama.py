@@ -723,13 +723,6 @@ def _llama_models(export_golden):
     return out
 
 
-def _timed(label, fn, timings):
-    t0 = time.perf_counter()
-    r = fn()
-    timings.append((label, time.perf_counter() - t0))
-    return r
-
-
 def main():
     import tempfile
 
@@ -740,27 +733,27 @@ def main():
     import export_golden
     timings = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = _timed("build qwen2", lambda: build_tiny_qwen2(torch.Generator().manual_seed(1234)), timings)
-        _timed("save qwen2", lambda: save_hf_dir(model, os.path.join(tmp, "tiny-qwen2")), timings)
-        _timed("save qwen2 sharded 20MB", lambda: save_hf_dir(model, os.path.join(tmp, "tiny-qwen2-sharded"), "20MB"),
+        model = ref_common.timed("build qwen2", lambda: build_tiny_qwen2(torch.Generator().manual_seed(1234)), timings)
+        ref_common.timed("save qwen2", lambda: save_hf_dir(model, os.path.join(tmp, "tiny-qwen2")), timings)
+        ref_common.timed("save qwen2 sharded 20MB", lambda: save_hf_dir(model, os.path.join(tmp, "tiny-qwen2-sharded"), "20MB"),
                timings)
-        m64 = _timed("float64 copy", lambda: to_float64(model), timings)
+        m64 = ref_common.timed("float64 copy", lambda: to_float64(model), timings)
         tokens = torch.randint(0, QWEN2_TOKENIZER_VOCAB, (16,), generator=torch.Generator().manual_seed(5))
-        v32, ck, cv = _timed("forward 16 tokens f32", lambda: forward_intermediates(model, tokens), timings)
-        v64, ck64, cv64 = _timed("forward 16 tokens f64", lambda: forward_intermediates(m64, tokens), timings)
+        v32, ck, cv = ref_common.timed("forward 16 tokens f32", lambda: forward_intermediates(model, tokens), timings)
+        v64, ck64, cv64 = ref_common.timed("forward 16 tokens f64", lambda: forward_intermediates(m64, tokens), timings)
 
         def cases():
             for m, v, k, c in ((model, v32, ck, cv), (m64, v64, ck64, cv64)):
                 for layer, pos in ((0, 0), (1, 1), (0, 7), (1, 15)):
                     layer_case(m, layer, pos, v[f"layer{layer}.in"][pos], k[layer, :pos], c[layer, :pos])
-        _timed("4 layer cases f32 + f64", cases, timings)
-        new, logits32 = _timed("greedy 64 after 8", lambda: greedy(model, tokens[:8], 64), timings)
-        _timed("f64 teacher-forced logits",
+        ref_common.timed("4 layer cases f32 + f64", cases, timings)
+        new, logits32 = ref_common.timed("greedy 64 after 8", lambda: greedy(model, tokens[:8], 64), timings)
+        ref_common.timed("f64 teacher-forced logits",
                lambda: teacher_forced_logits64(m64, torch.cat([tokens[:8], torch.tensor(new)]), 8), timings)
         for label, ref_model, toks in _llama_models(export_golden):
-            hf = _timed(f"{label}: llama_to_hf", lambda: llama_to_hf(ref_model), timings)
-            _timed(f"{label}: cross-check f32", lambda: cross_check_llama(ref_model, hf, toks), timings)
-            _timed(f"{label}: save", lambda: save_hf_dir(hf, os.path.join(tmp, label + "-hf")), timings)
+            hf = ref_common.timed(f"{label}: llama_to_hf", lambda: llama_to_hf(ref_model), timings)
+            ref_common.timed(f"{label}: cross-check f32", lambda: cross_check_llama(ref_model, hf, toks), timings)
+            ref_common.timed(f"{label}: save", lambda: save_hf_dir(hf, os.path.join(tmp, label + "-hf")), timings)
         total = sum(t for _, t in timings)
         for label, t in timings:
             print(f"  {label:32s} {t:6.3f} s")
