@@ -66,6 +66,9 @@ std::vector<int> parse_ids(const std::string& text) {
     std::string item;
     for (std::size_t i = 0; i <= text.size(); ++i) {
         if (i == text.size() || text[i] == ',') {
+            // spaces around an id are fine ("1, 403"); inside one they are an error ("1 403" is not 1403)
+            const auto first = item.find_first_not_of(' '), last = item.find_last_not_of(' ');
+            item = first == std::string::npos ? "" : item.substr(first, last - first + 1);
             std::size_t used = 0;
             int v = 0;
             try {
@@ -74,10 +77,11 @@ std::vector<int> parse_ids(const std::string& text) {
                 used = 0;
             }
             if (item.empty() || used != item.size())
-                throw std::invalid_argument("--prompt-ids: '" + item + "' is not an integer (expected e.g. 1,403,407)");
+                throw std::invalid_argument("--prompt-ids: '" + item + "' is not one integer (expected ids separated by "
+                                            "commas, e.g. 1,403,407)");
             ids.push_back(v);
             item.clear();
-        } else if (text[i] != ' ') {
+        } else {
             item += text[i];
         }
     }
@@ -115,7 +119,17 @@ int cmd_generate(const GenerateArgs& a) {
                    static_cast<double>(weight_bytes(model)) / kMB);
     }
     const Config& c = model.config;
-    const std::optional<TextTokenizer> tok = find_tokenizer(model, a.tokenizer_path);
+    // A tokenizer found beside the model that this engine cannot read (e.g. a SentencePiece-style
+    // tokenizer.json with byte_fallback) is not fatal for --prompt-ids: say why and go on without it.
+    std::optional<TextTokenizer> tok;
+    std::string no_tokenizer_why;
+    try {
+        tok = find_tokenizer(model, a.tokenizer_path);
+    } catch (const ModelError& e) {
+        if (!a.tokenizer_path.empty() || !a.has_prompt_ids) throw;
+        no_tokenizer_why = e.what();
+        fmt::print(stderr, "lmlab: no usable tokenizer with the model ({}); printing ids\n", no_tokenizer_why);
+    }
     std::vector<int> prompt;
     if (a.has_prompt_ids) {
         prompt = parse_ids(a.prompt_ids);
@@ -138,12 +152,17 @@ int cmd_generate(const GenerateArgs& a) {
     Session session(model);
     session.check_request(prompt, n_new);  // refuse before printing anything
     // stop tokens: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's <|endoftext|>
-    const std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
+    std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
+    stops.insert(stops.end(), model.eos_token_ids.begin(), model.eos_token_ids.end());  // config.json's eos_token_id
     auto is_stop = [&](int id) { return std::find(stops.begin(), stops.end(), id) != stops.end(); };
     std::optional<TextTokenizer::Stream> stream;
     if (tok) {
         stream.emplace(*tok, prompt.back());  // keeps the space after the prompt's last word
-        fmt::print("{}", a.has_prompt_ids || a.chat ? tok->decode(prompt) : a.prompt_text);  // echo the prompt as text
+        // echo the prompt as text (an id past the tokenizer's vocabulary, e.g. a padding row, as <id N>)
+        if (a.has_prompt_ids || a.chat)
+            for (int id : prompt) fmt::print("{}", id < tok->vocab_size() ? tok->decode(std::span<const int>(&id, 1)) : fmt::format("<id {}>", id));
+        else
+            fmt::print("{}", a.prompt_text);
     } else {
         fmt::print("prompt ids: {}\nnew ids:", fmt::join(prompt, ","));
     }
@@ -183,7 +202,7 @@ int cmd_tokenize(const TokenizeArgs& a) {
         if (!tok) throw std::runtime_error("no tokenizer found with " + a.model_path + "; pass --tokenizer PATH");
     }
     const std::string text = read_all(a.input);
-    const std::vector<int> ids = a.add_bos || a.allow_special ? tok->encode_prompt(text, a.allow_special) : tok->encode(text);
+    const std::vector<int> ids = a.add_bos ? tok->encode_prompt(text, a.allow_special) : tok->encode(text, a.allow_special);
     if (a.show_pieces) {
         nlohmann::json pieces = nlohmann::json::array();
         for (int id : ids) pieces.push_back(utf8_escaped(tok->piece(id)));  // half a character shows as \xNN

@@ -272,6 +272,9 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     const std::vector<int> full_steps = token_ids(c, "full_steps");
     const auto& topk_ids = golden(c, "topk_ids", {n_new, kAny});
     const std::size_t k = topk_ids.shape[1];
+    if (k < 2)
+        throw FixtureError(fmt::format("{}: /{}/outputs/topk_ids keeps {} ids per step; the near-tie verdict needs "
+                                       "at least the top 2. {}", c.file, c.name, k, regenerate_hint()));
     golden(c, "topk_logits", {n_new, k});
     golden(c, "logits", {full_steps.size(), cfg.vocab_size});
     for (int step : full_steps)

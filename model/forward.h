@@ -130,8 +130,9 @@ struct PrefillState {
 std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, PrefillState& ps,
                                RunState& s, std::vector<float>* all_logits = nullptr);
 
-// Shared pieces of the batched blocks: Y[T, out] = X[T, in] · Wᵀ + b; causal attention of T rows.
-void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T);
+// Shared pieces of the batched blocks: Y[T, out] = X[T, in] · Wᵀ + b (X, Y: buffers of at least T rows);
+// causal attention of T rows.
+void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, std::size_t in);
 void attend_rows(const Config& c, std::size_t layer, std::size_t pos0, std::size_t T, const KVCache& cache,
                  PrefillState& ps);
 void llama_block_prefill(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos0, std::size_t T,

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <bit>
 #include <cctype>
+#include <climits>
 #include <cstdint>
 #include <filesystem>
 #include <fmt/format.h>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
 
 #include "model.h"
 #include "safetensors.h"
@@ -67,6 +69,18 @@ public:
         const json& v = j_[field];
         if (!v.is_string()) throw ModelError(fmt::format("{}: field '{}' is {}, expected a string", path_, field, v.dump()));
         return v.get<std::string>();
+    }
+    // Token ids: absent or null -> none; one id or a list of ids (Llama 3 lists several).
+    std::vector<int> token_ids(const char* field) const {
+        std::vector<int> ids;
+        if (!has(field)) return ids;
+        const json& v = j_[field];
+        for (const json& id : v.is_array() ? v : json::array({v})) {
+            if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() > INT32_MAX)
+                throw ModelError(fmt::format("{}: field '{}' is {}, expected a token id or a list of them", path_, field, v.dump()));
+            ids.push_back(static_cast<int>(id.get<std::int64_t>()));
+        }
+        return ids;
     }
     // A boolean field that must keep the value our forward implements.
     void require(const char* field, bool fallback, bool wanted, const char* why) const {
@@ -176,7 +190,8 @@ Config qwen2_config(const ConfigJson& j) {
 // "layers.3.self_attn.rotary_emb.inv_freq": RoPE's frequency table, saved by older transformers.
 // Not a weight: we compute RoPE from rope_theta.
 bool llama_ignored(const std::string& name) {
-    return name.size() > 33 && name.compare(name.size() - 33, 33, ".self_attn.rotary_emb.inv_freq") == 0;
+    constexpr std::string_view suffix = ".self_attn.rotary_emb.inv_freq";
+    return name.size() > suffix.size() && std::string_view(name).substr(name.size() - suffix.size()) == suffix;
 }
 
 // ---- the families -------------------------------------------------------------------------------
@@ -244,6 +259,7 @@ Model load_model_hf(const std::string& dir) {
     m.source = dir;
     m.config = fam.config(cj);
     m.config.validate(config_path);
+    m.eos_token_ids = cj.token_ids("eos_token_id");
     const Config& c = m.config;
 
     SafetensorsCheckpoint ck = SafetensorsCheckpoint::open_dir(dir);

@@ -857,3 +857,114 @@ TEST(LoadLlmc, ShorterThanTheHeader) {
 
 }  // namespace
 }  // namespace lmlab
+
+// ---- LLaMA and Qwen2 directories (LlamaForCausalLM / Qwen2ForCausalLM names) ------------------------
+namespace lmlab {
+namespace {
+
+// dim 8, 4 query heads on 2 kv heads (head_dim 2), ffn 12, vocab 5, the tensors named as
+// transformers saves them (with "model."), written out here independently of model/tensors.cpp.
+std::vector<RawTensor> llama_tensors(bool qkv_bias, bool untied) {
+    std::vector<RawTensor> out;
+    std::size_t id = 0;
+    auto add = [&](const std::string& name, Shape shape) {
+        std::vector<float> v(count(shape));
+        ++id;
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = value(id, i) / 1e4f;
+        out.push_back({name, "F32", shape, f32_bytes(v)});
+    };
+    add("model.embed_tokens.weight", {5, 8});
+    for (int l = 0; l < 2; ++l) {
+        const std::string p = fmt::format("model.layers.{}.", l);
+        add(p + "input_layernorm.weight", {8});
+        add(p + "self_attn.q_proj.weight", {8, 8});
+        add(p + "self_attn.k_proj.weight", {4, 8});
+        add(p + "self_attn.v_proj.weight", {4, 8});
+        if (qkv_bias) {
+            add(p + "self_attn.q_proj.bias", {8});
+            add(p + "self_attn.k_proj.bias", {4});
+            add(p + "self_attn.v_proj.bias", {4});
+        }
+        add(p + "self_attn.o_proj.weight", {8, 8});
+        add(p + "post_attention_layernorm.weight", {8});
+        add(p + "mlp.gate_proj.weight", {12, 8});
+        add(p + "mlp.up_proj.weight", {12, 8});
+        add(p + "mlp.down_proj.weight", {8, 12});
+    }
+    add("model.norm.weight", {8});
+    if (untied) add("lm_head.weight", {5, 8});
+    return out;
+}
+
+json llama_like_config(const char* type) {
+    return {{"model_type", type},        {"hidden_size", 8},       {"num_hidden_layers", 2},
+            {"num_attention_heads", 4},  {"num_key_value_heads", 2}, {"intermediate_size", 12},
+            {"vocab_size", 5},           {"max_position_embeddings", 16}, {"rms_norm_eps", 1e-6},
+            {"rope_theta", 1e6},         {"hidden_act", "silu"},   {"tie_word_embeddings", std::string(type) == "qwen2"},
+            {"eos_token_id", std::string(type) == "qwen2" ? json(3) : json::array({3, 4})}};
+}
+
+}  // namespace
+
+TEST(LoadHfLlama, Qwen2LoadsWithBiasesRotateHalfAndGqa) {
+    TempDir d;
+    write_model_dir(d, llama_tensors(true, false), llama_like_config("qwen2"));
+    const Model m = load_model_hf(d.str());
+    const Config& c = m.config;
+    EXPECT_EQ(c.arch, Arch::Qwen2);
+    EXPECT_EQ(c.n_heads, 4u);
+    EXPECT_EQ(c.n_kv_heads, 2u);
+    EXPECT_EQ(c.rope_style, RopeStyle::RotateHalf);
+    EXPECT_EQ(c.rope_theta, 1e6f);
+    EXPECT_EQ(c.norm_eps, 1e-6f);
+    EXPECT_TRUE(c.tied_embeddings);
+    // tensor 6 in the file's order (embed, norm, q, k, v, then q bias) is layers.0's q_proj.bias
+    ASSERT_EQ(m.layers[0].wq.b.size(), 8u);
+    EXPECT_EQ(m.layers[0].wq.b[3], value(6, 3) / 1e4f);
+    EXPECT_EQ(m.layers[1].wk.b.size(), 4u);
+    EXPECT_EQ(m.eos_token_ids, std::vector<int>{3});
+}
+
+TEST(LoadHfLlama, LlamaUntiedWithoutPrefixAndRotaryBuffersIgnored) {
+    TempDir d;
+    auto ts = llama_tensors(false, true);
+    for (RawTensor& t : ts)
+        if (t.name.rfind("model.", 0) == 0) t.name = t.name.substr(6);  // LlamaModel saves without "model."
+    ts.push_back({"layers.0.self_attn.rotary_emb.inv_freq", "F32", {1}, f32_bytes({1.0f})});  // older checkpoints
+    write_model_dir(d, ts, llama_like_config("llama"));
+    const Model m = load_model_hf(d.str());
+    EXPECT_EQ(m.config.arch, Arch::Llama);
+    EXPECT_FALSE(m.config.tied_embeddings);
+    EXPECT_EQ(m.output.size(), 40u);
+    EXPECT_TRUE(m.layers[0].wq.b.empty());
+    EXPECT_EQ(m.eos_token_ids, (std::vector<int>{3, 4}));
+}
+
+TEST(LoadHfLlama, UnsupportedConfigFieldsAreRefusedByName) {
+    const std::vector<std::pair<std::pair<const char*, json>, const char*>> bad = {
+        {{"rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}}, "rope_scaling"},
+        {{"use_sliding_window", true}, "use_sliding_window"},
+        {{"hidden_act", "gelu"}, "hidden_act 'gelu'"},
+        {{"head_dim", 4}, "head_dim 4"},
+    };
+    for (const auto& [field, expect] : bad) {
+        TempDir d;
+        json config = llama_like_config("qwen2");
+        config[field.first] = field.second;
+        write_model_dir(d, llama_tensors(true, false), config);
+        test::expect_error<ModelError>([&] { load_model_hf(d.str()); }, {expect});
+    }
+    TempDir d;
+    json config = llama_like_config("llama");
+    config["attention_bias"] = true;
+    write_model_dir(d, llama_tensors(false, true), config);
+    test::expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"attention_bias"});
+}
+
+TEST(LoadHfLlama, QwenWithoutItsBiasesIsAMissingTensor) {
+    TempDir d;
+    write_model_dir(d, llama_tensors(false, false), llama_like_config("qwen2"));
+    test::expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"model.layers.0.self_attn.q_proj.bias", "missing"});
+}
+
+}  // namespace lmlab

@@ -127,6 +127,7 @@ struct Model {
     Norm final_norm;                     // [dim]
     std::vector<float> output;           // [vocab_size, dim]; empty when tied
     std::optional<Vocabulary> vocabulary;  // when the file carries one
+    std::vector<int> eos_token_ids;        // Hugging Face config.json's eos_token_id (one id or a list): ends a generation
     // Quantized models only (then tok_embeddings and output are empty): the embedding table as int8,
     // a row dequantized on lookup (the floats runq.c's dequantized table holds), and the untied
     // classifier; tied, the classifier is tok_embeddings_q8 (as runq.c's wcls = q_tokens).

@@ -22,8 +22,8 @@ std::span<const float> row(const std::vector<float>& buf, std::size_t t, std::si
 }
 }  // namespace
 
-void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T) {
-    const std::size_t out = T ? Y.size() / T : 0, in = T ? X.size() / T : 0;
+void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, std::size_t in) {
+    const std::size_t out = l.w.size() / in;  // (the buffers hold max_tokens rows; only T are used)
     matmul_xwt(X.first(T * in), l.w, Y.first(T * out), T, in, out);
     if (!l.b.empty())
         for (std::size_t t = 0; t < T; ++t) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
@@ -51,25 +51,25 @@ void llama_block_prefill(const Config& c, const LayerWeights& w, std::size_t lay
                          KVCache& cache, PrefillState& ps) {
     const std::size_t dim = c.dim, kv = c.kv_dim(), qd = c.n_heads * c.head_dim();
     for (std::size_t t = 0; t < T; ++t) rmsnorm(row(ps.x, t, dim), w.attn_norm.weight, c.norm_eps, row(ps.xn, t, dim));
-    project_rows(w.wq, ps.xn, ps.q, T);
-    project_rows(w.wk, ps.xn, ps.k, T);
-    project_rows(w.wv, ps.xn, ps.v, T);
+    project_rows(w.wq, ps.xn, ps.q, T, dim);
+    project_rows(w.wk, ps.xn, ps.k, T, dim);
+    project_rows(w.wv, ps.xn, ps.v, T, dim);
     for (std::size_t t = 0; t < T; ++t) {
         rope(row(ps.q, t, qd), c.head_dim(), pos0 + t, c.rope_theta, c.rope_style);
         rope(row(ps.k, t, kv), c.head_dim(), pos0 + t, c.rope_theta, c.rope_style);
         cache.append(layer, pos0 + t, row(ps.k, t, kv), row(ps.v, t, kv));
     }
     attend_rows(c, layer, pos0, T, cache, ps);
-    project_rows(w.wo, ps.heads, ps.att_out, T);
+    project_rows(w.wo, ps.heads, ps.att_out, T, c.n_heads * c.head_dim());
     add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.att_out).first(T * dim),
         std::span<float>(ps.x).first(T * dim));  // first residual
     for (std::size_t t = 0; t < T; ++t) rmsnorm(row(ps.x, t, dim), w.ffn_norm.weight, c.norm_eps, row(ps.xn, t, dim));
-    project_rows(w.w_gate, ps.xn, ps.gate, T);
-    project_rows(w.w_up, ps.xn, ps.up, T);
+    project_rows(w.w_gate, ps.xn, ps.gate, T, dim);
+    project_rows(w.w_up, ps.xn, ps.up, T, dim);
     const std::size_t f = c.ffn_dim;
     swiglu(std::span<const float>(ps.gate).first(T * f), std::span<const float>(ps.up).first(T * f),
            std::span<float>(ps.act).first(T * f));
-    project_rows(w.w_down, ps.act, ps.ffn_out, T);
+    project_rows(w.w_down, ps.act, ps.ffn_out, T, c.ffn_dim);
     add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.ffn_out).first(T * dim),
         std::span<float>(ps.x).first(T * dim));  // second residual
 }
@@ -79,7 +79,7 @@ void gpt2_block_prefill(const Config& c, const LayerWeights& w, std::size_t laye
     const std::size_t dim = c.dim;
     for (std::size_t t = 0; t < T; ++t)
         layernorm(row(ps.x, t, dim), w.attn_norm.weight, w.attn_norm.bias, c.norm_eps, row(ps.xn, t, dim));
-    project_rows(w.wqkv, ps.xn, ps.qkv, T);  // [T, 3*dim]: q | k | v per row
+    project_rows(w.wqkv, ps.xn, ps.qkv, T, dim);  // [T, 3*dim]: q | k | v per row
     for (std::size_t t = 0; t < T; ++t) {
         const auto qkv = row(std::as_const(ps.qkv), t, 3 * dim);
         std::ranges::copy(qkv.subspan(0, dim), row(ps.q, t, dim).begin());
@@ -88,16 +88,16 @@ void gpt2_block_prefill(const Config& c, const LayerWeights& w, std::size_t laye
         cache.append(layer, pos0 + t, row(ps.k, t, dim), row(ps.v, t, dim));
     }
     attend_rows(c, layer, pos0, T, cache, ps);
-    project_rows(w.wo, ps.heads, ps.att_out, T);
+    project_rows(w.wo, ps.heads, ps.att_out, T, c.n_heads * c.head_dim());
     add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.att_out).first(T * dim),
         std::span<float>(ps.x).first(T * dim));
     for (std::size_t t = 0; t < T; ++t)
         layernorm(row(ps.x, t, dim), w.ffn_norm.weight, w.ffn_norm.bias, c.norm_eps, row(ps.xn, t, dim));
-    project_rows(w.w_up, ps.xn, ps.up, T);
+    project_rows(w.w_up, ps.xn, ps.up, T, dim);
     const std::size_t f = c.ffn_dim;
     if (c.activation == Activation::GeluTanh) gelu_tanh(std::span<const float>(ps.up).first(T * f), std::span<float>(ps.act).first(T * f));
     else gelu_erf(std::span<const float>(ps.up).first(T * f), std::span<float>(ps.act).first(T * f));
-    project_rows(w.w_down, ps.act, ps.ffn_out, T);
+    project_rows(w.w_down, ps.act, ps.ffn_out, T, c.ffn_dim);
     add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.ffn_out).first(T * dim),
         std::span<float>(ps.x).first(T * dim));
 }
