@@ -18,6 +18,7 @@
 #include "kernels/kernels.h"
 #include "model/forward.h"
 #include "model/session.h"
+#include "model/shared_dir.h"
 #include "model/tensors.h"
 
 namespace {
@@ -288,10 +289,7 @@ lmlab::Model qwen2_05b_shape() {
 }
 
 // ../shared (stories260K): $LMLAB_SHARED, else beside the source tree
-std::string shared_dir() {
-    const char* env = std::getenv("LMLAB_SHARED");
-    return env && *env ? env : LMLAB_SOURCE_DIR "/../shared";
-}
+std::string shared_dir() { return lmlab::shared_dir_or(LMLAB_SOURCE_DIR "/../shared"); }
 
 // 4-6: int8 (Q8_0, model/quantize.cpp) next to float: the tiny LLaMA in groups of 64, and
 // stories260K (from ../shared; skipped when absent) float and in groups of 4 (its hidden width

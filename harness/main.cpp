@@ -18,6 +18,7 @@
 #include "fixture.h"
 #include "model/forward.h"
 #include "model/session.h"
+#include "model/shared_dir.h"
 #include "model/text_tokenizer.h"
 #include "model/utf8.h"
 #include "report.h"
@@ -32,8 +33,7 @@ namespace {
 constexpr int kExitSkipped = 77;  // every selected stage skipped: ctest's SKIP_RETURN_CODE
 
 std::string default_shared_dir() {
-    if (const char* env = std::getenv("LMLAB_SHARED")) return env;
-    return (fs::path(LMLAB_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
+    return shared_dir_or((fs::path(LMLAB_SOURCE_DIR) / ".." / "shared").lexically_normal().string());
 }
 
 void print_stage_line(const StageResult& r) {

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "model/shared_dir.h"
+
 #ifndef LMLAB_SHARED_DIR
 #ifndef LMLAB_SOURCE_DIR
 #error "Define LMLAB_SHARED_DIR (path of shared/) or LMLAB_SOURCE_DIR (the source root; shared/ is its sibling)"
@@ -14,10 +16,6 @@
 
 namespace lmlab::test {
 
-inline std::string shared_dir() {
-    const char* env = std::getenv("LMLAB_SHARED");
-    if (env != nullptr && env[0] != '\0') return env;
-    return LMLAB_SHARED_DIR;
-}
+inline std::string shared_dir() { return shared_dir_or(LMLAB_SHARED_DIR); }
 
 }  // namespace lmlab::test
