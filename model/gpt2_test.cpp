@@ -20,12 +20,7 @@ using Vec = std::vector<double>;
 // dim 8, 2 heads of 4, ffn 16, vocab 9, 6 positions: small enough to check by hand, big enough
 // that heads, positions and layers differ.
 Config tiny_gpt2_config(Activation act = Activation::GeluTanh) {
-    Config c = Config::gpt2();
-    c.dim = 8;
-    c.n_layers = 2;
-    c.n_heads = c.n_kv_heads = 2;
-    c.ffn_dim = 16;
-    c.vocab_size = 9;
+    Config c = test::tiny_gpt2_config();
     c.max_seq_len = 6;
     c.activation = act;
     return c;

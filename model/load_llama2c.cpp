@@ -16,6 +16,28 @@
 
 namespace lmlab {
 
+namespace {
+// The Config of both llama2.c formats (run.c's float32 and runq.c's int8) from the header's
+// dim, hidden_dim, n_layers, n_heads, n_kv_heads, (vocab), seq_len, plus llama2.c's fixed choices:
+// RoPE theta 10000 on adjacent pairs, RMSNorm eps 1e-5. Validated (ModelError naming path).
+Config llama2c_config(const std::int32_t h[7], std::size_t vocab_size, bool tied, const std::string& path) {
+    Config c = Config::llama();
+    c.dim = static_cast<std::size_t>(h[0]);
+    c.ffn_dim = static_cast<std::size_t>(h[1]);
+    c.n_layers = static_cast<std::size_t>(h[2]);
+    c.n_heads = static_cast<std::size_t>(h[3]);
+    c.n_kv_heads = static_cast<std::size_t>(h[4]);
+    c.vocab_size = vocab_size;
+    c.max_seq_len = static_cast<std::size_t>(h[6]);
+    c.tied_embeddings = tied;
+    c.rope_theta = 10000.0f;
+    c.rope_style = RopeStyle::AdjacentPairs;
+    c.norm_eps = 1e-5f;
+    c.validate(path);
+    return c;
+}
+}  // namespace
+
 Model load_model_llama2c(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw ModelError(path + ": cannot open model file");
@@ -32,19 +54,10 @@ Model load_model_llama2c(const std::string& path) {
 
     Model m;
     m.source = path;
-    Config& c = m.config = Config::llama();
-    c.dim = static_cast<std::size_t>(h[0]);
-    c.ffn_dim = static_cast<std::size_t>(h[1]);
-    c.n_layers = static_cast<std::size_t>(h[2]);
-    c.n_heads = static_cast<std::size_t>(h[3]);
-    c.n_kv_heads = static_cast<std::size_t>(h[4]);
-    c.tied_embeddings = h[5] > 0;
-    c.vocab_size = static_cast<std::size_t>(h[5] > 0 ? h[5] : -static_cast<std::int64_t>(h[5]));
-    c.max_seq_len = static_cast<std::size_t>(h[6]);
-    c.rope_theta = 10000.0f;                      // llama2.c's fixed RoPE: theta 10000,
-    c.rope_style = RopeStyle::AdjacentPairs;      // adjacent pairs,
-    c.norm_eps = 1e-5f;                           // and RMSNorm eps 1e-5
-    c.validate(path);
+    // vocab_size > 0: the classifier is the embedding; < 0: a separate one follows (use abs())
+    m.config = llama2c_config(h, static_cast<std::size_t>(h[5] > 0 ? h[5] : -static_cast<std::int64_t>(h[5])),
+                              h[5] > 0, path);
+    const Config& c = m.config;
     const std::vector<BoundTensor> tensors = bind_tensors(m);  // in llama2.c's file order
 
     const std::size_t dim = c.dim, ffn = c.ffn_dim, L = c.n_layers, V = c.vocab_size;
@@ -127,19 +140,8 @@ Model load_model_llama2c_q8(const std::string& path) {
 
     Model m;
     m.source = path;
-    Config& c = m.config = Config::llama();
-    c.dim = static_cast<std::size_t>(h[0]);
-    c.ffn_dim = static_cast<std::size_t>(h[1]);
-    c.n_layers = static_cast<std::size_t>(h[2]);
-    c.n_heads = static_cast<std::size_t>(h[3]);
-    c.n_kv_heads = static_cast<std::size_t>(h[4]);
-    c.vocab_size = static_cast<std::size_t>(h[5]);
-    c.max_seq_len = static_cast<std::size_t>(h[6]);
-    c.tied_embeddings = shared == 1;
-    c.rope_theta = 10000.0f;  // runq.c's fixed choices, as for the float format
-    c.rope_style = RopeStyle::AdjacentPairs;
-    c.norm_eps = 1e-5f;
-    c.validate(path);
+    m.config = llama2c_config(h, static_cast<std::size_t>(h[5]), shared == 1, path);
+    const Config& c = m.config;
     const auto group = static_cast<std::size_t>(group_size);
 
     // sizes first, from the header alone: nothing is allocated for a file that cannot be right

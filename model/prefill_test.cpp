@@ -13,17 +13,6 @@ namespace lmlab {
 
 namespace {
 
-Config gpt2_config() {
-    Config c = Config::gpt2();
-    c.dim = 8;
-    c.n_layers = 2;
-    c.n_heads = c.n_kv_heads = 2;
-    c.ffn_dim = 16;
-    c.vocab_size = 9;
-    c.max_seq_len = 8;
-    return c;
-}
-
 Config qwen2_config() {
     Config c = Config::qwen2();
     c.dim = 8;
@@ -76,13 +65,13 @@ void expect_prefill_equals_forward(const Config& c, std::size_t pos0) {
 
 TEST(Prefill, BitIdenticalToTokenByTokenForEveryFamily) {
     ASSERT_EQ(kernel_path(), KernelPath::Fast);
-    for (const Config& c : {test::tiny_config(), gpt2_config(), qwen2_config()})
+    for (const Config& c : {test::tiny_config(), test::tiny_gpt2_config(), qwen2_config()})
         for (std::size_t pos0 : {0u, 3u}) expect_prefill_equals_forward(c, pos0);
 }
 
 TEST(Prefill, PlainPathFeedsTokenByToken) {
     set_kernel_path(KernelPath::Plain);
-    for (const Config& c : {test::tiny_config(), gpt2_config()}) expect_prefill_equals_forward(c, 2);
+    for (const Config& c : {test::tiny_config(), test::tiny_gpt2_config()}) expect_prefill_equals_forward(c, 2);
     set_kernel_path(KernelPath::Fast);
 }
 

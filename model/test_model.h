@@ -82,6 +82,18 @@ inline Config tiny_config() {
     return c;
 }
 
+// A tiny GPT-2: dim 8, 2 layers, 2 heads of 4, ffn 16, vocab 9, 8 learned positions.
+inline Config tiny_gpt2_config() {
+    Config c = Config::gpt2();
+    c.dim = 8;
+    c.n_layers = 2;
+    c.n_heads = c.n_kv_heads = 2;
+    c.ffn_dim = 16;
+    c.vocab_size = 9;
+    c.max_seq_len = 8;
+    return c;
+}
+
 // A multiple of 1/64 in [-1, 1], fixed by (tensor, i) (splitmix64 finaliser as the hash).
 inline float hashed_weight(std::uint64_t tensor, std::uint64_t i) {
     std::uint64_t z = tensor * 0x9E3779B97F4A7C15ull + i + 1;
