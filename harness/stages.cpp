@@ -114,7 +114,7 @@ const std::vector<Stage>& stages() {
          "the mean's rounding moves every output by ~1e-6 relative",
          stage_layernorm},
         {"kernel.rope", "kernel", "llama qwen2 q8", "", "kernel/rope.h5", kFloat32Default,
-         "same float32 angle as the reference, so only cos/sin rounding differs", stage_rope},
+         "elementwise rotation; our angle is float64, PyTorch's float32, so from pos 256 cases are held to the float64 truth", stage_rope},
         {"kernel.silu", "kernel", "llama qwen2 q8", "", "kernel/silu.h5", kFloat32Default, "elementwise: float32 default",
          stage_silu},
         {"kernel.swiglu", "kernel", "llama qwen2 q8", "", "kernel/swiglu.h5", kFloat32Default, "elementwise: float32 default",

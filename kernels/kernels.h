@@ -28,6 +28,7 @@ void matvec(std::span<const float> W, std::span<const float> x, std::span<float>
 
 // y = W · x + b.  W: [out, in], b: [out] or empty (no bias), x: [in], y: [out]. F.linear.
 // GPT-2 and Qwen2 give some projections a bias; LLaMA has none.
+// The bias joins the sum before the one rounding to float (as PyTorch's addmm).
 void linear(std::span<const float> W, std::span<const float> b, std::span<const float> x, std::span<float> y);
 
 // y = a + b, elementwise. The residual connection (x + sublayer(x)), the bias add and GPT-2's

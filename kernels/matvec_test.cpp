@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <vector>
 
 #include "kernels.h"
@@ -36,6 +38,16 @@ TEST(Linear, AddsTheBiasAfterTheProduct) {
     EXPECT_EQ(y, (std::vector<float>{-0.5f, -3}));
     linear(W, {}, x, y);  // empty bias: a plain matvec
     EXPECT_EQ(y, (std::vector<float>{-1, -1}));
+}
+
+TEST(Linear, RoundsOnceWithTheBiasInTheSum) {
+    // W·x = 1 + 2^-24 exactly, b = 2^-24. Rounded once, y = 1 + 2^-23 (a float). Rounding W·x first
+    // gives 1 (a tie, to even), and 1 + 2^-24 rounds to 1 again: the bias would be lost.
+    const float tiny = std::ldexp(1.0f, -24);
+    const std::vector<float> W = {1, 1}, x = {1, tiny}, b = {tiny};
+    std::vector<float> y(1);
+    linear(W, b, x, y);
+    EXPECT_EQ(y[0], std::nextafter(1.0f, 2.0f));
 }
 
 TEST(Linear, WrongBiasLengthThrows) {

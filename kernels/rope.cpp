@@ -11,13 +11,14 @@ void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta
     const std::size_t half = head_dim / 2;
     const std::size_t n_heads = x.size() / head_dim;
     for (std::size_t i = 0; i < half; ++i) {
-        // freq_i = theta^(-2i/head_dim), correctly rounded to float; the angle pos·freq_i is
-        // rounded to float as in the float32 reference (this is where high positions lose bits).
-        const float freq = static_cast<float>(
-            1.0 / std::pow(static_cast<double>(theta), static_cast<double>(2 * i) / head_dim));
-        const float angle = static_cast<float>(pos) * freq;
-        const float c = static_cast<float>(std::cos(static_cast<double>(angle)));
-        const float s = static_cast<float>(std::sin(static_cast<double>(angle)));
+        // angle_i = pos * theta^(-2i/head_dim), computed in double and only then rounded through
+        // cos/sin to float. A float32 angle (PyTorch's, llama2.c's) loses bits as pos grows: at
+        // pos 511 its rounding error is up to ulp(511)/2 = 3e-5 rad, which the float32 reference
+        // carries into q and k; the float64 angle keeps RoPE within an ulp of the exact rotation.
+        const double angle = static_cast<double>(pos) *
+                             std::pow(static_cast<double>(theta), -static_cast<double>(2 * i) / head_dim);
+        const float c = static_cast<float>(std::cos(angle));
+        const float s = static_cast<float>(std::sin(angle));
         for (std::size_t h = 0; h < n_heads; ++h) {
             float* head = x.data() + h * head_dim;
             // the two members of pair i

@@ -39,6 +39,19 @@ TEST(Rope, QuarterTurnWithThetaChosenForPiOverTwo) {
     EXPECT_NEAR(half[3], 2.0f, 1e-6);
 }
 
+TEST(Rope, AngleKeepsItsBitsAtLongPositions) {
+    // Pair 1 of head_dim 4 with theta 1e6 has freq 1e-3; at pos 1,000,003 its angle is 1000.003 rad.
+    // Formed in float32 (freq rounded, then pos * freq rounded, as PyTorch and llama2.c do) it comes
+    // out 5.2e-5 rad off, and cos by 4.3e-5. The kernel forms the angle in double, so the result is
+    // the exact rotation rounded once to float: within 1e-6 for a unit vector.
+    const std::size_t pos = 1000003;
+    std::vector<float> x = {0.0f, 0.0f, 1.0f, 0.0f};  // pair 1 = (x[2], x[3]) = (1, 0)
+    rope(x, 4, pos, 1e6f, RopeStyle::AdjacentPairs);
+    const double angle = static_cast<double>(pos) * 1e-3;
+    EXPECT_NEAR(x[2], std::cos(angle), 1e-6);
+    EXPECT_NEAR(x[3], std::sin(angle), 1e-6);
+}
+
 TEST(Rope, PreservesNormOfEveryPair) {
     // a rotation never changes length: |(a, b)| is the same before and after, at any position
     std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
