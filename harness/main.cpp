@@ -5,6 +5,7 @@
 //   lmlab verify-fixtures            are the fixtures present and current?
 //   lmlab generate [--prompt TEXT]   run a model: text in, streamed text out
 //   lmlab tokenize [FILE|-]          show how text becomes token ids
+//   lmlab verify --model PATH        run the reference on your checkpoint, report layer by layer
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -24,6 +25,7 @@
 #include "report.h"
 #include "runner.h"
 #include "stages.h"
+#include "verify.h"
 
 namespace fs = std::filesystem;
 using namespace lmlab;
@@ -34,27 +36,6 @@ constexpr int kExitSkipped = 77;  // every selected stage skipped: ctest's SKIP_
 
 std::string default_shared_dir() {
     return shared_dir_or((fs::path(LMLAB_SOURCE_DIR) / ".." / "shared").lexically_normal().string());
-}
-
-void print_stage_line(const StageResult& r) {
-    std::string detail;
-    if (r.status == "pass" || r.status == "fail")
-        detail = fmt::format("max abs {:<9.3g} max rel {:<9.3g} ours/torch vs f64 {:<8} matched {}/{}", r.worst_max_abs,
-                             r.worst_max_rel, r.has_reference64 ? fmt::format("{:.3g}", r.worst_accuracy_ratio) : "-",
-                             r.n_elements - r.n_mismatch, r.n_elements);
-    fmt::print("{:<8} {:<30} {:<10} {} ({:.2f} s)\n", r.status == "not_run" ? "NOT RUN" : r.status, r.id, r.level,
-               detail, r.seconds);
-    if (r.status == "fail" && r.first_failure) {
-        const OutputResult& f = r.outputs[*r.first_failure];
-        fmt::print("    {}: {}\n", r.fixture, r.reason);
-        std::string msg = f.message, indented = "    ";
-        for (char c : msg) indented += c == '\n' ? std::string("\n    ") : std::string(1, c);
-        fmt::print("{}\n", indented);
-    } else if (!r.reason.empty()) {
-        fmt::print("    {}\n", r.reason);
-    }
-    for (const Measurement& m : r.measurements) fmt::print("    {:<52} {:.6g}\n", m.name, m.value);
-    std::fflush(stdout);
 }
 
 std::string default_model_path() { return (fs::path(LMLAB_SOURCE_DIR) / "golden" / "models" / "tiny-llama.h5").string(); }
@@ -334,10 +315,27 @@ int main(int argc, char** argv) {
     tokenize->add_flag("--pieces", tk.show_pieces, "Show the pieces instead of the ids");
     tokenize->add_option("input", tk.input, "Text file, or - for standard input")->capture_default_str();
 
+    VerifyArgs va;
+    std::string verify_prompt_ids;
+    auto* verify_model = app.add_subcommand(
+        "verify", "Run the reference (transformers, llama_ref.py) on your own checkpoint and report layer by layer");
+    verify_model->add_option("--model", va.model_path, "Hugging Face directory (config.json), llm.c or llama2.c checkpoint")
+        ->required();
+    auto* v_prompt = verify_model->add_option("--prompt", va.prompt_text, "Prompt text, encoded with the model's tokenizer")
+                         ->capture_default_str();
+    verify_model->add_option("--prompt-ids", verify_prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(v_prompt);
+    verify_model->add_option("--tokenizer", va.tokenizer_path, "Tokenizer for --prompt (default: the one with the model)");
+    verify_model->add_option("--generate", va.generate, "Greedy tokens to compare after the prompt")
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    verify_model->add_option("--out", va.out_dir, "Folder for the fixtures and the report (default: reports/verify/<model>)");
+    verify_model->add_flag("--no-f64", va.no_f64,
+                           "Skip the float64 truth (about half the reference's time and memory; no accuracy ratio)");
+
     // The kernel path and threads, the same options for check and generate (model/forward.h).
     bool plain = false;
     int threads = 1;
-    for (CLI::App* sub : {check, generate}) {
+    for (CLI::App* sub : {check, generate, verify_model}) {
         sub->add_flag("--plain", plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
         sub->add_option("--threads", threads, "Threads for the fast kernels (results are bit-identical for any count)")
             ->check(CLI::Range(1, 256))
@@ -395,6 +393,11 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (*generate) return cmd_generate(gen);
+        if (*verify_model) {
+            if (!verify_prompt_ids.empty()) va.prompt_ids = parse_ids(verify_prompt_ids);
+            if (va.out_dir.empty()) va.out_dir = default_verify_dir(report_dir, va.model_path);
+            return cmd_verify(va, scripts_dir, LMLAB_PYTHON, shared_dir);
+        }
         if (*tokenize) return cmd_tokenize(tk);
         if (*check) return cmd_check(opt, golden_dir, shared_dir, report_dir, scripts_dir, no_report);
     } catch (const std::exception& e) {

@@ -23,8 +23,8 @@ namespace {
 constexpr std::size_t kAny = Case::kAnyDim;
 constexpr const char* kTeacherForced = " [teacher-forced]";
 
-// A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
-// quantized on load). Loaded once.
+}  // namespace
+
 const Model& cached_model(const std::string& model) {
     static std::map<std::string, std::unique_ptr<Model>> loaded;
     auto& slot = loaded[model];
@@ -35,6 +35,8 @@ const Model& cached_model(const std::string& model) {
     }
     return *slot;
 }
+
+namespace {
 
 // The running stage's model (its table row names it; the runner resolved the path).
 const Model& stage_model(const StageEnv& env) {

@@ -429,4 +429,25 @@ std::vector<std::string> write_report(const std::string& dir, const json& report
     return changes;
 }
 
+void print_stage_line(const StageResult& r) {
+    std::string detail;
+    if (r.status == "pass" || r.status == "fail")
+        detail = fmt::format("max abs {:<9.3g} max rel {:<9.3g} ours/torch vs f64 {:<8} matched {}/{}", r.worst_max_abs,
+                             r.worst_max_rel, r.has_reference64 ? fmt::format("{:.3g}", r.worst_accuracy_ratio) : "-",
+                             r.n_elements - r.n_mismatch, r.n_elements);
+    fmt::print("{:<8} {:<30} {:<10} {} ({:.2f} s)\n", r.status == "not_run" ? "NOT RUN" : r.status, r.id, r.level,
+               detail, r.seconds);
+    if (r.status == "fail" && r.first_failure) {
+        const OutputResult& f = r.outputs[*r.first_failure];
+        fmt::print("    {}: {}\n", r.fixture, r.reason);
+        std::string msg = f.message, indented = "    ";
+        for (char c : msg) indented += c == '\n' ? std::string("\n    ") : std::string(1, c);
+        fmt::print("{}\n", indented);
+    } else if (!r.reason.empty()) {
+        fmt::print("    {}\n", r.reason);
+    }
+    for (const Measurement& m : r.measurements) fmt::print("    {:<52} {:.6g}\n", m.name, m.value);
+    std::fflush(stdout);
+}
+
 }  // namespace lmlab

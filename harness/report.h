@@ -44,4 +44,8 @@ nlohmann::json load_report(const std::string& path);  // throws std::runtime_err
 // dir/report.prev.json first. Returns the comparison with that previous report (empty if none).
 std::vector<std::string> write_report(const std::string& dir, const nlohmann::json& report);
 
+// One stage's line on stdout as it finishes (status, worst errors, matched elements, time), with
+// the first mismatch's assert_close-style message or the reason it did not pass, and its measurements.
+void print_stage_line(const StageResult& r);
+
 }  // namespace lmlab

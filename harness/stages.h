@@ -12,6 +12,7 @@
 
 #include "compare.h"
 #include "fixture.h"
+#include "model/model.h"
 
 namespace lmlab {
 
@@ -107,6 +108,9 @@ std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, const StageEnv&);
 // model_stages.cpp
+// A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
+// quantized on load). Loaded once per process: every stage (and `lmlab verify`) shares it.
+const Model& cached_model(const std::string& model);
 std::vector<StageOutput> stage_layer_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layer_block(const Fixture&, const Case&, const StageEnv&);

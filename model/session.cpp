@@ -10,8 +10,7 @@ Session::Session(const Model& m)
 
 std::span<const float> Session::feed(int token) { return forward(model_, token, cache_.length(), cache_, state_); }
 
-void Session::check_request(std::span<const int> prompt, std::size_t max_new_tokens) const {
-    const Config& c = model_.config;
+void check_request(const Config& c, std::span<const int> prompt, std::size_t max_new_tokens) {
     if (prompt.empty()) throw ModelError("the prompt is empty: give at least one token (e.g. BOS = 1)");
     for (std::size_t i = 0; i < prompt.size(); ++i)
         if (prompt[i] < 0 || static_cast<std::size_t>(prompt[i]) >= c.vocab_size)

@@ -21,6 +21,11 @@ struct GenerationResult {
     std::string stop_reason;         // "max_new_tokens" or "stop token <id>"
 };
 
+// The checks Session::generate() makes before running anything (callers can ask first, e.g. before
+// printing or before running a reference): throws ModelError for an empty prompt, an id outside
+// the vocabulary, or a prompt + max_new_tokens that does not fit in max_seq_len.
+void check_request(const Config& c, std::span<const int> prompt, std::size_t max_new_tokens);
+
 class Session {
 public:
     explicit Session(const Model& m);
@@ -35,10 +40,10 @@ public:
     GenerationResult generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
                               std::span<const int> stop_ids = {}, const std::function<void(int)>& on_token = {});
 
-    // The checks generate() makes before running anything (callers can ask first, e.g. before
-    // printing): throws ModelError for an empty prompt, an id outside the vocabulary, or a
-    // prompt + max_new_tokens that does not fit in max_seq_len.
-    void check_request(std::span<const int> prompt, std::size_t max_new_tokens) const;
+    // lmlab::check_request for this session's model.
+    void check_request(std::span<const int> prompt, std::size_t max_new_tokens) const {
+        lmlab::check_request(model_.config, prompt, max_new_tokens);
+    }
 
     void reset() { cache_.reset(); }
     std::size_t position() const { return cache_.length(); }

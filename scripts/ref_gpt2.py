@@ -152,6 +152,52 @@ def llmc_checkpoint_bytes(model) -> bytes:
     return b"".join(parts)
 
 
+def load_llmc(path) -> GPT2LMHeadModel:
+    """An llm.c float32 checkpoint (llmc_checkpoint_bytes' layout, version 3) as transformers'
+    GPT2LMHeadModel: the inverse of _llmc_tensors ([out, in] transposed back to Conv1D's [in, out],
+    the padded vocabulary rows dropped). For `lmlab verify` on a user's llm.c file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 1024:
+        raise ValueError(f"{path}: {len(data)} bytes, shorter than llm.c's 1024-byte header")
+    header = np.frombuffer(data[:1024], dtype="<i4")
+    magic, version, maxT, V, L, NH, C, Vp = (int(x) for x in header[:8])
+    if magic != LLMC_MAGIC or version != LLMC_VERSION_FP32:
+        raise ValueError(f"{path}: magic {magic} version {version}; expected llm.c's {LLMC_MAGIC} version "
+                         f"{LLMC_VERSION_FP32} (float32)")
+    config = GPT2Config(vocab_size=V, n_positions=maxT, n_embd=C, n_layer=L, n_head=NH, activation_function="gelu_new",
+                        layer_norm_epsilon=1e-5, bos_token_id=EOT, eos_token_id=EOT, attn_implementation="eager")
+    with torch.random.fork_rng(devices=[]):  # the throwaway random init leaves the global RNG alone
+        model = GPT2LMHeadModel(config)
+    body = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=1024).copy())
+    _, layout = _llmc_tensors(model)  # names and shapes (wte padded to Vp) in file order
+    need = sum(t.numel() for _, t in layout)
+    if layout[0][1].shape[0] != Vp or body.numel() != need:
+        raise ValueError(f"{path}: {body.numel()} floats after the header, expected {need} for V {V} (padded {Vp}), "
+                         f"L {L}, NH {NH}, C {C}, maxT {maxT}")
+    tensors, off = {}, 0
+    for name, t in layout:
+        tensors[name] = body[off:off + t.numel()].view(t.shape)
+        off += t.numel()
+    tr = model.transformer
+    per_layer = {"ln1w": ("ln_1.weight", False), "ln1b": ("ln_1.bias", False), "qkvw": ("attn.c_attn.weight", True),
+                 "qkvb": ("attn.c_attn.bias", False), "attprojw": ("attn.c_proj.weight", True),
+                 "attprojb": ("attn.c_proj.bias", False), "ln2w": ("ln_2.weight", False), "ln2b": ("ln_2.bias", False),
+                 "fcw": ("mlp.c_fc.weight", True), "fcb": ("mlp.c_fc.bias", False),
+                 "fcprojw": ("mlp.c_proj.weight", True), "fcprojb": ("mlp.c_proj.bias", False)}
+    with torch.no_grad():
+        tr.wte.weight.copy_(tensors["wte"][:V])
+        tr.wpe.weight.copy_(tensors["wpe"])
+        for key, (param, transpose) in per_layer.items():
+            for i in range(L):
+                w = tensors[key][i]
+                tr.h[i].get_parameter(param).copy_(w.t() if transpose else w)
+        tr.ln_f.weight.copy_(tensors["lnfw"])
+        tr.ln_f.bias.copy_(tensors["lnfb"])
+    model.tie_weights()
+    return model.eval()
+
+
 def _write_bytes(path, data):
     with open(path, "wb") as f:
         f.write(data)

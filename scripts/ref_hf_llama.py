@@ -505,8 +505,8 @@ def _hf_name(name):
 
 
 def qwen2_to_llama_ref(hf_model) -> llama_ref.Llama:
-    """A llama_ref.Llama (arch "qwen2", eval mode, the HF model's dtype) with a Qwen2ForCausalLM's
-    weights copied as they are: q/k/v/o, gate/up/down, the norms, the q/k/v biases, the embedding
+    """A llama_ref.Llama (arch = the config's model_type, eval mode, the HF model's dtype) with a
+    Qwen2ForCausalLM's (or LlamaForCausalLM's) weights copied as they are: q/k/v/o, gate/up/down, the norms, the q/k/v biases, the embedding
     (lm_head tied to it when the config ties). HF's q/k rows are already rotate-half pairs."""
     c = hf_model.config
     nh, nkv, hd = _dims(c)
@@ -517,7 +517,7 @@ def qwen2_to_llama_ref(hf_model) -> llama_ref.Llama:
     cfg = llama_ref.Config(c.hidden_size, c.num_hidden_layers, nh, nkv, c.intermediate_size, c.vocab_size,
                            c.max_position_embeddings, rope_theta=float(c.rope_theta), rope_style="rotate_half",
                            norm_eps=float(c.rms_norm_eps), tied_embeddings=bool(c.tie_word_embeddings),
-                           arch="qwen2", qkv_bias=bias)
+                           arch=c.model_type, qkv_bias=bias)
     with torch.random.fork_rng(devices=[]):  # the throwaway random init leaves the global RNG alone
         ref = llama_ref.Llama(cfg)
     hf_sd = hf_model.state_dict()
