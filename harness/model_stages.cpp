@@ -79,9 +79,13 @@ std::span<const float> row(const Array<float>& a, std::size_t r) {
     return std::span<const float>(a.data).subspan(r * cols, cols);
 }
 
-// A KV cache whose layer `layer` holds the given rows ([n, kv_dim] each).
+// A KV cache for the n positions a stage runs, not the model's whole context: Qwen2.5's 32768
+// positions would cost 0.8 GB to allocate and zero on every run.
+KVCache cache_for(const Config& c, std::size_t n) { return KVCache(c.n_layers, std::min(n, c.max_seq_len), c.kv_dim()); }
+
+// A KV cache whose layer `layer` holds the given rows ([n, kv_dim] each), with room for one more.
 KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& k, const Array<float>& v) {
-    KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
+    KVCache cache = cache_for(c, k.shape[0] + 1);
     for (std::size_t p = 0; p < k.shape[0]; ++p) cache.append(layer, p, row(k, p), row(v, p));
     return cache;
 }
@@ -156,7 +160,7 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
     //    pipeline order (layer by layer, role by role).
     std::vector<StageOutput> outs;
     {
-        KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+        KVCache cache = cache_for(cfg, n);
         RunState s(cfg);
         std::vector<Trace> traces(n);
         for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
@@ -178,7 +182,7 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
         const auto& in = golden(c, L + "in", {n, cfg.dim});
         const auto& gk = golden(c, L + "k", {n, cfg.kv_dim()});
         const auto& gv = golden(c, L + "v", {n, cfg.kv_dim()});
-        KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+        KVCache cache = cache_for(cfg, n);
         RunState s(cfg);
         std::vector<std::vector<float>> stacked(fields.size());
         for (std::size_t p = 0; p < n; ++p) {
@@ -216,7 +220,7 @@ std::vector<StageOutput> stage_model_logits(const Fixture&, const Case& c, const
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
-    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    KVCache cache = cache_for(cfg, tokens.size());
     RunState s(cfg);
     std::vector<float> norm, logits;
     for (std::size_t p = 0; p < tokens.size(); ++p) {
@@ -232,7 +236,7 @@ std::vector<StageOutput> stage_model_prefill(const Fixture&, const Case& c, cons
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
-    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    KVCache cache = cache_for(cfg, tokens.size());
     RunState s(cfg);
     PrefillState ps(cfg, tokens.size());
     std::vector<float> logits;
@@ -247,7 +251,7 @@ std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, con
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
-    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    KVCache cache = cache_for(cfg, tokens.size());
     RunState s(cfg);
     for (std::size_t p = 0; p < tokens.size(); ++p) forward(m, tokens[p], p, cache, s);
     // invariants before values: every layer holds exactly the prompt
@@ -354,7 +358,7 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
 namespace {
 // every position's logits of a token sequence, fed from position 0
 std::vector<float> all_logits(const Model& m, const std::vector<int>& tokens) {
-    KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
+    KVCache cache = cache_for(m.config, tokens.size());
     RunState s(m.config);
     std::vector<float> out;
     for (std::size_t p = 0; p < tokens.size(); ++p) {
@@ -536,7 +540,7 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
     }
 
     // 2. free-running, compared at the positions before the first rounding tie
-    KVCache cache(cfg.n_layers, cfg.max_seq_len, cfg.kv_dim());
+    KVCache cache = cache_for(cfg, n);
     RunState s(cfg);
     std::vector<Trace> traces(n);
     for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);

@@ -1,13 +1,17 @@
 #include "verify.h"
 
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 
@@ -76,6 +80,7 @@ std::string default_verify_dir(const std::string& reports_dir, const std::string
 int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::string& python,
                const std::string& shared_dir) {
     // 1. The engine reads the model first: whatever it cannot compute is refused here, by name.
+    const auto t_start = std::chrono::steady_clock::now();
     const std::string model_path = fs::absolute(a.model_path).lexically_normal().string();
     if (!fs::exists(model_path)) throw std::runtime_error(a.model_path + ": no such file or directory");
     const std::string ext = fs::path(model_path).extension().string();
@@ -100,7 +105,10 @@ int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::s
                                     "--prompt-ids", fmt::format("{}", fmt::join(prompt, ",")),
                                     "--generate", std::to_string(a.generate), "--out", out_dir};
     if (a.no_f64) cmd.push_back("--no-f64");
-    if (const int rc = run_process(cmd); rc != 0)
+    const auto t_ref = std::chrono::steady_clock::now();
+    const int rc = run_process(cmd);
+    const double ref_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_ref).count();
+    if (rc != 0)
         throw std::runtime_error(fmt::format("the reference (scripts/verify_ref.py) failed with exit code {}; its "
                                              "message is above", rc));
 
@@ -125,6 +133,22 @@ int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::s
     for (const Stage& s : rows) {
         results.push_back(run_stage(s, env));
         print_stage_line(results.back());
+    }
+    // what it cost: the reference's time and peak memory (its manifest) and the engine's (this process)
+    {
+        double ref_mb = 0;
+        try {
+            std::ifstream in(fs::path(out_dir) / "manifest.json");
+            const auto j = nlohmann::json::parse(in);
+            ref_mb = j.value("peak_rss_mb", 0.0);
+        } catch (const std::exception&) {  // a cost line only: never fails the run
+        }
+        rusage ru{};
+        getrusage(RUSAGE_SELF, &ru);
+        const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        fmt::print(stderr, "verify: cost: reference {:.1f} s (peak {:.0f} MB when it last ran, manifest.json); engine: "
+                           "loading and stages {:.1f} s, peak {:.0f} MB\n",
+                   ref_wall, ref_mb, total - ref_wall, static_cast<double>(ru.ru_maxrss) / 1024.0);
     }
     auto meta = collect_meta(LMLAB_SOURCE_DIR, out_dir);
     meta.selection = "verify " + model_path;

@@ -39,6 +39,7 @@ public:
     ConfigJson(json j, std::string path) : j_(std::move(j)), path_(std::move(path)) {}
     const std::string& path() const { return path_; }
     bool has(const char* field) const { return j_.contains(field) && !j_[field].is_null(); }
+    std::string dump(const char* field) const { return has(field) ? j_[field].dump() : "null"; }  // for messages
 
     // A required positive integer. (We do not fall back on transformers' defaults for dimensions:
     // every config.json transformers writes has them, and a guessed n_head would load silently.)
@@ -162,9 +163,9 @@ Config llama_like_config(const ConfigJson& j, Config c) {
     if (act != "silu")
         throw ModelError(fmt::format("{}: hidden_act '{}' is not supported (the SwiGLU feed-forward uses silu)", j.path(), act));
     if (j.has("rope_scaling"))
-        throw ModelError(fmt::format("{}: rope_scaling is set: scaled RoPE (linear, dynamic, yarn, llama3) is not "
+        throw ModelError(fmt::format("{}: rope_scaling is {}: scaled RoPE (linear, dynamic, yarn, llama3) is not "
                                      "implemented; this engine would compute a different model",
-                                     j.path()));
+                                     j.path(), j.dump("rope_scaling")));
     if (j.has("head_dim") && j.size("head_dim") != c.dim / c.n_heads)
         throw ModelError(fmt::format("{}: head_dim {} differs from hidden_size / num_attention_heads = {}; this engine "
                                      "derives head_dim",

@@ -1,0 +1,48 @@
+"""A Hugging Face model directory with random weights in the shape of a real checkpoint, for timing
+`lmlab verify` (and `lmlab generate`) at real sizes without a model hub:
+
+    .venv/bin/python scripts/make_random_hf.py --shape gpt2-124m  --out /tmp/gpt2-124m
+    .venv/bin/python scripts/make_random_hf.py --shape qwen2-0.5b --out /tmp/qwen2-0.5b
+
+The configs are those of the published `gpt2` and `Qwen/Qwen2.5-0.5B` config.json files (the same
+shapes bench/bench.cpp builds in memory); the weights are transformers' own initialisation
+(normal, std initializer_range) from a fixed seed, saved with save_pretrained in float32. Such a
+model computes nothing meaningful, but every matrix has its real size, so time and memory are real.
+"""
+import argparse
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+
+SHAPES = {
+    "gpt2-124m": (GPT2Config, GPT2LMHeadModel,
+                  dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+                       activation_function="gelu_new", layer_norm_epsilon=1e-5, bos_token_id=50256, eos_token_id=50256)),
+    "qwen2-0.5b": (Qwen2Config, Qwen2ForCausalLM,
+                   dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                        rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=False,
+                        sliding_window=32768, max_window_layers=24, hidden_act="silu",
+                        bos_token_id=151643, eos_token_id=151643)),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", required=True, choices=sorted(SHAPES))
+    ap.add_argument("--out", required=True, help="directory to write (config.json + model.safetensors)")
+    ap.add_argument("--seed", type=int, default=20261123)
+    args = ap.parse_args()
+    config_cls, model_cls, fields = SHAPES[args.shape]
+    torch.manual_seed(args.seed)
+    model = model_cls(config_cls(**fields)).eval()
+    n = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(args.out, safe_serialization=True, max_shard_size="10GB")
+    print(f"make_random_hf: {args.shape}: {n / 1e6:.0f}M parameters written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
