@@ -96,6 +96,10 @@ int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::s
     const std::vector<int> prompt = prompt_of(a, m);
     check_request(c, prompt, static_cast<std::size_t>(a.generate));
     const std::string out_dir = fs::absolute(a.out_dir).lexically_normal().string();
+    const std::string golden = (fs::path(LMLAB_SOURCE_DIR) / "golden").lexically_normal().string();
+    if (out_dir == golden || out_dir.rfind(golden + "/", 0) == 0)
+        throw std::runtime_error("--out " + out_dir + " is inside golden/, which holds the exporter's fixtures only; "
+                                 "choose another folder (default: reports/verify/<model>)");
     fmt::print(stderr, "verify: {} ({}, {} layers, dim {}, vocab {}): {}-token prompt, {} greedy tokens; fixtures and "
                        "report in {}\n",
                model_path, arch_name(c.arch), c.n_layers, c.dim, c.vocab_size, prompt.size(), a.generate, out_dir);

@@ -139,6 +139,8 @@ def run_reference(family, model, fmt, prompt, n_new, f64, timings):
         if f64:
             with Phase("float64 truth: llama_ref.py on the same weights, cross-checked in float32", timings):
                 ref = ref_hf_llama.qwen2_to_llama_ref(model)
+                # its KV cache for the positions this run uses, not Qwen2.5's 32768 (1.6 GB in float64)
+                ref.cfg.max_seq_len = len(prompt) + n_new
                 diff, role, rel = ref_hf_llama.cross_check_qwen2(model, ref, tokens)
                 progress(f"llama_ref.py agrees with {type(model).__name__}: max |logits diff| {diff:.3g}, "
                          f"worst intermediate {role} {rel:.3g}")
