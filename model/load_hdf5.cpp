@@ -2,6 +2,8 @@
 // attributes, every tensor by its PyTorch name, each checked against the shape the config demands.
 #include <H5Cpp.h>
 
+#include <cstdint>
+
 #include "model.h"
 #include "tensors.h"
 
@@ -90,22 +92,51 @@ public:
         }
     }
 
-    // vocab_size 0: take the size from the file
+    // A 1-D dataset of `type` with at most `max_n` elements (checked before anything is allocated).
+    template <typename T>
+    std::vector<T> vector(const std::string& name, const H5::PredType& type, std::size_t max_n) const {
+        H5::DataSet ds = file_.openDataSet(name);
+        H5::DataSpace space = ds.getSpace();
+        if (space.getSimpleExtentNdims() != 1)
+            throw ModelError(path_ + ": " + name + " should be one-dimensional");
+        const auto n = static_cast<std::size_t>(space.getSimpleExtentNpoints());
+        if (n > max_n)
+            throw ModelError(path_ + ": " + name + " has " + std::to_string(n) + " elements, more than the " +
+                             std::to_string(max_n) + " it can have here");
+        std::vector<T> data(n);
+        if (n) ds.read(data.data(), type);
+        return data;
+    }
+
+    // vocab_size 0: take the size from the file. The pieces are one byte buffer (piece_bytes, uint8)
+    // cut by offsets (piece_offsets, int64, vocab_size + 1 of them: piece i is bytes [off[i], off[i+1])),
+    // never variable-length strings, whose damage libhdf5 does not survive.
     std::optional<Vocabulary> vocabulary(std::size_t vocab_size) const {
         try {
             if (!file_.nameExists("tokenizer")) return std::nullopt;
-            Vocabulary v;
-            H5::DataSet pieces = file_.openDataSet("tokenizer/pieces");
-            const auto n = static_cast<std::size_t>(pieces.getSpace().getSimpleExtentNpoints());
+            constexpr std::size_t kMaxVocab = std::size_t{1} << 24;  // 16M ids: far beyond any real vocabulary
+            constexpr std::size_t kMaxBytes = std::size_t{1} << 30;
+            const auto offsets = vector<std::int64_t>("tokenizer/piece_offsets", H5::PredType::NATIVE_INT64,
+                                                      vocab_size ? vocab_size + 1 : kMaxVocab + 1);
+            if (offsets.empty())
+                throw ModelError(path_ + ": tokenizer/piece_offsets is empty (expected vocab_size + 1 offsets)");
+            const std::size_t n = offsets.size() - 1;
             if (vocab_size == 0) vocab_size = n;
             if (n != vocab_size)
-                throw ModelError(path_ + ": tokenizer/pieces has " + std::to_string(n) + " entries, expected vocab_size " +
-                                 std::to_string(vocab_size));
-            std::vector<char*> raw(n);
-            H5::StrType type = pieces.getStrType();
-            pieces.read(raw.data(), type);
-            for (char* p : raw) v.pieces.emplace_back(p);
-            H5Dvlen_reclaim(type.getId(), pieces.getSpace().getId(), H5P_DEFAULT, raw.data());
+                throw ModelError(path_ + ": tokenizer/piece_offsets has " + std::to_string(n + 1) + " entries, expected " +
+                                 "vocab_size + 1 = " + std::to_string(vocab_size + 1));
+            const auto bytes = vector<std::uint8_t>("tokenizer/piece_bytes", H5::PredType::NATIVE_UINT8, kMaxBytes);
+            if (offsets[0] != 0 || static_cast<std::uint64_t>(offsets[n]) != bytes.size())
+                throw ModelError(path_ + ": tokenizer/piece_offsets should run from 0 to the size of piece_bytes (" +
+                                 std::to_string(bytes.size()) + "), not from " + std::to_string(offsets[0]) + " to " +
+                                 std::to_string(offsets[n]));
+            Vocabulary v;
+            for (std::size_t i = 0; i < n; ++i) {
+                if (offsets[i + 1] < offsets[i])
+                    throw ModelError(path_ + ": tokenizer/piece_offsets decreases at entry " + std::to_string(i + 1));
+                v.pieces.emplace_back(reinterpret_cast<const char*>(bytes.data()) + offsets[i],
+                                      static_cast<std::size_t>(offsets[i + 1] - offsets[i]));
+            }
             v.scores = tensor("tokenizer/scores", {vocab_size});
             return v;
         } catch (const H5::Exception& e) {

@@ -108,6 +108,10 @@ struct H5Spec {
         pieces = std::move(p);
         return *this;
     }
+    H5Spec& set_offset(std::size_t i, std::int64_t v) {
+        bad_offsets[i] = v;
+        return *this;
+    }
 
     Config config;
     std::string arch = "llama";
@@ -116,7 +120,8 @@ struct H5Spec {
     std::map<std::string, std::vector<hsize_t>> wrong_shape;  // tensors written with another shape
     std::set<std::string> omit_attrs;                         // root attributes not written
     std::set<std::string> retyped_attrs;                      // numbers written as text, text as a number
-    std::vector<std::string> pieces;                          // tokenizer/pieces when not empty
+    std::vector<std::string> pieces;                          // tokenizer/ written when not empty
+    std::map<std::size_t, std::int64_t> bad_offsets;          // piece_offsets entries overwritten
 };
 
 H5::StrType utf8_string() {
@@ -177,18 +182,24 @@ void write_h5(const std::string& path, const H5Spec& s) {
         const H5::DataSpace space(static_cast<int>(shape.size()), shape.data());
         f.createDataSet(tensors[t].name, H5::PredType::IEEE_F32LE, space).write(data.data(), H5::PredType::NATIVE_FLOAT);
     }
-    if (!s.pieces.empty()) {
+    if (!s.pieces.empty()) {  // the exporter's layout: one byte buffer cut by vocab_size + 1 offsets
         H5::Group g = f.createGroup("tokenizer");
-        const hsize_t n = s.pieces.size();
-        const H5::DataSpace space(1, &n);
-        std::vector<const char*> raw;
+        std::string bytes;
+        std::vector<std::int64_t> offsets = {0};
         std::vector<float> scores;
         for (const std::string& p : s.pieces) {
-            raw.push_back(p.c_str());
+            bytes += p;
+            offsets.push_back(static_cast<std::int64_t>(bytes.size()));
             scores.push_back(-static_cast<float>(scores.size()) / 2.0f);
         }
-        g.createDataSet("pieces", utf8_string(), space).write(raw.data(), utf8_string());
-        g.createDataSet("scores", H5::PredType::IEEE_F32LE, space).write(scores.data(), H5::PredType::NATIVE_FLOAT);
+        for (const auto& [i, v] : s.bad_offsets) offsets[i] = v;
+        const hsize_t n = s.pieces.size(), n1 = n + 1, nb = bytes.size();
+        g.createDataSet("piece_bytes", H5::PredType::STD_U8LE, H5::DataSpace(1, &nb))
+            .write(bytes.data(), H5::PredType::NATIVE_UINT8);
+        g.createDataSet("piece_offsets", H5::PredType::STD_I64LE, H5::DataSpace(1, &n1))
+            .write(offsets.data(), H5::PredType::NATIVE_INT64);
+        g.createDataSet("scores", H5::PredType::IEEE_F32LE, H5::DataSpace(1, &n))
+            .write(scores.data(), H5::PredType::NATIVE_FLOAT);
     }
 }
 
@@ -327,10 +338,33 @@ TEST(LoadHdf5, VocabularyIsReadWhenPresent) {
     EXPECT_EQ(v.scores.size(), 5u);
 }
 
+TEST(LoadHdf5, VocabularyKeepsEveryByteOfAPiece) {
+    // bytes plus offsets: a piece may hold a NUL byte or half of a UTF-8 character (byte pieces)
+    TempDir dir;
+    const std::vector<std::string> pieces = {std::string("a\0b", 3), "\xe2", "", "x", "yz"};
+    write_h5(dir.file("v.h5"), H5Spec(h5_config()).set_pieces(pieces));
+    EXPECT_EQ(load_vocabulary_hdf5(dir.file("v.h5")).pieces, pieces);
+}
+
+TEST(LoadHdf5, DamagedVocabularyOffsetsThrow) {
+    // offsets that decrease, do not start at 0, or run past the byte buffer: a ModelError, never a read
+    // outside piece_bytes
+    TempDir dir;
+    const std::vector<std::string> pieces = {"a", "bb", "ccc", "d", "e"};  // offsets 0 1 3 6 7 8
+    write_h5(dir.file("dec.h5"), H5Spec(h5_config()).set_pieces(pieces).set_offset(2, 0));
+    expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("dec.h5")); }, {"piece_offsets decreases at entry 2"});
+    write_h5(dir.file("start.h5"), H5Spec(h5_config()).set_pieces(pieces).set_offset(0, 1));
+    expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("start.h5")); }, {"from 0 to the size of piece_bytes (8)", "from 1"});
+    write_h5(dir.file("end.h5"), H5Spec(h5_config()).set_pieces(pieces).set_offset(5, 1000000));
+    expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("end.h5")); }, {"to 1000000"});
+    write_h5(dir.file("neg.h5"), H5Spec(h5_config()).set_pieces(pieces).set_offset(1, -5));
+    expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("neg.h5")); }, {"decreases at entry 1"});
+}
+
 TEST(LoadHdf5, VocabularyOfTheWrongSizeThrows) {
     TempDir dir;
     write_h5(dir.file("v.h5"), H5Spec(h5_config()).set_pieces({"a", "b", "c"}));
-    expect_error<ModelError>([&] { load_model_hdf5(dir.file("v.h5")); }, {"3 entries", "vocab_size 5"});
+    expect_error<ModelError>([&] { load_model_hdf5(dir.file("v.h5")); }, {"piece_offsets has 4 entries", "vocab_size + 1 = 6"});
 }
 
 TEST(LoadHdf5, MissingTensorNamesItAndItsExpectedShape) {

@@ -491,7 +491,12 @@ def write_model_file(out_dir, rel, model, sha, vocab=None):
         if vocab is not None:
             pieces, scores = vocab
             tg = create_group(f, "tokenizer")
-            tg.create_dataset("pieces", data=[p.encode("utf-8") for p in pieces], dtype=h5py.string_dtype("utf-8"), track_times=False)
+            # the pieces as one byte buffer plus offsets, not variable-length strings: a damaged
+            # vlen string can crash libhdf5 itself inside the read, where no check of ours runs
+            raw = [p.encode("utf-8") for p in pieces]
+            offsets = np.cumsum([0] + [len(b) for b in raw], dtype=np.int64)
+            tg.create_dataset("piece_bytes", data=np.frombuffer(b"".join(raw), dtype=np.uint8), track_times=False)
+            tg.create_dataset("piece_offsets", data=offsets, track_times=False)
             tg.create_dataset("scores", data=np.asarray(scores, dtype=np.float32), track_times=False)
     return os.path.join(out_dir, rel)
 
