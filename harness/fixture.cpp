@@ -1,6 +1,7 @@
 #include "fixture.h"
 
 #include <H5Cpp.h>
+#include <fmt/format.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -9,6 +10,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "model/hdf5_checks.h"
 
 namespace lmlab {
 
@@ -34,15 +37,26 @@ void read_attributes(const H5::H5Object& obj, std::map<std::string, double>& num
                 std::string value;
                 attr.read(type, value);
                 strings[name] = value;
-            } else {
+            } else if (type.isVariableStr()) {
                 std::vector<char*> raw(static_cast<std::size_t>(count));
                 attr.read(type, raw.data());
                 std::string joined;
                 for (std::size_t k = 0; k < raw.size(); ++k) {
                     if (k) joined += ",";
-                    joined += raw[k];
+                    if (raw[k]) joined += raw[k];
                 }
                 H5Dvlen_reclaim(type.getId(), attr.getSpace().getId(), H5P_DEFAULT, raw.data());
+                strings[name] = joined;
+            } else {  // fixed-length strings: count slots of `len` bytes each, NUL-padded
+                const std::size_t len = type.getSize();
+                std::string flat(len * static_cast<std::size_t>(count), '\0');
+                attr.read(type, flat.data());
+                std::string joined;
+                for (std::size_t k = 0; k < static_cast<std::size_t>(count); ++k) {
+                    if (k) joined += ",";
+                    const std::string slot = flat.substr(k * len, len);
+                    joined += slot.substr(0, slot.find('\0'));
+                }
                 strings[name] = joined;
             }
         } else if ((cls == H5T_INTEGER || cls == H5T_FLOAT) && count == 1) {
@@ -54,18 +68,19 @@ void read_attributes(const H5::H5Object& obj, std::map<std::string, double>& num
 }
 
 template <typename T>
-Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5::PredType& type) {
+Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5::PredType& type, const std::string& where) {
     H5::DataSet ds = group.openDataSet(name);
-    H5::DataSpace space = ds.getSpace();
-    const int rank = space.getSimpleExtentNdims();
-    std::vector<hsize_t> dims(static_cast<std::size_t>(rank));
-    space.getSimpleExtentDims(dims.data());
+    const H5T_class_t cls = ds.getTypeClass();
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER)
+        throw FixtureError(where + "/" + name + " is not numeric (HDF5 type class " + std::to_string(cls) + "). " +
+                           regenerate_hint());
+    std::string why;
+    const auto dims = checked_dims(ds, why);  // before allocating: the header may claim anything
+    if (!dims) throw FixtureError(where + "/" + name + ": " + why + ". " + regenerate_hint());
     Array<T> a;
+    a.shape = *dims;
     std::size_t n = 1;
-    for (hsize_t d : dims) {
-        a.shape.push_back(static_cast<std::size_t>(d));
-        n *= static_cast<std::size_t>(d);
-    }
+    for (std::size_t d : a.shape) n *= d;
     a.data.resize(n);
     if (n) ds.read(a.data.data(), type);  // HDF5 converts the stored type to T
     return a;
@@ -73,13 +88,17 @@ Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5:
 
 template <typename T>
 std::map<std::string, Array<T>> read_group(const H5::Group& parent, const std::string& name,
-                                           const H5::PredType& type) {
+                                           const H5::PredType& type, const std::string& where) {
     std::map<std::string, Array<T>> out;
     if (!parent.nameExists(name)) return out;
+    if (parent.childObjType(name) != H5O_TYPE_GROUP)
+        throw FixtureError(where + "/" + name + " should be a group of datasets. " + regenerate_hint());
     H5::Group g = parent.openGroup(name);
     for (hsize_t i = 0; i < g.getNumObjs(); ++i) {
         const std::string member = g.getObjnameByIdx(i);
-        out[member] = read_dataset<T>(g, member, type);
+        if (g.childObjType(member) != H5O_TYPE_DATASET)
+            throw FixtureError(where + "/" + name + "/" + member + " should be a dataset. " + regenerate_hint());
+        out[member] = read_dataset<T>(g, member, type, where + "/" + name);
     }
     return out;
 }
@@ -170,13 +189,16 @@ Fixture read_fixture(const std::string& path) {
         fx.name = fx.strings["fixture"];
         fx.level = fx.strings["level"];
         fx.exporter_sha256 = fx.strings["exporter_sha256"];
-        fx.format_version = static_cast<long>(fx.numbers["format_version"]);
-        if (fx.format_version != kFormatVersion)
-            throw FixtureError(path + ": format_version is " + std::to_string(fx.format_version) + ", this harness reads " +
+        const double version = fx.numbers["format_version"];  // (a double: NaN or 1e300 must not reach a cast)
+        if (version != static_cast<double>(kFormatVersion))
+            throw FixtureError(path + ": format_version is " + fmt::format("{:g}", version) + ", this harness reads " +
                                std::to_string(kFormatVersion) + ". " + regenerate_hint());
+        fx.format_version = kFormatVersion;
         for (hsize_t i = 0; i < file.getNumObjs(); ++i) {
             const std::string name = file.getObjnameByIdx(i);
             if (name.rfind("case_", 0) != 0) continue;
+            if (file.childObjType(name) != H5O_TYPE_GROUP)
+                throw FixtureError(path + ": /" + name + " should be a group. " + regenerate_hint());
             where = "/" + name;
             H5::Group g = file.openGroup(name);
             Case c;
@@ -184,9 +206,9 @@ Fixture read_fixture(const std::string& path) {
             c.name = name;
             read_attributes(g, c.numbers, c.strings);
             c.description = c.strings["description"];
-            c.inputs = read_group<float>(g, "inputs", H5::PredType::NATIVE_FLOAT);
-            c.outputs = read_group<float>(g, "outputs", H5::PredType::NATIVE_FLOAT);
-            c.reference64 = read_group<double>(g, "reference64", H5::PredType::NATIVE_DOUBLE);
+            c.inputs = read_group<float>(g, "inputs", H5::PredType::NATIVE_FLOAT, path + ": " + where);
+            c.outputs = read_group<float>(g, "outputs", H5::PredType::NATIVE_FLOAT, path + ": " + where);
+            c.reference64 = read_group<double>(g, "reference64", H5::PredType::NATIVE_DOUBLE, path + ": " + where);
             if (c.outputs.empty())
                 throw FixtureError(path + ": " + where + "/outputs is missing or empty. " + regenerate_hint());
             fx.cases.push_back(std::move(c));
@@ -226,15 +248,22 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
     } catch (const nlohmann::json::exception& e) {
         throw FixtureError(manifest_path + " is not valid JSON (" + e.what() + "). " + regenerate_hint());
     }
+    if (!manifest.is_object() || !manifest.contains("exporter_sha256") || !manifest["exporter_sha256"].is_string())
+        throw FixtureError(manifest_path + " has no exporter_sha256 string. " + regenerate_hint());
     const std::string current = exporter_sha256(scripts_dir);
-    const std::string recorded = manifest.value("exporter_sha256", "");
+    const std::string recorded = manifest["exporter_sha256"].get<std::string>();
     if (recorded != current)
         throw FixtureError(manifest_path + ": fixtures are stale: made by exporter " + recorded.substr(0, 12) +
                            ", but " + scripts_dir + "/*.py is now " + current.substr(0, 12) + ". " + regenerate_hint());
     if (!manifest.contains("files") || !manifest["files"].is_object() || manifest["files"].empty())
         throw FixtureError(manifest_path + " lists no fixture files. " + regenerate_hint());
     for (const auto& [rel, digest] : manifest["files"].items()) {
-        if (!model_files && fs::path(rel).extension() != ".h5") continue;  // hashing 150 MB of weights per run: only on request
+        const fs::path relp(rel);
+        if (!digest.is_string() || relp.empty() || relp.is_absolute() ||
+            std::find(relp.begin(), relp.end(), fs::path("..")) != relp.end())
+            throw FixtureError(manifest_path + ": entry '" + rel + "' should be a path inside " + golden_dir +
+                               " with a sha256 string. " + regenerate_hint());
+        if (!model_files && relp.extension() != ".h5") continue;  // hashing 150 MB of weights per run: only on request
         const std::string file = (fs::path(golden_dir) / rel).string();
         if (!fs::exists(file)) throw FixtureError(file + " is listed in the manifest but missing. " + regenerate_hint());
         const std::string actual = sha256_file(file);

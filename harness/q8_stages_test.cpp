@@ -18,7 +18,9 @@ TEST(ModelSpec, SuffixAsksForInt8OnLoad) {
     EXPECT_EQ(a.q8_group, 64u);  // llama2.c's default
     EXPECT_EQ(parse_model_spec("shared:m.bin#q8_0,group=4").q8_group, 4u);
     EXPECT_EQ(parse_model_spec("shared:m.bin#q8_0,group=4").path, "shared:m.bin");
-    for (const char* bad : {"m.bin#q4_0", "m.bin#q8_0,group=", "m.bin#q8_0,group=x", "m.bin#"})
+    // group 0 would read as "not quantized"; 20 digits would overflow stoul (std::out_of_range)
+    for (const char* bad : {"m.bin#q4_0", "m.bin#q8_0,group=", "m.bin#q8_0,group=x", "m.bin#", "m.bin#q8_0,group=0",
+                            "m.bin#q8_0,group=99999999999999999999"})
         EXPECT_THROW(parse_model_spec(bad), std::invalid_argument) << bad;
 }
 

@@ -82,8 +82,10 @@ ModelSpec parse_model_spec(const std::string& model) {
     const std::string prefix = "q8_0,group=";
     if (suffix.rfind(prefix, 0) == 0 && suffix.size() > prefix.size() &&
         suffix.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
-        spec.q8_group = std::stoul(suffix.substr(prefix.size()));
-        return spec;
+        const std::string digits = suffix.substr(prefix.size());
+        // at most 6 digits: no stoul overflow; 0 would mean "not quantized" to the caller
+        if (digits.size() <= 6 && (spec.q8_group = std::stoul(digits)) > 0) return spec;
+        throw std::invalid_argument("model '" + model + "': group '" + digits + "' is not a group size (1 to 999999)");
     }
     throw std::invalid_argument("model '" + model + "': unknown suffix '#" + suffix +
                                 "'; known: '#q8_0' (int8 on load, group 64) and '#q8_0,group=N'");

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "hdf5_checks.h"
 #include "model.h"
 #include "tensors.h"
 
@@ -76,15 +77,18 @@ public:
         try {
             if (!file_.nameExists(name))
                 throw ModelError(path_ + ": tensor '" + name + "' is missing (expected shape " + shape_str(shape) + ")");
+            if (file_.childObjType(name) != H5O_TYPE_DATASET)
+                throw ModelError(path_ + ": '" + name + "' should be a dataset (a tensor of shape " + shape_str(shape) + ")");
             H5::DataSet ds = file_.openDataSet(name);
-            H5::DataSpace space = ds.getSpace();
-            std::vector<hsize_t> hdims(static_cast<std::size_t>(space.getSimpleExtentNdims()));
-            space.getSimpleExtentDims(hdims.data());
-            const std::vector<std::size_t> dims(hdims.begin(), hdims.end());
-            if (dims != shape)
-                throw ModelError(path_ + ": tensor '" + name + "' has shape " + shape_str(dims) + ", expected " +
+            if (ds.getTypeClass() != H5T_FLOAT)
+                throw ModelError(path_ + ": tensor '" + name + "' is not stored as floating point");
+            std::string why;
+            const auto dims = checked_dims(ds, why);  // before allocating: the header may claim anything
+            if (!dims) throw ModelError(path_ + ": tensor '" + name + "': " + why);
+            if (*dims != shape)
+                throw ModelError(path_ + ": tensor '" + name + "' has shape " + shape_str(*dims) + ", expected " +
                                  shape_str(shape));
-            std::vector<float> data(numel(dims));
+            std::vector<float> data(numel(*dims));
             ds.read(data.data(), H5::PredType::NATIVE_FLOAT);
             return data;
         } catch (const H5::Exception& e) {
@@ -95,11 +99,16 @@ public:
     // A 1-D dataset of `type` with at most `max_n` elements (checked before anything is allocated).
     template <typename T>
     std::vector<T> vector(const std::string& name, const H5::PredType& type, std::size_t max_n) const {
+        if (!file_.nameExists(name) || file_.childObjType(name) != H5O_TYPE_DATASET)
+            throw ModelError(path_ + ": " + name + " is missing or not a dataset");
         H5::DataSet ds = file_.openDataSet(name);
-        H5::DataSpace space = ds.getSpace();
-        if (space.getSimpleExtentNdims() != 1)
-            throw ModelError(path_ + ": " + name + " should be one-dimensional");
-        const auto n = static_cast<std::size_t>(space.getSimpleExtentNpoints());
+        if (ds.getTypeClass() != H5T_INTEGER)
+            throw ModelError(path_ + ": " + name + " should hold integers");
+        std::string why;
+        const auto dims = checked_dims(ds, why);
+        if (!dims) throw ModelError(path_ + ": " + name + ": " + why);
+        if (dims->size() != 1) throw ModelError(path_ + ": " + name + " should be one-dimensional");
+        const std::size_t n = (*dims)[0];
         if (n > max_n)
             throw ModelError(path_ + ": " + name + " has " + std::to_string(n) + " elements, more than the " +
                              std::to_string(max_n) + " it can have here");

@@ -139,7 +139,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
             }
             continue;
         }
-        auto bad = [&](const std::string& what) {
+        auto bad = [&, &name = name, &v = v](const std::string& what) {  // (explicit: clang 14 cannot capture bindings)
             return ModelError(fmt::format("{}: tensor '{}': {} (entry: {})", path, name, what, v.dump()));
         };
         if (!v.is_object()) throw bad("expected an object with dtype, shape and data_offsets");
