@@ -139,13 +139,13 @@ public:
                 throw ModelError(path_ + ": tokenizer/piece_offsets should run from 0 to the size of piece_bytes (" +
                                  std::to_string(bytes.size()) + "), not from " + std::to_string(offsets[0]) + " to " +
                                  std::to_string(offsets[n]));
-            Vocabulary v;
-            for (std::size_t i = 0; i < n; ++i) {
+            // never decreasing, from 0 to the buffer's size: then every piece lies inside the buffer
+            for (std::size_t i = 0; i < n; ++i)
                 if (offsets[i + 1] < offsets[i])
                     throw ModelError(path_ + ": tokenizer/piece_offsets decreases at entry " + std::to_string(i + 1));
-                v.pieces.emplace_back(reinterpret_cast<const char*>(bytes.data()) + offsets[i],
-                                      static_cast<std::size_t>(offsets[i + 1] - offsets[i]));
-            }
+            Vocabulary v;
+            for (std::size_t i = 0; i < n; ++i)  // (iterators: with every piece empty, data() is null)
+                v.pieces.emplace_back(bytes.begin() + offsets[i], bytes.begin() + offsets[i + 1]);
             v.scores = tensor("tokenizer/scores", {vocab_size});
             return v;
         } catch (const H5::Exception& e) {

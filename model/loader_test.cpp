@@ -346,6 +346,14 @@ TEST(LoadHdf5, VocabularyKeepsEveryByteOfAPiece) {
     EXPECT_EQ(load_vocabulary_hdf5(dir.file("v.h5")).pieces, pieces);
 }
 
+TEST(LoadHdf5, VocabularyOfEmptyPiecesLoads) {
+    // every piece empty: piece_bytes has no bytes at all (found by fuzz_hdf5_model: a null data pointer)
+    TempDir dir;
+    const std::vector<std::string> pieces(5);
+    write_h5(dir.file("v.h5"), H5Spec(h5_config()).set_pieces({"", "", "", "", ""}));
+    EXPECT_EQ(load_vocabulary_hdf5(dir.file("v.h5")).pieces, pieces);
+}
+
 TEST(LoadHdf5, DamagedVocabularyOffsetsThrow) {
     // offsets that decrease, do not start at 0, or run past the byte buffer: a ModelError, never a read
     // outside piece_bytes
@@ -357,6 +365,9 @@ TEST(LoadHdf5, DamagedVocabularyOffsetsThrow) {
     expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("start.h5")); }, {"from 0 to the size of piece_bytes (8)", "from 1"});
     write_h5(dir.file("end.h5"), H5Spec(h5_config()).set_pieces(pieces).set_offset(5, 1000000));
     expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("end.h5")); }, {"to 1000000"});
+    // a spike past the buffer that comes back down: checked before any piece is cut (found by fuzz_hdf5_model)
+    write_h5(dir.file("spike.h5"), H5Spec(h5_config()).set_pieces(pieces).set_offset(1, 1000));
+    expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("spike.h5")); }, {"decreases at entry 2"});
     write_h5(dir.file("neg.h5"), H5Spec(h5_config()).set_pieces(pieces).set_offset(1, -5));
     expect_error<ModelError>([&] { load_vocabulary_hdf5(dir.file("neg.h5")); }, {"decreases at entry 1"});
 }
