@@ -374,9 +374,17 @@ def cases_matvec_q8_0(g):
 
 # ---- Writing ------------------------------------------------------------------------------------
 
+def fixed_utf8(values):
+    """Strings as fixed-length UTF-8 (NUL-padded to the longest), never variable-length: a damaged
+    variable-length string lives in HDF5's global heap and can crash libhdf5 inside the read."""
+    raw = [v.encode("utf-8") for v in values]
+    return np.array(raw, dtype=h5py.string_dtype("utf-8", max([1] + [len(b) for b in raw])))
+
+
 def write_attr(obj, key, value):
     if isinstance(value, str):
-        obj.attrs.create(key, value, dtype=h5py.string_dtype("utf-8"))
+        a = fixed_utf8([value])
+        obj.attrs.create(key, a[0], dtype=a.dtype)
     elif isinstance(value, bool):
         obj.attrs[key] = np.int64(value)
     elif isinstance(value, int):
@@ -384,7 +392,7 @@ def write_attr(obj, key, value):
     elif isinstance(value, float):
         obj.attrs[key] = np.float64(value)
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        obj.attrs.create(key, list(value), dtype=h5py.string_dtype("utf-8"))
+        obj.attrs.create(key, fixed_utf8(value))
     else:
         obj.attrs[key] = np.asarray(value)
 
