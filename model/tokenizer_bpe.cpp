@@ -163,8 +163,8 @@ Json parse_json(const std::string& path, const std::string& hint) {
     const std::string text = read_file(path, hint);
     try {
         return Json::parse(text);
-    } catch (const Json::parse_error& e) {
-        fail(where_of(path), std::string("expected JSON, found a syntax error (") + e.what() + ")");
+    } catch (const Json::exception& e) {  // a syntax error, or a number past double's range (1e999)
+        fail(where_of(path), std::string("expected JSON, found an error (") + e.what() + ")");
     }
 }
 
