@@ -217,7 +217,7 @@ int cmd_check(RunOptions opt, const std::string& golden_dir, const std::string& 
                sum["pass"].get<int>(), fail, error, skipped, sum["not_run"].get<int>());
     if (!no_report) {
         const auto changes = write_report(report_dir, report);
-        fmt::print("report: {}/report.md and report.json\n", report_dir);
+        fmt::print("report: {}/report.html (plots; also report.md, report.json)\n", report_dir);
         if (!changes.empty()) {
             fmt::print("changed since the previous report ({}/report.prev.json):\n", report_dir);
             for (const auto& c : changes) fmt::print("  ! {}\n", c);
@@ -254,10 +254,11 @@ int main(int argc, char** argv) {
 
     check->add_flag("--no-report", no_report, "Do not write report files");
 
-    std::string old_path, new_path;
-    auto* diff = app.add_subcommand("diff", "Compare two report.json files stage by stage");
+    std::string old_path, new_path, diff_page;
+    auto* diff = app.add_subcommand("diff", "Compare two report.json files stage by stage (and write an HTML page)");
     diff->add_option("old", old_path, "Older report.json")->required();
     diff->add_option("new", new_path, "Newer report.json")->required();
+    diff->add_option("--html", diff_page, "Where to write the page (default: diff.html beside NEW)");
 
     auto* verify = app.add_subcommand("verify-fixtures", "Check that the fixtures exist and match the exporter");
     verify->add_option("--golden", golden_dir, "Fixture folder")->capture_default_str();
@@ -371,7 +372,13 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (*diff) {
-            fmt::print("{}", diff_table(load_report(old_path), load_report(new_path)));
+            const auto old_report = load_report(old_path), new_report = load_report(new_path);
+            fmt::print("{}", diff_table(old_report, new_report));
+            if (diff_page.empty()) diff_page = (fs::path(new_path).parent_path() / "diff.html").string();
+            std::ofstream page(diff_page);
+            if (!(page << diff_html(old_report, new_report, old_path, new_path)))
+                throw std::runtime_error(diff_page + ": cannot write the diff page (pass --html PATH)");
+            fmt::print("diff page: {}\n", diff_page);
             return 0;
         }
         if (*ctest_script) {
