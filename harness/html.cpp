@@ -328,6 +328,13 @@ std::string heatmap(const HeatmapSpec& h) {
                                f1(left + h.cell * static_cast<double>(c)), f1(top + ch * static_cast<double>(r)), f1(h.cell),
                                f1(ch), fill, tip);
         }
+    if (h.divider > 0 && h.divider < std::max(h.rows, h.cols)) {
+        const double dx = left + h.cell * static_cast<double>(h.divider), dy = top + ch * static_cast<double>(h.divider);
+        out += fmt::format("<line x1=\"{}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#e65100\" stroke-width=\"1.5\"/>\n", f1(left),
+                           f1(left + grid_w), f1(dy), f1(dy));
+        out += fmt::format("<line x1=\"{}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#e65100\" stroke-width=\"1.5\"/>\n", f1(dx),
+                           f1(dx), f1(top), f1(top + grid_h));
+    }
     // row and column labels: given ones (tokens), else a few indices
     for (std::size_t r = 0; r < h.rows; ++r) {
         if (h.row_labels.empty() && h.rows > 8 && r % ((h.rows + 7) / 8) != 0) continue;

@@ -89,6 +89,7 @@ struct HeatmapSpec {
     double lo = 0, hi = 1;
     double cell = 10;    // pixels per cell (width)
     double cell_h = 0;   // pixels per cell (height); 0: square
+    std::size_t divider = 0;  // > 0: a line after this many rows and columns (e.g. where the prompt ends)
     std::string legend_unit;  // what the colour bar measures
     std::function<std::string(std::size_t, std::size_t)> tooltip;  // per cell hover text (optional)
 };
