@@ -246,8 +246,13 @@ int cmd_check(RunOptions opt, const std::string& golden_dir, const std::string& 
     fmt::print("\n{} stage{}: {} passed, {} failed, {} errors, {} skipped, {} not run\n", n, n == 1 ? "" : "s",
                sum["pass"].get<int>(), fail, error, skipped, sum["not_run"].get<int>());
     if (!no_report) {
+        const auto t0 = std::chrono::steady_clock::now();
         const auto changes = write_report(report_dir, report);
-        fmt::print("report: {}/report.html (plots; also report.md, report.json)\n", report_dir);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::error_code ec;
+        const auto html_bytes = fs::file_size(fs::path(report_dir) / "report.html", ec);
+        fmt::print("report: {}/report.html (plots, {:.0f} KB; also report.md, report.json; written in {:.2f} s)\n", report_dir,
+                   ec ? 0.0 : static_cast<double>(html_bytes) / 1024.0, seconds);
         if (!changes.empty()) {
             fmt::print("changed since the previous report ({}/report.prev.json):\n", report_dir);
             for (const auto& c : changes) fmt::print("  ! {}\n", c);

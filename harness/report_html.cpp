@@ -418,6 +418,9 @@ std::string stage_figures(const json& s, const std::string& prefix) {
         std::string verdict;
         for (const json& o : s["outputs"])
             if (o["output"] == "tokens" && !o["message"].get<std::string>().empty()) verdict = o["message"];
+        for (const json& m : s.value("measurements", json::array()))
+            if (m["name"] == kMeasureTokensMatched && verdict.empty())
+                verdict = fmt::format("{} greedy tokens equal to the reference's ({}).", fmt_num(m["value"]), m["about"].get<std::string>());
         figure(generation_chart(s, prefix + sid + ".gaps"),
                "A small gap means the model hardly prefers its choice: if it is below the logits tolerance (a "
                "near-tie, shaded), float rounding alone can pick the other token, and generation may differ there "
