@@ -1,6 +1,7 @@
 # ctest browser.*: the pages lmlab writes, opened in headless Chromium by scripts/browser/check.py.
-#   cmake -DLMLAB=... -DPYTHON=... -DSOURCE_DIR=... -DWORK_DIR=... -DMODE=report|faulty|trace [...] -P this file
-# report: `lmlab check` (every stage) writes report.html; the page must show report.json's numbers.
+#   cmake -DPYTHON=... -DSOURCE_DIR=... -DMODE=report|faulty|trace [-DLMLAB=... -DWORK_DIR=...] [...] -P this file
+# report: REPORT_DIR holds a full `lmlab check`'s report (plain.check's); report.html must show
+#         report.json's numbers.
 # faulty: LMLAB is the deliberately wrong build (lmlab_faulty: RoPE with the other pairing); its
 #         report.html must show kernel.rope failing with its heatmaps and the stages it blocks as not
 #         run; `lmlab diff FULL_REPORT this` (DIFF_LMLAB, the correct build) writes diff.html, whose
@@ -8,8 +9,10 @@
 # trace:  `lmlab trace --model MODEL [--tokenizer TOKENIZER]` twice: the same bytes; the page must draw
 #         PLOTS heatmaps.
 # Without Chromium the check prints SKIPPED (the tests' SKIP_REGULAR_EXPRESSION).
-file(REMOVE_RECURSE ${WORK_DIR})
-file(MAKE_DIRECTORY ${WORK_DIR})
+if(WORK_DIR)
+  file(REMOVE_RECURSE ${WORK_DIR})
+  file(MAKE_DIRECTORY ${WORK_DIR})
+endif()
 
 function(run)  # run(EXPECT <exit code> <command...>): the command's output is shown, its exit code checked
   cmake_parse_arguments(R "" "EXPECT" "" ${ARGN})
@@ -38,8 +41,7 @@ function(browser_check)  # the page check; exit 77 (no Chromium) ends the test a
 endfunction()
 
 if(MODE STREQUAL "report")
-  run(EXPECT 0 ${LMLAB} check --report ${WORK_DIR})
-  browser_check(--page ${WORK_DIR}/report.html --report ${WORK_DIR}/report.json)
+  browser_check(--page ${REPORT_DIR}/report.html --report ${REPORT_DIR}/report.json)
 elseif(MODE STREQUAL "faulty")
   run(EXPECT 1 ${LMLAB} check --report ${WORK_DIR})
   browser_check(--page ${WORK_DIR}/report.html --report ${WORK_DIR}/report.json --expect-status kernel.rope=fail
