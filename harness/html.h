@@ -66,7 +66,6 @@ public:
     void bar(double x0, double x1, double y, const Style& s, const std::string& title);  // from the axis floor up to y
     void labels(const std::vector<std::string>& names);  // categorical x labels at 0 .. n-1, rotated
     void legend(const Style& s, const std::string& label);
-    void raw(const std::string& svg) { body_ += svg; }
     std::string svg() const;
 
 private:

@@ -430,7 +430,7 @@ int main(int argc, char** argv) {
             if (diff_page.empty()) diff_page = (fs::path(new_path).parent_path() / "diff.html").string();
             std::ofstream page(diff_page);
             if (!(page << diff_html(old_report, new_report, old_path, new_path)))
-                throw std::runtime_error(diff_page + ": cannot write the diff page (pass --html PATH)");
+                throw std::runtime_error(diff_page + ": cannot write the diff page: is its folder there and writable? (--html PATH writes it elsewhere)");
             fmt::print("diff page: {}\n", diff_page);
             return 0;
         }
