@@ -472,14 +472,24 @@ std::string report_html(const json& report) {
     for (const json& s : report["stages"]) stages.push_back(&s);
     b += "<h2>Summary</h2>\n<figure>\n" + summary_chart("summary", stages) + "</figure>\n";
 
+    // Each stage has one anchor, #stage-<id> (the summary chart links there): its section under
+    // "Stages in pictures" when it has plots, else its entry under Problems, else its table row.
+    auto drawn = [](const json& s) {
+        return (s["level"] == "model" || s["level"] == "generation" || s["status"] == "fail") &&
+               (s["status"] == "pass" || s["status"] == "fail") && has_pictures(s);
+    };
+
     b += "<table id=\"stages\">\n<tr><th>stage</th><th>level</th><th>status</th><th>worst max abs</th><th>atol</th><th>rtol</th>"
          "<th>ours/torch vs f64</th><th>mismatched / elements</th></tr>\n";
     for (const json* s : stages) {
         const json& w = (*s)["worst"];
-        b += fmt::format("<tr data-stage=\"{}\" data-status=\"{}\" data-max-abs=\"{}\"><td><a href=\"#stage-{}\">{}</a></td><td>{}</td>"
+        const std::string sid = escape(str((*s)["id"]));
+        const bool anchor_here = !drawn(*s) && (*s)["status"] == "pass";
+        b += fmt::format("<tr{} data-stage=\"{}\" data-status=\"{}\" data-max-abs=\"{}\"><td>{}</td><td>{}</td>"
                          "<td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:g}</td><td class=\"num\">{:g}</td><td class=\"num\">{}</td>"
                          "<td class=\"num\">{} / {}</td></tr>\n",
-                         escape(str((*s)["id"])), escape(str((*s)["status"])), data_number(w["max_abs"]), escape(str((*s)["id"])), escape(str((*s)["id"])),
+                         anchor_here ? " id=\"stage-" + sid + "\"" : "", sid, escape(str((*s)["status"])), data_number(w["max_abs"]),
+                         anchor_here ? sid : "<a href=\"#stage-" + sid + "\">" + sid + "</a>",
                          escape(str((*s)["level"])), status_span((*s)["status"]), fmt_num(w["max_abs"]),
                          (*s)["tolerance"]["atol"].get<double>(), (*s)["tolerance"]["rtol"].get<double>(),
                          fmt_num(w.value("accuracy_ratio", json(nullptr))), (*s)["mismatched"].get<std::size_t>(),
@@ -494,20 +504,20 @@ std::string report_html(const json& report) {
     for (const json* s : stages) {
         const std::string sid = (*s)["id"], status = (*s)["status"];
         if (status == "fail" || status == "error") {
-            problems += fmt::format("<div class=\"problem\" data-stage=\"{}\" data-status=\"{}\"><h3><a href=\"#stage-{}\">{}</a> — {}</h3>\n"
-                                    "<p>{}: {}</p>\n",
-                                    escape(sid), status, escape(sid), escape(sid), status_span(status), escape(str((*s)["fixture"])),
-                                    escape(str((*s)["reason"])));
+            problems += fmt::format("<div class=\"problem\"{} data-stage=\"{}\" data-status=\"{}\"><h3>{} — {}</h3>\n<p>{}: {}</p>\n",
+                                    drawn(*s) ? "" : " id=\"stage-" + escape(sid) + "\"", escape(sid), status,
+                                    drawn(*s) ? "<a href=\"#stage-" + escape(sid) + "\">" + escape(sid) + "</a> (plots below)" : escape(sid),
+                                    status_span(status), escape(str((*s)["fixture"])), escape(str((*s)["reason"])));
             if ((*s)["first_failure"].is_object())
                 problems += "<pre>" + escape((*s)["first_failure"]["message"].get<std::string>()) + "</pre>\n";
             problems += "</div>\n";
         } else if (status == "not_run") {
             ++n_blocked;
-            blocked += fmt::format("<li data-stage=\"{}\" data-status=\"not_run\"><code>{}</code>: {}</li>\n", escape(sid), escape(sid),
+            blocked += fmt::format("<li id=\"stage-{}\" data-stage=\"{}\" data-status=\"not_run\"><code>{}</code>: {}</li>\n", escape(sid), escape(sid), escape(sid),
                                    escape(str((*s)["reason"])));
         } else if (status == "skipped") {
             ++n_skipped;
-            skipped += fmt::format("<li data-stage=\"{}\" data-status=\"skipped\"><code>{}</code>: {}</li>\n", escape(sid), escape(sid),
+            skipped += fmt::format("<li id=\"stage-{}\" data-stage=\"{}\" data-status=\"skipped\"><code>{}</code>: {}</li>\n", escape(sid), escape(sid), escape(sid),
                                    escape(str((*s)["reason"])));
         }
     }
@@ -524,11 +534,7 @@ std::string report_html(const json& report) {
          "generation: the logit gap at each step; failing outputs: where in the tensor the error sits. "
          "Hover a point or a cell for its numbers.</p>\n";
     for (const json* s : stages) {
-        const bool wanted = (*s)["level"] == "model" || (*s)["level"] == "generation" || (*s)["status"] == "fail";
-        if (!wanted || (!has_pictures(*s) && ((*s)["status"] == "pass"))) {
-            b += fmt::format("<span id=\"stage-{}\"></span>\n", escape(str((*s)["id"])));  // the table's link lands here
-            continue;
-        }
+        if (!drawn(*s)) continue;
         b += fmt::format("<section class=\"stage\" id=\"stage-{}\" data-stage=\"{}\"><h3>{} — {}</h3>\n", escape(str((*s)["id"])),
                          escape(str((*s)["id"])), escape(str((*s)["id"])), status_span((*s)["status"]));
         b += stage_figures(*s, "");
@@ -557,9 +563,10 @@ std::string diff_html(const json& old_report, const json& new_report, const std:
     for (const auto& r : rows) {
         const json old_abs = r.old_stage ? (*r.old_stage)["worst"]["max_abs"] : json(nullptr);
         const std::string old_status = r.old_stage ? (*r.old_stage)["status"].get<std::string>() : "-";
-        b += fmt::format("<tr data-stage=\"{}\" data-old-status=\"{}\" data-new-status=\"{}\" data-old-max-abs=\"{}\" data-new-max-abs=\"{}\">"
+        // the summary chart's link #stage-<id>: a flagged stage's plots below, else this row
+        b += fmt::format("<tr{} data-stage=\"{}\" data-old-status=\"{}\" data-new-status=\"{}\" data-old-max-abs=\"{}\" data-new-max-abs=\"{}\">"
                          "<td>{}{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
-                         escape(r.id), escape(old_status), escape(str((*r.new_stage)["status"])), data_number(old_abs),
+                         flagged_ids.count(r.id) ? "" : " id=\"stage-" + escape(r.id) + "\"", escape(r.id), escape(old_status), escape(str((*r.new_stage)["status"])), data_number(old_abs),
                          data_number((*r.new_stage)["worst"]["max_abs"]), flagged_ids.count(r.id) ? "⚑ " : "", escape(r.id),
                          r.old_stage ? status_span(old_status) : "-", status_span((*r.new_stage)["status"]), fmt_num(old_abs),
                          fmt_num((*r.new_stage)["worst"]["max_abs"]), escape(r.ratio));

@@ -224,7 +224,17 @@ TEST(ReportHtml, SummaryStatusesAndProblemsAreInThePage) {
     EXPECT_NE(page.find("data-key=\"not_run\">1<"), std::string::npos);
     EXPECT_NE(page.find("data-key=\"stages\">3<"), std::string::npos);
     EXPECT_NE(page.find("data-stage=\"kernel.rope\" data-status=\"fail\" data-max-abs=\"1.5\""), std::string::npos);
-    EXPECT_NE(page.find("<li data-stage=\"layer.block\" data-status=\"not_run\">"), std::string::npos);
+    EXPECT_NE(page.find("data-stage=\"layer.block\" data-status=\"not_run\"><code>layer.block</code>"), std::string::npos);
+    // one anchor per stage (the summary chart links to #stage-<id>): the failing stage's plots, the
+    // blocked stage's entry under Problems, the passing stage's table row
+    for (const std::string id : {"kernel.rope", "layer.block", "tokenizer.gpt2"}) {
+        const std::string anchor = "id=\"stage-" + id + "\"";
+        const auto first = page.find(anchor);
+        EXPECT_NE(first, std::string::npos) << id;
+        EXPECT_EQ(page.find(anchor, first + 1), std::string::npos) << id << " has two anchors";
+    }
+    EXPECT_NE(page.find("<section class=\"stage\" id=\"stage-kernel.rope\""), std::string::npos);
+    EXPECT_NE(page.find("<tr id=\"stage-tokenizer.gpt2\""), std::string::npos);
     EXPECT_NE(page.find("data-plot=\"kernel.rope.heatmap.case_001.y\""), std::string::npos) << "the failing output's heatmap";
     EXPECT_NE(page.find("data-plot=\"summary\""), std::string::npos);
     // text from the report is escaped: a tokenizer's special token must not become a tag
