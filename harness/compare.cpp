@@ -21,6 +21,22 @@ double ulp_distance(float a, float b) {
     return static_cast<double>(std::llabs(ordered(a) - ordered(b)));
 }
 
+std::size_t ulp_bin(float a, float b) {
+    if (a == b || (std::isnan(a) && std::isnan(b))) return 0;
+    const double d = ulp_distance(a, b);
+    if (std::isinf(d)) return kUlpNanBin;
+    return static_cast<std::size_t>(std::bit_width(static_cast<std::uint64_t>(d)));  // d in [2^(b-1), 2^b) -> b
+}
+
+// d_i of compare(): 0 where equal (or both NaN), else |a - b| (NaN when one is NaN)
+double element_error(float a, float b) {
+    if (a == b || (std::isnan(a) && std::isnan(b))) return 0.0;
+    return std::fabs(static_cast<double>(a) - static_cast<double>(b));
+}
+
+// max that lets NaN win (an error plot must not hide a NaN behind finite values)
+double nan_max(double a, double b) { return (std::isnan(a) || std::isnan(b)) ? NAN : std::max(a, b); }
+
 bool element_matches(float ours, float torch, Tolerance tol) {
     if (!std::isfinite(torch)) return ours == torch || (std::isnan(ours) && std::isnan(torch));
     if (!std::isfinite(ours)) return false;
@@ -54,6 +70,7 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
             m.max_rel_index = i;
         }
         m.max_ulp = std::max(m.max_ulp, same ? 0.0 : ulp_distance(ours[i], torch[i]));
+        ++m.ulp_bins[ulp_bin(ours[i], torch[i])];
         if (std::isfinite(b)) {
             ++n_finite;
             sum_abs += diff;
@@ -87,6 +104,50 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
         else m.accuracy_ratio = m.ours_err64 > 0 ? std::numeric_limits<double>::infinity() : 1.0;
     }
     return m;
+}
+
+RowProfile error_by_row(std::span<const float> ours, std::span<const float> torch, const std::vector<std::size_t>& shape) {
+    RowProfile p;
+    if (shape.size() < 2 || ours.empty()) return p;
+    const std::size_t rows = shape[shape.size() - 2], cols = shape.back();  // rows: the second-to-last dimension
+    if (rows == 0 || cols == 0) return p;
+    p.rows_per_value = (rows + kMaxProfile - 1) / kMaxProfile;
+    p.max_abs.assign((rows + p.rows_per_value - 1) / p.rows_per_value, 0.0);
+    // element i sits at row (i / cols) % rows of its [rows, cols] matrix (leading dimensions repeat it)
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+        double& v = p.max_abs[(i / cols) % rows / p.rows_per_value];
+        v = nan_max(v, element_error(ours[i], torch[i]));
+    }
+    return p;
+}
+
+Heatmap error_heatmap(std::span<const float> ours, std::span<const float> torch, const std::vector<std::size_t>& shape,
+                      std::size_t head_dim) {
+    Heatmap h;
+    const std::size_t n = ours.size();
+    if (n == 0) return h;
+    if (shape.size() >= 2) {
+        h.cols = shape.back();
+        h.rows = h.cols ? n / h.cols : 0;
+    } else if (head_dim > 0 && n % head_dim == 0) {
+        h.rows = n / head_dim;  // heads x head_dim
+        h.cols = head_dim;
+    } else {
+        h.rows = 1;
+        h.cols = n;
+    }
+    if (h.rows == 0 || h.cols == 0) return h;
+    h.block_rows = (h.rows + kMaxHeatmap - 1) / kMaxHeatmap;
+    h.block_cols = (h.cols + kMaxHeatmap - 1) / kMaxHeatmap;
+    h.cell_rows = (h.rows + h.block_rows - 1) / h.block_rows;
+    h.cell_cols = (h.cols + h.block_cols - 1) / h.block_cols;
+    h.cells.assign(h.cell_rows * h.cell_cols, 0.0);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t r = i / h.cols, c = i % h.cols;
+        double& v = h.cells[(r / h.block_rows) * h.cell_cols + c / h.block_cols];
+        v = nan_max(v, element_error(ours[i], torch[i]));
+    }
+    return h;
 }
 
 std::string index_str(std::size_t flat, const std::vector<std::size_t>& shape) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -85,6 +86,101 @@ TEST(Compare, IndexStr) {
     EXPECT_EQ(index_str(5, {7}), "(5,)");
     EXPECT_EQ(index_str(4, {2, 3}), "(1, 1)");
     EXPECT_EQ(index_str(23, {2, 3, 4}), "(1, 2, 3)");
+}
+
+// ---- where the error sits (report.html's plots) ---------------------------------------------------
+
+// x moved up by n representable floats
+float ulps_up(float x, int n) {
+    for (int i = 0; i < n; ++i) x = std::nextafter(x, INFINITY);
+    return x;
+}
+
+TEST(Compare, UlpHistogramBinsByPowersOfTwo) {
+    const float nan = std::nanf("");
+    // distances 0, 0 (both NaN), 1, 2, 3, 4, 7, 8, 2^20, and NaN against a number
+    const std::vector<float> torch = {1, nan, 1, 1, 1, 1, 1, 1, 1, 1};
+    const std::vector<float> ours = {1, nan, ulps_up(1, 1), ulps_up(1, 2), ulps_up(1, 3), ulps_up(1, 4),
+                                     ulps_up(1, 7), ulps_up(1, 8), ulps_up(1, 1 << 20), nan};
+    const Metrics m = compare(ours, torch, {}, {0, 0});
+    std::array<std::size_t, kUlpBins> want{};
+    want[0] = 2;   // equal, and NaN where torch has NaN
+    want[1] = 1;   // 1
+    want[2] = 2;   // 2, 3
+    want[3] = 2;   // 4, 7
+    want[4] = 1;   // 8
+    want[21] = 1;  // 2^20 is in [2^20, 2^21)
+    want[kUlpNanBin] = 1;
+    EXPECT_EQ(m.ulp_bins, want);
+    // the widest distance between two finite floats (-max to +max) still lands in a finite bin
+    const std::vector<float> lo = {-std::numeric_limits<float>::max()}, hi = {std::numeric_limits<float>::max()};
+    EXPECT_EQ(compare(lo, hi, {}, {0, 0}).ulp_bins[32], 1u);
+}
+
+TEST(Compare, ErrorByRowTakesTheSecondToLastDimension) {
+    // [3 positions, 2 features]: row errors 0.5, 1 and NaN (a NaN row must not read as 0)
+    const float nan = std::nanf("");
+    const std::vector<float> torch = {0, 0, 0, 0, 0, 0}, ours = {0, 0.5f, -1, 0, 0, nan};
+    const RowProfile p = error_by_row(ours, torch, {3, 2});
+    ASSERT_EQ(p.max_abs.size(), 3u);
+    EXPECT_EQ(p.rows_per_value, 1u);
+    EXPECT_DOUBLE_EQ(p.max_abs[0], 0.5);
+    EXPECT_DOUBLE_EQ(p.max_abs[1], 1.0);
+    EXPECT_TRUE(std::isnan(p.max_abs[2]));
+    // [2 layers, 2 positions, 1]: position 1's error is the max over both layers
+    const std::vector<float> kv_ref = {0, 0, 0, 0}, kv = {0, 0.25f, 0, 2};
+    const RowProfile q = error_by_row(kv, kv_ref, {2, 2, 1});
+    EXPECT_EQ(q.max_abs, (std::vector<double>{0.0, 2.0}));
+    EXPECT_TRUE(error_by_row(kv, kv_ref, {4}).max_abs.empty()) << "a 1-D output has no rows";
+}
+
+TEST(Compare, ErrorByRowGroupsLongOutputs) {
+    // 130 rows of one element: groups of 3 rows, 44 values; the error at row 129 is in the last group
+    std::vector<float> ours(130, 0.0f);
+    const std::vector<float> torch(130, 0.0f);
+    ours[129] = 3.0f;
+    const RowProfile p = error_by_row(ours, torch, {130, 1});
+    EXPECT_EQ(p.rows_per_value, 3u);
+    ASSERT_EQ(p.max_abs.size(), 44u);
+    EXPECT_DOUBLE_EQ(p.max_abs[43], 3.0);
+    EXPECT_DOUBLE_EQ(p.max_abs[42], 0.0);
+}
+
+TEST(Compare, HeatmapOfOneDimensionalOutputIsHeadsByHeadDim) {
+    // 2 heads x 4: an error at flat index 5 is head 1, element 1
+    std::vector<float> ours(8, 0.0f);
+    const std::vector<float> torch(8, 0.0f);
+    ours[5] = 0.75f;
+    const Heatmap h = error_heatmap(ours, torch, {8}, 4);
+    EXPECT_EQ(h.rows, 2u);
+    EXPECT_EQ(h.cols, 4u);
+    ASSERT_EQ(h.cells.size(), 8u);
+    EXPECT_DOUBLE_EQ(h.cells[1 * 4 + 1], 0.75);
+    EXPECT_DOUBLE_EQ(h.cells[5 - 4], 0.0);
+    const Heatmap strip = error_heatmap(ours, torch, {8});  // no head_dim: one row
+    EXPECT_EQ(strip.cell_rows, 1u);
+    EXPECT_EQ(strip.cell_cols, 8u);
+}
+
+TEST(Compare, HeatmapGroupsIntoAtMost64Cells) {
+    // [3, 130]: columns in blocks of 3 (44 cells), the leading dimensions kept as rows
+    std::vector<float> ours(3 * 130, 0.0f);
+    const std::vector<float> torch(3 * 130, 0.0f);
+    ours[2 * 130 + 128] = -2.0f;  // row 2, column 128 -> cell (2, 42)
+    const Heatmap h = error_heatmap(ours, torch, {3, 130});
+    EXPECT_EQ(h.block_cols, 3u);
+    EXPECT_EQ(h.block_rows, 1u);
+    ASSERT_EQ(h.cell_cols, 44u);
+    ASSERT_EQ(h.cell_rows, 3u);
+    EXPECT_DOUBLE_EQ(h.cells[2 * 44 + 42], 2.0);
+    double total = 0;
+    for (double v : h.cells) total += v;
+    EXPECT_DOUBLE_EQ(total, 2.0) << "one element in error, one cell shows it";
+    // [2, 5, 64]: 10 rows of 64
+    const std::vector<float> z(640, 0.0f);
+    const Heatmap k = error_heatmap(z, z, {2, 5, 64});
+    EXPECT_EQ(k.cell_rows, 10u);
+    EXPECT_EQ(k.cell_cols, 64u);
 }
 
 }  // namespace lmlab

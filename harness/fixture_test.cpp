@@ -5,6 +5,7 @@
 #include <H5Cpp.h>
 
 #include <filesystem>
+#include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -59,6 +60,24 @@ protected:
         return path;
     }
 
+    // A matvec fixture of n cases (W [3, 4] and x [4] all ones, so y = 4): case i's golden y holds
+    // golden_y(i), so a case whose value is not 4 fails in all 3 elements.
+    void write_matvec_cases(std::size_t n, float (*golden_y)(std::size_t)) {
+        H5::H5File f((dir_ / "kernel" / "matvec.h5").string(), H5F_ACC_TRUNC);
+        str_attr(f, "fixture", "kernel/matvec.h5");
+        str_attr(f, "level", "kernel");
+        long version = 1;
+        f.createAttribute("format_version", H5::PredType::STD_I64LE, H5::DataSpace(H5S_SCALAR))
+            .write(H5::PredType::NATIVE_LONG, &version);
+        for (std::size_t i = 0; i < n; ++i) {
+            H5::Group c = f.createGroup(fmt::format("case_{:03d}", i));
+            H5::Group in = c.createGroup("inputs"), out = c.createGroup("outputs");
+            write(in, "W", {3, 4}, 1.0f);
+            write(in, "x", {4}, 1.0f);
+            write(out, "y", {3}, golden_y(i));
+        }
+    }
+
     StageResult run_matvec() {
         for (const Stage& s : stages())
             if (std::string(s.id) == "kernel.matvec") return run_stage(s, {dir_.string(), ""});
@@ -75,6 +94,30 @@ TEST_F(FixtureFiles, WellFormedFixturePasses) {
     const StageResult r = run_matvec();
     EXPECT_EQ(r.status, "pass") << r.reason;
     EXPECT_EQ(r.n_elements, 3u);
+}
+
+TEST_F(FixtureFiles, HeatmapsForTheFirstFailingOutputsOnly) {
+    // case 0 passes, cases 1..10 fail by 1 in every element: heatmaps for cases 1..8 (kMaxHeatmapsPerStage)
+    write_matvec_cases(11, [](std::size_t i) { return i == 0 ? 4.0f : 5.0f; });
+    const StageResult r = run_matvec();
+    ASSERT_EQ(r.status, "fail") << r.reason;
+    ASSERT_EQ(r.outputs.size(), 11u);
+    ASSERT_EQ(kMaxHeatmapsPerStage, 8u);
+    EXPECT_FALSE(r.outputs[0].heatmap) << "a passing output gets no heatmap";
+    for (std::size_t i = 1; i <= 8; ++i) {
+        ASSERT_TRUE(r.outputs[i].heatmap) << i;
+        const Heatmap& h = *r.outputs[i].heatmap;
+        EXPECT_EQ(h.cell_rows, 1u);  // y [3], no head_dim: one row
+        EXPECT_EQ(h.cell_cols, 3u);
+        EXPECT_EQ(h.cells, (std::vector<double>{1.0, 1.0, 1.0})) << "|4 - 5| everywhere";
+        EXPECT_EQ(r.outputs[i].heatmap_cols, "element");
+    }
+    EXPECT_FALSE(r.outputs[9].heatmap) << "only the first 8 failing outputs";
+    EXPECT_FALSE(r.outputs[10].heatmap);
+    // 4 and 5 are 2^21 float steps apart (exponent 2, 23-bit mantissa: a step of 2^-21): bin 22
+    EXPECT_EQ(r.outputs[1].metrics.ulp_bins[22], 3u);
+    EXPECT_EQ(r.outputs[0].metrics.ulp_bins[0], 3u);
+    EXPECT_TRUE(r.outputs[1].by_row.max_abs.empty()) << "a 1-D output has no rows";
 }
 
 TEST_F(FixtureFiles, MissingFileNamesFileAndCommand) {

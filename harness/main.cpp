@@ -6,7 +6,9 @@
 //   lmlab generate [--prompt TEXT]   run a model: text in, streamed text out
 //   lmlab tokenize [FILE|-]          show how text becomes token ids
 //   lmlab verify --model PATH        run the reference on your checkpoint, report layer by layer
+//   lmlab trace --prompt TEXT        attention heatmaps and top-5 predictions as a page (trace.html)
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
@@ -26,6 +28,7 @@
 #include "report.h"
 #include "runner.h"
 #include "stages.h"
+#include "trace.h"
 #include "verify.h"
 
 namespace fs = std::filesystem;
@@ -58,30 +61,17 @@ struct GenerateArgs {
     std::size_t group = 64;    // its group size
 };
 
-int cmd_generate(const GenerateArgs& a) {
-    Model model = load_model(a.model_path);
-    constexpr double kMB = 1e6;
-    if (!a.quantize.empty()) {  // int8 on load; the float weights are freed
-        const double before = static_cast<double>(weight_bytes(model));
-        model = quantize_model(std::move(model), a.group);
-        const double after = static_cast<double>(weight_bytes(model));
-        fmt::print(stderr, "quantized to Q8_0 (group {}): weights {:.2f} MB -> {:.2f} MB ({:.0f}%)\n", a.group,
-                   before / kMB, after / kMB, 100.0 * after / before);
-    } else if (model.quantized()) {
-        fmt::print(stderr, "int8 weights from the file (Q8_0, group {}): {:.2f} MB\n", model.tok_embeddings_q8.group,
-                   static_cast<double>(weight_bytes(model)) / kMB);
-    }
-    const Config& c = model.config;
-    // A tokenizer found beside the model that this engine cannot read (e.g. a SentencePiece-style
-    // tokenizer.json with byte_fallback) is not fatal for --prompt-ids: say why and go on without it.
+// The tokenizer that comes with the model and the prompt's ids, for generate and trace: --prompt-ids
+// as given, --prompt encoded (ChatML with --chat), neither: BOS alone. A tokenizer found beside the
+// model that this engine cannot read (e.g. a SentencePiece-style tokenizer.json with byte_fallback)
+// is not fatal for --prompt-ids: it says why and goes on without one.
+std::pair<std::optional<TextTokenizer>, std::vector<int>> tokenizer_and_prompt(const Model& model, const GenerateArgs& a) {
     std::optional<TextTokenizer> tok;
-    std::string no_tokenizer_why;
     try {
         tok = find_tokenizer(model, a.tokenizer_path);
     } catch (const ModelError& e) {
         if (!a.tokenizer_path.empty() || !a.has_prompt_ids) throw;
-        no_tokenizer_why = e.what();
-        fmt::print(stderr, "lmlab: no usable tokenizer with the model ({}); printing ids\n", no_tokenizer_why);
+        fmt::print(stderr, "lmlab: no usable tokenizer with the model ({}); printing ids\n", e.what());
     }
     std::vector<int> prompt;
     if (a.has_prompt_ids) {
@@ -97,6 +87,24 @@ int cmd_generate(const GenerateArgs& a) {
     } else {
         prompt = {1};  // BOS
     }
+    return {std::move(tok), std::move(prompt)};
+}
+
+int cmd_generate(const GenerateArgs& a) {
+    Model model = load_model(a.model_path);
+    constexpr double kMB = 1e6;
+    if (!a.quantize.empty()) {  // int8 on load; the float weights are freed
+        const double before = static_cast<double>(weight_bytes(model));
+        model = quantize_model(std::move(model), a.group);
+        const double after = static_cast<double>(weight_bytes(model));
+        fmt::print(stderr, "quantized to Q8_0 (group {}): weights {:.2f} MB -> {:.2f} MB ({:.0f}%)\n", a.group,
+                   before / kMB, after / kMB, 100.0 * after / before);
+    } else if (model.quantized()) {
+        fmt::print(stderr, "int8 weights from the file (Q8_0, group {}): {:.2f} MB\n", model.tok_embeddings_q8.group,
+                   static_cast<double>(weight_bytes(model)) / kMB);
+    }
+    const Config& c = model.config;
+    auto [tok, prompt] = tokenizer_and_prompt(model, a);
     // default: up to 256 new tokens, fewer when the context is nearly full (generate()
     // reports a prompt that does not fit at all)
     const std::size_t room = c.max_seq_len > prompt.size() ? c.max_seq_len - prompt.size() : 1;
@@ -134,6 +142,28 @@ int cmd_generate(const GenerateArgs& a) {
                result.n_prompt, result.prompt_seconds, static_cast<double>(result.n_prompt) / std::max(result.prompt_seconds, 1e-9),
                result.tokens.size(), result.generate_seconds,
                static_cast<double>(result.tokens.size()) / std::max(result.generate_seconds, 1e-9), result.stop_reason);
+    return 0;
+}
+
+// lmlab trace: the attention weights of every layer and head over the prompt and the greedy tokens,
+// and the top-5 at every step, as a page (harness/trace.h).
+int cmd_trace(const GenerateArgs& a, const std::string& out_path) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!a.has_prompt && !a.has_prompt_ids)
+        throw std::invalid_argument("lmlab trace needs a prompt: --prompt TEXT or --prompt-ids IDS");
+    const Model model = load_model(a.model_path);
+    const auto [tok, prompt] = tokenizer_and_prompt(model, a);
+    std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
+    stops.insert(stops.end(), model.eos_token_ids.begin(), model.eos_token_ids.end());
+    const AttentionTrace t = trace_attention(model, prompt, static_cast<std::size_t>(a.max_new_tokens), stops);
+    const std::string page = trace_html(t, model, tok ? &*tok : nullptr, a.model_path, a.has_prompt ? a.prompt_text : "");
+    if (fs::path(out_path).has_parent_path()) fs::create_directories(fs::path(out_path).parent_path());
+    std::ofstream out(out_path);
+    if (!(out << page)) throw std::runtime_error(out_path + ": cannot write the trace page (pass --out PATH)");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    fmt::print("trace: {} ({:.0f} KB: {} layers x {} heads over {} positions, {} steps; {:.2f} s)\n", out_path,
+               static_cast<double>(page.size()) / 1024.0, model.config.n_layers, model.config.n_heads, t.tokens.size(),
+               t.steps.size(), seconds);
     return 0;
 }
 
@@ -188,8 +218,13 @@ int cmd_check(RunOptions opt, const std::string& golden_dir, const std::string& 
     fmt::print("\n{} stage{}: {} passed, {} failed, {} errors, {} skipped, {} not run\n", n, n == 1 ? "" : "s",
                sum["pass"].get<int>(), fail, error, skipped, sum["not_run"].get<int>());
     if (!no_report) {
+        const auto t0 = std::chrono::steady_clock::now();
         const auto changes = write_report(report_dir, report);
-        fmt::print("report: {}/report.md and report.json\n", report_dir);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::error_code ec;
+        const auto html_bytes = fs::file_size(fs::path(report_dir) / "report.html", ec);
+        fmt::print("report: {}/report.html (plots, {:.0f} KB; also report.md, report.json; written in {:.2f} s)\n", report_dir,
+                   ec ? 0.0 : static_cast<double>(html_bytes) / 1024.0, seconds);
         if (!changes.empty()) {
             fmt::print("changed since the previous report ({}/report.prev.json):\n", report_dir);
             for (const auto& c : changes) fmt::print("  ! {}\n", c);
@@ -226,10 +261,11 @@ int main(int argc, char** argv) {
 
     check->add_flag("--no-report", no_report, "Do not write report files");
 
-    std::string old_path, new_path;
-    auto* diff = app.add_subcommand("diff", "Compare two report.json files stage by stage");
+    std::string old_path, new_path, diff_page;
+    auto* diff = app.add_subcommand("diff", "Compare two report.json files stage by stage (and write an HTML page)");
     diff->add_option("old", old_path, "Older report.json")->required();
     diff->add_option("new", new_path, "Newer report.json")->required();
+    diff->add_option("--html", diff_page, "Where to write the page (default: diff.html beside NEW)");
 
     auto* verify = app.add_subcommand("verify-fixtures", "Check that the fixtures exist and match the exporter");
     verify->add_option("--golden", golden_dir, "Fixture folder")->capture_default_str();
@@ -272,6 +308,22 @@ int main(int argc, char** argv) {
         ->needs(opt_quantize)
         ->capture_default_str();
 
+    GenerateArgs tr;
+    tr.model_path = default_model_path();
+    tr.max_new_tokens = 8;
+    std::string trace_out = (fs::path(report_dir) / "trace.html").string();
+    auto* trace = app.add_subcommand("trace", "Attention weights per layer and head, and the top-5 next tokens per step, as a page");
+    trace->add_option("--model", tr.model_path, "A model as for generate")->capture_default_str();
+    trace->add_option("--tokenizer", tr.tokenizer_path, "As for generate (default: the one that comes with the model)");
+    auto* tr_prompt = trace->add_option("--prompt", tr.prompt_text, "Prompt text (encoded as generate does)");
+    auto* tr_prompt_ids = trace->add_option("--prompt-ids", tr.prompt_ids, "Prompt as token ids, e.g. 1,403,407")->excludes(tr_prompt);
+    trace->add_flag("--chat", tr.chat, "Wrap the prompt in the ChatML template (Qwen)");
+    trace->add_flag("--allow-special", tr.allow_special, "Recognise special tokens such as <|endoftext|> in the prompt");
+    trace->add_option("--max-new-tokens", tr.max_new_tokens, "Greedy tokens to generate")
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    trace->add_option("--out", trace_out, "The page")->capture_default_str();
+
     TokenizeArgs tk;
     tk.model_path = default_model_path();
     auto* tokenize = app.add_subcommand("tokenize", "Encode text into token ids (JSON array)");
@@ -307,7 +359,7 @@ int main(int argc, char** argv) {
     // The kernel path and threads, the same options for check and generate (model/forward.h).
     bool plain = false;
     int threads = 1;
-    for (CLI::App* sub : {check, generate, verify_model}) {
+    for (CLI::App* sub : {check, generate, verify_model, trace}) {
         sub->add_flag("--plain", plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
         sub->add_option("--threads", threads, "Threads for the fast kernels (results are bit-identical for any count)")
             ->check(CLI::Range(1, 256))
@@ -319,6 +371,8 @@ int main(int argc, char** argv) {
     set_kernel_threads(threads);
     gen.has_prompt = opt_prompt->count() > 0;
     gen.has_prompt_ids = opt_prompt_ids->count() > 0;
+    tr.has_prompt = tr_prompt->count() > 0;
+    tr.has_prompt_ids = tr_prompt_ids->count() > 0;
 
     try {
         if (*list) {
@@ -343,7 +397,13 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (*diff) {
-            fmt::print("{}", diff_table(load_report(old_path), load_report(new_path)));
+            const auto old_report = load_report(old_path), new_report = load_report(new_path);
+            fmt::print("{}", diff_table(old_report, new_report));
+            if (diff_page.empty()) diff_page = (fs::path(new_path).parent_path() / "diff.html").string();
+            std::ofstream page(diff_page);
+            if (!(page << diff_html(old_report, new_report, old_path, new_path)))
+                throw std::runtime_error(diff_page + ": cannot write the diff page: is its folder there and writable? (--html PATH writes it elsewhere)");
+            fmt::print("diff page: {}\n", diff_page);
             return 0;
         }
         if (*ctest_script) {
@@ -371,6 +431,7 @@ int main(int argc, char** argv) {
             return cmd_verify(va, scripts_dir, LMLAB_PYTHON, shared_dir);
         }
         if (*tokenize) return cmd_tokenize(tk);
+        if (*trace) return cmd_trace(tr, trace_out);
         if (*check) return cmd_check(opt, golden_dir, shared_dir, report_dir, scripts_dir, no_report);
     } catch (const std::exception& e) {
         fmt::print(stderr, "lmlab: {}\n", e.what());

@@ -336,9 +336,31 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     }
     std::vector<float> token_values(n_new, -1.0f);  // -1: not generated (stopped early)
     for (std::size_t i = 0; i < tokens.size(); ++i) token_values[i] = static_cast<float>(tokens[i]);
-    return {{"tokens", "tokens", token_values, note, Tolerance{0.0, 0.0}},
-            {"logits", "logits", full},
-            {"topk_logits", "topk_logits", top}};
+    std::vector<StageOutput> outs = {{"tokens", "tokens", token_values, note, Tolerance{0.0, 0.0}},
+                                     {"logits", "logits", full},
+                                     {"topk_logits", "topk_logits", top}};
+
+    // The same verdict at every step, as series for report.html's plot: how close the reference's
+    // two best tokens are (a gap under the threshold is a near-tie), and our gap between those two ids.
+    std::vector<float> ref_gap(n_new), our_gap(n_new), threshold(n_new);
+    const auto& ref_top = c.outputs.at("topk_logits").data;  // [n_new, k], largest first
+    for (std::size_t i = 0; i < n_new; ++i) {
+        ref_gap[i] = ref_top[i * k] - ref_top[i * k + 1];
+        our_gap[i] = top[i * k] - top[i * k + 1];
+        threshold[i] = static_cast<float>(env.tol.atol + env.tol.rtol * std::fabs(ref_top[i * k]));
+    }
+    auto series = [](const char* name, std::vector<float> values, const char* about) {
+        return StageOutput{name, "", std::move(values), about, std::nullopt, std::nullopt, true};
+    };
+    outs.push_back(series(kSeriesReferenceGap, std::move(ref_gap),
+                          "per step: the reference's largest logit minus its second largest (topk_logits)"));
+    outs.push_back(series(kSeriesOurGap, std::move(our_gap),
+                          "per step: our logits at those two ids, teacher-forced on the reference's tokens"));
+    outs.push_back(series(kSeriesTieThreshold, std::move(threshold),
+                          "per step: the stage's logits tolerance at the top-1 logit; a smaller gap is a near-tie"));
+    outs.push_back({kMeasureTokensMatched, "", {static_cast<float>(matched)},
+                    fmt::format("of {}: our greedy tokens equal the reference's up to here", n_new)});
+    return outs;
 }
 
 // ---- int8 (Q8_0) ------------------------------------------------------------------------------------

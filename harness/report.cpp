@@ -38,21 +38,10 @@ json num(double v) {
     return v;
 }
 
-double as_double(const json& v) {
-    if (v.is_number()) return v.get<double>();
-    if (v.is_string()) {
-        const auto s = v.get<std::string>();
-        if (s == "inf") return INFINITY;
-        if (s == "-inf") return -INFINITY;
-        return NAN;
-    }
-    return 0;
-}
-
-std::string fmt_num(const json& v) {
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_null()) return "-";
-    return fmt::format("{:.3g}", v.get<double>());
+json numbers(const std::vector<double>& values) {
+    json a = json::array();
+    for (double v : values) a.push_back(num(v));
+    return a;
 }
 
 json metrics_json(const Metrics& m) {
@@ -70,6 +59,10 @@ json metrics_json(const Metrics& m) {
               {"cosine", num(m.cosine)},
               {"max_ulp", num(m.max_ulp)},
               {"worst", {{"ours", num(m.ours_at_worst)}, {"torch", num(m.torch_at_worst)}}}};
+    // the histogram up to its last non-empty bin (most outputs are within a few ulps)
+    std::size_t used = kUlpBins;
+    while (used > 1 && m.ulp_bins[used - 1] == 0) --used;
+    j["ulp_histogram"] = std::vector<std::size_t>(m.ulp_bins.begin(), m.ulp_bins.begin() + static_cast<std::ptrdiff_t>(used));
     if (m.has_reference64)
         j["vs_float64"] = {{"ours_max_abs", num(m.ours_err64)},
                            {"torch_max_abs", num(m.torch_err64)},
@@ -78,6 +71,23 @@ json metrics_json(const Metrics& m) {
 }
 
 }  // namespace
+
+double as_double(const json& v) {
+    if (v.is_number()) return v.get<double>();
+    if (v.is_string()) {
+        const auto s = v.get<std::string>();
+        if (s == "inf") return INFINITY;
+        if (s == "-inf") return -INFINITY;
+        return NAN;
+    }
+    return 0;
+}
+
+std::string fmt_num(const json& v) {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_null()) return "-";
+    return fmt::format("{:.3g}", v.get<double>());
+}
 
 RunMeta collect_meta(const std::string& source_dir, const std::string& golden_dir) {
     RunMeta m;
@@ -133,18 +143,33 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
             s["first_failure"] = {{"case", f.case_name}, {"output", f.output}, {"message", f.message}};
         }
         json outs = json::array();
-        for (const OutputResult& o : r.outputs)
-            outs.push_back({{"case", o.case_name},
-                            {"description", o.case_description},
-                            {"output", o.output},
-                            {"golden", o.golden},
-                            {"shape", o.shape},
-                            {"passed", o.metrics.passed()},
-                            {"compared_with", o.compared_with.empty() ? "outputs" : o.compared_with},
-                            {"tolerance", {{"atol", o.tol.atol}, {"rtol", o.tol.rtol}}},
-                            {"metrics", metrics_json(o.metrics)},
-                            {"message", o.message}});
+        for (const OutputResult& o : r.outputs) {
+            json out = {{"case", o.case_name},
+                        {"description", o.case_description},
+                        {"output", o.output},
+                        {"golden", o.golden},
+                        {"shape", o.shape},
+                        {"passed", o.metrics.passed()},
+                        {"compared_with", o.compared_with.empty() ? "outputs" : o.compared_with},
+                        {"tolerance", {{"atol", o.tol.atol}, {"rtol", o.tol.rtol}}},
+                        {"metrics", metrics_json(o.metrics)},
+                        {"message", o.message}};
+            if (!o.by_row.max_abs.empty())
+                out["error_by_row"] = {{"max_abs", numbers(o.by_row.max_abs)}, {"rows_per_value", o.by_row.rows_per_value}};
+            if (o.heatmap) {
+                const Heatmap& h = *o.heatmap;
+                out["heatmap"] = {{"rows", h.rows}, {"cols", h.cols}, {"block_rows", h.block_rows}, {"block_cols", h.block_cols},
+                                  {"cell_rows", h.cell_rows}, {"cell_cols", h.cell_cols}, {"row_axis", o.heatmap_rows},
+                                  {"col_axis", o.heatmap_cols}, {"max_abs", numbers(h.cells)}};
+            }
+            outs.push_back(std::move(out));
+        }
         s["outputs"] = outs;
+        if (!r.series.empty()) {
+            json ser = json::array();
+            for (const Series& x : r.series) ser.push_back({{"name", x.name}, {"values", numbers(x.values)}, {"about", x.about}});
+            s["series"] = ser;
+        }
         if (!r.measurements.empty()) {
             json ms = json::array();
             for (const Measurement& m : r.measurements)
@@ -313,26 +338,34 @@ std::vector<std::string> compare_reports(const json& old_report, const json& new
     return lines;
 }
 
-std::string diff_table(const json& old_report, const json& new_report) {
+std::vector<StageChange> stage_changes(const json& old_report, const json& new_report) {
     std::map<std::string, const json*> old_stages;
     for (const json& s : old_report["stages"]) old_stages[s["id"].get<std::string>()] = &s;
+    std::vector<StageChange> rows;
+    for (const json& s : new_report["stages"]) {
+        const auto it = old_stages.find(s["id"].get<std::string>());
+        const json* o = it == old_stages.end() ? nullptr : it->second;
+        const double a = o ? as_double((*o)["worst"]["max_abs"]) : 0, b = as_double(s["worst"]["max_abs"]);
+        rows.push_back({s["id"], o, &s,
+                        !o                                 ? "new"
+                        : std::isnan(a) || std::isnan(b)   ? (std::isnan(a) && std::isnan(b) ? "=" : "nan")
+                        : std::isinf(a) || std::isinf(b)   ? (a == b ? "=" : "inf")
+                        : a > 0                            ? fmt::format("{:.2f}x", b / a)
+                        : b > 0                            ? "from 0"
+                                                           : "="});
+    }
+    return rows;
+}
+
+std::string diff_table(const json& old_report, const json& new_report) {
     std::string out = fmt::format("{:<32} {:>9} {:>9} {:>11} {:>11} {:>8}\n", "stage", "old", "new", "old max abs",
                                   "new max abs", "ratio");
-    for (const json& s : new_report["stages"]) {
-        const std::string id = s["id"];
-        const auto it = old_stages.find(id);
-        const std::string old_status = it == old_stages.end() ? "-" : (*it->second)["status"].get<std::string>();
-        const json old_abs = it == old_stages.end() ? json(nullptr) : (*it->second)["worst"]["max_abs"];
-        const double a = as_double(old_abs), b = as_double(s["worst"]["max_abs"]);
-        out += fmt::format("{:<32} {:>9} {:>9} {:>11} {:>11} {:>8}\n", id, old_status, s["status"].get<std::string>(),
-                           fmt_num(old_abs), fmt_num(s["worst"]["max_abs"]),
-                           it == old_stages.end()             ? "new"
-                           : std::isnan(a) || std::isnan(b)   ? (std::isnan(a) && std::isnan(b) ? "=" : "nan")
-                           : std::isinf(a) || std::isinf(b)   ? (a == b ? "=" : "inf")
-                           : a > 0                            ? fmt::format("{:.2f}x", b / a)
-                           : b > 0                            ? "from 0"
-                                                              : "=");
-    }
+    for (const StageChange& c : stage_changes(old_report, new_report))
+        out += fmt::format("{:<32} {:>9} {:>9} {:>11} {:>11} {:>8}\n", c.id,
+                           c.old_stage ? (*c.old_stage)["status"].get<std::string>() : "-",
+                           (*c.new_stage)["status"].get<std::string>(),
+                           fmt_num(c.old_stage ? (*c.old_stage)["worst"]["max_abs"] : json(nullptr)),
+                           fmt_num((*c.new_stage)["worst"]["max_abs"]), c.ratio);
     const auto flagged = compare_reports(old_report, new_report);
     out += flagged.empty() ? "no stage changed status or grew its worst error more than 2x\n" : "flagged:\n";
     for (const auto& l : flagged) out += "  " + l + "\n";
@@ -344,8 +377,10 @@ json load_report(const std::string& path) {
     if (!in) throw std::runtime_error(path + ": cannot open report");
     try {
         json j = json::parse(in);
-        if (!j.contains("schema_version") || j["schema_version"] != kReportSchemaVersion || !j.contains("stages"))
-            throw std::runtime_error("unexpected schema_version (this lmlab reads " +
+        // version 1 lacks only the plot data (a report from before report.html): still comparable
+        if (!j.contains("schema_version") || !j["schema_version"].is_number_integer() || j["schema_version"].get<int>() < 1 ||
+            j["schema_version"].get<int>() > kReportSchemaVersion || !j.contains("stages"))
+            throw std::runtime_error("unexpected schema_version (this lmlab reads 1 to " +
                                      std::to_string(kReportSchemaVersion) + ")");
         return j;
     } catch (const json::exception& e) {
@@ -426,6 +461,7 @@ std::vector<std::string> write_report(const std::string& dir, const json& report
     }
     std::ofstream(current) << to_write.dump(2) << "\n";
     std::ofstream(fs::path(dir) / "report.md") << report_markdown(to_write);
+    std::ofstream(fs::path(dir) / "report.html") << report_html(to_write);
     return changes;
 }
 

@@ -8,6 +8,7 @@
 #include <exception>
 #include <filesystem>
 #include <fmt/format.h>
+#include <tuple>
 
 namespace lmlab {
 
@@ -46,6 +47,18 @@ std::string attribution(const StageResult& r, const OutputResult& f) {
     return "";
 }
 
+// What a heatmap's rows and columns are, for its axis labels: a model stage's outputs are stacked
+// over positions ([positions, features], the KV cache [layers, positions, kv_dim]), generation's
+// over steps; a 1-D output split into rows is heads x head_dim (error_heatmap).
+std::pair<std::string, std::string> heatmap_axes(const std::string& level, const std::vector<std::size_t>& shape,
+                                                 std::size_t rows, std::size_t cols) {
+    if (shape.size() <= 1) return {rows > 1 ? "head" : "", rows > 1 ? "element of the head" : "element"};
+    const std::string last = fmt::format("dim {} ({})", shape.size() - 1, cols);
+    if (level == "model") return {shape.size() == 2 ? "position" : "layer, position", "feature (vocabulary id for logits)"};
+    if (level == "generation") return {"step", "vocabulary id, or the reference's top-k rank"};
+    return {shape.size() == 2 ? "dim 0" : fmt::format("dims 0..{}", shape.size() - 2), last};
+}
+
 }  // namespace
 
 StageResult run_stage(const Stage& stage, const StageEnv& env) {
@@ -81,8 +94,13 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         if (fx.name != stage.fixture)
             throw FixtureError(fx.path + ": root attribute fixture is '" + fx.name + "', expected '" + stage.fixture +
                                "'. " + regenerate_hint());
+        std::size_t n_heatmaps = 0;
         for (const Case& c : fx.cases) {
             for (StageOutput& out : stage.run(fx, c, stage_env)) {
+                if (out.golden.empty() && out.series) {  // a series: reported whole, not compared
+                    r.series.push_back({out.name, std::vector<double>(out.data.begin(), out.data.end()), out.note});
+                    continue;
+                }
                 if (out.golden.empty()) {  // a measurement: reported, not compared
                     const double v = out.data.size() == 1 ? out.data[0] : NAN;
                     r.measurements.push_back({out.name, v, out.note});
@@ -126,6 +144,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                 o.shape = golden.shape;
                 o.tol = out.tol.value_or(stage.tol);
                 o.metrics = compare(out.data, golden.data, truth, o.tol);
+                std::vector<float> rounded;  // the truth rounded to float32, when the case compares with it
                 if (const auto cw = c.strings.find("compare_with"); cw != c.strings.end() && cw->second == "reference64") {
                     // The exporter marked this case: PyTorch's float32 answer is itself far from the
                     // truth here (e.g. LayerNorm of 1e4 ± 1e-2, where a float32 mean cancels), so the
@@ -134,12 +153,22 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                     if (truth.empty())
                         throw FixtureError(fx.path + ": /" + c.name + " compares with reference64/" + out.golden +
                                            ", which is missing. " + regenerate_hint());
-                    const std::vector<float> rounded(truth.begin(), truth.end());
+                    rounded.assign(truth.begin(), truth.end());
                     const Metrics vs_torch = o.metrics;
                     o.metrics = compare(out.data, rounded, truth, o.tol);
                     o.metrics.torch_err64 = vs_torch.torch_err64;
                     o.metrics.accuracy_ratio = vs_torch.accuracy_ratio;
                     o.compared_with = "reference64";
+                }
+                // where the error sits, against what the tolerance was applied to
+                const std::span<const float> against = rounded.empty() ? std::span<const float>(golden.data) : rounded;
+                o.by_row = error_by_row(out.data, against, o.shape);
+                if (!o.metrics.passed() && n_heatmaps < kMaxHeatmapsPerStage) {
+                    const auto hd = c.numbers.find("head_dim");  // a kernel case of heads (rope): heads x head_dim
+                    const std::size_t head_dim = hd != c.numbers.end() && hd->second > 0 ? static_cast<std::size_t>(hd->second) : 0;
+                    o.heatmap = error_heatmap(out.data, against, o.shape, head_dim);
+                    std::tie(o.heatmap_rows, o.heatmap_cols) = heatmap_axes(stage.level, o.shape, o.heatmap->rows, o.heatmap->cols);
+                    ++n_heatmaps;
                 }
                 if (!o.metrics.passed()) {
                     o.message = mismatch_message(o.metrics, o.shape, o.tol);

@@ -22,6 +22,21 @@ struct OutputResult {
     Metrics metrics;
     std::string message;           // assert_close-style text when it mismatched, else empty
     std::string compared_with;     // "" (PyTorch's float32 output) or "reference64" (the case asks for the truth)
+    // For report.html: where the error sits (compare.h). by_row for outputs of 2+ dimensions; the
+    // heatmap for the first kMaxHeatmapsPerStage failing outputs of a stage only.
+    RowProfile by_row;
+    std::optional<Heatmap> heatmap;
+    std::string heatmap_rows, heatmap_cols;  // what the heatmap's rows and columns are ("position", "feature")
+};
+
+inline constexpr std::size_t kMaxHeatmapsPerStage = 8;
+
+// A series a stage reports (StageOutput::series): one value per step, e.g. the generation stages'
+// logit gaps.
+struct Series {
+    std::string name;
+    std::vector<double> values;
+    std::string about;
 };
 
 // A number a stage measured rather than compared (StageOutput with an empty golden): e.g. the
@@ -49,6 +64,7 @@ struct StageResult {
     std::size_t n_mismatch = 0, n_elements = 0;
     std::optional<std::size_t> first_failure;  // index into outputs, in pipeline order
     std::vector<Measurement> measurements;     // in the order the stage returned them
+    std::vector<Series> series;                // likewise
 };
 
 struct RunOptions {

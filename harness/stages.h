@@ -28,7 +28,20 @@ struct StageOutput {
     // compare only rows [first, second) of the golden output's first dimension (e.g. the positions
     // before an int8 rounding tie); data then holds just those rows. Default: the whole output.
     std::optional<std::pair<std::size_t, std::size_t>> rows = {};
+    // with an empty golden: data is a series, one number per step, reported whole
+    // (StageResult::series, report.json's stages[].series, plotted in report.html), never judged
+    bool series = false;
 };
+
+// The series the generation stages report (stage_generation_greedy), one value per step; report.html
+// plots them by these names: the gap between the reference's two most likely tokens, our gap
+// between the same two ids (teacher-forced on the reference's tokens), and the near-tie threshold
+// (the logits tolerance at that step: a gap below it can flip under float rounding).
+inline constexpr const char* kSeriesReferenceGap = "reference top-1 - top-2 logit";
+inline constexpr const char* kSeriesOurGap = "ours: logit of the reference's top-1 - top-2 id";
+inline constexpr const char* kSeriesTieThreshold = "near-tie threshold (atol + rtol |top-1|)";
+// and the measurement of where our greedy tokens first differ (= the step count when they never do)
+inline constexpr const char* kMeasureTokensMatched = "greedy tokens equal before the first difference";
 
 // Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
 // "skipped" with the reason, never as a failure.

@@ -18,6 +18,7 @@ packages=(
   python3 python3-venv python3-torch python3-h5py python3-numpy  # the PyTorch reference exporter
   python3-sentencepiece                                  # tokenizer reference (SentencePiece itself)
   bible-kjv bible-kjv-text                               # public-domain text for the default vocabulary
+  chromium                        # the browser test: report.html and trace.html opened headless (ctest -L browser)
 )
 
 missing=()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: install what is missing, build (which exports the golden fixtures), run every
-# stage against them, write reports/report.{json,md} and print the summary.
+# stage against them, write reports/report.{json,md,html} and print the summary.
 #   bash scripts/run.sh [extra arguments for `lmlab check`, e.g. --stage 'kernel.*']
 set -euo pipefail
 cd "$(dirname "$0")/.."
