@@ -49,10 +49,10 @@ wait
   echo "|---|---|---|---|---|---|"
   for t in "${TARGETS[@]}"; do
     log=$OUT/logs/$t.log
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-    secs=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -1 | awk '{print $2}')
-    corpus=$(ls "$OUT/corpus/$t" | wc -l)
-    found=$(ls "$OUT/artifacts/$t" | wc -l)
-    echo "| $t | ${execs:-?} | $SECONDS_PER_TARGET | ${secs:-?} | $corpus | $found |"
+    execs=$(awk '/stat::number_of_executed_units:/ {n = $2} END {print n}' "$log")
+    rate=$(awk '/stat::average_exec_per_sec:/ {n = $2} END {print n}' "$log")
+    corpus=$(find "$OUT/corpus/$t" -type f | wc -l)
+    found=$(find "$OUT/artifacts/$t" -type f 2>/dev/null | wc -l)
+    echo "| $t | ${execs:-?} | $SECONDS_PER_TARGET | ${rate:-?} | $corpus | $found |"
   done
 } | tee "$OUT/summary.md"
