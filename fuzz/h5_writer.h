@@ -3,7 +3,8 @@
 // libhdf5 would test libhdf5's parser (which lmlab trusts, see README "What lmlab checks in a file");
 // a well-formed file with hostile contents tests our checks: attributes of the wrong kind or absurd
 // value, datasets of any rank, type and shape, datasets that claim far more elements than they store
-// (chunked, never written: the header says 2^40 floats, the file holds none), strings of either kind.
+// (chunked, never written: the header says 2^40 floats, the file holds none), datasets stored in an
+// external file (/dev/zero), strings of either kind.
 #pragma once
 
 #include <H5Cpp.h>
@@ -88,7 +89,15 @@ public:
             const int rank = in_.ConsumeIntegralInRange(0, 3);
             for (int i = 0; i < rank; ++i) dims.push_back(in_.ConsumeIntegralInRange<hsize_t>(0, 7));
         }
-        const int kind = in_.ConsumeIntegralInRange(0, 5);
+        const int kind = in_.ConsumeIntegralInRange(0, 6);
+        if (kind == 6) {  // data "stored" in another file: a header may point at /dev/zero with any extent
+            std::vector<hsize_t> ext = dims.empty() ? std::vector<hsize_t>{1} : dims;
+            if (in_.ConsumeBool()) ext[0] = hsize_t{1} << in_.ConsumeIntegralInRange(20, 30);
+            H5::DSetCreatPropList plist;
+            plist.setExternal("/dev/zero", 0, H5F_UNLIMITED);
+            loc.createDataSet(name, H5::PredType::IEEE_F32LE, H5::DataSpace(static_cast<int>(ext.size()), ext.data()), plist);
+            return;
+        }
         if (kind == 5) {  // claims a huge extent, stores no data
             std::vector<hsize_t> huge = dims.empty() ? std::vector<hsize_t>{1} : dims;
             huge[0] = hsize_t{1} << in_.ConsumeIntegralInRange(20, 40);

@@ -72,9 +72,11 @@ std::string pass_summary(const std::vector<StageResult>& results) {
 }  // namespace
 
 std::string default_verify_dir(const std::string& reports_dir, const std::string& model_path) {
-    fs::path p = fs::path(model_path).lexically_normal();
-    if (p.filename().empty()) p = p.parent_path();  // "dir/" -> "dir"
-    return (fs::path(reports_dir) / "verify" / p.stem()).string();
+    // absolute first: "..", "." or "dir/" must name the model's folder, not climb out of reports/verify
+    fs::path p = fs::absolute(model_path).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();
+    const std::string name = p.stem().string();
+    return (fs::path(reports_dir) / "verify" / (name.empty() || name == ".." ? "model" : name)).string();
 }
 
 int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::string& python,

@@ -18,6 +18,15 @@ namespace lmlab {
 // The dataset's dims and element count, or nullopt with `why` set when the count overflows or the
 // file stores fewer bytes than the count of elements of its stored type needs.
 inline std::optional<std::vector<std::size_t>> checked_dims(const H5::DataSet& ds, std::string& why) {
+    // Only data stored in this file: an external-storage dataset reports the size its header declares
+    // and reads any local file (/dev/zero, ...); a virtual dataset maps other files. lmlab writes neither.
+    const H5::DSetCreatPropList plist = ds.getCreatePlist();
+    const H5D_layout_t layout = plist.getLayout();
+    if ((layout != H5D_CONTIGUOUS && layout != H5D_CHUNKED && layout != H5D_COMPACT) ||
+        H5Pget_external_count(plist.getId()) != 0) {
+        why = "its data is not stored in this file (external or virtual storage), which lmlab never writes";
+        return std::nullopt;
+    }
     const H5::DataSpace space = ds.getSpace();
     const int rank = space.getSimpleExtentNdims();
     std::vector<hsize_t> hdims(static_cast<std::size_t>(rank > 0 ? rank : 0));

@@ -162,7 +162,7 @@ private:
 
 Vocabulary load_vocabulary_hdf5(const std::string& path) {
     auto v = Reader(path).vocabulary(0);
-    if (!v) throw ModelError(path + ": has no vocabulary (group tokenizer/ with pieces and scores)");
+    if (!v) throw ModelError(path + ": has no vocabulary (group tokenizer/ with piece_bytes, piece_offsets and scores)");
     return *v;
 }
 

@@ -247,7 +247,11 @@ Model load_model_hf(const std::string& dir) {
         std::ifstream in(config_path);
         if (!in) throw ModelError(fmt::format("{}: cannot open (a Hugging Face model directory has config.json)", config_path));
         try {
-            raw = json::parse(in);
+            // a depth limit: dump() in our error messages recurses (200000 nested '[' overflow the stack)
+            raw = json::parse(in, [&](int depth, json::parse_event_t, json&) {
+                if (depth > 64) throw ModelError(fmt::format("{}: JSON nested deeper than 64 levels", config_path));
+                return true;
+            });
         } catch (const json::exception& e) {
             throw ModelError(fmt::format("{}: not valid JSON ({})", config_path, e.what()));
         }

@@ -512,6 +512,16 @@ TEST(LoadHf, Gpt2ConfigVariantsMapped) {
     EXPECT_EQ(m.layers[1].w_down.w.size(), C * 16);
 }
 
+TEST(LoadHfBad, DeeplyNestedConfigIsRefusedNotACrash) {
+    // 200000 nested arrays parse fine, but printing one in an error message (json::dump recurses)
+    // overflowed the stack: config.json is refused past 64 levels (found by review; the fuzzers cap
+    // inputs at 64 KB)
+    TempDir d;
+    std::ofstream(d.file("config.json")) << R"({"model_type": "qwen2", "hidden_size": )" << std::string(200000, '[')
+                                         << std::string(200000, ']') << "}";
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "nested deeper than 64 levels"});
+}
+
 // -- sharded
 
 // Layer 0 and the embeddings in shard 1, the rest in shard 2, and the index mapping them.

@@ -338,6 +338,22 @@ TEST(LoadHdf5, VocabularyIsReadWhenPresent) {
     EXPECT_EQ(v.scores.size(), 5u);
 }
 
+TEST(LoadHdf5, ExternalStorageIsRefusedBeforeAnyAllocation) {
+    // a dataset whose data lives in another file: its header may declare 2^24 x 64 floats read from
+    // /dev/zero; getStorageSize() reports the declared size, so the layout itself is refused (found by review)
+    TempDir dir;
+    write_h5(dir.file("ext.h5"), H5Spec(h5_config()).omit_tensor("tok_embeddings.weight"));
+    {
+        H5::H5File f(dir.file("ext.h5"), H5F_ACC_RDWR);
+        H5::DSetCreatPropList plist;
+        plist.setExternal("/dev/zero", 0, H5F_UNLIMITED);
+        const hsize_t dims[2] = {5, 8};  // the shape the config asks for
+        f.createDataSet("tok_embeddings.weight", H5::PredType::IEEE_F32LE, H5::DataSpace(2, dims), plist);
+    }
+    expect_error<ModelError>([&] { load_model_hdf5(dir.file("ext.h5")); },
+                             {"tok_embeddings.weight", "not stored in this file"});
+}
+
 TEST(LoadHdf5, VocabularyKeepsEveryByteOfAPiece) {
     // bytes plus offsets: a piece may hold a NUL byte or half of a UTF-8 character (byte pieces)
     TempDir dir;

@@ -159,10 +159,17 @@ std::string read_file(const std::string& path, const std::string& hint) {
     return data;
 }
 
+constexpr int kMaxJsonDepth = 64;  // real tokenizer files nest about 6 levels
+
 Json parse_json(const std::string& path, const std::string& hint) {
     const std::string text = read_file(path, hint);
     try {
-        return Json::parse(text);
+        // a depth limit: dump() in our error messages recurses, and 200000 nested '[' would overflow the stack
+        return Json::parse(text, [&](int depth, Json::parse_event_t, Json&) {
+            if (depth > kMaxJsonDepth)
+                fail(where_of(path), "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels: not a tokenizer file");
+            return true;
+        });
     } catch (const Json::exception& e) {  // a syntax error, or a number past double's range (1e999)
         fail(where_of(path), std::string("expected JSON, found an error (") + e.what() + ")");
     }

@@ -373,6 +373,8 @@ TEST(BpeTokenizerGpt2Files, Errors) {
     expect_error([&] { BpeTokenizer::load_gpt2(bad, merges); }, {"bad_encoder.json", "expected JSON"});
     write_file(bad, R"({"a": 8E888})");  // a number past double's range: nlohmann throws out_of_range, not parse_error
     expect_error([&] { BpeTokenizer::load_gpt2(bad, merges); }, {"bad_encoder.json", "expected JSON", "number overflow"});
+    write_file(bad, std::string(200000, '[') + std::string(200000, ']'));  // dump() in a message would overflow the stack
+    expect_error([&] { BpeTokenizer::load_gpt2(bad, merges); }, {"bad_encoder.json", "nested deeper than 64 levels"});
     write_file(bad, "[1, 2]");
     expect_error([&] { BpeTokenizer::load_gpt2(bad, merges); }, {"expected a JSON object", "[1,2]"});
     write_file(bad, R"({"a": 0, "b": 0})");

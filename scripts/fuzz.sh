@@ -53,6 +53,7 @@ wait
     rate=$(awk '/stat::average_exec_per_sec:/ {n = $2} END {print n}' "$log")
     corpus=$(find "$OUT/corpus/$t" -type f | wc -l)
     found=$(find "$OUT/artifacts/$t" -type f 2>/dev/null | wc -l)
-    echo "| $t | ${execs:-?} | $SECONDS_PER_TARGET | ${rate:-?} | $corpus | $found |"
+    secs=$(awk '/^Done [0-9]+ runs in [0-9]+ second/ {n = $5} END {print n}' "$log")  # less when it stopped at a finding
+    echo "| $t | ${execs:-?} | ${secs:-?} | ${rate:-?} | $corpus | $found |"
   done
 } | tee "$OUT/summary.md"
