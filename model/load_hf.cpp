@@ -21,6 +21,7 @@
 #include <set>
 #include <string_view>
 
+#include "json_depth.h"
 #include "model.h"
 #include "safetensors.h"
 #include "tensors.h"
@@ -247,9 +248,8 @@ Model load_model_hf(const std::string& dir) {
         std::ifstream in(config_path);
         if (!in) throw ModelError(fmt::format("{}: cannot open (a Hugging Face model directory has config.json)", config_path));
         try {
-            // a depth limit: dump() in our error messages recurses (200000 nested '[' overflow the stack)
             raw = json::parse(in, [&](int depth, json::parse_event_t, json&) {
-                if (depth > 64) throw ModelError(fmt::format("{}: JSON nested deeper than 64 levels", config_path));
+                check_json_depth(depth, config_path);
                 return true;
             });
         } catch (const json::exception& e) {

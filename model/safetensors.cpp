@@ -1,5 +1,7 @@
 #include "safetensors.h"
 
+#include "json_depth.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -115,8 +117,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     json header;
     try {
         header = json::parse(text, [&](int depth, json::parse_event_t event, json& parsed) {
-            // a depth limit: dump() in our error messages recurses, deep nesting would overflow the stack
-            if (depth > 64) throw ModelError(fmt::format("{}: the header's JSON is nested deeper than 64 levels", path));
+            check_json_depth(depth, path + ": the header");
             if (depth == 1 && event == json::parse_event_t::key && !seen.insert(parsed.get<std::string>()).second)
                 duplicate = parsed.get<std::string>();
             return true;
@@ -271,7 +272,7 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open_dir(const std::string& dir) {
         if (!in) throw ModelError(fmt::format("{}: cannot open", c.source_));
         try {
             j = json::parse(in, [&](int depth, json::parse_event_t, json&) {
-                if (depth > 64) throw ModelError(fmt::format("{}: JSON nested deeper than 64 levels", c.source_));
+                check_json_depth(depth, c.source_);
                 return true;
             });
         } catch (const json::exception& e) {

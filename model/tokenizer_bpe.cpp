@@ -1,4 +1,5 @@
 #include "tokenizer_bpe.h"
+#include "json_depth.h"
 #include "utf8.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -159,15 +160,11 @@ std::string read_file(const std::string& path, const std::string& hint) {
     return data;
 }
 
-constexpr int kMaxJsonDepth = 64;  // real tokenizer files nest about 6 levels
-
 Json parse_json(const std::string& path, const std::string& hint) {
     const std::string text = read_file(path, hint);
     try {
-        // a depth limit: dump() in our error messages recurses, and 200000 nested '[' would overflow the stack
         return Json::parse(text, [&](int depth, Json::parse_event_t, Json&) {
-            if (depth > kMaxJsonDepth)
-                fail(where_of(path), "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels: not a tokenizer file");
+            check_json_depth(depth, where_of(path));
             return true;
         });
     } catch (const Json::exception& e) {  // a syntax error, or a number past double's range (1e999)
