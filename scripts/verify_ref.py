@@ -151,15 +151,14 @@ def run_reference(family, model, fmt, prompt, n_new, f64, timings):
     else:  # llama2.c: llama_ref, token by token
         with Phase(f"float32 forward of {len(prompt)} tokens, every intermediate", timings):
             out32, cache32 = eg.forward_outputs(model, tokens)
-        with Phase(f"greedy generation of {n_new} tokens", timings):
-            gen_tokens, logits32 = llama_ref.greedy(model, tokens, n_new)
+        with Phase(f"greedy generation of {n_new} tokens" + (", float64 logits teacher-forced" if f64 else ""), timings):
+            if f64:  # the exporter's own generation reference: greedy in float32, the same tokens in float64
+                gen_tokens, logits32, logits64 = eg.generation_outputs(model, tokens, n_new)
+            else:
+                gen_tokens, logits32 = llama_ref.greedy(model, tokens, n_new)
         if f64:
-            with Phase("float64 copy, forward and teacher-forced generation logits", timings):
-                m64 = eg.as64(model)
-                out64, cache64 = eg.forward_outputs(m64, tokens)
-                seq = torch.cat([tokens, torch.tensor(gen_tokens[:-1], dtype=torch.long)])
-                values64, _ = llama_ref.run_tokens(m64, seq, torch.float64)
-                logits64 = values64["logits"][len(prompt) - 1:]
+            with Phase("float64 copy and forward", timings):
+                out64, cache64 = eg.forward_outputs(eg.as64(model), tokens)
     return out32, out64, cache32, cache64, gen_tokens, logits32, logits64
 
 
