@@ -154,52 +154,98 @@ void matmul_xwt(std::span<const float> X, std::span<const float> W, std::span<fl
         }
 }
 
+namespace {
+// The running state of one query's online softmax (see attention_tiled in kernels.h).
+// Invariant after each tile: out = Σ_{t so far} exp(s_t - m)·v_t and l = Σ exp(s_t - m), m the
+// running max. Dividing by l at the end gives softmax(s)·V without ever holding all the scores.
+struct OnlineSoftmax {
+    float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
+};
+
+// One tile of n <= kAttentionTile positions: keys row t at k + t·stride, values likewise. The only
+// arithmetic of the tiled kernels: attention_tiled and attention_paged both call it tile by tile
+// on the same numbers in the same order, which is why they give the same bits.
+void attend_tile(const float* q, std::size_t head_dim, float scale, const float* k, const float* v, std::size_t n,
+                 std::size_t stride, OnlineSoftmax& st, float* out) {
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    float p[kAttentionTile];  // this tile's scores, then its weights exp(s - m): the only buffer
+    // scores of kRows keys at a time (q is loaded once for them): matvec_fast's reduction
+    for (std::size_t t = 0; t < n; t += kRows) dot_block(k + t * stride, stride, q, head_dim, p + t, std::min(kRows, n - t));
+    float tile_max = kNegInf;
+    for (std::size_t t = 0; t < n; ++t) {
+        p[t] *= scale;
+        tile_max = std::max(tile_max, p[t]);
+    }
+    const float m_new = std::max(st.m, tile_max);
+    if (m_new == kNegInf) return;  // every score so far is -inf (masked): nothing to add yet
+    // m only grows; when this tile raises it, what was summed so far was weighted by exp(s - m_old)
+    // and must now be weighted by exp(s - m_new): multiply by exp(m_old - m_new) <= 1 (0 on the
+    // first contributing tile, where m_old = -inf and out, l are still 0; exactly 1 if m did not move)
+    const float rescale = std::exp(st.m - m_new);
+    for (std::size_t t = 0; t < n; ++t) p[t] = std::exp(p[t] - m_new);  // exp(-inf) = 0: masked keys vanish
+    st.l = st.l * rescale + sum_lanes(p, n);
+    // out = out·rescale + Σ_t p[t]·v_t: 16 columns at a time, then 8, then one by one
+    std::size_t d = 0;
+    for (; d + 2 * kLanes <= head_dim; d += 2 * kLanes) add_tile_values<2>(p, n, v + d, stride, rescale, &out[d]);
+    for (; d + kLanes <= head_dim; d += kLanes) add_tile_values<1>(p, n, v + d, stride, rescale, &out[d]);
+    for (; d < head_dim; ++d) {
+        float acc = 0.0f;
+        for (std::size_t t = 0; t < n; ++t) acc += p[t] * v[t * stride + d];
+        out[d] = out[d] * rescale + acc;
+    }
+    st.m = m_new;
+}
+
+float attention_scale(std::size_t head_dim) { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim))); }
+}  // namespace
+
 void attention_tiled(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
                      std::size_t n_pos, std::size_t stride, std::span<float> out) {
     const std::size_t head_dim = q.size();
     require(n_pos >= 1 && out.size() == head_dim, "attention_tiled", "need n_pos >= 1 and out of head_dim elements");
     require(keys.size() >= (n_pos - 1) * stride + head_dim && values.size() >= (n_pos - 1) * stride + head_dim,
             "attention_tiled", "keys/values too short for n_pos rows of the given stride");
-    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
-
-    // Invariant after each tile: out = Σ_{t so far} exp(s_t - m)·v_t and l = Σ exp(s_t - m), m the
-    // running max. Dividing by l at the end gives softmax(s)·V without ever holding all the scores.
-    float m = kNegInf, l = 0.0f;
+    OnlineSoftmax st;
     std::fill(out.begin(), out.end(), 0.0f);
-    float p[kAttentionTile];  // this tile's scores, then its weights exp(s - m): the only buffer
+    for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile)
+        attend_tile(q.data(), head_dim, attention_scale(head_dim), keys.data() + t0 * stride,
+                    values.data() + t0 * stride, std::min(kAttentionTile, n_pos - t0), stride, st, out.data());
+    // l >= 1 (the max term is exp(0)); all scores -inf leaves l = 0 and NaN, as softmax gives
+    for (std::size_t d = 0; d < head_dim; ++d) out[d] /= st.l;
+}
+
+void attention_paged(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
+                     std::span<const std::uint32_t> page_table, std::size_t page_size, std::size_t n_pos,
+                     std::size_t stride, std::span<float> out) {
+    const std::size_t head_dim = q.size();
+    require(n_pos >= 1 && out.size() == head_dim, "attention_paged", "need n_pos >= 1 and out of head_dim elements");
+    require(page_size >= 1 && page_table.size() * page_size >= n_pos, "attention_paged",
+            "the page table must cover n_pos positions");
+    require(head_dim <= kPagedMaxHeadDim, "attention_paged", "head_dim above kPagedMaxHeadDim");
+    for (std::size_t i = 0; i * page_size < n_pos; ++i)  // every page read lies inside the pool
+        require(keys.size() >= ((std::size_t{page_table[i]} + 1) * page_size - 1) * stride + head_dim &&
+                    values.size() >= ((std::size_t{page_table[i]} + 1) * page_size - 1) * stride + head_dim,
+                "attention_paged", "a page of the table lies outside keys/values");
+    // position t lives in page page_table[t / page_size], row t % page_size of it
+    const auto row = [&](std::size_t t) { return (page_table[t / page_size] * page_size + t % page_size) * stride; };
+    OnlineSoftmax st;
+    std::fill(out.begin(), out.end(), 0.0f);
+    // a tile that straddles pages is first copied into contiguous rows (exact: copies change no bit)
+    float k_tile[kAttentionTile * kPagedMaxHeadDim], v_tile[kAttentionTile * kPagedMaxHeadDim];
     for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile) {
         const std::size_t n = std::min(kAttentionTile, n_pos - t0);
-        // scores of kRows keys at a time (q is loaded once for them): matvec_fast's reduction
-        for (std::size_t t = 0; t < n; t += kRows)
-            dot_block(keys.data() + (t0 + t) * stride, stride, q.data(), head_dim, p + t, std::min(kRows, n - t));
-        float tile_max = kNegInf;
+        if (t0 / page_size == (t0 + n - 1) / page_size) {  // one page: read in place
+            attend_tile(q.data(), head_dim, attention_scale(head_dim), keys.data() + row(t0), values.data() + row(t0), n,
+                        stride, st, out.data());
+            continue;
+        }
         for (std::size_t t = 0; t < n; ++t) {
-            p[t] *= scale;
-            tile_max = std::max(tile_max, p[t]);
+            std::copy_n(keys.data() + row(t0 + t), head_dim, k_tile + t * head_dim);
+            std::copy_n(values.data() + row(t0 + t), head_dim, v_tile + t * head_dim);
         }
-        const float m_new = std::max(m, tile_max);
-        if (m_new == kNegInf) continue;  // every score so far is -inf (masked): nothing to add yet
-        // m only grows; when this tile raises it, what was summed so far was weighted by exp(s - m_old)
-        // and must now be weighted by exp(s - m_new): multiply by exp(m_old - m_new) <= 1 (0 on the
-        // first contributing tile, where m_old = -inf and out, l are still 0; exactly 1 if m did not move)
-        const float rescale = std::exp(m - m_new);
-        for (std::size_t t = 0; t < n; ++t) p[t] = std::exp(p[t] - m_new);  // exp(-inf) = 0: masked keys vanish
-        l = l * rescale + sum_lanes(p, n);
-        // out = out·rescale + Σ_t p[t]·v_t: 16 columns at a time, then 8, then one by one
-        const float* v = values.data() + t0 * stride;
-        std::size_t d = 0;
-        for (; d + 2 * kLanes <= head_dim; d += 2 * kLanes) add_tile_values<2>(p, n, v + d, stride, rescale, &out[d]);
-        for (; d + kLanes <= head_dim; d += kLanes) add_tile_values<1>(p, n, v + d, stride, rescale, &out[d]);
-        for (; d < head_dim; ++d) {
-            float acc = 0.0f;
-            for (std::size_t t = 0; t < n; ++t) acc += p[t] * v[t * stride + d];
-            out[d] = out[d] * rescale + acc;
-        }
-        m = m_new;
+        attend_tile(q.data(), head_dim, attention_scale(head_dim), k_tile, v_tile, n, head_dim, st, out.data());
     }
-    // l >= 1 (the max term is exp(0)); all scores -inf leaves l = 0 and NaN, as softmax gives
-    for (std::size_t d = 0; d < head_dim; ++d) out[d] /= l;
+    for (std::size_t d = 0; d < head_dim; ++d) out[d] /= st.l;
 }
 
 }  // namespace lmlab

@@ -396,6 +396,81 @@ TEST(AttentionTiled, WrongShapesThrow) {
     EXPECT_THROW(attention_tiled(q, k, std::span<const float>(v).first(7), 2, 4, out), std::invalid_argument);
 }
 
+// ---- attention_paged -----------------------------------------------------------------------------
+
+namespace {
+// The positions of a contiguous strided cache scattered over a pool of pages in a shuffled order
+// (as a paged KV cache holds a sequence after other sequences took and returned pages).
+struct PagedCopy {
+    std::vector<float> k, v;         // the pool: n_pages · page_size rows of `stride` floats
+    std::vector<std::uint32_t> table;  // logical page -> physical page
+};
+
+PagedCopy scatter(const Cache& c, std::size_t page_size, unsigned seed) {
+    const std::size_t n_logical = (c.n_pos + page_size - 1) / page_size, n_pages = n_logical + 3;  // spare pages
+    PagedCopy p{randn(n_pages * page_size * c.stride, seed), randn(n_pages * page_size * c.stride, seed + 1), {}};
+    std::vector<std::uint32_t> physical(n_pages);
+    for (std::size_t i = 0; i < n_pages; ++i) physical[i] = static_cast<std::uint32_t>(i);
+    std::shuffle(physical.begin(), physical.end(), std::mt19937(seed));
+    p.table.assign(physical.begin(), physical.begin() + static_cast<std::ptrdiff_t>(n_logical));
+    for (std::size_t t = 0; t < c.n_pos; ++t) {  // the head's slice of row t, at the same offset in the row
+        const std::size_t at = c.offset + (p.table[t / page_size] * page_size + t % page_size) * c.stride;
+        std::copy_n(c.k.data() + c.offset + t * c.stride, c.head_dim, p.k.data() + at);
+        std::copy_n(c.v.data() + c.offset + t * c.stride, c.head_dim, p.v.data() + at);
+    }
+    return p;
+}
+}  // namespace
+
+TEST(AttentionPaged, SameBitsAsTiledForEveryPageSize) {
+    // page sizes below, equal to, above and not multiples of the 32-position tile: the straddling
+    // tiles are copied into scratch, the others read in place; either way the bits of attention_tiled
+    for (const std::size_t n_pos : {1, 16, 31, 32, 33, 100, 257})
+        for (const std::size_t page_size : {1, 7, 16, 32, 48, 64, 512})
+            for (const bool strided : {false, true}) {
+                const Cache c = make_cache(n_pos, 40, static_cast<unsigned>(900 + n_pos + page_size), strided);
+                const PagedCopy p = scatter(c, page_size, static_cast<unsigned>(n_pos * 7 + page_size));
+                std::vector<float> tiled(c.head_dim), paged(c.head_dim);
+                attention_tiled(c.q, c.keys(), c.values(), c.n_pos, c.stride, tiled);
+                attention_paged(c.q, std::span<const float>(p.k).subspan(c.offset),
+                                std::span<const float>(p.v).subspan(c.offset), p.table, page_size, c.n_pos, c.stride,
+                                paged);
+                EXPECT_TRUE(same_bits(tiled, paged)) << "n_pos " << n_pos << ", page_size " << page_size
+                                                     << (strided ? ", strided" : "");
+            }
+}
+
+TEST(AttentionPaged, ReadsOnlyThePagesOfItsTable) {
+    // a wrong page mapping (the identity instead of the shuffled table) must change the result
+    const Cache c = make_cache(100, 16, 950);
+    const PagedCopy p = scatter(c, 16, 951);
+    std::vector<std::uint32_t> identity(p.table.size());
+    for (std::size_t i = 0; i < identity.size(); ++i) identity[i] = static_cast<std::uint32_t>(i);
+    ASSERT_NE(identity, p.table);
+    std::vector<float> right(16), wrong(16), tiled(16);
+    attention_tiled(c.q, c.keys(), c.values(), c.n_pos, c.stride, tiled);
+    attention_paged(c.q, p.k, p.v, p.table, 16, c.n_pos, c.stride, right);
+    attention_paged(c.q, p.k, p.v, identity, 16, c.n_pos, c.stride, wrong);
+    EXPECT_TRUE(same_bits(tiled, right));
+    EXPECT_FALSE(same_bits(tiled, wrong));
+}
+
+TEST(AttentionPaged, WrongShapesThrow) {
+    const std::vector<float> q(4), k(4 * 8), v(4 * 8);  // a pool of 4 pages of 2 positions, stride 4
+    const std::vector<std::uint32_t> table = {3, 1}, short_table = {3}, outside = {4, 0};
+    std::vector<float> out(4), short_out(3);
+    EXPECT_NO_THROW(attention_paged(q, k, v, table, 2, 4, 4, out));
+    EXPECT_THROW(attention_paged(q, k, v, table, 2, 0, 4, out), std::invalid_argument);        // no position
+    EXPECT_THROW(attention_paged(q, k, v, short_table, 2, 3, 4, out), std::invalid_argument);  // table too short
+    EXPECT_THROW(attention_paged(q, k, v, outside, 2, 4, 4, out), std::invalid_argument);      // page 4 of 4
+    EXPECT_THROW(attention_paged(q, k, v, table, 0, 4, 4, out), std::invalid_argument);        // page size 0
+    EXPECT_THROW(attention_paged(q, k, v, table, 2, 4, 4, short_out), std::invalid_argument);
+    const std::vector<float> wide_q(kPagedMaxHeadDim + 1), wide_k((kPagedMaxHeadDim + 1) * 4);
+    std::vector<float> wide_out(kPagedMaxHeadDim + 1);
+    EXPECT_THROW(attention_paged(wide_q, wide_k, wide_k, table, 2, 1, kPagedMaxHeadDim + 1, wide_out),
+                 std::invalid_argument);
+}
+
 TEST(KernelThreads, DefaultOneAndClamped) {
     EXPECT_EQ(kernel_threads(), 1);
     {

@@ -134,6 +134,19 @@ inline constexpr std::size_t kAttentionTile = 32;
 void attention_tiled(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
                      std::size_t n_pos, std::size_t stride, std::span<float> out);
 
+// attention_tiled over a paged KV cache (model/paged_kv.h): the cache is a pool of pages of
+// page_size positions, and a sequence's positions are spread over the pages its table names:
+// position t is row t % page_size of page page_table[t / page_size], i.e. keys[(page·page_size +
+// row)·stride]. keys/values: the whole pool of one layer, offset to this head; page_table: at least
+// ceil(n_pos / page_size) entries. Same tiles, same arithmetic, same bits as attention_tiled on the
+// same positions stored contiguously: a tile inside one page is read in place; one that straddles
+// pages (page_size not a multiple of kAttentionTile) is first copied into contiguous scratch.
+// Analogy: virtual memory — the page table maps a sequence's logical positions to physical pages.
+inline constexpr std::size_t kPagedMaxHeadDim = 256;  // the scratch of a straddling tile: 2 × 32 KB
+void attention_paged(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
+                     std::span<const std::uint32_t> page_table, std::size_t page_size, std::size_t n_pos,
+                     std::size_t stride, std::span<float> out);
+
 // Threads for the fast kernels (OpenMP over output rows and over heads): results are bit-identical
 // for any count, since every output is computed by one thread in the same order. Default 1.
 void set_kernel_threads(int n);
