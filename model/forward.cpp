@@ -33,14 +33,17 @@ KernelPath g_kernel_path = KernelPath::Fast;
 void set_kernel_path(KernelPath p) { g_kernel_path = p; }
 KernelPath kernel_path() { return g_kernel_path; }
 
-namespace {
-// y = W x for an int8 matrix: x quantized into the run state's scratch (runq.c: quantize(&s->xq, x)
-// before every matmul), then the int8 matvec.
-void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, RunState& s) {
-    const auto xq = std::span<std::int8_t>(s.xq).first(x.size());
-    const auto xs = std::span<float>(s.xs).first(x.size() / w.group);
+void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, std::span<std::int8_t> xq_buf,
+               std::span<float> xs_buf) {
+    const auto xq = xq_buf.first(x.size());
+    const auto xs = xs_buf.first(x.size() / w.group);
     quantize_q8_0(x, w.group, xq, xs);
     matvec_q8_0(w.q, w.scales, xq, xs, w.group, y);
+}
+
+namespace {
+void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, RunState& s) {
+    matvec_q8(w, x, y, s.xq, s.xs);
 }
 }  // namespace
 

@@ -98,6 +98,10 @@ KernelPath kernel_path();
 // An int8 layer (l.q8 set) takes runq.c's path whatever the kernel path: x is quantized into
 // s.xq/s.xs (groups of l.q8.group), then matvec_q8_0, then the float bias.
 void project(const Linear& l, std::span<const float> x, std::span<float> y, RunState& s);
+// y = W x for an int8 matrix: x quantized into the scratch xq, xs (runq.c: quantize(&s->xq, x)
+// before every matmul; each at least x.size() long), then the int8 matvec.
+void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, std::span<std::int8_t> xq,
+               std::span<float> xs);
 
 // Multi-head attention of this token (s.q, already in the cache at `pos`) over positions 0..pos of
 // `layer`'s cache, into s.heads. Query head h reads kv head h / (n_heads / n_kv_heads): grouped-
@@ -123,6 +127,8 @@ struct PrefillState {
     std::vector<float> att_out;       // [T, dim]
     std::vector<float> gate, up, act; // [T, ffn_dim]
     std::vector<float> ffn_out;       // [T, dim]
+    std::vector<std::int8_t> xq;      // int8 models: one row's activation quantized (RunState's xq)
+    std::vector<float> xs;
 };
 
 // Runs tokens at positions cache.length() .. + T - 1 (T <= ps.max_tokens); returns the logits of
@@ -130,15 +136,33 @@ struct PrefillState {
 std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, PrefillState& ps,
                                RunState& s, std::vector<float>* all_logits = nullptr);
 
-// Shared pieces of the batched blocks: Y[T, out] = X[T, in] · Wᵀ + b (X, Y: buffers of at least T rows);
-// causal attention of T rows.
-void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, std::size_t in);
-void attend_rows(const Config& c, std::size_t layer, std::size_t pos0, std::size_t T, const KVCache& cache,
-                 PrefillState& ps);
-void llama_block_prefill(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos0, std::size_t T,
-                         KVCache& cache, PrefillState& ps);
-void gpt2_block_prefill(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos0, std::size_t T,
-                        KVCache& cache, PrefillState& ps);
+// Where the T rows of a batched block keep their keys and values, and what each row attends over.
+// Two kinds: one sequence in a contiguous KVCache, row t at position pos0 + t (prefill), or each
+// row its own sequence and position in a PagedKVCache (continuous batching, model/batch.cpp).
+// The batched blocks below are written once against this; only where k/v go and come from differs.
+class RowCache {
+public:
+    virtual ~RowCache() = default;
+    virtual std::size_t pos(std::size_t row) const = 0;  // the row's position in its sequence
+    // k, v [kv_dim] of `row` into `layer`'s cache at pos(row)
+    virtual void append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) = 0;
+    // one head of one row: out [head_dim] = attention of q [head_dim] over positions 0 .. pos(row)
+    // of kv head `kv_head` of the row's sequence in `layer` (causal: later rows are not read)
+    virtual void attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q,
+                        std::span<float> out) const = 0;
+};
+
+// Shared pieces of the batched blocks: Y[T, out] = X[T, in] · Wᵀ + b (X, Y: buffers of at least T
+// rows; an int8 layer runs project()'s int8 matvec row by row with ps's scratch); causal attention of T rows.
+void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, std::size_t in,
+                  PrefillState& ps);
+void attend_rows(const Config& c, std::size_t layer, std::size_t T, const RowCache& cache, PrefillState& ps);
+void llama_block_rows(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t T, RowCache& cache,
+                      PrefillState& ps);
+void gpt2_block_rows(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t T, RowCache& cache,
+                     PrefillState& ps);
+// The family's batched block on rows ps.x[0..T) (block()'s one switch, for T rows).
+void block_rows(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, PrefillState& ps);
 
 // ---- Per family (model/llama.cpp, model/gpt2.cpp) ---------------------------------------------
 
