@@ -7,6 +7,7 @@
 //   lmlab tokenize [FILE|-]          show how text becomes token ids
 //   lmlab verify --model PATH        run the reference on your checkpoint, report layer by layer
 //   lmlab trace --prompt TEXT        attention heatmaps and top-5 predictions as a page (trace.html)
+//   lmlab serve-batch --requests F   many requests at once: continuous batching over a paged KV cache
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include "model/text_tokenizer.h"
 #include "model/utf8.h"
 #include "report.h"
+#include "serve.h"
 #include "runner.h"
 #include "stages.h"
 #include "trace.h"
@@ -356,10 +358,39 @@ int main(int argc, char** argv) {
     verify_model->add_flag("--no-f64", va.no_f64,
                            "Skip the float64 truth (about half the reference's time and memory; no accuracy ratio)");
 
+    ServeArgs sv;
+    sv.model_path = default_model_path();
+    auto* serve_batch = app.add_subcommand(
+        "serve-batch", "Serve many requests at once: continuous batching, chunked prefill, paged KV cache");
+    serve_batch->add_option("--model", sv.model_path, "A model as for generate")->capture_default_str();
+    serve_batch->add_option("--requests", sv.requests_path,
+                            "JSON Lines, one request per line: {\"prompt\": \"...\" or \"prompt_ids\": [...], "
+                            "\"max_tokens\": N, \"arrival_step\": S, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"id\"}")
+        ->required();
+    serve_batch->add_option("--tokenizer", sv.tokenizer_path, "As for generate (default: the one that comes with the model)");
+    serve_batch->add_option("--out", sv.out_path, "Write every request's output and latency here (JSON Lines)");
+    serve_batch->add_option("--chunk", sv.options.chunk, "At most this many prompt tokens per step (chunked prefill)")
+        ->check(CLI::Range(1, 1 << 16))
+        ->capture_default_str();
+    serve_batch->add_option("--max-running", sv.options.max_running, "Sequences in the batch at once")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
+    serve_batch->add_option("--page-size", sv.options.page_size, "Positions per KV-cache page")
+        ->check(CLI::Range(1, 1 << 16))
+        ->capture_default_str();
+    serve_batch->add_option("--kv-pages", sv.options.n_pages,
+                            "Pages in the KV pool (default 0: enough for --max-running full contexts); a request "
+                            "waits at admission until its prompt + max_tokens fit")
+        ->check(CLI::Range(0, 1 << 24))
+        ->capture_default_str();
+    serve_batch->add_flag("--sequential", sv.sequential,
+                          "Run the same requests one after another instead (the baseline batching is compared with)");
+    serve_batch->add_flag("--quiet", sv.quiet, "No progress line");
+
     // The kernel path and threads, the same options for check and generate (model/forward.h).
     bool plain = false;
     int threads = 1;
-    for (CLI::App* sub : {check, generate, verify_model, trace}) {
+    for (CLI::App* sub : {check, generate, verify_model, trace, serve_batch}) {
         sub->add_flag("--plain", plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
         sub->add_option("--threads", threads, "Threads for the fast kernels (results are bit-identical for any count)")
             ->check(CLI::Range(1, 256))
@@ -432,6 +463,7 @@ int main(int argc, char** argv) {
         }
         if (*tokenize) return cmd_tokenize(tk);
         if (*trace) return cmd_trace(tr, trace_out);
+        if (*serve_batch) return cmd_serve_batch(sv);
         if (*check) return cmd_check(opt, golden_dir, shared_dir, report_dir, scripts_dir, no_report);
     } catch (const std::exception& e) {
         fmt::print(stderr, "lmlab: {}\n", e.what());

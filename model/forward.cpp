@@ -124,12 +124,16 @@ void block(const Model& m, std::size_t layer, std::size_t pos, std::span<float> 
     }
 }
 
-void head(const Model& m, std::span<const float> x, RunState& s) {
+void final_norm(const Model& m, std::span<const float> x, std::span<float> out) {
     const Config& c = m.config;
     switch (c.norm) {
-        case NormKind::RMSNorm: rmsnorm(x, m.final_norm.weight, c.norm_eps, s.xn); break;
-        case NormKind::LayerNorm: layernorm(x, m.final_norm.weight, m.final_norm.bias, c.norm_eps, s.xn); break;
+        case NormKind::RMSNorm: rmsnorm(x, m.final_norm.weight, c.norm_eps, out); break;
+        case NormKind::LayerNorm: layernorm(x, m.final_norm.weight, m.final_norm.bias, c.norm_eps, out); break;
     }
+}
+
+void head(const Model& m, std::span<const float> x, RunState& s) {
+    final_norm(m, x, s.xn);
     // [vocab, dim] · [dim] -> [vocab]
     if (m.quantized()) matvec_q8(m.classifier_q8(), s.xn, s.logits, s);  // runq.c quantizes the classifier too
     else if (g_kernel_path == KernelPath::Plain) matvec(m.classifier(), s.xn, s.logits);

@@ -77,6 +77,8 @@ void block(const Model& m, std::size_t layer, std::size_t pos, std::span<float> 
 
 // Final norm (into s.xn) and classifier (into s.logits) of the last block's output x [dim].
 void head(const Model& m, std::span<const float> x, RunState& s);
+// The final norm alone: x [dim] -> out [dim] (RMSNorm or LayerNorm, as the family says).
+void final_norm(const Model& m, std::span<const float> x, std::span<float> out);
 
 // The whole model for one token at position pos (== cache.length()): returns the logits
 // ([vocab_size], a view of s.logits). Throws ModelError for a token id outside the vocabulary and
