@@ -36,8 +36,6 @@ const Model& cached_model(const std::string& model) {
     return *slot;
 }
 
-namespace {
-
 // The running stage's model (its table row names it; the runner resolved the path).
 const Model& stage_model(const StageEnv& env) {
     if (env.model.empty()) throw FixtureError("this stage has no model in the stage table (harness/stages.cpp)");
@@ -72,6 +70,8 @@ const Array<float>& golden(const Case& c, const std::string& name, const std::ve
                            shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint());
     return it->second;
 }
+
+namespace {
 
 // Row r of a [rows, cols] array whose shape was checked.
 std::span<const float> row(const Array<float>& a, std::size_t r) {
@@ -267,6 +267,27 @@ std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, con
     return {{"cache_k", "cache_k", k}, {"cache_v", "cache_v", v}};
 }
 
+std::pair<std::size_t, std::string> first_difference(std::span<const int> ours, std::span<const float> ref_tokens,
+                                                     std::span<const float> topk_ids, std::span<const float> topk_logits,
+                                                     std::size_t k, const Tolerance& tol) {
+    const std::size_t n = ref_tokens.size();
+    std::size_t matched = 0;
+    while (matched < n && matched < ours.size() && ours[matched] == static_cast<int>(ref_tokens[matched])) ++matched;
+    if (matched == n) return {matched, ""};
+    if (matched == ours.size())
+        return {matched, fmt::format("Tokens matched: {} / {}, then ours stopped (a stop token or the context)", matched, n)};
+    const float top1 = topk_logits[matched * k], top2 = topk_logits[matched * k + 1];  // sorted, largest first (torch.topk)
+    const int id1 = static_cast<int>(topk_ids[matched * k]), id2 = static_cast<int>(topk_ids[matched * k + 1]);
+    const double gap = top1 - top2;
+    const double allowed = tol.atol + tol.rtol * std::fabs(top1);  // the stage's logits tolerance
+    return {matched,
+            fmt::format("Tokens matched: {} / {}. First difference at step {}: ours {}, reference {}. Reference's top-1 "
+                        "logit {:.6f} (id {}), top-2 {:.6f} (id {}), gap {:.3g}: {}",
+                        matched, n, matched, ours[matched], static_cast<int>(ref_tokens[matched]), top1, id1, top2, id2, gap,
+                        gap <= allowed ? "a NEAR-TIE (gap within the logits tolerance): float rounding can flip it"
+                                       : "a REAL DIVERGENCE (gap larger than the logits tolerance)")};
+}
+
 std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
@@ -317,23 +338,8 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
         throw std::runtime_error("nondeterministic: two runs over the same tokens gave different logits bits");
 
     // Tie-aware verdict at the first differing token: the reference's top-1 and top-2 logits there.
-    std::string note;
-    std::size_t matched = 0;
-    while (matched < n_new && tokens[matched] == static_cast<int>(golden_tokens.data[matched])) ++matched;
-    if (matched < n_new) {
-        const auto& ref_top = c.outputs.at("topk_logits").data;  // sorted, largest first (torch.topk)
-        const float top1 = ref_top[matched * k], top2 = k > 1 ? ref_top[matched * k + 1] : top1;
-        const int id1 = static_cast<int>(topk_ids.data[matched * k]), id2 = k > 1 ? static_cast<int>(topk_ids.data[matched * k + 1]) : id1;
-        const double gap = top1 - top2;
-        const double allowed = env.tol.atol + env.tol.rtol * std::fabs(top1);  // this stage's logits tolerance
-        note = fmt::format(
-            "Tokens matched: {} / {}. First difference at step {}: ours {}, reference {}. Reference's top-1 logit {:.6f} "
-            "(id {}), top-2 {:.6f} (id {}), gap {:.3g}: {}",
-            matched, n_new, matched, tokens[matched], static_cast<int>(golden_tokens.data[matched]), top1, id1, top2, id2,
-            gap,
-            gap <= allowed ? "a NEAR-TIE (gap within the logits tolerance): float rounding can flip it"
-                           : "a REAL DIVERGENCE (gap larger than the logits tolerance)");
-    }
+    const auto [matched, note] = first_difference(tokens, golden_tokens.data, topk_ids.data,
+                                                  c.outputs.at("topk_logits").data, k, env.tol);
     std::vector<float> token_values(n_new, -1.0f);  // -1: not generated (stopped early)
     for (std::size_t i = 0; i < tokens.size(); ++i) token_values[i] = static_cast<float>(tokens[i]);
     std::vector<StageOutput> outs = {{"tokens", "tokens", token_values, note, Tolerance{0.0, 0.0}},

@@ -195,6 +195,14 @@ const std::vector<Stage>& stages() {
          "batched prefill of GPT-2: the forward fixture's logits tolerance", stage_model_prefill},
         {"model.prefill.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
          "batched prefill of Qwen2 (GQA 4:1): the forward fixture's logits tolerance", stage_model_prefill},
+        {"model.kv_cache.paged", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+         "the forward fixture's logits tolerance against PyTorch; against our contiguous cache: bit-identical (paged "
+         "attention is attention_tiled's arithmetic)",
+         stage_model_paged},
+        {"model.kv_cache.paged.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+         "as model.kv_cache.paged, GPT-2 (learned positions, fused qkv)", stage_model_paged},
+        {"model.kv_cache.paged.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+         "as model.kv_cache.paged, Qwen2 (4:1 GQA: two query heads read each kv page)", stage_model_paged},
         {"model.kv_cache.gpt2", "model", "gpt2", kTinyGpt2, "model/kv_cache_gpt2.h5", {1e-5, 1e-5},
          "k and v are one LayerNorm + linear away from the residual stream", stage_model_kv_cache},
         {"model.forward.q8_0", "model", "q8", kTinyLlamaQ8, "model/forward_q8_0.h5", kLogits,
@@ -214,6 +222,13 @@ const std::vector<Stage>& stages() {
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
         {"generation.greedy.qwen2", "generation", "qwen2", kTinyQwen2, "generation/greedy_qwen2.h5", kLogits,
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
+        {"generation.serve_batch", "generation", "llama", kTinyLlama, "serve/batch_tiny_llama.h5", kLogits,
+         "10 requests served together (chunked prefill, paged cache): each one's tokens exactly as the reference "
+         "alone, its logits within 1e-4; bit-identical to our run of it alone",
+         stage_generation_serve_batch},
+        {"generation.serve_batch.stories260k", "generation", "llama", kStories260K, "serve/batch_stories260k.h5",
+         kLogits, "the same schedules on a trained model (5 layers, GQA): tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
         // the cost of int8: int8 model vs float model, reported (report.md "Measurements"), not judged;
         // only the float model's perplexity is checked against PyTorch's. Families "llama q8": it runs both
         {"generation.q8_0.cost", "generation", "llama q8", kTinyLlamaQ8, "quant/cost_tiny_llama.h5", kLogits,

@@ -31,6 +31,10 @@ struct StageOutput {
     // with an empty golden: data is a series, one number per step, reported whole
     // (StageResult::series, report.json's stages[].series, plotted in report.html), never judged
     bool series = false;
+    // an invariant between two of our own runs (batched vs alone, paged vs contiguous cache): data is
+    // compared with these numbers instead of outputs/<golden>, and `golden` only labels them in the
+    // report. Never the reference: the stage compares with the fixture in its other outputs.
+    std::optional<std::vector<float>> expected = {};
 };
 
 // The series the generation stages report (stage_generation_greedy), one value per step; report.html
@@ -124,6 +128,20 @@ std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, cons
 // A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
 // quantized on load). Loaded once per process: every stage (and `lmlab verify`) shares it.
 const Model& cached_model(const std::string& model);
+// Helpers for stage functions (model_stages.cpp): the running stage's model; a case attribute that
+// must be an index; a [n] input of token ids; a golden output that must have `shape` (Case::kAnyDim:
+// any). Each throws FixtureError naming the file and dataset.
+const Model& stage_model(const StageEnv& env);
+std::size_t case_index(const Case& c, const std::string& attr);
+std::vector<int> token_ids(const Case& c, const std::string& name);
+const Array<float>& golden(const Case& c, const std::string& name, const std::vector<std::size_t>& shape);
+// Where greedy tokens first differ from the reference's (ref_tokens [n]; topk_ids/topk_logits
+// [n, k], k >= 2, the reference's best k per step): (steps matched, a note that calls the
+// difference a NEAR-TIE when the reference's top-1 and top-2 logits there are within tol, else a
+// REAL DIVERGENCE; "" when all match).
+std::pair<std::size_t, std::string> first_difference(std::span<const int> ours, std::span<const float> ref_tokens,
+                                                     std::span<const float> topk_ids, std::span<const float> topk_logits,
+                                                     std::size_t k, const Tolerance& tol);
 std::vector<StageOutput> stage_layer_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layer_block(const Fixture&, const Case&, const StageEnv&);
@@ -136,6 +154,9 @@ std::vector<StageOutput> stage_layer_block_q8(const Fixture&, const Case&, const
 std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_model_q8_file(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case&, const StageEnv&);
+// serve_stages.cpp
+std::vector<StageOutput> stage_model_paged(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case&, const StageEnv&);
 // tokenizer_stages.cpp
 std::vector<StageOutput> stage_tokenizer(const Fixture&, const Case&, const StageEnv&);
 

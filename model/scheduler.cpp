@@ -186,4 +186,29 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
     return rep;
 }
 
+ServeResult run_alone(const Model& m, const ServeRequest& r, const std::vector<int>& stop_ids) {
+    check_request(m.config, r.prompt, r.max_new_tokens);
+    ServeResult res;
+    Sampler sampler(r.sampling, m.config.vocab_size);
+    KVCache cache(m.config.n_layers, r.prompt.size() + r.max_new_tokens, m.config.kv_dim());
+    PrefillState ps(m.config, r.prompt.size());
+    RunState s(m.config);
+    std::span<const float> logits = prefill(m, r.prompt, cache, ps, s);
+    while (true) {
+        res.logits.insert(res.logits.end(), logits.begin(), logits.end());
+        const int token = sampler.sample(logits);
+        res.tokens.push_back(token);
+        if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
+            res.stop_reason = fmt::format("stop token {}", token);
+            break;
+        }
+        if (res.tokens.size() == r.max_new_tokens) {
+            res.stop_reason = "max_new_tokens";
+            break;
+        }
+        logits = forward(m, token, cache.length(), cache, s);
+    }
+    return res;
+}
+
 }  // namespace lmlab

@@ -21,28 +21,6 @@ bool same_bits(std::span<const float> a, std::span<const float> b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-// A request running alone: Session::generate's tokens, and the logits of every step (the prompt's
-// last row, then each generated token fed with Session::feed, as generate does).
-struct Alone {
-    std::vector<int> tokens;
-    std::vector<float> logits;
-};
-
-Alone run_alone(const Model& m, const ServeRequest& r, const std::vector<int>& stop_ids) {
-    Alone a;
-    Session session(m);
-    Sampler sampler(r.sampling, m.config.vocab_size);
-    a.tokens = session.generate(r.prompt, r.max_new_tokens, sampler, stop_ids).tokens;
-    Session again(m);
-    std::span<const float> l;
-    for (const int t : r.prompt) l = again.feed(t);
-    for (std::size_t i = 0; i < a.tokens.size(); ++i) {
-        a.logits.insert(a.logits.end(), l.begin(), l.end());
-        if (i + 1 < a.tokens.size()) l = again.feed(a.tokens[i]);
-    }
-    return a;
-}
-
 // 10 requests: prompt lengths 1..23, arrivals spread over steps 0..12, greedy and seeded sampling.
 std::vector<ServeRequest> requests(const Config& c) {
     std::vector<ServeRequest> rs;
@@ -68,7 +46,11 @@ void expect_same_as_alone(const Model& m, const ServeOptions& opt, const std::st
     const ServeReport rep = serve(m, rs, opt);
     ASSERT_EQ(rep.results.size(), rs.size());
     for (std::size_t i = 0; i < rs.size(); ++i) {
-        const Alone a = run_alone(m, rs[i], opt.stop_ids);
+        Session session(m);  // the tokens as Session::generate gives them, the logits of the same run
+        Sampler sampler(rs[i].sampling, m.config.vocab_size);
+        const std::vector<int> tokens = session.generate(rs[i].prompt, rs[i].max_new_tokens, sampler, opt.stop_ids).tokens;
+        const ServeResult a = run_alone(m, rs[i], opt.stop_ids);
+        EXPECT_EQ(a.tokens, tokens);
         EXPECT_EQ(rep.results[i].tokens, a.tokens) << what << ", request " << rs[i].id;
         EXPECT_TRUE(same_bits(rep.results[i].logits, a.logits)) << what << ", request " << rs[i].id;
         EXPECT_GE(rep.results[i].first_token_step, rs[i].arrival_step);

@@ -797,6 +797,8 @@ def generation_outputs(model, prompt, n_new):
 def export_generation(row, out_dir, sha):
     if row["fixture"].startswith("quant/"):  # the cost of int8: held-out text, no reference outputs but one
         return export_quant_cost(row, out_dir, sha)
+    if row["fixture"].startswith("serve/"):  # continuous batching: many requests, each run alone here
+        return export_serve(row, out_dir, sha)
     model = model_for(row, out_dir, sha)
     if model is None:
         return []
@@ -840,6 +842,51 @@ def generation_logits(logits32, logits64):
     full = {"steps": torch.tensor(steps, dtype=torch.float32), "logits32": logits32[steps], "logits64": logits64[steps]}
     return full, {"ids": top.indices.to(torch.float32), "logits32": top.values,
                   "logits64": torch.gather(logits64, 1, top.indices)}
+
+
+# ---- Serving: continuous batching -------------------------------------------------------------------
+# 10 requests with different prompt lengths, token budgets and arrival steps. The reference runs each
+# ALONE (llama_ref.greedy, token by token): the harness serves them all together with its scheduler
+# (chunked prefill, paged KV cache) and must get every request's tokens exactly and its logits within
+# the logits tolerance. Scheduling may change when a token is computed, never what it is.
+SERVE_PROMPT_LENGTHS = [3, 17, 1, 9, 30, 5, 12, 24, 2, 7]
+SERVE_MAX_NEW = [12, 6, 20, 9, 4, 16, 10, 5, 14, 8]
+SERVE_ARRIVALS = [0, 0, 1, 3, 3, 4, 8, 9, 15, 15]
+# Two schedules of the same requests (case attributes the harness reads): a chunk that splits most
+# prompts with pages of 16 and at most 4 running; then chunks of 3, pages of 5 (tiles straddle pages)
+# and a pool of 12 pages that makes newcomers wait for room.
+SERVE_SCHEDULES = [dict(chunk=7, page_size=16, max_running=4, n_pages=0),
+                   dict(chunk=3, page_size=5, max_running=10, n_pages=12)]
+
+
+def export_serve(row, out_dir, sha):
+    model = model_for(row, out_dir, sha)
+    if model is None:
+        return []
+    g = generator(row["id"] + ".prompts")
+    vocab = model.cfg.vocab_size
+    prompts = [torch.cat([torch.tensor([1]), torch.randint(3, vocab, (n - 1,), generator=g)]) for n in SERVE_PROMPT_LENGTHS]
+    tokens, logits32, logits64 = [], [], []
+    for prompt, n_new in zip(prompts, SERVE_MAX_NEW):
+        t, l32, l64 = generation_outputs(model, prompt, n_new)
+        tokens += t
+        logits32.append(l32)
+        logits64.append(l64)
+    logits32, logits64 = torch.cat(logits32), torch.cat(logits64)
+    top = torch.topk(logits32, GEN_TOP_K, dim=-1)
+    with open_fixture(out_dir, row["fixture"], "generation", sha) as f:
+        write_attr(f, "model", row["model"])
+        for i, sched in enumerate(SERVE_SCHEDULES):
+            desc = (f"{len(prompts)} requests, each generated alone by the reference; served together with chunk "
+                    f"{sched['chunk']}, pages of {sched['page_size']}, at most {sched['max_running']} running" +
+                    (f", a pool of {sched['n_pages']} pages" if sched["n_pages"] else ""))
+            write_case(f, i, desc, sched,
+                       {"prompt_tokens": torch.cat(prompts), "prompt_lengths": torch.tensor(SERVE_PROMPT_LENGTHS),
+                        "max_new_tokens": torch.tensor(SERVE_MAX_NEW), "arrival_steps": torch.tensor(SERVE_ARRIVALS)},
+                       {"tokens": torch.tensor(tokens, dtype=torch.float32), "topk_ids": top.indices.to(torch.float32),
+                        "topk_logits": top.values},
+                       {"topk_logits": torch.gather(logits64, 1, top.indices)})
+    return [os.path.join(out_dir, row["fixture"])]
 
 
 # ---- int8 (Q8_0, llama2.c's runq.c) -----------------------------------------------------------------
