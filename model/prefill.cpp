@@ -110,8 +110,9 @@ std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCa
     if (T > ps.max_tokens)
         throw ModelError(fmt::format("prefill: {} tokens, but the prefill buffers hold {}", T, ps.max_tokens));
     if (all_logits) all_logits->clear();
-    // the readable reference, and int8 models (no batched int8 kernel): one token at a time
-    if (kernel_path() == KernelPath::Plain || m.quantized()) {
+    // the readable reference, int8 models (no batched int8 kernel) and mixtures of experts (no
+    // batched MoE block yet: each token picks its own experts): one token at a time
+    if (kernel_path() == KernelPath::Plain || m.quantized() || c.moe()) {
         std::span<const float> logits;
         for (std::size_t t = 0; t < T; ++t) {
             logits = forward(m, tokens[t], pos0 + t, cache, s);
@@ -128,6 +129,8 @@ std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCa
             case Arch::Llama:
             case Arch::Qwen2: llama_block_prefill(c, m.layers[l], l, pos0, T, cache, ps); break;
             case Arch::Gpt2: gpt2_block_prefill(c, m.layers[l], l, pos0, T, cache, ps); break;
+            case Arch::Qwen2Moe:
+            case Arch::Mixtral: throw ModelError("prefill: mixture-of-experts models run one token at a time");  // (above)
         }
     }
     // the classifier only for the rows asked for: usually just the last one
