@@ -20,6 +20,7 @@ constexpr const char* kTinyGpt2Llmc = "models/tiny-gpt2.llmc.bin";  // llm.c che
 constexpr const char* kTinyQwen2 = "models/tiny-qwen2";         // transformers' Qwen2ForCausalLM, save_pretrained
 constexpr const char* kTinyQwen2Moe = "models/tiny-qwen2moe";   // transformers' Qwen2MoeForCausalLM, save_pretrained
 constexpr const char* kTinyMixtral = "models/tiny-mixtral";     // transformers' MixtralForCausalLM, save_pretrained
+constexpr const char* kTinyMixtralTied = "models/tiny-mixtral-tied";  // the same, experts 6 and 7 of layer 1 tied in the router
 constexpr const char* kTinyLlamaHf = "models/tiny-llama-hf";     // the tiny LLaMA converted to HF's LlamaForCausalLM
 constexpr const char* kStories260KHf = "models/stories260k-hf";  // stories260K converted likewise (needs ../shared)
 constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
@@ -173,6 +174,10 @@ const std::vector<Stage>& stages() {
          "router logits are 64-term dot products; each output is 2 renormalised experts (64- and 32-term matvecs): "
          "float32 sums of under 100 terms, O(1) values",
          stage_layer_moe},
+        {"layer.moe.mixtral.tied", "layer", "mixtral", kTinyMixtralTied, "layer/moe_mixtral_tied.h5", {1e-5, 1e-5},
+         "the tiny Mixtral with two experts' router rows equal in layer 1: their scores tie exactly, torch's order "
+         "among equals is unspecified; every swap must be reported as a routing near-tie; else as layer.moe.mixtral",
+         stage_layer_moe},
 
         {"model.forward", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
          "the seed spec's logits tolerance; errors compound over layers and positions", stage_model_forward},
@@ -204,6 +209,10 @@ const std::vector<Stage>& stages() {
         {"model.forward.mixtral", "model", "mixtral", kTinyMixtral, "model/forward_mixtral.h5", kLogits,
          "transformers' MixtralForCausalLM, full-sequence forward: the logits tolerance; expert ids exactly except at "
          "routing near-ties (reference's scores within the tolerance)",
+         stage_model_forward},
+        {"model.forward.mixtral.tied", "model", "mixtral", kTinyMixtralTied, "model/forward_mixtral_tied.h5", kLogits,
+         "the tied-router Mixtral: free-running outputs before the first routing near-tie, teacher-forced ones re-run "
+         "on the reference's experts there; the logits tolerance",
          stage_model_forward},
         {"model.kv_cache.qwen2", "model", "qwen2", kTinyQwen2, "model/kv_cache_qwen2.h5", {1e-5, 1e-5},
          "k (after RoPE) and v of 2 kv heads: one RMSNorm and a biased projection from the residual stream",

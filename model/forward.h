@@ -172,7 +172,7 @@ struct MoeTrace {
 };
 
 // The sparse MoE feed-forward of one token, transformers' Qwen2MoeSparseMoeBlock / MixtralSparseMoeBlock:
-//   p = softmax(router xn) (float32);  top_k experts by p (ties: the lower id first);
+//   p = softmax(router xn) (float32);  top_k experts by p (exact ties: the lower id first; torch's order is unspecified);
 //   weights = p of those (/ their sum when norm_topk_prob);
 //   out = Σ over the chosen experts IN EXPERT-ID ORDER of weight · expert(xn)   (transformers' index_add_ loop)
 //       [+ sigmoid(shared_gate xn) · shared_expert(xn)]                          (Qwen2-MoE)

@@ -10,9 +10,10 @@
 //
 // Matching transformers' arithmetic, step by step:
 //  - the softmax runs in float32 (F.softmax(..., dtype=torch.float));
-//  - torch.topk returns the k largest probabilities, largest first; for exactly equal values we
-//    take the lower expert id first (torch's CPU topk does for small k; an exact tie is a
-//    measure-zero event with random weights, a near-tie is what the harness reports);
+//  - torch.topk returns the k largest probabilities, largest first. At EXACTLY equal values its
+//    order is unspecified (a partial sort: in torch 1.13 on CPU, top-2 of [0, 2, 2, 2] gives ids 2, 3
+//    and of six equal values ids 6, 5); we take the lower id first. Either way such a token is a
+//    routing near-tie (gap 0), which the harness reports and teacher-forces instead of failing;
 //  - norm_topk_prob: weights /= their float32 sum (Mixtral always does this);
 //  - the sum: transformers loops over experts 0..n-1 and index_add_s weight · expert(x) into a zero
 //    row, so the terms are added in EXPERT-ID order, not rank order: we do the same (float addition

@@ -117,6 +117,7 @@ TEST_P(MoeFfn, SharedExpertScaledBySigmoidGate) {
     EXPECT_NEAR(out[1], -routed + shared, 1e-6);  // -0.3644167
 }
 
+// Our rule at exact ties (torch's order is unspecified there: see moe.cpp; the harness calls it a near-tie).
 TEST_P(MoeFfn, EqualScoresPickTheLowerExpertFirst) {
     const Config c = hand_config(false, 0);
     LayerWeights w = hand_weights(false);

@@ -623,26 +623,31 @@ def qwen2_ref64():
 MOE_FAMILIES = ("qwen2moe", "mixtral")
 
 
-def moe_model(family, out_dir):
+def moe_model(family, key, out_dir):
     """transformers' Qwen2MoeForCausalLM / MixtralForCausalLM from a tiny config and a fixed seed
-    (ref_hf_moe.py), saved with save_pretrained into models/tiny-<family>. Its float64 truth is
+    (ref_hf_moe.py), saved with save_pretrained into `key` (models/tiny-<family>; "-tied": the same
+    weights with two experts' router rows made equal, ref_hf_moe.TIED_LAYER). Its float64 truth is
     llama_ref.py's block with ref_hf_moe.MoeRef as feed-forward (moe_ref), checked against
-    transformers in float32 first (ref_hf_moe.cross_check: the same experts, every role within 1e-5)."""
-    if family not in _MODEL_CACHE:
-        model = ref_hf_moe.build(family, generator(f"model.tiny-{family}"))
+    transformers in float32 first (ref_hf_moe.cross_check: the same experts, every role within 1e-5;
+    not on the tied model, whose exact ties may be ordered either way: it is the checked model with
+    one router row copied)."""
+    if key not in _MODEL_CACHE:
+        tied = key.endswith("-tied")
+        model = ref_hf_moe.build(family, generator(f"model.tiny-{family}"), tied=tied)
         ref = ref_hf_moe.to_llama_ref(model)
-        role, rel, dl = ref_hf_moe.cross_check(model, ref, default_prompt(model.config.vocab_size, 16, f"model.tiny-{family}"))
-        print(f"export_golden: models/tiny-{family}: transformers agrees with llama_ref + MoeRef, max |logits diff| "
-              f"{dl:.3g}, worst intermediate {role} {rel:.3g} (relative), the same experts everywhere")
-        _MODEL_CACHE[family + ".ref"] = ref
-        ref_hf_llama.save_hf_dir(model, os.path.join(out_dir, "models", f"tiny-{family}"))
-        _MODEL_CACHE[family] = model
-    return _MODEL_CACHE[family]
+        if not tied:
+            role, rel, dl = ref_hf_moe.cross_check(model, ref, default_prompt(model.config.vocab_size, 16, f"model.tiny-{family}"))
+            print(f"export_golden: {key}: transformers agrees with llama_ref + MoeRef, max |logits diff| "
+                  f"{dl:.3g}, worst intermediate {role} {rel:.3g} (relative), the same experts everywhere")
+        _MODEL_CACHE[key + ".ref"] = ref
+        ref_hf_llama.save_hf_dir(model, os.path.join(out_dir, key))
+        _MODEL_CACHE[key] = model
+    return _MODEL_CACHE[key]
 
 
-def moe_ref(family):
-    """The float32 llama_ref + MoeRef copy of the tiny MoE model (after moe_model); run it in float64."""
-    return _MODEL_CACHE[family + ".ref"]
+def moe_ref(key):
+    """The float32 llama_ref + MoeRef copy of a tiny MoE model (after moe_model); run it in float64."""
+    return _MODEL_CACHE[key + ".ref"]
 
 
 GPT2_KEYS = ("models/tiny-gpt2", "models/tiny-gpt2-hub", "models/tiny-gpt2.llmc.bin")
@@ -676,7 +681,7 @@ def model_for(row, out_dir, sha):
     if row["family"] == "qwen2":
         return qwen2_model(out_dir)
     if row["family"] in MOE_FAMILIES:
-        return moe_model(row["family"], out_dir)
+        return moe_model(row["family"], key, out_dir)
     return llama_model(key, out_dir, sha)
 
 
@@ -752,7 +757,6 @@ def export_moe_layer(row, model, out_dir, sha):
     on the normalised inputs it sees inside the model: each layer's ffn_norm at every position of a
     16-token prompt, as one [T, hidden] batch. Outputs: router_logits, experts (ids [T, k], largest
     probability first), expert_weights, shared_out (Qwen2-MoE), out; reference64 from MoeRef in float64."""
-    fam = row["family"]
     tokens = default_prompt(model.config.vocab_size, 16, row["id"])
     hf = ref_hf_moe.forward_intermediates(model, tokens)
     k = model.config.num_experts_per_tok
@@ -761,7 +765,7 @@ def export_moe_layer(row, model, out_dir, sha):
         for layer in range(model.config.num_hidden_layers):
             x = hf[f"layer{layer}.ffn_norm"]
             out32 = ref_hf_moe.block_case(model, layer, x)
-            out64 = ref_hf_moe.ref_block(moe_ref(fam), layer, x)
+            out64 = ref_hf_moe.ref_block(moe_ref(row["model"]), layer, x)
             gap = float(ref_hf_moe.routing_gaps(out32["router_logits"], k).min())
             write_case(f, layer, f"layer {layer}'s experts on its normalised inputs at {len(tokens)} positions "
                        f"(smallest k-th/(k+1)-th router logit gap {gap:.3g})", {"layer": layer}, {"x": x}, out32, out64)
@@ -812,7 +816,7 @@ def export_model(row, out_dir, sha):
     elif row["family"] in MOE_FAMILIES:
         tokens = default_prompt(model.config.vocab_size, 16, f"model.tiny-{row['family']}")
         out32 = ref_hf_moe.forward_intermediates(model, tokens)
-        out64 = ref_hf_moe.ref_forward(moe_ref(row["family"]), tokens)  # llama_ref + MoeRef in float64
+        out64 = ref_hf_moe.ref_forward(moe_ref(row["model"]), tokens)  # llama_ref + MoeRef in float64
         out64 = {key: out64[key] for key in out32}
         cache32 = cache64 = None  # (no kv_cache fixture for these families)
     elif row["family"] == "qwen2":

@@ -81,10 +81,19 @@ def roles(model):
     return r + ["ffn_out", "out"]
 
 
-def build(family, gen: torch.Generator):
+# The near-tie model: the tiny Mixtral with layer TIED_LAYER's router row of expert TIED_EXPERTS[1]
+# replaced by expert TIED_EXPERTS[0]'s. Their scores are then exactly equal for every token, and
+# torch.topk's order among equal values is unspecified (ours: the lower id first), so wherever
+# the two straddle the top-k boundary or fill the top-k, the choice can differ from ours: every
+# such token must be reported as a routing near-tie and the stages must still pass.
+TIED_LAYER = 1
+TIED_EXPERTS = (6, 7)
+
+
+def build(family, gen: torch.Generator, tied=False):
     """The tiny Qwen2-MoE or Mixtral with every parameter drawn from gen (named_parameters order), in
     eval mode: norms 1 + 0.1 N, q/k/v biases (Qwen2-MoE) 0.5 N, every Linear N(0, 1/in), the routers
-    ROUTER_SCALE times that, the embedding N(0, 1)."""
+    ROUTER_SCALE times that, the embedding N(0, 1). tied: then the near-tie change (TIED_LAYER)."""
     if family == "qwen2moe":
         model = Qwen2MoeForCausalLM(Qwen2MoeConfig(**TINY_QWEN2MOE, attn_implementation="eager"))
     else:
@@ -103,6 +112,9 @@ def build(family, gen: torch.Generator):
                 p.copy_(n * ((ROUTER_SCALE if router else 1.0) * p.shape[1] ** -0.5))
             else:
                 raise ValueError(f"unexpected parameter {name}")
+        if tied:
+            router = moe_block(model.model.layers[TIED_LAYER]).gate.weight
+            router[TIED_EXPERTS[1]] = router[TIED_EXPERTS[0]]
     assert model.config._attn_implementation == "eager"
     return model.eval()
 
