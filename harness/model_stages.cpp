@@ -184,18 +184,29 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
         std::vector<Trace> traces(n);
         for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
         auto stacked = [&](auto&& get) { return stack_positions(traces, n, get); };
-        std::size_t cut = n;  // positions compared: those before the first routing near-tie
+        // The first routing difference in pipeline order (position by position, layer by layer): a
+        // near-tie there cuts the comparison before its position (everything after it follows from a
+        // different expert); a real mismatch there is compared everywhere and fails.
+        std::vector<std::vector<float>> ids(cfg.n_layers);
+        std::vector<std::vector<RoutingDifference>> diffs(cfg.n_layers);
+        std::optional<std::pair<std::size_t, std::size_t>> first;  // (position, layer)
+        for (std::size_t l = 0; cfg.moe() && l < cfg.n_layers; ++l) {
+            ids[l] = stacked([&](const Trace& t) -> const auto& { return t.layers[l].experts; });
+            diffs[l] = routing(l, ids[l]);
+            if (!diffs[l].empty() && (!first || diffs[l][0].token < first->first)) first = {diffs[l][0].token, l};
+        }
+        const bool tie_first = first && diffs[first->second][0].near_tie();
+        const std::size_t cut = tie_first ? first->first : n;  // positions compared free-running
         std::vector<StageOutput> ties;
         for (std::size_t l = 0; cfg.moe() && l < cfg.n_layers; ++l) {
-            const std::string name = fmt::format("layer{}.experts", l);
-            const auto ids = stacked([&](const Trace& t) -> const auto& { return t.layers[l].experts; });
-            std::string note = "experts chosen (ours, by rank): " + routing_choices(ids, cfg.top_k);
+            std::string note = "experts chosen (ours, by rank): " + routing_choices(ids[l], cfg.top_k);
             std::size_t n_ties = 0;
-            for (const RoutingDifference& d : routing(l, ids)) {
+            for (const RoutingDifference& d : diffs[l]) {
+                if (d.token > cut || (d.token == cut && !d.near_tie())) continue;  // downstream of the near-tie
                 note += "\n" + d.describe();
-                if (d.near_tie()) cut = std::min(cut, d.token), ++n_ties;
+                n_ties += d.near_tie();
             }
-            notes[name] = note;
+            notes[fmt::format("layer{}.experts", l)] = note;
             ties.push_back({fmt::format("layer{}: routing near-ties (free-running)", l), "", {static_cast<float>(n_ties)}, note});
         }
         const auto rows = cut < n ? std::optional(std::make_pair(std::size_t{0}, cut)) : std::nullopt;
