@@ -9,7 +9,7 @@ RunState::RunState(const Config& c)
     : x(c.dim), xn(c.dim), qkv(c.arch == Arch::Gpt2 ? 3 * c.dim : 0), q(c.n_heads * c.head_dim()), k(c.kv_dim()),
       v(c.kv_dim()), heads(c.n_heads * c.head_dim()), att_out(c.dim), gate(std::max(c.ffn_dim, c.shared_ffn_dim)),
       up(gate.size()), act(gate.size()), ffn_out(c.dim), router_logits(c.n_experts), router_probs(c.n_experts),
-      expert_ids(c.top_k), expert_weights(c.top_k), expert_out(c.moe() ? c.dim : 0),
+      expert_order(c.n_experts), expert_ids(c.top_k), expert_weights(c.top_k), expert_out(c.moe() ? c.dim : 0),
       shared_out(c.shared_ffn_dim ? c.dim : 0), scores(c.max_seq_len), logits(c.vocab_size),
       xq(std::max({c.dim, c.n_heads * c.head_dim(), gate.size()})), xs(xq.size()) {}
 

@@ -41,6 +41,7 @@ struct RunState {
     // mixture of experts only (empty otherwise)
     std::vector<float> router_logits;   // [n_experts] the router's score of every expert
     std::vector<float> router_probs;    // [n_experts] softmax of the scores
+    std::vector<int> expert_order;      // [n_experts] scratch of the top-k selection
     std::vector<int> expert_ids;        // [top_k] the chosen experts, most probable first
     std::vector<float> expert_weights;  // [top_k] their weights (renormalised when the config says so)
     std::vector<float> expert_out;      // [dim] one expert's output

@@ -51,7 +51,7 @@ void moe_ffn(const Config& c, const LayerWeights& w, std::span<const float> xn, 
         std::copy(forced_experts.begin(), forced_experts.end(), s.expert_ids.begin());
     } else {
         // top-k: the k most probable experts, largest first (equal probabilities: the lower id first)
-        std::vector<int> order(c.n_experts);
+        std::vector<int>& order = s.expert_order;
         std::iota(order.begin(), order.end(), 0);
         std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(), [&](int a, int b) {
             const float pa = s.router_probs[static_cast<std::size_t>(a)], pb = s.router_probs[static_cast<std::size_t>(b)];
