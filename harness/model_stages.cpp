@@ -155,9 +155,20 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
     const std::vector<int> tokens = token_ids(c, "tokens");
     const std::size_t n = tokens.size();
     const auto& fields = layer_trace_fields(cfg.arch);
+    // Mixture of experts: the expert ids are compared exactly, and a routing near-tie (the reference's
+    // scores of two experts within the tolerance, harness/moe_stages.cpp) is reported, not failed.
+    const Tolerance ids_tol{0.0, 0.0};
+    auto field_tol = [&](const char* name) { return std::string(name) == "experts" ? std::optional(ids_tol) : std::nullopt; };
+    auto routing = [&](std::size_t l, std::span<const float> ours_ids) {
+        const std::string L = fmt::format("layer{}.", l);
+        return compare_routing(ours_ids, golden(c, L + "experts", {n, cfg.top_k}).data,
+                               golden(c, L + "router_logits", {n, cfg.n_experts}).data, cfg.top_k, cfg.n_experts, env.tol);
+    };
+    std::map<std::string, std::string> notes;  // "layer0.experts" -> the routing per token and its differences
 
     // 1. Free-running: our own model end to end, every intermediate stacked over positions, in
-    //    pipeline order (layer by layer, role by role).
+    //    pipeline order (layer by layer, role by role). After a routing near-tie our model runs
+    //    another expert than the reference from there on: only the positions before it are compared.
     std::vector<StageOutput> outs;
     {
         KVCache cache = cache_for(cfg, n);
@@ -165,18 +176,59 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
         std::vector<Trace> traces(n);
         for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
         auto stacked = [&](auto&& get) { return stack_positions(traces, n, get); };
-        for (std::size_t l = 0; l < cfg.n_layers; ++l)
-            for (const TraceField& f : fields) {
-                const std::string name = fmt::format("layer{}.{}", l, f.name);
-                outs.push_back({name, name, stacked([&](const Trace& t) -> const auto& { return t.layers[l].*f.field; })});
+        // The first routing difference in pipeline order (position by position, layer by layer): a
+        // near-tie there cuts the comparison before its position (everything after it follows from a
+        // different expert); a real mismatch there is compared everywhere and fails.
+        std::vector<std::vector<float>> ids(cfg.n_layers);
+        std::vector<std::vector<RoutingDifference>> diffs(cfg.n_layers);
+        std::optional<std::pair<std::size_t, std::size_t>> first;  // (position, layer)
+        for (std::size_t l = 0; cfg.moe() && l < cfg.n_layers; ++l) {
+            ids[l] = stacked([&](const Trace& t) -> const auto& { return t.layers[l].experts; });
+            diffs[l] = routing(l, ids[l]);
+            if (!diffs[l].empty() && (!first || diffs[l][0].token < first->first)) first = {diffs[l][0].token, l};
+        }
+        const bool tie_first = first && diffs[first->second][0].near_tie();
+        const std::size_t cut = tie_first ? first->first : n;  // positions compared free-running
+        std::vector<StageOutput> ties;
+        for (std::size_t l = 0; cfg.moe() && l < cfg.n_layers; ++l) {
+            std::string note = "experts chosen (ours, by rank): " + routing_choices(ids[l], cfg.top_k);
+            std::size_t n_ties = 0;
+            for (const RoutingDifference& d : diffs[l]) {
+                if (d.token > cut || (d.token == cut && !d.near_tie())) continue;  // downstream of the near-tie
+                note += "\n" + d.describe();
+                n_ties += d.near_tie();
             }
-        outs.push_back({"final_norm", "final_norm", stacked([](const Trace& t) -> const auto& { return t.final_norm; })});
-        outs.push_back({"logits", "logits", stacked([](const Trace& t) -> const auto& { return t.logits; })});
+            notes[fmt::format("layer{}.experts", l)] = note;
+            ties.push_back({fmt::format("layer{}: routing near-ties (free-running)", l), "", {static_cast<float>(n_ties)}, note});
+        }
+        const auto rows = cut < n ? std::optional(std::make_pair(std::size_t{0}, cut)) : std::nullopt;
+        auto part = [&](const std::vector<float>& all) {
+            return cut < n ? std::vector<float>(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(all.size() / n * cut)) : all;
+        };
+        const std::string cut_note =
+            cut < n ? fmt::format("\n(free-running outputs compared at positions 0..{} only: a routing near-tie at position {} "
+                                  "sends the token to another expert; the teacher-forced outputs cover every position)",
+                                  cut - 1, cut)
+                    : "";
+        if (cut > 0) {
+            for (std::size_t l = 0; l < cfg.n_layers; ++l)
+                for (const TraceField& f : fields) {
+                    const std::string name = fmt::format("layer{}.{}", l, f.name);
+                    outs.push_back({name, name, part(stacked([&](const Trace& t) -> const auto& { return t.layers[l].*f.field; })),
+                                    notes.count(name) ? notes[name] + cut_note : "", field_tol(f.name), rows});
+                }
+            outs.push_back({"final_norm", "final_norm", part(stacked([](const Trace& t) -> const auto& { return t.final_norm; })),
+                            "", std::nullopt, rows});
+            outs.push_back({"logits", "logits", part(stacked([](const Trace& t) -> const auto& { return t.logits; })), "",
+                            std::nullopt, rows});
+        }
+        for (StageOutput& t : ties) outs.push_back(std::move(t));
     }
 
     // 2. Teacher-forced: each layer alone, fed the reference's input of that layer at every position
     //    and the reference's keys/values for earlier positions. Its error is the error the layer adds;
-    //    the free-running error minus this is what it inherits from the layers before it.
+    //    the free-running error minus this is what it inherits from the layers before it. MoE: at a
+    //    routing near-tie the token's feed-forward is re-run on the reference's experts.
     for (std::size_t l = 0; l < cfg.n_layers; ++l) {
         const std::string L = fmt::format("layer{}.", l);
         const auto& in = golden(c, L + "in", {n, cfg.dim});
@@ -185,17 +237,33 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
         KVCache cache = cache_for(cfg, n);
         RunState s(cfg);
         std::vector<std::vector<float>> stacked(fields.size());
+        std::string forced_note;
         for (std::size_t p = 0; p < n; ++p) {
             std::vector<float> x(row(in, p).begin(), row(in, p).end());
             LayerTrace t;
             block(m, l, p, x, cache, s, &t);
             cache.overwrite(l, p, row(gk, p), row(gv, p));  // later positions see the reference's cache
+            if (cfg.moe()) {
+                const auto ref_ids = row(golden(c, L + "experts", {n, cfg.top_k}), p);
+                const auto d = compare_routing(t.experts, ref_ids, row(golden(c, L + "router_logits", {n, cfg.n_experts}), p),
+                                               cfg.top_k, cfg.n_experts, env.tol);
+                if (!d.empty()) forced_note += fmt::format("\nposition {}: {}", p, d[0].describe());
+                if (!d.empty() && d[0].near_tie()) {  // the block's feed-forward again, on the reference's experts
+                    const std::vector<int> forced(ref_ids.begin(), ref_ids.end());
+                    MoeTrace mt;
+                    moe_ffn(cfg, m.layers[l], t.ffn_norm, s, t.ffn_out, &mt, forced);
+                    t.experts = mt.experts, t.expert_weights = mt.expert_weights, t.shared_out = mt.shared_out;
+                    add(t.h, t.ffn_out, t.out);  // the block's second residual
+                    forced_note += " (teacher-forced: its feed-forward re-run on the reference's experts)";
+                }
+            }
             for (std::size_t f = 0; f < fields.size(); ++f)
                 stacked[f].insert(stacked[f].end(), (t.*fields[f].field).begin(), (t.*fields[f].field).end());
         }
         for (std::size_t f = 0; f < fields.size(); ++f)
             if (std::string(fields[f].name) != "in")
-                outs.push_back({L + fields[f].name + kTeacherForced, L + fields[f].name, std::move(stacked[f])});
+                outs.push_back({L + fields[f].name + kTeacherForced, L + fields[f].name, std::move(stacked[f]),
+                                forced_note.empty() ? "" : "routing differences:" + forced_note, field_tol(fields[f].name)});
     }
     // final norm and classifier on the reference's last block output
     {

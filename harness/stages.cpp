@@ -18,6 +18,9 @@ constexpr const char* kTinyGpt2 = "models/tiny-gpt2";           // Hugging Face 
 constexpr const char* kTinyGpt2Hub = "models/tiny-gpt2-hub";    // hub-style: no prefix, attn.bias buffers, sharded
 constexpr const char* kTinyGpt2Llmc = "models/tiny-gpt2.llmc.bin";  // llm.c checkpoint of the same weights
 constexpr const char* kTinyQwen2 = "models/tiny-qwen2";         // transformers' Qwen2ForCausalLM, save_pretrained
+constexpr const char* kTinyQwen2Moe = "models/tiny-qwen2moe";   // transformers' Qwen2MoeForCausalLM, save_pretrained
+constexpr const char* kTinyMixtral = "models/tiny-mixtral";     // transformers' MixtralForCausalLM, save_pretrained
+constexpr const char* kTinyMixtralTied = "models/tiny-mixtral-tied";  // the same, experts 6 and 7 of layer 1 tied in the router
 constexpr const char* kTinyLlamaHf = "models/tiny-llama-hf";     // the tiny LLaMA converted to HF's LlamaForCausalLM
 constexpr const char* kStories260KHf = "models/stories260k-hf";  // stories260K converted likewise (needs ../shared)
 constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
@@ -94,40 +97,40 @@ ModelSpec parse_model_spec(const std::string& model) {
 const std::vector<Stage>& stages() {
     static const std::vector<Stage> table = {
         // id, level, families using it, model, fixture, tolerance, why, function
-        {"kernel.matvec", "kernel", "llama gpt2 qwen2", "", "kernel/matvec.h5", {1e-5, 1e-5},
+        {"kernel.matvec", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/matvec.h5", {1e-5, 1e-5},
          "sums of up to 16384 products: torch's float32 blocked sum drifts ~1 ulp per doubling of length", stage_matvec},
-        {"kernel.matvec.fast", "kernel", "llama gpt2 qwen2", "", "kernel/matvec.h5", {1e-5, 1e-5},
+        {"kernel.matvec.fast", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/matvec.h5", {1e-5, 1e-5},
          "float accumulation in 8 independent lanes combined pairwise: each lane sums in/8 products (2048 at "
          "in = 16384), rounding errors grow like sqrt(in/8) ulp of the partial sums: the plain matvec's tolerance",
          stage_matvec_fast},
         {"kernel.matmul_xwt", "kernel", "llama gpt2 qwen2", "", "kernel/matmul_xwt.h5", {1e-5, 1e-5},
          "every output is a matvec_fast row (the same 8-lane float sum, bit for bit): the matvec tolerance",
          stage_matmul_xwt},
-        {"kernel.linear", "kernel", "llama gpt2 qwen2", "", "kernel/linear.h5", {1e-5, 1e-5},
+        {"kernel.linear", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/linear.h5", {1e-5, 1e-5},
          "a matvec plus one add per output: the matvec's tolerance", stage_linear},
-        {"kernel.add", "kernel", "llama gpt2 qwen2 q8", "", "kernel/add.h5", kFloat32Default,
+        {"kernel.add", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/add.h5", kFloat32Default,
          "one float32 add per element: exact in both, the default is generous", stage_add},
-        {"kernel.softmax", "kernel", "llama gpt2 qwen2 q8", "", "kernel/softmax.h5", kFloat32Default,
+        {"kernel.softmax", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/softmax.h5", kFloat32Default,
          "outputs in [0, 1]: float32 default is already generous", stage_softmax},
-        {"kernel.rmsnorm", "kernel", "llama qwen2 q8", "", "kernel/rmsnorm.h5", kFloat32Default,
+        {"kernel.rmsnorm", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/rmsnorm.h5", kFloat32Default,
          "one sum of squares and a scale: float32 default", stage_rmsnorm},
         {"kernel.layernorm", "kernel", "gpt2", "", "kernel/layernorm.h5", {1e-5, 1e-5},
          "normalised outputs are O(1) but torch rounds mean and variance in float32: for values around 1e4 "
          "the mean's rounding moves every output by ~1e-6 relative",
          stage_layernorm},
-        {"kernel.rope", "kernel", "llama qwen2 q8", "", "kernel/rope.h5", kFloat32Default,
+        {"kernel.rope", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/rope.h5", kFloat32Default,
          "elementwise rotation; our angle is float64, PyTorch's float32, so from pos 256 cases are held to the float64 truth", stage_rope},
-        {"kernel.silu", "kernel", "llama qwen2 q8", "", "kernel/silu.h5", kFloat32Default, "elementwise: float32 default",
+        {"kernel.silu", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/silu.h5", kFloat32Default, "elementwise: float32 default",
          stage_silu},
-        {"kernel.swiglu", "kernel", "llama qwen2 q8", "", "kernel/swiglu.h5", kFloat32Default, "elementwise: float32 default",
+        {"kernel.swiglu", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/swiglu.h5", kFloat32Default, "elementwise: float32 default",
          stage_swiglu},
         {"kernel.gelu_tanh", "kernel", "gpt2", "", "kernel/gelu_tanh.h5", kFloat32Default,
          "elementwise: float32 default (the exact-erf form misses it by up to 5e-4)", stage_gelu_tanh},
         {"kernel.gelu_erf", "kernel", "gpt2", "", "kernel/gelu_erf.h5", kFloat32Default,
          "elementwise: float32 default (the tanh form misses it by up to 5e-4)", stage_gelu_erf},
-        {"kernel.attention", "kernel", "llama gpt2 qwen2 q8", "", "kernel/attention.h5", kFloat32Default,
+        {"kernel.attention", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/attention.h5", kFloat32Default,
          "softmax then a convex combination of values: float32 default", stage_attention},
-        {"kernel.attention.tiled", "kernel", "llama gpt2 qwen2 q8", "", "kernel/attention.h5", kFloat32Default,
+        {"kernel.attention.tiled", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/attention.h5", kFloat32Default,
          "online softmax in tiles of 32: 8-lane float score dots, one exp(m_old - m_new) rescale per tile that "
          "raises the max, tile sums of <= 32 terms; still a convex combination of values: float32 default",
          stage_attention_tiled},
@@ -162,6 +165,20 @@ const std::vector<Stage>& stages() {
          "RMSNorm, biased q/k/v, rotate-half RoPE with theta 1e6, 4:1 GQA, SwiGLU: sums over 64 and 160 terms",
          stage_layer_block},
 
+        // mixture of experts: expert ids exactly (a routing near-tie is reported, not failed: moe_stages.cpp)
+        {"layer.moe.qwen2moe", "layer", "qwen2moe", kTinyQwen2Moe, "layer/moe_qwen2moe.h5", {1e-5, 1e-5},
+         "router logits are 64-term dot products; each output sums 2 experts (64- and 32-term matvecs) and the "
+         "sigmoid-gated 64-wide shared expert: float32 sums of under 100 terms, O(1) values",
+         stage_layer_moe},
+        {"layer.moe.mixtral", "layer", "mixtral", kTinyMixtral, "layer/moe_mixtral.h5", {1e-5, 1e-5},
+         "router logits are 64-term dot products; each output is 2 renormalised experts (64- and 32-term matvecs): "
+         "float32 sums of under 100 terms, O(1) values",
+         stage_layer_moe},
+        {"layer.moe.mixtral.tied", "layer", "mixtral", kTinyMixtralTied, "layer/moe_mixtral_tied.h5", {1e-5, 1e-5},
+         "the tiny Mixtral with two experts' router rows equal in layer 1: their scores tie exactly, torch's order "
+         "among equals is unspecified; every swap must be reported as a routing near-tie; else as layer.moe.mixtral",
+         stage_layer_moe},
+
         {"model.forward", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
          "the seed spec's logits tolerance; errors compound over layers and positions", stage_model_forward},
         {"model.kv_cache", "model", "llama", kTinyLlama, "model/kv_cache.h5", {1e-5, 1e-5},
@@ -184,6 +201,18 @@ const std::vector<Stage>& stages() {
          stage_model_logits},
         {"model.forward.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
          "transformers' Qwen2ForCausalLM, full-sequence forward, q/k captured after its RoPE: the logits tolerance",
+         stage_model_forward},
+        {"model.forward.qwen2moe", "model", "qwen2moe", kTinyQwen2Moe, "model/forward_qwen2moe.h5", kLogits,
+         "transformers' Qwen2MoeForCausalLM, full-sequence forward: the logits tolerance; expert ids exactly except at "
+         "routing near-ties (reference's scores within the tolerance)",
+         stage_model_forward},
+        {"model.forward.mixtral", "model", "mixtral", kTinyMixtral, "model/forward_mixtral.h5", kLogits,
+         "transformers' MixtralForCausalLM, full-sequence forward: the logits tolerance; expert ids exactly except at "
+         "routing near-ties (reference's scores within the tolerance)",
+         stage_model_forward},
+        {"model.forward.mixtral.tied", "model", "mixtral", kTinyMixtralTied, "model/forward_mixtral_tied.h5", kLogits,
+         "the tied-router Mixtral: free-running outputs before the first routing near-tie, teacher-forced ones re-run "
+         "on the reference's experts there; the logits tolerance",
          stage_model_forward},
         {"model.kv_cache.qwen2", "model", "qwen2", kTinyQwen2, "model/kv_cache_qwen2.h5", {1e-5, 1e-5},
          "k (after RoPE) and v of 2 kv heads: one RMSNorm and a biased projection from the residual stream",

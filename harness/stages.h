@@ -6,6 +6,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +47,31 @@ inline constexpr const char* kSeriesOurGap = "ours: logit of the reference's top
 inline constexpr const char* kSeriesTieThreshold = "near-tie threshold (atol + rtol |top-1|)";
 // and the measurement of where our greedy tokens first differ (= the step count when they never do)
 inline constexpr const char* kMeasureTokensMatched = "greedy tokens equal before the first difference";
+
+// ---- Mixture-of-experts routing (harness/moe_stages.cpp) -------------------------------------------
+// Routing is discrete: when the reference's scores of two experts are within the tolerance, float
+// rounding may pick the other one (as near-tied greedy tokens may flip). Ours vs the reference's
+// chosen ids per token; at the first rank where they differ, the reference's router logits of its
+// expert and of ours: a gap within the stage's tolerance is a routing near-tie (reported, not a
+// failure: the outputs after it are teacher-forced on the reference's experts), a larger gap a real
+// mismatch.
+struct RoutingDifference {
+    std::size_t token = 0;      // row of the [T, k] ids
+    std::size_t rank = 0;       // the first rank where the ids differ
+    int ours = 0, ref = 0;      // the expert each chose at that rank
+    float ref_score_ref = 0;    // the reference's router logit of its own choice
+    float ref_score_ours = 0;   // the reference's router logit of our choice
+    double gap = 0, allowed = 0;  // ref_score_ref - ref_score_ours; the tolerance at ref_score_ref
+    bool near_tie() const { return gap <= allowed; }
+    std::string describe() const;  // "routing near-tie at token 3: experts 5/2, scores 1.2 vs 1.2 (gap 3e-7 < 1e-5)"
+};
+// ours_ids, ref_ids: [T, k] expert ids (as floats, largest probability first); ref_logits: the
+// reference's router logits [T, n_experts]. Every token whose ids differ, in token order.
+std::vector<RoutingDifference> compare_routing(std::span<const float> ours_ids, std::span<const float> ref_ids,
+                                               std::span<const float> ref_logits, std::size_t k,
+                                               std::size_t n_experts, Tolerance tol);
+// "t0: 3 5 | t1: 0 7 | ..." : the experts each token chose, [T, k] ids
+std::string routing_choices(std::span<const float> ids, std::size_t k);
 
 // Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
 // "skipped" with the reason, never as a failure.
@@ -157,6 +183,8 @@ std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case&, const Sta
 // serve_stages.cpp
 std::vector<StageOutput> stage_model_paged(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case&, const StageEnv&);
+// moe_stages.cpp
+std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case&, const StageEnv&);
 // tokenizer_stages.cpp
 std::vector<StageOutput> stage_tokenizer(const Fixture&, const Case&, const StageEnv&);
 

@@ -19,14 +19,17 @@ const char* arch_name(Arch a) {
         case Arch::Llama: return "llama";
         case Arch::Gpt2: return "gpt2";
         case Arch::Qwen2: return "qwen2";
+        case Arch::Qwen2Moe: return "qwen2_moe";
+        case Arch::Mixtral: return "mixtral";
     }
     return "?";
 }
 
 Arch parse_arch(const std::string& name, const std::string& source) {
-    for (Arch a : {Arch::Llama, Arch::Gpt2, Arch::Qwen2})
+    for (Arch a : {Arch::Llama, Arch::Gpt2, Arch::Qwen2, Arch::Qwen2Moe, Arch::Mixtral})
         if (name == arch_name(a)) return a;
-    throw ModelError(fmt::format("{}: arch '{}' is not one this engine runs (known: llama, gpt2, qwen2)", source, name));
+    throw ModelError(fmt::format("{}: arch '{}' is not one this engine runs (known: llama, gpt2, qwen2, qwen2_moe, mixtral)",
+                                 source, name));
 }
 
 Config Config::llama() {
@@ -61,6 +64,22 @@ Config Config::qwen2() {
     return c;
 }
 
+Config Config::qwen2_moe() {
+    Config c = qwen2();  // Qwen2's attention (q/k/v biases, rotate-half RoPE); Qwen2MoeConfig's rope_theta default is 1e4
+    c.arch = Arch::Qwen2Moe;
+    c.rope_theta = 10000.0f;
+    return c;
+}
+
+Config Config::mixtral() {
+    Config c = llama();
+    c.arch = Arch::Mixtral;
+    c.rope_theta = 1e6f;  // MixtralConfig's default
+    c.rope_style = RopeStyle::RotateHalf;  // Hugging Face's layout
+    c.norm_topk_prob = true;  // MixtralSparseMoeBlock always renormalises the top-k weights
+    return c;
+}
+
 void Config::validate(const std::string& source) const {
     auto bad = [&](const std::string& what) {
         throw ModelError(fmt::format(
@@ -76,20 +95,37 @@ void Config::validate(const std::string& source) const {
     if (!(norm_eps > 0)) bad("norm_eps must be positive");
     if (n_layers > 4096) bad("more than 4096 layers: an absurd header, not a model");
     // a guard against absurd headers allocating terabytes: weights plus the KV cache, in floats
+    const double ffn_width = moe() ? static_cast<double>(n_experts) * ffn_dim + shared_ffn_dim : static_cast<double>(ffn_dim);
     const double params = static_cast<double>(vocab_size) * dim * 2 + static_cast<double>(max_seq_len) * dim +
-                          static_cast<double>(n_layers) * dim * (4.0 * dim + 3.0 * ffn_dim);
+                          static_cast<double>(n_layers) * dim * (4.0 * dim + 3.0 * ffn_width);
     const double cache = 2.0 * static_cast<double>(n_layers) * static_cast<double>(max_seq_len) * static_cast<double>(kv_dim());
     if (params + cache > 4e10) bad("weights and KV cache exceed 40 billion floats: not a model this engine can hold");
+
+    // Mixture of experts: only the MoE families have experts, and they always do.
+    const bool moe_arch = arch == Arch::Qwen2Moe || arch == Arch::Mixtral;
+    if (moe_arch) {
+        if (n_experts == 0) bad("a mixture of experts needs n_experts > 0");
+        if (n_experts > 4096) bad(fmt::format("n_experts {}: more than 4096 experts is an absurd header", n_experts));
+        if (top_k == 0 || top_k > n_experts)
+            bad(fmt::format("experts per token (top_k) is {}, expected 1 .. n_experts = {}", top_k, n_experts));
+        if (arch == Arch::Mixtral && !norm_topk_prob) bad("mixtral always renormalises the top-k weights");
+        if (arch == Arch::Mixtral && shared_ffn_dim != 0) bad("mixtral has no shared expert");
+    } else if (n_experts || top_k || shared_ffn_dim || norm_topk_prob) {
+        bad("experts (n_experts, top_k, shared_ffn_dim, norm_topk_prob) belong to the qwen2_moe and mixtral families only");
+    }
 
     // What each family's forward file implements; anything else would be a silently different model.
     switch (arch) {
         case Arch::Llama:
         case Arch::Qwen2:  // one forward file (llama.cpp): Qwen2 differs only in fields
+        case Arch::Qwen2Moe:  // the same block with model/moe.cpp's feed-forward
+        case Arch::Mixtral:
             if (norm != NormKind::RMSNorm) bad("the llama forward uses RMSNorm");
             if (activation != Activation::SwiGLU) bad("the llama forward uses a SwiGLU feed-forward");
             if (positions != Positions::Rope) bad("the llama forward uses RoPE positions");
             if (out_bias || ffn_bias) bad("the llama forward has no bias on the output or feed-forward projections");
-            if (qkv_bias != (arch == Arch::Qwen2)) bad("q/k/v biases: Qwen2 always has them, LLaMA never");
+            if (qkv_bias != (arch == Arch::Qwen2 || arch == Arch::Qwen2Moe))
+                bad("q/k/v biases: Qwen2 and Qwen2-MoE always have them, LLaMA and Mixtral never");
             if (head_dim() % 2 != 0) bad("head_dim must be even for RoPE");
             if (!(rope_theta > 0)) bad("rope_theta must be positive");
             break;

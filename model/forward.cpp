@@ -7,9 +7,11 @@ namespace lmlab {
 
 RunState::RunState(const Config& c)
     : x(c.dim), xn(c.dim), qkv(c.arch == Arch::Gpt2 ? 3 * c.dim : 0), q(c.n_heads * c.head_dim()), k(c.kv_dim()),
-      v(c.kv_dim()), heads(c.n_heads * c.head_dim()), att_out(c.dim), gate(c.ffn_dim), up(c.ffn_dim), act(c.ffn_dim),
-      ffn_out(c.dim), scores(c.max_seq_len), logits(c.vocab_size),
-      xq(std::max({c.dim, c.n_heads * c.head_dim(), c.ffn_dim})), xs(xq.size()) {}
+      v(c.kv_dim()), heads(c.n_heads * c.head_dim()), att_out(c.dim), gate(std::max(c.ffn_dim, c.shared_ffn_dim)),
+      up(gate.size()), act(gate.size()), ffn_out(c.dim), router_logits(c.n_experts), router_probs(c.n_experts),
+      expert_order(c.n_experts), expert_ids(c.top_k), expert_weights(c.top_k), expert_out(c.moe() ? c.dim : 0),
+      shared_out(c.shared_ffn_dim ? c.dim : 0), scores(c.max_seq_len), logits(c.vocab_size),
+      xq(std::max({c.dim, c.n_heads * c.head_dim(), gate.size()})), xs(xq.size()) {}
 
 const std::vector<TraceField>& layer_trace_fields(Arch arch) {
     using T = LayerTrace;
@@ -23,7 +25,24 @@ const std::vector<TraceField>& layer_trace_fields(Arch arch) {
         {"v", &T::v},             {"heads", &T::heads},         {"attn_out", &T::attn_out}, {"h", &T::h},
         {"ffn_norm", &T::ffn_norm}, {"ffn_up", &T::ffn_up},     {"ffn_act", &T::ffn_act}, {"ffn_out", &T::ffn_out},
         {"out", &T::out}};
-    return arch == Arch::Gpt2 ? gpt2 : llama;
+    // mixture of experts: the routing, then the expert sum, in place of the single SwiGLU's intermediates
+    static const std::vector<TraceField> qwen2_moe = {
+        {"in", &T::in},           {"attn_norm", &T::attn_norm}, {"q", &T::q},           {"k", &T::k},
+        {"v", &T::v},             {"heads", &T::heads},         {"attn_out", &T::attn_out}, {"h", &T::h},
+        {"ffn_norm", &T::ffn_norm}, {"router_logits", &T::router_logits}, {"experts", &T::experts},
+        {"expert_weights", &T::expert_weights}, {"shared_out", &T::shared_out}, {"ffn_out", &T::ffn_out},
+        {"out", &T::out}};
+    static const std::vector<TraceField> mixtral = {
+        {"in", &T::in},           {"attn_norm", &T::attn_norm}, {"q", &T::q},           {"k", &T::k},
+        {"v", &T::v},             {"heads", &T::heads},         {"attn_out", &T::attn_out}, {"h", &T::h},
+        {"ffn_norm", &T::ffn_norm}, {"router_logits", &T::router_logits}, {"experts", &T::experts},
+        {"expert_weights", &T::expert_weights}, {"ffn_out", &T::ffn_out}, {"out", &T::out}};
+    switch (arch) {
+        case Arch::Gpt2: return gpt2;
+        case Arch::Qwen2Moe: return qwen2_moe;
+        case Arch::Mixtral: return mixtral;
+        default: return llama;
+    }
 }
 
 namespace {
@@ -119,7 +138,9 @@ void block(const Model& m, std::size_t layer, std::size_t pos, std::span<float> 
            LayerTrace* trace) {
     switch (m.config.arch) {
         case Arch::Llama:
-        case Arch::Qwen2: return llama_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
+        case Arch::Qwen2:
+        case Arch::Qwen2Moe:  // the LLaMA block; its feed-forward is moe_ffn (llama_block asks the config)
+        case Arch::Mixtral: return llama_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
         case Arch::Gpt2: return gpt2_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
     }
 }

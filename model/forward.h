@@ -5,6 +5,8 @@
 // Each family has its own block in its own file, readable top to bottom:
 //   model/llama.cpp  x ─► RMSNorm ─► attention (RoPE on q, k) ─► + x ─► h ─► RMSNorm ─► SwiGLU FFN ─► + h
 //   model/gpt2.cpp   x ─► LayerNorm ─► attention (fused qkv)  ─► + x ─► h ─► LayerNorm ─► GELU MLP   ─► + h
+//   model/moe.cpp    the feed-forward of Qwen2-MoE and Mixtral (llama.cpp's block otherwise): a router
+//                    picks top-k of n SwiGLU experts per token, their outputs summed with its weights
 // Both are pre-norm (each sub-block sees a normalised copy; the residual stream is never
 // normalised) and share the pieces below: the multi-head attention loop over the KV cache and the
 // per-token scratch buffers. embed(), block() and head() pick the family with one switch each:
@@ -32,10 +34,18 @@ struct RunState {
     std::vector<float> k, v;     // [kv_dim] this token's key and value, all kv heads
     std::vector<float> heads;    // [n_heads * head_dim] attention output of every head, concatenated
     std::vector<float> att_out;  // [dim] after the output projection
-    std::vector<float> gate;     // [ffn_dim] LLaMA's w1 x (then silu(w1 x) * (w3 x))
-    std::vector<float> up;       // [ffn_dim] LLaMA's w3 x, GPT-2's c_fc x
-    std::vector<float> act;      // [ffn_dim] the activation: silu(gate) * up, or gelu(up)
+    std::vector<float> gate;     // [ffn_dim] LLaMA's w1 x (then silu(w1 x) * (w3 x)); MoE: [max(ffn_dim, shared_ffn_dim)]
+    std::vector<float> up;       // [ffn_dim] LLaMA's w3 x, GPT-2's c_fc x (MoE: as gate)
+    std::vector<float> act;      // [ffn_dim] the activation: silu(gate) * up, or gelu(up) (MoE: as gate)
     std::vector<float> ffn_out;  // [dim]
+    // mixture of experts only (empty otherwise)
+    std::vector<float> router_logits;   // [n_experts] the router's score of every expert
+    std::vector<float> router_probs;    // [n_experts] softmax of the scores
+    std::vector<int> expert_order;      // [n_experts] scratch of the top-k selection
+    std::vector<int> expert_ids;        // [top_k] the chosen experts, most probable first
+    std::vector<float> expert_weights;  // [top_k] their weights (renormalised when the config says so)
+    std::vector<float> expert_out;      // [dim] one expert's output
+    std::vector<float> shared_out;      // [dim] Qwen2-MoE: sigmoid(shared_gate x) * shared_expert(x)
     std::vector<float> scores;   // [max_seq_len] attention probabilities of one head
     std::vector<float> logits;   // [vocab_size]
     // int8 models only: the activation entering a matvec, quantized at run time (runq.c's s->xq/hq).
@@ -46,8 +56,11 @@ struct RunState {
 
 // Every intermediate of one token through one block, named by role. A family fills the fields
 // its pipeline has (LLaMA has a gate, GPT-2 does not); layer_trace_fields() lists them.
+// Mixture of experts: router_logits [n_experts], experts [top_k] (expert ids as floats, most
+// probable first), expert_weights [top_k], shared_out [dim] (Qwen2-MoE) instead of ffn_gate/up/act.
 struct LayerTrace {
     std::vector<float> in, attn_norm, q, k, v, heads, attn_out, h, ffn_norm, ffn_gate, ffn_up, ffn_act, ffn_out, out;
+    std::vector<float> router_logits, experts, expert_weights, shared_out;
 };
 struct TraceField {
     const char* name;  // as in the golden fixtures: "q" is compared with layer<i>.q
@@ -129,8 +142,7 @@ struct PrefillState {
     std::vector<float> att_out;       // [T, dim]
     std::vector<float> gate, up, act; // [T, ffn_dim]
     std::vector<float> ffn_out;       // [T, dim]
-    std::vector<std::int8_t> xq;      // int8 models: one row's activation quantized (RunState's xq)
-    std::vector<float> xs;
+    RunState one;  // the pieces that run row by row: int8 matvecs (its xq, xs), MoE feed-forwards (moe.cpp)
 };
 
 // Runs tokens at positions cache.length() .. + T - 1 (T <= ps.max_tokens); returns the logits of
@@ -174,6 +186,27 @@ void llama_attention(const Config& c, const LayerWeights& w, std::size_t layer, 
                      std::span<const float> xn, KVCache& cache, RunState& s, std::span<float> out);
 // LLaMA's SwiGLU feed-forward: out = w2 · (silu(w1 xn) * (w3 xn)).  xn: [dim] -> out: [dim]
 void llama_ffn(const Config& c, const LayerWeights& w, std::span<const float> xn, RunState& s, std::span<float> out);
+
+// ---- Mixture of experts (model/moe.cpp) ---------------------------------------------------------
+
+// What moe_ffn decided for one token (copies, for tests and the harness).
+struct MoeTrace {
+    std::vector<float> router_logits;   // [n_experts]
+    std::vector<float> experts;         // [top_k] chosen expert ids (as floats), most probable first
+    std::vector<float> expert_weights;  // [top_k]
+    std::vector<float> shared_out;      // [dim] Qwen2-MoE's gated shared expert; empty without one
+};
+
+// The sparse MoE feed-forward of one token, transformers' Qwen2MoeSparseMoeBlock / MixtralSparseMoeBlock:
+//   p = softmax(router xn) (float32);  top_k experts by p (exact ties: the lower id first; torch's order is unspecified);
+//   weights = p of those (/ their sum when norm_topk_prob);
+//   out = Σ over the chosen experts IN EXPERT-ID ORDER of weight · expert(xn)   (transformers' index_add_ loop)
+//       [+ sigmoid(shared_gate xn) · shared_expert(xn)]                          (Qwen2-MoE)
+// xn: [dim] -> out: [dim]. Leaves the routing in s.router_logits/router_probs/expert_ids/expert_weights.
+// forced_experts (harness only, [top_k] ids): use these instead of the top-k (teacher forcing at a
+// routing near-tie); the weights are still our probabilities of them.
+void moe_ffn(const Config& c, const LayerWeights& w, std::span<const float> xn, RunState& s, std::span<float> out,
+             MoeTrace* trace = nullptr, std::span<const int> forced_experts = {});
 void llama_block(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos, std::span<float> x,
                  KVCache& cache, RunState& s, LayerTrace* t);
 void gpt2_block(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos, std::span<float> x,

@@ -5,6 +5,9 @@
 //   h ─► RMSNorm ─► w2 · (silu(w1·) ⊙ w3·)                                          ─► + h ─► out
 //
 // Shapes: x [dim]; q [n_heads·head_dim]; k, v [kv_dim]; heads [n_heads·head_dim]; gate/up [ffn_dim].
+//
+// Qwen2-MoE and Mixtral are this block with the SwiGLU replaced by a mixture of experts (moe.cpp):
+//   h ─► RMSNorm ─► router ─► top-k experts, each a SwiGLU ─► weighted sum (+ gated shared expert) ─► + h
 #include "forward.h"
 
 namespace lmlab {
@@ -46,10 +49,21 @@ void llama_block(const Config& c, const LayerWeights& w, std::size_t layer, std:
 
     rmsnorm(x, w.ffn_norm.weight, c.norm_eps, s.xn);
     record(t, &LayerTrace::ffn_norm, s.xn);
-    llama_ffn(c, w, s.xn, s, s.ffn_out);
-    record(t, &LayerTrace::ffn_gate, s.gate);
-    record(t, &LayerTrace::ffn_up, s.up);
-    record(t, &LayerTrace::ffn_act, s.act);
+    if (c.moe()) {
+        MoeTrace mt;
+        moe_ffn(c, w, s.xn, s, s.ffn_out, t ? &mt : nullptr);
+        if (t) {
+            t->router_logits = std::move(mt.router_logits);
+            t->experts = std::move(mt.experts);
+            t->expert_weights = std::move(mt.expert_weights);
+            t->shared_out = std::move(mt.shared_out);
+        }
+    } else {
+        llama_ffn(c, w, s.xn, s, s.ffn_out);
+        record(t, &LayerTrace::ffn_gate, s.gate);
+        record(t, &LayerTrace::ffn_up, s.up);
+        record(t, &LayerTrace::ffn_act, s.act);
+    }
     record(t, &LayerTrace::ffn_out, s.ffn_out);
     add(x, s.ffn_out, x);  // second residual: the block's output
     record(t, &LayerTrace::out, x);

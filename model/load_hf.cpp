@@ -41,6 +41,7 @@ public:
     const std::string& path() const { return path_; }
     bool has(const char* field) const { return j_.contains(field) && !j_[field].is_null(); }
     std::string dump(const char* field) const { return has(field) ? j_[field].dump() : "null"; }  // for messages
+    const json& raw(const char* field) const { return j_[field]; }  // (after has())
 
     // A required positive integer. (We do not fall back on transformers' defaults for dimensions:
     // every config.json transformers writes has them, and a guessed n_head would load silently.)
@@ -189,6 +190,56 @@ Config qwen2_config(const ConfigJson& j) {
     return c;
 }
 
+// ---- Mixtures of experts (transformers' Qwen2MoeConfig, MixtralConfig) -------------------------------
+
+// The numbers every MoE config has: n_experts from `experts_field`, top-k, and the refusals of what
+// our moe_ffn does not implement (every layer sparse, no sliding window).
+void moe_common(const ConfigJson& j, Config& c, const char* experts_field) {
+    c.n_experts = j.size(experts_field);
+    c.top_k = j.size("num_experts_per_tok");
+    if (c.top_k > c.n_experts)
+        throw ModelError(fmt::format("{}: num_experts_per_tok is {} but {} is {}: a token cannot pick more experts than "
+                                     "there are; fix config.json",
+                                     j.path(), c.top_k, experts_field, c.n_experts));
+    // (Mixtral's router_jitter_noise is applied only in training mode: inference ignores it, as we do.)
+}
+
+// A sliding window that is in use changes which positions attention sees: refused.
+void refuse_sliding_window(const ConfigJson& j, std::size_t max_seq_len) {
+    if (j.has("sliding_window") && j.size("sliding_window") < max_seq_len)
+        throw ModelError(fmt::format("{}: sliding_window is {} (< max_position_embeddings {}): sliding-window attention "
+                                     "is not implemented; set it to null to run the model with full attention",
+                                     j.path(), j.dump("sliding_window"), max_seq_len));
+}
+
+Config qwen2_moe_config(const ConfigJson& j) {
+    Config c = llama_like_config(j, Config::qwen2_moe());
+    j.require("use_sliding_window", false, false, "sliding-window attention is not implemented");
+    moe_common(j, c, "num_experts");
+    c.ffn_dim = j.size("moe_intermediate_size");  // each expert's width (intermediate_size: the dense MLP, unused)
+    c.shared_ffn_dim = j.size("shared_expert_intermediate_size");
+    c.norm_topk_prob = j.boolean("norm_topk_prob", false);  // Qwen2MoeConfig's default
+    // Qwen2MoeDecoderLayer has a sparse block at layer i only when (i + 1) % decoder_sparse_step == 0 and
+    // i is not in mlp_only_layers; the others have a dense MLP, which this engine does not mix in.
+    const double step = j.number("decoder_sparse_step", 1);
+    if (step != 1)
+        throw ModelError(fmt::format("{}: decoder_sparse_step is {}: only every layer sparse (1) is implemented; layers "
+                                     "with a dense MLP between sparse ones are not",
+                                     j.path(), j.dump("decoder_sparse_step")));
+    if (j.has("mlp_only_layers") && !(j.raw("mlp_only_layers").is_array() && j.raw("mlp_only_layers").empty()))
+        throw ModelError(fmt::format("{}: mlp_only_layers is {}: layers with a dense MLP instead of experts are not "
+                                     "implemented; only [] (every layer sparse) is",
+                                     j.path(), j.dump("mlp_only_layers")));
+    return c;
+}
+
+Config mixtral_config(const ConfigJson& j) {
+    Config c = llama_like_config(j, Config::mixtral());
+    refuse_sliding_window(j, c.max_seq_len);
+    moe_common(j, c, "num_local_experts");  // c.ffn_dim = intermediate_size: each expert's width
+    return c;
+}
+
 // "layers.3.self_attn.rotary_emb.inv_freq": RoPE's frequency table, saved by older transformers.
 // Not a weight: we compute RoPE from rope_theta.
 bool llama_ignored(const std::string& name) {
@@ -213,6 +264,8 @@ const HfFamily kFamilies[] = {
     {"gpt2", gpt2_config, "transformer.", "lm_head.weight", gpt2_ignored},
     {"llama", llama_config, "model.", "lm_head.weight", llama_ignored},
     {"qwen2", qwen2_config, "model.", "lm_head.weight", llama_ignored},
+    {"qwen2_moe", qwen2_moe_config, "model.", "lm_head.weight", llama_ignored},
+    {"mixtral", mixtral_config, "model.", "lm_head.weight", llama_ignored},
 };
 
 const HfFamily& family_of(const std::string& model_type, const std::string& path) {

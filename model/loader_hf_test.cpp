@@ -978,3 +978,190 @@ TEST(LoadHfLlama, QwenWithoutItsBiasesIsAMissingTensor) {
 }
 
 }  // namespace lmlab
+
+// ---- Mixtures of experts (Qwen2MoeForCausalLM / MixtralForCausalLM names) -----------------------------
+namespace lmlab {
+namespace {
+
+// dim 8, 4 heads on 2 kv heads, 4 experts of width 6 (top-2), Qwen2-MoE's shared expert of width 10;
+// names as transformers saves them, written out here independently of model/tensors.cpp.
+std::vector<RawTensor> moe_tensors(bool mixtral) {
+    std::vector<RawTensor> out;
+    std::size_t id = 0;
+    auto add = [&](const std::string& name, Shape shape) {
+        std::vector<float> v(count(shape));
+        ++id;
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = value(id, i) / 1e4f;
+        out.push_back({name, "F32", shape, f32_bytes(v)});
+    };
+    add("model.embed_tokens.weight", {5, 8});
+    for (int l = 0; l < 2; ++l) {
+        const std::string p = fmt::format("model.layers.{}.", l);
+        add(p + "input_layernorm.weight", {8});
+        add(p + "self_attn.q_proj.weight", {8, 8});
+        add(p + "self_attn.k_proj.weight", {4, 8});
+        add(p + "self_attn.v_proj.weight", {4, 8});
+        if (!mixtral) {
+            add(p + "self_attn.q_proj.bias", {8});
+            add(p + "self_attn.k_proj.bias", {4});
+            add(p + "self_attn.v_proj.bias", {4});
+        }
+        add(p + "self_attn.o_proj.weight", {8, 8});
+        add(p + "post_attention_layernorm.weight", {8});
+        const std::string moe = p + (mixtral ? "block_sparse_moe." : "mlp.");
+        add(moe + "gate.weight", {4, 8});
+        for (int e = 0; e < 4; ++e) {
+            const std::string x = fmt::format("{}experts.{}.", moe, e);
+            add(x + (mixtral ? "w1.weight" : "gate_proj.weight"), {6, 8});
+            add(x + (mixtral ? "w2.weight" : "down_proj.weight"), {8, 6});
+            add(x + (mixtral ? "w3.weight" : "up_proj.weight"), {6, 8});
+        }
+        if (!mixtral) {
+            add(moe + "shared_expert.gate_proj.weight", {10, 8});
+            add(moe + "shared_expert.up_proj.weight", {10, 8});
+            add(moe + "shared_expert.down_proj.weight", {8, 10});
+            add(moe + "shared_expert_gate.weight", {1, 8});
+        }
+    }
+    add("model.norm.weight", {8});
+    add("lm_head.weight", {5, 8});
+    return out;
+}
+
+json moe_config(bool mixtral) {
+    json c = {{"model_type", mixtral ? "mixtral" : "qwen2_moe"},
+              {"hidden_size", 8},
+              {"num_hidden_layers", 2},
+              {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},
+              {"vocab_size", 5},
+              {"max_position_embeddings", 16},
+              {"rms_norm_eps", 1e-6},
+              {"hidden_act", "silu"},
+              {"tie_word_embeddings", false},
+              {"num_experts_per_tok", 2}};
+    if (mixtral) {
+        c["intermediate_size"] = 6;
+        c["num_local_experts"] = 4;
+        c["sliding_window"] = nullptr;
+    } else {
+        c["intermediate_size"] = 99;  // the dense MLP's width: unused when every layer is sparse
+        c["moe_intermediate_size"] = 6;
+        c["shared_expert_intermediate_size"] = 10;
+        c["num_experts"] = 4;
+        c["norm_topk_prob"] = false;
+        c["decoder_sparse_step"] = 1;
+        c["mlp_only_layers"] = json::array();
+        c["use_sliding_window"] = false;
+        c["sliding_window"] = nullptr;
+    }
+    return c;
+}
+
+TEST(LoadHfMoe, Qwen2MoeLoadsRouterExpertsAndSharedExpert) {
+    TempDir d;
+    write_model_dir(d, moe_tensors(false), moe_config(false));
+    const Model m = load_model_hf(d.str());
+    const Config& c = m.config;
+    EXPECT_EQ(c.arch, Arch::Qwen2Moe);
+    EXPECT_EQ(c.n_experts, 4u);
+    EXPECT_EQ(c.top_k, 2u);
+    EXPECT_EQ(c.ffn_dim, 6u);
+    EXPECT_EQ(c.shared_ffn_dim, 10u);
+    EXPECT_FALSE(c.norm_topk_prob);
+    EXPECT_TRUE(c.qkv_bias);
+    ASSERT_EQ(m.layers[1].experts.size(), 4u);
+    // ids are 1-based in file order: the embedding (1), layer 0's 26 tensors (2..27), then layer 1's
+    // norm, q, k, v, 3 biases, o, norm (28..36): its router is 37, expert 2's gate_proj 37 + 1 + 2·3 = 44
+    EXPECT_EQ(m.layers[1].router.w.size(), 32u);
+    EXPECT_EQ(m.layers[1].router.w[5], value(37, 5) / 1e4f);
+    EXPECT_EQ(m.layers[1].experts[2].w_gate.w[7], value(44, 7) / 1e4f);
+    EXPECT_EQ(m.layers[1].experts[2].w_down.w.size(), 48u);
+    EXPECT_EQ(m.layers[1].shared_gate.w.size(), 8u);
+    EXPECT_EQ(m.layers[0].shared_expert.w_down.w.size(), 80u);
+}
+
+TEST(LoadHfMoe, MixtralLoadsW1W2W3AndRenormalises) {
+    TempDir d;
+    write_model_dir(d, moe_tensors(true), moe_config(true));
+    const Model m = load_model_hf(d.str());
+    EXPECT_EQ(m.config.arch, Arch::Mixtral);
+    EXPECT_TRUE(m.config.norm_topk_prob);
+    EXPECT_EQ(m.config.shared_ffn_dim, 0u);
+    EXPECT_FALSE(m.config.qkv_bias);
+    // layer 0: embedding 1, then norm, q, k, v, o, norm (2..7), router 8, expert 0: w1 9, w2 10, w3 11
+    EXPECT_EQ(m.layers[0].experts[0].w_gate.w[3], value(9, 3) / 1e4f);
+    EXPECT_EQ(m.layers[0].experts[0].w_down.w[3], value(10, 3) / 1e4f);
+    EXPECT_EQ(m.layers[0].experts[0].w_up.w[3], value(11, 3) / 1e4f);
+}
+
+TEST(LoadHfMoe, DecoderSparseStepRefused) {
+    TempDir d;
+    json c = moe_config(false);
+    c["decoder_sparse_step"] = 2;
+    write_model_dir(d, moe_tensors(false), c);
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "decoder_sparse_step is 2", "every layer sparse"});
+}
+
+TEST(LoadHfMoe, MlpOnlyLayersRefused) {
+    TempDir d;
+    json c = moe_config(false);
+    c["mlp_only_layers"] = json::array({0});
+    write_model_dir(d, moe_tensors(false), c);
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "mlp_only_layers is [0]", "dense MLP"});
+}
+
+TEST(LoadHfMoe, TopKBeyondTheExpertsRefused) {
+    TempDir d;
+    json c = moe_config(true);
+    c["num_experts_per_tok"] = 5;
+    write_model_dir(d, moe_tensors(true), c);
+    expect_error<ModelError>([&] { load_model_hf(d.str()); },
+                             {"config.json", "num_experts_per_tok is 5", "num_local_experts is 4"});
+}
+
+TEST(LoadHfMoe, SlidingWindowInUseRefused) {
+    TempDir d;
+    json c = moe_config(true);
+    c["sliding_window"] = 8;
+    write_model_dir(d, moe_tensors(true), c);
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "sliding_window is 8", "not implemented"});
+    json q = moe_config(false);
+    q["use_sliding_window"] = true;
+    write_model_dir(d, moe_tensors(false), q);
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "use_sliding_window is true"});
+}
+
+TEST(LoadHfMoe, MissingExpertTensorRefused) {
+    TempDir d;
+    write_model_dir(d, without(moe_tensors(true), "model.layers.1.block_sparse_moe.experts.3.w2.weight"), moe_config(true));
+    expect_error<ModelError>([&] { load_model_hf(d.str()); },
+                             {"model.safetensors", "'model.layers.1.block_sparse_moe.experts.3.w2.weight' is missing", "[8, 6]"});
+}
+
+TEST(LoadHfMoe, ExpertOfTheWrongShapeRefused) {
+    TempDir d;
+    std::vector<RawTensor> ts = moe_tensors(false);
+    RawTensor& t = find(ts, "model.layers.0.mlp.experts.1.up_proj.weight");
+    t.shape = {8, 6};  // transposed
+    write_model_dir(d, ts, moe_config(false));
+    expect_error<ModelError>([&] { load_model_hf(d.str()); },
+                             {"'model.layers.0.mlp.experts.1.up_proj.weight' has shape [8, 6], expected [6, 8]"});
+}
+
+TEST(LoadHfMoe, ExtraExpertRefused) {  // 5 experts in the file, 4 in config.json: never silently dropped
+    TempDir d;
+    std::vector<RawTensor> ts = moe_tensors(true);
+    ts.push_back({"model.layers.0.block_sparse_moe.experts.4.w1.weight", "F32", {6, 8}, f32_bytes(std::vector<float>(48))});
+    write_model_dir(d, ts, moe_config(true));
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"tensors this engine would ignore", "experts.4.w1.weight"});
+}
+
+TEST(LoadHfMoe, QuantizeRefusesExperts) {
+    TempDir d;
+    write_model_dir(d, moe_tensors(true), moe_config(true));
+    expect_error<ModelError>([&] { quantize_model(load_model_hf(d.str()), 2); }, {"mixture of experts", "4 experts", "float32"});
+}
+
+}  // namespace
+}  // namespace lmlab

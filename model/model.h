@@ -35,12 +35,16 @@ enum class Arch {
     Llama,  // Meta's LLaMA, llama2.c checkpoints: RMSNorm, RoPE, SwiGLU, no biases
     Gpt2,   // OpenAI's GPT-2: LayerNorm, learned positions, GELU, biases everywhere, tied embeddings
     Qwen2,  // Alibaba's Qwen2: LLaMA's pipeline with biases on q, k, v (rotate-half RoPE, theta 1e6)
+    // Mixture of experts (model/moe.cpp): the LLaMA block whose SwiGLU feed-forward is replaced by
+    // a router choosing top-k of n_experts SwiGLU experts per token
+    Qwen2Moe,  // Alibaba's Qwen2-MoE: Qwen2 attention (q/k/v biases) + experts + a sigmoid-gated shared expert
+    Mixtral,   // Mistral's Mixtral: LLaMA attention (no biases) + experts, top-k weights always renormalised
 };
 enum class NormKind { RMSNorm, LayerNorm };
 enum class Activation { SwiGLU, GeluTanh, GeluErf };
 enum class Positions { Rope, Learned };
 
-const char* arch_name(Arch a);  // "llama", "gpt2", "qwen2": the names model files use
+const char* arch_name(Arch a);  // "llama", "gpt2", "qwen2", "qwen2_moe", "mixtral": the names model files use
 // Throws ModelError naming `source` and the known names.
 Arch parse_arch(const std::string& name, const std::string& source);
 
@@ -50,7 +54,7 @@ struct Config {
     std::size_t n_layers = 0;
     std::size_t n_heads = 0;      // query heads
     std::size_t n_kv_heads = 0;   // key/value heads (< n_heads: grouped-query attention)
-    std::size_t ffn_dim = 0;      // hidden width of the feed-forward
+    std::size_t ffn_dim = 0;      // hidden width of the feed-forward (MoE: of each expert)
     std::size_t vocab_size = 0;
     std::size_t max_seq_len = 0;  // context length: the KV cache (and GPT-2's position table) holds this many positions
 
@@ -65,6 +69,14 @@ struct Config {
     bool ffn_bias = false;   // the feed-forward projections carry biases
     bool tied_embeddings = false;  // classifier = token embedding matrix
 
+    // Mixture of experts (Qwen2Moe, Mixtral; all 0 / false otherwise): every layer's feed-forward
+    // is n_experts SwiGLU experts of width ffn_dim, of which the router picks top_k per token.
+    std::size_t n_experts = 0;       // HF num_experts (Qwen2-MoE) / num_local_experts (Mixtral)
+    std::size_t top_k = 0;           // HF num_experts_per_tok
+    bool norm_topk_prob = false;     // the k chosen probabilities are rescaled to sum to 1 (Mixtral: always)
+    std::size_t shared_ffn_dim = 0;  // Qwen2-MoE's shared expert width (every token, sigmoid-gated); 0 = none
+    bool moe() const { return n_experts > 0; }
+
     std::size_t head_dim() const { return dim / n_heads; }
     std::size_t kv_dim() const { return head_dim() * n_kv_heads; }
     // Checks the numbers make a model (positive, n_heads divides dim, n_kv_heads divides n_heads,
@@ -75,6 +87,8 @@ struct Config {
     static Config llama();
     static Config gpt2();
     static Config qwen2();
+    static Config qwen2_moe();
+    static Config mixtral();
 };
 
 // A norm's parameters: weight [dim]; bias [dim] for LayerNorm, empty for RMSNorm.
@@ -100,6 +114,13 @@ struct Linear {
     QuantizedMatrix q8;
 };
 
+// One SwiGLU feed-forward: w_down · (silu(w_gate x) ⊙ w_up x). An expert of a mixture of experts.
+struct Expert {
+    Linear w_gate;  // [ffn_dim, dim] (HF gate_proj, Mixtral w1)
+    Linear w_up;    // [ffn_dim, dim] (HF up_proj, Mixtral w3)
+    Linear w_down;  // [dim, ffn_dim] (HF down_proj, Mixtral w2)
+};
+
 // One transformer block's weights. Each family uses the fields its forward file names.
 struct LayerWeights {
     Norm attn_norm;      // LLaMA attention_norm, GPT-2 ln_1
@@ -110,6 +131,11 @@ struct LayerWeights {
     Linear w_gate;       // LLaMA w1 [ffn_dim, dim] (SwiGLU's gate; GPT-2 has none)
     Linear w_up;         // LLaMA w3, GPT-2 c_fc: [ffn_dim, dim]
     Linear w_down;       // LLaMA w2, GPT-2 mlp.c_proj: [dim, ffn_dim]
+    // Mixture of experts only (Config::moe()): the three above stay empty
+    Linear router;                // HF mlp.gate / block_sparse_moe.gate: [n_experts, dim], one score per expert
+    std::vector<Expert> experts;  // [n_experts], each of width ffn_dim
+    Expert shared_expert;         // Qwen2-MoE: width shared_ffn_dim, run for every token; empty otherwise
+    Linear shared_gate;           // Qwen2-MoE shared_expert_gate: [1, dim], sigmoid of it scales the shared expert
 };
 
 // The vocabulary stored with a model (pieces with ' ' for SentencePiece's U+2581, and scores).
@@ -147,7 +173,7 @@ Model load_model_llama2c(const std::string& path);
 // llm.c GPT-2 checkpoint (gpt2_124M.bin: 256-int32 header, magic 20240326, version 3 = float32).
 Model load_model_llmc(const std::string& path);
 // Hugging Face model directory: config.json + model.safetensors (or sharded with
-// model.safetensors.index.json). model_type "gpt2", "llama" or "qwen2".
+// model.safetensors.index.json). model_type "gpt2", "llama", "qwen2", "qwen2_moe" or "mixtral".
 Model load_model_hf(const std::string& dir);
 // Only the vocabulary of an HDF5 model file (group tokenizer/); throws ModelError when absent.
 Vocabulary load_vocabulary_hdf5(const std::string& path);

@@ -12,8 +12,7 @@ namespace lmlab {
 PrefillState::PrefillState(const Config& c, std::size_t T)
     : max_tokens(T), x(T * c.dim), xn(T * c.dim), qkv(c.arch == Arch::Gpt2 ? T * 3 * c.dim : 0),
       q(T * c.n_heads * c.head_dim()), heads(T * c.n_heads * c.head_dim()), k(T * c.kv_dim()), v(T * c.kv_dim()),
-      att_out(T * c.dim), gate(T * c.ffn_dim), up(T * c.ffn_dim), act(T * c.ffn_dim), ffn_out(T * c.dim),
-      xq(std::max({c.dim, c.n_heads * c.head_dim(), c.ffn_dim})), xs(xq.size()) {}
+      att_out(T * c.dim), gate(T * c.ffn_dim), up(T * c.ffn_dim), act(T * c.ffn_dim), ffn_out(T * c.dim), one(c) {}
 
 namespace {
 // Row t of a [T, n] buffer.
@@ -28,7 +27,7 @@ void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y,
     if (!l.q8.empty()) {  // int8: no batched int8 kernel; project()'s int8 matvec row by row (the same bits)
         const std::size_t out = Y.size() / ps.max_tokens;
         for (std::size_t t = 0; t < T; ++t) {
-            matvec_q8(l.q8, X.subspan(t * in, in), Y.subspan(t * out, out), ps.xq, ps.xs);
+            matvec_q8(l.q8, X.subspan(t * in, in), Y.subspan(t * out, out), ps.one.xq, ps.one.xs);
             if (!l.b.empty()) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
         }
         return;
@@ -92,12 +91,16 @@ void llama_block_rows(const Config& c, const LayerWeights& w, std::size_t layer,
     add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.att_out).first(T * dim),
         std::span<float>(ps.x).first(T * dim));  // first residual
     for (std::size_t t = 0; t < T; ++t) rmsnorm(row(ps.x, t, dim), w.ffn_norm.weight, c.norm_eps, row(ps.xn, t, dim));
-    project_rows(w.w_gate, ps.xn, ps.gate, T, dim, ps);
-    project_rows(w.w_up, ps.xn, ps.up, T, dim, ps);
-    const std::size_t f = c.ffn_dim;
-    swiglu(std::span<const float>(ps.gate).first(T * f), std::span<const float>(ps.up).first(T * f),
-           std::span<float>(ps.act).first(T * f));
-    project_rows(w.w_down, ps.act, ps.ffn_out, T, c.ffn_dim, ps);
+    if (c.moe()) {  // each row picks its own experts: the mixture row by row, forward()'s own code
+        for (std::size_t t = 0; t < T; ++t) moe_ffn(c, w, row(std::as_const(ps.xn), t, dim), ps.one, row(ps.ffn_out, t, dim));
+    } else {
+        project_rows(w.w_gate, ps.xn, ps.gate, T, dim, ps);
+        project_rows(w.w_up, ps.xn, ps.up, T, dim, ps);
+        const std::size_t f = c.ffn_dim;
+        swiglu(std::span<const float>(ps.gate).first(T * f), std::span<const float>(ps.up).first(T * f),
+               std::span<float>(ps.act).first(T * f));
+        project_rows(w.w_down, ps.act, ps.ffn_out, T, c.ffn_dim, ps);
+    }
     add(std::span<const float>(ps.x).first(T * dim), std::span<const float>(ps.ffn_out).first(T * dim),
         std::span<float>(ps.x).first(T * dim));  // second residual
 }
@@ -133,7 +136,9 @@ void gpt2_block_rows(const Config& c, const LayerWeights& w, std::size_t layer, 
 void block_rows(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, PrefillState& ps) {
     switch (m.config.arch) {
         case Arch::Llama:
-        case Arch::Qwen2: return llama_block_rows(m.config, m.layers[layer], layer, T, cache, ps);
+        case Arch::Qwen2:
+        case Arch::Qwen2Moe:
+        case Arch::Mixtral: return llama_block_rows(m.config, m.layers[layer], layer, T, cache, ps);
         case Arch::Gpt2: return gpt2_block_rows(m.config, m.layers[layer], layer, T, cache, ps);
     }
 }
@@ -146,8 +151,9 @@ std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCa
     if (T > ps.max_tokens)
         throw ModelError(fmt::format("prefill: {} tokens, but the prefill buffers hold {}", T, ps.max_tokens));
     if (all_logits) all_logits->clear();
-    // the readable reference, and int8 models (no batched int8 kernel): one token at a time
-    if (kernel_path() == KernelPath::Plain || m.quantized()) {
+    // the readable reference: one token at a time (int8 layers and MoE feed-forwards run row by row
+    // inside the batched blocks below, with forward()'s own code)
+    if (kernel_path() == KernelPath::Plain) {
         std::span<const float> logits;
         for (std::size_t t = 0; t < T; ++t) {
             logits = forward(m, tokens[t], pos0 + t, cache, s);

@@ -65,8 +65,28 @@ void expect_prefill_equals_forward(const Config& c, std::size_t pos0) {
 
 TEST(Prefill, BitIdenticalToTokenByTokenForEveryFamily) {
     ASSERT_EQ(kernel_path(), KernelPath::Fast);
-    for (const Config& c : {test::tiny_config(), test::tiny_gpt2_config(), qwen2_config()})
+    for (const Config& c : {test::tiny_config(), test::tiny_gpt2_config(), qwen2_config(), test::tiny_moe_config(false),
+                            test::tiny_moe_config(true)})
         for (std::size_t pos0 : {0u, 3u}) expect_prefill_equals_forward(c, pos0);
+}
+
+TEST(Prefill, Int8ModelsAreBitIdenticalToTokenByTokenToo) {
+    // int8 layers run project()'s int8 matvec row by row inside the batched block
+    Config c = test::tiny_config();
+    c.dim = 8;
+    c.ffn_dim = 16;
+    const Model m = quantize_model(test::make_model(c), 4);
+    const std::vector<int> tokens = {1, 4, 0, 3, 2, 1};
+    KVCache c1(c.n_layers, c.max_seq_len, c.kv_dim()), c2(c.n_layers, c.max_seq_len, c.kv_dim());
+    RunState s1(c), s2(c);
+    std::vector<float> expected, all;
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+        const auto l = forward(m, tokens[p], p, c1, s1);
+        expected.insert(expected.end(), l.begin(), l.end());
+    }
+    PrefillState ps(c, tokens.size());
+    prefill(m, tokens, c2, ps, s2, &all);
+    EXPECT_TRUE(same_bits(all, expected));
 }
 
 TEST(Prefill, PlainPathFeedsTokenByToken) {

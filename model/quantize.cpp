@@ -26,6 +26,10 @@ QuantizedMatrix* q8_slot(Model& m, const std::vector<float>* dst) {
 Model quantize_model(Model m, std::size_t group) {
     if (m.quantized()) throw ModelError(m.source + " is already quantized (Q8_0, group " +
                                         std::to_string(m.tok_embeddings_q8.group) + ")");
+    if (m.config.moe())
+        throw ModelError(fmt::format("{}: {} is a mixture of experts ({} experts); int8 (Q8_0) is implemented for dense "
+                                     "models only: run it in float32 (without --quantize / #q8_0)",
+                                     m.source, arch_name(m.config.arch), m.config.n_experts));
     if (group == 0 || group > kQ8MaxGroup)
         throw ModelError(fmt::format("Q8_0 group size {} is out of range: give 1 .. {} (64 is llama2.c's default)", group,
                                      kQ8MaxGroup));

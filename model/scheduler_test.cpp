@@ -76,6 +76,10 @@ TEST(Scheduler, EveryRequestGetsWhatItGetsAlone) {
         const Model m = test::make_model(c);
         expect_same_as_alone(m, opt, arch_name(c.arch));
     }
+    for (const bool qwen : {false, true}) {  // mixtures of experts: each row its own experts
+        const Model moe = test::make_model(with_context(test::tiny_moe_config(qwen), 48));
+        expect_same_as_alone(moe, opt, qwen ? "qwen2_moe" : "mixtral");
+    }
     Config q = with_context(test::tiny_config(), 48);
     q.dim = 8;
     q.ffn_dim = 16;

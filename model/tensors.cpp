@@ -21,8 +21,10 @@ Shape ffn_bias(const Config& c) { return {c.ffn_dim}; }
 bool untied(const Config& c) { return !c.tied_embeddings; }
 
 // Field accessors: captureless lambdas, so the table stays plain data.
-#define LAYER(member) [](Model& m, std::size_t l) -> std::vector<float>& { return m.layers[l].member; }
-#define GLOBAL(member) [](Model& m, std::size_t) -> std::vector<float>& { return m.member; }
+#define LAYER(member) [](Model& m, std::size_t l, std::size_t) -> std::vector<float>& { return m.layers[l].member; }
+#define GLOBAL(member) [](Model& m, std::size_t, std::size_t) -> std::vector<float>& { return m.member; }
+#define EXPERT(member) \
+    [](Model& m, std::size_t l, std::size_t e) -> std::vector<float>& { return m.layers[l].experts[e].member; }
 
 bool has_qkv_bias(const Config& c) { return c.qkv_bias; }
 Shape q_out(const Config& c) { return {c.n_heads * c.head_dim()}; }
@@ -66,8 +68,57 @@ const std::vector<TensorSlot> kGpt2 = {
     {"lm_head.weight", nullptr, false, embeddings, GLOBAL(output), untied},  // HF only: llm.c files are always tied
 };
 
+// Mixture of experts: the attention and norms of LLaMA / Qwen2 (Hugging Face names), the router, the
+// experts (one slot each, expanded per expert), and Qwen2-MoE's shared expert with its gate.
+Shape router(const Config& c) { return {c.n_experts, c.dim}; }
+Shape shared_in(const Config& c) { return {c.shared_ffn_dim, c.dim}; }
+Shape shared_out(const Config& c) { return {c.dim, c.shared_ffn_dim}; }
+Shape shared_gate(const Config& c) { return {1, c.dim}; }
+bool has_shared_expert(const Config& c) { return c.shared_ffn_dim > 0; }
+
+const std::vector<TensorSlot> kQwen2Moe = {
+    {"embed_tokens.weight", nullptr, false, embeddings, GLOBAL(tok_embeddings)},
+    {"layers.{}.input_layernorm.weight", nullptr, true, dim, LAYER(attn_norm.weight)},
+    {"layers.{}.self_attn.q_proj.weight", nullptr, true, q_proj, LAYER(wq.w)},
+    {"layers.{}.self_attn.k_proj.weight", nullptr, true, kv_proj, LAYER(wk.w)},
+    {"layers.{}.self_attn.v_proj.weight", nullptr, true, kv_proj, LAYER(wv.w)},
+    {"layers.{}.self_attn.q_proj.bias", nullptr, true, q_out, LAYER(wq.b)},
+    {"layers.{}.self_attn.k_proj.bias", nullptr, true, kv_out, LAYER(wk.b)},
+    {"layers.{}.self_attn.v_proj.bias", nullptr, true, kv_out, LAYER(wv.b)},
+    {"layers.{}.self_attn.o_proj.weight", nullptr, true, o_proj, LAYER(wo.w)},
+    {"layers.{}.post_attention_layernorm.weight", nullptr, true, dim, LAYER(ffn_norm.weight)},
+    {"layers.{}.mlp.gate.weight", nullptr, true, router, LAYER(router.w)},
+    {"layers.{}.mlp.experts.{}.gate_proj.weight", nullptr, true, ffn_in, EXPERT(w_gate.w), nullptr, false, true},
+    {"layers.{}.mlp.experts.{}.up_proj.weight", nullptr, true, ffn_in, EXPERT(w_up.w), nullptr, false, true},
+    {"layers.{}.mlp.experts.{}.down_proj.weight", nullptr, true, ffn_out, EXPERT(w_down.w), nullptr, false, true},
+    {"layers.{}.mlp.shared_expert.gate_proj.weight", nullptr, true, shared_in, LAYER(shared_expert.w_gate.w), has_shared_expert},
+    {"layers.{}.mlp.shared_expert.up_proj.weight", nullptr, true, shared_in, LAYER(shared_expert.w_up.w), has_shared_expert},
+    {"layers.{}.mlp.shared_expert.down_proj.weight", nullptr, true, shared_out, LAYER(shared_expert.w_down.w), has_shared_expert},
+    {"layers.{}.mlp.shared_expert_gate.weight", nullptr, true, shared_gate, LAYER(shared_gate.w), has_shared_expert},
+    {"norm.weight", nullptr, false, dim, GLOBAL(final_norm.weight)},
+    {"lm_head.weight", nullptr, false, embeddings, GLOBAL(output), untied},
+};
+
+// Mixtral's names: block_sparse_moe, and w1 (gate) / w2 (down) / w3 (up) as in Meta's LLaMA.
+const std::vector<TensorSlot> kMixtral = {
+    {"embed_tokens.weight", nullptr, false, embeddings, GLOBAL(tok_embeddings)},
+    {"layers.{}.input_layernorm.weight", nullptr, true, dim, LAYER(attn_norm.weight)},
+    {"layers.{}.self_attn.q_proj.weight", nullptr, true, q_proj, LAYER(wq.w)},
+    {"layers.{}.self_attn.k_proj.weight", nullptr, true, kv_proj, LAYER(wk.w)},
+    {"layers.{}.self_attn.v_proj.weight", nullptr, true, kv_proj, LAYER(wv.w)},
+    {"layers.{}.self_attn.o_proj.weight", nullptr, true, o_proj, LAYER(wo.w)},
+    {"layers.{}.post_attention_layernorm.weight", nullptr, true, dim, LAYER(ffn_norm.weight)},
+    {"layers.{}.block_sparse_moe.gate.weight", nullptr, true, router, LAYER(router.w)},
+    {"layers.{}.block_sparse_moe.experts.{}.w1.weight", nullptr, true, ffn_in, EXPERT(w_gate.w), nullptr, false, true},
+    {"layers.{}.block_sparse_moe.experts.{}.w2.weight", nullptr, true, ffn_out, EXPERT(w_down.w), nullptr, false, true},
+    {"layers.{}.block_sparse_moe.experts.{}.w3.weight", nullptr, true, ffn_in, EXPERT(w_up.w), nullptr, false, true},
+    {"norm.weight", nullptr, false, dim, GLOBAL(final_norm.weight)},
+    {"lm_head.weight", nullptr, false, embeddings, GLOBAL(output), untied},
+};
+
 #undef LAYER
 #undef GLOBAL
+#undef EXPERT
 
 }  // namespace
 
@@ -76,26 +127,32 @@ const std::vector<TensorSlot>& tensor_table(Arch arch) {
         case Arch::Llama:
         case Arch::Qwen2: return kLlama;
         case Arch::Gpt2: return kGpt2;
+        case Arch::Qwen2Moe: return kQwen2Moe;
+        case Arch::Mixtral: return kMixtral;
     }
     throw ModelError("tensor_table: unknown arch");
 }
 
-std::string tensor_name(const char* pattern, std::size_t layer) {
+std::string tensor_name(const char* pattern, std::size_t layer, std::size_t expert) {
     std::string name = pattern;
-    const auto at = name.find("{}");
+    auto at = name.find("{}");
     if (at != std::string::npos) name.replace(at, 2, std::to_string(layer));
+    at = name.find("{}");
+    if (at != std::string::npos) name.replace(at, 2, std::to_string(expert));
     return name;
 }
 
 std::vector<BoundTensor> bind_tensors(Model& m) {
     const Config& c = m.config;
     m.layers.resize(c.n_layers);
+    for (LayerWeights& l : m.layers) l.experts.resize(c.n_experts);
     std::vector<BoundTensor> out;
     for (const TensorSlot& s : tensor_table(c.arch)) {
         if (s.present && !s.present(c)) continue;
         for (std::size_t l = 0; l < (s.per_layer ? c.n_layers : 1); ++l)
-            out.push_back({tensor_name(s.name, l), tensor_name(s.hf ? s.hf : s.name, l), s.shape(c), &s.field(m, l),
-                           s.hf_conv1d});
+            for (std::size_t e = 0; e < (s.per_expert ? c.n_experts : 1); ++e)
+                out.push_back({tensor_name(s.name, l, e), tensor_name(s.hf ? s.hf : s.name, l, e), s.shape(c),
+                               &s.field(m, l, e), s.hf_conv1d});
     }
     return out;
 }

@@ -16,13 +16,15 @@
 namespace lmlab {
 
 struct TensorSlot {
-    const char* name;   // in the family's own file format; "{}" stands for the layer index
+    const char* name;   // in the family's own file format; "{}" stands for the layer index (a second "{}": the expert)
     const char* hf;     // in Hugging Face's safetensors (without the optional "model."/"transformer." prefix)
     bool per_layer;
     std::vector<std::size_t> (*shape)(const Config&);
-    std::vector<float>& (*field)(Model&, std::size_t layer);  // where it goes (layer ignored when global)
+    // where it goes (layer ignored when global, expert unless per_expert)
+    std::vector<float>& (*field)(Model&, std::size_t layer, std::size_t expert);
     bool (*present)(const Config&) = nullptr;  // nullptr: always; else only when this returns true
     bool hf_conv1d = false;                    // stored [in, out] by Hugging Face GPT-2: transpose on load
+    bool per_expert = false;                   // one per expert of every layer (mixture of experts): n_experts copies
 };
 
 // LLaMA (and Qwen2, which is LLaMA with q/k/v biases): Meta's names (as in our HDF5 files and
@@ -30,8 +32,8 @@ struct TensorSlot {
 // names. GPT-2: Hugging Face's names without the "transformer." prefix, in llm.c's checkpoint order.
 const std::vector<TensorSlot>& tensor_table(Arch arch);
 
-// "h.{}.attn.c_attn.weight" with layer 3 -> "h.3.attn.c_attn.weight"
-std::string tensor_name(const char* pattern, std::size_t layer);
+// "h.{}.attn.c_attn.weight" with layer 3 -> "h.3.attn.c_attn.weight"; a second "{}" becomes the expert
+std::string tensor_name(const char* pattern, std::size_t layer, std::size_t expert = 0);
 
 // Every slot that is present for this config, per layer expanded: (name, shape, destination).
 struct BoundTensor {

@@ -94,6 +94,24 @@ inline Config tiny_gpt2_config() {
     return c;
 }
 
+// A tiny mixture of experts: Mixtral (renormalised top-2 of 4 experts) or Qwen2-MoE (top-2 not
+// renormalised, plus a gated shared expert of width 8); dim 8, 2 layers, 2 query heads on 1 kv head.
+inline Config tiny_moe_config(bool qwen) {
+    Config c = qwen ? Config::qwen2_moe() : Config::mixtral();
+    c.dim = 8;
+    c.n_layers = 2;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.ffn_dim = 6;
+    c.vocab_size = 7;
+    c.max_seq_len = 8;
+    c.n_experts = 4;
+    c.top_k = 2;
+    c.norm_topk_prob = !qwen;
+    c.shared_ffn_dim = qwen ? 8 : 0;
+    return c;
+}
+
 // A multiple of 1/64 in [-1, 1], fixed by (tensor, i) (splitmix64 finaliser as the hash).
 inline float hashed_weight(std::uint64_t tensor, std::uint64_t i) {
     std::uint64_t z = tensor * 0x9E3779B97F4A7C15ull + i + 1;

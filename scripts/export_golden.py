@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import llama_ref
 import ref_gpt2
 import ref_hf_llama
+import ref_hf_moe
 import ref_q8
 from golden_status import default_lmlab, default_shared_dir, exporter_sha256, sha256_file, stage_table_json
 import tokenizer_ref
@@ -619,6 +620,36 @@ def qwen2_ref64():
     return _MODEL_CACHE["qwen2.ref64"]
 
 
+MOE_FAMILIES = ("qwen2moe", "mixtral")
+
+
+def moe_model(family, key, out_dir):
+    """transformers' Qwen2MoeForCausalLM / MixtralForCausalLM from a tiny config and a fixed seed
+    (ref_hf_moe.py), saved with save_pretrained into `key` (models/tiny-<family>; "-tied": the same
+    weights with two experts' router rows made equal, ref_hf_moe.TIED_LAYER). Its float64 truth is
+    llama_ref.py's block with ref_hf_moe.MoeRef as feed-forward (moe_ref), checked against
+    transformers in float32 first (ref_hf_moe.cross_check: the same experts, every role within 1e-5;
+    not on the tied model, whose exact ties may be ordered either way: it is the checked model with
+    one router row copied)."""
+    if key not in _MODEL_CACHE:
+        tied = key.endswith("-tied")
+        model = ref_hf_moe.build(family, generator(f"model.tiny-{family}"), tied=tied)
+        ref = ref_hf_moe.to_llama_ref(model)
+        if not tied:
+            role, rel, dl = ref_hf_moe.cross_check(model, ref, default_prompt(model.config.vocab_size, 16, f"model.tiny-{family}"))
+            print(f"export_golden: {key}: transformers agrees with llama_ref + MoeRef, max |logits diff| "
+                  f"{dl:.3g}, worst intermediate {role} {rel:.3g} (relative), the same experts everywhere")
+        _MODEL_CACHE[key + ".ref"] = ref
+        ref_hf_llama.save_hf_dir(model, os.path.join(out_dir, key))
+        _MODEL_CACHE[key] = model
+    return _MODEL_CACHE[key]
+
+
+def moe_ref(key):
+    """The float32 llama_ref + MoeRef copy of a tiny MoE model (after moe_model); run it in float64."""
+    return _MODEL_CACHE[key + ".ref"]
+
+
 GPT2_KEYS = ("models/tiny-gpt2", "models/tiny-gpt2-hub", "models/tiny-gpt2.llmc.bin")
 
 
@@ -649,6 +680,8 @@ def model_for(row, out_dir, sha):
         return gpt2_model(out_dir)
     if row["family"] == "qwen2":
         return qwen2_model(out_dir)
+    if row["family"] in MOE_FAMILIES:
+        return moe_model(row["family"], key, out_dir)
     return llama_model(key, out_dir, sha)
 
 
@@ -660,6 +693,8 @@ def export_layer(row, out_dir, sha):
     model = model_for(row, out_dir, sha)
     if row["family"] == "gpt2":
         return export_hf_layer(row, model, ref_gpt2, out_dir, sha)
+    if row["family"] in MOE_FAMILIES:
+        return export_moe_layer(row, model, out_dir, sha)
     if row["family"] == "qwen2":
         ref64 = qwen2_ref64()
         return export_hf_layer(row, model, ref_hf_llama, out_dir, sha,
@@ -717,6 +752,26 @@ def export_hf_layer(row, model, ref, out_dir, sha, case64=None):
     return [os.path.join(out_dir, row["fixture"])]
 
 
+def export_moe_layer(row, model, out_dir, sha):
+    """The sparse MoE block of one layer (transformers' Qwen2MoeSparseMoeBlock / MixtralSparseMoeBlock)
+    on the normalised inputs it sees inside the model: each layer's ffn_norm at every position of a
+    16-token prompt, as one [T, hidden] batch. Outputs: router_logits, experts (ids [T, k], largest
+    probability first), expert_weights, shared_out (Qwen2-MoE), out; reference64 from MoeRef in float64."""
+    tokens = default_prompt(model.config.vocab_size, 16, row["id"])
+    hf = ref_hf_moe.forward_intermediates(model, tokens)
+    k = model.config.num_experts_per_tok
+    with open_fixture(out_dir, row["fixture"], "layer", sha) as f:
+        write_attr(f, "model", row["model"])
+        for layer in range(model.config.num_hidden_layers):
+            x = hf[f"layer{layer}.ffn_norm"]
+            out32 = ref_hf_moe.block_case(model, layer, x)
+            out64 = ref_hf_moe.ref_block(moe_ref(row["model"]), layer, x)
+            gap = float(ref_hf_moe.routing_gaps(out32["router_logits"], k).min())
+            write_case(f, layer, f"layer {layer}'s experts on its normalised inputs at {len(tokens)} positions "
+                       f"(smallest k-th/(k+1)-th router logit gap {gap:.3g})", {"layer": layer}, {"x": x}, out32, out64)
+    return [os.path.join(out_dir, row["fixture"])]
+
+
 # ---- Whole model ----------------------------------------------------------------------------------
 
 def forward_outputs(model, tokens):
@@ -758,6 +813,12 @@ def export_model(row, out_dir, sha):
         tokens = default_prompt(model.config.vocab_size, 16, "model.tiny-gpt2")
         out32, cache32 = gpt2_forward_outputs(model, tokens)
         out64, cache64 = gpt2_forward_outputs(ref_gpt2.to_float64(model), tokens)
+    elif row["family"] in MOE_FAMILIES:
+        tokens = default_prompt(model.config.vocab_size, 16, f"model.tiny-{row['family']}")
+        out32 = ref_hf_moe.forward_intermediates(model, tokens)
+        out64 = ref_hf_moe.ref_forward(moe_ref(row["model"]), tokens)  # llama_ref + MoeRef in float64
+        out64 = {key: out64[key] for key in out32}
+        cache32 = cache64 = None  # (no kv_cache fixture for these families)
     elif row["family"] == "qwen2":
         # 8 tokens (ids of the real tokenizer, not the padding rows): logits of a 151936-token
         # vocabulary at every position cost 1.2 MB per token in float32 + float64
