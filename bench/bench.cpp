@@ -17,6 +17,7 @@
 
 #include "kernels/kernels.h"
 #include "model/forward.h"
+#include "model/scheduler.h"
 #include "model/session.h"
 #include "model/shared_dir.h"
 #include "model/tensors.h"
@@ -413,6 +414,72 @@ void BM_decode(benchmark::State& state) {
 BENCHMARK(BM_decode)->ArgNames({"model", "fast", "threads"})->Args({0, 0, 1})->Args({0, 1, 1})->Args({0, 1, 2})
     ->Args({5, 0, 1})->Args({5, 1, 1})->Args({5, 1, 2})->Args({4, 1, 1})->Args({6, 1, 1})->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// ---- Serving (model/scheduler.h) --------------------------------------------------------------------
+
+// n requests, all submitted at step 0: prompts of 8 to 64 tokens, 64 greedy tokens each.
+std::vector<lmlab::ServeRequest> serve_requests(const lmlab::Config& c, std::size_t n) {
+    std::vector<lmlab::ServeRequest> rs(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        rs[i].id = std::to_string(i);
+        for (std::size_t t = 0; t < 8 + (i * 23) % 57; ++t) rs[i].prompt.push_back(static_cast<int>((i * 131 + t * 7919 + 3) % c.vocab_size));
+        rs[i].max_new_tokens = 64;
+    }
+    return rs;
+}
+
+// Continuous batching (mode 1: serve(), every request in one batch, chunk 64) against the same
+// requests one after another (mode 0: run_alone, the prompt through prefill then one token at a
+// time). Both produce the same tokens; counter: new tokens per second of wall time.
+void BM_serve(benchmark::State& state) {
+    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+    if (!m) return;
+    const bool batched = state.range(1) == 1;
+    const auto n = static_cast<std::size_t>(state.range(2));
+    const auto requests = serve_requests(m->config, n);
+    lmlab::ServeOptions opt;
+    opt.max_running = n;
+    opt.chunk = 64;
+    opt.page_size = 16;
+    std::size_t new_tokens = 0;
+    for (auto _ : state) {
+        if (batched) {
+            new_tokens += lmlab::serve(*m, requests, opt).new_tokens;
+        } else {
+            for (const auto& r : requests) new_tokens += lmlab::run_alone(*m, r).tokens.size();
+        }
+    }
+    state.SetLabel(std::string(batched ? "batched" : "sequential"));
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(new_tokens), benchmark::Counter::kIsRate);
+}
+// models (bench_model): 0 tiny LLaMA, 5 stories260K, 2 GPT-2 124M-shaped; 8 and 32 requests
+BENCHMARK(BM_serve)->ArgNames({"model", "batched", "requests"})->Args({0, 0, 8})->Args({0, 1, 8})->Args({0, 0, 32})
+    ->Args({0, 1, 32})->Args({5, 0, 8})->Args({5, 1, 8})->Args({5, 0, 32})->Args({5, 1, 32})->Args({2, 0, 8})
+    ->Args({2, 1, 8})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The cost of paging for one sequence: 256 greedy tokens after a 64-token prompt on the contiguous
+// cache (page 0: run_alone) or through serve() alone on pages of 16 (every attention tile of 32
+// straddles two pages and is copied) or 32 (tiles read in place).
+void BM_paged(benchmark::State& state) {
+    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+    if (!m) return;
+    const auto page = static_cast<std::size_t>(state.range(1));
+    lmlab::ServeRequest r = serve_requests(m->config, 1)[0];
+    r.prompt.resize(64, 1);
+    r.max_new_tokens = 256;
+    lmlab::ServeOptions opt;
+    opt.max_running = 1;
+    opt.chunk = 64;
+    opt.page_size = page;
+    for (auto _ : state) {
+        if (page == 0) benchmark::DoNotOptimize(lmlab::run_alone(*m, r).tokens.data());
+        else benchmark::DoNotOptimize(lmlab::serve(*m, {r}, opt).results[0].tokens.data());
+    }
+    state.SetLabel(page == 0 ? "contiguous" : "paged, pages of " + std::to_string(page));
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * 256), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_paged)->ArgNames({"model", "page"})->Args({0, 0})->Args({0, 16})->Args({0, 32})->Args({5, 0})->Args({5, 16})
+    ->Args({5, 32})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
