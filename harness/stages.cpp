@@ -214,6 +214,25 @@ const std::vector<Stage>& stages() {
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
         {"generation.greedy.qwen2", "generation", "qwen2", kTinyQwen2, "generation/greedy_qwen2.h5", kLogits,
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
+        // speculative decoding (model/speculative.h): a draft guesses, the target verifies in one batched
+        // forward; the output must still be the reference's greedy tokens exactly, for every draft and k.
+        // The int8 drafts' family "llama q8": they run the int8 kernels too
+        {"generation.speculative.early_exit", "generation", "llama", kTinyLlama, "generation/greedy.h5", kExact,
+         "tokens exactly the reference's greedy tokens (the draft changes only the speed); acceptance rates "
+         "are measurements",
+         stage_generation_speculative_early_exit},
+        {"generation.speculative.int8", "generation", "llama q8", kTinyLlama, "generation/greedy.h5", kExact,
+         "tokens exactly the reference's greedy tokens (the draft changes only the speed); acceptance rates "
+         "are measurements",
+         stage_generation_speculative_int8},
+        {"generation.speculative.early_exit.stories260k", "generation", "llama", kStories260K,
+         "generation/greedy_stories260k.h5", kExact,
+         "256 tokens from BOS exactly the reference's greedy tokens, for every early-exit depth and k",
+         stage_generation_speculative_early_exit},
+        {"generation.speculative.int8.stories260k", "generation", "llama q8", kStories260K,
+         "generation/greedy_stories260k.h5", kExact,
+         "256 tokens from BOS exactly the reference's greedy tokens with an int8 (group 4) draft",
+         stage_generation_speculative_int8},
         // the cost of int8: int8 model vs float model, reported (report.md "Measurements"), not judged;
         // only the float model's perplexity is checked against PyTorch's. Families "llama q8": it runs both
         {"generation.q8_0.cost", "generation", "llama q8", kTinyLlamaQ8, "quant/cost_tiny_llama.h5", kLogits,

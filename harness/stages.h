@@ -136,6 +136,8 @@ std::vector<StageOutput> stage_layer_block_q8(const Fixture&, const Case&, const
 std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_model_q8_file(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_generation_speculative_early_exit(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_generation_speculative_int8(const Fixture&, const Case&, const StageEnv&);
 // tokenizer_stages.cpp
 std::vector<StageOutput> stage_tokenizer(const Fixture&, const Case&, const StageEnv&);
 

@@ -41,7 +41,10 @@ Model int8_draft(const Model& target, std::size_t group) {
         throw ModelError(fmt::format("int8 draft: the target ({}) is already int8 (Q8_0), so its int8 copy would be the "
                                      "target itself; use an early-exit draft instead",
                                      target.source));
-    return quantize_model(Model(target), group ? group : largest_q8_group(target.config));
+    if (group == 0) group = largest_q8_group(target.config);
+    Model draft = quantize_model(Model(target), group);
+    draft.source = fmt::format("{} (int8 copy: Q8_0, group {})", target.source, group);
+    return draft;
 }
 
 SpeculativeSession::SpeculativeSession(const Model& target, const Model& draft, std::size_t k)
