@@ -126,7 +126,8 @@ struct PrefillState {
 };
 
 // Runs tokens at positions cache.length() .. + T - 1 (T <= ps.max_tokens); returns the logits of
-// the last token (a view of s.logits). all_logits (optional, [T, vocab]): every row's logits.
+// the last token (a view of s.logits). all_logits (optional, [T, vocab]): every row's logits, the
+// classifier then run as one matmul_xwt over the rows (speculative decoding verifies k+1 rows at once).
 std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, PrefillState& ps,
                                RunState& s, std::vector<float>* all_logits = nullptr);
 
