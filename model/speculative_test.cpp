@@ -256,20 +256,21 @@ TEST(SpeculativeRejects, PromptOrRequestBeyondTheContext) {
 // ---- stories260K (../shared) --------------------------------------------------------------------
 
 TEST(Speculative, TokenIdenticalToGreedyOnStories260K) {
-    // a real trained model (5 layers, GQA, vocabulary 512): 256 tokens from BOS, both drafts, k 1..8
+    // a real trained model (5 layers, GQA, vocabulary 512): 128 tokens from BOS, both drafts, k 1..8
+    // (the stages generation.speculative.*.stories260k run all 256 of the fixture against PyTorch's)
     const std::string path = test::shared_dir() + "/models/stories260K/stories260K.bin";
     if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found (../shared absent); set LMLAB_SHARED to run this";
     const Model m = load_model(path);
-    const std::vector<int> expected = plain_greedy(m, {1}, 256);
+    const std::vector<int> expected = plain_greedy(m, {1}, 128);
     for (const auto& [name, draft] : std::vector<std::pair<std::string, Model>>{{"early-exit:1", early_exit_draft(m, 1)},
                                                                                {"early-exit:4", early_exit_draft(m, 4)},
                                                                                {"int8", int8_draft(m)}}) {
         for (std::size_t k : {1, 2, 4, 8}) {
             SCOPED_TRACE(name + ", k = " + std::to_string(k));
             SpeculativeSession spec(m, draft, k);
-            const SpeculativeResult r = spec.generate(std::vector<int>{1}, 256);
+            const SpeculativeResult r = spec.generate(std::vector<int>{1}, 128);
             EXPECT_EQ(r.tokens, expected);
-            EXPECT_EQ(r.stats.accepted + r.stats.rounds, 256u);
+            EXPECT_EQ(r.stats.accepted + r.stats.rounds, 128u);
         }
     }
 }
