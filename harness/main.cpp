@@ -3,7 +3,7 @@
 //   lmlab check [--stage GLOB] ...   run stages against the golden fixtures, write the report
 //   lmlab diff OLD.json NEW.json     compare two reports stage by stage
 //   lmlab verify-fixtures            are the fixtures present and current?
-//   lmlab generate [--prompt TEXT]   run a model: text in, streamed text out
+//   lmlab generate [--prompt TEXT]   run a model: text in, streamed text out (--draft: speculative decoding)
 //   lmlab tokenize [FILE|-]          show how text becomes token ids
 //   lmlab verify --model PATH        run the reference on your checkpoint, report layer by layer
 //   lmlab trace --prompt TEXT        attention heatmaps and top-5 predictions as a page (trace.html)
@@ -180,8 +180,10 @@ int cmd_generate(const GenerateArgs& a) {
     fmt::print("\n");
     std::fflush(stdout);  // the text first, then the statistics on stderr
     if (tok) fmt::print(stderr, "new ids: {}\n", fmt::join(result.tokens, ","));
+    // speculative: the prompt's last token is fed in the first round, with the first guesses
+    const std::size_t prompt_run = speculative ? result.n_prompt - 1 : result.n_prompt;
     fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generated: {} tokens in {:.3f} s ({:.1f} tok/s); stop: {}\n",
-               result.n_prompt, result.prompt_seconds, static_cast<double>(result.n_prompt) / std::max(result.prompt_seconds, 1e-9),
+               prompt_run, result.prompt_seconds, static_cast<double>(prompt_run) / std::max(result.prompt_seconds, 1e-9),
                result.tokens.size(), result.generate_seconds,
                static_cast<double>(result.tokens.size()) / std::max(result.generate_seconds, 1e-9), result.stop_reason);
     if (speculative)
