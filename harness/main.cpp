@@ -443,9 +443,11 @@ int main(int argc, char** argv) {
                 fmt::print("{}\n", rows.dump(1));
                 return 0;
             }
+            std::size_t id_width = 0;  // the longest id sets the first column
+            for (const Stage& s : stages()) id_width = std::max(id_width, std::string(s.id).size());
             for (const Stage& s : stages())
-                fmt::print("{:<30} {:<10} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, s.level, s.family, s.fixture,
-                           s.tol.atol, s.tol.rtol, s.tol_why);
+                fmt::print("{:<{}} {:<10} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, id_width, s.level, s.family,
+                           s.fixture, s.tol.atol, s.tol.rtol, s.tol_why);
             return 0;
         }
         if (*verify) {
