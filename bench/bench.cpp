@@ -4,7 +4,8 @@
 //   build/default/lmlab_bench                       (console)
 //   cmake --build --preset default --target bench   (also writes reports/bench.json)
 // plus forward() per token and greedy generation tokens/s of the tiny LLaMA, the tiny GPT-2 and a
-// GPT-2 124M-shaped model with random weights.
+// GPT-2 124M-shaped model with random weights, and speculative decoding against plain greedy
+// (BM_speculative).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "model/scheduler.h"
 #include "model/session.h"
 #include "model/shared_dir.h"
+#include "model/speculative.h"
 #include "model/tensors.h"
 
 namespace {
@@ -480,6 +482,53 @@ void BM_paged(benchmark::State& state) {
 }
 BENCHMARK(BM_paged)->ArgNames({"model", "page"})->Args({0, 0})->Args({0, 16})->Args({0, 32})->Args({5, 0})->Args({5, 16})
     ->Args({5, 32})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Speculative decoding (model/speculative.h) vs plain greedy: 128 greedy tokens after a 1-token
+// prompt (the same run as BM_generate), the target float. Arg "draft": 0 = early exit after 1 layer,
+// 1 = an int8 copy of the target, 2 = no draft: plain Session greedy, the baseline the other rows are
+// compared with (speed-up = their tokens/s / its tokens/s). The output is the same tokens in every
+// row (checked by the tests and the generation.speculative.* stages); only the time differs.
+// Counters: tokens/s, acceptance (accepted / proposed draft tokens), tokens per target call.
+void BM_speculative(benchmark::State& state) {
+    const int which = static_cast<int>(state.range(0));
+    const lmlab::Model* m = bench_model(state, which);
+    if (!m) return;
+    const auto draft_kind = state.range(1);
+    const auto k = static_cast<std::size_t>(state.range(2));
+    const std::vector<int> prompt = {1};
+    const std::size_t n = 128;
+    static std::unique_ptr<lmlab::Model> drafts[8][2];  // [model][draft kind], made once
+    if (draft_kind < 2 && !drafts[which][draft_kind])
+        drafts[which][draft_kind] = std::make_unique<lmlab::Model>(draft_kind == 0 ? lmlab::early_exit_draft(*m, 1)
+                                                                                   : lmlab::int8_draft(*m));
+    std::string label = state.range(0) == 5 ? "stories260K" : "tiny-llama";
+    if (draft_kind == 2) {
+        lmlab::Session session(*m);
+        for (auto _ : state) {
+            lmlab::Sampler greedy({}, m->config.vocab_size);
+            benchmark::DoNotOptimize(session.generate(prompt, n, greedy).tokens.data());
+        }
+        state.SetLabel(label + ", plain greedy (baseline)");
+    } else {
+        lmlab::SpeculativeSession spec(*m, *drafts[which][draft_kind], k);
+        lmlab::SpeculativeStats stats;
+        for (auto _ : state) {
+            auto r = spec.generate(prompt, n);
+            benchmark::DoNotOptimize(r.tokens.data());
+            stats = r.stats;
+        }
+        state.counters["acceptance"] = stats.acceptance_rate();
+        state.counters["tokens/target_call"] = static_cast<double>(n) / static_cast<double>(stats.target_calls);
+        state.SetLabel(label + (draft_kind == 0 ? ", draft early exit 1 layer" : ", draft int8") + ", k " + std::to_string(k));
+    }
+    state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
+}
+// models (bench_model): 0 the tiny LLaMA (2 layers), 5 stories260K (5 layers, ../shared)
+BENCHMARK(BM_speculative)->ArgNames({"model", "draft", "k"})
+    ->Args({0, 2, 0})->Args({0, 0, 1})->Args({0, 0, 2})->Args({0, 0, 4})->Args({0, 0, 8})
+    ->Args({0, 1, 1})->Args({0, 1, 2})->Args({0, 1, 4})->Args({0, 1, 8})
+    ->Args({5, 2, 0})->Args({5, 0, 1})->Args({5, 0, 2})->Args({5, 0, 4})->Args({5, 0, 8})
+    ->Args({5, 1, 1})->Args({5, 1, 2})->Args({5, 1, 4})->Args({5, 1, 8})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

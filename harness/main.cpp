@@ -3,7 +3,7 @@
 //   lmlab check [--stage GLOB] ...   run stages against the golden fixtures, write the report
 //   lmlab diff OLD.json NEW.json     compare two reports stage by stage
 //   lmlab verify-fixtures            are the fixtures present and current?
-//   lmlab generate [--prompt TEXT]   run a model: text in, streamed text out
+//   lmlab generate [--prompt TEXT]   run a model: text in, streamed text out (--draft: speculative decoding)
 //   lmlab tokenize [FILE|-]          show how text becomes token ids
 //   lmlab verify --model PATH        run the reference on your checkpoint, report layer by layer
 //   lmlab trace --prompt TEXT        attention heatmaps and top-5 predictions as a page (trace.html)
@@ -24,6 +24,7 @@
 #include "model/forward.h"
 #include "model/session.h"
 #include "model/shared_dir.h"
+#include "model/speculative.h"
 #include "model/text_tokenizer.h"
 #include "model/utf8.h"
 #include "report.h"
@@ -61,7 +62,23 @@ struct GenerateArgs {
     SamplerConfig sampling;
     std::string quantize;      // "q8_0": int8 weights on load (model/quantize.cpp)
     std::size_t group = 64;    // its group size
+    std::string draft;         // speculative decoding (model/speculative.h): "early-exit:N" or "int8"; "" = off
+    std::size_t k = 4;         // draft tokens per round
 };
+
+// --draft: the draft model, made from the target (no new weights). Throws naming the value.
+Model make_draft(const Model& target, const std::string& spec) {
+    const std::string prefix = "early-exit:";
+    if (spec == "int8") return int8_draft(target);
+    if (spec.rfind(prefix, 0) == 0) {
+        const std::string n = spec.substr(prefix.size());
+        if (n.empty() || n.size() > 6 || n.find_first_not_of("0123456789") != std::string::npos)
+            throw std::runtime_error("--draft '" + spec + "': N must be a number of layers, e.g. early-exit:1");
+        return early_exit_draft(target, std::stoul(n));
+    }
+    throw std::runtime_error("--draft '" + spec + "': known drafts are early-exit:N (the target's first N layers and its "
+                             "head) and int8 (a Q8_0 copy of the target)");
+}
 
 // The tokenizer that comes with the model and the prompt's ids, for generate and trace: --prompt-ids
 // as given, --prompt encoded (ChatML with --chat), neither: BOS alone. A tokenizer found beside the
@@ -114,6 +131,18 @@ int cmd_generate(const GenerateArgs& a) {
     Sampler sampler(a.sampling, c.vocab_size);
     Session session(model);
     session.check_request(prompt, n_new);  // refuse before printing anything
+    // speculative decoding: the draft and its session made (and refused) before printing too
+    std::optional<Model> draft;
+    std::optional<SpeculativeSession> speculative;
+    if (!a.draft.empty()) {
+        if (a.sampling.temperature > 0)
+            throw std::runtime_error(fmt::format("--draft with --temperature {}: speculative sampling is not implemented "
+                                                 "(greedy only); use --temperature 0 or drop --draft",
+                                                 a.sampling.temperature));
+        draft.emplace(make_draft(model, a.draft));
+        speculative.emplace(model, *draft, a.k);
+        fmt::print(stderr, "speculative decoding: draft {}, k = {}\n", draft->source, a.k);
+    }
     // stop tokens: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's <|endoftext|>
     std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
     stops.insert(stops.end(), model.eos_token_ids.begin(), model.eos_token_ids.end());  // config.json's eos_token_id
@@ -130,20 +159,42 @@ int cmd_generate(const GenerateArgs& a) {
         fmt::print("prompt ids: {}\nnew ids:", fmt::join(prompt, ","));
     }
     std::fflush(stdout);
-    const auto result = session.generate(prompt, n_new, sampler, stops, [&](int id) {
+    auto on_token = [&](int id) {
         // (an id past the tokenizer's vocabulary: a padding row of the embedding, e.g. Qwen's 151665..151935)
         if (stream && !is_stop(id)) fmt::print("{}", id < tok->vocab_size() ? stream->push(id) : fmt::format("<id {}>", id));
         else if (!stream) fmt::print(" {}", id);
         std::fflush(stdout);
-    });
+    };
+    GenerationResult result;
+    SpeculativeStats stats;
+    if (speculative) {
+        SpeculativeResult r = speculative->generate(prompt, n_new, stops, on_token);
+        result.tokens = std::move(r.tokens);
+        result.n_prompt = prompt.size();
+        result.prompt_seconds = r.prompt_seconds;
+        result.generate_seconds = r.generate_seconds;
+        result.stop_reason = r.stop_reason;
+        stats = r.stats;
+    } else {
+        result = session.generate(prompt, n_new, sampler, stops, on_token);
+    }
     if (stream) fmt::print("{}", stream->flush());
     fmt::print("\n");
     std::fflush(stdout);  // the text first, then the statistics on stderr
     if (tok) fmt::print(stderr, "new ids: {}\n", fmt::join(result.tokens, ","));
+    // speculative: the prompt's last token is fed in the first round, with the first guesses
+    const std::size_t prompt_run = speculative ? result.n_prompt - 1 : result.n_prompt;
     fmt::print(stderr, "prompt: {} tokens in {:.3f} s ({:.1f} tok/s); generated: {} tokens in {:.3f} s ({:.1f} tok/s); stop: {}\n",
-               result.n_prompt, result.prompt_seconds, static_cast<double>(result.n_prompt) / std::max(result.prompt_seconds, 1e-9),
+               prompt_run, result.prompt_seconds, static_cast<double>(prompt_run) / std::max(result.prompt_seconds, 1e-9),
                result.tokens.size(), result.generate_seconds,
                static_cast<double>(result.tokens.size()) / std::max(result.generate_seconds, 1e-9), result.stop_reason);
+    if (speculative)
+        fmt::print(stderr,
+                   "speculative: acceptance {:.1f}% ({} of {} draft tokens), {} rounds ({:.2f} tokens per target call), "
+                   "{} draft tokens run, {:.1f} tok/s\n",
+                   100.0 * stats.acceptance_rate(), stats.accepted, stats.proposed, stats.rounds,
+                   static_cast<double>(result.tokens.size()) / static_cast<double>(std::max<std::size_t>(stats.target_calls, 1)),
+                   stats.draft_tokens, static_cast<double>(result.tokens.size()) / std::max(result.generate_seconds, 1e-9));
     return 0;
 }
 
@@ -309,6 +360,13 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(std::size_t{1}, kQ8MaxGroup))
         ->needs(opt_quantize)
         ->capture_default_str();
+    auto* opt_draft = generate->add_option("--draft", gen.draft,
+                                           "Speculative decoding (greedy only): early-exit:N = the model's first N layers "
+                                           "as the draft, int8 = a Q8_0 copy; the output is the same text, faster or not");
+    generate->add_option("--k", gen.k, "Draft tokens per round (with --draft)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{256}))
+        ->needs(opt_draft)
+        ->capture_default_str();
 
     GenerateArgs tr;
     tr.model_path = default_model_path();
@@ -416,9 +474,11 @@ int main(int argc, char** argv) {
                 fmt::print("{}\n", rows.dump(1));
                 return 0;
             }
+            std::size_t id_width = 0;  // the longest id sets the first column
+            for (const Stage& s : stages()) id_width = std::max(id_width, std::string(s.id).size());
             for (const Stage& s : stages())
-                fmt::print("{:<30} {:<10} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, s.level, s.family, s.fixture,
-                           s.tol.atol, s.tol.rtol, s.tol_why);
+                fmt::print("{:<{}} {:<10} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, id_width, s.level, s.family,
+                           s.fixture, s.tol.atol, s.tol.rtol, s.tol_why);
             return 0;
         }
         if (*verify) {

@@ -14,6 +14,7 @@
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/session.h"
+#include "model/speculative.h"
 #include "stages.h"
 
 namespace lmlab {
@@ -801,6 +802,79 @@ std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case& c, const S
                  "the int8 model's greedy tokens equal the float model's up to here"),
         measured("greedy: tokens equal at the same step", static_cast<double>(same), "all steps where both chose the same token"),
     };
+}
+
+// ---- Speculative decoding ------------------------------------------------------------------------
+// The target (the stage's model) with a draft, greedy: the tokens must be the reference's greedy
+// tokens exactly (the greedy fixture's, PyTorch's), for every draft setting and k in {1, 2, 4, 8}.
+// The acceptance rate of each is reported (a measurement: it says how fast, never whether right).
+
+namespace {
+
+// k = 1, 2, 4, 8. On the plain kernels (`check --plain`, the ctest plain.check) only k = 2: there
+// prefill() runs forward() per token, so the verification is the plain greedy computation itself
+// and the run checks only the rollback bookkeeping (path-independent, checked on the fast path for
+// every k); a k+1-token verification costs k+1 plain forwards, and every k would take seconds.
+std::vector<std::size_t> speculative_ks() {
+    if (kernel_path() == KernelPath::Plain) return {2};
+    return {1, 2, 4, 8};
+}
+
+// One SpeculativeSession run per k against the fixture's tokens: a "tokens" output and the
+// measurements per k. `setting` names the draft in the output names ("early exit 1 layer").
+void speculative_runs(const Model& target, const Model& draft, const std::string& setting, const Case& c,
+                      std::vector<StageOutput>& outs) {
+    const std::vector<int> prompt = token_ids(c, "prompt");
+    const std::size_t n_new = case_index(c, "max_new_tokens");
+    const auto& expected = golden(c, "tokens", {n_new});
+    for (std::size_t k : speculative_ks()) {
+        SpeculativeSession spec(target, draft, k);
+        const SpeculativeResult r = spec.generate(prompt, n_new);  // no stop token: as the greedy fixture
+        std::size_t matched = 0;
+        while (matched < r.tokens.size() && r.tokens[matched] == static_cast<int>(expected.data[matched])) ++matched;
+        std::vector<float> values(n_new, -1.0f);  // -1: not generated
+        for (std::size_t i = 0; i < r.tokens.size(); ++i) values[i] = static_cast<float>(r.tokens[i]);
+        const std::string name = fmt::format("{}, k={}", setting, k);
+        outs.push_back({"tokens (" + name + ")", "tokens", std::move(values),
+                        fmt::format("speculative greedy tokens equal the reference's up to step {} of {}; they must all "
+                                    "be equal: the target's batched verification logits are bit-identical to its "
+                                    "one-at-a-time logits, so the draft can only change the speed",
+                                    matched, n_new),
+                        Tolerance{0.0, 0.0}});
+        outs.push_back(measured("acceptance rate (" + name + ")", r.stats.acceptance_rate(),
+                                fmt::format("{} of {} draft tokens accepted in {} rounds", r.stats.accepted,
+                                            r.stats.proposed, r.stats.rounds)));
+        outs.push_back(measured("tokens per target call (" + name + ")",
+                                static_cast<double>(n_new) / static_cast<double>(r.stats.target_calls),
+                                "new tokens / batched target forwards (plain greedy: 1)"));
+    }
+}
+
+}  // namespace
+
+// Early exit: the target's first n layers and its head as the draft, for the shallowest (n = 1) and
+// the deepest (n = layers - 1) draft: the extremes of cost and acceptance (every depth would double
+// stories260K's time; the unit tests run them all).
+std::vector<StageOutput> stage_generation_speculative_early_exit(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& target = stage_model(env);
+    std::vector<StageOutput> outs;
+    std::vector<std::size_t> depths = {1};
+    if (target.config.n_layers > 2) depths.push_back(target.config.n_layers - 1);
+    for (std::size_t n : depths) {
+        const Model draft = early_exit_draft(target, n);
+        speculative_runs(target, draft, fmt::format("early exit {} of {} layers", n, target.config.n_layers), c, outs);
+    }
+    return outs;
+}
+
+// int8: a Q8_0 copy of the target (the largest group <= 64 that fits it) as the draft.
+std::vector<StageOutput> stage_generation_speculative_int8(const Fixture&, const Case& c, const StageEnv& env) {
+    const Model& target = stage_model(env);
+    const std::size_t group = largest_q8_group(target.config);
+    const Model& draft = cached_model(env.model + "#q8_0,group=" + std::to_string(group));
+    std::vector<StageOutput> outs;
+    speculative_runs(target, draft, fmt::format("int8 group {}", group), c, outs);
+    return outs;
 }
 
 }  // namespace lmlab

@@ -258,6 +258,23 @@ const std::vector<Stage>& stages() {
         {"generation.serve_batch.stories260k", "generation", "llama", kStories260K, "serve/batch_stories260k.h5",
          kLogits, "the same schedules on a trained model (5 layers, GQA): tokens exactly, logits within 1e-4",
          stage_generation_serve_batch},
+        // speculative decoding (model/speculative.h): a draft guesses, the target verifies in one batched
+        // forward; the output must still be the reference's greedy tokens exactly, for every draft and k.
+        // The int8 drafts' family "llama q8": they run the int8 kernels too. No early exit on the tiny
+        // LLaMA: its 1-layer draft keeps the 16 MB classifier (~80% of the target's cost) and agrees
+        // 4-23% of the time: k = 1..8 took 2-5 s and checked nothing that stories260K's early exit does not
+        {"generation.speculative.int8", "generation", "llama q8", kTinyLlama, "generation/greedy.h5", kExact,
+         "tokens exactly the reference's greedy tokens (the draft changes only the speed); acceptance rates "
+         "are measurements",
+         stage_generation_speculative_int8},
+        {"generation.speculative.early_exit.stories260k", "generation", "llama", kStories260K,
+         "generation/greedy_stories260k.h5", kExact,
+         "256 tokens from BOS exactly the reference's greedy tokens, for every early-exit depth and k",
+         stage_generation_speculative_early_exit},
+        {"generation.speculative.int8.stories260k", "generation", "llama q8", kStories260K,
+         "generation/greedy_stories260k.h5", kExact,
+         "256 tokens from BOS exactly the reference's greedy tokens with an int8 (group 4) draft",
+         stage_generation_speculative_int8},
         // the cost of int8: int8 model vs float model, reported (report.md "Measurements"), not judged;
         // only the float model's perplexity is checked against PyTorch's. Families "llama q8": it runs both
         {"generation.q8_0.cost", "generation", "llama q8", kTinyLlamaQ8, "quant/cost_tiny_llama.h5", kLogits,

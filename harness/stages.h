@@ -185,6 +185,8 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case&, const StageEnv&);
 // moe_stages.cpp
 std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_generation_speculative_early_exit(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_generation_speculative_int8(const Fixture&, const Case&, const StageEnv&);
 // tokenizer_stages.cpp
 std::vector<StageOutput> stage_tokenizer(const Fixture&, const Case&, const StageEnv&);
 

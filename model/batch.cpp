@@ -70,9 +70,9 @@ void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache&
         embed(m, rows[t].token, rows[t].pos, std::span<float>(ps.x).subspan(t * c.dim, c.dim));
     PagedRows paged(kv, rows, c.head_dim());
     for (std::size_t l = 0; l < c.n_layers; ++l) block_rows(m, l, T, paged, ps);
-    // the classifier for the rows that want logits, as one matrix product: [n, dim] · [vocab, dim]ᵀ.
-    // It is the largest matrix of a small model (16 MB of the tiny LLaMA's 42), so reading it once
-    // per step instead of once per sequence is most of what batching saves
+    // the classifier for the rows that want logits, all at once (classifier_rows): it is the largest
+    // matrix of a small model (16 MB of the tiny LLaMA's 42), read once per step instead of once per
+    // sequence
     std::size_t n = 0;
     for (std::size_t t = 0; t < T; ++t)
         if (rows[t].logits) {  // (ps.xn is free now: rows n <= t are the compacted norms)
@@ -80,13 +80,7 @@ void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache&
             ++n;
         }
     logits.resize(n * c.vocab_size);
-    if (m.quantized()) {  // int8 classifier: head()'s int8 matvec, row by row
-        for (std::size_t i = 0; i < n; ++i)
-            matvec_q8(m.classifier_q8(), std::span<const float>(ps.xn).subspan(i * c.dim, c.dim),
-                      std::span<float>(logits).subspan(i * c.vocab_size, c.vocab_size), s.xq, s.xs);
-    } else {  // row i is bit for bit head()'s matvec_fast
-        matmul_xwt(std::span<const float>(ps.xn).first(n * c.dim), m.classifier(), logits, n, c.dim, c.vocab_size);
-    }
+    classifier_rows(m, ps.xn, n, logits, s);
 }
 
 }  // namespace lmlab

@@ -161,6 +161,19 @@ void head(const Model& m, std::span<const float> x, RunState& s) {
     else matvec_fast(m.classifier(), s.xn, s.logits);
 }
 
+void classifier_rows(const Model& m, std::span<const float> xn, std::size_t n, std::span<float> logits, RunState& s) {
+    const Config& c = m.config;
+    if (m.quantized()) {  // int8 classifier: head()'s int8 matvec, row by row
+        for (std::size_t i = 0; i < n; ++i)
+            matvec_q8(m.classifier_q8(), xn.subspan(i * c.dim, c.dim), logits.subspan(i * c.vocab_size, c.vocab_size), s);
+    } else if (g_kernel_path == KernelPath::Plain) {
+        for (std::size_t i = 0; i < n; ++i)
+            matvec(m.classifier(), xn.subspan(i * c.dim, c.dim), logits.subspan(i * c.vocab_size, c.vocab_size));
+    } else {  // one matrix product [n, dim] · [vocab, dim]ᵀ; row i is bit for bit head()'s matvec_fast
+        matmul_xwt(xn.first(n * c.dim), m.classifier(), logits.first(n * c.vocab_size), n, c.dim, c.vocab_size);
+    }
+}
+
 std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCache& cache, RunState& s, Trace* t) {
     const Config& c = m.config;
     embed(m, token, pos, s.x);

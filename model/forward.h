@@ -92,6 +92,10 @@ void block(const Model& m, std::size_t layer, std::size_t pos, std::span<float> 
 void head(const Model& m, std::span<const float> x, RunState& s);
 // The final norm alone: x [dim] -> out [dim] (RMSNorm or LayerNorm, as the family says).
 void final_norm(const Model& m, std::span<const float> x, std::span<float> out);
+// head()'s classifier for n rows at once: xn [n, dim] (already normalised) -> logits [n, vocab].
+// Each row's bits equal head()'s on it; on the fast path it is one matmul_xwt, so the classifier
+// (a small model's largest matrix) is read once for all rows.
+void classifier_rows(const Model& m, std::span<const float> xn, std::size_t n, std::span<float> logits, RunState& s);
 
 // The whole model for one token at position pos (== cache.length()): returns the logits
 // ([vocab_size], a view of s.logits). Throws ModelError for a token id outside the vocabulary and
@@ -146,7 +150,8 @@ struct PrefillState {
 };
 
 // Runs tokens at positions cache.length() .. + T - 1 (T <= ps.max_tokens); returns the logits of
-// the last token (a view of s.logits). all_logits (optional, [T, vocab]): every row's logits.
+// the last token (a view of s.logits). all_logits (optional, [T, vocab]): every row's logits, the
+// classifier then run as one matmul_xwt over the rows (speculative decoding verifies k+1 rows at once).
 std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, PrefillState& ps,
                                RunState& s, std::vector<float>* all_logits = nullptr);
 

@@ -63,4 +63,14 @@ std::size_t KVCache::length() const { return *std::min_element(lengths_.begin(),
 
 void KVCache::reset() { std::fill(lengths_.begin(), lengths_.end(), 0); }
 
+void KVCache::truncate(std::size_t length) {
+    // checked for every layer first: a refused truncate changes nothing
+    for (std::size_t l = 0; l < lengths_.size(); ++l)
+        if (length > lengths_[l])
+            throw ModelError("KV cache: cannot truncate to " + std::to_string(length) + " positions: layer " +
+                             std::to_string(l) + " holds only " + std::to_string(lengths_[l]) +
+                             " (truncate only rolls back; append to grow)");
+    std::fill(lengths_.begin(), lengths_.end(), length);
+}
+
 }  // namespace lmlab

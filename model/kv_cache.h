@@ -41,6 +41,12 @@ public:
 
     void reset();  // start a new sequence (storage is kept)
 
+    // Rolls every layer back to its first `length` positions (speculative decoding: the rows of
+    // rejected draft tokens are dropped; the next append overwrites them). Analogy: a database
+    // transaction rolled back to a savepoint. Throws ModelError when a layer holds fewer than
+    // `length` positions (a truncate never adds rows).
+    void truncate(std::size_t length);
+
 private:
     std::size_t max_seq_len_, kv_dim_;
     std::vector<std::size_t> lengths_;  // per layer

@@ -174,4 +174,42 @@ TEST(KVCache, OverwriteOfARowNeverAppendedThrows) {
     EXPECT_EQ(c.keys(0)[1], 1.0f);
 }
 
+TEST(KVCache, TruncateRollsEveryLayerBackAndKeepsTheRowsBefore) {
+    // speculative decoding's rollback: rows [0, length) stay as they were, later appends continue at length
+    KVCache c(2, 6, 2);
+    for (std::size_t l = 0; l < 2; ++l)
+        for (std::size_t pos = 0; pos < 5; ++pos) append_row(c, l, pos);
+    c.truncate(2);
+    EXPECT_EQ(c.length(), 2u);
+    EXPECT_EQ(c.length(0), 2u);
+    EXPECT_EQ(c.length(1), 2u);
+    EXPECT_EQ(std::vector<float>(c.keys(1).begin(), c.keys(1).end()), (std::vector<float>{100, 101, 110, 111}));
+    EXPECT_EQ(std::vector<float>(c.values(0).begin(), c.values(0).end()), (std::vector<float>{0.5f, 1.5f, 10.5f, 11.5f}));
+    // the next append is at position 2 again (3 would be a gap), and it replaces the old row 2
+    EXPECT_THROW(append_row(c, 0, 3), ModelError);
+    const std::vector<float> k = {-1, -2}, v = {-3, -4};
+    c.append(0, 2, k, v);
+    EXPECT_EQ(c.keys(0)[4], -1.0f);
+    EXPECT_EQ(c.values(0)[5], -4.0f);
+    // layer 0 holds 3 now, layer 1 still 2: truncate(2) brings every layer to the same length
+    c.truncate(2);
+    EXPECT_EQ(c.length(0), 2u);
+    EXPECT_EQ(c.length(1), 2u);
+    // truncate to 0 empties it, like reset()
+    c.truncate(0);
+    EXPECT_EQ(c.length(), 0u);
+    EXPECT_TRUE(c.keys(0).empty());
+}
+
+TEST(KVCache, TruncateBeyondTheLengthThrowsAndChangesNothing) {
+    // truncate never grows the cache: that would expose rows that were never appended
+    KVCache c(2, 6, 2);
+    for (std::size_t pos = 0; pos < 3; ++pos) append_row(c, 0, pos);
+    for (std::size_t pos = 0; pos < 2; ++pos) append_row(c, 1, pos);
+    expect_error<ModelError>([&] { c.truncate(3); }, {"truncate to 3", "layer 1", "only 2"});
+    expect_error<ModelError>([&] { c.truncate(7); }, {"truncate to 7", "layer 0", "only 3"});
+    EXPECT_EQ(c.length(0), 3u);
+    EXPECT_EQ(c.length(1), 2u);
+}
+
 }  // namespace lmlab

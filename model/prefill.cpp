@@ -167,11 +167,17 @@ std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCa
     for (std::size_t t = 0; t < T; ++t) embed(m, tokens[t], pos0 + t, row(ps.x, t, c.dim));
     ContiguousRows rows(cache, pos0, c.head_dim());
     for (std::size_t l = 0; l < c.n_layers; ++l) block_rows(m, l, T, rows, ps);
-    // the classifier only for the rows asked for: usually just the last one
-    for (std::size_t t = all_logits ? 0 : T - 1; t < T; ++t) {
-        head(m, row(std::as_const(ps.x), t, c.dim), s);
-        if (all_logits) all_logits->insert(all_logits->end(), s.logits.begin(), s.logits.end());
+    // the classifier only for the rows asked for: usually just the last one (head(), as forward())
+    if (!all_logits) {
+        head(m, row(std::as_const(ps.x), T - 1, c.dim), s);
+        return s.logits;
     }
+    // every row (speculative decoding's verification): the final norm row by row, then the
+    // classifier over all rows at once (classifier_rows: each row equals head() on it)
+    for (std::size_t t = 0; t < T; ++t) final_norm(m, row(std::as_const(ps.x), t, c.dim), row(ps.xn, t, c.dim));
+    all_logits->resize(T * c.vocab_size);
+    classifier_rows(m, ps.xn, T, *all_logits, s);
+    std::copy(all_logits->end() - static_cast<std::ptrdiff_t>(c.vocab_size), all_logits->end(), s.logits.begin());
     return s.logits;
 }
 

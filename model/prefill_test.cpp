@@ -89,6 +89,19 @@ TEST(Prefill, Int8ModelsAreBitIdenticalToTokenByTokenToo) {
     EXPECT_TRUE(same_bits(all, expected));
 }
 
+TEST(Prefill, EveryRowsLogitsBitIdenticalWithAWideClassifier) {
+    // all_logits runs the classifier as one matmul_xwt over the rows (speculative decoding's
+    // verification): a vocabulary of 300 and dim 64 cross its blocking in both directions
+    Config c = test::tiny_config();
+    c.dim = 64;
+    c.n_heads = 4;
+    c.ffn_dim = 96;
+    c.vocab_size = 300;
+    for (std::size_t pos0 : {0u, 5u}) expect_prefill_equals_forward(c, pos0);
+    c.tied_embeddings = true;  // the classifier is the embedding table
+    expect_prefill_equals_forward(c, 1);
+}
+
 TEST(Prefill, PlainPathFeedsTokenByToken) {
     set_kernel_path(KernelPath::Plain);
     for (const Config& c : {test::tiny_config(), test::tiny_gpt2_config()}) expect_prefill_equals_forward(c, 2);
