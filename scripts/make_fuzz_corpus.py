@@ -151,6 +151,15 @@ def main():
                                       (0, "models/x.h5#q8_0"), (0, "shared:m.bin#q8_0,group=32")]):
         put(out, "cli", f"seed{i}.bin", bytes([mode]) + text.encode())
 
+    # serve-batch's requests files (JSON Lines), served on fuzz_requests' tiny model (vocabulary 64, context 48)
+    for i, text in enumerate([
+            '{"id": "a", "prompt_ids": [1, 5, 9], "max_tokens": 4}\n{"prompt_ids": [1], "max_tokens": 20, "arrival_step": 2}\n',
+            '# a comment\n\n{"prompt_ids": [1, 2, 3, 4, 5, 6, 7], "max_tokens": 40, "temperature": 0.8, "seed": 3}\n'
+            '{"prompt_ids": [7, 7], "max_tokens": 30, "top_k": 5, "top_p": 0.5, "arrival_step": 1}\n',
+            '{"prompt": "text needs a tokenizer", "max_tokens": 3}\n',
+            '{"prompt_ids": [1, 2], "max_tokens": 3, "unknown": 1}\n']):
+        put(out, "requests", f"seed{i}.jsonl", text.encode())
+
     # tokenizer files
     stories_tok = os.path.join(shared, "models/stories260K/tok512.bin")
     if os.path.exists(stories_tok):
