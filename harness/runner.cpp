@@ -131,6 +131,10 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                     if (!truth.empty()) truth = truth.subspan(first * row_size, (last - first) * row_size);
                 }
                 const Array<float>& golden = out.expected ? invariant : out.rows ? sliced : found->second;
+                if (out.expected && golden.data.size() != out.data.size())  // our own two runs disagree in size: our bug
+                    throw std::runtime_error(fmt::format("{}: '{}' has {} elements but the run it must equal ('{}') has "
+                                                         "{}: a bug in the stage function, not in the fixture",
+                                                         stage.id, out.name, out.data.size(), out.golden, golden.data.size()));
                 if (golden.data.size() != out.data.size())
                     throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden + " has shape " +
                                        shape_str(golden.shape) + " (" + std::to_string(golden.data.size()) +

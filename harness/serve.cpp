@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "model/json_depth.h"
 #include "model/session.h"
@@ -19,10 +20,12 @@ namespace {
 std::int64_t int_field(const nlohmann::json& v, const std::string& where, const std::string& key, std::int64_t lo,
                        std::int64_t hi) {
     if (!v.is_number_integer())
-        throw ModelError(fmt::format("{}: \"{}\" must be an integer, got {}", where, key, v.dump()));
-    const auto x = v.get<std::int64_t>();
-    if (x < lo || x > hi) throw ModelError(fmt::format("{}: \"{}\" is {}, expected {} to {}", where, key, x, lo, hi));
-    return x;
+        throw ModelError(fmt::format("{}: {} must be an integer, got {}", where, key, v.dump()));
+    // (an unsigned value past int64's range must not wrap to a negative one in the message or the check)
+    if (v.is_number_unsigned() ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi) : v.get<std::int64_t>() < lo ||
+                                                                                           v.get<std::int64_t>() > hi)
+        throw ModelError(fmt::format("{}: {} is {}, expected {} to {}", where, key, v.dump(), lo, hi));
+    return v.get<std::int64_t>();
 }
 
 double number_field(const nlohmann::json& v, const std::string& where, const std::string& key) {
@@ -42,9 +45,12 @@ std::vector<ServeRequest> read_requests(const std::string& path, const TextToken
         const auto first = line.find_first_not_of(" \t\r");
         if (first == std::string::npos || line[first] == '#') continue;
         nlohmann::json j;
+        std::set<std::string> keys;  // of the request object: a key given twice is refused, not "last one wins"
         try {
-            j = nlohmann::json::parse(line, [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+            j = nlohmann::json::parse(line, [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
                 check_json_depth(depth, where);
+                if (event == nlohmann::json::parse_event_t::key && depth == 1 && !keys.insert(parsed.get<std::string>()).second)
+                    throw ModelError(fmt::format("{}: key \"{}\" given twice", where, parsed.get<std::string>()));
                 return true;
             });
         } catch (const nlohmann::json::exception& e) {
@@ -53,6 +59,7 @@ std::vector<ServeRequest> read_requests(const std::string& path, const TextToken
         if (!j.is_object()) throw ModelError(where + ": a request is a JSON object {\"prompt\": ..., \"max_tokens\": N}");
         ServeRequest r;
         r.id = fmt::format("line {}", n);
+        r.source = where;
         bool has_max = false;
         for (const auto& [key, v] : j.items()) {
             if (key == "id") {
@@ -67,20 +74,21 @@ std::vector<ServeRequest> read_requests(const std::string& path, const TextToken
                 r.prompt = tok->encode_prompt(v.get<std::string>(), false);
             } else if (key == "prompt_ids") {
                 if (!v.is_array()) throw ModelError(fmt::format("{}: \"prompt_ids\" must be a list of ids", where));
-                for (const auto& id : v) r.prompt.push_back(static_cast<int>(int_field(id, where, "prompt_ids", 0, INT32_MAX)));
+                for (std::size_t i = 0; i < v.size(); ++i)
+                    r.prompt.push_back(static_cast<int>(int_field(v[i], where, fmt::format("\"prompt_ids\"[{}]", i), 0, INT32_MAX)));
             } else if (key == "max_tokens") {
-                r.max_new_tokens = static_cast<std::size_t>(int_field(v, where, key, 1, 1 << 24));
+                r.max_new_tokens = static_cast<std::size_t>(int_field(v, where, "\"" + key + "\"", 1, 1 << 24));
                 has_max = true;
             } else if (key == "arrival_step") {
-                r.arrival_step = static_cast<std::size_t>(int_field(v, where, key, 0, 1 << 30));
+                r.arrival_step = static_cast<std::size_t>(int_field(v, where, "\"" + key + "\"", 0, 1 << 30));
             } else if (key == "temperature") {
                 r.sampling.temperature = static_cast<float>(number_field(v, where, key));
             } else if (key == "top_k") {
-                r.sampling.top_k = static_cast<int>(int_field(v, where, key, 0, INT32_MAX));
+                r.sampling.top_k = static_cast<int>(int_field(v, where, "\"" + key + "\"", 0, INT32_MAX));
             } else if (key == "top_p") {
                 r.sampling.top_p = static_cast<float>(number_field(v, where, key));
             } else if (key == "seed") {
-                r.sampling.seed = static_cast<std::uint64_t>(int_field(v, where, key, 0, INT64_MAX));
+                r.sampling.seed = static_cast<std::uint64_t>(int_field(v, where, "\"" + key + "\"", 0, INT64_MAX));
             } else {
                 throw ModelError(fmt::format("{}: unknown key \"{}\" (known: id, prompt, prompt_ids, max_tokens, "
                                              "arrival_step, temperature, top_k, top_p, seed)", where, key));
@@ -110,9 +118,15 @@ ServeReport run_sequential(const Model& m, const std::vector<ServeRequest>& rs, 
     ServeReport rep;
     const auto t0 = std::chrono::steady_clock::now();
     Session session(m);
+    for (const ServeRequest& r : rs) {  // all of them before running any, as serve() does
+        try {
+            session.check_request(r.prompt, r.max_new_tokens);
+        } catch (const ModelError& e) {
+            throw ModelError(fmt::format("request '{}' ({}): {}", r.id, r.source, e.what()));
+        }
+    }
     std::size_t step = 0;
     for (const ServeRequest& r : rs) {
-        session.check_request(r.prompt, r.max_new_tokens);
         Sampler sampler(r.sampling, m.config.vocab_size);
         ServeResult res;
         const auto t_start = std::chrono::steady_clock::now();

@@ -12,6 +12,14 @@ namespace lmlab {
 
 namespace {
 constexpr Tolerance kBitIdentical{0.0, 0.0};
+
+// forward_batch runs the fast kernels only: paged attention is a fast-path kernel (verified against
+// attention_tiled, itself verified against the plain attention); there is no plain twin to run
+void skip_on_plain() {
+    if (kernel_path() == KernelPath::Plain)
+        throw SkipStage("the paged KV cache and batching run on the fast kernels only (attention_paged has no plain "
+                        "twin; it is checked bit for bit against attention_tiled)");
+}
 }  // namespace
 
 // The fixture's prompt through forward_batch on a paged cache, 5 tokens a step, each step also
@@ -20,6 +28,7 @@ constexpr Tolerance kBitIdentical{0.0, 0.0};
 // Outputs: every position's logits against the reference; the same against our contiguous cache,
 // bit for bit; the cache's invariants after every step; every page back on the free list at the end.
 std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const StageEnv& env) {
+    skip_on_plain();
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
@@ -73,6 +82,7 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
 // the reference's top-k ids within tolerance up to that point, and every logit bit-identical to our
 // own run of the request alone (run_alone).
 std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case& c, const StageEnv& env) {
+    skip_on_plain();
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
     const std::vector<int> all_prompts = token_ids(c, "prompt_tokens"), lengths = token_ids(c, "prompt_lengths"),

@@ -147,8 +147,8 @@ TEST_P(MoeFfn, ForcedExpertsKeepOurProbabilities) {
 INSTANTIATE_TEST_SUITE_P(BothPaths, MoeFfn, ::testing::Values(KernelPath::Plain, KernelPath::Fast));
 
 // A whole tiny Mixtral and Qwen2-MoE (hashed weights): the block fills the MoE trace fields, and
-// prefill (which runs MoE models one token at a time) gives forward()'s logits bit for bit.
-TEST(MoeModel, BlockTraceAndPrefillFallback) {
+// prefill (the batched block runs the mixture row by row) gives forward()'s logits bit for bit.
+TEST(MoeModel, BlockTraceAndPrefillBitIdentical) {
     for (bool qwen : {false, true}) {
         Config c = qwen ? Config::qwen2_moe() : Config::mixtral();
         c.dim = 8;

@@ -27,38 +27,69 @@ struct Running {
     std::unique_ptr<Sampler> sampler;
 };
 
+// What the request is called in messages: its id, and where it was read when known.
+std::string who(const ServeRequest& r) {
+    return r.source.empty() ? fmt::format("request '{}'", r.id) : fmt::format("request '{}' ({})", r.id, r.source);
+}
+
+// Pages the pool needs for the max_running largest requests at once: the most that can ever be
+// reserved together (admission reserves prompt + max_new_tokens).
+std::size_t default_pages(const std::vector<ServeRequest>& requests, const ServeOptions& opt) {
+    std::vector<std::size_t> need;
+    for (const ServeRequest& r : requests) need.push_back((r.prompt.size() + r.max_new_tokens + opt.page_size - 1) / opt.page_size);
+    std::sort(need.rbegin(), need.rend());
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < need.size() && i < opt.max_running; ++i) n += need[i];
+    return std::max<std::size_t>(n, 1);
+}
+
+constexpr double kMaxPoolBytes = 16.0 * (1ull << 30);  // a pool past this is refused before allocating
+
 void check_requests(const Config& c, const std::vector<ServeRequest>& requests, const ServeOptions& opt,
                     std::size_t n_pages) {
-    if (opt.chunk == 0 || opt.max_running == 0 || opt.page_size == 0)
-        throw ModelError(fmt::format("serve: chunk {}, max_running {}, page_size {}: each must be at least 1", opt.chunk,
-                                     opt.max_running, opt.page_size));
     for (const ServeRequest& r : requests) {
-        const std::string who = fmt::format("request '{}'", r.id);
-        if (r.max_new_tokens == 0) throw ModelError(who + ": max_tokens is 0; ask for at least one token");
+        if (r.max_new_tokens == 0) throw ModelError(who(r) + ": max_tokens is 0; ask for at least one token");
         try {
             check_request(c, r.prompt, r.max_new_tokens);
             r.sampling.validate();
         } catch (const std::exception& e) {
-            throw ModelError(who + ": " + e.what());
+            throw ModelError(who(r) + ": " + e.what());
         }
         const std::size_t need = (r.prompt.size() + r.max_new_tokens + opt.page_size - 1) / opt.page_size;
         if (need > n_pages)
             throw ModelError(fmt::format("{}: {} prompt + {} new tokens need {} pages of {} positions, but the pool has "
-                                         "{}; give it more pages", who, r.prompt.size(), r.max_new_tokens, need,
+                                         "{}; give it more pages", who(r), r.prompt.size(), r.max_new_tokens, need,
                                          opt.page_size, n_pages));
     }
+    const double bytes = 2.0 * 4.0 * static_cast<double>(c.n_layers) * static_cast<double>(n_pages) *
+                         static_cast<double>(opt.page_size) * static_cast<double>(c.kv_dim());
+    if (bytes > kMaxPoolBytes)
+        throw ModelError(fmt::format("serve: a KV pool of {} pages of {} positions would take {:.1f} GB (keys and values "
+                                     "of {} layers x kv_dim {} in float32), more than the {:.1f} GB (16 GiB) allowed; lower "
+                                     "--kv-pages or --page-size",
+                                     n_pages, opt.page_size, bytes / 1e9, c.n_layers, c.kv_dim(), kMaxPoolBytes / 1e9));
+    if (c.head_dim() > kPagedMaxHeadDim)
+        throw ModelError(fmt::format("serve: head_dim {} of {} is above the {} the paged attention kernel takes "
+                                     "(kPagedMaxHeadDim in kernels/kernels.h)",
+                                     c.head_dim(), arch_name(c.arch), kPagedMaxHeadDim));
 }
 }  // namespace
 
 ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, const ServeOptions& opt,
                   const std::function<void(const ServeProgress&)>& progress) {
     const Config& c = m.config;
-    const std::size_t n_pages =
-        opt.n_pages ? opt.n_pages : opt.max_running * ((c.max_seq_len + opt.page_size - 1) / std::max<std::size_t>(opt.page_size, 1));
+    if (opt.chunk == 0 || opt.max_running == 0 || opt.page_size == 0)
+        throw ModelError(fmt::format("serve: chunk {}, max_running {}, page_size {}: each must be at least 1", opt.chunk,
+                                     opt.max_running, opt.page_size));
+    const std::size_t n_pages = opt.n_pages ? opt.n_pages : default_pages(requests, opt);
     check_requests(c, requests, opt, n_pages);
 
     PagedKVCache kv(c.n_layers, c.kv_dim(), opt.page_size, n_pages);
-    PrefillState ps(c, opt.max_running + opt.chunk);  // a step's rows: one decode row per sequence + the chunk
+    // a step's rows: one decode row per running sequence + at most a chunk of prompt tokens (which
+    // may span several prompts, so never more than all of them)
+    std::size_t prompt_tokens = 0;
+    for (const ServeRequest& r : requests) prompt_tokens += r.prompt.size();
+    PrefillState ps(c, std::min(opt.max_running, requests.size()) + std::min(opt.chunk, prompt_tokens));
     RunState s(c);
     std::vector<BatchRow> rows;
     std::vector<std::size_t> row_owner;  // rows[i] belongs to running[row_owner[i]]
@@ -187,27 +218,12 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
 }
 
 ServeResult run_alone(const Model& m, const ServeRequest& r, const std::vector<int>& stop_ids) {
-    check_request(m.config, r.prompt, r.max_new_tokens);
     ServeResult res;
+    Session session(m);
     Sampler sampler(r.sampling, m.config.vocab_size);
-    KVCache cache(m.config.n_layers, r.prompt.size() + r.max_new_tokens, m.config.kv_dim());
-    PrefillState ps(m.config, r.prompt.size());
-    RunState s(m.config);
-    std::span<const float> logits = prefill(m, r.prompt, cache, ps, s);
-    while (true) {
-        res.logits.insert(res.logits.end(), logits.begin(), logits.end());
-        const int token = sampler.sample(logits);
-        res.tokens.push_back(token);
-        if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
-            res.stop_reason = fmt::format("stop token {}", token);
-            break;
-        }
-        if (res.tokens.size() == r.max_new_tokens) {
-            res.stop_reason = "max_new_tokens";
-            break;
-        }
-        logits = forward(m, token, cache.length(), cache, s);
-    }
+    GenerationResult g = session.generate(r.prompt, r.max_new_tokens, sampler, stop_ids, {}, &res.logits);
+    res.tokens = std::move(g.tokens);
+    res.stop_reason = std::move(g.stop_reason);
     return res;
 }
 

@@ -37,13 +37,14 @@ struct ServeRequest {
     std::size_t max_new_tokens = 0;
     std::size_t arrival_step = 0;  // the step at which it is submitted
     SamplerConfig sampling;        // temperature 0: greedy; else seeded sampling (sampler.h)
+    std::string source = {};       // where it was read ("requests.jsonl:3"), named in error messages
 };
 
 struct ServeOptions {
     std::size_t chunk = 32;        // at most this many prompt tokens per step (chunked prefill)
     std::size_t max_running = 8;   // sequences in the batch at once
     std::size_t page_size = 16;    // positions per KV page
-    std::size_t n_pages = 0;       // pages in the pool; 0: enough for max_running full contexts
+    std::size_t n_pages = 0;       // pages in the pool; 0: enough for the max_running largest requests at once
     std::vector<int> stop_ids;     // ends a request (included in its tokens), as Session::generate
     bool keep_logits = false;      // keep every request's logits row per new token (tests and the stage)
     bool check_invariants = false; // PagedKVCache::check_invariants() after every step (tests, the stage)
@@ -75,12 +76,13 @@ struct ServeReport {
 
 // Checks every request first (ModelError naming the request: an empty prompt, an id outside the
 // vocabulary, prompt + max_new_tokens past the context, more pages than the whole pool, a bad
-// sampler setting, options of 0), then serves them all. progress (optional) sees every step.
+// sampler setting, options of 0, a pool too large to allocate, a head_dim the paged kernel does
+// not take), then serves them all. progress (optional) sees every step.
 ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, const ServeOptions& opt,
                   const std::function<void(const ServeProgress&)>& progress = {});
 
-// One request alone, as Session::generate runs it (the prompt through prefill, then one token at a
-// time on the contiguous cache), with every step's logits: what serve() must reproduce bit for bit.
+// One request alone: Session::generate (the prompt through prefill, then one token at a time on the
+// contiguous cache), with every step's logits: what serve() must reproduce bit for bit.
 ServeResult run_alone(const Model& m, const ServeRequest& r, const std::vector<int>& stop_ids = {});
 
 }  // namespace lmlab

@@ -115,6 +115,12 @@ TEST(Scheduler, AFullPoolMakesNewcomersWait) {
     const auto rs = requests(m.config);
     const ServeReport rep = serve(m, rs, opt);
     EXPECT_LE(rep.peak_pages, 5u);
+    // the default pool: the max_running largest requests at once (pages of 8: r1 = 23 + 9 and
+    // r8 = 14 + 11 -> 4 pages each, then r3 = 12 + 8 -> 3; at most 3 running -> 11 pages)
+    ServeOptions dflt = opt;
+    dflt.n_pages = 0;
+    dflt.max_running = 3;
+    EXPECT_EQ(serve(m, rs, dflt).n_pages, 11u);
     // r1 (23 + 9 tokens: 4 pages) could not start beside r0 (5 + 4: 2 pages): it waited for r0 to finish
     EXPECT_GT(rep.results[1].admitted_step, rs[1].arrival_step);
     EXPECT_GE(rep.results[1].admitted_step, rep.results[0].finish_step);

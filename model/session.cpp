@@ -30,7 +30,8 @@ void check_request(const Config& c, std::span<const int> prompt, std::size_t max
 }
 
 GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
-                                   std::span<const int> stop_ids, const std::function<void(int)>& on_token) {
+                                   std::span<const int> stop_ids, const std::function<void(int)>& on_token,
+                                   std::vector<float>* step_logits) {
     check_request(prompt, max_new_tokens);
     using clock = std::chrono::steady_clock;
     GenerationResult r;
@@ -45,7 +46,9 @@ GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_
     const auto t1 = clock::now();
 
     r.stop_reason = "max_new_tokens";
+    if (step_logits) step_logits->clear();
     for (std::size_t i = 0; i < max_new_tokens; ++i) {
+        if (step_logits) step_logits->insert(step_logits->end(), logits.begin(), logits.end());
         const int next = sampler.sample(logits);
         r.tokens.push_back(next);
         if (on_token) on_token(next);

@@ -36,9 +36,11 @@ public:
     // Checks prompt and limits before running anything: the prompt must be non-empty with every
     // id in the vocabulary, and prompt + max_new_tokens must fit in max_seq_len. Then resets the
     // cache, runs the prompt, and samples up to max_new_tokens tokens, stopping after any id in
-    // stop_ids. on_token (optional) sees each new token as it is chosen.
+    // stop_ids. on_token (optional) sees each new token as it is chosen; step_logits (optional)
+    // receives the logits each one was sampled from, [tokens, vocab].
     GenerationResult generate(std::span<const int> prompt, std::size_t max_new_tokens, Sampler& sampler,
-                              std::span<const int> stop_ids = {}, const std::function<void(int)>& on_token = {});
+                              std::span<const int> stop_ids = {}, const std::function<void(int)>& on_token = {},
+                              std::vector<float>* step_logits = nullptr);
 
     // lmlab::check_request for this session's model.
     void check_request(std::span<const int> prompt, std::size_t max_new_tokens) const {
