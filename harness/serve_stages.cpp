@@ -24,7 +24,7 @@ void skip_on_plain() {
 
 // The fixture's prompt through forward_batch on a paged cache, 5 tokens a step, each step also
 // carrying 5 tokens of a neighbour sequence (the prompt reversed) whose pages interleave with the
-// prompt's; pages of 3 (every attention tile straddles pages: copied) and of 16 (read in place).
+// prompt's; pages of 3 (every attention tile straddles pages) and of 16 (a tile within one page).
 // Outputs: every position's logits against the reference; the same against our contiguous cache,
 // bit for bit; the cache's invariants after every step; every page back on the free list at the end.
 std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const StageEnv& env) {

@@ -97,18 +97,19 @@ inline void add_scaled(float (&acc)[kLanes], float p, const float* __restrict v)
     for (std::size_t d = 0; d < kLanes; ++d) acc[d] += p * v[d];
 }
 
-// out[d] = out[d]·rescale + Σ_{t<n} p[t]·v[t·stride + d] for B·kLanes columns d (B = 1 or 2: up to 4
-// SSE vectors of accumulators in registers). The tile's sum is formed on its own (≤ 32 terms)
-// before it meets the running total: two-level summation, more accurate than one long float sum.
+// out[d] = out[d]·rescale + Σ_{t<n} p[t]·v[t][d] for B·kLanes columns d (B = 1 or 2: up to 4 SSE
+// vectors of accumulators in registers); v[t] points at value row t (rows of a paged cache may sit
+// in different pages). The tile's sum is formed on its own (≤ 32 terms) before it meets the running
+// total: two-level summation, more accurate than one long float sum.
 template <std::size_t B>
-void add_tile_values(const float* p, std::size_t n, const float* v, std::size_t stride, float rescale, float* out) {
+void add_tile_values(const float* p, std::size_t n, const float* const* v, std::size_t d, float rescale, float* out) {
     float acc[B][kLanes] = {};
     for (std::size_t t = 0; t < n; ++t) {
-        add_scaled(acc[0], p[t], v + t * stride);
-        if constexpr (B > 1) add_scaled(acc[1], p[t], v + t * stride + kLanes);
+        add_scaled(acc[0], p[t], v[t] + d);
+        if constexpr (B > 1) add_scaled(acc[1], p[t], v[t] + d + kLanes);
     }
     for (std::size_t b = 0; b < B; ++b)
-        for (std::size_t d = 0; d < kLanes; ++d) out[b * kLanes + d] = out[b * kLanes + d] * rescale + acc[b][d];
+        for (std::size_t k = 0; k < kLanes; ++k) out[d + b * kLanes + k] = out[d + b * kLanes + k] * rescale + acc[b][k];
 }
 }  // namespace
 
@@ -162,15 +163,23 @@ struct OnlineSoftmax {
     float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
 };
 
-// One tile of n <= kAttentionTile positions: keys row t at k + t·stride, values likewise. The only
-// arithmetic of the tiled kernels: attention_tiled and attention_paged both call it tile by tile
-// on the same numbers in the same order, which is why they give the same bits.
-void attend_tile(const float* q, std::size_t head_dim, float scale, const float* k, const float* v, std::size_t n,
-                 std::size_t stride, OnlineSoftmax& st, float* out) {
+// One tile of n <= kAttentionTile positions: key row t at k[t], value row t at v[t] (row pointers:
+// in a paged cache the rows of one tile may sit in two pages). The only arithmetic of the tiled
+// kernels: attention_tiled and attention_paged both call it tile by tile on the same numbers in the
+// same order, which is why they give the same bits.
+void attend_tile(const float* q, std::size_t head_dim, float scale, const float* const* k, const float* const* v,
+                 std::size_t n, OnlineSoftmax& st, float* out) {
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     float p[kAttentionTile];  // this tile's scores, then its weights exp(s - m): the only buffer
-    // scores of kRows keys at a time (q is loaded once for them): matvec_fast's reduction
-    for (std::size_t t = 0; t < n; t += kRows) dot_block(k + t * stride, stride, q, head_dim, p + t, std::min(kRows, n - t));
+    // scores of up to kRows evenly spaced keys at a time (q is loaded once for them): matvec_fast's
+    // reduction, whose bits for a row do not depend on which rows share its group
+    for (std::size_t t = 0; t < n;) {
+        const std::ptrdiff_t step = t + 1 < n ? k[t + 1] - k[t] : 0;
+        std::size_t r = 1;
+        while (step > 0 && r < kRows && t + r < n && k[t + r] == k[t] + static_cast<std::ptrdiff_t>(r) * step) ++r;
+        dot_block(k[t], static_cast<std::size_t>(std::max<std::ptrdiff_t>(step, 0)), q, head_dim, p + t, r);
+        t += r;
+    }
     float tile_max = kNegInf;
     for (std::size_t t = 0; t < n; ++t) {
         p[t] *= scale;
@@ -186,11 +195,11 @@ void attend_tile(const float* q, std::size_t head_dim, float scale, const float*
     st.l = st.l * rescale + sum_lanes(p, n);
     // out = out·rescale + Σ_t p[t]·v_t: 16 columns at a time, then 8, then one by one
     std::size_t d = 0;
-    for (; d + 2 * kLanes <= head_dim; d += 2 * kLanes) add_tile_values<2>(p, n, v + d, stride, rescale, &out[d]);
-    for (; d + kLanes <= head_dim; d += kLanes) add_tile_values<1>(p, n, v + d, stride, rescale, &out[d]);
+    for (; d + 2 * kLanes <= head_dim; d += 2 * kLanes) add_tile_values<2>(p, n, v, d, rescale, out);
+    for (; d + kLanes <= head_dim; d += kLanes) add_tile_values<1>(p, n, v, d, rescale, out);
     for (; d < head_dim; ++d) {
         float acc = 0.0f;
-        for (std::size_t t = 0; t < n; ++t) acc += p[t] * v[t * stride + d];
+        for (std::size_t t = 0; t < n; ++t) acc += p[t] * v[t][d];
         out[d] = out[d] * rescale + acc;
     }
     st.m = m_new;
@@ -207,9 +216,16 @@ void attention_tiled(std::span<const float> q, std::span<const float> keys, std:
             "attention_tiled", "keys/values too short for n_pos rows of the given stride");
     OnlineSoftmax st;
     std::fill(out.begin(), out.end(), 0.0f);
-    for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile)
-        attend_tile(q.data(), head_dim, attention_scale(head_dim), keys.data() + t0 * stride,
-                    values.data() + t0 * stride, std::min(kAttentionTile, n_pos - t0), stride, st, out.data());
+    const float* k[kAttentionTile];  // the tile's rows
+    const float* v[kAttentionTile];
+    for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile) {
+        const std::size_t n = std::min(kAttentionTile, n_pos - t0);
+        for (std::size_t t = 0; t < n; ++t) {
+            k[t] = keys.data() + (t0 + t) * stride;
+            v[t] = values.data() + (t0 + t) * stride;
+        }
+        attend_tile(q.data(), head_dim, attention_scale(head_dim), k, v, n, st, out.data());
+    }
     // l >= 1 (the max term is exp(0)); all scores -inf leaves l = 0 and NaN, as softmax gives
     for (std::size_t d = 0; d < head_dim; ++d) out[d] /= st.l;
 }
@@ -221,29 +237,23 @@ void attention_paged(std::span<const float> q, std::span<const float> keys, std:
     require(n_pos >= 1 && out.size() == head_dim, "attention_paged", "need n_pos >= 1 and out of head_dim elements");
     require(page_size >= 1 && page_table.size() * page_size >= n_pos, "attention_paged",
             "the page table must cover n_pos positions");
-    require(head_dim <= kPagedMaxHeadDim, "attention_paged", "head_dim above kPagedMaxHeadDim");
     for (std::size_t i = 0; i * page_size < n_pos; ++i)  // every page read lies inside the pool
         require(keys.size() >= ((std::size_t{page_table[i]} + 1) * page_size - 1) * stride + head_dim &&
                     values.size() >= ((std::size_t{page_table[i]} + 1) * page_size - 1) * stride + head_dim,
                 "attention_paged", "a page of the table lies outside keys/values");
-    // position t lives in page page_table[t / page_size], row t % page_size of it
-    const auto row = [&](std::size_t t) { return (page_table[t / page_size] * page_size + t % page_size) * stride; };
     OnlineSoftmax st;
     std::fill(out.begin(), out.end(), 0.0f);
-    // a tile that straddles pages is first copied into contiguous rows (exact: copies change no bit)
-    float k_tile[kAttentionTile * kPagedMaxHeadDim], v_tile[kAttentionTile * kPagedMaxHeadDim];
+    const float* k[kAttentionTile];  // the tile's rows, wherever their pages are
+    const float* v[kAttentionTile];
     for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile) {
         const std::size_t n = std::min(kAttentionTile, n_pos - t0);
-        if (t0 / page_size == (t0 + n - 1) / page_size) {  // one page: read in place
-            attend_tile(q.data(), head_dim, attention_scale(head_dim), keys.data() + row(t0), values.data() + row(t0), n,
-                        stride, st, out.data());
-            continue;
-        }
         for (std::size_t t = 0; t < n; ++t) {
-            std::copy_n(keys.data() + row(t0 + t), head_dim, k_tile + t * head_dim);
-            std::copy_n(values.data() + row(t0 + t), head_dim, v_tile + t * head_dim);
+            // position t0 + t lives in page page_table[(t0 + t) / page_size], row (t0 + t) % page_size of it
+            const std::size_t pos = t0 + t, at = (page_table[pos / page_size] * page_size + pos % page_size) * stride;
+            k[t] = keys.data() + at;
+            v[t] = values.data() + at;
         }
-        attend_tile(q.data(), head_dim, attention_scale(head_dim), k_tile, v_tile, n, head_dim, st, out.data());
+        attend_tile(q.data(), head_dim, attention_scale(head_dim), k, v, n, st, out.data());
     }
     for (std::size_t d = 0; d < head_dim; ++d) out[d] /= st.l;
 }

@@ -139,10 +139,10 @@ void attention_tiled(std::span<const float> q, std::span<const float> keys, std:
 // position t is row t % page_size of page page_table[t / page_size], i.e. keys[(page·page_size +
 // row)·stride]. keys/values: the whole pool of one layer, offset to this head; page_table: at least
 // ceil(n_pos / page_size) entries. Same tiles, same arithmetic, same bits as attention_tiled on the
-// same positions stored contiguously: a tile inside one page is read in place; one that straddles
-// pages (page_size not a multiple of kAttentionTile) is first copied into contiguous scratch.
-// Analogy: virtual memory — the page table maps a sequence's logical positions to physical pages.
-inline constexpr std::size_t kPagedMaxHeadDim = 256;  // the scratch of a straddling tile: 2 × 32 KB
+// same positions stored contiguously: both hand each tile to one routine as a list of row pointers,
+// so a tile that straddles two pages (page_size not a multiple of kAttentionTile) is read in place
+// like any other. Analogy: virtual memory — the page table maps a sequence's logical positions to
+// physical pages.
 void attention_paged(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
                      std::span<const std::uint32_t> page_table, std::size_t page_size, std::size_t n_pos,
                      std::size_t stride, std::span<float> out);

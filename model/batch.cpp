@@ -34,9 +34,6 @@ void check_rows(const Model& m, std::span<const BatchRow> rows, const PagedKVCac
         throw ModelError("batched forward: runs the fast kernels only (paged attention is attention_tiled's arithmetic; "
                          "the plain path has no paged kernel). Drop --plain");
     if (rows.empty()) throw ModelError("batched forward: no rows");
-    if (c.head_dim() > kPagedMaxHeadDim)
-        throw ModelError(fmt::format("batched forward: head_dim {} is above the {} the paged attention kernel takes",
-                                     c.head_dim(), kPagedMaxHeadDim));
     if (rows.size() > ps.max_tokens)
         throw ModelError(fmt::format("batched forward: {} rows, but the batch buffers hold {}", rows.size(), ps.max_tokens));
     std::map<std::size_t, std::size_t> next;  // sequence -> the position its next row must have

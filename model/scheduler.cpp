@@ -68,10 +68,6 @@ void check_requests(const Config& c, const std::vector<ServeRequest>& requests, 
                                      "of {} layers x kv_dim {} in float32), more than the {:.1f} GB (16 GiB) allowed; lower "
                                      "--kv-pages or --page-size",
                                      n_pages, opt.page_size, bytes / 1e9, c.n_layers, c.kv_dim(), kMaxPoolBytes / 1e9));
-    if (c.head_dim() > kPagedMaxHeadDim)
-        throw ModelError(fmt::format("serve: head_dim {} of {} is above the {} the paged attention kernel takes "
-                                     "(kPagedMaxHeadDim in kernels/kernels.h)",
-                                     c.head_dim(), arch_name(c.arch), kPagedMaxHeadDim));
 }
 }  // namespace
 

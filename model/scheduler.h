@@ -76,8 +76,7 @@ struct ServeReport {
 
 // Checks every request first (ModelError naming the request: an empty prompt, an id outside the
 // vocabulary, prompt + max_new_tokens past the context, more pages than the whole pool, a bad
-// sampler setting, options of 0, a pool too large to allocate, a head_dim the paged kernel does
-// not take), then serves them all. progress (optional) sees every step.
+// sampler setting, options of 0, a pool too large to allocate), then serves them all. progress (optional) sees every step.
 ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, const ServeOptions& opt,
                   const std::function<void(const ServeProgress&)>& progress = {});
 
