@@ -258,6 +258,14 @@ const std::vector<Stage>& stages() {
         {"generation.serve_batch.stories260k", "generation", "llama", kStories260K, "serve/batch_stories260k.h5",
          kLogits, "the same schedules on a trained model (5 layers, GQA): tokens exactly, logits within 1e-4",
          stage_generation_serve_batch},
+        {"generation.serve_batch.gpt2", "generation", "gpt2", kTinyGpt2, "serve/batch_gpt2.h5", kLogits,
+         "the same requests, each generated alone by transformers' GPT2LMHeadModel.generate(): tokens exactly, "
+         "logits within 1e-4",
+         stage_generation_serve_batch},
+        {"generation.serve_batch.qwen2", "generation", "qwen2", kTinyQwen2, "serve/batch_qwen2.h5", kLogits,
+         "the same requests, each generated alone by transformers' Qwen2ForCausalLM.generate() (4:1 GQA, one kv "
+         "page read by 4 query heads): tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
         // speculative decoding (model/speculative.h): a draft guesses, the target verifies in one batched
         // forward; the output must still be the reference's greedy tokens exactly, for every draft and k.
         // The int8 drafts' family "llama q8": they run the int8 kernels too. No early exit on the tiny

@@ -864,14 +864,9 @@ def export_generation(row, out_dir, sha):
     if model is None:
         return []
     if row["family"] in ("gpt2", "qwen2"):
-        ref = ref_gpt2 if row["family"] == "gpt2" else ref_hf_llama
-        vocab = model.config.vocab_size if row["family"] == "gpt2" else QWEN_TOKENIZER_SIZE
-        prompt = default_prompt(vocab, 8, f"generation.tiny-{row['family']}")
+        prompt = default_prompt(prompt_vocab(row, model), 8, f"generation.tiny-{row['family']}")
         n_new, why = 64, "64 greedy tokens after an 8-token prompt (transformers' generate, do_sample=False)"
-        tokens, logits32 = ref.greedy(model, prompt, n_new)
-        seq = torch.cat([prompt, torch.tensor(tokens)])
-        logits64 = (ref_hf_llama.qwen2_logits64(qwen2_ref64(), seq, len(prompt)) if row["family"] == "qwen2"
-                    else ref.teacher_forced_logits64(model, seq, len(prompt)))
+        tokens, logits32, logits64 = greedy_reference(row, model, prompt, n_new)
     elif row["model"].startswith("shared:"):
         prompt, n_new, why = torch.tensor([1]), 256, "256 greedy tokens from BOS"
         tokens, logits32, logits64 = generation_outputs(model, prompt, n_new)
@@ -887,6 +882,29 @@ def export_generation(row, out_dir, sha):
                     "topk_ids": top["ids"], "topk_logits": top["logits32"]},
                    {"logits": full["logits64"], "topk_logits": top["logits64"]})
     return [os.path.join(out_dir, row["fixture"])]
+
+
+def prompt_vocab(row, model):
+    """The ids a random prompt may use: the model's vocabulary (Qwen2's: the tokenizer's 151665 of
+    its 151936 embedding rows)."""
+    if row["family"] == "qwen2":
+        return QWEN_TOKENIZER_SIZE
+    return model.config.vocab_size if row["family"] == "gpt2" else model.cfg.vocab_size
+
+
+def greedy_reference(row, model, prompt, n_new):
+    """(tokens, logits32 [n_new, V], logits64 [n_new, V]) of n_new greedy tokens after prompt, from the
+    family's reference: transformers' generate() for GPT-2 and Qwen2 (float64 logits teacher-forced
+    on the same tokens), llama_ref.greedy for LLaMA."""
+    if row["family"] == "gpt2":
+        tokens, logits32 = ref_gpt2.greedy(model, prompt, n_new)
+        seq = torch.cat([prompt, torch.tensor(tokens)])
+        return tokens, logits32, ref_gpt2.teacher_forced_logits64(model, seq, len(prompt))
+    if row["family"] == "qwen2":
+        tokens, logits32 = ref_hf_llama.greedy(model, prompt, n_new)
+        seq = torch.cat([prompt, torch.tensor(tokens)])
+        return tokens, logits32, ref_hf_llama.qwen2_logits64(qwen2_ref64(), seq, len(prompt))
+    return generation_outputs(model, prompt, n_new)
 
 
 GEN_TOP_K = 16  # logits kept at every step: the reference's top 16 (ids and values)
@@ -907,7 +925,7 @@ def generation_logits(logits32, logits64):
 
 # ---- Serving: continuous batching -------------------------------------------------------------------
 # 10 requests with different prompt lengths, token budgets and arrival steps. The reference runs each
-# ALONE (llama_ref.greedy, token by token): the harness serves them all together with its scheduler
+# ALONE (greedy_reference: llama_ref token by token, transformers' generate() for GPT-2 and Qwen2): the harness serves them all together with its scheduler
 # (chunked prefill, paged KV cache) and must get every request's tokens exactly and its logits within
 # the logits tolerance. Scheduling may change when a token is computed, never what it is.
 SERVE_PROMPT_LENGTHS = [3, 17, 1, 9, 30, 5, 12, 24, 2, 7]
@@ -925,11 +943,13 @@ def export_serve(row, out_dir, sha):
     if model is None:
         return []
     g = generator(row["id"] + ".prompts")
-    vocab = model.cfg.vocab_size
-    prompts = [torch.cat([torch.tensor([1]), torch.randint(3, vocab, (n - 1,), generator=g)]) for n in SERVE_PROMPT_LENGTHS]
+    vocab = prompt_vocab(row, model)
+    bos = [1] if row["family"] == "llama" else []  # LLaMA prompts start with BOS; GPT-2 and Qwen2 have none
+    prompts = [torch.cat([torch.tensor(bos, dtype=torch.long), torch.randint(3, vocab, (n - len(bos),), generator=g)])
+               for n in SERVE_PROMPT_LENGTHS]
     tokens, logits32, logits64 = [], [], []
     for prompt, n_new in zip(prompts, SERVE_MAX_NEW):
-        t, l32, l64 = generation_outputs(model, prompt, n_new)
+        t, l32, l64 = greedy_reference(row, model, prompt, n_new)
         tokens += t
         logits32.append(l32)
         logits64.append(l64)
