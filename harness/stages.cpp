@@ -283,6 +283,16 @@ const std::vector<Stage>& stages() {
          "generation/greedy_stories260k.h5", kExact,
          "256 tokens from BOS exactly the reference's greedy tokens with an int8 (group 4) draft",
          stage_generation_speculative_int8},
+        {"generation.greedy.qwen2moe", "generation", "qwen2moe", kTinyQwen2Moe, "generation/greedy_qwen2moe.h5", kLogits,
+         "transformers' generate(do_sample=False), 48 tokens (the context is 64): tokens exactly, logits within 1e-4",
+         stage_generation_greedy},
+        {"generation.greedy.mixtral", "generation", "mixtral", kTinyMixtral, "generation/greedy_mixtral.h5", kLogits,
+         "transformers' generate(do_sample=False), 48 tokens (the context is 64): tokens exactly, logits within 1e-4",
+         stage_generation_greedy},
+        {"generation.serve_batch.qwen2moe", "generation", "qwen2moe", kTinyQwen2Moe, "serve/batch_qwen2moe.h5", kLogits,
+         "the serving requests on Qwen2-MoE (each row its own experts, the shared expert), each generated alone by "
+         "transformers' generate(): tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
         // the cost of int8: int8 model vs float model, reported (report.md "Measurements"), not judged;
         // only the float model's perplexity is checked against PyTorch's. Families "llama q8": it runs both
         {"generation.q8_0.cost", "generation", "llama q8", kTinyLlamaQ8, "quant/cost_tiny_llama.h5", kLogits,

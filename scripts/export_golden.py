@@ -863,9 +863,10 @@ def export_generation(row, out_dir, sha):
     model = model_for(row, out_dir, sha)
     if model is None:
         return []
-    if row["family"] in ("gpt2", "qwen2"):
+    if row["family"] in ("gpt2", "qwen2") + MOE_FAMILIES:
         prompt = default_prompt(prompt_vocab(row, model), 8, f"generation.tiny-{row['family']}")
-        n_new, why = 64, "64 greedy tokens after an 8-token prompt (transformers' generate, do_sample=False)"
+        n_new = 48 if row["family"] in MOE_FAMILIES else 64  # (the tiny MoE models' context is 64)
+        why = f"{n_new} greedy tokens after an 8-token prompt (transformers' generate, do_sample=False)"
         tokens, logits32, logits64 = greedy_reference(row, model, prompt, n_new)
     elif row["model"].startswith("shared:"):
         prompt, n_new, why = torch.tensor([1]), 256, "256 greedy tokens from BOS"
@@ -889,13 +890,20 @@ def prompt_vocab(row, model):
     its 151936 embedding rows)."""
     if row["family"] == "qwen2":
         return QWEN_TOKENIZER_SIZE
-    return model.config.vocab_size if row["family"] == "gpt2" else model.cfg.vocab_size
+    return model.config.vocab_size if row["family"] in ("gpt2",) + MOE_FAMILIES else model.cfg.vocab_size
 
 
 def greedy_reference(row, model, prompt, n_new):
     """(tokens, logits32 [n_new, V], logits64 [n_new, V]) of n_new greedy tokens after prompt, from the
-    family's reference: transformers' generate() for GPT-2 and Qwen2 (float64 logits teacher-forced
-    on the same tokens), llama_ref.greedy for LLaMA."""
+    family's reference: transformers' generate() for GPT-2, Qwen2, Qwen2-MoE and Mixtral (float64
+    logits teacher-forced on the same tokens; for the MoE models by llama_ref + MoeRef, as their model
+    stages), llama_ref.greedy for LLaMA."""
+    if row["family"] in MOE_FAMILIES:
+        tokens, logits32 = ref_hf_llama.greedy(model, prompt, n_new)
+        seq = torch.cat([prompt, torch.tensor(tokens[:-1], dtype=prompt.dtype)])
+        logits64 = ref_hf_moe.ref_forward(moe_ref(row["model"]), seq)["logits"][len(prompt) - 1:]
+        assert logits64.shape == logits32.shape, (logits64.shape, logits32.shape)
+        return tokens, logits32, logits64
     if row["family"] == "gpt2":
         tokens, logits32 = ref_gpt2.greedy(model, prompt, n_new)
         seq = torch.cat([prompt, torch.tensor(tokens)])
