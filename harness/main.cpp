@@ -437,8 +437,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 1 << 16))
         ->capture_default_str();
     serve_batch->add_option("--kv-pages", sv.options.n_pages,
-                            "Pages in the KV pool (default 0: enough for --max-running full contexts); a request "
-                            "waits at admission until its prompt + max_tokens fit")
+                            "Pages in the KV pool (default 0: enough for the --max-running largest requests at "
+                            "once); a request waits at admission until its prompt + max_tokens fit")
         ->check(CLI::Range(0, 1 << 24))
         ->capture_default_str();
     serve_batch->add_flag("--sequential", sv.sequential,

@@ -130,19 +130,16 @@ ServeReport run_sequential(const Model& m, const std::vector<ServeRequest>& rs, 
         Sampler sampler(r.sampling, m.config.vocab_size);
         ServeResult res;
         const auto t_start = std::chrono::steady_clock::now();
-        step = std::max(step, r.arrival_step);
-        res.admitted_step = step;
+        // one step per forward, as the scheduler counts: the prompt's gives the first token
+        res.admitted_step = res.first_token_step = std::max(step, r.arrival_step);
         const auto g = session.generate(r.prompt, r.max_new_tokens, sampler, stops, [&](int) {
-            if (res.tokens.empty()) {
-                res.first_token_step = step;
+            if (res.first_token_ms == 0)
                 res.first_token_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
-            }
-            res.tokens.push_back(0);
-            ++step;
         });
         res.tokens = g.tokens;
         res.stop_reason = g.stop_reason;
-        res.finish_step = step - 1;
+        res.finish_step = res.first_token_step + g.tokens.size() - 1;
+        step = res.finish_step + 1;
         res.finish_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
         rep.prompt_tokens += r.prompt.size();
         rep.new_tokens += g.tokens.size();

@@ -150,17 +150,7 @@ INSTANTIATE_TEST_SUITE_P(BothPaths, MoeFfn, ::testing::Values(KernelPath::Plain,
 // prefill (the batched block runs the mixture row by row) gives forward()'s logits bit for bit.
 TEST(MoeModel, BlockTraceAndPrefillBitIdentical) {
     for (bool qwen : {false, true}) {
-        Config c = qwen ? Config::qwen2_moe() : Config::mixtral();
-        c.dim = 8;
-        c.n_layers = 2;
-        c.n_heads = 2;
-        c.n_kv_heads = 1;
-        c.ffn_dim = 4;
-        c.vocab_size = 7;
-        c.max_seq_len = 8;
-        c.n_experts = 4;
-        c.top_k = 2;
-        c.shared_ffn_dim = qwen ? 6 : 0;
+        const Config c = test::tiny_moe_config(qwen);
         const Model m = test::make_model(c);
         const std::vector<int> tokens = {1, 5, 2, 6};
         KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());

@@ -23,9 +23,13 @@ struct Running {
     std::size_t fed = 0;     // prompt tokens already in the cache
     bool has_next = false;   // a sampled token waits to be fed (decode phase)
     int next = 0;
-    std::size_t reserved = 0;  // pages reserved at admission
     std::unique_ptr<Sampler> sampler;
 };
+
+// The pages admission reserves for a request: its whole prompt + max_new_tokens (the worst case).
+std::size_t pages_needed(const ServeRequest& r, std::size_t page_size) {
+    return (r.prompt.size() + r.max_new_tokens + page_size - 1) / page_size;
+}
 
 // What the request is called in messages: its id, and where it was read when known.
 std::string who(const ServeRequest& r) {
@@ -36,7 +40,7 @@ std::string who(const ServeRequest& r) {
 // reserved together (admission reserves prompt + max_new_tokens).
 std::size_t default_pages(const std::vector<ServeRequest>& requests, const ServeOptions& opt) {
     std::vector<std::size_t> need;
-    for (const ServeRequest& r : requests) need.push_back((r.prompt.size() + r.max_new_tokens + opt.page_size - 1) / opt.page_size);
+    for (const ServeRequest& r : requests) need.push_back(pages_needed(r, opt.page_size));
     std::sort(need.rbegin(), need.rend());
     std::size_t n = 0;
     for (std::size_t i = 0; i < need.size() && i < opt.max_running; ++i) n += need[i];
@@ -55,7 +59,7 @@ void check_requests(const Config& c, const std::vector<ServeRequest>& requests, 
         } catch (const std::exception& e) {
             throw ModelError(who(r) + ": " + e.what());
         }
-        const std::size_t need = (r.prompt.size() + r.max_new_tokens + opt.page_size - 1) / opt.page_size;
+        const std::size_t need = pages_needed(r, opt.page_size);
         if (need > n_pages)
             throw ModelError(fmt::format("{}: {} prompt + {} new tokens need {} pages of {} positions, but the pool has "
                                          "{}; give it more pages", who(r), r.prompt.size(), r.max_new_tokens, need,
@@ -102,6 +106,7 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
                      [&](std::size_t a, std::size_t b) { return requests[a].arrival_step < requests[b].arrival_step; });
     std::vector<Running> running;
     std::vector<Clock::time_point> arrived_at(requests.size());
+    std::vector<std::size_t> done;  // indices into running of the requests a step finished
     std::size_t reserved = 0, finished = 0;
     const auto t_start = Clock::now();
 
@@ -114,12 +119,11 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
         // 1. admit, in order, while there is room (a request that does not fit waits, and so do those behind it)
         while (!waiting.empty() && requests[waiting.front()].arrival_step <= step && running.size() < opt.max_running) {
             const ServeRequest& r = requests[waiting.front()];
-            const std::size_t need = kv.pages_for(r.prompt.size() + r.max_new_tokens);
+            const std::size_t need = pages_needed(r, opt.page_size);
             if (reserved + need > n_pages) break;
             Running run;
             run.index = waiting.front();
             run.seq = kv.add_sequence();
-            run.reserved = need;
             run.sampler = std::make_unique<Sampler>(r.sampling, c.vocab_size);
             reserved += need;
             rep.results[run.index].admitted_step = step;
@@ -158,7 +162,7 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
         rep.peak_pages = std::max(rep.peak_pages, n_pages - kv.free_pages());
         const auto t_done = Clock::now();
         std::size_t at = 0;  // the next logits row
-        std::vector<std::size_t> done;
+        done.clear();
         for (std::size_t i = 0; i < rows.size(); ++i) {
             if (!rows[i].logits) continue;
             Running& run = running[row_owner[i]];
@@ -185,7 +189,7 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
         std::sort(done.rbegin(), done.rend());
         for (const std::size_t i : done) {
             kv.release(running[i].seq);
-            reserved -= running[i].reserved;
+            reserved -= pages_needed(requests[running[i].index], opt.page_size);  // what its admission reserved
             running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
             ++finished;
         }
