@@ -17,6 +17,8 @@
 #include <string_view>
 #include <unistd.h>
 
+#include "model/shared_dir.h"
+
 namespace lmlab::fuzz {
 
 // A private scratch folder in memory (/dev/shm when it exists), removed at exit.
@@ -67,11 +69,8 @@ private:
     std::size_t left_;
 };
 
-// The shared data folder (real tokenizers for the encode/decode targets): $LMLAB_SHARED, else the
-// build's default (../shared beside the checkout).
-inline std::string shared_dir() {
-    if (const char* env = std::getenv("LMLAB_SHARED")) return env;
-    return LMLAB_SHARED_DIR;
-}
+// The shared data folder (real tokenizers for the encode/decode targets): model/shared_dir.h's rule
+// with the build's default (../shared beside the checkout).
+inline std::string shared_dir() { return shared_dir_or(LMLAB_SHARED_DIR); }
 
 }  // namespace lmlab::fuzz

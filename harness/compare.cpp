@@ -21,9 +21,8 @@ double ulp_distance(float a, float b) {
     return static_cast<double>(std::llabs(ordered(a) - ordered(b)));
 }
 
-std::size_t ulp_bin(float a, float b) {
-    if (a == b || (std::isnan(a) && std::isnan(b))) return 0;
-    const double d = ulp_distance(a, b);
+// the histogram bin of a ULP distance d (0 for equal values; infinite: one side NaN)
+std::size_t ulp_bin(double d) {
     if (std::isinf(d)) return kUlpNanBin;
     return static_cast<std::size_t>(std::bit_width(static_cast<std::uint64_t>(d)));  // d in [2^(b-1), 2^b) -> b
 }
@@ -58,8 +57,7 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
             if (std::isfinite(torch[i]) && !std::isfinite(ours[i])) ++m.n_nonfinite;
         }
         // a non-finite pair that matches (both -inf, or both NaN where PyTorch has NaN) adds no error
-        const bool same = a == b || (std::isnan(a) && std::isnan(b));
-        const double diff = same ? 0.0 : std::fabs(a - b);
+        const double diff = element_error(ours[i], torch[i]);
         const double rel = diff == 0.0 ? 0.0 : (b == 0.0 ? std::numeric_limits<double>::infinity() : diff / std::fabs(b));
         if (diff > m.max_abs || (std::isnan(diff) && !std::isnan(m.max_abs))) {
             m.max_abs = diff;
@@ -69,8 +67,9 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
             m.max_rel = rel;
             m.max_rel_index = i;
         }
-        m.max_ulp = std::max(m.max_ulp, same ? 0.0 : ulp_distance(ours[i], torch[i]));
-        ++m.ulp_bins[ulp_bin(ours[i], torch[i])];
+        const double ulp = diff == 0.0 ? 0.0 : ulp_distance(ours[i], torch[i]);
+        m.max_ulp = std::max(m.max_ulp, ulp);
+        ++m.ulp_bins[ulp_bin(ulp)];
         if (std::isfinite(b)) {
             ++n_finite;
             sum_abs += diff;

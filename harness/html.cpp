@@ -88,6 +88,12 @@ const std::vector<std::array<int, 3>> kWeightRamp = {{255, 255, 255}, {158, 202,
 
 }  // namespace
 
+std::string svg_open(const std::string& cls, const std::string& id, double width, double height) {
+    return fmt::format("<svg class=\"{}\" data-plot=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
+                       "viewBox=\"0 0 {} {}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n",
+                       escape(cls), escape(id), f1(width), f1(height), f1(width), f1(height));
+}
+
 std::string page(const std::string& title, const std::string& body) {
     return "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
            // no network: nothing but what is inline here (data: images), checked by the browser test
@@ -247,10 +253,7 @@ std::string Chart::svg() const {
     const std::size_t columns = 6.0 * static_cast<double>(longest) + 40 > (width_ - kLeft) / 2 ? 1 : 2;
     const double legend_h = legend_.empty() ? 0 : 18.0 * static_cast<double>((legend_.size() + columns - 1) / columns) + 6;
     const double total_h = height_ + legend_h;
-    std::string out = fmt::format(
-        "<svg class=\"plot\" data-plot=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
-        "font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n",
-        escape(id_), f1(width_), f1(total_h), f1(width_), f1(total_h));
+    std::string out = svg_open("plot", id_, width_, total_h);
     out += fmt::format("<text x=\"{}\" y=\"18\" font-size=\"13\" font-weight=\"bold\">{}</text>\n", f1(kLeft), escape(title_));
     // y ticks and grid
     for (double t : y_.ticks()) {
@@ -312,10 +315,7 @@ std::string heatmap(const HeatmapSpec& h) {
         else t = h.hi > h.lo ? (v - h.lo) / (h.hi - h.lo) : 1.0;
         return ramp(t, h.log ? kErrorRamp : kWeightRamp);
     };
-    std::string out = fmt::format(
-        "<svg class=\"plot heatmap\" data-plot=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
-        "viewBox=\"0 0 {} {}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n",
-        escape(h.id), f1(width), f1(height), f1(width), f1(height));
+    std::string out = svg_open("plot heatmap", h.id, width, height);
     out += fmt::format("<text x=\"4\" y=\"16\" font-size=\"13\" font-weight=\"bold\">{}</text>\n", escape(h.title));
     out += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#eee\"/>\n", f1(left), f1(top), f1(grid_w), f1(grid_h));
     for (std::size_t r = 0; r < h.rows; ++r)

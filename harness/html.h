@@ -21,6 +21,10 @@ namespace lmlab::html {
 
 std::string escape(std::string_view text);  // & < > " ' as entities (for text and attribute values)
 
+// The opening of one plot: <svg class="{cls}" data-plot="{id}" ...> of width x height px on a white
+// background (the browser tests find plots by data-plot). Close with "</svg>".
+std::string svg_open(const std::string& cls, const std::string& id, double width, double height);
+
 // <!doctype html> ... with the CSP, the stylesheet and the self-check; body is inserted as is.
 std::string page(const std::string& title, const std::string& body);
 

@@ -144,8 +144,7 @@ int cmd_generate(const GenerateArgs& a) {
         fmt::print(stderr, "speculative decoding: draft {}, k = {}\n", draft->source, a.k);
     }
     // stop tokens: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's <|endoftext|>
-    std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
-    stops.insert(stops.end(), model.eos_token_ids.begin(), model.eos_token_ids.end());  // config.json's eos_token_id
+    const std::vector<int> stops = generation_stop_ids(model, tok ? &*tok : nullptr);
     auto is_stop = [&](int id) { return std::find(stops.begin(), stops.end(), id) != stops.end(); };
     std::optional<TextTokenizer::Stream> stream;
     if (tok) {
@@ -206,8 +205,7 @@ int cmd_trace(const GenerateArgs& a, const std::string& out_path) {
         throw std::invalid_argument("lmlab trace needs a prompt: --prompt TEXT or --prompt-ids IDS");
     const Model model = load_model(a.model_path);
     const auto [tok, prompt] = tokenizer_and_prompt(model, a);
-    std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
-    stops.insert(stops.end(), model.eos_token_ids.begin(), model.eos_token_ids.end());
+    const std::vector<int> stops = generation_stop_ids(model, tok ? &*tok : nullptr);
     const AttentionTrace t = trace_attention(model, prompt, static_cast<std::size_t>(a.max_new_tokens), stops);
     const std::string page = trace_html(t, model, tok ? &*tok : nullptr, a.model_path, a.has_prompt ? a.prompt_text : "");
     if (fs::path(out_path).has_parent_path()) fs::create_directories(fs::path(out_path).parent_path());

@@ -371,7 +371,7 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     if (k < 2)
         throw FixtureError(fmt::format("{}: /{}/outputs/topk_ids keeps {} ids per step; the near-tie verdict needs "
                                        "at least the top 2. {}", c.file, c.name, k, regenerate_hint()));
-    golden(c, "topk_logits", {n_new, k});
+    const auto& ref_top = golden(c, "topk_logits", {n_new, k}).data;  // sorted, largest first (torch.topk)
     golden(c, "logits", {full_steps.size(), cfg.vocab_size});
     for (int step : full_steps)
         if (step < 0 || static_cast<std::size_t>(step) >= n_new)
@@ -407,18 +407,16 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
         throw std::runtime_error("nondeterministic: two runs over the same tokens gave different logits bits");
 
     // Tie-aware verdict at the first differing token: the reference's top-1 and top-2 logits there.
-    const auto [matched, note] = first_difference(tokens, golden_tokens.data, topk_ids.data,
-                                                  c.outputs.at("topk_logits").data, k, env.tol);
+    const auto [matched, note] = first_difference(tokens, golden_tokens.data, topk_ids.data, ref_top, k, env.tol);
     std::vector<float> token_values(n_new, -1.0f);  // -1: not generated (stopped early)
     for (std::size_t i = 0; i < tokens.size(); ++i) token_values[i] = static_cast<float>(tokens[i]);
-    std::vector<StageOutput> outs = {{"tokens", "tokens", token_values, note, Tolerance{0.0, 0.0}},
+    std::vector<StageOutput> outs = {{"tokens", "tokens", token_values, note, kExact},
                                      {"logits", "logits", full},
                                      {"topk_logits", "topk_logits", top}};
 
     // The same verdict at every step, as series for report.html's plot: how close the reference's
     // two best tokens are (a gap under the threshold is a near-tie), and our gap between those two ids.
     std::vector<float> ref_gap(n_new), our_gap(n_new), threshold(n_new);
-    const auto& ref_top = c.outputs.at("topk_logits").data;  // [n_new, k], largest first
     for (std::size_t i = 0; i < n_new; ++i) {
         ref_gap[i] = ref_top[i * k] - ref_top[i * k + 1];
         our_gap[i] = top[i * k] - top[i * k + 1];
@@ -478,7 +476,7 @@ StageOutput measured(const std::string& name, double value, const std::string& a
     return {name, "", {static_cast<float>(value)}, about};
 }
 
-constexpr Tolerance kExactTol{0.0, 0.0}, kRopeTol{1e-5, 1e-5}, kTieTol{1e-5, 1e-5};
+constexpr Tolerance kRopeTol{1e-5, 1e-5}, kTieTol{1e-5, 1e-5};
 constexpr const char* kRefInput = " [reference input]";
 
 // The activations a LLaMA block quantizes (each feeds int8 matvecs), in pipeline order.
@@ -515,11 +513,11 @@ std::vector<StageOutput> projections_on_reference(const Model& m, std::size_t l,
     }
     return {{prefix + "q" + kRefInput, prefix + "q", q, "", kRopeTol},
             {prefix + "k" + kRefInput, prefix + "k", k, "", kRopeTol},
-            {prefix + "v" + kRefInput, prefix + "v", v, "", kExactTol},
-            {prefix + "attn_out" + kRefInput, prefix + "attn_out", ao, "", kExactTol},
-            {prefix + "ffn_gate" + kRefInput, prefix + "ffn_gate", gate, "", kExactTol},
-            {prefix + "ffn_up" + kRefInput, prefix + "ffn_up", up, "", kExactTol},
-            {prefix + "ffn_out" + kRefInput, prefix + "ffn_out", fo, "", kExactTol}};
+            {prefix + "v" + kRefInput, prefix + "v", v, "", kExact},
+            {prefix + "attn_out" + kRefInput, prefix + "attn_out", ao, "", kExact},
+            {prefix + "ffn_gate" + kRefInput, prefix + "ffn_gate", gate, "", kExact},
+            {prefix + "ffn_up" + kRefInput, prefix + "ffn_up", up, "", kExact},
+            {prefix + "ffn_out" + kRefInput, prefix + "ffn_out", fo, "", kExact}};
 }
 
 // Where our activation and the reference's quantize to different integers.
@@ -633,7 +631,7 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
             matvec_q8_0(cls.q, cls.scales, xq, xs, group, logits);
             all.insert(all.end(), logits.begin(), logits.end());
         }
-        outs.push_back({std::string("logits") + kRefInput, "logits", all, "", kExactTol});
+        outs.push_back({std::string("logits") + kRefInput, "logits", all, "", kExact});
     }
 
     // 2. free-running, compared at the positions before the first rounding tie
@@ -840,7 +838,7 @@ void speculative_runs(const Model& target, const Model& draft, const std::string
                                     "be equal: the target's batched verification logits are bit-identical to its "
                                     "one-at-a-time logits, so the draft can only change the speed",
                                     matched, n_new),
-                        Tolerance{0.0, 0.0}});
+                        kExact});
         outs.push_back(measured("acceptance rate (" + name + ")", r.stats.acceptance_rate(),
                                 fmt::format("{} of {} draft tokens accepted in {} rounds", r.stats.accepted,
                                             r.stats.proposed, r.stats.rounds)));

@@ -54,10 +54,6 @@ std::string routing_choices(std::span<const float> ids, std::size_t k) {
     return s;
 }
 
-namespace {
-constexpr Tolerance kIds{0.0, 0.0};
-}
-
 // One MoE feed-forward (layer/moe_<family>.h5): the router, the chosen experts and their weights,
 // the shared expert (Qwen2-MoE) and the output, for T tokens' normalised inputs x [T, dim] captured
 // from transformers' model. Tokens at a routing near-tie are re-run on the reference's experts
@@ -116,7 +112,7 @@ std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case& c, const St
                 "them), so the weights and outputs below stay comparable";
     std::vector<StageOutput> result = {
         {"router_logits", "router_logits", logits},
-        {"experts" + tf, "experts", ids, note, kIds},
+        {"experts" + tf, "experts", ids, note, kExact},
         {"expert_weights" + tf, "expert_weights", weights, note},
     };
     if (cfg.shared_ffn_dim) result.push_back({"shared_out", "shared_out", shared});

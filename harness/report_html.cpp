@@ -68,10 +68,7 @@ std::string summary_chart(const std::string& id, const std::vector<const json*>&
     x.px_lo = left;
     x.px_hi = width - right;
     const double height = top + row * static_cast<double>(stages.size()) + (before.empty() ? 46 : 64);
-    std::string out = fmt::format(
-        "<svg class=\"plot\" data-plot=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
-        "font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n",
-        id, width, height, width, height);
+    std::string out = html::svg_open("plot", id, width, height);
     out += fmt::format("<text x=\"{}\" y=\"16\" font-size=\"13\" font-weight=\"bold\">Worst |ours − reference| of every stage "
                        "(log scale), against its atol</text>\n", left);
     const double bottom = top + row * static_cast<double>(stages.size());

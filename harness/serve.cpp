@@ -157,8 +157,7 @@ int cmd_serve_batch(const ServeArgs& a) {
     const std::optional<TextTokenizer> tok = find_tokenizer(model, a.tokenizer_path);
     const std::vector<ServeRequest> requests = read_requests(a.requests_path, tok ? &*tok : nullptr);
     ServeOptions opt = a.options;
-    opt.stop_ids = tok ? tok->stop_ids() : std::vector<int>{};
-    opt.stop_ids.insert(opt.stop_ids.end(), model.eos_token_ids.begin(), model.eos_token_ids.end());
+    opt.stop_ids = generation_stop_ids(model, tok ? &*tok : nullptr);
 
     const auto progress = [&](const ServeProgress& p) {
         if (a.quiet) return;

@@ -11,8 +11,6 @@
 namespace lmlab {
 
 namespace {
-constexpr Tolerance kBitIdentical{0.0, 0.0};
-
 // forward_batch runs the fast kernels only: paged attention is a fast-path kernel (verified against
 // attention_tiled, itself verified against the plain attention); there is no plain twin to run
 void skip_on_plain() {
@@ -71,7 +69,7 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
         outs.push_back({name + " vs contiguous", "= contiguous cache (ours, invariant)", paged,
                         "paged attention must do attention_tiled's arithmetic on the same numbers: any difference is "
                         "a page-table or gather bug",
-                        kBitIdentical, std::nullopt, false, contiguous});
+                        kExact, std::nullopt, false, contiguous});
     }
     return outs;
 }
@@ -136,7 +134,7 @@ std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case
             first_difference(res.tokens, ref, ids, std::span<const float>(topk_logits.data).subspan(off * k, n * k), k, env.tol);
         std::vector<float> tokens(n, -1.0f);  // -1: not generated
         for (std::size_t t = 0; t < std::min(n, res.tokens.size()); ++t) tokens[t] = static_cast<float>(res.tokens[t]);
-        outs.push_back({r.id + ".tokens", "tokens", tokens, note, kBitIdentical, std::pair{off, off + n}});
+        outs.push_back({r.id + ".tokens", "tokens", tokens, note, kExact, std::pair{off, off + n}});
         if (matched > 0) {  // the logits are comparable while the tokens agree
             std::vector<float> top;
             for (std::size_t t = 0; t < matched; ++t)
@@ -146,7 +144,7 @@ std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case
         }
         const ServeResult alone = run_alone(m, r);
         outs.push_back({r.id + ".logits batched vs alone", "= the request alone (ours, invariant)", res.logits,
-                        "batching must not change a bit: every row of a step is computed as it is alone", kBitIdentical,
+                        "batching must not change a bit: every row of a step is computed as it is alone", kExact,
                         std::nullopt, false, alone.logits});
         if (res.admitted_step > r.arrival_step) ++waited;
         off += n;

@@ -8,8 +8,6 @@ namespace lmlab {
 
 // PyTorch's float32 defaults for assert_close: atol 1e-5, rtol 1.3e-6.
 constexpr Tolerance kFloat32Default{1e-5, 1.3e-6};
-constexpr Tolerance kExact{0.0, 0.0};
-constexpr Tolerance kLogits{1e-4, 1e-4};  // the seed spec's logits tolerance
 
 // The models and tokenizers stages run (the exporter builds or reads each of them).
 constexpr const char* kTinyLlama = "models/tiny-llama.h5";

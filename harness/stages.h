@@ -17,6 +17,9 @@
 
 namespace lmlab {
 
+inline constexpr Tolerance kExact{0.0, 0.0};      // ids, tokens, and invariants that must hold bit for bit
+inline constexpr Tolerance kLogits{1e-4, 1e-4};   // the seed spec's logits tolerance (model and generation stages)
+
 // One output we computed for a case.
 struct StageOutput {
     std::string name;          // what the report calls it ("y", "layer0.q", "layer0.q [teacher-forced]")

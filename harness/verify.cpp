@@ -30,7 +30,6 @@ namespace lmlab {
 
 namespace {
 
-constexpr Tolerance kLogits{1e-4, 1e-4};  // as the golden model stages (harness/stages.cpp)
 
 // Runs argv[0] with these arguments (no shell: paths with spaces or quotes stay one argument);
 // its stdout and stderr go to ours. Returns the exit status.

@@ -4,7 +4,9 @@
 // nested '[' overflow the stack. Real files nest about 6 levels.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 
 #include "model.h"
 
@@ -17,6 +19,14 @@ inline constexpr int kMaxJsonDepth = 64;
 inline void check_json_depth(int depth, const std::string& where) {
     if (depth > kMaxJsonDepth)
         throw ModelError(where + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+}
+
+// The parser callback that applies it: nlohmann::json::parse(input, json_depth_limit(where)).
+inline nlohmann::json::parser_callback_t json_depth_limit(std::string where) {
+    return [where = std::move(where)](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+        check_json_depth(depth, where);
+        return true;
+    };
 }
 
 }  // namespace lmlab

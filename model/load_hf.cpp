@@ -301,10 +301,7 @@ Model load_model_hf(const std::string& dir) {
         std::ifstream in(config_path);
         if (!in) throw ModelError(fmt::format("{}: cannot open (a Hugging Face model directory has config.json)", config_path));
         try {
-            raw = json::parse(in, [&](int depth, json::parse_event_t, json&) {
-                check_json_depth(depth, config_path);
-                return true;
-            });
+            raw = json::parse(in, json_depth_limit(config_path));
         } catch (const json::exception& e) {
             throw ModelError(fmt::format("{}: not valid JSON ({})", config_path, e.what()));
         }

@@ -271,10 +271,7 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open_dir(const std::string& dir) {
         std::ifstream in(index);
         if (!in) throw ModelError(fmt::format("{}: cannot open", c.source_));
         try {
-            j = json::parse(in, [&](int depth, json::parse_event_t, json&) {
-                check_json_depth(depth, c.source_);
-                return true;
-            });
+            j = json::parse(in, json_depth_limit(c.source_));
         } catch (const json::exception& e) {
             throw ModelError(fmt::format("{}: not valid JSON ({})", c.source_, e.what()));
         }

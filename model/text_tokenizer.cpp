@@ -138,4 +138,10 @@ std::optional<TextTokenizer> find_tokenizer(const Model& m, const std::string& t
     return std::nullopt;
 }
 
+std::vector<int> generation_stop_ids(const Model& m, const TextTokenizer* tok) {
+    std::vector<int> stops = tok ? tok->stop_ids() : std::vector<int>{};
+    stops.insert(stops.end(), m.eos_token_ids.begin(), m.eos_token_ids.end());
+    return stops;
+}
+
 }  // namespace lmlab

@@ -72,4 +72,8 @@ TextTokenizer load_tokenizer(const std::string& path, int vocab_size = 0);
 // nullopt when none is found.
 std::optional<TextTokenizer> find_tokenizer(const Model& m, const std::string& tokenizer_path);
 
+// The ids that end a generation of model m: the tokenizer's stop ids (tok may be null) and
+// config.json's eos_token_id (Model::eos_token_ids).
+std::vector<int> generation_stop_ids(const Model& m, const TextTokenizer* tok);
+
 }  // namespace lmlab

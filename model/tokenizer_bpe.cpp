@@ -163,10 +163,7 @@ std::string read_file(const std::string& path, const std::string& hint) {
 Json parse_json(const std::string& path, const std::string& hint) {
     const std::string text = read_file(path, hint);
     try {
-        return Json::parse(text, [&](int depth, Json::parse_event_t, Json&) {
-            check_json_depth(depth, where_of(path));
-            return true;
-        });
+        return Json::parse(text, json_depth_limit(where_of(path)));
     } catch (const Json::exception& e) {  // a syntax error, or a number past double's range (1e999)
         fail(where_of(path), std::string("expected JSON, found an error (") + e.what() + ")");
     }

@@ -225,8 +225,7 @@ def main():
         family, model, what = load_reference(args.model, fmt)
     progress(f"reference: {what}, family {family}")
     results = run_reference(family, model, fmt, prompt, args.generate, not args.no_f64, timings)
-    sha = exporter_sha256()
-    write_fixtures(args.out, os.path.abspath(args.model), prompt, args.generate, results, sha)
+    write_fixtures(args.out, os.path.abspath(args.model), prompt, args.generate, results, request["exporter_sha256"])
     seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     manifest = {"request": request, "format": fmt, "family": family, "reference": what,
