@@ -123,7 +123,11 @@ int cmd_generate(const GenerateArgs& a) {
                    static_cast<double>(weight_bytes(model)) / kMB);
     }
     const Config& c = model.config;
-    auto [tok, prompt] = tokenizer_and_prompt(model, a);
+    // (not a structured binding: the lambdas below capture tok, and capturing a structured binding
+    // is C++20 that clang learned only in version 16)
+    auto tokenized = tokenizer_and_prompt(model, a);
+    std::optional<TextTokenizer>& tok = tokenized.first;
+    const std::vector<int>& prompt = tokenized.second;
     // default: up to 256 new tokens, fewer when the context is nearly full (generate()
     // reports a prompt that does not fit at all)
     const std::size_t room = c.max_seq_len > prompt.size() ? c.max_seq_len - prompt.size() : 1;
