@@ -18,10 +18,10 @@
 
 #include "kernels/kernels.h"
 #include "model/forward.h"
-#include "model/scheduler.h"
+#include "model/serve/scheduler.h"
 #include "model/session.h"
-#include "model/shared_dir.h"
-#include "model/speculative.h"
+#include "model/testing/shared_dir.h"
+#include "model/serve/speculative.h"
 #include "model/tensors.h"
 
 namespace {

@@ -17,7 +17,7 @@
 #include <string_view>
 #include <unistd.h>
 
-#include "model/shared_dir.h"
+#include "model/testing/shared_dir.h"
 
 namespace lmlab::fuzz {
 

@@ -3,9 +3,9 @@
 // parse_model_spec in harness/stages.h). Input: first byte chooses, the rest is the text.
 #include <stdexcept>
 
-#include "cli_parse.h"
-#include "fuzz.h"
-#include "stages.h"
+#include "harness/cli/cli_parse.h"
+#include "fuzz/fuzz.h"
+#include "harness/stages/stages.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size == 0) return 0;

@@ -1,9 +1,9 @@
 // The harness's fixture reader (harness/fixture.cpp, read_fixture) and golden/manifest.json
 // (check_manifest). Input = Parts: [manifest.json] then the bytes that choose the fixture's structure
 // (h5_writer.h): root attributes, case groups with attributes and inputs/outputs/reference64 datasets.
-#include "fixture.h"
-#include "fuzz.h"
-#include "h5_writer.h"
+#include "harness/fixture.h"
+#include "fuzz/fuzz.h"
+#include "fuzz/h5_writer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     lmlab::fuzz::Parts parts(data, size);

@@ -1,7 +1,7 @@
 // A Hugging Face model directory (model/load_hf.cpp, model/safetensors.cpp): config.json, an
 // optional model.safetensors.index.json, and the safetensors file (header: u64 length + JSON table,
 // then the data). Input = Parts: [config.json] [index.json, empty = none] [safetensors bytes].
-#include "fuzz.h"
+#include "fuzz/fuzz.h"
 #include "model/model.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

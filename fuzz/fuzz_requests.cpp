@@ -6,10 +6,10 @@
 // request got between 1 and max_tokens tokens, every id is in the vocabulary.
 #include <cstdlib>
 
-#include "fuzz.h"
-#include "model/scheduler.h"
+#include "fuzz/fuzz.h"
+#include "model/serve/scheduler.h"
 #include "model/tensors.h"
-#include "serve.h"
+#include "harness/cli/serve.h"
 
 namespace {
 

@@ -13,9 +13,9 @@
 #include <cstring>
 #include <optional>
 
-#include "fuzz.h"
-#include "model/text_tokenizer.h"
-#include "model/utf8.h"
+#include "fuzz/fuzz.h"
+#include "model/tokenizer/text_tokenizer.h"
+#include "model/tokenizer/utf8.h"
 
 namespace {
 

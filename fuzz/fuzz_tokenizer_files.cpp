@@ -7,8 +7,8 @@
 //   4 vocab.json + merges.txt (HF GPT-2)(fuzz_tokenizer_vocab_merges)
 // The input is the file, or Parts [first file][second file]. A tokenizer that loads must then encode
 // and decode a fixed text, and decode every id, without anything but its own error.
-#include "fuzz.h"
-#include "model/text_tokenizer.h"
+#include "fuzz/fuzz.h"
+#include "model/tokenizer/text_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     namespace fs = std::filesystem;

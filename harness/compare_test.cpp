@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "compare.h"
+#include "harness/compare.h"
 
 namespace lmlab {
 

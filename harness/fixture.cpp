@@ -1,4 +1,4 @@
-#include "fixture.h"
+#include "harness/fixture.h"
 
 #include <H5Cpp.h>
 #include <fmt/format.h>
@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "model/hdf5_checks.h"
+#include "model/load/hdf5_checks.h"
 
 namespace lmlab {
 

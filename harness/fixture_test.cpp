@@ -9,9 +9,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "fixture.h"
-#include "runner.h"
-#include "stages.h"
+#include "harness/fixture.h"
+#include "harness/runner.h"
+#include "harness/stages/stages.h"
 
 namespace lmlab {
 

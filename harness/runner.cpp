@@ -1,4 +1,4 @@
-#include "runner.h"
+#include "harness/runner.h"
 
 #include <fnmatch.h>
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "compare.h"
-#include "stages.h"
+#include "harness/compare.h"
+#include "harness/stages/stages.h"
 
 namespace lmlab {
 

@@ -1,6 +1,6 @@
 
-#include "check.h"
-#include "kernels.h"
+#include "kernels/check.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

@@ -10,8 +10,8 @@
 #include <cmath>
 #include <limits>
 
-#include "check.h"
-#include "kernels.h"
+#include "kernels/check.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

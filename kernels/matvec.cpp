@@ -1,5 +1,5 @@
-#include "check.h"
-#include "kernels.h"
+#include "kernels/check.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

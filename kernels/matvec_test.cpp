@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <string>
 
-#include "check.h"
-#include "kernels.h"
+#include "kernels/check.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

@@ -1,7 +1,7 @@
 #include <cmath>
 
-#include "check.h"
-#include "kernels.h"
+#include "kernels/check.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

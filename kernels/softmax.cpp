@@ -1,8 +1,8 @@
 #include <cmath>
 #include <limits>
 
-#include "check.h"
-#include "kernels.h"
+#include "kernels/check.h"
+#include "kernels/kernels.h"
 
 namespace lmlab {
 

@@ -3,7 +3,7 @@
 #include <fmt/ranges.h>
 #include <fstream>
 
-#include "model.h"
+#include "model/model.h"
 
 namespace lmlab {
 

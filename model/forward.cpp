@@ -1,4 +1,4 @@
-#include "forward.h"
+#include "model/forward.h"
 
 #include <algorithm>
 #include <fmt/format.h>

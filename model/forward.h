@@ -19,8 +19,8 @@
 #include <span>
 #include <vector>
 
-#include "kv_cache.h"
-#include "model.h"
+#include "model/kv_cache.h"
+#include "model/model.h"
 
 namespace lmlab {
 

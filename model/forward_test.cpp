@@ -2,7 +2,7 @@
 // formulas in forward.h and kernels.h (plain loops, no kernel calls), plus the properties that a
 // reference comparison alone would not pin down: which kv head a query head reads, the input
 // checks, the trace, and bit-for-bit determinism.
-#include "forward.h"
+#include "model/forward.h"
 
 #include <gtest/gtest.h>
 
@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "model/test_model.h"
+#include "model/testing/test_model.h"
 
 namespace lmlab {
 

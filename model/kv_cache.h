@@ -13,7 +13,7 @@
 #include <span>
 #include <vector>
 
-#include "model.h"  // ModelError
+#include "model/model.h"  // ModelError
 
 namespace lmlab {
 

@@ -1,11 +1,11 @@
 // Tests of the KV cache: its append-only invariants, the layout of its views, and reset/overwrite.
-#include "kv_cache.h"
+#include "model/kv_cache.h"
 
 #include <gtest/gtest.h>
 
 #include <vector>
 
-#include "model/test_model.h"
+#include "model/testing/test_model.h"
 
 namespace lmlab {
 

@@ -5,7 +5,7 @@
 #include <utility>
 #include <fmt/format.h>
 
-#include "forward.h"
+#include "model/forward.h"
 
 namespace lmlab {
 

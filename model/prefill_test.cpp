@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "model/forward.h"
-#include "model/test_model.h"
+#include "model/testing/test_model.h"
 
 namespace lmlab {
 

@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 #include <numeric>
 
-#include "model.h"
-#include "tensors.h"
+#include "model/model.h"
+#include "model/tensors.h"
 
 namespace lmlab {
 

@@ -15,8 +15,8 @@
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/tensors.h"
-#include "model/test_model.h"
-#include "model/test_shared.h"
+#include "model/testing/test_model.h"
+#include "model/testing/test_shared.h"
 
 namespace lmlab {
 

@@ -1,7 +1,7 @@
 // Tests of the sampler: greedy decoding, the RNG, the top-k / top-p cuts, the distribution of the
 // draws, and config validation. Expected probabilities are computed here in double from the
 // procedure documented in sampler.h.
-#include "sampler.h"
+#include "model/sampler.h"
 
 #include <gtest/gtest.h>
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "forward.h"
-#include "sampler.h"
+#include "model/forward.h"
+#include "model/sampler.h"
 
 namespace lmlab {
 

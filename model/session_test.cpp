@@ -1,6 +1,6 @@
 // Tests of Session::generate on the tiny in-memory model: the checks it makes before running,
 // agreement with a hand-written feed + argmax loop, stop tokens, seeding and the token callback.
-#include "session.h"
+#include "model/session.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <set>
 #include <vector>
 
-#include "model/test_model.h"
+#include "model/testing/test_model.h"
 
 namespace lmlab {
 

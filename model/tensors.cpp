@@ -1,4 +1,4 @@
-#include "tensors.h"
+#include "model/tensors.h"
 
 namespace lmlab {
 

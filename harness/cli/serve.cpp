@@ -1,0 +1,224 @@
+#include "harness/cli/serve.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fmt/format.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+#include "model/load/json_depth.h"
+#include "model/session.h"
+
+namespace lmlab {
+
+namespace {
+
+// An integer field in [lo, hi], or ModelError naming where and what.
+std::int64_t int_field(const nlohmann::json& v, const std::string& where, const std::string& key, std::int64_t lo,
+                       std::int64_t hi) {
+    if (!v.is_number_integer())
+        throw ModelError(fmt::format("{}: {} must be an integer, got {}", where, key, v.dump()));
+    // (an unsigned value past int64's range must not wrap to a negative one in the message or the check)
+    if (v.is_number_unsigned() ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi) : v.get<std::int64_t>() < lo ||
+                                                                                           v.get<std::int64_t>() > hi)
+        throw ModelError(fmt::format("{}: {} is {}, expected {} to {}", where, key, v.dump(), lo, hi));
+    return v.get<std::int64_t>();
+}
+
+double number_field(const nlohmann::json& v, const std::string& where, const std::string& key) {
+    if (!v.is_number()) throw ModelError(fmt::format("{}: \"{}\" must be a number, got {}", where, key, v.dump()));
+    return v.get<double>();
+}
+
+}  // namespace
+
+std::vector<ServeRequest> read_requests(const std::string& path, const TextTokenizer* tok) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ModelError(path + ": cannot open the requests file (JSON Lines: one request per line)");
+    std::vector<ServeRequest> out;
+    std::string line;
+    for (std::size_t n = 1; std::getline(in, line); ++n) {
+        const std::string where = fmt::format("{}:{}", path, n);
+        const auto first = line.find_first_not_of(" \t\r");
+        if (first == std::string::npos || line[first] == '#') continue;
+        nlohmann::json j;
+        std::set<std::string> keys;  // of the request object: a key given twice is refused, not "last one wins"
+        try {
+            j = nlohmann::json::parse(line, [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+                check_json_depth(depth, where);
+                if (event == nlohmann::json::parse_event_t::key && depth == 1 && !keys.insert(parsed.get<std::string>()).second)
+                    throw ModelError(fmt::format("{}: key \"{}\" given twice", where, parsed.get<std::string>()));
+                return true;
+            });
+        } catch (const nlohmann::json::exception& e) {
+            throw ModelError(fmt::format("{}: not JSON ({})", where, e.what()));
+        }
+        if (!j.is_object()) throw ModelError(where + ": a request is a JSON object {\"prompt\": ..., \"max_tokens\": N}");
+        ServeRequest r;
+        r.id = fmt::format("line {}", n);
+        r.source = where;
+        bool has_max = false;
+        for (const auto& [key, v] : j.items()) {
+            if (key == "id") {
+                if (!v.is_string() && !v.is_number_integer())
+                    throw ModelError(fmt::format("{}: \"id\" must be a string or an integer, got {}", where, v.dump()));
+                r.id = v.is_string() ? v.get<std::string>() : v.dump();
+            } else if (key == "prompt") {
+                if (!v.is_string()) throw ModelError(fmt::format("{}: \"prompt\" must be text, got {}", where, v.dump()));
+                if (!tok)
+                    throw ModelError(where + ": \"prompt\" is text but no tokenizer was found with the model; give "
+                                             "\"prompt_ids\" or pass --tokenizer PATH");
+                r.prompt = tok->encode_prompt(v.get<std::string>(), false);
+            } else if (key == "prompt_ids") {
+                if (!v.is_array()) throw ModelError(fmt::format("{}: \"prompt_ids\" must be a list of ids", where));
+                for (std::size_t i = 0; i < v.size(); ++i)
+                    r.prompt.push_back(static_cast<int>(int_field(v[i], where, fmt::format("\"prompt_ids\"[{}]", i), 0, INT32_MAX)));
+            } else if (key == "max_tokens") {
+                r.max_new_tokens = static_cast<std::size_t>(int_field(v, where, "\"" + key + "\"", 1, 1 << 24));
+                has_max = true;
+            } else if (key == "arrival_step") {
+                r.arrival_step = static_cast<std::size_t>(int_field(v, where, "\"" + key + "\"", 0, 1 << 30));
+            } else if (key == "temperature") {
+                r.sampling.temperature = static_cast<float>(number_field(v, where, key));
+            } else if (key == "top_k") {
+                r.sampling.top_k = static_cast<int>(int_field(v, where, "\"" + key + "\"", 0, INT32_MAX));
+            } else if (key == "top_p") {
+                r.sampling.top_p = static_cast<float>(number_field(v, where, key));
+            } else if (key == "seed") {
+                r.sampling.seed = static_cast<std::uint64_t>(int_field(v, where, "\"" + key + "\"", 0, INT64_MAX));
+            } else {
+                throw ModelError(fmt::format("{}: unknown key \"{}\" (known: id, prompt, prompt_ids, max_tokens, "
+                                             "arrival_step, temperature, top_k, top_p, seed)", where, key));
+            }
+        }
+        if (j.contains("prompt") && j.contains("prompt_ids"))
+            throw ModelError(where + ": give \"prompt\" or \"prompt_ids\", not both");
+        if (!j.contains("prompt") && !j.contains("prompt_ids")) throw ModelError(where + ": no \"prompt\" (or \"prompt_ids\")");
+        if (!has_max) throw ModelError(where + ": no \"max_tokens\" (how many tokens to generate)");
+        try {
+            r.sampling.validate();
+        } catch (const std::exception& e) {
+            throw ModelError(fmt::format("{}: {}", where, e.what()));
+        }
+        out.push_back(std::move(r));
+    }
+    if (out.empty()) throw ModelError(path + ": no requests in the file");
+    return out;
+}
+
+namespace {
+
+// Each request alone, one after another: the baseline continuous batching is measured against.
+// Latencies count from the moment the previous request finished (or its arrival step, in steps:
+// one step per forward, as the scheduler counts them).
+ServeReport run_sequential(const Model& m, const std::vector<ServeRequest>& rs, const std::vector<int>& stops) {
+    ServeReport rep;
+    const auto t0 = std::chrono::steady_clock::now();
+    Session session(m);
+    for (const ServeRequest& r : rs) {  // all of them before running any, as serve() does
+        try {
+            session.check_request(r.prompt, r.max_new_tokens);
+        } catch (const ModelError& e) {
+            throw ModelError(fmt::format("request '{}' ({}): {}", r.id, r.source, e.what()));
+        }
+    }
+    std::size_t step = 0;
+    for (const ServeRequest& r : rs) {
+        Sampler sampler(r.sampling, m.config.vocab_size);
+        ServeResult res;
+        const auto t_start = std::chrono::steady_clock::now();
+        // one step per forward, as the scheduler counts: the prompt's gives the first token
+        res.admitted_step = res.first_token_step = std::max(step, r.arrival_step);
+        const auto g = session.generate(r.prompt, r.max_new_tokens, sampler, stops, [&](int) {
+            if (res.first_token_ms == 0)
+                res.first_token_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
+        });
+        res.tokens = g.tokens;
+        res.stop_reason = g.stop_reason;
+        res.finish_step = res.first_token_step + g.tokens.size() - 1;
+        step = res.finish_step + 1;
+        res.finish_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
+        rep.prompt_tokens += r.prompt.size();
+        rep.new_tokens += g.tokens.size();
+        rep.results.push_back(std::move(res));
+    }
+    rep.steps = step;
+    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return rep;
+}
+
+}  // namespace
+
+int cmd_serve_batch(const ServeArgs& a) {
+    const Model model = load_model(a.model_path);
+    const std::optional<TextTokenizer> tok = find_tokenizer(model, a.tokenizer_path);
+    const std::vector<ServeRequest> requests = read_requests(a.requests_path, tok ? &*tok : nullptr);
+    ServeOptions opt = a.options;
+    opt.stop_ids = generation_stop_ids(model, tok ? &*tok : nullptr);
+
+    const auto progress = [&](const ServeProgress& p) {
+        if (a.quiet) return;
+        fmt::print(stderr, "\rstep {:>5}  batch {:>3} rows  running {:>3}  waiting {:>3}  done {}/{}  new tokens {:>6}  "
+                   "pages {}/{}  {:.1f} tok/s ",
+                   p.step, p.rows, p.running, p.waiting, p.finished, p.total, p.new_tokens, p.pages_used, p.n_pages,
+                   static_cast<double>(p.new_tokens) / std::max(p.seconds, 1e-9));
+    };
+    const ServeReport rep = a.sequential ? run_sequential(model, requests, opt.stop_ids) : serve(model, requests, opt, progress);
+    if (!a.quiet && !a.sequential) fmt::print(stderr, "\n");
+
+    std::ofstream out;
+    if (!a.out_path.empty()) {
+        out.open(a.out_path);
+        if (!out) throw std::runtime_error(a.out_path + ": cannot write the outputs (--out PATH)");
+    }
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+        const ServeResult& r = rep.results[i];
+        std::vector<int> shown = r.tokens;  // a stop token ends the text, it is not part of it
+        if (!shown.empty() && std::find(opt.stop_ids.begin(), opt.stop_ids.end(), shown.back()) != opt.stop_ids.end())
+            shown.pop_back();
+        const std::string text = tok ? tok->decode(shown) : "";
+        fmt::print("[{}] {}\n", requests[i].id, tok ? text : fmt::format("ids {}", fmt::join(r.tokens, ",")));
+        if (out.is_open()) {
+            nlohmann::json j = {{"id", requests[i].id},
+                                {"prompt_tokens", requests[i].prompt.size()},
+                                {"tokens", r.tokens},
+                                {"stop_reason", r.stop_reason},
+                                {"arrival_step", requests[i].arrival_step},
+                                {"steps_to_first_token", r.first_token_step - requests[i].arrival_step},
+                                {"steps_to_finish", r.finish_step - requests[i].arrival_step},
+                                {"ms_to_first_token", r.first_token_ms},
+                                {"ms_to_finish", r.finish_ms}};
+            if (tok) j["text"] = text;
+            out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        }
+    }
+    fmt::print("\n{:<16} {:>7} {:>6} {:>8} {:>9} {:>10} {:>10} {:>10}  {}\n", "request", "prompt", "new", "arrival",
+               "admitted", "steps:1st", "steps:end", "ms:1st", "ms:end / stop");
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+        const ServeResult& r = rep.results[i];
+        fmt::print("{:<16} {:>7} {:>6} {:>8} {:>9} {:>10} {:>10} {:>10.1f}  {:.1f} / {}\n", requests[i].id,
+                   requests[i].prompt.size(), r.tokens.size(), requests[i].arrival_step, r.admitted_step,
+                   r.first_token_step - requests[i].arrival_step, r.finish_step - requests[i].arrival_step,
+                   r.first_token_ms, r.finish_ms, r.stop_reason);
+    }
+    const double tps = static_cast<double>(rep.new_tokens) / std::max(rep.seconds, 1e-9);
+    if (a.sequential)
+        fmt::print("\nsequential: {} requests one after another, {} prompt + {} new tokens in {:.3f} s: {:.1f} new tok/s "
+                   "({:.1f} tok/s with the prompts)\n",
+                   requests.size(), rep.prompt_tokens, rep.new_tokens, rep.seconds, tps,
+                   static_cast<double>(rep.prompt_tokens + rep.new_tokens) / std::max(rep.seconds, 1e-9));
+    else
+        fmt::print("\nbatched: {} requests, {} prompt + {} new tokens in {} steps, {:.3f} s: {:.1f} new tok/s ({:.1f} tok/s "
+                   "with the prompts); largest batch {} rows; peak {} of {} pages of {} positions (chunk {}, up to {} "
+                   "running)\n",
+                   requests.size(), rep.prompt_tokens, rep.new_tokens, rep.steps, rep.seconds, tps,
+                   static_cast<double>(rep.prompt_tokens + rep.new_tokens) / std::max(rep.seconds, 1e-9), rep.max_rows,
+                   rep.peak_pages, rep.n_pages, rep.page_size, opt.chunk, opt.max_running);
+    if (out.is_open()) fmt::print("outputs: {}\n", a.out_path);
+    return 0;
+}
+
+}  // namespace lmlab

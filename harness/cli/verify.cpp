@@ -1,0 +1,174 @@
+#include "harness/cli/verify.h"
+
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+
+#include "model/model.h"
+#include "model/session.h"
+#include "model/tokenizer/text_tokenizer.h"
+#include "harness/report/report.h"
+#include "harness/runner.h"
+#include "harness/stages/stages.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+
+namespace lmlab {
+
+namespace {
+
+
+// Runs argv[0] with these arguments (no shell: paths with spaces or quotes stay one argument);
+// its stdout and stderr go to ours. Returns the exit status.
+int run_process(const std::vector<std::string>& args) {
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    const int err = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
+    if (err != 0) throw std::runtime_error(fmt::format("cannot run {}: {}", args[0], std::strerror(err)));
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) throw std::runtime_error(fmt::format("waiting for {}: {}", args[0], std::strerror(errno)));
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::vector<int> prompt_of(const VerifyArgs& a, const Model& m) {
+    if (!a.prompt_ids.empty()) return a.prompt_ids;
+    const std::optional<TextTokenizer> tok = find_tokenizer(m, a.tokenizer_path);
+    if (!tok)
+        throw std::runtime_error("no tokenizer found with " + a.model_path + " to encode the prompt '" + a.prompt_text +
+                                 "': pass --prompt-ids (e.g. --prompt-ids 1,403,407) or --tokenizer PATH");
+    return tok->encode_prompt(a.prompt_text, /*allow_special=*/false);
+}
+
+// The verdict's one-line summary of a passing run: worst logits error and the greedy tokens.
+std::string pass_summary(const std::vector<StageResult>& results) {
+    double logits_abs = 0;
+    std::string tokens;
+    for (const StageResult& r : results)
+        for (const OutputResult& o : r.outputs) {
+            if (r.id == std::string("verify.forward") && o.output == "logits") logits_abs = o.metrics.max_abs;
+            if (r.id == std::string("verify.generation") && o.output == "tokens")
+                tokens = fmt::format("{}/{} greedy tokens identical", o.metrics.n - o.metrics.n_mismatch, o.metrics.n);
+        }
+    return fmt::format("logits max |ours - reference| {:.3g}, {}", logits_abs, tokens);
+}
+
+}  // namespace
+
+std::string default_verify_dir(const std::string& reports_dir, const std::string& model_path) {
+    // absolute first: "..", "." or "dir/" must name the model's folder, not climb out of reports/verify
+    fs::path p = fs::absolute(model_path).lexically_normal();
+    if (p.filename().empty()) p = p.parent_path();
+    const std::string name = p.stem().string();
+    return (fs::path(reports_dir) / "verify" / (name.empty() || name == ".." ? "model" : name)).string();
+}
+
+int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::string& python,
+               const std::string& shared_dir) {
+    // 1. The engine reads the model first: whatever it cannot compute is refused here, by name.
+    const auto t_start = std::chrono::steady_clock::now();
+    const std::string model_path = fs::absolute(a.model_path).lexically_normal().string();
+    if (!fs::exists(model_path)) throw std::runtime_error(a.model_path + ": no such file or directory");
+    const std::string ext = fs::path(model_path).extension().string();
+    if (ext == ".h5" || ext == ".hdf5")
+        throw std::runtime_error(a.model_path + ": lmlab's own HDF5 models are the exporter's; `lmlab check` verifies "
+                                 "them. verify takes a Hugging Face directory, an llm.c or a llama2.c checkpoint");
+    const Model& m = cached_model(model_path);
+    if (m.quantized())
+        throw std::runtime_error(a.model_path + ": int8 weights (llama2.c's ak42 format); verify compares float weights "
+                                 "with a float reference: verify the float32 checkpoint it was exported from");
+    const Config& c = m.config;
+    if (a.generate < 1) throw std::runtime_error("--generate must be at least 1");
+    const std::vector<int> prompt = prompt_of(a, m);
+    check_request(c, prompt, static_cast<std::size_t>(a.generate));
+    const std::string out_dir = fs::absolute(a.out_dir).lexically_normal().string();
+    const std::string golden = (fs::path(LMLAB_SOURCE_DIR) / "golden").lexically_normal().string();
+    if (out_dir == golden || out_dir.rfind(golden + "/", 0) == 0)
+        throw std::runtime_error("--out " + out_dir + " is inside golden/, which holds the exporter's fixtures only; "
+                                 "choose another folder (default: reports/verify/<model>)");
+    fmt::print(stderr, "verify: {} ({}, {} layers, dim {}, vocab {}): {}-token prompt, {} greedy tokens; fixtures and "
+                       "report in {}\n",
+               model_path, arch_name(c.arch), c.n_layers, c.dim, c.vocab_size, prompt.size(), a.generate, out_dir);
+
+    // 2. The reference, on the same weights.
+    std::vector<std::string> cmd = {python, (fs::path(scripts_dir) / "verify_ref.py").string(), "--model", model_path,
+                                    "--prompt-ids", fmt::format("{}", fmt::join(prompt, ",")),
+                                    "--generate", std::to_string(a.generate), "--out", out_dir};
+    if (a.no_f64) cmd.push_back("--no-f64");
+    const auto t_ref = std::chrono::steady_clock::now();
+    const int rc = run_process(cmd);
+    const double ref_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_ref).count();
+    if (rc != 0)
+        throw std::runtime_error(fmt::format("the reference (scripts/verify_ref.py) failed with exit code {}; its "
+                                             "message is above", rc));
+
+    // 3. The stages, on those fixtures: rows like the golden table's, the model being the user's.
+    const char* family = arch_name(c.arch);
+    const std::vector<Stage> rows = {
+        {"verify.forward", "model", family, model_path.c_str(), "model/forward.h5", kLogits,
+         "every intermediate at every prompt position, free-running and teacher-forced: the logits tolerance of "
+         "the golden model stages",
+         stage_model_forward},
+        {"verify.kv_cache", "model", family, model_path.c_str(), "model/kv_cache.h5", kLogits,
+         "keys (after RoPE) and values of every layer after the prompt: the model tolerance (the deepest layers "
+         "carry every layer's rounding)",
+         stage_model_kv_cache},
+        {"verify.prefill", "model", family, model_path.c_str(), "model/forward.h5", kLogits,
+         "the prompt as one batch (the engine's prefill path): the same logits", stage_model_prefill},
+        {"verify.generation", "generation", family, model_path.c_str(), "generation/greedy.h5", kLogits,
+         "greedy tokens exactly (a near-tied step is reported as such), logits within 1e-4", stage_generation_greedy},
+    };
+    const StageEnv env{out_dir, shared_dir};
+    std::vector<StageResult> results;
+    for (const Stage& s : rows) {
+        results.push_back(run_stage(s, env));
+        print_stage_line(results.back());
+    }
+    // what it cost: the reference's time and peak memory (its manifest) and the engine's (this process)
+    {
+        double ref_mb = 0;
+        try {
+            std::ifstream in(fs::path(out_dir) / "manifest.json");
+            const auto j = nlohmann::json::parse(in);
+            ref_mb = j.value("peak_rss_mb", 0.0);
+        } catch (const std::exception&) {  // a cost line only: never fails the run
+        }
+        rusage ru{};
+        getrusage(RUSAGE_SELF, &ru);
+        const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        fmt::print(stderr, "verify: cost: reference {:.1f} s (peak {:.0f} MB when it last ran, manifest.json); engine: "
+                           "loading and stages {:.1f} s, peak {:.0f} MB\n",
+                   ref_wall, ref_mb, total - ref_wall, static_cast<double>(ru.ru_maxrss) / 1024.0);
+    }
+    auto meta = collect_meta(LMLAB_SOURCE_DIR, out_dir);
+    meta.selection = "verify " + model_path;
+    write_report(out_dir, report_json(results, meta));
+
+    const StageResult* bad = nullptr;
+    for (const StageResult& r : results)
+        if (!bad && r.status != "pass") bad = &r;
+    if (!bad) {
+        fmt::print("verify: PASS {}: {}; report {}/report.md\n", model_path, pass_summary(results), out_dir);
+        return 0;
+    }
+    fmt::print("verify: {} {}: {} {}: {}; report {}/report.md\n", bad->status == "fail" ? "FAIL" : "ERROR", model_path,
+               bad->id, bad->status, bad->reason, out_dir);
+    return 1;
+}
+
+}  // namespace lmlab

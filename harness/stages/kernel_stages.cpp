@@ -1,0 +1,210 @@
+// Kernel stages: feed a fixture case's inputs to one kernel, return its outputs.
+// Shapes are checked by Case::input (FixtureError on mismatch) before any kernel sees the data.
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/kernels.h"
+#include "harness/stages/stages.h"
+
+namespace lmlab {
+
+namespace {
+constexpr std::size_t kAny = Case::kAnyDim;
+}
+
+std::vector<StageOutput> stage_matvec(const Fixture&, const Case& c, const StageEnv&) {
+    // W: [out, in], x: [in] -> y: [out]
+    const auto& x = c.input("x", {kAny});
+    const auto& W = c.input("W", {kAny, x.shape[0]});
+    std::vector<float> y(W.shape[0]);
+    matvec(W.data, x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case& c, const StageEnv&) {
+    // kernel.matvec's fixture through the fast path: W: [out, in], x: [in] -> y: [out]
+    const auto& x = c.input("x", {kAny});
+    const auto& W = c.input("W", {kAny, x.shape[0]});
+    std::vector<float> y(W.shape[0]);
+    matvec_fast(W.data, x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case& c, const StageEnv&) {
+    // X: [T, in], W: [out, in] -> y = X · Wᵀ: [T, out] (a prompt of T tokens through one nn.Linear)
+    const auto& X = c.input("X", {kAny, kAny});
+    const auto& W = c.input("W", {kAny, X.shape[1]});
+    const std::size_t T = X.shape[0], in = X.shape[1], out = W.shape[0];
+    std::vector<float> y(T * out);
+    matmul_xwt(X.data, W.data, y, T, in, out);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_linear(const Fixture&, const Case& c, const StageEnv&) {
+    // W: [out, in], b: [out] or [0] (no bias), x: [in] -> y: [out]
+    const auto& x = c.input("x", {kAny});
+    const auto& W = c.input("W", {kAny, x.shape[0]});
+    const auto& b = c.input("b", {kAny});
+    if (!b.data.empty() && b.shape[0] != W.shape[0])
+        throw FixtureError(c.file + ": /" + c.name + "/inputs/b has shape " + shape_str(b.shape) + ", expected [0] or [" +
+                           std::to_string(W.shape[0]) + "]");
+    std::vector<float> y(W.shape[0]);
+    linear(W.data, b.data, x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_add(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& a = c.input("a", {kAny});
+    const auto& b = c.input("b", {a.shape[0]});
+    std::vector<float> y(a.data.size());
+    add(a.data, b.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_layernorm(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    const auto& w = c.input("weight", {x.shape[0]});
+    const auto& b = c.input("bias", {x.shape[0]});
+    std::vector<float> y(x.data.size());
+    layernorm(x.data, w.data, b.data, static_cast<float>(c.number("eps")), y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_gelu_tanh(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    std::vector<float> y(x.data.size());
+    gelu_tanh(x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_gelu_erf(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    std::vector<float> y(x.data.size());
+    gelu_erf(x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_softmax(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    std::vector<float> y(x.data.size());
+    softmax(x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_rmsnorm(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    const auto& w = c.input("weight", {x.shape[0]});
+    std::vector<float> y(x.data.size());
+    rmsnorm(x.data, w.data, static_cast<float>(c.number("eps")), y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_rope(const Fixture&, const Case& c, const StageEnv&) {
+    const auto head_dim = static_cast<std::size_t>(c.number("head_dim"));
+    const std::string& style = c.string("style");
+    if (style != "adjacent" && style != "rotate_half")
+        throw FixtureError(c.file + ": /" + c.name + " style is '" + style + "', expected 'adjacent' or 'rotate_half'");
+    const auto& x = c.input("x", {kAny});
+    if (head_dim == 0 || head_dim % 2 || x.shape[0] % head_dim)
+        throw FixtureError(c.file + ": /" + c.name + " head_dim " + std::to_string(head_dim) +
+                           " must be even and divide the length of x (" + std::to_string(x.shape[0]) + ")");
+    std::vector<float> y = x.data;
+    rope(y, head_dim, static_cast<std::size_t>(c.number("pos")), static_cast<float>(c.number("theta")),
+         style == "adjacent" ? RopeStyle::AdjacentPairs : RopeStyle::RotateHalf);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_silu(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    std::vector<float> y(x.data.size());
+    silu(x.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_swiglu(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& a = c.input("a", {kAny});
+    const auto& b = c.input("b", {a.shape[0]});
+    std::vector<float> y(a.data.size());
+    swiglu(a.data, b.data, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_attention(const Fixture&, const Case& c, const StageEnv&) {
+    // q: [head_dim], k, v: [n_pos, head_dim] -> out: [head_dim], probs: [n_pos]
+    const auto& q = c.input("q", {kAny});
+    const auto& k = c.input("k", {kAny, q.shape[0]});
+    const auto& v = c.input("v", {k.shape[0], q.shape[0]});
+    const std::size_t n_pos = k.shape[0], head_dim = q.shape[0];
+    std::vector<float> scores(n_pos), out(head_dim);
+    attention(q.data, k.data, v.data, n_pos, head_dim, scores, out);
+    return {{"out", "out", out}, {"probs", "probs", scores}};
+}
+
+std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case& c, const StageEnv&) {
+    // kernel.attention's fixture through the tiled kernel: q: [head_dim], k, v: [n_pos, head_dim] ->
+    // out: [head_dim]. The probabilities are never formed as a vector, so only "out" is compared.
+    const auto& q = c.input("q", {kAny});
+    const auto& k = c.input("k", {kAny, q.shape[0]});
+    const auto& v = c.input("v", {k.shape[0], q.shape[0]});
+    std::vector<float> out(q.shape[0]);
+    attention_tiled(q.data, k.data, v.data, k.shape[0], q.shape[0], out);
+    return {{"out", "out", out}};
+}
+
+namespace {
+// The case's attribute `group`: a positive whole number.
+std::size_t group_of(const Case& c) {
+    const double g = c.number("group");
+    if (!(g >= 1) || g != std::floor(g))
+        throw FixtureError(c.file + ": /" + c.name + " group = " + std::to_string(g) + " is not a positive integer");
+    return static_cast<std::size_t>(g);
+}
+// An input holding int8 values stored as floats (every fixture dataset is float32).
+std::vector<std::int8_t> int8_input(const Case& c, const std::string& name, const Array<float>& a) {
+    std::vector<std::int8_t> q(a.data.size());
+    for (std::size_t i = 0; i < q.size(); ++i) {
+        const float v = a.data[i];
+        if (!(v >= -127 && v <= 127) || v != std::floor(v))
+            throw FixtureError(c.file + ": /" + c.name + "/inputs/" + name + "[" + std::to_string(i) + "] = " +
+                               std::to_string(v) + " is not an int8 value in [-127, 127]");
+        q[i] = static_cast<std::int8_t>(v);
+    }
+    return q;
+}
+}  // namespace
+
+std::vector<StageOutput> stage_quantize_q8_0(const Fixture&, const Case& c, const StageEnv&) {
+    // x: [n], attr group -> q [n] (int8 values as floats, compared exactly), scales [n / group]
+    const auto& x = c.input("x", {kAny});
+    const std::size_t group = group_of(c);
+    if (x.data.size() % group)
+        throw FixtureError(c.file + ": /" + c.name + " x has " + std::to_string(x.data.size()) +
+                           " elements, not a multiple of group " + std::to_string(group));
+    std::vector<std::int8_t> q(x.data.size());
+    std::vector<float> scales(x.data.size() / group);
+    quantize_q8_0(x.data, group, q, scales);
+    return {{"q", "q", std::vector<float>(q.begin(), q.end()), "", Tolerance{0.0, 0.0}}, {"scales", "scales", scales}};
+}
+
+std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case& c, const StageEnv&) {
+    // Wq: [out, in], Ws: [out, in / group], xq: [in], xs: [in / group], attr group -> y: [out]
+    const std::size_t group = group_of(c);
+    const auto& xq = c.input("xq", {kAny});
+    const std::size_t in = xq.shape[0];
+    if (in % group)
+        throw FixtureError(c.file + ": /" + c.name + " in = " + std::to_string(in) + " is not a multiple of group " +
+                           std::to_string(group));
+    const auto& Wq = c.input("Wq", {kAny, in});
+    const auto& Ws = c.input("Ws", {Wq.shape[0], in / group});
+    const auto& xs = c.input("xs", {in / group});
+    std::vector<float> y(Wq.shape[0]);
+    matvec_q8_0(int8_input(c, "Wq", Wq), Ws.data, int8_input(c, "xq", xq), xs.data, group, y);
+    return {{"y", "y", y}};
+}
+
+std::vector<StageOutput> stage_argmax(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    return {{"index", "index", {static_cast<float>(argmax(x.data))}}};
+}
+
+}  // namespace lmlab

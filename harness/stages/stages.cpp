@@ -1,0 +1,328 @@
+#include "harness/stages/stages.h"
+
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+namespace lmlab {
+
+// PyTorch's float32 defaults for assert_close: atol 1e-5, rtol 1.3e-6.
+constexpr Tolerance kFloat32Default{1e-5, 1.3e-6};
+
+// The models and tokenizers stages run (the exporter builds or reads each of them).
+constexpr const char* kTinyLlama = "models/tiny-llama.h5";
+constexpr const char* kStories260K = "shared:models/stories260K/stories260K.bin";
+constexpr const char* kTinyGpt2 = "models/tiny-gpt2";           // Hugging Face save_pretrained directory
+constexpr const char* kTinyGpt2Hub = "models/tiny-gpt2-hub";    // hub-style: no prefix, attn.bias buffers, sharded
+constexpr const char* kTinyGpt2Llmc = "models/tiny-gpt2.llmc.bin";  // llm.c checkpoint of the same weights
+constexpr const char* kTinyQwen2 = "models/tiny-qwen2";         // transformers' Qwen2ForCausalLM, save_pretrained
+constexpr const char* kTinyQwen2Moe = "models/tiny-qwen2moe";   // transformers' Qwen2MoeForCausalLM, save_pretrained
+constexpr const char* kTinyMixtral = "models/tiny-mixtral";     // transformers' MixtralForCausalLM, save_pretrained
+constexpr const char* kTinyMixtralTied = "models/tiny-mixtral-tied";  // the same, experts 6 and 7 of layer 1 tied in the router
+constexpr const char* kTinyLlamaHf = "models/tiny-llama-hf";     // the tiny LLaMA converted to HF's LlamaForCausalLM
+constexpr const char* kStories260KHf = "models/stories260k-hf";  // stories260K converted likewise (needs ../shared)
+constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
+constexpr const char* kGpt2TokenizerJson = "models/tiny-gpt2/tokenizer.json";  // the same vocabulary as HF writes it
+// int8: "#q8_0" asks the harness to quantize on load (parse_model_spec); the .q8_0.bin is llama2.c's
+// own int8 file ("ak42", version 2), written by the exporter as llama2.c's export.py does
+constexpr const char* kTinyLlamaQ8 = "models/tiny-llama.h5#q8_0";
+constexpr const char* kTinyLlamaAk42 = "models/tiny-llama.q8_0.bin";
+constexpr const char* kStories260KQ8 = "shared:models/stories260K/stories260K.bin#q8_0,group=4";  // 172 = 4·43
+
+const std::vector<std::string>& levels() {
+    static const std::vector<std::string> order = {"kernel", "layer", "model", "generation", "tokenizer"};
+    return order;
+}
+
+const std::vector<std::string>& level_requires(const std::string& level) {
+    static const std::map<std::string, std::vector<std::string>> requires_ = {
+        {"kernel", {}},
+        {"layer", {"kernel"}},
+        {"model", {"kernel", "layer"}},
+        {"generation", {"kernel", "layer", "model"}},
+        {"tokenizer", {}},
+    };
+    return requires_.at(level);
+}
+
+namespace {
+std::vector<std::string> families_of(const Stage& s) {
+    std::vector<std::string> out;
+    std::istringstream in(s.family);
+    for (std::string f; in >> f;) out.push_back(f);
+    return out;
+}
+}  // namespace
+
+std::vector<std::string> stage_provides(const Stage& s) {
+    std::vector<std::string> out;
+    for (const std::string& f : families_of(s)) out.push_back(std::string(s.level) == "kernel" ? "kernel." + f : f + "." + s.level);
+    return out;
+}
+
+std::vector<std::string> stage_requires(const Stage& s) {
+    std::vector<std::string> out;
+    for (const std::string& f : families_of(s))
+        for (const std::string& level : level_requires(s.level)) out.push_back(level == "kernel" ? "kernel." + f : f + "." + level);
+    return out;
+}
+
+bool is_shared_path(const std::string& model) { return model.rfind("shared:", 0) == 0; }
+
+std::string resolve_model_path(const std::string& model, const std::string& golden_dir, const std::string& shared_dir) {
+    namespace fs = std::filesystem;
+    return is_shared_path(model) ? (fs::path(shared_dir) / model.substr(7)).string() : (fs::path(golden_dir) / model).string();
+}
+
+ModelSpec parse_model_spec(const std::string& model) {
+    const auto hash = model.find('#');
+    if (hash == std::string::npos) return {model, 0};
+    const std::string suffix = model.substr(hash + 1);
+    ModelSpec spec{model.substr(0, hash), 64};  // llama2.c's default group
+    if (suffix == "q8_0") return spec;
+    const std::string prefix = "q8_0,group=";
+    if (suffix.rfind(prefix, 0) == 0 && suffix.size() > prefix.size() &&
+        suffix.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
+        const std::string digits = suffix.substr(prefix.size());
+        // at most 6 digits: no stoul overflow; 0 would mean "not quantized" to the caller
+        if (digits.size() <= 6 && (spec.q8_group = std::stoul(digits)) > 0) return spec;
+        throw std::invalid_argument("model '" + model + "': group '" + digits + "' is not a group size (1 to 999999)");
+    }
+    throw std::invalid_argument("model '" + model + "': unknown suffix '#" + suffix +
+                                "'; known: '#q8_0' (int8 on load, group 64) and '#q8_0,group=N'");
+}
+
+const std::vector<Stage>& stages() {
+    static const std::vector<Stage> table = {
+        // id, level, families using it, model, fixture, tolerance, why, function
+        {"kernel.matvec", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/matvec.h5", {1e-5, 1e-5},
+         "sums of up to 16384 products: torch's float32 blocked sum drifts ~1 ulp per doubling of length", stage_matvec},
+        {"kernel.matvec.fast", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/matvec.h5", {1e-5, 1e-5},
+         "float accumulation in 8 independent lanes combined pairwise: each lane sums in/8 products (2048 at "
+         "in = 16384), rounding errors grow like sqrt(in/8) ulp of the partial sums: the plain matvec's tolerance",
+         stage_matvec_fast},
+        {"kernel.matmul_xwt", "kernel", "llama gpt2 qwen2", "", "kernel/matmul_xwt.h5", {1e-5, 1e-5},
+         "every output is a matvec_fast row (the same 8-lane float sum, bit for bit): the matvec tolerance",
+         stage_matmul_xwt},
+        {"kernel.linear", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/linear.h5", {1e-5, 1e-5},
+         "a matvec plus one add per output: the matvec's tolerance", stage_linear},
+        {"kernel.add", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/add.h5", kFloat32Default,
+         "one float32 add per element: exact in both, the default is generous", stage_add},
+        {"kernel.softmax", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/softmax.h5", kFloat32Default,
+         "outputs in [0, 1]: float32 default is already generous", stage_softmax},
+        {"kernel.rmsnorm", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/rmsnorm.h5", kFloat32Default,
+         "one sum of squares and a scale: float32 default", stage_rmsnorm},
+        {"kernel.layernorm", "kernel", "gpt2", "", "kernel/layernorm.h5", {1e-5, 1e-5},
+         "normalised outputs are O(1) but torch rounds mean and variance in float32: for values around 1e4 "
+         "the mean's rounding moves every output by ~1e-6 relative",
+         stage_layernorm},
+        {"kernel.rope", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/rope.h5", kFloat32Default,
+         "elementwise rotation; our angle is float64, PyTorch's float32, so from pos 256 cases are held to the float64 truth", stage_rope},
+        {"kernel.silu", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/silu.h5", kFloat32Default, "elementwise: float32 default",
+         stage_silu},
+        {"kernel.swiglu", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/swiglu.h5", kFloat32Default, "elementwise: float32 default",
+         stage_swiglu},
+        {"kernel.gelu_tanh", "kernel", "gpt2", "", "kernel/gelu_tanh.h5", kFloat32Default,
+         "elementwise: float32 default (the exact-erf form misses it by up to 5e-4)", stage_gelu_tanh},
+        {"kernel.gelu_erf", "kernel", "gpt2", "", "kernel/gelu_erf.h5", kFloat32Default,
+         "elementwise: float32 default (the tanh form misses it by up to 5e-4)", stage_gelu_erf},
+        {"kernel.attention", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/attention.h5", kFloat32Default,
+         "softmax then a convex combination of values: float32 default", stage_attention},
+        {"kernel.attention.tiled", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/attention.h5", kFloat32Default,
+         "online softmax in tiles of 32: 8-lane float score dots, one exp(m_old - m_new) rescale per tile that "
+         "raises the max, tile sums of <= 32 terms; still a convex combination of values: float32 default",
+         stage_attention_tiled},
+        {"kernel.argmax", "kernel", "llama gpt2 qwen2 q8", "", "kernel/argmax.h5", kExact, "an index: must be exact",
+         stage_argmax},
+        // int8 (Q8_0, llama2.c's runq.c): family "q8" is the int8 LLaMA (its float kernels above name it too),
+        // so that a broken int8 kernel blocks only the int8 stages
+        {"kernel.quantize_q8_0", "kernel", "q8", "", "kernel/quantize_q8_0.h5", {0.0, 1.2e-7},
+         "the int8 values must be exact (tolerance 0 on q); a scale is one float32 division max|x|/127, "
+         "correctly rounded in both: at most 1 ulp apart",
+         stage_quantize_q8_0},
+        {"kernel.matvec_q8_0", "kernel", "q8", "", "kernel/matvec_q8_0.h5", {1e-7, 2.4e-7},
+         "exact int32 group sums, then runq.c's float steps (ival·ws·xs, float accumulation over groups) in the "
+         "same order in both: bit-identical in practice, 2 ulp allowed",
+         stage_matvec_q8_0},
+
+        {"layer.attention", "layer", "llama", kTinyLlama, "layer/attention.h5", {1e-5, 1e-5},
+         "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},
+        {"layer.ffn", "layer", "llama", kTinyLlama, "layer/ffn.h5", {1e-5, 1e-5}, "three matvecs over 256 and 1024 terms",
+         stage_layer_ffn},
+        {"layer.block", "layer", "llama", kTinyLlama, "layer/block.h5", {1e-5, 1e-5},
+         "attention + ffn + two residual adds", stage_layer_block},
+        {"layer.block.gpt2", "layer", "gpt2", kTinyGpt2, "layer/block_gpt2.h5", {1e-5, 1e-5},
+         "two LayerNorms, four linears with biases, GELU and two residual adds over 64 and 256 terms",
+         stage_layer_block},
+
+        {"layer.block.q8_0", "layer", "q8", kTinyLlamaQ8, "layer/block_q8_0.h5", {1e-5, 1e-5},
+         "an int8 block against ref_q8.py: each int8 matvec on the reference's input exactly; the block's own "
+         "intermediates up to the first int8 rounding tie within the float block's tolerance",
+         stage_layer_block_q8},
+        {"layer.block.qwen2", "layer", "qwen2", kTinyQwen2, "layer/block_qwen2.h5", {1e-5, 1e-5},
+         "RMSNorm, biased q/k/v, rotate-half RoPE with theta 1e6, 4:1 GQA, SwiGLU: sums over 64 and 160 terms",
+         stage_layer_block},
+
+        // mixture of experts: expert ids exactly (a routing near-tie is reported, not failed: moe_stages.cpp)
+        {"layer.moe.qwen2moe", "layer", "qwen2moe", kTinyQwen2Moe, "layer/moe_qwen2moe.h5", {1e-5, 1e-5},
+         "router logits are 64-term dot products; each output sums 2 experts (64- and 32-term matvecs) and the "
+         "sigmoid-gated 64-wide shared expert: float32 sums of under 100 terms, O(1) values",
+         stage_layer_moe},
+        {"layer.moe.mixtral", "layer", "mixtral", kTinyMixtral, "layer/moe_mixtral.h5", {1e-5, 1e-5},
+         "router logits are 64-term dot products; each output is 2 renormalised experts (64- and 32-term matvecs): "
+         "float32 sums of under 100 terms, O(1) values",
+         stage_layer_moe},
+        {"layer.moe.mixtral.tied", "layer", "mixtral", kTinyMixtralTied, "layer/moe_mixtral_tied.h5", {1e-5, 1e-5},
+         "the tiny Mixtral with two experts' router rows equal in layer 1: their scores tie exactly, torch's order "
+         "among equals is unspecified; every swap must be reported as a routing near-tie; else as layer.moe.mixtral",
+         stage_layer_moe},
+
+        {"model.forward", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+         "the seed spec's logits tolerance; errors compound over layers and positions", stage_model_forward},
+        {"model.kv_cache", "model", "llama", kTinyLlama, "model/kv_cache.h5", {1e-5, 1e-5},
+         "k and v are one projection + RoPE away from the residual stream", stage_model_kv_cache},
+        {"model.forward.stories260k", "model", "llama", kStories260K, "model/forward_stories260k.h5", kLogits,
+         "a real trained model (5 layers, GQA): the same logits tolerance", stage_model_forward},
+        {"model.forward.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+         "transformers' GPT2LMHeadModel, full-sequence forward: the same logits tolerance", stage_model_forward},
+        {"model.forward.gpt2.hub", "model", "gpt2", kTinyGpt2Hub, "model/forward_gpt2.h5", kLogits,
+         "the same weights from a hub-style sharded directory (un-prefixed keys, attn.bias buffers)",
+         stage_model_forward},
+        {"model.forward.gpt2.llmc", "model", "gpt2", kTinyGpt2Llmc, "model/forward_gpt2.h5", kLogits,
+         "the same weights from an llm.c checkpoint (padded vocabulary, [out, in] matrices)", stage_model_forward},
+        {"model.forward.llama-hf", "model", "llama", kTinyLlamaHf, "model/forward.h5", kLogits,
+         "the tiny LLaMA from a Hugging Face directory (q/k rows permuted for rotate-half): the same logits as "
+         "from the original file",
+         stage_model_logits},
+        {"model.forward.stories260k-hf", "model", "llama", kStories260KHf, "model/forward_stories260k.h5", kLogits,
+         "stories260K converted to a Hugging Face directory: the same logits as from llama2.c's file",
+         stage_model_logits},
+        {"model.forward.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+         "transformers' Qwen2ForCausalLM, full-sequence forward, q/k captured after its RoPE: the logits tolerance",
+         stage_model_forward},
+        {"model.forward.qwen2moe", "model", "qwen2moe", kTinyQwen2Moe, "model/forward_qwen2moe.h5", kLogits,
+         "transformers' Qwen2MoeForCausalLM, full-sequence forward: the logits tolerance; expert ids exactly except at "
+         "routing near-ties (reference's scores within the tolerance)",
+         stage_model_forward},
+        {"model.forward.mixtral", "model", "mixtral", kTinyMixtral, "model/forward_mixtral.h5", kLogits,
+         "transformers' MixtralForCausalLM, full-sequence forward: the logits tolerance; expert ids exactly except at "
+         "routing near-ties (reference's scores within the tolerance)",
+         stage_model_forward},
+        {"model.forward.mixtral.tied", "model", "mixtral", kTinyMixtralTied, "model/forward_mixtral_tied.h5", kLogits,
+         "the tied-router Mixtral: free-running outputs before the first routing near-tie, teacher-forced ones re-run "
+         "on the reference's experts there; the logits tolerance",
+         stage_model_forward},
+        {"model.kv_cache.qwen2", "model", "qwen2", kTinyQwen2, "model/kv_cache_qwen2.h5", {1e-5, 1e-5},
+         "k (after RoPE) and v of 2 kv heads: one RMSNorm and a biased projection from the residual stream",
+         stage_model_kv_cache},
+        {"model.prefill", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+         "batched prefill (the prompt as matrices, causal attention): the forward fixture's logits tolerance",
+         stage_model_prefill},
+        {"model.prefill.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+         "batched prefill of GPT-2: the forward fixture's logits tolerance", stage_model_prefill},
+        {"model.prefill.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+         "batched prefill of Qwen2 (GQA 4:1): the forward fixture's logits tolerance", stage_model_prefill},
+        {"model.kv_cache.paged", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+         "the forward fixture's logits tolerance against PyTorch; against our contiguous cache: bit-identical (paged "
+         "attention is attention_tiled's arithmetic)",
+         stage_model_paged},
+        {"model.kv_cache.paged.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+         "as model.kv_cache.paged, GPT-2 (learned positions, fused qkv)", stage_model_paged},
+        {"model.kv_cache.paged.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+         "as model.kv_cache.paged, Qwen2 (4:1 GQA: two query heads read each kv page)", stage_model_paged},
+        {"model.kv_cache.gpt2", "model", "gpt2", kTinyGpt2, "model/kv_cache_gpt2.h5", {1e-5, 1e-5},
+         "k and v are one LayerNorm + linear away from the residual stream", stage_model_kv_cache},
+        {"model.forward.q8_0", "model", "q8", kTinyLlamaQ8, "model/forward_q8_0.h5", kLogits,
+         "int8 tiny LLaMA (quantized on load) against scripts/ref_q8.py, runq.c's arithmetic in torch: the int8 "
+         "steps are exact, the float ones (norms, attention) differ by float32 rounding as in model.forward",
+         stage_model_forward_q8},
+        {"model.forward.q8_0.ak42", "model", "q8", kTinyLlamaAk42, "model/forward_q8_0_ak42.h5", kLogits,
+         "llama2.c's int8 file of the tiny LLaMA (export.py's version2_export) against ref_q8.py with export.py's "
+         "torch.round weights; its int8 weights must differ from quantize_model's exactly at the exact halves",
+         stage_model_q8_file},
+
+        {"generation.greedy", "generation", "llama", kTinyLlama, "generation/greedy.h5", kLogits,
+         "tokens must match exactly; logits within the seed spec's 1e-4", stage_generation_greedy},
+        {"generation.greedy.stories260k", "generation", "llama", kStories260K, "generation/greedy_stories260k.h5",
+         kLogits, "256 greedy tokens from BOS must match exactly; logits within 1e-4", stage_generation_greedy},
+        {"generation.greedy.gpt2", "generation", "gpt2", kTinyGpt2, "generation/greedy_gpt2.h5", kLogits,
+         "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
+        {"generation.greedy.qwen2", "generation", "qwen2", kTinyQwen2, "generation/greedy_qwen2.h5", kLogits,
+         "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
+        {"generation.serve_batch", "generation", "llama", kTinyLlama, "serve/batch_tiny_llama.h5", kLogits,
+         "10 requests served together (chunked prefill, paged cache): each one's tokens exactly as the reference "
+         "alone, its logits within 1e-4; bit-identical to our run of it alone",
+         stage_generation_serve_batch},
+        {"generation.serve_batch.stories260k", "generation", "llama", kStories260K, "serve/batch_stories260k.h5",
+         kLogits, "the same schedules on a trained model (5 layers, GQA): tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
+        {"generation.serve_batch.gpt2", "generation", "gpt2", kTinyGpt2, "serve/batch_gpt2.h5", kLogits,
+         "the same requests, each generated alone by transformers' GPT2LMHeadModel.generate(): tokens exactly, "
+         "logits within 1e-4",
+         stage_generation_serve_batch},
+        {"generation.serve_batch.qwen2", "generation", "qwen2", kTinyQwen2, "serve/batch_qwen2.h5", kLogits,
+         "the same requests, each generated alone by transformers' Qwen2ForCausalLM.generate() (4:1 GQA, one kv "
+         "page read by 4 query heads): tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
+        // speculative decoding (model/speculative.h): a draft guesses, the target verifies in one batched
+        // forward; the output must still be the reference's greedy tokens exactly, for every draft and k.
+        // The int8 drafts' family "llama q8": they run the int8 kernels too. No early exit on the tiny
+        // LLaMA: its 1-layer draft keeps the 16 MB classifier (~80% of the target's cost) and agrees
+        // 4-23% of the time: k = 1..8 took 2-5 s and checked nothing that stories260K's early exit does not
+        {"generation.speculative.int8", "generation", "llama q8", kTinyLlama, "generation/greedy.h5", kExact,
+         "tokens exactly the reference's greedy tokens (the draft changes only the speed); acceptance rates "
+         "are measurements",
+         stage_generation_speculative_int8},
+        {"generation.speculative.early_exit.stories260k", "generation", "llama", kStories260K,
+         "generation/greedy_stories260k.h5", kExact,
+         "256 tokens from BOS exactly the reference's greedy tokens, for every early-exit depth and k",
+         stage_generation_speculative_early_exit},
+        {"generation.speculative.int8.stories260k", "generation", "llama q8", kStories260K,
+         "generation/greedy_stories260k.h5", kExact,
+         "256 tokens from BOS exactly the reference's greedy tokens with an int8 (group 4) draft",
+         stage_generation_speculative_int8},
+        {"generation.greedy.qwen2moe", "generation", "qwen2moe", kTinyQwen2Moe, "generation/greedy_qwen2moe.h5", kLogits,
+         "transformers' generate(do_sample=False), 48 tokens (the context is 64): tokens exactly, logits within 1e-4",
+         stage_generation_greedy},
+        {"generation.greedy.mixtral", "generation", "mixtral", kTinyMixtral, "generation/greedy_mixtral.h5", kLogits,
+         "transformers' generate(do_sample=False), 48 tokens (the context is 64): tokens exactly, logits within 1e-4",
+         stage_generation_greedy},
+        {"generation.serve_batch.qwen2moe", "generation", "qwen2moe", kTinyQwen2Moe, "serve/batch_qwen2moe.h5", kLogits,
+         "the serving requests on Qwen2-MoE (each row its own experts, the shared expert), each generated alone by "
+         "transformers' generate(): tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
+        // the cost of int8: int8 model vs float model, reported (report.md "Measurements"), not judged;
+        // only the float model's perplexity is checked against PyTorch's. Families "llama q8": it runs both
+        {"generation.q8_0.cost", "generation", "llama q8", kTinyLlamaQ8, "quant/cost_tiny_llama.h5", kLogits,
+         "measurements (never fail unless non-finite); the float perplexity within the logits tolerance of "
+         "PyTorch's",
+         stage_quant_cost},
+        {"generation.q8_0.cost.stories260k", "generation", "llama q8", kStories260KQ8, "quant/cost_stories260k.h5", kLogits,
+         "measurements (never fail unless non-finite); the float perplexity within the logits tolerance of "
+         "PyTorch's",
+         stage_quant_cost},
+
+        {"tokenizer.default", "tokenizer", "", kTinyLlama, "tokenizer/default.h5", kExact,
+         "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},
+        {"tokenizer.llama2", "tokenizer", "", "shared:tokenizers/llama2/tokenizer.bin", "tokenizer/llama2.h5", kExact,
+         "token ids: SentencePiece's exactly (Llama 2, 32000 pieces)", stage_tokenizer},
+        {"tokenizer.stories260k", "tokenizer", "", "shared:models/stories260K/tok512.bin", "tokenizer/stories260k.h5",
+         kExact, "token ids: SentencePiece's exactly (stories260K's 512 pieces)", stage_tokenizer},
+        {"tokenizer.gpt2", "tokenizer", "", kGpt2Tokenizer, "tokenizer/gpt2.h5", kExact,
+         "token ids: tiktoken's and HF tokenizers' exactly (they agree), from encoder.json + vocab.bpe", stage_tokenizer},
+        {"tokenizer.gpt2.json", "tokenizer", "", kGpt2TokenizerJson, "tokenizer/gpt2.h5", kExact,
+         "the same ids from the same vocabulary in Hugging Face's tokenizer.json format", stage_tokenizer},
+        {"tokenizer.qwen", "tokenizer", "", "shared:tokenizers/qwen/tokenizer.json", "tokenizer/qwen.h5", kExact,
+         "token ids: HF tokenizers' exactly (NFC, the Split regex from the file, added tokens recognised)",
+         stage_tokenizer},
+    };
+    return table;
+}
+
+const Stage* find_stage(const std::string& id) {
+    for (const Stage& s : stages())
+        if (id == s.id) return &s;
+    return nullptr;
+}
+
+}  // namespace lmlab

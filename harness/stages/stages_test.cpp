@@ -1,0 +1,48 @@
+// The stage table's own invariants: every gate a stage requires is provided by some stage (else a
+// broken kernel would not block a family that uses it), ids are unique, every level is known.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "harness/stages/stages.h"
+
+namespace lmlab {
+
+TEST(StageTable, EveryRequiredGateIsProvided) {
+    std::set<std::string> provided;
+    for (const Stage& s : stages())
+        for (const std::string& g : stage_provides(s)) provided.insert(g);
+    for (const Stage& s : stages())
+        for (const std::string& g : stage_requires(s))
+            EXPECT_TRUE(provided.count(g)) << s.id << " requires '" << g << "', which no stage provides "
+                                           << "(a kernel row must name every family that calls it)";
+}
+
+TEST(StageTable, IdsAreUniqueAndLevelsKnown) {
+    std::set<std::string> ids;
+    for (const Stage& s : stages()) {
+        EXPECT_TRUE(ids.insert(s.id).second) << "duplicate stage id " << s.id;
+        EXPECT_NE(std::find(levels().begin(), levels().end(), s.level), levels().end()) << s.id;
+        EXPECT_EQ(find_stage(s.id), &s);
+    }
+}
+
+TEST(StageTable, GatingIsPerFamily) {
+    // GELU is GPT-2's: a failing gelu kernel must not block a LLaMA stage, and must block GPT-2's
+    const Stage* gelu = find_stage("kernel.gelu_tanh");
+    const Stage* llama_block = find_stage("layer.block");
+    const Stage* gpt2_block = find_stage("layer.block.gpt2");
+    ASSERT_TRUE(gelu && llama_block && gpt2_block);
+    const auto provides = stage_provides(*gelu);
+    auto needs = [&](const Stage& s) {
+        const auto req = stage_requires(s);
+        return std::any_of(provides.begin(), provides.end(),
+                           [&](const std::string& g) { return std::find(req.begin(), req.end(), g) != req.end(); });
+    };
+    EXPECT_FALSE(needs(*llama_block));
+    EXPECT_TRUE(needs(*gpt2_block));
+}
+
+}  // namespace lmlab
