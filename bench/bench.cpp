@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "model/testing/run_alone.h"
+#include "model/load/load.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
 #include "model/serve/scheduler.h"
@@ -265,7 +267,7 @@ lmlab::Model random_model(const lmlab::Config& c, const char* what) {
 
 // GPT-2 124M: dim 768, 12 layers, 12 heads, ffn 3072, vocab 50257, 1024 positions.
 lmlab::Model gpt2_124m_shape() {
-    lmlab::Config c = lmlab::Config::gpt2();
+    lmlab::Config c = lmlab::Config::of(lmlab::Arch::Gpt2);
     c.dim = 768;
     c.n_layers = 12;
     c.n_heads = c.n_kv_heads = 12;
@@ -279,7 +281,7 @@ lmlab::Model gpt2_124m_shape() {
 // tied. Its context is 32768; 1024 here keeps the KV cache small (a token's cost depends on its
 // position, not on the context size).
 lmlab::Model qwen2_05b_shape() {
-    lmlab::Config c = lmlab::Config::qwen2();
+    lmlab::Config c = lmlab::Config::of(lmlab::Arch::Qwen2);
     c.dim = 896;
     c.n_layers = 24;
     c.n_heads = 14;
@@ -358,11 +360,10 @@ void BM_prompt(benchmark::State& state) {
     std::vector<int> tokens(n);
     for (std::size_t i = 0; i < n; ++i) tokens[i] = static_cast<int>((i * 7919 + 3) % m->config.vocab_size);
     lmlab::KVCache cache(m->config.n_layers, m->config.max_seq_len, m->config.kv_dim());
-    lmlab::RunState s(m->config);
-    lmlab::PrefillState ps(m->config, n);
+    lmlab::RunState s(m->config), all(m->config, n);  // one row; every row of the prompt
     for (auto _ : state) {
         cache.reset();
-        if (batched) benchmark::DoNotOptimize(lmlab::prefill(*m, tokens, cache, ps, s).data());
+        if (batched) benchmark::DoNotOptimize(lmlab::prefill(*m, tokens, cache, all).data());
         else
             for (std::size_t p = 0; p < n; ++p) benchmark::DoNotOptimize(lmlab::forward(*m, tokens[p], p, cache, s).data());
     }

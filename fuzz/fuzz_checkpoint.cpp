@@ -6,6 +6,7 @@
 //   load_model_llmc        llm.c GPT-2: 256 int32 of header (version 3 float32, 5 bfloat16), the
 //                          parameters                                              (fuzz_llmc)
 // (model/load_llama2c.cpp, model/load_llmc.cpp). The input is the file.
+#include "model/load/load.h"
 #include "fuzz/fuzz.h"
 #include "model/model.h"
 

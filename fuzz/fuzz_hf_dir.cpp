@@ -1,6 +1,7 @@
 // A Hugging Face model directory (model/load_hf.cpp, model/safetensors.cpp): config.json, an
 // optional model.safetensors.index.json, and the safetensors file (header: u64 length + JSON table,
 // then the data). Input = Parts: [config.json] [index.json, empty = none] [safetensors bytes].
+#include "model/load/load.h"
 #include "fuzz/fuzz.h"
 #include "model/model.h"
 

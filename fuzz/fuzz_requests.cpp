@@ -15,7 +15,7 @@ namespace {
 
 const lmlab::Model& tiny_model() {
     static const lmlab::Model m = [] {
-        lmlab::Config c = lmlab::Config::llama();
+        lmlab::Config c = lmlab::Config::of(lmlab::Arch::Llama);
         c.dim = 8;
         c.n_layers = 1;
         c.n_heads = 2;

@@ -72,6 +72,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
     try {
         StageEnv stage_env = env;
         stage_env.tol = stage.tol;
+        if (stage_env.family.empty()) stage_env.family = stage.family;
         // A stage whose model (or tokenizer) comes from ../shared, or is made by the exporter from
         // ../shared (the tiny GPT-2's tokenizer.json), is skipped when that folder is absent.
         if (*stage.model) {

@@ -2,48 +2,108 @@
 
 #include <algorithm>
 #include <fmt/format.h>
+#include <utility>
+
+#include "model/family.h"
 
 namespace lmlab {
 
-RunState::RunState(const Config& c)
-    : x(c.dim), xn(c.dim), qkv(c.arch == Arch::Gpt2 ? 3 * c.dim : 0), q(c.n_heads * c.head_dim()), k(c.kv_dim()),
-      v(c.kv_dim()), heads(c.n_heads * c.head_dim()), att_out(c.dim), gate(std::max(c.ffn_dim, c.shared_ffn_dim)),
-      up(gate.size()), act(gate.size()), ffn_out(c.dim), router_logits(c.n_experts), router_probs(c.n_experts),
-      expert_order(c.n_experts), expert_ids(c.top_k), expert_weights(c.top_k), expert_out(c.moe() ? c.dim : 0),
-      shared_out(c.shared_ffn_dim ? c.dim : 0), scores(c.max_seq_len), logits(c.vocab_size),
-      xq(std::max({c.dim, c.n_heads * c.head_dim(), gate.size()})), xs(xq.size()) {}
-
-const std::vector<TraceField>& layer_trace_fields(Arch arch) {
-    using T = LayerTrace;
-    static const std::vector<TraceField> llama = {
-        {"in", &T::in},           {"attn_norm", &T::attn_norm}, {"q", &T::q},           {"k", &T::k},
-        {"v", &T::v},             {"heads", &T::heads},         {"attn_out", &T::attn_out}, {"h", &T::h},
-        {"ffn_norm", &T::ffn_norm}, {"ffn_gate", &T::ffn_gate}, {"ffn_up", &T::ffn_up}, {"ffn_act", &T::ffn_act},
-        {"ffn_out", &T::ffn_out}, {"out", &T::out}};
-    static const std::vector<TraceField> gpt2 = {
-        {"in", &T::in},           {"attn_norm", &T::attn_norm}, {"q", &T::q},           {"k", &T::k},
-        {"v", &T::v},             {"heads", &T::heads},         {"attn_out", &T::attn_out}, {"h", &T::h},
-        {"ffn_norm", &T::ffn_norm}, {"ffn_up", &T::ffn_up},     {"ffn_act", &T::ffn_act}, {"ffn_out", &T::ffn_out},
-        {"out", &T::out}};
-    // mixture of experts: the routing, then the expert sum, in place of the single SwiGLU's intermediates
-    static const std::vector<TraceField> qwen2_moe = {
-        {"in", &T::in},           {"attn_norm", &T::attn_norm}, {"q", &T::q},           {"k", &T::k},
-        {"v", &T::v},             {"heads", &T::heads},         {"attn_out", &T::attn_out}, {"h", &T::h},
-        {"ffn_norm", &T::ffn_norm}, {"router_logits", &T::router_logits}, {"experts", &T::experts},
-        {"expert_weights", &T::expert_weights}, {"shared_out", &T::shared_out}, {"ffn_out", &T::ffn_out},
-        {"out", &T::out}};
-    static const std::vector<TraceField> mixtral = {
-        {"in", &T::in},           {"attn_norm", &T::attn_norm}, {"q", &T::q},           {"k", &T::k},
-        {"v", &T::v},             {"heads", &T::heads},         {"attn_out", &T::attn_out}, {"h", &T::h},
-        {"ffn_norm", &T::ffn_norm}, {"router_logits", &T::router_logits}, {"experts", &T::experts},
-        {"expert_weights", &T::expert_weights}, {"ffn_out", &T::ffn_out}, {"out", &T::out}};
-    switch (arch) {
-        case Arch::Gpt2: return gpt2;
-        case Arch::Qwen2Moe: return qwen2_moe;
-        case Arch::Mixtral: return mixtral;
-        default: return llama;
-    }
+RunState::RunState(const Config& c, std::size_t rows)
+    : max_rows(rows),
+      x(rows * c.dim),
+      attn_norm(rows * c.dim),
+      q(rows * c.n_heads * c.head_dim()),
+      k(rows * c.kv_dim()),
+      v(rows * c.kv_dim()),
+      heads(rows * c.n_heads * c.head_dim()),
+      attn_out(rows * c.dim),
+      h(rows * c.dim),
+      ffn_norm(rows * c.dim),
+      gate(rows * std::max(c.ffn_dim, c.shared_ffn_dim)),
+      up(gate.size()),
+      act(gate.size()),
+      router_logits(rows * c.n_experts),
+      expert_ids(rows * c.top_k),
+      expert_weights(rows * c.top_k),
+      shared_out(c.shared_ffn_dim ? rows * c.dim : 0),
+      ffn_out(rows * c.dim),
+      out(rows * c.dim),
+      final_norm(rows * c.dim),
+      logits(c.vocab_size),
+      qkv(rows * 3 * c.dim),
+      router_probs(rows * c.n_experts),
+      expert_order(c.n_experts),
+      expert_out(c.moe() ? c.dim : 0),
+      scores(c.max_seq_len),
+      xq(std::max({c.dim, c.n_heads * c.head_dim(), std::max(c.ffn_dim, c.shared_ffn_dim)})),
+      xs(xq.size()) {
+    if (rows == 0) throw ModelError("RunState: max_rows must be at least 1");
 }
+
+namespace {
+// A float buffer's row t of width n.
+std::vector<float> float_row(const std::vector<float>& buf, std::size_t t, std::size_t n) {
+    const auto r = row(buf, t, n);
+    return {r.begin(), r.end()};
+}
+}  // namespace
+
+const std::vector<IntermediateBuffer>& intermediate_buffers() {
+    using C = const Config&;
+    using S = const RunState&;
+    static const std::vector<IntermediateBuffer> table = {
+        {"in", [](S s, C c, std::size_t t) { return float_row(s.x, t, c.dim); }},
+        {"attn_norm", [](S s, C c, std::size_t t) { return float_row(s.attn_norm, t, c.dim); }},
+        {"q", [](S s, C c, std::size_t t) { return float_row(s.q, t, c.n_heads * c.head_dim()); }},
+        {"k", [](S s, C c, std::size_t t) { return float_row(s.k, t, c.kv_dim()); }},
+        {"v", [](S s, C c, std::size_t t) { return float_row(s.v, t, c.kv_dim()); }},
+        {"heads", [](S s, C c, std::size_t t) { return float_row(s.heads, t, c.n_heads * c.head_dim()); }},
+        {"attn_out", [](S s, C c, std::size_t t) { return float_row(s.attn_out, t, c.dim); }},
+        {"h", [](S s, C c, std::size_t t) { return float_row(s.h, t, c.dim); }},
+        {"ffn_norm", [](S s, C c, std::size_t t) { return float_row(s.ffn_norm, t, c.dim); }},
+        // the dense feed-forward's (a mixture of experts uses these buffers as scratch and lists none)
+        {"ffn_gate", [](S s, C c, std::size_t t) { return float_row(s.gate, t, c.ffn_dim); }},
+        {"ffn_up", [](S s, C c, std::size_t t) { return float_row(s.up, t, c.ffn_dim); }},
+        {"ffn_act", [](S s, C c, std::size_t t) { return float_row(s.act, t, c.ffn_dim); }},
+        {"router_logits", [](S s, C c, std::size_t t) { return float_row(s.router_logits, t, c.n_experts); }},
+        {"experts",
+         [](S s, C c, std::size_t t) {
+             const auto ids = std::span<const int>(s.expert_ids).subspan(t * c.top_k, c.top_k);
+             return std::vector<float>(ids.begin(), ids.end());  // ids as floats, as the fixtures store them
+         }},
+        {"expert_weights", [](S s, C c, std::size_t t) { return float_row(s.expert_weights, t, c.top_k); }},
+        {"shared_out", [](S s, C c, std::size_t t) { return float_row(s.shared_out, t, c.dim); }},
+        {"ffn_out", [](S s, C c, std::size_t t) { return float_row(s.ffn_out, t, c.dim); }},
+        {"out", [](S s, C c, std::size_t t) { return float_row(s.out, t, c.dim); }},
+    };
+    return table;
+}
+
+const IntermediateBuffer& intermediate_buffer(const std::string& name) {
+    for (const IntermediateBuffer& b : intermediate_buffers())
+        if (name == b.name) return b;
+    throw ModelError("no intermediate named '" + name + "' in RunState (model/forward.h lists them)");
+}
+
+// ---- where rows keep their keys and values --------------------------------------------------------
+
+ContiguousRows::ContiguousRows(KVCache& cache, std::size_t pos0, std::size_t head_dim)
+    : cache_(cache), pos0_(pos0), head_dim_(head_dim) {}
+
+void ContiguousRows::append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) {
+    cache_.append(layer, pos(row), k, v);
+}
+
+void ContiguousRows::attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q,
+                            std::span<float> out, std::span<float> scores) const {
+    // causal: row t sees positions 0 .. pos0 + t, although the cache may already hold later rows
+    const std::size_t n_pos = pos(row) + 1;
+    const auto keys = cache_.keys(layer).subspan(kv_head * head_dim_), values = cache_.values(layer).subspan(kv_head * head_dim_);
+    if (kernel_path() == KernelPath::Plain) attention(q, keys, values, n_pos, cache_.kv_dim(), scores.first(n_pos), out);
+    else attention_tiled(q, keys, values, n_pos, cache_.kv_dim(), out);
+}
+
+// ---- the kernel path --------------------------------------------------------------------------------
 
 namespace {
 KernelPath g_kernel_path = KernelPath::Fast;
@@ -60,89 +120,75 @@ void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<flo
     matvec_q8_0(w.q, w.scales, xq, xs, w.group, y);
 }
 
-namespace {
-void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, RunState& s) {
-    matvec_q8(w, x, y, s.xq, s.xs);
-}
-}  // namespace
-
-void project(const Linear& l, std::span<const float> x, std::span<float> y, RunState& s) {
-    if (!l.q8.empty()) {
-        matvec_q8(l.q8, x, y, s);
-        if (!l.b.empty()) add(y, l.b, y);
-        return;
-    }
-    if (g_kernel_path == KernelPath::Plain) {
-        linear(l.w, l.b, x, y);
-        return;
-    }
-    matvec_fast(l.w, x, y);
-    if (!l.b.empty()) add(y, l.b, y);
-}
-
-void attend(const Config& c, std::size_t layer, std::size_t pos, const KVCache& cache, RunState& s) {
-    const std::size_t head_dim = c.head_dim(), kv_dim = c.kv_dim();
-    const std::size_t n_pos = pos + 1;                    // every query attends over all cached positions 0..pos
-    const std::size_t group = c.n_heads / c.n_kv_heads;   // query heads per kv head
-    const auto keys = cache.keys(layer), values = cache.values(layer);
-    if (g_kernel_path == KernelPath::Plain) {
-        for (std::size_t h = 0; h < c.n_heads; ++h) {
-            const std::size_t kv_head = h / group;
-            attention(std::span<const float>(s.q).subspan(h * head_dim, head_dim), keys.subspan(kv_head * head_dim),
-                      values.subspan(kv_head * head_dim), n_pos, kv_dim, s.scores,
-                      std::span<float>(s.heads).subspan(h * head_dim, head_dim));
+void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, RunState& s) {
+    const std::size_t in = X.size() / T, out = Y.size() / T;
+    if (!l.q8.empty()) {  // int8: runq.c's matvec, row by row
+        for (std::size_t t = 0; t < T; ++t) {
+            matvec_q8(l.q8, X.subspan(t * in, in), Y.subspan(t * out, out), s.xq, s.xs);
+            if (!l.b.empty()) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
         }
         return;
     }
-    // fast path: heads are independent (tiled attention needs no shared scores buffer), so threads
-    // may split them; each head is computed by one thread in the same order: bit-identical results
-    const auto n_heads = static_cast<long>(c.n_heads);
-#pragma omp parallel for schedule(static) num_threads(kernel_threads()) if (kernel_threads() > 1 && n_pos >= 64)
-    for (long h = 0; h < n_heads; ++h) {
-        const std::size_t hh = static_cast<std::size_t>(h), kv_head = hh / group;
-        attention_tiled(std::span<const float>(s.q).subspan(hh * head_dim, head_dim), keys.subspan(kv_head * head_dim),
-                        values.subspan(kv_head * head_dim), n_pos, kv_dim,
-                        std::span<float>(s.heads).subspan(hh * head_dim, head_dim));
+    if (g_kernel_path == KernelPath::Plain) {  // the readable reference: one linear() per row
+        for (std::size_t t = 0; t < T; ++t) linear(l.w, l.b, X.subspan(t * in, in), Y.subspan(t * out, out));
+        return;
     }
+    matmul_xwt(X, l.w, Y, T, in, out);
+    if (!l.b.empty())
+        for (std::size_t t = 0; t < T; ++t) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
 }
+
+void attend_rows(const Config& c, std::size_t layer, std::size_t T, const RowCache& cache, RunState& s) {
+    const std::size_t head_dim = c.head_dim(), q_dim = c.n_heads * head_dim;
+    const std::size_t group = c.n_heads / c.n_kv_heads;  // query heads per kv head
+    auto one = [&](std::size_t i, std::span<float> scores) {
+        const std::size_t t = i / c.n_heads, h = i % c.n_heads;
+        cache.attend(layer, t, h / group, std::span<const float>(s.q).subspan(t * q_dim + h * head_dim, head_dim),
+                     std::span<float>(s.heads).subspan(t * q_dim + h * head_dim, head_dim), scores);
+    };
+    const auto n = static_cast<long>(T * c.n_heads);
+    if (g_kernel_path == KernelPath::Plain) {  // one scores buffer: one thread
+        for (long i = 0; i < n; ++i) one(static_cast<std::size_t>(i), s.scores);
+        return;
+    }
+    // rows x heads are independent (tiled attention needs no shared scores buffer): threads split
+    // them, each result computed by one thread in the same order: bit-identical for any count
+#pragma omp parallel for schedule(static) num_threads(kernel_threads()) if (kernel_threads() > 1 && (T > 1 || cache.pos(0) >= 64))
+    for (long i = 0; i < n; ++i) one(static_cast<std::size_t>(i), {});
+}
+
+// ---- the steps ---------------------------------------------------------------------------------------
 
 void embed(const Model& m, int token, std::size_t pos, std::span<float> x) {
     const Config& c = m.config;
     if (token < 0 || static_cast<std::size_t>(token) >= c.vocab_size)
         throw ModelError(fmt::format("token id {} is outside the vocabulary [0, {}) of {}", token, c.vocab_size, m.source));
     // the embedding is a row lookup: token -> x [dim]
-    std::span<const float> row;
+    std::span<const float> emb;
     if (m.quantized()) {  // int8 table: dequantize this row (q · scale, runq.c's dequantized table) into x
         const QuantizedMatrix& e = m.tok_embeddings_q8;
         const std::size_t at = static_cast<std::size_t>(token) * c.dim;
         dequantize_q8_0(std::span<const std::int8_t>(e.q).subspan(at, c.dim),
                         std::span<const float>(e.scales).subspan(at / e.group, c.dim / e.group), e.group, x);
-        row = x;
+        emb = x;
     } else {
-        row = std::span<const float>(m.tok_embeddings).subspan(static_cast<std::size_t>(token) * c.dim, c.dim);
+        emb = std::span<const float>(m.tok_embeddings).subspan(static_cast<std::size_t>(token) * c.dim, c.dim);
     }
     switch (c.positions) {
         case Positions::Rope:  // positions enter later, inside attention (RoPE rotates q and k)
-            if (row.data() != x.data()) std::copy(row.begin(), row.end(), x.begin());
+            if (emb.data() != x.data()) std::copy(emb.begin(), emb.end(), x.begin());
             break;
         case Positions::Learned:  // GPT-2: a learned vector per position is added to the token's row
             if (pos >= c.max_seq_len)
                 throw ModelError(fmt::format("position {} is past the {} learned positions of {} (n_positions)", pos,
                                              c.max_seq_len, m.source));
-            add(row, std::span<const float>(m.pos_embeddings).subspan(pos * c.dim, c.dim), x);
+            add(emb, std::span<const float>(m.pos_embeddings).subspan(pos * c.dim, c.dim), x);
             break;
     }
 }
 
-void block(const Model& m, std::size_t layer, std::size_t pos, std::span<float> x, KVCache& cache, RunState& s,
-           LayerTrace* trace) {
-    switch (m.config.arch) {
-        case Arch::Llama:
-        case Arch::Qwen2:
-        case Arch::Qwen2Moe:  // the LLaMA block; its feed-forward is moe_ffn (llama_block asks the config)
-        case Arch::Mixtral: return llama_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
-        case Arch::Gpt2: return gpt2_block(m.config, m.layers[layer], layer, pos, x, cache, s, trace);
-    }
+void block(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s) {
+    family(m.config.arch).block(m, layer, T, cache, s);
 }
 
 void final_norm(const Model& m, std::span<const float> x, std::span<float> out) {
@@ -153,40 +199,71 @@ void final_norm(const Model& m, std::span<const float> x, std::span<float> out) 
     }
 }
 
-void head(const Model& m, std::span<const float> x, RunState& s) {
-    final_norm(m, x, s.xn);
-    // [vocab, dim] · [dim] -> [vocab]
-    if (m.quantized()) matvec_q8(m.classifier_q8(), s.xn, s.logits, s);  // runq.c quantizes the classifier too
-    else if (g_kernel_path == KernelPath::Plain) matvec(m.classifier(), s.xn, s.logits);
-    else matvec_fast(m.classifier(), s.xn, s.logits);
-}
-
 void classifier_rows(const Model& m, std::span<const float> xn, std::size_t n, std::span<float> logits, RunState& s) {
     const Config& c = m.config;
-    if (m.quantized()) {  // int8 classifier: head()'s int8 matvec, row by row
+    if (m.quantized()) {  // int8 classifier (runq.c quantizes it too): its matvec row by row
         for (std::size_t i = 0; i < n; ++i)
-            matvec_q8(m.classifier_q8(), xn.subspan(i * c.dim, c.dim), logits.subspan(i * c.vocab_size, c.vocab_size), s);
+            matvec_q8(m.classifier_q8(), xn.subspan(i * c.dim, c.dim), logits.subspan(i * c.vocab_size, c.vocab_size), s.xq,
+                      s.xs);
     } else if (g_kernel_path == KernelPath::Plain) {
         for (std::size_t i = 0; i < n; ++i)
             matvec(m.classifier(), xn.subspan(i * c.dim, c.dim), logits.subspan(i * c.vocab_size, c.vocab_size));
-    } else {  // one matrix product [n, dim] · [vocab, dim]ᵀ; row i is bit for bit head()'s matvec_fast
+    } else {  // one matrix product [n, dim] · [vocab, dim]ᵀ
         matmul_xwt(xn.first(n * c.dim), m.classifier(), logits.first(n * c.vocab_size), n, c.dim, c.vocab_size);
     }
 }
 
-std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCache& cache, RunState& s, Trace* t) {
+void head(const Model& m, std::span<const std::size_t> which, RunState& s, std::span<float> logits) {
+    const std::size_t dim = m.config.dim;
+    for (std::size_t i = 0; i < which.size(); ++i) final_norm(m, row(s.x, which[i], dim), row(s.final_norm, i, dim));
+    classifier_rows(m, s.final_norm, which.size(), logits, s);
+}
+
+// ---- the whole model -----------------------------------------------------------------------------------
+
+void forward_rows(const Model& m, std::span<const int> tokens, RowCache& cache, RunState& s) {
     const Config& c = m.config;
-    embed(m, token, pos, s.x);
-    if (t) {
-        t->embedding = s.x;
-        t->layers.resize(c.n_layers);
+    const std::size_t T = tokens.size();
+    if (T == 0) throw ModelError("forward: no tokens");
+    if (T > s.max_rows)
+        throw ModelError(fmt::format("forward: {} tokens, but the run state holds {} rows", T, s.max_rows));
+    // refused before anything is appended to the cache
+    for (std::size_t t = 0; t < T; ++t)
+        if (cache.pos(t) >= c.max_seq_len)
+            throw ModelError(fmt::format("position {} is beyond the context of {} (max_seq_len) of {}", cache.pos(t),
+                                         c.max_seq_len, m.source));
+    for (std::size_t t = 0; t < T; ++t) embed(m, tokens[t], cache.pos(t), row(s.x, t, c.dim));
+    for (std::size_t l = 0; l < c.n_layers; ++l) {
+        block(m, l, T, cache, s);
+        std::swap(s.x, s.out);  // this block's output is the next one's input
     }
-    for (std::size_t l = 0; l < c.n_layers; ++l) block(m, l, pos, s.x, cache, s, t ? &t->layers[l] : nullptr);
-    head(m, s.x, s);
-    if (t) {
-        t->final_norm = s.xn;
-        t->logits = s.logits;
+}
+
+std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCache& cache, RunState& s) {
+    ContiguousRows rows(cache, pos, m.config.head_dim());
+    forward_rows(m, std::span<const int>(&token, 1), rows, s);
+    const std::size_t last = 0;
+    head(m, std::span<const std::size_t>(&last, 1), s, s.logits);
+    return s.logits;
+}
+
+std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, RunState& s,
+                               std::vector<float>* all_logits) {
+    const Config& c = m.config;
+    const std::size_t T = tokens.size();
+    ContiguousRows rows(cache, cache.length(), c.head_dim());
+    forward_rows(m, tokens, rows, s);
+    if (!all_logits) {  // the classifier only for the last row: the next token's distribution
+        const std::size_t last = T - 1;
+        head(m, std::span<const std::size_t>(&last, 1), s, s.logits);
+        return s.logits;
     }
+    // every row (speculative decoding's verification): the classifier over all rows at once
+    std::vector<std::size_t> every(T);
+    for (std::size_t t = 0; t < T; ++t) every[t] = t;
+    all_logits->resize(T * c.vocab_size);
+    head(m, every, s, *all_logits);
+    std::copy(all_logits->end() - static_cast<std::ptrdiff_t>(c.vocab_size), all_logits->end(), s.logits.begin());
     return s.logits;
 }
 

@@ -1,22 +1,32 @@
-// The forward pass, one token at a time, as explicit functions:
+// The forward pass: T rows (tokens) at a time, decode being T = 1.
 //
-//   token ─► embed ─► [ block 0 ] ─► … ─► [ block L-1 ] ─► head (final norm, classifier) ─► logits
+//   tokens ─► embed ─► [ block 0 ] ─► … ─► [ block L-1 ] ─► final norm ─► classifier ─► logits
 //
-// Each family has its own block in its own file, readable top to bottom:
-//   model/llama.cpp  x ─► RMSNorm ─► attention (RoPE on q, k) ─► + x ─► h ─► RMSNorm ─► SwiGLU FFN ─► + h
-//   model/gpt2.cpp   x ─► LayerNorm ─► attention (fused qkv)  ─► + x ─► h ─► LayerNorm ─► GELU MLP   ─► + h
-//   model/moe.cpp    the feed-forward of Qwen2-MoE and Mixtral (llama.cpp's block otherwise): a router
-//                    picks top-k of n SwiGLU experts per token, their outputs summed with its weights
-// Both are pre-norm (each sub-block sees a normalised copy; the residual stream is never
-// normalised) and share the pieces below: the multi-head attention loop over the KV cache and the
-// per-token scratch buffers. embed(), block() and head() pick the family with one switch each:
-// one branch per block, never one per operation.
+// One code path for every use: a prompt (T tokens of one sequence, prefill), one new token
+// (decode, T = 1), and a continuous-batching step (each row its own sequence, model/serve/batch.h).
+// llama.cpp builds one graph for prompt and decode the same way. Each projection is one
+// X[T, in] · Wᵀ (matmul_xwt: a block of W is read once for all rows; its row t is bit for bit
+// matvec_fast of that row, so T never changes a row's numbers), and each row attends over its own
+// positions in the KV cache.
 //
-// No allocation happens here: every buffer lives in RunState, made once per model.
+// Each family's block is in its own file, readable top to bottom (model/families/):
+//   llama.cpp  x ─► RMSNorm ─► attention (RoPE on q, k) ─► + x ─► h ─► RMSNorm ─► SwiGLU FFN ─► + h
+//   gpt2.cpp   x ─► LayerNorm ─► attention (fused qkv)  ─► + x ─► h ─► LayerNorm ─► GELU MLP   ─► + h
+//   moe.cpp    the LLaMA block whose feed-forward is a mixture of experts (Qwen2-MoE, Mixtral)
+// The family row (model/family.h) says which block a model runs; this file holds the pieces every
+// block shares and the loop around them.
+//
+// The activations stay in RunState after each block (llm.c's way: the forward keeps its
+// activations), one buffer per intermediate; the harness copies them out between blocks
+// (harness/stages/record.h). Nothing in the arithmetic records anything.
+//
+// No allocation happens per token: every buffer lives in RunState, made once for at most max_rows rows.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "model/kv_cache.h"
@@ -24,202 +34,164 @@
 
 namespace lmlab {
 
-// Scratch buffers for one token, sized from the config once.
+// The activations of up to max_rows rows through one block, each intermediate in its own buffer
+// [max_rows, width] (row t at t * width), named as the golden fixtures name them. A block reads x
+// and writes out; forward() then swaps them, so x is the next block's input.
 struct RunState {
-    explicit RunState(const Config& c);
-    std::vector<float> x;        // [dim] the residual stream
-    std::vector<float> xn;       // [dim] normalised input of the current sub-block
-    std::vector<float> qkv;      // [3 * dim] GPT-2's fused projection (q, k, v side by side); empty otherwise
-    std::vector<float> q;        // [n_heads * head_dim] queries, all heads
-    std::vector<float> k, v;     // [kv_dim] this token's key and value, all kv heads
-    std::vector<float> heads;    // [n_heads * head_dim] attention output of every head, concatenated
-    std::vector<float> att_out;  // [dim] after the output projection
-    std::vector<float> gate;     // [ffn_dim] LLaMA's w1 x (then silu(w1 x) * (w3 x)); MoE: [max(ffn_dim, shared_ffn_dim)]
-    std::vector<float> up;       // [ffn_dim] LLaMA's w3 x, GPT-2's c_fc x (MoE: as gate)
-    std::vector<float> act;      // [ffn_dim] the activation: silu(gate) * up, or gelu(up) (MoE: as gate)
-    std::vector<float> ffn_out;  // [dim]
-    // mixture of experts only (empty otherwise)
-    std::vector<float> router_logits;   // [n_experts] the router's score of every expert
-    std::vector<float> router_probs;    // [n_experts] softmax of the scores
-    std::vector<int> expert_order;      // [n_experts] scratch of the top-k selection
-    std::vector<int> expert_ids;        // [top_k] the chosen experts, most probable first
-    std::vector<float> expert_weights;  // [top_k] their weights (renormalised when the config says so)
-    std::vector<float> expert_out;      // [dim] one expert's output
-    std::vector<float> shared_out;      // [dim] Qwen2-MoE: sigmoid(shared_gate x) * shared_expert(x)
-    std::vector<float> scores;   // [max_seq_len] attention probabilities of one head
-    std::vector<float> logits;   // [vocab_size]
-    // int8 models only: the activation entering a matvec, quantized at run time (runq.c's s->xq/hq).
-    // Sized for the widest input (dim, n_heads*head_dim or ffn_dim) and the smallest group (1).
-    std::vector<std::int8_t> xq;  // [widest input]
-    std::vector<float> xs;        // [widest input / group]
+    RunState(const Config& c, std::size_t max_rows = 1);
+    std::size_t max_rows;
+
+    // ---- the block's intermediates, in pipeline order (intermediate_buffers() lists them) -----------
+    std::vector<float> x;          // "in"        [dim] the residual stream entering the block
+    std::vector<float> attn_norm;  // "attn_norm" [dim] its normalised copy, the attention's input
+    std::vector<float> q;          // "q"         [n_heads*head_dim] queries of all heads (after RoPE)
+    std::vector<float> k, v;       // "k", "v"    [kv_dim] this row's key (after RoPE) and value
+    std::vector<float> heads;      // "heads"     [n_heads*head_dim] every head's attention output, side by side
+    std::vector<float> attn_out;   // "attn_out"  [dim] after the output projection
+    std::vector<float> h;          // "h"         [dim] x + attn_out: the first residual
+    std::vector<float> ffn_norm;   // "ffn_norm"  [dim] the feed-forward's input
+    std::vector<float> gate;       // "ffn_gate"  [ffn] SwiGLU's w1·x (MoE: scratch of the expert being run)
+    std::vector<float> up;         // "ffn_up"    [ffn] w3·x (GPT-2: c_fc·x)
+    std::vector<float> act;        // "ffn_act"   [ffn] silu(gate)·up, or gelu(up)
+    std::vector<float> router_logits;   // "router_logits"  [n_experts] MoE: the router's score of every expert
+    std::vector<int> expert_ids;        // "experts"        [top_k] the chosen experts, most probable first
+    std::vector<float> expert_weights;  // "expert_weights" [top_k] their weights
+    std::vector<float> shared_out;      // "shared_out"     [dim] Qwen2-MoE: the gated shared expert's output
+    std::vector<float> ffn_out;    // "ffn_out"   [dim] the feed-forward's output
+    std::vector<float> out;        // "out"       [dim] h + ffn_out: the block's output
+
+    // ---- after the last block ------------------------------------------------------------------
+    std::vector<float> final_norm;  // [max_rows, dim] the final norm of the rows logits were asked for
+    std::vector<float> logits;      // [vocab] forward()'s and prefill()'s last row
+
+    // ---- scratch -------------------------------------------------------------------------------
+    std::vector<float> qkv;           // [max_rows, 3*dim] GPT-2's fused projection before the split
+    std::vector<float> router_probs;  // [max_rows, n_experts] softmax of the router's scores
+    std::vector<int> expert_order;    // [n_experts] the top-k selection's sort
+    std::vector<float> expert_out;    // [dim] one expert's output
+    std::vector<float> scores;        // [max_seq_len] the plain attention kernel's probabilities
+    // int8 weights: the activation entering a matvec, quantized at run time (runq.c's s->xq, s->xs),
+    // sized for the widest input and the smallest group (1)
+    std::vector<std::int8_t> xq;
+    std::vector<float> xs;
 };
 
-// Every intermediate of one token through one block, named by role. A family fills the fields
-// its pipeline has (LLaMA has a gate, GPT-2 does not); layer_trace_fields() lists them.
-// Mixture of experts: router_logits [n_experts], experts [top_k] (expert ids as floats, most
-// probable first), expert_weights [top_k], shared_out [dim] (Qwen2-MoE) instead of ffn_gate/up/act.
-struct LayerTrace {
-    std::vector<float> in, attn_norm, q, k, v, heads, attn_out, h, ffn_norm, ffn_gate, ffn_up, ffn_act, ffn_out, out;
-    std::vector<float> router_logits, experts, expert_weights, shared_out;
+// The intermediates RunState holds, by the names the fixtures and the families use: the one list
+// of intermediate names on the C++ side. row(s, c, t) copies row t (expert ids as floats).
+struct IntermediateBuffer {
+    const char* name;
+    std::vector<float> (*row)(const RunState& s, const Config& c, std::size_t t);
 };
-struct TraceField {
-    const char* name;  // as in the golden fixtures: "q" is compared with layer<i>.q
-    std::vector<float> LayerTrace::*field;
-};
-// The intermediates of a block of this family, in pipeline order (the first mismatch in this order
-// is the first divergence). The only list of intermediate names on the C++ side.
-const std::vector<TraceField>& layer_trace_fields(Arch arch);
+const std::vector<IntermediateBuffer>& intermediate_buffers();
+const IntermediateBuffer& intermediate_buffer(const std::string& name);  // ModelError for an unknown name
 
-// Recorded by forward() when asked (tests and the harness; copies, so not for the hot path).
-struct Trace {
-    std::vector<float> embedding;
-    std::vector<LayerTrace> layers;
-    std::vector<float> final_norm, logits;
-};
-
-// ---- The three steps, each one switch over the family ---------------------------------------
-
-// x [dim] = token's embedding row (+ GPT-2's learned position row). Throws ModelError for a token
-// id outside the vocabulary or (learned positions) a position past the table.
-void embed(const Model& m, int token, std::size_t pos, std::span<float> x);
-
-// One transformer block on the residual stream x ([dim], updated in place) at position pos,
-// appending this token's key and value to the cache.
-void block(const Model& m, std::size_t layer, std::size_t pos, std::span<float> x, KVCache& cache, RunState& s,
-           LayerTrace* trace = nullptr);
-
-// Final norm (into s.xn) and classifier (into s.logits) of the last block's output x [dim].
-void head(const Model& m, std::span<const float> x, RunState& s);
-// The final norm alone: x [dim] -> out [dim] (RMSNorm or LayerNorm, as the family says).
-void final_norm(const Model& m, std::span<const float> x, std::span<float> out);
-// head()'s classifier for n rows at once: xn [n, dim] (already normalised) -> logits [n, vocab].
-// Each row's bits equal head()'s on it; on the fast path it is one matmul_xwt, so the classifier
-// (a small model's largest matrix) is read once for all rows.
-void classifier_rows(const Model& m, std::span<const float> xn, std::size_t n, std::span<float> logits, RunState& s);
-
-// The whole model for one token at position pos (== cache.length()): returns the logits
-// ([vocab_size], a view of s.logits). Throws ModelError for a token id outside the vocabulary and
-// past the context.
-std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCache& cache, RunState& s,
-                               Trace* trace = nullptr);
-
-// ---- Shared pieces ------------------------------------------------------------------------------
-
-// Which kernels the forward pass runs: the plain ones (kernels.h's first part: the readable
-// reference, double accumulators) or the fast ones beside them (float partial sums, tiled
-// attention, threads), each verified against the plain one. Process-wide; the default is Fast.
-// `lmlab check --plain` and `lmlab generate --plain` run everything on the plain kernels.
-enum class KernelPath { Plain, Fast };
-void set_kernel_path(KernelPath p);
-KernelPath kernel_path();
-
-// y = W x + b on the chosen path. l: [out, in] (+ [out]); x: [in] -> y: [out].
-// An int8 layer (l.q8 set) takes runq.c's path whatever the kernel path: x is quantized into
-// s.xq/s.xs (groups of l.q8.group), then matvec_q8_0, then the float bias.
-void project(const Linear& l, std::span<const float> x, std::span<float> y, RunState& s);
-// y = W x for an int8 matrix: x quantized into the scratch xq, xs (runq.c: quantize(&s->xq, x)
-// before every matmul; each at least x.size() long), then the int8 matvec.
-void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, std::span<std::int8_t> xq,
-               std::span<float> xs);
-
-// Multi-head attention of this token (s.q, already in the cache at `pos`) over positions 0..pos of
-// `layer`'s cache, into s.heads. Query head h reads kv head h / (n_heads / n_kv_heads): grouped-
-// query attention, several query heads share one kv head (n_kv_heads == n_heads: one each).
-void attend(const Config& c, std::size_t layer, std::size_t pos, const KVCache& cache, RunState& s);
-
-// ---- Batched prefill (model/prefill.cpp) ----------------------------------------------------------
-// The prompt as matrices: T tokens at positions pos0 .. pos0+T-1 go through each block together.
-// Every projection is one X[T, in] · Wᵀ (matmul_xwt: a block of W is read once for many tokens
-// instead of once per token), the KV cache receives all T rows of a layer in one call, and row t
-// attends over positions 0 .. pos0+t (causal: later rows are in the cache but not read). On the fast
-// path every row's numbers are bit-identical to running the tokens one at a time with forward();
-// on the plain path prefill() simply runs forward() per token.
-//
-// Analogy: batching requests to a database: same answers, one scan of the table per batch.
-struct PrefillState {
-    PrefillState(const Config& c, std::size_t max_tokens);
-    std::size_t max_tokens;
-    std::vector<float> x, xn;         // [T, dim]
-    std::vector<float> qkv;           // [T, 3*dim] GPT-2 only
-    std::vector<float> q, heads;      // [T, n_heads*head_dim]
-    std::vector<float> k, v;          // [T, kv_dim]
-    std::vector<float> att_out;       // [T, dim]
-    std::vector<float> gate, up, act; // [T, ffn_dim]
-    std::vector<float> ffn_out;       // [T, dim]
-    RunState one;  // the pieces that run row by row: int8 matvecs (its xq, xs), MoE feed-forwards (moe.cpp)
-};
-
-// Runs tokens at positions cache.length() .. + T - 1 (T <= ps.max_tokens); returns the logits of
-// the last token (a view of s.logits). all_logits (optional, [T, vocab]): every row's logits, the
-// classifier then run as one matmul_xwt over the rows (speculative decoding verifies k+1 rows at once).
-std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, PrefillState& ps,
-                               RunState& s, std::vector<float>* all_logits = nullptr);
-
-// Where the T rows of a batched block keep their keys and values, and what each row attends over.
-// Two kinds: one sequence in a contiguous KVCache, row t at position pos0 + t (prefill), or each
-// row its own sequence and position in a PagedKVCache (continuous batching, model/batch.cpp).
-// The batched blocks below are written once against this; only where k/v go and come from differs.
+// Where the T rows of a forward keep their keys and values, and what each row attends over. Two
+// kinds: one sequence in a contiguous KVCache, row t at position pos0 + t (prefill, decode), or each
+// row its own sequence and position in a PagedKVCache (continuous batching, model/serve/batch.cpp).
+// The blocks are written once against this; only where k and v go and come from differs.
 class RowCache {
 public:
     virtual ~RowCache() = default;
     virtual std::size_t pos(std::size_t row) const = 0;  // the row's position in its sequence
     // k, v [kv_dim] of `row` into `layer`'s cache at pos(row)
     virtual void append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) = 0;
-    // one head of one row: out [head_dim] = attention of q [head_dim] over positions 0 .. pos(row)
-    // of kv head `kv_head` of the row's sequence in `layer` (causal: later rows are not read)
+    // one head of one row: out [head_dim] = attention of q [head_dim] over positions 0 .. pos(row) of
+    // kv head `kv_head` of the row's sequence in `layer` (causal: later rows are not read). scores
+    // [max_seq_len]: the plain kernel's scratch (the fast kernels need none).
     virtual void attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q,
-                        std::span<float> out) const = 0;
+                        std::span<float> out, std::span<float> scores) const = 0;
 };
 
-// Shared pieces of the batched blocks: Y[T, out] = X[T, in] · Wᵀ + b (X, Y: buffers of at least T
-// rows; an int8 layer runs project()'s int8 matvec row by row with ps's scratch); causal attention of T rows.
-void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, std::size_t in,
-                  PrefillState& ps);
-void attend_rows(const Config& c, std::size_t layer, std::size_t T, const RowCache& cache, PrefillState& ps);
-void llama_block_rows(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t T, RowCache& cache,
-                      PrefillState& ps);
-void gpt2_block_rows(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t T, RowCache& cache,
-                     PrefillState& ps);
-// The family's batched block on rows ps.x[0..T) (block()'s one switch, for T rows).
-void block_rows(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, PrefillState& ps);
+// One sequence in a contiguous KVCache: row t at position pos0 + t.
+class ContiguousRows final : public RowCache {
+public:
+    ContiguousRows(KVCache& cache, std::size_t pos0, std::size_t head_dim);
+    std::size_t pos(std::size_t row) const override { return pos0_ + row; }
+    void append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) override;
+    void attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q, std::span<float> out,
+                std::span<float> scores) const override;
 
-// ---- Per family (model/llama.cpp, model/gpt2.cpp) ---------------------------------------------
-
-// LLaMA's attention sub-block on xn ([dim], already normalised) -> out [dim]:
-//   q = RoPE(wq xn), k = RoPE(wk xn), v = wv xn; (k, v) appended to the cache; attend; out = wo · heads.
-void llama_attention(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos,
-                     std::span<const float> xn, KVCache& cache, RunState& s, std::span<float> out);
-// LLaMA's SwiGLU feed-forward: out = w2 · (silu(w1 xn) * (w3 xn)).  xn: [dim] -> out: [dim]
-void llama_ffn(const Config& c, const LayerWeights& w, std::span<const float> xn, RunState& s, std::span<float> out);
-
-// ---- Mixture of experts (model/moe.cpp) ---------------------------------------------------------
-
-// What moe_ffn decided for one token (copies, for tests and the harness).
-struct MoeTrace {
-    std::vector<float> router_logits;   // [n_experts]
-    std::vector<float> experts;         // [top_k] chosen expert ids (as floats), most probable first
-    std::vector<float> expert_weights;  // [top_k]
-    std::vector<float> shared_out;      // [dim] Qwen2-MoE's gated shared expert; empty without one
+private:
+    KVCache& cache_;
+    std::size_t pos0_, head_dim_;
 };
 
-// The sparse MoE feed-forward of one token, transformers' Qwen2MoeSparseMoeBlock / MixtralSparseMoeBlock:
-//   p = softmax(router xn) (float32);  top_k experts by p (exact ties: the lower id first; torch's order is unspecified);
-//   weights = p of those (/ their sum when norm_topk_prob);
-//   out = Σ over the chosen experts IN EXPERT-ID ORDER of weight · expert(xn)   (transformers' index_add_ loop)
-//       [+ sigmoid(shared_gate xn) · shared_expert(xn)]                          (Qwen2-MoE)
-// xn: [dim] -> out: [dim]. Leaves the routing in s.router_logits/router_probs/expert_ids/expert_weights.
-// forced_experts (harness only, [top_k] ids): use these instead of the top-k (teacher forcing at a
-// routing near-tie); the weights are still our probabilities of them.
-void moe_ffn(const Config& c, const LayerWeights& w, std::span<const float> xn, RunState& s, std::span<float> out,
-             MoeTrace* trace = nullptr, std::span<const int> forced_experts = {});
-void llama_block(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos, std::span<float> x,
-                 KVCache& cache, RunState& s, LayerTrace* t);
-void gpt2_block(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos, std::span<float> x,
-                KVCache& cache, RunState& s, LayerTrace* t);
+// ---- The steps ----------------------------------------------------------------------------------
 
-// dst = src when a trace is being recorded (copies: tests and the harness only).
-inline void record(LayerTrace* t, std::vector<float> LayerTrace::*field, std::span<const float> src) {
-    if (t) (t->*field).assign(src.begin(), src.end());
+// x [dim] = token's embedding row (+ GPT-2's learned position row). Throws ModelError for a token
+// id outside the vocabulary or (learned positions) a position past the table.
+void embed(const Model& m, int token, std::size_t pos, std::span<float> x);
+
+// The model's block `layer` (its family's block, model/family.h) on rows [0, T) of s.x -> s.out.
+void block(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s);
+
+// The final norm of one row: x [dim] -> out [dim] (RMSNorm or LayerNorm, as the config says).
+void final_norm(const Model& m, std::span<const float> x, std::span<float> out);
+
+// The classifier for n rows at once: xn [n, dim] (already normalised) -> logits [n, vocab]. On the
+// fast path one matmul_xwt, so the classifier (a small model's largest matrix) is read once for all.
+void classifier_rows(const Model& m, std::span<const float> xn, std::size_t n, std::span<float> logits, RunState& s);
+
+// The logits of the rows `rows` of s.x (the last block's output, after the swap): their final
+// norms into s.final_norm (compacted: entry i is rows[i]), then classifier_rows into logits [n, vocab].
+void head(const Model& m, std::span<const std::size_t> rows, RunState& s, std::span<float> logits);
+
+// ---- The whole model ------------------------------------------------------------------------------
+
+// tokens[t] at position cache.pos(t), t < T <= s.max_rows, through embed and every block (each row's
+// keys and values appended to the cache). The output of the last block is then in s.x. Throws
+// ModelError for a token id outside the vocabulary, a position past the context, or too many rows.
+void forward_rows(const Model& m, std::span<const int> tokens, RowCache& cache, RunState& s);
+
+// One token at position pos (== cache.length()): returns the logits ([vocab], a view of s.logits).
+std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCache& cache, RunState& s);
+
+// T tokens at positions cache.length() .. + T - 1 (T <= s.max_rows): returns the last row's logits
+// (a view of s.logits). all_logits (optional): every row's, [T, vocab] (speculative decoding
+// verifies k + 1 rows at once).
+std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, RunState& s,
+                               std::vector<float>* all_logits = nullptr);
+
+// ---- Pieces the blocks share ----------------------------------------------------------------------
+
+// Which kernels the forward pass runs: the plain ones (kernels.h's first part: the readable
+// reference, double accumulators, one row at a time) or the fast ones beside them (float partial
+// sums, matmul_xwt over the rows, tiled attention, threads), each verified against the plain one.
+// Process-wide; the default is Fast. `--plain` runs everything on the plain kernels.
+enum class KernelPath { Plain, Fast };
+void set_kernel_path(KernelPath p);
+KernelPath kernel_path();
+
+// Y[T, out] = X[T, in] · Wᵀ + b, l's weights [out, in] (+ [out]), on the chosen path: plain, linear()
+// per row; fast, one matmul_xwt. An int8 layer (l.q8 set) takes runq.c's path whatever the kernel path:
+// each row quantized into s.xq/s.xs, then matvec_q8_0, then the float bias. X and Y hold exactly T
+// rows (rows(buffer, T, width) of RunState's buffers).
+void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, RunState& s);
+
+// y = W x for an int8 matrix: x quantized into the scratch xq, xs (runq.c: quantize(&s->xq, x)
+// before every matmul; each at least x.size() long), then the int8 matvec.
+void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<float> y, std::span<std::int8_t> xq,
+               std::span<float> xs);
+
+// Multi-head attention of rows [0, T): s.q (already rotated) over each row's cached positions, into
+// s.heads. Query head h reads kv head h / (n_heads / n_kv_heads): grouped-query attention, several
+// query heads share one kv head (n_kv_heads == n_heads: one each). Rows × heads are independent:
+// threads split them on the fast path, each result computed by one thread alone.
+void attend_rows(const Config& c, std::size_t layer, std::size_t T, const RowCache& cache, RunState& s);
+
+// Row t of a [rows, n] buffer.
+inline std::span<float> row(std::vector<float>& buf, std::size_t t, std::size_t n) {
+    return std::span<float>(buf).subspan(t * n, n);
+}
+inline std::span<const float> row(const std::vector<float>& buf, std::size_t t, std::size_t n) {
+    return std::span<const float>(buf).subspan(t * n, n);
+}
+// The first T rows of a [rows, n] buffer.
+inline std::span<float> rows(std::vector<float>& buf, std::size_t T, std::size_t n) {
+    return std::span<float>(buf).first(T * n);
+}
+inline std::span<const float> rows(const std::vector<float>& buf, std::size_t T, std::size_t n) {
+    return std::span<const float>(buf).first(T * n);
 }
 
 }  // namespace lmlab

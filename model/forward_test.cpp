@@ -2,6 +2,8 @@
 // formulas in forward.h and kernels.h (plain loops, no kernel calls), plus the properties that a
 // reference comparison alone would not pin down: which kv head a query head reads, the input
 // checks, the trace, and bit-for-bit determinism.
+#include "model/families/families.h"
+#include "model/family.h"
 #include "model/forward.h"
 
 #include <gtest/gtest.h>
@@ -240,8 +242,10 @@ TEST(Forward, AtPositionZeroEveryHeadReturnsTheValueOfItsKvHead) {
     const Model m = test::make_model(c);
     KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
     RunState s(c);
-    std::vector<float> xn = {0.5f, -1.0f, 0.25f, 1.5f, -0.75f, 1.0f, 0.125f, -0.5f}, out(c.dim);
-    llama_attention(c, m.layers[0], 0, 0, xn, cache, s, out);
+    const std::vector<float> xn = {0.5f, -1.0f, 0.25f, 1.5f, -0.75f, 1.0f, 0.125f, -0.5f};
+    std::copy(xn.begin(), xn.end(), s.attn_norm.begin());
+    ContiguousRows rows(cache, 0, c.head_dim());
+    llama_attention(c, m.layers[0], 0, 1, rows, s);
     const std::size_t hd = c.head_dim();  // 2
     for (std::size_t h = 0; h < c.n_heads; ++h)
         for (std::size_t d = 0; d < hd; ++d) EXPECT_EQ(s.heads[h * hd + d], s.v[(h / 2) * hd + d]) << "head " << h;
@@ -328,58 +332,65 @@ TEST(Forward, PositionOtherThanTheCacheLengthThrows) {
 
 // ---- Trace --------------------------------------------------------------------------------------
 
-TEST(Forward, TraceRecordsEveryIntermediate) {
-    // the harness compares these one by one against PyTorch: each must have its documented size,
-    // its value, and the residual relations between them
+TEST(Forward, RunStateKeepsEveryIntermediate) {
+    // the harness copies these out between blocks and compares them one by one against PyTorch: after
+    // each block every buffer the family lists must hold its documented size, its value, and the
+    // residual relations between them; and the steps run one by one must give forward()'s logits
     const Config c = wide_head_config(RopeStyle::RotateHalf);
     const Model m = test::make_model(c);
-    KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
-    RunState s(c);
+    KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim()), cache2 = cache;
+    RunState s(c), s2(c);
     NaiveLlama ref(m);
     forward(m, 2, 0, cache, s);
+    forward(m, 2, 0, cache2, s2);
     ref.step(2);
-    Trace t;
-    const auto logits = forward(m, 5, 1, cache, s, &t);  // position 1: q and k are rotated
+    const auto logits = forward(m, 5, 1, cache2, s2);  // position 1: q and k are rotated
     ref.step(5);
 
     const std::size_t dim = c.dim, qd = c.n_heads * c.head_dim(), kv = c.kv_dim();
-    ASSERT_EQ(t.embedding.size(), dim);
-    EXPECT_TRUE(std::equal(t.embedding.begin(), t.embedding.end(), m.tok_embeddings.begin() + 5 * 8));
-    ASSERT_EQ(t.layers.size(), c.n_layers);
+    ContiguousRows rows(cache, 1, c.head_dim());
+    embed(m, 5, 1, row(s.x, 0, dim));
+    std::vector<float> in(s.x.begin(), s.x.begin() + static_cast<std::ptrdiff_t>(dim));
+    EXPECT_TRUE(std::equal(in.begin(), in.end(), m.tok_embeddings.begin() + 5 * 8));
+    EXPECT_EQ(family(c.arch).intermediates.size(), 14u);  // in .. out, every one of them in RunState
     for (std::size_t l = 0; l < c.n_layers; ++l) {
-        const LayerTrace& L = t.layers[l];
+        block(m, l, 1, rows, s);
+        auto get = [&](const char* name) { return intermediate_buffer(name).row(s, c, 0); };
         const NaiveLayer& R = ref.layers[l];
-        EXPECT_EQ(L.in.size(), dim);
-        EXPECT_EQ(L.attn_norm.size(), dim);
-        EXPECT_EQ(L.q.size(), qd);
-        EXPECT_EQ(L.k.size(), kv);
-        EXPECT_EQ(L.v.size(), kv);
-        EXPECT_EQ(L.attn_out.size(), dim);
-        EXPECT_EQ(L.h.size(), dim);
-        EXPECT_EQ(L.ffn_norm.size(), dim);
-        EXPECT_EQ(L.ffn_out.size(), dim);
-        EXPECT_EQ(L.out.size(), dim);
-        EXPECT_EQ(L.in, l == 0 ? t.embedding : t.layers[l - 1].out) << "layer " << l;
+        const auto L_in = get("in"), L_h = get("h"), L_out = get("out"), attn_out = get("attn_out"), ffn_out = get("ffn_out");
+        EXPECT_EQ(get("attn_norm").size(), dim);
+        EXPECT_EQ(get("q").size(), qd);
+        EXPECT_EQ(get("k").size(), kv);
+        EXPECT_EQ(get("v").size(), kv);
+        EXPECT_EQ(get("ffn_gate").size(), c.ffn_dim);
+        EXPECT_EQ(L_out.size(), dim);
+        EXPECT_EQ(L_in, in) << "layer " << l;  // the previous block's output (or the embedding)
         for (std::size_t i = 0; i < dim; ++i) {
-            EXPECT_EQ(L.h[i], L.in[i] + L.attn_out[i]);
-            EXPECT_EQ(L.out[i], L.h[i] + L.ffn_out[i]);
+            EXPECT_EQ(L_h[i], L_in[i] + attn_out[i]);
+            EXPECT_EQ(L_out[i], L_h[i] + ffn_out[i]);
         }
-        EXPECT_LT(max_abs_diff(L.attn_norm, R.attn_norm), 1e-5) << "layer " << l;
-        EXPECT_LT(max_abs_diff(L.q, R.q), 1e-5) << "layer " << l;
-        EXPECT_LT(max_abs_diff(L.k, R.k), 1e-5) << "layer " << l;
-        EXPECT_LT(max_abs_diff(L.v, R.v), 1e-5) << "layer " << l;
-        EXPECT_LT(max_abs_diff(L.attn_out, R.attn_out), 1e-5) << "layer " << l;
-        EXPECT_LT(max_abs_diff(L.ffn_norm, R.ffn_norm), 1e-5) << "layer " << l;
-        EXPECT_LT(max_abs_diff(L.ffn_out, R.ffn_out), 1e-5) << "layer " << l;
-        EXPECT_LT(max_abs_diff(L.out, R.out), 1e-5) << "layer " << l;
-        // the traced k and v are the rows the cache holds for position 1
-        EXPECT_TRUE(std::equal(L.k.begin(), L.k.end(), cache.keys(l).begin() + static_cast<std::ptrdiff_t>(kv)));
-        EXPECT_TRUE(std::equal(L.v.begin(), L.v.end(), cache.values(l).begin() + static_cast<std::ptrdiff_t>(kv)));
+        EXPECT_LT(max_abs_diff(get("attn_norm"), R.attn_norm), 1e-5) << "layer " << l;
+        EXPECT_LT(max_abs_diff(get("q"), R.q), 1e-5) << "layer " << l;
+        EXPECT_LT(max_abs_diff(get("k"), R.k), 1e-5) << "layer " << l;
+        EXPECT_LT(max_abs_diff(get("v"), R.v), 1e-5) << "layer " << l;
+        EXPECT_LT(max_abs_diff(attn_out, R.attn_out), 1e-5) << "layer " << l;
+        EXPECT_LT(max_abs_diff(get("ffn_norm"), R.ffn_norm), 1e-5) << "layer " << l;
+        EXPECT_LT(max_abs_diff(ffn_out, R.ffn_out), 1e-5) << "layer " << l;
+        EXPECT_LT(max_abs_diff(L_out, R.out), 1e-5) << "layer " << l;
+        // k and v are the rows the cache holds for position 1
+        const auto k = get("k"), v = get("v");
+        EXPECT_TRUE(std::equal(k.begin(), k.end(), cache.keys(l).begin() + static_cast<std::ptrdiff_t>(kv)));
+        EXPECT_TRUE(std::equal(v.begin(), v.end(), cache.values(l).begin() + static_cast<std::ptrdiff_t>(kv)));
+        in = L_out;
+        std::swap(s.x, s.out);  // as forward_rows() does between blocks
     }
-    ASSERT_EQ(t.final_norm.size(), dim);
-    EXPECT_LT(max_abs_diff(t.final_norm, ref.final_norm), 1e-5);
-    ASSERT_EQ(t.logits.size(), c.vocab_size);
-    EXPECT_TRUE(std::equal(t.logits.begin(), t.logits.end(), logits.begin()));
+    const std::size_t last = 0;
+    std::vector<float> mine(c.vocab_size);
+    head(m, std::span<const std::size_t>(&last, 1), s, mine);
+    EXPECT_LT(max_abs_diff(std::vector<float>(s.final_norm.begin(), s.final_norm.begin() + static_cast<std::ptrdiff_t>(dim)),
+                           ref.final_norm),
+              1e-5);
+    EXPECT_TRUE(std::equal(mine.begin(), mine.end(), logits.begin()));  // the same bits as forward()
 }
 
 // ---- Determinism ------------------------------------------------------------------------------

@@ -36,14 +36,6 @@ void KVCache::write_row(std::size_t layer, std::size_t pos, std::span<const floa
     std::copy(v.begin(), v.end(), values_.begin() + static_cast<std::ptrdiff_t>(offset(layer, pos)));
 }
 
-void KVCache::overwrite(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v) {
-    check_layer(layer);
-    if (pos >= lengths_[layer])
-        throw ModelError("KV cache: overwrite of layer " + std::to_string(layer) + " position " + std::to_string(pos) +
-                           " which was never appended");
-    write_row(layer, pos, k, v);
-}
-
 std::span<const float> KVCache::keys(std::size_t layer) const {
     check_layer(layer);
     return std::span<const float>(keys_).subspan(offset(layer, 0), lengths_[layer] * kv_dim_);

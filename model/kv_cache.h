@@ -29,9 +29,6 @@ public:
     std::span<const float> keys(std::size_t layer) const;
     std::span<const float> values(std::size_t layer) const;
 
-    // Overwrites an already appended row (teacher-forced checks replace our k/v with PyTorch's).
-    void overwrite(std::size_t layer, std::size_t pos, std::span<const float> k, std::span<const float> v);
-
     std::size_t length(std::size_t layer) const;
     // Positions held by every layer (the sequence length once a token has gone through all layers).
     std::size_t length() const;

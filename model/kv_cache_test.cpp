@@ -1,4 +1,4 @@
-// Tests of the KV cache: its append-only invariants, the layout of its views, and reset/overwrite.
+// Tests of the KV cache: its append-only invariants, the layout of its views, reset and truncate.
 #include "model/kv_cache.h"
 
 #include <gtest/gtest.h>
@@ -142,36 +142,6 @@ TEST(KVCache, ResetEmptiesButKeepsCapacity) {
     EXPECT_EQ(std::vector<float>(c.keys(0).begin(), c.keys(0).end()), (std::vector<float>{7, 8, 7, 8, 7, 8}));
     EXPECT_EQ(std::vector<float>(c.values(0).begin(), c.values(0).end()), (std::vector<float>{9, 10, 9, 10, 9, 10}));
     EXPECT_THROW(c.append(0, 3, k, v), ModelError);
-}
-
-TEST(KVCache, OverwriteReplacesOnlyThatRow) {
-    // teacher forcing swaps one row for the reference's; its neighbours and other layers stay
-    KVCache c(2, 4, 2);
-    for (std::size_t l = 0; l < 2; ++l)
-        for (std::size_t pos = 0; pos < 3; ++pos) append_row(c, l, pos);
-    const std::vector<float> k = {-1, -2}, v = {-3, -4};
-    c.overwrite(0, 1, k, v);
-    EXPECT_EQ(std::vector<float>(c.keys(0).begin(), c.keys(0).end()), (std::vector<float>{0, 1, -1, -2, 20, 21}));
-    EXPECT_EQ(std::vector<float>(c.values(0).begin(), c.values(0).end()),
-              (std::vector<float>{0.5f, 1.5f, -3, -4, 20.5f, 21.5f}));
-    EXPECT_EQ(std::vector<float>(c.keys(1).begin(), c.keys(1).end()),
-              (std::vector<float>{100, 101, 110, 111, 120, 121}));
-    EXPECT_EQ(c.length(0), 3u);  // overwriting does not append
-}
-
-TEST(KVCache, OverwriteOfARowNeverAppendedThrows) {
-    // overwrite must not become a way around the no-gap rule
-    KVCache c(2, 4, 2);
-    append_row(c, 0, 0);
-    const std::vector<float> k = {1, 2}, v = {3, 4}, wrong = {1, 2, 3};
-    expect_error<ModelError>([&] { c.overwrite(0, 1, k, v); }, {"position 1"});  // == length
-    expect_error<ModelError>([&] { c.overwrite(0, 3, k, v); }, {"position 3"});  // beyond length
-    expect_error<ModelError>([&] { c.overwrite(1, 0, k, v); }, {"layer 1"});     // layer still empty
-    expect_error<ModelError>([&] { c.overwrite(2, 0, k, v); }, {"layer 2"});     // no such layer
-    EXPECT_THROW(c.overwrite(0, 0, wrong, v), ModelError);                       // wrong width
-    EXPECT_EQ(c.length(0), 1u);
-    EXPECT_EQ(c.keys(0)[0], 0.0f);
-    EXPECT_EQ(c.keys(0)[1], 1.0f);
 }
 
 TEST(KVCache, TruncateRollsEveryLayerBackAndKeepsTheRowsBefore) {

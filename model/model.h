@@ -1,9 +1,10 @@
 // The model: its configuration and its weights, exactly as loaded from a file.
 //
-// One engine, several families. A family (Arch) is a hard-coded pipeline in its own forward file
-// (model/llama.cpp, model/gpt2.cpp); the Config spells out every choice that differs between them
-// (which norm, which activation, how positions enter, which projections carry a bias) so that a
-// reader sees them in one place, and validate() refuses a combination no forward file implements.
+// One engine, several families. A family (Arch) is a hard-coded pipeline in its own file under
+// model/families/, described by its row in model/family.h; the Config spells out every choice that
+// differs between them (which norm, which activation, how positions enter, which projections carry
+// a bias) so that a reader sees them in one place, and validate() refuses a combination the
+// family's block does not implement.
 //
 // Loading parses, it does not just validate: every loader returns a Model whose every tensor has
 // the shape its Config demands, or throws ModelError naming the file, the tensor, the expected and
@@ -31,21 +32,15 @@ struct ModelError : std::runtime_error {
 // "[4, 64]"; a dimension of SIZE_MAX (the harness's "any length") prints as "*"
 std::string shape_str(std::span<const std::size_t> shape);
 
-enum class Arch {
-    Llama,  // Meta's LLaMA, llama2.c checkpoints: RMSNorm, RoPE, SwiGLU, no biases
-    Gpt2,   // OpenAI's GPT-2: LayerNorm, learned positions, GELU, biases everywhere, tied embeddings
-    Qwen2,  // Alibaba's Qwen2: LLaMA's pipeline with biases on q, k, v (rotate-half RoPE, theta 1e6)
-    // Mixture of experts (model/moe.cpp): the LLaMA block whose SwiGLU feed-forward is replaced by
-    // a router choosing top-k of n_experts SwiGLU experts per token
-    Qwen2Moe,  // Alibaba's Qwen2-MoE: Qwen2 attention (q/k/v biases) + experts + a sigmoid-gated shared expert
-    Mixtral,   // Mistral's Mixtral: LLaMA attention (no biases) + experts, top-k weights always renormalised
-};
+// Which family a model is: the key of its row in model/family.h (which says what each one is).
+enum class Arch { Llama, Gpt2, Qwen2, Qwen2Moe, Mixtral };
 enum class NormKind { RMSNorm, LayerNorm };
 enum class Activation { SwiGLU, GeluTanh, GeluErf };
 enum class Positions { Rope, Learned };
 
-const char* arch_name(Arch a);  // "llama", "gpt2", "qwen2", "qwen2_moe", "mixtral": the names model files use
-// Throws ModelError naming `source` and the known names.
+// The family's name ("llama", "gpt2", "qwen2", "qwen2moe", "mixtral": its row's name).
+const char* arch_name(Arch a);
+// The family of that name; throws ModelError naming `source` and the known names.
 Arch parse_arch(const std::string& name, const std::string& source);
 
 struct Config {
@@ -80,15 +75,11 @@ struct Config {
     std::size_t head_dim() const { return dim / n_heads; }
     std::size_t kv_dim() const { return head_dim() * n_kv_heads; }
     // Checks the numbers make a model (positive, n_heads divides dim, n_kv_heads divides n_heads,
-    // even head_dim for RoPE) and that the family's forward file implements every choice made
-    // (e.g. a GPT-2 with RMSNorm is refused). Throws ModelError naming `source` and the value.
+    // even head_dim for RoPE) and that the family's block implements every choice made (its row's
+    // check: e.g. a GPT-2 with RMSNorm is refused). Throws ModelError naming `source` and the value.
     void validate(const std::string& source) const;
-    // The fixed choices of each family (dims left at 0): start from these, then set the numbers.
-    static Config llama();
-    static Config gpt2();
-    static Config qwen2();
-    static Config qwen2_moe();
-    static Config mixtral();
+    // The fixed choices of a family (dims left at 0): start from these, then set the numbers.
+    static Config of(Arch arch);
 };
 
 // A norm's parameters: weight [dim]; bias [dim] for LayerNorm, empty for RMSNorm.
@@ -147,6 +138,7 @@ struct Vocabulary {
 struct Model {
     Config config;
     std::string source;                  // the file or directory it came from
+    std::string format;                  // its file format: "hdf5", "llama2.c", "llama2.c int8", "llm.c", "hf"
     std::vector<float> tok_embeddings;   // [vocab_size, dim]
     std::vector<float> pos_embeddings;   // [max_seq_len, dim]: GPT-2's learned positions; empty with RoPE
     std::vector<LayerWeights> layers;    // [n_layers]
@@ -165,26 +157,6 @@ struct Model {
     bool quantized() const { return !tok_embeddings_q8.empty(); }
     const QuantizedMatrix& classifier_q8() const { return config.tied_embeddings ? tok_embeddings_q8 : output_q8; }
 };
-
-// HDF5 model file (golden/models/*.h5: config as root attributes, tensors under PyTorch names).
-Model load_model_hdf5(const std::string& path);
-// llama2.c checkpoint (header + float32 weights; see ../shared/models/stories260K/README.md).
-Model load_model_llama2c(const std::string& path);
-// llm.c GPT-2 checkpoint (gpt2_124M.bin: 256-int32 header, magic 20240326, version 3 = float32).
-Model load_model_llmc(const std::string& path);
-// Hugging Face model directory: config.json + model.safetensors (or sharded with
-// model.safetensors.index.json). model_type "gpt2", "llama", "qwen2", "qwen2_moe" or "mixtral".
-Model load_model_hf(const std::string& dir);
-// Only the vocabulary of an HDF5 model file (group tokenizer/); throws ModelError when absent.
-Vocabulary load_vocabulary_hdf5(const std::string& path);
-// llama2.c's int8 checkpoint (export.py version2_export, read by runq.c): a 256-byte header
-// (magic "ak42" = 0x616b3432, version 2, the 7 config ints, shared_classifier byte, group_size),
-// the norms in float32, then every matrix as int8 values followed by its float32 group scales.
-Model load_model_llama2c_q8(const std::string& path);
-// Recognises the format: a directory with config.json -> Hugging Face; .h5/.hdf5 -> HDF5; a file
-// starting with llm.c's magic -> llm.c; with llama2.c's "ak42" magic -> its int8 format; anything
-// else -> llama2.c checkpoint.
-Model load_model(const std::string& path);
 
 // ---- Int8 weights (model/quantize.cpp) ----------------------------------------------------------
 

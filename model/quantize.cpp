@@ -1,7 +1,7 @@
 // Int8 weights (Q8_0) for a whole model, as llama2.c's runq.c runs them: every matrix that a
 // matvec reads (the Linears and the classifier) becomes int8 + one float scale per group of a row,
 // and the activation entering it is quantized the same way at run time (model/forward.cpp,
-// project()). The token embedding table is quantized too and a row is dequantized when a token is
+// project_rows()). The token embedding table is quantized too and a row is dequantized when a token is
 // looked up: the same floats as runq.c's dequantized table, at a quarter of the memory. Norms,
 // biases and GPT-2's learned positions stay float (they are added, not multiplied through a matvec).
 #include <algorithm>

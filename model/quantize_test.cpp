@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "model/load/load.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/tensors.h"
@@ -147,7 +148,7 @@ TEST(QuantizeModel, RowsNotWholeGroupsThrowNamingTheTensorAndAGroupThatFits) {
 }
 
 TEST(QuantizeModel, Gpt2KeepsBiasesAndPositionsFloatAndTiesTheClassifier) {
-    Config c = Config::gpt2();
+    Config c = Config::of(Arch::Gpt2);
     c.dim = 8;
     c.n_layers = 1;
     c.n_heads = c.n_kv_heads = 2;
@@ -178,10 +179,9 @@ TEST(QuantizeModel, PrefillOfAnInt8ModelEqualsTokenByToken) {
     const Model q = quantize_model(test::tiny_model(), 4);
     const std::vector<int> tokens = {1, 4, 2};
     KVCache cache(q.config.n_layers, q.config.max_seq_len, q.config.kv_dim());
-    RunState s(q.config);
-    PrefillState ps(q.config, tokens.size());
+    RunState s(q.config, tokens.size());
     std::vector<float> all;
-    prefill(q, tokens, cache, ps, s, &all);
+    prefill(q, tokens, cache, s, &all);
     EXPECT_EQ(all, logits_of(q, tokens));
 }
 

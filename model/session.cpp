@@ -40,9 +40,9 @@ GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_
     reset();
 
     const auto t0 = clock::now();
-    // the prompt in one batched call (on the plain path prefill() feeds it token by token)
-    PrefillState ps(model_.config, prompt.size());
-    std::span<const float> logits = prefill(model_, prompt, cache_, ps, state_);
+    // the prompt in one call over all its rows (the same code as one token: T rows instead of 1)
+    RunState prompt_state(model_.config, prompt.size());
+    std::span<const float> logits = prefill(model_, prompt, cache_, prompt_state);
     const auto t1 = clock::now();
 
     r.stop_reason = "max_new_tokens";

@@ -1,6 +1,6 @@
-// A session: one model, one KV cache, one sequence at a time. The prompt goes through the batched
-// prefill (model/prefill.cpp; bit-identical to feeding it token by token on the same kernel path),
-// generated tokens through forward() one at a time.
+// A session: one model, one KV cache, one sequence at a time. The prompt goes through forward() as
+// T rows at once (prefill, model/forward.h), generated tokens one at a time (T = 1): the same code,
+// so the same bits as feeding the prompt token by token.
 #pragma once
 
 #include <functional>

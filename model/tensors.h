@@ -1,4 +1,5 @@
-// The tensor tables: for each family, every tensor a Model holds, in one list.
+// The tensor tables: for each family, every tensor a Model holds, in one list (the family's
+// `tensors` in its file under model/families/; this header is the machinery they share).
 //
 // This is the only place tensor names live. Every loader walks its family's table: the HDF5 and
 // safetensors loaders look each tensor up by name, the llama2.c and llm.c loaders read them in
@@ -27,10 +28,8 @@ struct TensorSlot {
     bool per_expert = false;                   // one per expert of every layer (mixture of experts): n_experts copies
 };
 
-// LLaMA (and Qwen2, which is LLaMA with q/k/v biases): Meta's names (as in our HDF5 files and
-// llama_ref.py) in llama2.c's checkpoint order, and Hugging Face's LlamaForCausalLM / Qwen2ForCausalLM
-// names. GPT-2: Hugging Face's names without the "transformer." prefix, in llm.c's checkpoint order.
-const std::vector<TensorSlot>& tensor_table(Arch arch);
+// The table of a config's family (model/family.h).
+const std::vector<TensorSlot>& tensor_table(const Config& c);
 
 // "h.{}.attn.c_attn.weight" with layer 3 -> "h.3.attn.c_attn.weight"; a second "{}" becomes the expert
 std::string tensor_name(const char* pattern, std::size_t layer, std::size_t expert = 0);
@@ -47,6 +46,30 @@ std::vector<BoundTensor> bind_tensors(Model& m);
 
 // The number of floats of a shape.
 std::size_t numel(const std::vector<std::size_t>& shape);
+
+// ---- What the family tables are written with ------------------------------------------------------
+namespace slots {
+using Shape = std::vector<std::size_t>;
+inline Shape dim(const Config& c) { return {c.dim}; }
+inline Shape embeddings(const Config& c) { return {c.vocab_size, c.dim}; }
+inline Shape positions(const Config& c) { return {c.max_seq_len, c.dim}; }
+inline Shape q_proj(const Config& c) { return {c.n_heads * c.head_dim(), c.dim}; }
+inline Shape kv_proj(const Config& c) { return {c.kv_dim(), c.dim}; }
+inline Shape o_proj(const Config& c) { return {c.dim, c.n_heads * c.head_dim()}; }
+inline Shape q_out(const Config& c) { return {c.n_heads * c.head_dim()}; }
+inline Shape kv_out(const Config& c) { return {c.kv_dim()}; }
+inline Shape ffn_in(const Config& c) { return {c.ffn_dim, c.dim}; }
+inline Shape ffn_out(const Config& c) { return {c.dim, c.ffn_dim}; }
+inline Shape ffn_bias(const Config& c) { return {c.ffn_dim}; }
+inline bool untied(const Config& c) { return !c.tied_embeddings; }
+inline bool has_qkv_bias(const Config& c) { return c.qkv_bias; }
+}  // namespace slots
+
+// Field accessors: captureless lambdas, so a table stays plain data.
+#define LMLAB_LAYER(member) [](Model& m, std::size_t l, std::size_t) -> std::vector<float>& { return m.layers[l].member; }
+#define LMLAB_GLOBAL(member) [](Model& m, std::size_t, std::size_t) -> std::vector<float>& { return m.member; }
+#define LMLAB_EXPERT(member) \
+    [](Model& m, std::size_t l, std::size_t e) -> std::vector<float>& { return m.layers[l].experts[e].member; }
 
 // Where the int8 form of a bound tensor goes (model/quantize.cpp): the token embeddings ->
 // m.tok_embeddings_q8, the classifier -> m.output_q8, a Linear's weight -> its q8; nullptr for

@@ -1223,7 +1223,7 @@ def main():
     torch.use_deterministic_algorithms(True)
     sha = exporter_sha256()
     table = stage_table_json(args.lmlab)
-    rows = json.loads(table)
+    rows = json.loads(table)["stages"]
     t0 = time.perf_counter()
     fixtures = {}  # fixture -> the first stage row that uses it (stages may share a fixture)
     for row in rows:

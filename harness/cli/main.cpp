@@ -19,6 +19,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "model/load/load.h"
 #include "harness/cli/cli_parse.h"
 #include "harness/fixture.h"
 #include "model/forward.h"
@@ -468,19 +469,15 @@ int main(int argc, char** argv) {
     try {
         if (*list) {
             if (list_json) {
-                // the exporter's list of stages (scripts/export_golden.py reads this: one source)
-                nlohmann::json rows = nlohmann::json::array();
-                for (const Stage& s : stages())
-                    rows.push_back({{"id", s.id}, {"level", s.level}, {"family", s.family}, {"model", s.model},
-                                    {"fixture", s.fixture}});
-                fmt::print("{}\n", rows.dump(1));
+                // what the exporter reads (scripts/lmlab_ref): the stage table and the family rows, one source
+                fmt::print("{}\n", stage_table_json().dump(1));
                 return 0;
             }
             std::size_t id_width = 0;  // the longest id sets the first column
             for (const Stage& s : stages()) id_width = std::max(id_width, std::string(s.id).size());
             for (const Stage& s : stages())
-                fmt::print("{:<{}} {:<10} {:<10} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, id_width, s.level, s.family,
-                           s.fixture, s.tol.atol, s.tol.rtol, s.tol_why);
+                fmt::print("{:<{}} {:<10} {:<14} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, id_width, s.level,
+                           stage_family_label(s), s.fixture, s.tol.atol, s.tol.rtol, s.tol_why);
             return 0;
         }
         if (*verify) {

@@ -1,3 +1,4 @@
+#include "model/load/load.h"
 #include "harness/cli/serve.h"
 
 #include <algorithm>

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cerrno>
+#include <deque>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -68,6 +69,45 @@ std::string pass_summary(const std::vector<StageResult>& results) {
     return fmt::format("logits max |ours - reference| {:.3g}, {}", logits_abs, tokens);
 }
 
+// The checks verify runs, in order, and the fixture scripts/verify_ref.py writes for each.
+struct VerifyKind {
+    const char* name;
+    StageFn run;
+    const char* fixture;
+};
+const std::vector<VerifyKind>& verify_kinds() {
+    static const std::vector<VerifyKind> kinds = {
+        {"forward", stage_model_forward, "model/forward.h5"},
+        {"kv_cache", stage_model_kv_cache, "model/kv_cache.h5"},
+        {"prefill", stage_model_prefill, "model/forward.h5"},
+        {"generation", stage_generation_greedy, "generation/greedy.h5"},
+    };
+    return kinds;
+}
+
+// What verify runs: for each kind of model check, the golden table's row of this family (its
+// function, fixture recipe and tolerance with its reason), renamed verify.<kind> and pointed at the
+// user's model. The ids and paths live as long as the process (the rows keep const char*).
+std::vector<Stage> verify_rows(Arch arch, const std::string& model_path) {
+    static std::deque<std::string> strings;  // (a few per verify run; a deque never moves them)
+    const std::string family = arch_name(arch);
+    std::vector<Stage> rows;
+    for (const VerifyKind& kind : verify_kinds()) {
+        const Stage* golden = nullptr;
+        for (const Stage& s : stages())
+            if (!golden && s.run == kind.run && family == s.family && !s.int8) golden = &s;
+        if (!golden) continue;  // the family has no golden stage of this kind: nothing to borrow a tolerance from
+        Stage row = *golden;
+        strings.push_back(std::string("verify.") + kind.name);
+        row.id = strings.back().c_str();
+        strings.push_back(model_path);
+        row.model = strings.back().c_str();
+        row.fixture = kind.fixture;
+        rows.push_back(row);
+    }
+    return rows;
+}
+
 }  // namespace
 
 std::string default_verify_dir(const std::string& reports_dir, const std::string& model_path) {
@@ -117,22 +157,9 @@ int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::s
         throw std::runtime_error(fmt::format("the reference (scripts/verify_ref.py) failed with exit code {}; its "
                                              "message is above", rc));
 
-    // 3. The stages, on those fixtures: rows like the golden table's, the model being the user's.
-    const char* family = arch_name(c.arch);
-    const std::vector<Stage> rows = {
-        {"verify.forward", "model", family, model_path.c_str(), "model/forward.h5", kLogits,
-         "every intermediate at every prompt position, free-running and teacher-forced: the logits tolerance of "
-         "the golden model stages",
-         stage_model_forward},
-        {"verify.kv_cache", "model", family, model_path.c_str(), "model/kv_cache.h5", kLogits,
-         "keys (after RoPE) and values of every layer after the prompt: the model tolerance (the deepest layers "
-         "carry every layer's rounding)",
-         stage_model_kv_cache},
-        {"verify.prefill", "model", family, model_path.c_str(), "model/forward.h5", kLogits,
-         "the prompt as one batch (the engine's prefill path): the same logits", stage_model_prefill},
-        {"verify.generation", "generation", family, model_path.c_str(), "generation/greedy.h5", kLogits,
-         "greedy tokens exactly (a near-tied step is reported as such), logits within 1e-4", stage_generation_greedy},
-    };
+    // 3. The stages, on those fixtures: the golden table's rows of the model's family (their
+    //    functions, fixture recipes and tolerances), the model being the user's.
+    const std::vector<Stage> rows = verify_rows(c.arch, model_path);
     const StageEnv env{out_dir, shared_dir};
     std::vector<StageResult> results;
     for (const Stage& s : rows) {

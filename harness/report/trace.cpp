@@ -7,6 +7,7 @@
 
 #include "harness/report/html.h"
 #include "kernels/kernels.h"
+#include "model/record.h"
 #include "model/forward.h"
 #include "model/kv_cache.h"
 #include "model/session.h"
@@ -64,9 +65,10 @@ AttentionTrace trace_attention(const Model& m, std::span<const int> prompt, std:
     RunState s(c);
     std::vector<std::vector<std::vector<float>>> q(c.n_layers);  // q[l][position]: [n_heads * head_dim], after RoPE
     for (std::size_t p = 0; p < t.tokens.size(); ++p) {
-        Trace tr;
-        const std::span<const float> logits = forward(m, t.tokens[p], p, cache, s, &tr);
-        for (std::size_t l = 0; l < c.n_layers; ++l) q[l].push_back(std::move(tr.layers[l].q));
+        ContiguousRows rows(cache, p, c.head_dim());
+        Trace tr = traced_forward(m, std::span<const int>(t.tokens).subspan(p, 1), rows, s);  // forward() + the copies
+        for (std::size_t l = 0; l < c.n_layers; ++l) q[l].push_back(std::move(tr.layers[l].at("q")));
+        const std::span<const float> logits = tr.logits;
         if (p + 1 < t.n_prompt) continue;
         TraceStep step;
         step.top = top_k(logits, kTraceTopK);

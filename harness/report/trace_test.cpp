@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/forward.h"
+#include "model/record.h"
 #include "model/kv_cache.h"
 #include "model/sampler.h"
 #include "model/session.h"
@@ -19,7 +20,7 @@ namespace lmlab {
 namespace {
 
 Config tiny_qwen2_config() {  // 4 query heads on 2 kv heads (h / 2 and h mod 2 differ), q/k/v biases
-    Config c = Config::qwen2();
+    Config c = Config::of(Arch::Qwen2);
     c.dim = 8;
     c.n_layers = 2;
     c.n_heads = 4;
@@ -71,18 +72,16 @@ TEST(Trace, WeightsReproduceTheEnginesAttentionOutput) {
         const Model m = test::make_model(c);
         const AttentionTrace t = trace_attention(m, kPrompt, 4);
         const std::size_t n = t.tokens.size(), hd = c.head_dim(), group = c.n_heads / c.n_kv_heads;
-        KVCache cache(c.n_layers, n, c.kv_dim());
-        RunState s(c);
-        std::vector<Trace> traces(n);
-        for (std::size_t p = 0; p < n; ++p) forward(m, t.tokens[p], p, cache, s, &traces[p]);
+        const Trace tr = traced_decode(m, t.tokens);  // v and heads [n, width] per layer
+        const std::size_t kv = c.kv_dim(), qd = c.n_heads * hd;
         for (std::size_t l = 0; l < c.n_layers; ++l)
             for (std::size_t h = 0; h < c.n_heads; ++h)
                 for (std::size_t i = 0; i < n; ++i)
                     for (std::size_t d = 0; d < hd; ++d) {
                         double out = 0;
                         for (std::size_t j = 0; j <= i; ++j)
-                            out += t.weights[l][h][i * n + j] * traces[j].layers[l].v[(h / group) * hd + d];
-                        EXPECT_NEAR(out, traces[i].layers[l].heads[h * hd + d], 1e-5)
+                            out += t.weights[l][h][i * n + j] * tr.layers[l].at("v")[j * kv + (h / group) * hd + d];
+                        EXPECT_NEAR(out, tr.layers[l].at("heads")[i * qd + h * hd + d], 1e-5)
                             << arch_name(c.arch) << " layer " << l << " head " << h << " position " << i << " element " << d;
                     }
     }
@@ -137,7 +136,7 @@ TEST(Trace, StopsAtAStopToken) {
 
 TEST(Trace, RefusesAPageTooLargeToOpen) {
     EXPECT_EQ(trace_cells(test::tiny_config(), 3, 3), 2u * 2u * 5u * 6u / 2u);  // 2 layers, 2 heads, 5 positions
-    Config c = Config::llama();
+    Config c = Config::of(Arch::Llama);
     c.dim = 32;
     c.n_layers = 24;
     c.n_heads = c.n_kv_heads = 16;

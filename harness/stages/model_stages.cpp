@@ -11,11 +11,15 @@
 #include <memory>
 #include <optional>
 
+#include "model/load/load.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/session.h"
 #include "model/serve/speculative.h"
+#include "model/record.h"
 #include "harness/stages/stages.h"
+#include "model/families/families.h"
+#include "model/family.h"
 
 namespace lmlab {
 
@@ -75,7 +79,7 @@ const Array<float>& golden(const Case& c, const std::string& name, const std::ve
 namespace {
 
 // Row r of a [rows, cols] array whose shape was checked.
-std::span<const float> row(const Array<float>& a, std::size_t r) {
+std::span<const float> array_row(const Array<float>& a, std::size_t r) {
     const std::size_t cols = a.shape.at(1);
     return std::span<const float>(a.data).subspan(r * cols, cols);
 }
@@ -84,22 +88,11 @@ std::span<const float> row(const Array<float>& a, std::size_t r) {
 // positions would cost 0.8 GB to allocate and zero on every run.
 KVCache cache_for(const Config& c, std::size_t n) { return KVCache(c.n_layers, std::min(n, c.max_seq_len), c.kv_dim()); }
 
-// A KV cache whose layer `layer` holds the given rows ([n, kv_dim] each), with room for one more.
-KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& k, const Array<float>& v) {
-    KVCache cache = cache_for(c, k.shape[0] + 1);
-    for (std::size_t p = 0; p < k.shape[0]; ++p) cache.append(layer, p, row(k, p), row(v, p));
+// A KV cache whose layer `layer` holds the first n rows of k and v ([*, kv_dim] each), with room for one more.
+KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& k, const Array<float>& v, std::size_t n) {
+    KVCache cache = cache_for(c, n + 1);
+    for (std::size_t p = 0; p < n; ++p) cache.append(layer, p, array_row(k, p), array_row(v, p));
     return cache;
-}
-
-// get(traces[p]) for p in [0, n), concatenated: one intermediate stacked over positions, [n, ...].
-template <class Get>
-std::vector<float> stack_positions(const std::vector<Trace>& traces, std::size_t n, Get&& get) {
-    std::vector<float> all;
-    for (std::size_t p = 0; p < n; ++p) {
-        const std::vector<float>& v = get(traces[p]);
-        all.insert(all.end(), v.begin(), v.end());
-    }
-    return all;
 }
 
 std::size_t checked_layer(const Case& c, const Config& cfg) {
@@ -110,6 +103,53 @@ std::size_t checked_layer(const Case& c, const Config& cfg) {
     return layer;
 }
 
+// The stage's model must be of the family its row names (a wrong path in the table would otherwise
+// compare one family's model with another's fixture).
+void check_family(const Model& m, const StageEnv& env) {
+    if (env.family.empty() || env.family == "*") return;
+    if (env.family != arch_name(m.config.arch))
+        throw FixtureError(fmt::format("{} is a {} model, but the stage's row says family '{}' (harness/stages/stages.cpp)",
+                                       env.model, arch_name(m.config.arch), env.family));
+}
+
+// One row's intermediates after a block, in the family's pipeline order (without "in": the input).
+std::vector<StageOutput> layer_outputs(const Model& m, const LayerRecord& rec, const std::string& prefix) {
+    std::vector<StageOutput> outs;
+    for (const std::string& name : family(m.config.arch).intermediates)
+        if (name != "in") outs.push_back({prefix + name, prefix + name, rec.at(name)});
+    return outs;
+}
+
+// One position of one layer on the reference's input and the reference's keys and values of the
+// positions before it (its cache): what the layer adds on its own. MoE: when its routing differs
+// from the reference's at a near-tie (within the stage's tolerance), the feed-forward is run again
+// on the reference's experts (their weights our probabilities of them), so that what follows stays
+// comparable; `note` says so.
+LayerRecord teacher_forced(const Model& m, std::size_t l, std::size_t p, std::span<const float> in, const Array<float>& k,
+                           const Array<float>& v, const Case& c, const StageEnv& env, std::string& note) {
+    const Config& cfg = m.config;
+    KVCache cache = prefilled_cache(cfg, l, k, v, p);
+    RunState s(cfg);
+    std::copy(in.begin(), in.end(), s.x.begin());
+    ContiguousRows rows(cache, p, cfg.head_dim());
+    block(m, l, 1, rows, s);
+    if (cfg.moe()) {
+        const std::string L = fmt::format("layer{}.", l);
+        const std::size_t n = k.shape[0];
+        const auto ref_ids = array_row(golden(c, L + "experts", {n, cfg.top_k}), p);
+        const std::vector<float> ours = intermediate_buffer("experts").row(s, cfg, 0);
+        const auto d = compare_routing(ours, ref_ids, array_row(golden(c, L + "router_logits", {n, cfg.n_experts}), p), cfg.top_k,
+                                       cfg.n_experts, env.tol);
+        if (!d.empty()) note += fmt::format("\nposition {}: {}", p, d[0].describe());
+        if (!d.empty() && d[0].near_tie()) {  // the block's feed-forward again, on the reference's experts
+            force_experts(cfg, m.layers[l], 0, ref_ids, s);
+            add(row(s.h, 0, cfg.dim), row(s.ffn_out, 0, cfg.dim), row(s.out, 0, cfg.dim));  // the block's second residual
+            note += " (teacher-forced: its feed-forward re-run on the reference's experts)";
+        }
+    }
+    return record_layer(m, s, 1);
+}
+
 }  // namespace
 
 std::vector<StageOutput> stage_layer_attention(const Fixture&, const Case& c, const StageEnv& env) {
@@ -117,11 +157,13 @@ std::vector<StageOutput> stage_layer_attention(const Fixture&, const Case& c, co
     const Config& cfg = m.config;
     const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
     const auto& x = c.input("x", {cfg.dim});
-    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}));
+    const auto& ck = c.input("cache_k", {pos, cfg.kv_dim()});
+    KVCache cache = prefilled_cache(cfg, layer, ck, c.input("cache_v", {pos, cfg.kv_dim()}), pos);
     RunState s(cfg);
-    std::vector<float> out(cfg.dim);
-    llama_attention(cfg, m.layers[layer], layer, pos, x.data, cache, s, out);
-    return {{"q", "q", s.q}, {"k", "k", s.k}, {"v", "v", s.v}, {"out", "out", out}};
+    std::copy(x.data.begin(), x.data.end(), s.attn_norm.begin());  // the attention's (normalised) input
+    ContiguousRows rows(cache, pos, cfg.head_dim());
+    llama_attention(cfg, m.layers[layer], layer, 1, rows, s);
+    return {{"q", "q", s.q}, {"k", "k", s.k}, {"v", "v", s.v}, {"out", "out", s.attn_out}};
 }
 
 std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case& c, const StageEnv& env) {
@@ -129,37 +171,36 @@ std::vector<StageOutput> stage_layer_ffn(const Fixture&, const Case& c, const St
     const std::size_t layer = checked_layer(c, m.config);
     const auto& x = c.input("x", {m.config.dim});
     RunState s(m.config);
-    std::vector<float> out(m.config.dim);
-    llama_ffn(m.config, m.layers[layer], x.data, s, out);
-    return {{"out", "out", out}};
+    std::copy(x.data.begin(), x.data.end(), s.ffn_norm.begin());  // the feed-forward's (normalised) input
+    llama_ffn(m.config, m.layers[layer], 1, s);
+    return {{"out", "out", s.ffn_out}};
 }
 
 // One block of any family on a given input with a pre-filled cache: every intermediate.
 std::vector<StageOutput> stage_layer_block(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
+    check_family(m, env);
     const Config& cfg = m.config;
     const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
-    std::vector<float> x = c.input("x", {cfg.dim}).data;
-    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}));
+    const auto& x = c.input("x", {cfg.dim});
+    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}), pos);
     RunState s(cfg);
-    LayerTrace t;
-    block(m, layer, pos, x, cache, s, &t);
-    std::vector<StageOutput> outs;
-    for (const TraceField& f : layer_trace_fields(cfg.arch))
-        if (std::string(f.name) != "in") outs.push_back({f.name, f.name, t.*f.field});
-    return outs;
+    std::copy(x.data.begin(), x.data.end(), s.x.begin());
+    ContiguousRows rows(cache, pos, cfg.head_dim());
+    block(m, layer, 1, rows, s);
+    return layer_outputs(m, record_layer(m, s, 1), "");
 }
 
 std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
+    check_family(m, env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
     const std::size_t n = tokens.size();
-    const auto& fields = layer_trace_fields(cfg.arch);
+    const auto& fields = family(cfg.arch).intermediates;
     // Mixture of experts: the expert ids are compared exactly, and a routing near-tie (the reference's
-    // scores of two experts within the tolerance, harness/moe_stages.cpp) is reported, not failed.
-    const Tolerance ids_tol{0.0, 0.0};
-    auto field_tol = [&](const char* name) { return std::string(name) == "experts" ? std::optional(ids_tol) : std::nullopt; };
+    // scores of two experts within the tolerance, harness/stages/moe_stages.cpp) is reported, not failed.
+    auto field_tol = [&](const std::string& name) { return name == "experts" ? std::optional(kExact) : std::nullopt; };
     auto routing = [&](std::size_t l, std::span<const float> ours_ids) {
         const std::string L = fmt::format("layer{}.", l);
         return compare_routing(ours_ids, golden(c, L + "experts", {n, cfg.top_k}).data,
@@ -167,32 +208,27 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
     };
     std::map<std::string, std::string> notes;  // "layer0.experts" -> the routing per token and its differences
 
-    // 1. Free-running: our own model end to end, every intermediate stacked over positions, in
-    //    pipeline order (layer by layer, role by role). After a routing near-tie our model runs
-    //    another expert than the reference from there on: only the positions before it are compared.
+    // 1. Free-running: our own model end to end, one token at a time (decode, T = 1), every
+    //    intermediate stacked over positions, in pipeline order (layer by layer, role by role). After a
+    //    routing near-tie our model runs another expert than the reference from there on: only the
+    //    positions before it are compared.
     std::vector<StageOutput> outs;
     {
-        KVCache cache = cache_for(cfg, n);
-        RunState s(cfg);
-        std::vector<Trace> traces(n);
-        for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
-        auto stacked = [&](auto&& get) { return stack_positions(traces, n, get); };
+        const Trace tr = traced_decode(m, tokens);
         // The first routing difference in pipeline order (position by position, layer by layer): a
         // near-tie there cuts the comparison before its position (everything after it follows from a
         // different expert); a real mismatch there is compared everywhere and fails.
-        std::vector<std::vector<float>> ids(cfg.n_layers);
         std::vector<std::vector<RoutingDifference>> diffs(cfg.n_layers);
         std::optional<std::pair<std::size_t, std::size_t>> first;  // (position, layer)
         for (std::size_t l = 0; cfg.moe() && l < cfg.n_layers; ++l) {
-            ids[l] = stacked([&](const Trace& t) -> const auto& { return t.layers[l].experts; });
-            diffs[l] = routing(l, ids[l]);
+            diffs[l] = routing(l, tr.layers[l].at("experts"));
             if (!diffs[l].empty() && (!first || diffs[l][0].token < first->first)) first = {diffs[l][0].token, l};
         }
         const bool tie_first = first && diffs[first->second][0].near_tie();
         const std::size_t cut = tie_first ? first->first : n;  // positions compared free-running
         std::vector<StageOutput> ties;
         for (std::size_t l = 0; cfg.moe() && l < cfg.n_layers; ++l) {
-            std::string note = "experts chosen (ours, by rank): " + routing_choices(ids[l], cfg.top_k);
+            std::string note = "experts chosen (ours, by rank): " + routing_choices(tr.layers[l].at("experts"), cfg.top_k);
             std::size_t n_ties = 0;
             for (const RoutingDifference& d : diffs[l]) {
                 if (d.token > cut || (d.token == cut && !d.near_tie())) continue;  // downstream of the near-tie
@@ -213,71 +249,47 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
                     : "";
         if (cut > 0) {
             for (std::size_t l = 0; l < cfg.n_layers; ++l)
-                for (const TraceField& f : fields) {
-                    const std::string name = fmt::format("layer{}.{}", l, f.name);
-                    outs.push_back({name, name, part(stacked([&](const Trace& t) -> const auto& { return t.layers[l].*f.field; })),
-                                    notes.count(name) ? notes[name] + cut_note : "", field_tol(f.name), rows});
+                for (const std::string& f : fields) {
+                    const std::string name = fmt::format("layer{}.{}", l, f);
+                    outs.push_back({name, name, part(tr.layers[l].at(f)), notes.count(name) ? notes[name] + cut_note : "",
+                                    field_tol(f), rows});
                 }
-            outs.push_back({"final_norm", "final_norm", part(stacked([](const Trace& t) -> const auto& { return t.final_norm; })),
-                            "", std::nullopt, rows});
-            outs.push_back({"logits", "logits", part(stacked([](const Trace& t) -> const auto& { return t.logits; })), "",
-                            std::nullopt, rows});
+            outs.push_back({"final_norm", "final_norm", part(tr.final_norm), "", std::nullopt, rows});
+            outs.push_back({"logits", "logits", part(tr.logits), "", std::nullopt, rows});
         }
         for (StageOutput& t : ties) outs.push_back(std::move(t));
     }
 
     // 2. Teacher-forced: each layer alone, fed the reference's input of that layer at every position
     //    and the reference's keys/values for earlier positions. Its error is the error the layer adds;
-    //    the free-running error minus this is what it inherits from the layers before it. MoE: at a
-    //    routing near-tie the token's feed-forward is re-run on the reference's experts.
+    //    the free-running error minus this is what it inherits from the layers before it.
     for (std::size_t l = 0; l < cfg.n_layers; ++l) {
         const std::string L = fmt::format("layer{}.", l);
         const auto& in = golden(c, L + "in", {n, cfg.dim});
         const auto& gk = golden(c, L + "k", {n, cfg.kv_dim()});
         const auto& gv = golden(c, L + "v", {n, cfg.kv_dim()});
-        KVCache cache = cache_for(cfg, n);
-        RunState s(cfg);
-        std::vector<std::vector<float>> stacked(fields.size());
+        LayerRecord stacked;
         std::string forced_note;
-        for (std::size_t p = 0; p < n; ++p) {
-            std::vector<float> x(row(in, p).begin(), row(in, p).end());
-            LayerTrace t;
-            block(m, l, p, x, cache, s, &t);
-            cache.overwrite(l, p, row(gk, p), row(gv, p));  // later positions see the reference's cache
-            if (cfg.moe()) {
-                const auto ref_ids = row(golden(c, L + "experts", {n, cfg.top_k}), p);
-                const auto d = compare_routing(t.experts, ref_ids, row(golden(c, L + "router_logits", {n, cfg.n_experts}), p),
-                                               cfg.top_k, cfg.n_experts, env.tol);
-                if (!d.empty()) forced_note += fmt::format("\nposition {}: {}", p, d[0].describe());
-                if (!d.empty() && d[0].near_tie()) {  // the block's feed-forward again, on the reference's experts
-                    const std::vector<int> forced(ref_ids.begin(), ref_ids.end());
-                    MoeTrace mt;
-                    moe_ffn(cfg, m.layers[l], t.ffn_norm, s, t.ffn_out, &mt, forced);
-                    t.experts = mt.experts, t.expert_weights = mt.expert_weights, t.shared_out = mt.shared_out;
-                    add(t.h, t.ffn_out, t.out);  // the block's second residual
-                    forced_note += " (teacher-forced: its feed-forward re-run on the reference's experts)";
-                }
-            }
-            for (std::size_t f = 0; f < fields.size(); ++f)
-                stacked[f].insert(stacked[f].end(), (t.*fields[f].field).begin(), (t.*fields[f].field).end());
-        }
-        for (std::size_t f = 0; f < fields.size(); ++f)
-            if (std::string(fields[f].name) != "in")
-                outs.push_back({L + fields[f].name + kTeacherForced, L + fields[f].name, std::move(stacked[f]),
-                                forced_note.empty() ? "" : "routing differences:" + forced_note, field_tol(fields[f].name)});
+        for (std::size_t p = 0; p < n; ++p)
+            for (auto& [name, v] : teacher_forced(m, l, p, array_row(in, p), gk, gv, c, env, forced_note))
+                stacked[name].insert(stacked[name].end(), v.begin(), v.end());
+        for (const std::string& f : fields)
+            if (f != "in")
+                outs.push_back({L + f + kTeacherForced, L + f, std::move(stacked[f]),
+                                forced_note.empty() ? "" : "routing differences:" + forced_note, field_tol(f)});
     }
     // final norm and classifier on the reference's last block output
     {
         const auto& last = golden(c, fmt::format("layer{}.out", cfg.n_layers - 1), {n, cfg.dim});
-        RunState s(cfg);
-        std::vector<float> all_norm, all_logits;
-        for (std::size_t p = 0; p < n; ++p) {
-            head(m, row(last, p), s);
-            all_norm.insert(all_norm.end(), s.xn.begin(), s.xn.end());
-            all_logits.insert(all_logits.end(), s.logits.begin(), s.logits.end());
-        }
-        outs.push_back({std::string("final_norm") + kTeacherForced, "final_norm", std::move(all_norm)});
-        outs.push_back({std::string("logits") + kTeacherForced, "logits", std::move(all_logits)});
+        RunState s(cfg, n);
+        std::copy(last.data.begin(), last.data.end(), s.x.begin());
+        std::vector<std::size_t> every(n);
+        for (std::size_t p = 0; p < n; ++p) every[p] = p;
+        std::vector<float> logits(n * cfg.vocab_size);
+        head(m, every, s, logits);
+        outs.push_back({std::string("final_norm") + kTeacherForced, "final_norm",
+                        std::vector<float>(s.final_norm.begin(), s.final_norm.begin() + static_cast<std::ptrdiff_t>(n * cfg.dim))});
+        outs.push_back({std::string("logits") + kTeacherForced, "logits", std::move(logits)});
     }
     return outs;
 }
@@ -287,29 +299,21 @@ std::vector<StageOutput> stage_model_forward(const Fixture&, const Case& c, cons
 // only what the permutation leaves unchanged is compared: the final norm and the logits.
 std::vector<StageOutput> stage_model_logits(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
-    const Config& cfg = m.config;
-    const std::vector<int> tokens = token_ids(c, "tokens");
-    KVCache cache = cache_for(cfg, tokens.size());
-    RunState s(cfg);
-    std::vector<float> norm, logits;
-    for (std::size_t p = 0; p < tokens.size(); ++p) {
-        forward(m, tokens[p], p, cache, s);
-        norm.insert(norm.end(), s.xn.begin(), s.xn.end());
-        logits.insert(logits.end(), s.logits.begin(), s.logits.end());
-    }
-    return {{"final_norm", "final_norm", norm}, {"logits", "logits", logits}};
+    check_family(m, env);
+    const Trace tr = traced_decode(m, token_ids(c, "tokens"));
+    return {{"final_norm", "final_norm", tr.final_norm}, {"logits", "logits", tr.logits}};
 }
 
-// Batched prefill (model/prefill.cpp): the whole prompt in one call, every position's logits.
+// The whole prompt in one call (prefill: T rows at once), every position's logits.
 std::vector<StageOutput> stage_model_prefill(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
+    check_family(m, env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
     KVCache cache = cache_for(cfg, tokens.size());
-    RunState s(cfg);
-    PrefillState ps(cfg, tokens.size());
+    RunState s(cfg, tokens.size());
     std::vector<float> logits;
-    prefill(m, tokens, cache, ps, s, &logits);
+    prefill(m, tokens, cache, s, &logits);
     if (cache.length() != tokens.size())
         throw std::runtime_error(fmt::format("prefill left {} positions in the KV cache after a {}-token prompt",
                                              cache.length(), tokens.size()));
@@ -318,6 +322,7 @@ std::vector<StageOutput> stage_model_prefill(const Fixture&, const Case& c, cons
 
 std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
+    check_family(m, env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
     KVCache cache = cache_for(cfg, tokens.size());
@@ -451,7 +456,7 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
 //    itself must agree within float rounding (it was not a bug upstream that moved it).
 
 namespace {
-// every position's logits of a token sequence, fed from position 0
+// every position's logits of a token sequence, fed from position 0 one token at a time
 std::vector<float> all_logits(const Model& m, const std::vector<int>& tokens) {
     KVCache cache = cache_for(m.config, tokens.size());
     RunState s(m.config);
@@ -461,6 +466,13 @@ std::vector<float> all_logits(const Model& m, const std::vector<int>& tokens) {
         out.insert(out.end(), l.begin(), l.end());
     }
     return out;
+}
+
+// row t of an intermediate of a layer record ([T, width])
+std::vector<float> record_row(const LayerRecord& rec, const std::string& name, std::size_t t, std::size_t T) {
+    const std::vector<float>& all = rec.at(name);
+    const std::size_t w = all.size() / T;
+    return {all.begin() + static_cast<std::ptrdiff_t>(t * w), all.begin() + static_cast<std::ptrdiff_t>((t + 1) * w)};
 }
 
 // -log softmax(logits)[target], in double
@@ -480,12 +492,7 @@ constexpr Tolerance kRopeTol{1e-5, 1e-5}, kTieTol{1e-5, 1e-5};
 constexpr const char* kRefInput = " [reference input]";
 
 // The activations a LLaMA block quantizes (each feeds int8 matvecs), in pipeline order.
-struct QuantPoint {
-    const char* role;
-    std::vector<float> LayerTrace::*field;
-};
-constexpr QuantPoint kQuantPoints[] = {{"attn_norm", &LayerTrace::attn_norm}, {"heads", &LayerTrace::heads},
-                                       {"ffn_norm", &LayerTrace::ffn_norm}, {"ffn_act", &LayerTrace::ffn_act}};
+constexpr const char* kQuantPoints[] = {"attn_norm", "heads", "ffn_norm", "ffn_act"};
 
 // Every int8 matvec of layer l fed the reference's inputs: ref(role, t) is the reference's `role`
 // at row t (position pos0 + t, for RoPE), t < n. Returns q, k (after RoPE), v, attn_out, ffn_gate,
@@ -497,19 +504,22 @@ std::vector<StageOutput> projections_on_reference(const Model& m, std::size_t l,
     const LayerWeights& w = m.layers[l];
     RunState s(cfg);
     std::vector<float> q, k, v, ao, gate, up, fo;
-    auto append = [](std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); };
+    auto project_into = [&](const Linear& lin, std::span<const float> x, std::vector<float>& buf, std::vector<float>& all) {
+        project_rows(lin, x, buf, 1, s);  // (one row: the buffers of a 1-row RunState)
+        all.insert(all.end(), buf.begin(), buf.end());
+    };
     for (std::size_t t = 0; t < n; ++t) {
-        project(w.wq, ref("attn_norm", t), s.q, s);
+        project_rows(w.wq, ref("attn_norm", t), s.q, 1, s);
         rope(s.q, cfg.head_dim(), pos0 + t, cfg.rope_theta, cfg.rope_style);
-        project(w.wk, ref("attn_norm", t), s.k, s);
+        q.insert(q.end(), s.q.begin(), s.q.end());
+        project_rows(w.wk, ref("attn_norm", t), s.k, 1, s);
         rope(s.k, cfg.head_dim(), pos0 + t, cfg.rope_theta, cfg.rope_style);
-        project(w.wv, ref("attn_norm", t), s.v, s);
-        project(w.wo, ref("heads", t), s.att_out, s);
-        project(w.w_gate, ref("ffn_norm", t), s.gate, s);
-        project(w.w_up, ref("ffn_norm", t), s.up, s);
-        project(w.w_down, ref("ffn_act", t), s.ffn_out, s);
-        append(q, s.q), append(k, s.k), append(v, s.v), append(ao, s.att_out);
-        append(gate, s.gate), append(up, s.up), append(fo, s.ffn_out);
+        k.insert(k.end(), s.k.begin(), s.k.end());
+        project_into(w.wv, ref("attn_norm", t), s.v, v);
+        project_into(w.wo, ref("heads", t), s.attn_out, ao);
+        project_into(w.w_gate, ref("ffn_norm", t), s.gate, gate);
+        project_into(w.w_up, ref("ffn_norm", t), s.up, up);
+        project_into(w.w_down, ref("ffn_act", t), s.ffn_out, fo);
     }
     return {{prefix + "q" + kRefInput, prefix + "q", q, "", kRopeTol},
             {prefix + "k" + kRefInput, prefix + "k", k, "", kRopeTol},
@@ -578,29 +588,32 @@ void report_tie(const IntTie& tie, std::optional<std::pair<std::size_t, std::siz
 std::vector<StageOutput> stage_layer_block_q8(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
-    if (!m.quantized() || cfg.arch == Arch::Gpt2) throw std::runtime_error(env.model + ": this stage runs an int8 LLaMA-family model");
+    check_family(m, env);
+    if (!m.quantized()) throw FixtureError(env.model + ": this stage runs an int8 model (\"#q8_0\" or an int8 file)");
     const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
     auto ref = [&](const char* role, std::size_t) { return std::span<const float>(golden(c, role, {kAny}).data); };
     std::vector<StageOutput> outs = projections_on_reference(m, layer, 1, pos, ref, "");
 
-    std::vector<float> x = c.input("x", {cfg.dim}).data;
-    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}));
+    const auto& x = c.input("x", {cfg.dim});
+    KVCache cache = prefilled_cache(cfg, layer, c.input("cache_k", {pos, cfg.kv_dim()}), c.input("cache_v", {pos, cfg.kv_dim()}), pos);
     RunState s(cfg);
-    LayerTrace t;
-    block(m, layer, pos, x, cache, s, &t);
+    std::copy(x.data.begin(), x.data.end(), s.x.begin());
+    ContiguousRows rows(cache, pos, cfg.head_dim());
+    block(m, layer, 1, rows, s);
+    const LayerRecord rec = record_layer(m, s, 1);
     IntComparer ints(m.tok_embeddings_q8.group);
-    for (const QuantPoint& qp : kQuantPoints) {
-        ints.compare(qp.role, 0, t.*qp.field, ref(qp.role, 0));
+    for (const char* role : kQuantPoints) {
+        ints.compare(role, 0, rec.at(role), ref(role, 0));
         if (ints.first) break;
     }
     // every intermediate up to the first tie (all of them without one), in pipeline order
-    for (const TraceField& f : layer_trace_fields(cfg.arch)) {
-        if (std::string(f.name) == "in") continue;
-        if (ints.first && ints.first->role == f.name) {
+    for (const std::string& f : family(cfg.arch).intermediates) {
+        if (f == "in") continue;
+        if (ints.first && ints.first->role == f) {
             report_tie(*ints.first, std::nullopt, fmt::format("position {}", pos), outs);
             break;
         }
-        outs.push_back({f.name, f.name, t.*f.field});
+        outs.push_back({f, f, rec.at(f)});
     }
     return outs;
 }
@@ -609,7 +622,8 @@ std::vector<StageOutput> stage_layer_block_q8(const Fixture&, const Case& c, con
 std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
-    if (!m.quantized() || cfg.arch == Arch::Gpt2) throw std::runtime_error(env.model + ": this stage runs an int8 LLaMA-family model");
+    check_family(m, env);
+    if (!m.quantized()) throw FixtureError(env.model + ": this stage runs an int8 model (\"#q8_0\" or an int8 file)");
     const std::vector<int> tokens = token_ids(c, "tokens");
     const std::size_t n = tokens.size(), dim = cfg.dim;
     const std::size_t group = m.tok_embeddings_q8.group;
@@ -618,7 +632,7 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
     // 1. each int8 matvec on the reference's input, every layer and position, and the classifier
     for (std::size_t l = 0; l < cfg.n_layers; ++l) {
         const std::string L = fmt::format("layer{}.", l);
-        auto ref = [&](const char* role, std::size_t p) { return row(golden(c, L + role, {n, kAny}), p); };
+        auto ref = [&](const char* role, std::size_t p) { return array_row(golden(c, L + role, {n, kAny}), p); };
         for (StageOutput& o : projections_on_reference(m, l, n, 0, ref, L)) outs.push_back(std::move(o));
     }
     {
@@ -627,7 +641,7 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
         std::vector<std::int8_t> xq(dim);
         std::vector<float> xs(dim / group), logits(cfg.vocab_size), all;
         for (std::size_t p = 0; p < n; ++p) {
-            quantize_q8_0(row(fnorm, p), group, xq, xs);
+            quantize_q8_0(array_row(fnorm, p), group, xq, xs);
             matvec_q8_0(cls.q, cls.scales, xq, xs, group, logits);
             all.insert(all.end(), logits.begin(), logits.end());
         }
@@ -635,33 +649,35 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
     }
 
     // 2. free-running, compared at the positions before the first rounding tie
-    KVCache cache = cache_for(cfg, n);
-    RunState s(cfg);
-    std::vector<Trace> traces(n);
-    for (std::size_t p = 0; p < n; ++p) forward(m, tokens[p], p, cache, s, &traces[p]);
+    const Trace tr = traced_decode(m, tokens);
+    // (ints keeps a pointer to the activation of its first tie: the rows live until the end)
+    std::vector<std::vector<float>> activations;
+    activations.reserve(n * (cfg.n_layers * std::size(kQuantPoints) + 1));
     IntComparer ints(group);
     for (std::size_t p = 0; p < n; ++p) {
         for (std::size_t l = 0; l < cfg.n_layers; ++l)
-            for (const QuantPoint& qp : kQuantPoints) {
-                const std::string name = fmt::format("layer{}.{}", l, qp.role);
-                ints.compare(name, p, traces[p].layers[l].*qp.field, row(golden(c, name, {n, kAny}), p));
+            for (const char* role : kQuantPoints) {
+                const std::string name = fmt::format("layer{}.{}", l, role);
+                activations.push_back(record_row(tr.layers[l], role, p, n));
+                ints.compare(name, p, activations.back(), array_row(golden(c, name, {n, kAny}), p));
             }
-        ints.compare("final_norm", p, traces[p].final_norm, row(golden(c, "final_norm", {n, dim}), p));
+        activations.push_back(std::vector<float>(tr.final_norm.begin() + static_cast<std::ptrdiff_t>(p * dim),
+                                                 tr.final_norm.begin() + static_cast<std::ptrdiff_t>((p + 1) * dim)));
+        ints.compare("final_norm", p, activations.back(), array_row(golden(c, "final_norm", {n, dim}), p));
     }
     const std::size_t cut = ints.first ? ints.first->row : n;  // positions compared in full
     if (cut > 0) {
         const auto rows = std::make_pair(std::size_t{0}, cut);
-        auto stacked = [&](auto&& get) { return stack_positions(traces, cut, get); };
+        auto part = [&](const std::vector<float>& all) {
+            return std::vector<float>(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(all.size() / n * cut));
+        };
         for (std::size_t l = 0; l < cfg.n_layers; ++l)
-            for (const TraceField& f : layer_trace_fields(cfg.arch)) {
-                const std::string name = fmt::format("layer{}.{}", l, f.name);
-                outs.push_back({name, name, stacked([&](const Trace& t) -> const auto& { return t.layers[l].*f.field; }), "",
-                                std::nullopt, rows});
+            for (const std::string& f : family(cfg.arch).intermediates) {
+                const std::string name = fmt::format("layer{}.{}", l, f);
+                outs.push_back({name, name, part(tr.layers[l].at(f)), "", std::nullopt, rows});
             }
-        outs.push_back({"final_norm", "final_norm", stacked([](const Trace& t) -> const auto& { return t.final_norm; }), "",
-                        std::nullopt, rows});
-        outs.push_back({"logits", "logits", stacked([](const Trace& t) -> const auto& { return t.logits; }), "",
-                        std::nullopt, rows});
+        outs.push_back({"final_norm", "final_norm", part(tr.final_norm), "", std::nullopt, rows});
+        outs.push_back({"logits", "logits", part(tr.logits), "", std::nullopt, rows});
     }
     if (ints.first)
         report_tie(*ints.first, std::make_pair(ints.first->row, ints.first->row + 1),
@@ -670,7 +686,8 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
     const auto& ref_logits = golden(c, "logits", {n, cfg.vocab_size});
     for (std::size_t p = 0; p < n; ++p)
         for (std::size_t i = 0; i < cfg.vocab_size; ++i)
-            logits_err = std::max(logits_err, std::fabs(static_cast<double>(traces[p].logits[i]) - ref_logits.data[p * cfg.vocab_size + i]));
+            logits_err = std::max(logits_err, std::fabs(static_cast<double>(tr.logits[p * cfg.vocab_size + i]) -
+                                                        ref_logits.data[p * cfg.vocab_size + i]));
     outs.push_back(measured("positions compared free-running", static_cast<double>(cut),
                             fmt::format("of {}: those before the first int8 rounding tie (every intermediate within the "
                                         "stage's tolerance)", n)));

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "model/families/families.h"
 #include "model/forward.h"
 #include "harness/stages/stages.h"
 
@@ -54,15 +55,20 @@ std::string routing_choices(std::span<const float> ids, std::size_t k) {
     return s;
 }
 
+void force_experts(const Config& c, const LayerWeights& w, std::size_t t, std::span<const float> ids, RunState& s) {
+    for (std::size_t r = 0; r < c.top_k; ++r) s.expert_ids[t * c.top_k + r] = static_cast<int>(ids[r]);
+    moe_weights(c, t, s);
+    moe_mix(c, w, t, s);
+}
+
 // One MoE feed-forward (layer/moe_<family>.h5): the router, the chosen experts and their weights,
 // the shared expert (Qwen2-MoE) and the output, for T tokens' normalised inputs x [T, dim] captured
 // from transformers' model. Tokens at a routing near-tie are re-run on the reference's experts
 // (teacher-forced routing) so that their weights and outputs stay comparable.
 std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case& c, const StageEnv& env) {
-    if (env.model.empty()) throw FixtureError("this stage has no model in the stage table (harness/stages.cpp)");
-    const Model& m = cached_model(env.model);
+    const Model& m = stage_model(env);
     const Config& cfg = m.config;
-    if (!cfg.moe()) throw std::runtime_error(env.model + ": not a mixture-of-experts model");
+    if (!cfg.moe()) throw FixtureError(env.model + ": not a mixture-of-experts model (the stage's row names it)");
     const double layer_attr = c.number("layer");
     if (!(layer_attr >= 0 && layer_attr < static_cast<double>(cfg.n_layers) && layer_attr == std::floor(layer_attr)))
         throw FixtureError(fmt::format("{}: /{} layer {} is not a layer of the {}-layer model", c.file, c.name, layer_attr,
@@ -72,27 +78,19 @@ std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case& c, const St
     const std::size_t T = x.shape[0], k = cfg.top_k, E = cfg.n_experts;
     const auto& ref_ids = golden(c, "experts", {T, k});
     const auto& ref_logits = golden(c, "router_logits", {T, E});
-
-    RunState s(cfg);
-    std::vector<float> out(cfg.dim);
-    std::vector<float> logits, ids, weights, shared, outs_all;
-    // token t's results appended (first pass) or written over its row (a teacher-forced re-run)
-    auto run = [&](std::size_t t, std::span<const int> forced) {
-        MoeTrace mt;
-        moe_ffn(cfg, w, std::span<const float>(x.data).subspan(t * cfg.dim, cfg.dim), s, out, &mt, forced);
-        auto put = [&](std::vector<float>& dst, const std::vector<float>& src) {
-            if (forced.empty()) dst.insert(dst.end(), src.begin(), src.end());
-            else std::copy(src.begin(), src.end(), dst.begin() + static_cast<std::ptrdiff_t>(t * src.size()));
-        };
-        put(logits, mt.router_logits);
-        put(ids, mt.experts);
-        put(weights, mt.expert_weights);
-        if (cfg.shared_ffn_dim) put(shared, mt.shared_out);
-        put(outs_all, out);
+    RunState s(cfg, T);
+    std::copy(x.data.begin(), x.data.end(), s.ffn_norm.begin());  // the feed-forward's (normalised) inputs
+    moe_ffn(cfg, w, T, s);
+    auto all = [&](const char* name) {
+        std::vector<float> v;
+        for (std::size_t t = 0; t < T; ++t) {
+            const std::vector<float> r = intermediate_buffer(name).row(s, cfg, t);
+            v.insert(v.end(), r.begin(), r.end());
+        }
+        return v;
     };
-    for (std::size_t t = 0; t < T; ++t) run(t, {});
+    const std::vector<float> logits = all("router_logits"), ids = all("experts");
     const std::string choices = routing_choices(ids, k);
-
     // the verdict: exact ids, near-ties teacher-forced on the reference's experts, real mismatches left to fail
     const auto diffs = compare_routing(ids, ref_ids.data, ref_logits.data, k, E, env.tol);
     std::string note = "experts chosen (ours, by rank): " + choices, forced_tokens;
@@ -101,9 +99,7 @@ std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case& c, const St
         note += "\n" + d.describe();
         if (!d.near_tie()) continue;
         ++n_ties;
-        std::vector<int> forced(k);
-        for (std::size_t r = 0; r < k; ++r) forced[r] = static_cast<int>(ref_ids.data[d.token * k + r]);
-        run(d.token, forced);
+        force_experts(cfg, w, d.token, std::span<const float>(ref_ids.data).subspan(d.token * k, k), s);
         forced_tokens += fmt::format("{}{}", forced_tokens.empty() ? "" : ",", d.token);
     }
     const std::string tf = forced_tokens.empty() ? "" : " [teacher-forced routing at tokens " + forced_tokens + "]";
@@ -112,11 +108,11 @@ std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case& c, const St
                 "them), so the weights and outputs below stay comparable";
     std::vector<StageOutput> result = {
         {"router_logits", "router_logits", logits},
-        {"experts" + tf, "experts", ids, note, kExact},
-        {"expert_weights" + tf, "expert_weights", weights, note},
+        {"experts" + tf, "experts", all("experts"), note, kExact},
+        {"expert_weights" + tf, "expert_weights", all("expert_weights"), note},
     };
-    if (cfg.shared_ffn_dim) result.push_back({"shared_out", "shared_out", shared});
-    result.push_back({"out" + tf, "out", outs_all, note});
+    if (cfg.shared_ffn_dim) result.push_back({"shared_out", "shared_out", all("shared_out")});
+    result.push_back({"out" + tf, "out", all("ffn_out"), note});
     result.push_back({fmt::format("layer{}: routing near-ties", static_cast<std::size_t>(layer_attr)), "", {static_cast<float>(n_ties)},
                       fmt::format("{} of {} tokens (top-{} of {} experts); {}", n_ties, T, k, E, note)});
     return result;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <fmt/format.h>
 
+#include "model/testing/run_alone.h"
 #include "model/serve/batch.h"
 #include "model/serve/scheduler.h"
 #include "harness/stages/stages.h"
@@ -45,8 +46,7 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
     for (const std::size_t page_size : {3, 16}) {
         PagedKVCache kv(cfg.n_layers, cfg.kv_dim(), page_size, 2 * ((tokens.size() + page_size - 1) / page_size));
         const std::size_t seq = kv.add_sequence(), other = kv.add_sequence();
-        PrefillState ps(cfg, 2 * kStep);
-        RunState s(cfg);
+        RunState s(cfg, 2 * kStep);
         std::vector<float> paged, step_logits;
         for (std::size_t p0 = 0; p0 < tokens.size(); p0 += kStep) {
             std::vector<BatchRow> rows;
@@ -54,7 +54,7 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
                 rows.push_back({other, tokens[tokens.size() - 1 - p], p, false});
                 rows.push_back({seq, tokens[p], p, true});
             }
-            forward_batch(m, rows, kv, ps, s, step_logits);
+            forward_batch(m, rows, kv, s, step_logits);
             kv.check_invariants();  // ModelError (the stage errors) naming the broken invariant
             paged.insert(paged.end(), step_logits.begin(), step_logits.end());
         }

@@ -1,5 +1,9 @@
 #include "harness/stages/stages.h"
 
+#include <algorithm>
+
+#include "model/family.h"
+
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -45,26 +49,51 @@ const std::vector<std::string>& level_requires(const std::string& level) {
     return requires_.at(level);
 }
 
-namespace {
-std::vector<std::string> families_of(const Stage& s) {
-    std::vector<std::string> out;
-    std::istringstream in(s.family);
-    for (std::string f; in >> f;) out.push_back(f);
-    return out;
-}
-}  // namespace
-
 std::vector<std::string> stage_provides(const Stage& s) {
     std::vector<std::string> out;
-    for (const std::string& f : families_of(s)) out.push_back(std::string(s.level) == "kernel" ? "kernel." + f : f + "." + s.level);
+    if (std::string(s.level) == "kernel") {  // every family whose row lists this kernel
+        for (const Family* f : families())
+            if (std::find(f->kernels.begin(), f->kernels.end(), s.id) != f->kernels.end())
+                out.push_back(std::string("kernel.") + f->name);
+        const auto& q8 = int8_kernels();
+        if (std::find(q8.begin(), q8.end(), s.id) != q8.end()) out.push_back("kernel.int8");
+        return out;
+    }
+    if (*s.family) out.push_back(std::string(s.family) + (s.int8 ? ".int8." : ".") + s.level);
     return out;
 }
 
 std::vector<std::string> stage_requires(const Stage& s) {
     std::vector<std::string> out;
-    for (const std::string& f : families_of(s))
-        for (const std::string& level : level_requires(s.level)) out.push_back(level == "kernel" ? "kernel." + f : f + "." + level);
+    if (!*s.family) return out;
+    for (const std::string& level : level_requires(s.level)) {
+        if (level == "kernel") {
+            out.push_back(std::string("kernel.") + s.family);
+            if (s.int8) out.push_back("kernel.int8");
+        } else {
+            out.push_back(std::string(s.family) + "." + level);  // an int8 model runs the float block's code too
+            if (s.int8) out.push_back(std::string(s.family) + ".int8." + level);
+        }
+    }
     return out;
+}
+
+nlohmann::json stage_table_json() {
+    nlohmann::json rows = nlohmann::json::array(), fams = nlohmann::json::array();
+    for (const Stage& s : stages())
+        rows.push_back({{"id", s.id}, {"level", s.level}, {"family", s.family}, {"int8", s.int8}, {"model", s.model},
+                        {"fixture", s.fixture}, {"recipe", s.recipe}});
+    for (const Family* f : families())
+        fams.push_back({{"name", f->name}, {"about", f->about}, {"hf_model_types", f->hf_model_types},
+                        {"intermediates", f->intermediates}, {"kernels", f->kernels}});
+    return {{"stages", rows}, {"families", fams}, {"int8_kernels", int8_kernels()}};
+}
+
+std::string stage_family_label(const Stage& s) {
+    if (std::string(s.level) != "kernel") return std::string(s.family) + (s.int8 ? " int8" : "");
+    std::string label;
+    for (const std::string& g : stage_provides(s)) label += (label.empty() ? "" : " ") + g.substr(std::string("kernel.").size());
+    return label;
 }
 
 bool is_shared_path(const std::string& model) { return model.rfind("shared:", 0) == 0; }
@@ -94,173 +123,173 @@ ModelSpec parse_model_spec(const std::string& model) {
 
 const std::vector<Stage>& stages() {
     static const std::vector<Stage> table = {
-        // id, level, families using it, model, fixture, tolerance, why, function
-        {"kernel.matvec", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/matvec.h5", {1e-5, 1e-5},
+        // id, level, family, int8, model, fixture, fixture recipe, tolerance, why, function
+        {"kernel.matvec", "kernel", "", false, "", "kernel/matvec.h5", "kernel.matvec", {1e-5, 1e-5},
          "sums of up to 16384 products: torch's float32 blocked sum drifts ~1 ulp per doubling of length", stage_matvec},
-        {"kernel.matvec.fast", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/matvec.h5", {1e-5, 1e-5},
+        {"kernel.matvec.fast", "kernel", "", false, "", "kernel/matvec.h5", "kernel.matvec", {1e-5, 1e-5},
          "float accumulation in 8 independent lanes combined pairwise: each lane sums in/8 products (2048 at "
          "in = 16384), rounding errors grow like sqrt(in/8) ulp of the partial sums: the plain matvec's tolerance",
          stage_matvec_fast},
-        {"kernel.matmul_xwt", "kernel", "llama gpt2 qwen2", "", "kernel/matmul_xwt.h5", {1e-5, 1e-5},
+        {"kernel.matmul_xwt", "kernel", "", false, "", "kernel/matmul_xwt.h5", "kernel.matmul_xwt", {1e-5, 1e-5},
          "every output is a matvec_fast row (the same 8-lane float sum, bit for bit): the matvec tolerance",
          stage_matmul_xwt},
-        {"kernel.linear", "kernel", "llama gpt2 qwen2 qwen2moe mixtral", "", "kernel/linear.h5", {1e-5, 1e-5},
+        {"kernel.linear", "kernel", "", false, "", "kernel/linear.h5", "kernel.linear", {1e-5, 1e-5},
          "a matvec plus one add per output: the matvec's tolerance", stage_linear},
-        {"kernel.add", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/add.h5", kFloat32Default,
+        {"kernel.add", "kernel", "", false, "", "kernel/add.h5", "kernel.add", kFloat32Default,
          "one float32 add per element: exact in both, the default is generous", stage_add},
-        {"kernel.softmax", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/softmax.h5", kFloat32Default,
+        {"kernel.softmax", "kernel", "", false, "", "kernel/softmax.h5", "kernel.softmax", kFloat32Default,
          "outputs in [0, 1]: float32 default is already generous", stage_softmax},
-        {"kernel.rmsnorm", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/rmsnorm.h5", kFloat32Default,
+        {"kernel.rmsnorm", "kernel", "", false, "", "kernel/rmsnorm.h5", "kernel.rmsnorm", kFloat32Default,
          "one sum of squares and a scale: float32 default", stage_rmsnorm},
-        {"kernel.layernorm", "kernel", "gpt2", "", "kernel/layernorm.h5", {1e-5, 1e-5},
+        {"kernel.layernorm", "kernel", "", false, "", "kernel/layernorm.h5", "kernel.layernorm", {1e-5, 1e-5},
          "normalised outputs are O(1) but torch rounds mean and variance in float32: for values around 1e4 "
          "the mean's rounding moves every output by ~1e-6 relative",
          stage_layernorm},
-        {"kernel.rope", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/rope.h5", kFloat32Default,
+        {"kernel.rope", "kernel", "", false, "", "kernel/rope.h5", "kernel.rope", kFloat32Default,
          "elementwise rotation; our angle is float64, PyTorch's float32, so from pos 256 cases are held to the float64 truth", stage_rope},
-        {"kernel.silu", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/silu.h5", kFloat32Default, "elementwise: float32 default",
+        {"kernel.silu", "kernel", "", false, "", "kernel/silu.h5", "kernel.silu", kFloat32Default, "elementwise: float32 default",
          stage_silu},
-        {"kernel.swiglu", "kernel", "llama qwen2 q8 qwen2moe mixtral", "", "kernel/swiglu.h5", kFloat32Default, "elementwise: float32 default",
+        {"kernel.swiglu", "kernel", "", false, "", "kernel/swiglu.h5", "kernel.swiglu", kFloat32Default, "elementwise: float32 default",
          stage_swiglu},
-        {"kernel.gelu_tanh", "kernel", "gpt2", "", "kernel/gelu_tanh.h5", kFloat32Default,
+        {"kernel.gelu_tanh", "kernel", "", false, "", "kernel/gelu_tanh.h5", "kernel.gelu_tanh", kFloat32Default,
          "elementwise: float32 default (the exact-erf form misses it by up to 5e-4)", stage_gelu_tanh},
-        {"kernel.gelu_erf", "kernel", "gpt2", "", "kernel/gelu_erf.h5", kFloat32Default,
+        {"kernel.gelu_erf", "kernel", "", false, "", "kernel/gelu_erf.h5", "kernel.gelu_erf", kFloat32Default,
          "elementwise: float32 default (the tanh form misses it by up to 5e-4)", stage_gelu_erf},
-        {"kernel.attention", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/attention.h5", kFloat32Default,
+        {"kernel.attention", "kernel", "", false, "", "kernel/attention.h5", "kernel.attention", kFloat32Default,
          "softmax then a convex combination of values: float32 default", stage_attention},
-        {"kernel.attention.tiled", "kernel", "llama gpt2 qwen2 q8 qwen2moe mixtral", "", "kernel/attention.h5", kFloat32Default,
+        {"kernel.attention.tiled", "kernel", "", false, "", "kernel/attention.h5", "kernel.attention", kFloat32Default,
          "online softmax in tiles of 32: 8-lane float score dots, one exp(m_old - m_new) rescale per tile that "
          "raises the max, tile sums of <= 32 terms; still a convex combination of values: float32 default",
          stage_attention_tiled},
-        {"kernel.argmax", "kernel", "llama gpt2 qwen2 q8", "", "kernel/argmax.h5", kExact, "an index: must be exact",
+        {"kernel.argmax", "kernel", "", false, "", "kernel/argmax.h5", "kernel.argmax", kExact, "an index: must be exact",
          stage_argmax},
         // int8 (Q8_0, llama2.c's runq.c): family "q8" is the int8 LLaMA (its float kernels above name it too),
         // so that a broken int8 kernel blocks only the int8 stages
-        {"kernel.quantize_q8_0", "kernel", "q8", "", "kernel/quantize_q8_0.h5", {0.0, 1.2e-7},
+        {"kernel.quantize_q8_0", "kernel", "", false, "", "kernel/quantize_q8_0.h5", "kernel.quantize_q8_0", {0.0, 1.2e-7},
          "the int8 values must be exact (tolerance 0 on q); a scale is one float32 division max|x|/127, "
          "correctly rounded in both: at most 1 ulp apart",
          stage_quantize_q8_0},
-        {"kernel.matvec_q8_0", "kernel", "q8", "", "kernel/matvec_q8_0.h5", {1e-7, 2.4e-7},
+        {"kernel.matvec_q8_0", "kernel", "", false, "", "kernel/matvec_q8_0.h5", "kernel.matvec_q8_0", {1e-7, 2.4e-7},
          "exact int32 group sums, then runq.c's float steps (ival·ws·xs, float accumulation over groups) in the "
          "same order in both: bit-identical in practice, 2 ulp allowed",
          stage_matvec_q8_0},
 
-        {"layer.attention", "layer", "llama", kTinyLlama, "layer/attention.h5", {1e-5, 1e-5},
+        {"layer.attention", "layer", "llama", false, kTinyLlama, "layer/attention.h5", "layer.attention", {1e-5, 1e-5},
          "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},
-        {"layer.ffn", "layer", "llama", kTinyLlama, "layer/ffn.h5", {1e-5, 1e-5}, "three matvecs over 256 and 1024 terms",
+        {"layer.ffn", "layer", "llama", false, kTinyLlama, "layer/ffn.h5", "layer.ffn", {1e-5, 1e-5}, "three matvecs over 256 and 1024 terms",
          stage_layer_ffn},
-        {"layer.block", "layer", "llama", kTinyLlama, "layer/block.h5", {1e-5, 1e-5},
+        {"layer.block", "layer", "llama", false, kTinyLlama, "layer/block.h5", "layer.block", {1e-5, 1e-5},
          "attention + ffn + two residual adds", stage_layer_block},
-        {"layer.block.gpt2", "layer", "gpt2", kTinyGpt2, "layer/block_gpt2.h5", {1e-5, 1e-5},
+        {"layer.block.gpt2", "layer", "gpt2", false, kTinyGpt2, "layer/block_gpt2.h5", "layer.block", {1e-5, 1e-5},
          "two LayerNorms, four linears with biases, GELU and two residual adds over 64 and 256 terms",
          stage_layer_block},
 
-        {"layer.block.q8_0", "layer", "q8", kTinyLlamaQ8, "layer/block_q8_0.h5", {1e-5, 1e-5},
+        {"layer.block.q8_0", "layer", "llama", true, kTinyLlamaQ8, "layer/block_q8_0.h5", "layer.block.q8_0", {1e-5, 1e-5},
          "an int8 block against ref_q8.py: each int8 matvec on the reference's input exactly; the block's own "
          "intermediates up to the first int8 rounding tie within the float block's tolerance",
          stage_layer_block_q8},
-        {"layer.block.qwen2", "layer", "qwen2", kTinyQwen2, "layer/block_qwen2.h5", {1e-5, 1e-5},
+        {"layer.block.qwen2", "layer", "qwen2", false, kTinyQwen2, "layer/block_qwen2.h5", "layer.block", {1e-5, 1e-5},
          "RMSNorm, biased q/k/v, rotate-half RoPE with theta 1e6, 4:1 GQA, SwiGLU: sums over 64 and 160 terms",
          stage_layer_block},
 
         // mixture of experts: expert ids exactly (a routing near-tie is reported, not failed: moe_stages.cpp)
-        {"layer.moe.qwen2moe", "layer", "qwen2moe", kTinyQwen2Moe, "layer/moe_qwen2moe.h5", {1e-5, 1e-5},
+        {"layer.moe.qwen2moe", "layer", "qwen2moe", false, kTinyQwen2Moe, "layer/moe_qwen2moe.h5", "layer.moe", {1e-5, 1e-5},
          "router logits are 64-term dot products; each output sums 2 experts (64- and 32-term matvecs) and the "
          "sigmoid-gated 64-wide shared expert: float32 sums of under 100 terms, O(1) values",
          stage_layer_moe},
-        {"layer.moe.mixtral", "layer", "mixtral", kTinyMixtral, "layer/moe_mixtral.h5", {1e-5, 1e-5},
+        {"layer.moe.mixtral", "layer", "mixtral", false, kTinyMixtral, "layer/moe_mixtral.h5", "layer.moe", {1e-5, 1e-5},
          "router logits are 64-term dot products; each output is 2 renormalised experts (64- and 32-term matvecs): "
          "float32 sums of under 100 terms, O(1) values",
          stage_layer_moe},
-        {"layer.moe.mixtral.tied", "layer", "mixtral", kTinyMixtralTied, "layer/moe_mixtral_tied.h5", {1e-5, 1e-5},
+        {"layer.moe.mixtral.tied", "layer", "mixtral", false, kTinyMixtralTied, "layer/moe_mixtral_tied.h5", "layer.moe", {1e-5, 1e-5},
          "the tiny Mixtral with two experts' router rows equal in layer 1: their scores tie exactly, torch's order "
          "among equals is unspecified; every swap must be reported as a routing near-tie; else as layer.moe.mixtral",
          stage_layer_moe},
 
-        {"model.forward", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+        {"model.forward", "model", "llama", false, kTinyLlama, "model/forward.h5", "model.forward", kLogits,
          "the seed spec's logits tolerance; errors compound over layers and positions", stage_model_forward},
-        {"model.kv_cache", "model", "llama", kTinyLlama, "model/kv_cache.h5", {1e-5, 1e-5},
+        {"model.kv_cache", "model", "llama", false, kTinyLlama, "model/kv_cache.h5", "model.kv_cache", {1e-5, 1e-5},
          "k and v are one projection + RoPE away from the residual stream", stage_model_kv_cache},
-        {"model.forward.stories260k", "model", "llama", kStories260K, "model/forward_stories260k.h5", kLogits,
+        {"model.forward.stories260k", "model", "llama", false, kStories260K, "model/forward_stories260k.h5", "model.forward", kLogits,
          "a real trained model (5 layers, GQA): the same logits tolerance", stage_model_forward},
-        {"model.forward.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+        {"model.forward.gpt2", "model", "gpt2", false, kTinyGpt2, "model/forward_gpt2.h5", "model.forward", kLogits,
          "transformers' GPT2LMHeadModel, full-sequence forward: the same logits tolerance", stage_model_forward},
-        {"model.forward.gpt2.hub", "model", "gpt2", kTinyGpt2Hub, "model/forward_gpt2.h5", kLogits,
+        {"model.forward.gpt2.hub", "model", "gpt2", false, kTinyGpt2Hub, "model/forward_gpt2.h5", "model.forward", kLogits,
          "the same weights from a hub-style sharded directory (un-prefixed keys, attn.bias buffers)",
          stage_model_forward},
-        {"model.forward.gpt2.llmc", "model", "gpt2", kTinyGpt2Llmc, "model/forward_gpt2.h5", kLogits,
+        {"model.forward.gpt2.llmc", "model", "gpt2", false, kTinyGpt2Llmc, "model/forward_gpt2.h5", "model.forward", kLogits,
          "the same weights from an llm.c checkpoint (padded vocabulary, [out, in] matrices)", stage_model_forward},
-        {"model.forward.llama-hf", "model", "llama", kTinyLlamaHf, "model/forward.h5", kLogits,
+        {"model.forward.llama-hf", "model", "llama", false, kTinyLlamaHf, "model/forward.h5", "model.forward", kLogits,
          "the tiny LLaMA from a Hugging Face directory (q/k rows permuted for rotate-half): the same logits as "
          "from the original file",
          stage_model_logits},
-        {"model.forward.stories260k-hf", "model", "llama", kStories260KHf, "model/forward_stories260k.h5", kLogits,
+        {"model.forward.stories260k-hf", "model", "llama", false, kStories260KHf, "model/forward_stories260k.h5", "model.forward", kLogits,
          "stories260K converted to a Hugging Face directory: the same logits as from llama2.c's file",
          stage_model_logits},
-        {"model.forward.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+        {"model.forward.qwen2", "model", "qwen2", false, kTinyQwen2, "model/forward_qwen2.h5", "model.forward", kLogits,
          "transformers' Qwen2ForCausalLM, full-sequence forward, q/k captured after its RoPE: the logits tolerance",
          stage_model_forward},
-        {"model.forward.qwen2moe", "model", "qwen2moe", kTinyQwen2Moe, "model/forward_qwen2moe.h5", kLogits,
+        {"model.forward.qwen2moe", "model", "qwen2moe", false, kTinyQwen2Moe, "model/forward_qwen2moe.h5", "model.forward", kLogits,
          "transformers' Qwen2MoeForCausalLM, full-sequence forward: the logits tolerance; expert ids exactly except at "
          "routing near-ties (reference's scores within the tolerance)",
          stage_model_forward},
-        {"model.forward.mixtral", "model", "mixtral", kTinyMixtral, "model/forward_mixtral.h5", kLogits,
+        {"model.forward.mixtral", "model", "mixtral", false, kTinyMixtral, "model/forward_mixtral.h5", "model.forward", kLogits,
          "transformers' MixtralForCausalLM, full-sequence forward: the logits tolerance; expert ids exactly except at "
          "routing near-ties (reference's scores within the tolerance)",
          stage_model_forward},
-        {"model.forward.mixtral.tied", "model", "mixtral", kTinyMixtralTied, "model/forward_mixtral_tied.h5", kLogits,
+        {"model.forward.mixtral.tied", "model", "mixtral", false, kTinyMixtralTied, "model/forward_mixtral_tied.h5", "model.forward", kLogits,
          "the tied-router Mixtral: free-running outputs before the first routing near-tie, teacher-forced ones re-run "
          "on the reference's experts there; the logits tolerance",
          stage_model_forward},
-        {"model.kv_cache.qwen2", "model", "qwen2", kTinyQwen2, "model/kv_cache_qwen2.h5", {1e-5, 1e-5},
+        {"model.kv_cache.qwen2", "model", "qwen2", false, kTinyQwen2, "model/kv_cache_qwen2.h5", "model.kv_cache", {1e-5, 1e-5},
          "k (after RoPE) and v of 2 kv heads: one RMSNorm and a biased projection from the residual stream",
          stage_model_kv_cache},
-        {"model.prefill", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+        {"model.prefill", "model", "llama", false, kTinyLlama, "model/forward.h5", "model.forward", kLogits,
          "batched prefill (the prompt as matrices, causal attention): the forward fixture's logits tolerance",
          stage_model_prefill},
-        {"model.prefill.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+        {"model.prefill.gpt2", "model", "gpt2", false, kTinyGpt2, "model/forward_gpt2.h5", "model.forward", kLogits,
          "batched prefill of GPT-2: the forward fixture's logits tolerance", stage_model_prefill},
-        {"model.prefill.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+        {"model.prefill.qwen2", "model", "qwen2", false, kTinyQwen2, "model/forward_qwen2.h5", "model.forward", kLogits,
          "batched prefill of Qwen2 (GQA 4:1): the forward fixture's logits tolerance", stage_model_prefill},
-        {"model.kv_cache.paged", "model", "llama", kTinyLlama, "model/forward.h5", kLogits,
+        {"model.kv_cache.paged", "model", "llama", false, kTinyLlama, "model/forward.h5", "model.forward", kLogits,
          "the forward fixture's logits tolerance against PyTorch; against our contiguous cache: bit-identical (paged "
          "attention is attention_tiled's arithmetic)",
          stage_model_paged},
-        {"model.kv_cache.paged.gpt2", "model", "gpt2", kTinyGpt2, "model/forward_gpt2.h5", kLogits,
+        {"model.kv_cache.paged.gpt2", "model", "gpt2", false, kTinyGpt2, "model/forward_gpt2.h5", "model.forward", kLogits,
          "as model.kv_cache.paged, GPT-2 (learned positions, fused qkv)", stage_model_paged},
-        {"model.kv_cache.paged.qwen2", "model", "qwen2", kTinyQwen2, "model/forward_qwen2.h5", kLogits,
+        {"model.kv_cache.paged.qwen2", "model", "qwen2", false, kTinyQwen2, "model/forward_qwen2.h5", "model.forward", kLogits,
          "as model.kv_cache.paged, Qwen2 (4:1 GQA: two query heads read each kv page)", stage_model_paged},
-        {"model.kv_cache.gpt2", "model", "gpt2", kTinyGpt2, "model/kv_cache_gpt2.h5", {1e-5, 1e-5},
+        {"model.kv_cache.gpt2", "model", "gpt2", false, kTinyGpt2, "model/kv_cache_gpt2.h5", "model.kv_cache", {1e-5, 1e-5},
          "k and v are one LayerNorm + linear away from the residual stream", stage_model_kv_cache},
-        {"model.forward.q8_0", "model", "q8", kTinyLlamaQ8, "model/forward_q8_0.h5", kLogits,
+        {"model.forward.q8_0", "model", "llama", true, kTinyLlamaQ8, "model/forward_q8_0.h5", "model.forward.q8_0", kLogits,
          "int8 tiny LLaMA (quantized on load) against scripts/ref_q8.py, runq.c's arithmetic in torch: the int8 "
          "steps are exact, the float ones (norms, attention) differ by float32 rounding as in model.forward",
          stage_model_forward_q8},
-        {"model.forward.q8_0.ak42", "model", "q8", kTinyLlamaAk42, "model/forward_q8_0_ak42.h5", kLogits,
+        {"model.forward.q8_0.ak42", "model", "llama", true, kTinyLlamaAk42, "model/forward_q8_0_ak42.h5", "model.forward.q8_0.ak42", kLogits,
          "llama2.c's int8 file of the tiny LLaMA (export.py's version2_export) against ref_q8.py with export.py's "
          "torch.round weights; its int8 weights must differ from quantize_model's exactly at the exact halves",
          stage_model_q8_file},
 
-        {"generation.greedy", "generation", "llama", kTinyLlama, "generation/greedy.h5", kLogits,
+        {"generation.greedy", "generation", "llama", false, kTinyLlama, "generation/greedy.h5", "generation.greedy", kLogits,
          "tokens must match exactly; logits within the seed spec's 1e-4", stage_generation_greedy},
-        {"generation.greedy.stories260k", "generation", "llama", kStories260K, "generation/greedy_stories260k.h5",
+        {"generation.greedy.stories260k", "generation", "llama", false, kStories260K, "generation/greedy_stories260k.h5", "generation.greedy",
          kLogits, "256 greedy tokens from BOS must match exactly; logits within 1e-4", stage_generation_greedy},
-        {"generation.greedy.gpt2", "generation", "gpt2", kTinyGpt2, "generation/greedy_gpt2.h5", kLogits,
+        {"generation.greedy.gpt2", "generation", "gpt2", false, kTinyGpt2, "generation/greedy_gpt2.h5", "generation.greedy", kLogits,
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
-        {"generation.greedy.qwen2", "generation", "qwen2", kTinyQwen2, "generation/greedy_qwen2.h5", kLogits,
+        {"generation.greedy.qwen2", "generation", "qwen2", false, kTinyQwen2, "generation/greedy_qwen2.h5", "generation.greedy", kLogits,
          "transformers' generate(do_sample=False): tokens exactly, logits within 1e-4", stage_generation_greedy},
-        {"generation.serve_batch", "generation", "llama", kTinyLlama, "serve/batch_tiny_llama.h5", kLogits,
+        {"generation.serve_batch", "generation", "llama", false, kTinyLlama, "serve/batch_tiny_llama.h5", "serve.batch", kLogits,
          "10 requests served together (chunked prefill, paged cache): each one's tokens exactly as the reference "
          "alone, its logits within 1e-4; bit-identical to our run of it alone",
          stage_generation_serve_batch},
-        {"generation.serve_batch.stories260k", "generation", "llama", kStories260K, "serve/batch_stories260k.h5",
+        {"generation.serve_batch.stories260k", "generation", "llama", false, kStories260K, "serve/batch_stories260k.h5", "serve.batch",
          kLogits, "the same schedules on a trained model (5 layers, GQA): tokens exactly, logits within 1e-4",
          stage_generation_serve_batch},
-        {"generation.serve_batch.gpt2", "generation", "gpt2", kTinyGpt2, "serve/batch_gpt2.h5", kLogits,
+        {"generation.serve_batch.gpt2", "generation", "gpt2", false, kTinyGpt2, "serve/batch_gpt2.h5", "serve.batch", kLogits,
          "the same requests, each generated alone by transformers' GPT2LMHeadModel.generate(): tokens exactly, "
          "logits within 1e-4",
          stage_generation_serve_batch},
-        {"generation.serve_batch.qwen2", "generation", "qwen2", kTinyQwen2, "serve/batch_qwen2.h5", kLogits,
+        {"generation.serve_batch.qwen2", "generation", "qwen2", false, kTinyQwen2, "serve/batch_qwen2.h5", "serve.batch", kLogits,
          "the same requests, each generated alone by transformers' Qwen2ForCausalLM.generate() (4:1 GQA, one kv "
          "page read by 4 query heads): tokens exactly, logits within 1e-4",
          stage_generation_serve_batch},
@@ -269,50 +298,50 @@ const std::vector<Stage>& stages() {
         // The int8 drafts' family "llama q8": they run the int8 kernels too. No early exit on the tiny
         // LLaMA: its 1-layer draft keeps the 16 MB classifier (~80% of the target's cost) and agrees
         // 4-23% of the time: k = 1..8 took 2-5 s and checked nothing that stories260K's early exit does not
-        {"generation.speculative.int8", "generation", "llama q8", kTinyLlama, "generation/greedy.h5", kExact,
+        {"generation.speculative.int8", "generation", "llama", true, kTinyLlama, "generation/greedy.h5", "generation.greedy", kExact,
          "tokens exactly the reference's greedy tokens (the draft changes only the speed); acceptance rates "
          "are measurements",
          stage_generation_speculative_int8},
-        {"generation.speculative.early_exit.stories260k", "generation", "llama", kStories260K,
-         "generation/greedy_stories260k.h5", kExact,
+        {"generation.speculative.early_exit.stories260k", "generation", "llama", false, kStories260K,
+         "generation/greedy_stories260k.h5", "generation.greedy", kExact,
          "256 tokens from BOS exactly the reference's greedy tokens, for every early-exit depth and k",
          stage_generation_speculative_early_exit},
-        {"generation.speculative.int8.stories260k", "generation", "llama q8", kStories260K,
-         "generation/greedy_stories260k.h5", kExact,
+        {"generation.speculative.int8.stories260k", "generation", "llama", true, kStories260K,
+         "generation/greedy_stories260k.h5", "generation.greedy", kExact,
          "256 tokens from BOS exactly the reference's greedy tokens with an int8 (group 4) draft",
          stage_generation_speculative_int8},
-        {"generation.greedy.qwen2moe", "generation", "qwen2moe", kTinyQwen2Moe, "generation/greedy_qwen2moe.h5", kLogits,
+        {"generation.greedy.qwen2moe", "generation", "qwen2moe", false, kTinyQwen2Moe, "generation/greedy_qwen2moe.h5", "generation.greedy", kLogits,
          "transformers' generate(do_sample=False), 48 tokens (the context is 64): tokens exactly, logits within 1e-4",
          stage_generation_greedy},
-        {"generation.greedy.mixtral", "generation", "mixtral", kTinyMixtral, "generation/greedy_mixtral.h5", kLogits,
+        {"generation.greedy.mixtral", "generation", "mixtral", false, kTinyMixtral, "generation/greedy_mixtral.h5", "generation.greedy", kLogits,
          "transformers' generate(do_sample=False), 48 tokens (the context is 64): tokens exactly, logits within 1e-4",
          stage_generation_greedy},
-        {"generation.serve_batch.qwen2moe", "generation", "qwen2moe", kTinyQwen2Moe, "serve/batch_qwen2moe.h5", kLogits,
+        {"generation.serve_batch.qwen2moe", "generation", "qwen2moe", false, kTinyQwen2Moe, "serve/batch_qwen2moe.h5", "serve.batch", kLogits,
          "the serving requests on Qwen2-MoE (each row its own experts, the shared expert), each generated alone by "
          "transformers' generate(): tokens exactly, logits within 1e-4",
          stage_generation_serve_batch},
         // the cost of int8: int8 model vs float model, reported (report.md "Measurements"), not judged;
         // only the float model's perplexity is checked against PyTorch's. Families "llama q8": it runs both
-        {"generation.q8_0.cost", "generation", "llama q8", kTinyLlamaQ8, "quant/cost_tiny_llama.h5", kLogits,
+        {"generation.q8_0.cost", "generation", "llama", true, kTinyLlamaQ8, "quant/cost_tiny_llama.h5", "quant.cost", kLogits,
          "measurements (never fail unless non-finite); the float perplexity within the logits tolerance of "
          "PyTorch's",
          stage_quant_cost},
-        {"generation.q8_0.cost.stories260k", "generation", "llama q8", kStories260KQ8, "quant/cost_stories260k.h5", kLogits,
+        {"generation.q8_0.cost.stories260k", "generation", "llama", true, kStories260KQ8, "quant/cost_stories260k.h5", "quant.cost", kLogits,
          "measurements (never fail unless non-finite); the float perplexity within the logits tolerance of "
          "PyTorch's",
          stage_quant_cost},
 
-        {"tokenizer.default", "tokenizer", "", kTinyLlama, "tokenizer/default.h5", kExact,
+        {"tokenizer.default", "tokenizer", "", false, kTinyLlama, "tokenizer/default.h5", "tokenizer", kExact,
          "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},
-        {"tokenizer.llama2", "tokenizer", "", "shared:tokenizers/llama2/tokenizer.bin", "tokenizer/llama2.h5", kExact,
+        {"tokenizer.llama2", "tokenizer", "", false, "shared:tokenizers/llama2/tokenizer.bin", "tokenizer/llama2.h5", "tokenizer", kExact,
          "token ids: SentencePiece's exactly (Llama 2, 32000 pieces)", stage_tokenizer},
-        {"tokenizer.stories260k", "tokenizer", "", "shared:models/stories260K/tok512.bin", "tokenizer/stories260k.h5",
+        {"tokenizer.stories260k", "tokenizer", "", false, "shared:models/stories260K/tok512.bin", "tokenizer/stories260k.h5", "tokenizer",
          kExact, "token ids: SentencePiece's exactly (stories260K's 512 pieces)", stage_tokenizer},
-        {"tokenizer.gpt2", "tokenizer", "", kGpt2Tokenizer, "tokenizer/gpt2.h5", kExact,
+        {"tokenizer.gpt2", "tokenizer", "", false, kGpt2Tokenizer, "tokenizer/gpt2.h5", "tokenizer", kExact,
          "token ids: tiktoken's and HF tokenizers' exactly (they agree), from encoder.json + vocab.bpe", stage_tokenizer},
-        {"tokenizer.gpt2.json", "tokenizer", "", kGpt2TokenizerJson, "tokenizer/gpt2.h5", kExact,
+        {"tokenizer.gpt2.json", "tokenizer", "", false, kGpt2TokenizerJson, "tokenizer/gpt2.h5", "tokenizer", kExact,
          "the same ids from the same vocabulary in Hugging Face's tokenizer.json format", stage_tokenizer},
-        {"tokenizer.qwen", "tokenizer", "", "shared:tokenizers/qwen/tokenizer.json", "tokenizer/qwen.h5", kExact,
+        {"tokenizer.qwen", "tokenizer", "", false, "shared:tokenizers/qwen/tokenizer.json", "tokenizer/qwen.h5", "tokenizer", kExact,
          "token ids: HF tokenizers' exactly (NFC, the Split regex from the file, added tokens recognised)",
          stage_tokenizer},
     };

@@ -5,6 +5,7 @@
 // outputs/<golden> (PyTorch float32) and reference64/<golden> (float64 truth).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "harness/compare.h"
 #include "harness/fixture.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 namespace lmlab {
@@ -75,6 +77,10 @@ std::vector<RoutingDifference> compare_routing(std::span<const float> ours_ids, 
                                                std::size_t n_experts, Tolerance tol);
 // "t0: 3 5 | t1: 0 7 | ..." : the experts each token chose, [T, k] ids
 std::string routing_choices(std::span<const float> ids, std::size_t k);
+// Teacher-forced routing at a near-tie: row t's feed-forward run again on the reference's experts
+// (ids [top_k], as floats): their weights are our probabilities of them (s.router_probs from the
+// first run), then the mixture (model/families/families.h). Leaves row t of s.ffn_out (and shared_out).
+void force_experts(const Config& c, const LayerWeights& w, std::size_t t, std::span<const float> ids, RunState& s);
 
 // Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
 // "skipped" with the reason, never as a failure.
@@ -86,6 +92,7 @@ struct StageEnv {
     std::string golden_dir;  // where fixtures live
     std::string shared_dir;  // ../shared (models and tokenizers), may not exist
     std::string model = {};  // the running stage's model path (resolved), "" for kernels
+    std::string family = {}; // the running stage's family ("" for kernels and tokenizers)
     std::string exporter_sha256 = {};  // when set, a fixture written by another exporter is stale
     Tolerance tol = {};                // the running stage's tolerance (for verdicts like near-ties)
 };
@@ -95,10 +102,14 @@ using StageFn = std::vector<StageOutput> (*)(const Fixture&, const Case&, const 
 struct Stage {
     const char* id;        // "kernel.softmax"
     const char* level;     // "kernel", "layer", "model", "generation", "tokenizer"
-    const char* family;    // "llama", "gpt2"; a kernel: every family that uses it ("llama gpt2"); "" for none
+    const char* family;    // the family it runs (model/family.h: "llama", "gpt2", ...); "" for kernels, whose
+                           // families are derived from the family rows' kernel lists, and for tokenizers
+    bool int8;             // it runs int8 weights too (the int8 kernels gate it, model/family.h's int8_kernels)
     const char* model;     // the model (or tokenizer) it runs: a path under the golden dir, or "shared:<path>"
                            // under ../shared (skipped when absent); "" for kernels
     const char* fixture;   // relative to the golden dir: "kernel/softmax.h5"; several stages may share one
+    const char* recipe;    // how the exporter makes the fixture ("model.forward", "kernel.rope", ...):
+                           // scripts/lmlab_ref's recipes, one per name; stages sharing a fixture share it
     Tolerance tol;         // |ours - torch| <= atol + rtol·|torch|
     const char* tol_why;   // one line: why this tolerance
     StageFn run;
@@ -110,10 +121,12 @@ struct Stage {
 const std::vector<std::string>& levels();
 const std::vector<std::string>& level_requires(const std::string& level);
 
-// Gating is per family: a stage provides gates ("kernel.gpt2" for a kernel GPT-2 uses,
-// "gpt2.layer" for a GPT-2 layer stage) and requires the gates below it of its own family only
-// ("kernel.gpt2", "gpt2.layer" for a GPT-2 model stage). So a broken GELU blocks GPT-2's layers but
-// not LLaMA's, which never call it, and a failing GPT-2 layer never marks LLaMA's model Not Run.
+// Gating is per family: a stage provides gates ("kernel.gpt2" for a kernel GPT-2 calls, "gpt2.layer"
+// for a GPT-2 layer stage, "llama.int8.layer" for an int8 LLaMA one) and requires the gates below it of
+// its own family only ("kernel.gpt2", "gpt2.layer" for a GPT-2 model stage; an int8 stage also the
+// int8 ones). Which families a kernel stage gates comes from the family rows (model/family.h: the
+// kernels each calls), never typed here. So a broken GELU blocks GPT-2's layers but not LLaMA's,
+// which never call it, and a failing GPT-2 layer never marks LLaMA's model Not Run.
 std::vector<std::string> stage_provides(const Stage& s);
 std::vector<std::string> stage_requires(const Stage& s);
 
@@ -132,6 +145,13 @@ ModelSpec parse_model_spec(const std::string& model);
 
 // Every stage, in level order.
 const std::vector<Stage>& stages();
+// What `lmlab list --json` prints for the exporter: {"stages": [{id, level, family, int8, model,
+// fixture, recipe}], "families": [{name, about, hf_model_types, intermediates, kernels}],
+// "int8_kernels": [...]}. The family rows come from model/family.h.
+nlohmann::json stage_table_json();
+// The family column of `lmlab list`: a stage's family ("llama", "llama int8"), or for a kernel
+// the families its rows say call it ("llama gpt2 ... int8").
+std::string stage_family_label(const Stage& s);
 const Stage* find_stage(const std::string& id);  // nullptr when no stage has this id
 
 // Stage functions (defined in kernel_stages.cpp, ...).

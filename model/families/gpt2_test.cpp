@@ -8,7 +8,9 @@
 #include <numbers>
 #include <vector>
 
+#include "model/family.h"
 #include "model/forward.h"
+#include "model/record.h"
 #include "model/testing/test_model.h"
 
 namespace lmlab {
@@ -129,32 +131,26 @@ TEST(Gpt2Forward, FusedProjectionSplitsIntoQKV) {
     LayerWeights& w = m.layers[0];
     std::fill(w.attn_norm.weight.begin(), w.attn_norm.weight.end(), 0.0f);
     std::fill(w.wqkv.w.begin(), w.wqkv.w.end(), 0.0f);
-    KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
-    RunState s(m.config);
-    Trace t;
-    forward(m, 2, 0, cache, s, &t);
+    const Trace t = traced_decode(m, std::vector<int>{2});
+    const LayerRecord& L = t.layers[0];
     const std::size_t D = m.config.dim;
     for (std::size_t i = 0; i < D; ++i) {
-        EXPECT_EQ(t.layers[0].q[i], w.wqkv.b[i]);
-        EXPECT_EQ(t.layers[0].k[i], w.wqkv.b[D + i]);
-        EXPECT_EQ(t.layers[0].v[i], w.wqkv.b[2 * D + i]);
+        EXPECT_EQ(L.at("q")[i], w.wqkv.b[i]);
+        EXPECT_EQ(L.at("k")[i], w.wqkv.b[D + i]);
+        EXPECT_EQ(L.at("v")[i], w.wqkv.b[2 * D + i]);
     }
     // at position 0 attention returns v itself: heads == v
-    EXPECT_EQ(t.layers[0].heads, t.layers[0].v);
+    EXPECT_EQ(L.at("heads"), L.at("v"));
 }
 
 TEST(Gpt2Forward, TraceHasEveryRoleOfTheFamily) {
     const Model m = test::make_model(tiny_gpt2_config());
-    KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
-    RunState s(m.config);
-    Trace t;
-    forward(m, 1, 0, cache, s, &t);
-    for (const TraceField& f : layer_trace_fields(Arch::Gpt2)) {
-        const std::size_t n = (t.layers[1].*f.field).size();
-        const std::string name = f.name;
+    const Trace t = traced_decode(m, std::vector<int>{1});
+    for (const std::string& name : family(Arch::Gpt2).intermediates) {
+        const std::size_t n = t.layers[1].at(name).size();
         EXPECT_EQ(n, name == "ffn_up" || name == "ffn_act" ? m.config.ffn_dim : m.config.dim) << name;
     }
-    EXPECT_TRUE(t.layers[0].ffn_gate.empty()) << "GPT-2's MLP has no gate";
+    EXPECT_FALSE(t.layers[0].count("ffn_gate")) << "GPT-2's MLP has no gate";
     // the embedding is the token's row plus position 0's row
     for (std::size_t i = 0; i < m.config.dim; ++i)
         EXPECT_EQ(t.embedding[i], m.tok_embeddings[1 * m.config.dim + i] + m.pos_embeddings[i]);

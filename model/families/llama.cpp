@@ -1,72 +1,225 @@
-// The LLaMA block (Touvron et al. 2023; llama2.c's run.c computes the same thing), also Qwen2's
-// (Qwen2 = this block with biases on the q, k, v projections; the config says which):
+// LLaMA (Touvron et al. 2023; llama2.c's run.c computes the same thing) and Qwen2 (Alibaba: the
+// same block with biases on the q, k, v projections), over T rows at once (decode: T = 1):
 //
 //   x ─► RMSNorm ─► q = RoPE(wq·), k = RoPE(wk·), v = wv· ─► attend over the cache ─► wo ─► + x ─► h
 //   h ─► RMSNorm ─► w2 · (silu(w1·) ⊙ w3·)                                          ─► + h ─► out
 //
-// Shapes: x [dim]; q [n_heads·head_dim]; k, v [kv_dim]; heads [n_heads·head_dim]; gate/up [ffn_dim].
+// Shapes per row: x [dim]; q [n_heads·head_dim]; k, v [kv_dim]; heads [n_heads·head_dim];
+// gate/up [ffn_dim]. Every buffer is RunState's, [T, width]: row t is token t.
 //
-// Qwen2-MoE and Mixtral are this block with the SwiGLU replaced by a mixture of experts (moe.cpp):
-//   h ─► RMSNorm ─► router ─► top-k experts, each a SwiGLU ─► weighted sum (+ gated shared expert) ─► + h
-#include "model/forward.h"
+// Qwen2-MoE and Mixtral are this block with the SwiGLU replaced by a mixture of experts (moe.cpp).
+// This file also holds the two families' tensor tables and their config.json mapping.
+#include <fmt/format.h>
+#include <string_view>
+
+#include "model/families/families.h"
+#include "model/load/config_json.h"
+#include "model/tensors.h"
 
 namespace lmlab {
 
-void llama_attention(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos,
-                     std::span<const float> xn, KVCache& cache, RunState& s, std::span<float> out) {
-    // projections: xn [dim] -> q [n_heads*head_dim], k, v [kv_dim]
-    project(w.wq, xn, s.q, s);
-    project(w.wk, xn, s.k, s);
-    project(w.wv, xn, s.v, s);
-    // position enters only here: q and k are rotated by angles proportional to pos
-    rope(s.q, c.head_dim(), pos, c.rope_theta, c.rope_style);
-    rope(s.k, c.head_dim(), pos, c.rope_theta, c.rope_style);
-    cache.append(layer, pos, s.k, s.v);
-    attend(c, layer, pos, cache, s);  // -> s.heads
-    project(w.wo, s.heads, out, s);     // mix the heads back into the residual width
-}
+// ---- The block -----------------------------------------------------------------------------------
 
-void llama_ffn(const Config&, const LayerWeights& w, std::span<const float> xn, RunState& s, std::span<float> out) {
-    project(w.w_gate, xn, s.gate, s);  // [ffn_dim]
-    project(w.w_up, xn, s.up, s);      // [ffn_dim]
-    swiglu(s.gate, s.up, s.act);     // silu(gate) * up: the gate decides how much of each "up" feature passes
-    project(w.w_down, s.act, out, s);  // [ffn_dim] -> [dim]
-}
-
-void llama_block(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t pos, std::span<float> x,
-                 KVCache& cache, RunState& s, LayerTrace* t) {
-    record(t, &LayerTrace::in, x);
-    rmsnorm(x, w.attn_norm.weight, c.norm_eps, s.xn);
-    record(t, &LayerTrace::attn_norm, s.xn);
-    llama_attention(c, w, layer, pos, s.xn, cache, s, s.att_out);
-    record(t, &LayerTrace::q, s.q);
-    record(t, &LayerTrace::k, s.k);
-    record(t, &LayerTrace::v, s.v);
-    record(t, &LayerTrace::heads, s.heads);
-    record(t, &LayerTrace::attn_out, s.att_out);
-    add(x, s.att_out, x);  // first residual: h
-    record(t, &LayerTrace::h, x);
-
-    rmsnorm(x, w.ffn_norm.weight, c.norm_eps, s.xn);
-    record(t, &LayerTrace::ffn_norm, s.xn);
-    if (c.moe()) {
-        MoeTrace mt;
-        moe_ffn(c, w, s.xn, s, s.ffn_out, t ? &mt : nullptr);
-        if (t) {
-            t->router_logits = std::move(mt.router_logits);
-            t->experts = std::move(mt.experts);
-            t->expert_weights = std::move(mt.expert_weights);
-            t->shared_out = std::move(mt.shared_out);
-        }
-    } else {
-        llama_ffn(c, w, s.xn, s, s.ffn_out);
-        record(t, &LayerTrace::ffn_gate, s.gate);
-        record(t, &LayerTrace::ffn_up, s.up);
-        record(t, &LayerTrace::ffn_act, s.act);
+void llama_attention(const Config& c, const LayerWeights& w, std::size_t layer, std::size_t T, RowCache& cache,
+                     RunState& s) {
+    const std::size_t hd = c.head_dim(), qd = c.n_heads * hd, kv = c.kv_dim();
+    // projections: attn_norm [T, dim] -> q [T, n_heads*head_dim], k, v [T, kv_dim]
+    project_rows(w.wq, rows(s.attn_norm, T, c.dim), rows(s.q, T, qd), T, s);
+    project_rows(w.wk, rows(s.attn_norm, T, c.dim), rows(s.k, T, kv), T, s);
+    project_rows(w.wv, rows(s.attn_norm, T, c.dim), rows(s.v, T, kv), T, s);
+    for (std::size_t t = 0; t < T; ++t) {
+        // position enters only here: q and k are rotated by angles proportional to the row's position
+        rope(row(s.q, t, qd), hd, cache.pos(t), c.rope_theta, c.rope_style);
+        rope(row(s.k, t, kv), hd, cache.pos(t), c.rope_theta, c.rope_style);
+        cache.append(layer, t, row(s.k, t, kv), row(s.v, t, kv));
     }
-    record(t, &LayerTrace::ffn_out, s.ffn_out);
-    add(x, s.ffn_out, x);  // second residual: the block's output
-    record(t, &LayerTrace::out, x);
+    attend_rows(c, layer, T, cache, s);           // -> s.heads
+    project_rows(w.wo, rows(s.heads, T, qd), rows(s.attn_out, T, c.dim), T, s);  // mix the heads back into the residual width
+}
+
+void llama_ffn(const Config& c, const LayerWeights& w, std::size_t T, RunState& s) {
+    const std::size_t f = c.ffn_dim;
+    project_rows(w.w_gate, rows(s.ffn_norm, T, c.dim), rows(s.gate, T, f), T, s);  // [T, ffn_dim]
+    project_rows(w.w_up, rows(s.ffn_norm, T, c.dim), rows(s.up, T, f), T, s);      // [T, ffn_dim]
+    // silu(gate) * up: the gate decides how much of each "up" feature passes
+    swiglu(rows(s.gate, T, f), rows(s.up, T, f), rows(s.act, T, f));
+    project_rows(w.w_down, rows(s.act, T, f), rows(s.ffn_out, T, c.dim), T, s);  // [T, ffn_dim] -> [T, dim]
+}
+
+void llama_block_with(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s,
+                      void (*ffn)(const Config&, const LayerWeights&, std::size_t, RunState&)) {
+    const Config& c = m.config;
+    const LayerWeights& w = m.layers[layer];
+    const std::size_t dim = c.dim;
+    for (std::size_t t = 0; t < T; ++t) rmsnorm(row(s.x, t, dim), w.attn_norm.weight, c.norm_eps, row(s.attn_norm, t, dim));
+    llama_attention(c, w, layer, T, cache, s);
+    add(rows(s.x, T, dim), rows(s.attn_out, T, dim), rows(s.h, T, dim));  // first residual: h = x + attention
+
+    for (std::size_t t = 0; t < T; ++t) rmsnorm(row(s.h, t, dim), w.ffn_norm.weight, c.norm_eps, row(s.ffn_norm, t, dim));
+    ffn(c, w, T, s);
+    add(rows(s.h, T, dim), rows(s.ffn_out, T, dim), rows(s.out, T, dim));  // second residual: the block's output
+}
+
+namespace {
+void llama_block(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s) {
+    llama_block_with(m, layer, T, cache, s, llama_ffn);
+}
+}  // namespace
+
+// ---- What the LLaMA-block families share ---------------------------------------------------------
+
+std::string llama_like_check(const Config& c, bool qkv_bias) {
+    if (c.norm != NormKind::RMSNorm) return "the llama block uses RMSNorm";
+    if (c.positions != Positions::Rope) return "the llama block uses RoPE positions";
+    if (c.out_bias || c.ffn_bias) return "the llama block has no bias on the output or feed-forward projections";
+    if (c.qkv_bias != qkv_bias)
+        return qkv_bias ? "this family always has q/k/v biases" : "this family has no q/k/v biases";
+    if (c.head_dim() % 2 != 0) return "head_dim must be even for RoPE";
+    if (!(c.rope_theta > 0)) return "rope_theta must be positive";
+    return "";
+}
+
+Config llama_like_config(const ConfigJson& j, Config c) {
+    c.dim = j.size("hidden_size");
+    c.n_layers = j.size("num_hidden_layers");
+    c.n_heads = j.size("num_attention_heads");
+    c.n_kv_heads = j.has("num_key_value_heads") ? j.size("num_key_value_heads") : c.n_heads;  // null: no GQA
+    c.ffn_dim = j.size("intermediate_size");
+    c.vocab_size = j.size("vocab_size");
+    c.max_seq_len = j.size("max_position_embeddings");
+    c.norm_eps = static_cast<float>(j.number("rms_norm_eps", c.norm_eps));
+    c.rope_theta = static_cast<float>(j.number("rope_theta", c.rope_theta));
+    // Hugging Face's checkpoints pair RoPE dimensions as (i, i + head_dim/2): the conversion from
+    // Meta's weights permuted the rows of wq and wk so that this gives the same model (README).
+    c.rope_style = RopeStyle::RotateHalf;
+    // Features our forward does not implement: refused by name, never ignored.
+    const std::string act = j.text("hidden_act", "silu");
+    if (act != "silu")
+        throw ModelError(fmt::format("{}: hidden_act '{}' is not supported (the SwiGLU feed-forward uses silu)", j.path(), act));
+    if (j.has("rope_scaling"))
+        throw ModelError(fmt::format("{}: rope_scaling is {}: scaled RoPE (linear, dynamic, yarn, llama3) is not "
+                                     "implemented; this engine would compute a different model",
+                                     j.path(), j.dump("rope_scaling")));
+    if (j.has("head_dim") && j.size("head_dim") != c.dim / c.n_heads)
+        throw ModelError(fmt::format("{}: head_dim {} differs from hidden_size / num_attention_heads = {}; this engine "
+                                     "derives head_dim",
+                                     j.path(), j.size("head_dim"), c.dim / c.n_heads));
+    c.tied_embeddings = j.boolean("tie_word_embeddings", false);  // LlamaConfig's and Qwen2Config's default
+    return c;
+}
+
+const std::vector<std::string>& llama_block_kernels() {
+    // the plain and the fast path's kernels, and argmax (greedy sampling)
+    static const std::vector<std::string> kernels = {
+        "kernel.matvec",  "kernel.matvec.fast", "kernel.matmul_xwt", "kernel.linear",    "kernel.add",
+        "kernel.softmax", "kernel.rmsnorm",     "kernel.rope",       "kernel.silu",      "kernel.swiglu",
+        "kernel.attention", "kernel.attention.tiled", "kernel.argmax"};
+    return kernels;
+}
+
+bool llama_ignored(const std::string& name) {
+    constexpr std::string_view suffix = ".self_attn.rotary_emb.inv_freq";
+    return name.size() > suffix.size() && std::string_view(name).substr(name.size() - suffix.size()) == suffix;
+}
+
+namespace {
+
+// ---- Tensors: Meta's names (our HDF5 files, llama_ref.py) in llama2.c's checkpoint order, and
+// Hugging Face's LlamaForCausalLM / Qwen2ForCausalLM names ------------------------------------------
+
+const std::vector<TensorSlot>& llama_tensors() {
+    using namespace slots;
+    static const std::vector<TensorSlot> table = {
+        {"tok_embeddings.weight", "embed_tokens.weight", false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
+        {"layers.{}.attention_norm.weight", "layers.{}.input_layernorm.weight", true, dim, LMLAB_LAYER(attn_norm.weight)},
+        {"layers.{}.attention.wq.weight", "layers.{}.self_attn.q_proj.weight", true, q_proj, LMLAB_LAYER(wq.w)},
+        {"layers.{}.attention.wk.weight", "layers.{}.self_attn.k_proj.weight", true, kv_proj, LMLAB_LAYER(wk.w)},
+        {"layers.{}.attention.wv.weight", "layers.{}.self_attn.v_proj.weight", true, kv_proj, LMLAB_LAYER(wv.w)},
+        {"layers.{}.attention.wq.bias", "layers.{}.self_attn.q_proj.bias", true, q_out, LMLAB_LAYER(wq.b), has_qkv_bias},
+        {"layers.{}.attention.wk.bias", "layers.{}.self_attn.k_proj.bias", true, kv_out, LMLAB_LAYER(wk.b), has_qkv_bias},
+        {"layers.{}.attention.wv.bias", "layers.{}.self_attn.v_proj.bias", true, kv_out, LMLAB_LAYER(wv.b), has_qkv_bias},
+        {"layers.{}.attention.wo.weight", "layers.{}.self_attn.o_proj.weight", true, o_proj, LMLAB_LAYER(wo.w)},
+        {"layers.{}.ffn_norm.weight", "layers.{}.post_attention_layernorm.weight", true, dim, LMLAB_LAYER(ffn_norm.weight)},
+        {"layers.{}.feed_forward.w1.weight", "layers.{}.mlp.gate_proj.weight", true, ffn_in, LMLAB_LAYER(w_gate.w)},
+        {"layers.{}.feed_forward.w2.weight", "layers.{}.mlp.down_proj.weight", true, ffn_out, LMLAB_LAYER(w_down.w)},
+        {"layers.{}.feed_forward.w3.weight", "layers.{}.mlp.up_proj.weight", true, ffn_in, LMLAB_LAYER(w_up.w)},
+        {"norm.weight", "norm.weight", false, dim, LMLAB_GLOBAL(final_norm.weight)},
+        {"output.weight", "lm_head.weight", false, embeddings, LMLAB_GLOBAL(output), untied},
+    };
+    return table;
+}
+
+// ---- The rows ------------------------------------------------------------------------------------
+
+const std::vector<std::string>& llama_intermediates() {
+    static const std::vector<std::string> names = {"in", "attn_norm", "q", "k", "v", "heads", "attn_out", "h",
+        "ffn_norm", "ffn_gate", "ffn_up", "ffn_act", "ffn_out", "out"};
+    return names;
+}
+
+Config llama_defaults() {
+    Config c;
+    c.arch = Arch::Llama;
+    c.norm = NormKind::RMSNorm;
+    c.norm_eps = 1e-5f;
+    c.activation = Activation::SwiGLU;
+    c.positions = Positions::Rope;
+    c.rope_theta = 10000.0f;
+    c.rope_style = RopeStyle::AdjacentPairs;  // Meta's and llama2.c's; Hugging Face files say RotateHalf
+    return c;
+}
+
+Config qwen2_defaults() {
+    Config c = llama_defaults();
+    c.arch = Arch::Qwen2;
+    c.norm_eps = 1e-6f;
+    c.rope_theta = 1e6f;
+    c.rope_style = RopeStyle::RotateHalf;  // Hugging Face's layout
+    c.qkv_bias = true;
+    return c;
+}
+
+// transformers' LlamaConfig
+Config llama_from_hf(const ConfigJson& j) {
+    Config c = llama_like_config(j, llama_defaults());
+    j.require("attention_bias", false, false, "biases on the attention projections are not implemented for llama");
+    j.require("mlp_bias", false, false, "biases on the MLP projections are not implemented for llama");
+    return c;
+}
+
+// transformers' Qwen2Config
+Config qwen2_from_hf(const ConfigJson& j) {
+    Config c = llama_like_config(j, qwen2_defaults());
+    // Qwen2.5 configs carry sliding_window but switch it off; a model that uses it attends differently.
+    j.require("use_sliding_window", false, false, "sliding-window attention is not implemented");
+    return c;
+}
+
+std::string dense_check(const Config& c, bool qkv_bias) {
+    if (c.activation != Activation::SwiGLU) return "the llama block uses a SwiGLU feed-forward";
+    if (c.n_experts || c.top_k || c.shared_ffn_dim || c.norm_topk_prob)
+        return "experts (n_experts, top_k, shared_ffn_dim, norm_topk_prob) belong to the qwen2moe and mixtral families only";
+    return llama_like_check(c, qkv_bias);
+}
+
+}  // namespace
+
+const Family& llama_family() {
+    static const Family f{
+        Arch::Llama, "llama", "Meta's LLaMA, llama2.c checkpoints: RMSNorm, RoPE, SwiGLU, no biases",
+        {"llama"}, llama_defaults, llama_from_hf, "model.", llama_ignored,
+        [](const Config& c) { return dense_check(c, false); },
+        llama_block, llama_intermediates(), llama_block_kernels(), llama_tensors};
+    return f;
+}
+
+const Family& qwen2_family() {
+    static const Family f{
+        Arch::Qwen2, "qwen2", "Alibaba's Qwen2: LLaMA's block with biases on q, k, v (rotate-half RoPE, theta 1e6)",
+        {"qwen2"}, qwen2_defaults, qwen2_from_hf, "model.", llama_ignored,
+        [](const Config& c) { return dense_check(c, true); },
+        llama_block, llama_intermediates(), llama_block_kernels(), llama_tensors};
+    return f;
 }
 
 }  // namespace lmlab

@@ -1,5 +1,6 @@
-// The sparse mixture-of-experts feed-forward of Qwen2-MoE and Mixtral (Shazeer et al. 2017; Jiang
-// et al. 2024), as transformers 4.46.3's Qwen2MoeSparseMoeBlock / MixtralSparseMoeBlock compute it:
+// Qwen2-MoE and Mixtral: the LLaMA block (llama.cpp) whose feed-forward is a sparse mixture of
+// experts (Shazeer et al. 2017; Jiang et al. 2024), as transformers 4.46.3's Qwen2MoeSparseMoeBlock /
+// MixtralSparseMoeBlock compute it, row by row (each token picks its own experts):
 //
 //   xn ─► router (a Linear [n_experts, dim]) ─► softmax ─► top-k ─► (renormalise) ─► ids, weights
 //   xn ─► expert e = SwiGLU_e(xn) for each chosen e ─► Σ weight_e · expert_e(xn) ─► (+ shared) ─► out
@@ -19,81 +20,293 @@
 //    row, so the terms are added in EXPERT-ID order, not rank order: we do the same (float addition
 //    is not associative; the other order would differ in the last bit);
 //  - Qwen2-MoE adds sigmoid(shared_expert_gate(x)) · shared_expert(x) after the routed sum.
+//
+// This file also holds the two families' tensor tables and config.json mappings.
 #include <algorithm>
 #include <cmath>
+#include <fmt/format.h>
 #include <numeric>
 
-#include "model/forward.h"
+#include "model/families/families.h"
+#include "model/load/config_json.h"
+#include "model/tensors.h"
 
 namespace lmlab {
 
 namespace {
 
-// One SwiGLU expert of width `width`: out = w_down · (silu(w_gate xn) ⊙ (w_up xn)).  xn: [dim] -> out: [dim]
-void expert_ffn(const Expert& e, std::size_t width, std::span<const float> xn, RunState& s, std::span<float> out) {
-    const auto gate = std::span<float>(s.gate).first(width), up = std::span<float>(s.up).first(width),
-               act = std::span<float>(s.act).first(width);
-    project(e.w_gate, xn, gate, s);
-    project(e.w_up, xn, up, s);
+std::size_t scratch_width(const Config& c) { return std::max(c.ffn_dim, c.shared_ffn_dim); }
+
+// One SwiGLU expert of width `width` on row t: out = w_down · (silu(w_gate xn) ⊙ (w_up xn)), with row
+// t of s.gate/up/act as scratch.  xn: [dim] -> out: [dim]
+void expert_ffn(const Expert& e, std::size_t width, std::size_t t, std::span<const float> xn, RunState& s,
+                std::span<float> out, const Config& c) {
+    const std::size_t at = t * scratch_width(c);
+    const auto gate = std::span<float>(s.gate).subspan(at, width), up = std::span<float>(s.up).subspan(at, width),
+               act = std::span<float>(s.act).subspan(at, width);
+    project_rows(e.w_gate, xn, gate, 1, s);
+    project_rows(e.w_up, xn, up, 1, s);
     swiglu(gate, up, act);
-    project(e.w_down, act, out, s);
+    project_rows(e.w_down, act, out, 1, s);
 }
 
 }  // namespace
 
-void moe_ffn(const Config& c, const LayerWeights& w, std::span<const float> xn, RunState& s, std::span<float> out,
-             MoeTrace* trace, std::span<const int> forced_experts) {
+void moe_route(const Config& c, const LayerWeights& w, std::size_t t, RunState& s) {
+    const std::size_t k = c.top_k, E = c.n_experts;
+    const auto xn = row(std::as_const(s.ffn_norm), t, c.dim);
+    const auto logits = row(s.router_logits, t, E), probs = row(s.router_probs, t, E);
+    const auto ids = std::span<int>(s.expert_ids).subspan(t * k, k);
+    // xn [dim] -> scores [n_experts] -> probabilities [n_experts]
+    project_rows(w.router, xn, logits, 1, s);
+    softmax(logits, probs);
+    // top-k: the k most probable experts, largest first (equal probabilities: the lower id first)
+    std::vector<int>& order = s.expert_order;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(), [&](int a, int b) {
+        const float pa = probs[static_cast<std::size_t>(a)], pb = probs[static_cast<std::size_t>(b)];
+        return pa > pb || (pa == pb && a < b);
+    });
+    std::copy(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), ids.begin());
+    moe_weights(c, t, s);
+}
+
+void moe_weights(const Config& c, std::size_t t, RunState& s) {
     const std::size_t k = c.top_k;
-    // 1. routing: xn [dim] -> logits [n_experts] -> probabilities [n_experts]
-    project(w.router, xn, s.router_logits, s);
-    softmax(s.router_logits, s.router_probs);
-    if (!forced_experts.empty()) {
-        std::copy(forced_experts.begin(), forced_experts.end(), s.expert_ids.begin());
-    } else {
-        // top-k: the k most probable experts, largest first (equal probabilities: the lower id first)
-        std::vector<int>& order = s.expert_order;
-        std::iota(order.begin(), order.end(), 0);
-        std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(), [&](int a, int b) {
-            const float pa = s.router_probs[static_cast<std::size_t>(a)], pb = s.router_probs[static_cast<std::size_t>(b)];
-            return pa > pb || (pa == pb && a < b);
-        });
-        std::copy(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), s.expert_ids.begin());
-    }
+    const auto probs = row(std::as_const(s.router_probs), t, c.n_experts);
+    const auto ids = std::span<const int>(s.expert_ids).subspan(t * k, k);
+    const auto weights = row(s.expert_weights, t, k);
     float sum = 0.0f;  // float32, in rank order, as routing_weights.sum(dim=-1)
     for (std::size_t r = 0; r < k; ++r) {
-        s.expert_weights[r] = s.router_probs[static_cast<std::size_t>(s.expert_ids[r])];
-        sum += s.expert_weights[r];
+        weights[r] = probs[static_cast<std::size_t>(ids[r])];
+        sum += weights[r];
     }
     if (c.norm_topk_prob)
-        for (float& wt : s.expert_weights) wt /= sum;
+        for (float& wt : weights) wt /= sum;
+}
 
-    // 2. the weighted sum of the chosen experts, in expert-id order (transformers' loop over experts)
+void moe_mix(const Config& c, const LayerWeights& w, std::size_t t, RunState& s) {
+    const std::size_t k = c.top_k;
+    const auto xn = row(std::as_const(s.ffn_norm), t, c.dim);
+    const auto ids = std::span<const int>(s.expert_ids).subspan(t * k, k);
+    const auto weights = row(std::as_const(s.expert_weights), t, k);
+    const auto out = row(s.ffn_out, t, c.dim);
+    // the weighted sum of the chosen experts, in expert-id order (transformers' loop over experts)
     std::fill(out.begin(), out.end(), 0.0f);
     for (std::size_t e = 0; e < c.n_experts; ++e) {
-        const auto rank = std::find(s.expert_ids.begin(), s.expert_ids.end(), static_cast<int>(e));
-        if (rank == s.expert_ids.end()) continue;  // not chosen for this token: never computed
-        const float weight = s.expert_weights[static_cast<std::size_t>(rank - s.expert_ids.begin())];
-        expert_ffn(w.experts[e], c.ffn_dim, xn, s, s.expert_out);
+        const auto rank = std::find(ids.begin(), ids.end(), static_cast<int>(e));
+        if (rank == ids.end()) continue;  // not chosen for this token: never computed
+        const float weight = weights[static_cast<std::size_t>(rank - ids.begin())];
+        expert_ffn(w.experts[e], c.ffn_dim, t, xn, s, s.expert_out, c);
         for (std::size_t i = 0; i < out.size(); ++i) out[i] += s.expert_out[i] * weight;  // (y · w), then add
     }
-
-    // 3. Qwen2-MoE's shared expert: every token, scaled by a learned sigmoid gate in (0, 1)
+    // Qwen2-MoE's shared expert: every token, scaled by a learned sigmoid gate in (0, 1)
     if (c.shared_ffn_dim) {
         float g = 0.0f;  // shared_gate: [1, dim] · xn -> one logit
-        project(w.shared_gate, xn, std::span<float>(&g, 1), s);
+        project_rows(w.shared_gate, xn, std::span<float>(&g, 1), 1, s);
         const float gate = 1.0f / (1.0f + std::exp(-g));
-        expert_ffn(w.shared_expert, c.shared_ffn_dim, xn, s, s.shared_out);
-        for (float& v : s.shared_out) v *= gate;
-        for (std::size_t i = 0; i < out.size(); ++i) out[i] += s.shared_out[i];
+        const auto shared = row(s.shared_out, t, c.dim);
+        expert_ffn(w.shared_expert, c.shared_ffn_dim, t, xn, s, shared, c);
+        for (float& v : shared) v *= gate;
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] += shared[i];
     }
+}
 
-    if (trace) {
-        trace->router_logits = s.router_logits;
-        trace->experts.assign(s.expert_ids.begin(), s.expert_ids.end());
-        trace->expert_weights = s.expert_weights;
-        if (c.shared_ffn_dim) trace->shared_out = s.shared_out;
-        else trace->shared_out.clear();
+void moe_ffn(const Config& c, const LayerWeights& w, std::size_t T, RunState& s) {
+    for (std::size_t t = 0; t < T; ++t) {
+        moe_route(c, w, t, s);
+        moe_mix(c, w, t, s);
     }
+}
+
+namespace {
+
+void moe_block(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s) {
+    llama_block_with(m, layer, T, cache, s, moe_ffn);
+}
+
+// ---- Tensors: the attention and norms of LLaMA / Qwen2 (Hugging Face names), the router, the experts
+// (one slot each, expanded per expert), and Qwen2-MoE's shared expert with its gate ----------------
+
+using namespace slots;
+Shape router(const Config& c) { return {c.n_experts, c.dim}; }
+Shape shared_in(const Config& c) { return {c.shared_ffn_dim, c.dim}; }
+Shape shared_out(const Config& c) { return {c.dim, c.shared_ffn_dim}; }
+Shape shared_gate(const Config& c) { return {1, c.dim}; }
+bool has_shared_expert(const Config& c) { return c.shared_ffn_dim > 0; }
+
+const std::vector<TensorSlot>& qwen2moe_tensors() {
+    static const std::vector<TensorSlot> table = {
+        {"embed_tokens.weight", nullptr, false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
+        {"layers.{}.input_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(attn_norm.weight)},
+        {"layers.{}.self_attn.q_proj.weight", nullptr, true, q_proj, LMLAB_LAYER(wq.w)},
+        {"layers.{}.self_attn.k_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wk.w)},
+        {"layers.{}.self_attn.v_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wv.w)},
+        {"layers.{}.self_attn.q_proj.bias", nullptr, true, q_out, LMLAB_LAYER(wq.b)},
+        {"layers.{}.self_attn.k_proj.bias", nullptr, true, kv_out, LMLAB_LAYER(wk.b)},
+        {"layers.{}.self_attn.v_proj.bias", nullptr, true, kv_out, LMLAB_LAYER(wv.b)},
+        {"layers.{}.self_attn.o_proj.weight", nullptr, true, o_proj, LMLAB_LAYER(wo.w)},
+        {"layers.{}.post_attention_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(ffn_norm.weight)},
+        {"layers.{}.mlp.gate.weight", nullptr, true, router, LMLAB_LAYER(router.w)},
+        {"layers.{}.mlp.experts.{}.gate_proj.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_gate.w), nullptr, false, true},
+        {"layers.{}.mlp.experts.{}.up_proj.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_up.w), nullptr, false, true},
+        {"layers.{}.mlp.experts.{}.down_proj.weight", nullptr, true, ffn_out, LMLAB_EXPERT(w_down.w), nullptr, false, true},
+        {"layers.{}.mlp.shared_expert.gate_proj.weight", nullptr, true, shared_in, LMLAB_LAYER(shared_expert.w_gate.w),
+         has_shared_expert},
+        {"layers.{}.mlp.shared_expert.up_proj.weight", nullptr, true, shared_in, LMLAB_LAYER(shared_expert.w_up.w),
+         has_shared_expert},
+        {"layers.{}.mlp.shared_expert.down_proj.weight", nullptr, true, shared_out, LMLAB_LAYER(shared_expert.w_down.w),
+         has_shared_expert},
+        {"layers.{}.mlp.shared_expert_gate.weight", nullptr, true, shared_gate, LMLAB_LAYER(shared_gate.w),
+         has_shared_expert},
+        {"norm.weight", nullptr, false, dim, LMLAB_GLOBAL(final_norm.weight)},
+        {"lm_head.weight", nullptr, false, embeddings, LMLAB_GLOBAL(output), untied},
+    };
+    return table;
+}
+
+// Mixtral's names: block_sparse_moe, and w1 (gate) / w2 (down) / w3 (up) as in Meta's LLaMA.
+const std::vector<TensorSlot>& mixtral_tensors() {
+    static const std::vector<TensorSlot> table = {
+        {"embed_tokens.weight", nullptr, false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
+        {"layers.{}.input_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(attn_norm.weight)},
+        {"layers.{}.self_attn.q_proj.weight", nullptr, true, q_proj, LMLAB_LAYER(wq.w)},
+        {"layers.{}.self_attn.k_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wk.w)},
+        {"layers.{}.self_attn.v_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wv.w)},
+        {"layers.{}.self_attn.o_proj.weight", nullptr, true, o_proj, LMLAB_LAYER(wo.w)},
+        {"layers.{}.post_attention_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(ffn_norm.weight)},
+        {"layers.{}.block_sparse_moe.gate.weight", nullptr, true, router, LMLAB_LAYER(router.w)},
+        {"layers.{}.block_sparse_moe.experts.{}.w1.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_gate.w), nullptr, false,
+         true},
+        {"layers.{}.block_sparse_moe.experts.{}.w2.weight", nullptr, true, ffn_out, LMLAB_EXPERT(w_down.w), nullptr, false,
+         true},
+        {"layers.{}.block_sparse_moe.experts.{}.w3.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_up.w), nullptr, false,
+         true},
+        {"norm.weight", nullptr, false, dim, LMLAB_GLOBAL(final_norm.weight)},
+        {"lm_head.weight", nullptr, false, embeddings, LMLAB_GLOBAL(output), untied},
+    };
+    return table;
+}
+
+// ---- The rows ------------------------------------------------------------------------------------
+
+Config qwen2moe_defaults() {
+    Config c;
+    c.arch = Arch::Qwen2Moe;
+    c.norm = NormKind::RMSNorm;
+    c.norm_eps = 1e-6f;
+    c.activation = Activation::SwiGLU;
+    c.positions = Positions::Rope;
+    c.rope_theta = 10000.0f;  // Qwen2MoeConfig's default (Qwen2's is 1e6)
+    c.rope_style = RopeStyle::RotateHalf;  // Hugging Face's layout
+    c.qkv_bias = true;                     // Qwen2's attention
+    return c;
+}
+
+Config mixtral_defaults() {
+    Config c;
+    c.arch = Arch::Mixtral;
+    c.norm = NormKind::RMSNorm;
+    c.norm_eps = 1e-5f;
+    c.activation = Activation::SwiGLU;
+    c.positions = Positions::Rope;
+    c.rope_theta = 1e6f;  // MixtralConfig's default
+    c.rope_style = RopeStyle::RotateHalf;  // Hugging Face's layout
+    c.norm_topk_prob = true;  // MixtralSparseMoeBlock always renormalises the top-k weights
+    return c;
+}
+
+// The numbers every MoE config has: n_experts from `experts_field`, top-k, and the refusals of what
+// our moe_ffn does not implement (every layer sparse, no sliding window).
+void moe_common(const ConfigJson& j, Config& c, const char* experts_field) {
+    c.n_experts = j.size(experts_field);
+    c.top_k = j.size("num_experts_per_tok");
+    if (c.top_k > c.n_experts)
+        throw ModelError(fmt::format("{}: num_experts_per_tok is {} but {} is {}: a token cannot pick more experts than "
+                                     "there are; fix config.json",
+                                     j.path(), c.top_k, experts_field, c.n_experts));
+    // (Mixtral's router_jitter_noise is applied only in training mode: inference ignores it, as we do.)
+}
+
+// transformers' Qwen2MoeConfig
+Config qwen2moe_from_hf(const ConfigJson& j) {
+    Config c = llama_like_config(j, qwen2moe_defaults());
+    j.require("use_sliding_window", false, false, "sliding-window attention is not implemented");
+    moe_common(j, c, "num_experts");
+    c.ffn_dim = j.size("moe_intermediate_size");  // each expert's width (intermediate_size: the dense MLP, unused)
+    c.shared_ffn_dim = j.size("shared_expert_intermediate_size");
+    c.norm_topk_prob = j.boolean("norm_topk_prob", false);  // Qwen2MoeConfig's default
+    // Qwen2MoeDecoderLayer has a sparse block at layer i only when (i + 1) % decoder_sparse_step == 0 and
+    // i is not in mlp_only_layers; the others have a dense MLP, which this engine does not mix in.
+    const double step = j.number("decoder_sparse_step", 1);
+    if (step != 1)
+        throw ModelError(fmt::format("{}: decoder_sparse_step is {}: only every layer sparse (1) is implemented; layers "
+                                     "with a dense MLP between sparse ones are not",
+                                     j.path(), j.dump("decoder_sparse_step")));
+    if (j.has("mlp_only_layers") && !(j.raw("mlp_only_layers").is_array() && j.raw("mlp_only_layers").empty()))
+        throw ModelError(fmt::format("{}: mlp_only_layers is {}: layers with a dense MLP instead of experts are not "
+                                     "implemented; only [] (every layer sparse) is",
+                                     j.path(), j.dump("mlp_only_layers")));
+    return c;
+}
+
+// transformers' MixtralConfig
+Config mixtral_from_hf(const ConfigJson& j) {
+    Config c = llama_like_config(j, mixtral_defaults());
+    // a sliding window that is in use changes which positions attention sees: refused
+    if (j.has("sliding_window") && j.size("sliding_window") < c.max_seq_len)
+        throw ModelError(fmt::format("{}: sliding_window is {} (< max_position_embeddings {}): sliding-window attention "
+                                     "is not implemented; set it to null to run the model with full attention",
+                                     j.path(), j.dump("sliding_window"), c.max_seq_len));
+    moe_common(j, c, "num_local_experts");  // c.ffn_dim = intermediate_size: each expert's width
+    return c;
+}
+
+std::string moe_check(const Config& c, bool qkv_bias) {
+    if (c.activation != Activation::SwiGLU) return "every expert is a SwiGLU feed-forward";
+    if (c.n_experts == 0) return "a mixture of experts needs n_experts > 0";
+    if (c.n_experts > 4096) return fmt::format("n_experts {}: more than 4096 experts is an absurd header", c.n_experts);
+    if (c.top_k == 0 || c.top_k > c.n_experts)
+        return fmt::format("experts per token (top_k) is {}, expected 1 .. n_experts = {}", c.top_k, c.n_experts);
+    return llama_like_check(c, qkv_bias);
+}
+
+const std::vector<std::string>& moe_intermediates() {
+    static const std::vector<std::string> names = {
+    "in",       "attn_norm",     "q",       "k",              "v",          "heads",   "attn_out", "h",
+    "ffn_norm", "router_logits", "experts", "expert_weights", "shared_out", "ffn_out", "out"};
+    return names;
+}
+
+}  // namespace
+
+const Family& qwen2moe_family() {
+    static const Family f{
+        Arch::Qwen2Moe, "qwen2moe",
+        "Alibaba's Qwen2-MoE: Qwen2's attention + top-k of n SwiGLU experts + a sigmoid-gated shared expert",
+        {"qwen2_moe"}, qwen2moe_defaults, qwen2moe_from_hf, "model.", llama_ignored,
+        [](const Config& c) { return moe_check(c, true); },
+        moe_block, moe_intermediates(), llama_block_kernels(), qwen2moe_tensors};  // experts are SwiGLUs
+    return f;
+}
+
+const Family& mixtral_family() {
+    static const Family f{
+        Arch::Mixtral, "mixtral", "Mistral's Mixtral: LLaMA's attention + top-k of n SwiGLU experts, weights renormalised",
+        {"mixtral"}, mixtral_defaults, mixtral_from_hf, "model.", llama_ignored,
+        [](const Config& c) {
+            if (!c.norm_topk_prob) return std::string("mixtral always renormalises the top-k weights");
+            if (c.shared_ffn_dim != 0) return std::string("mixtral has no shared expert");
+            return moe_check(c, false);
+        },
+        moe_block,
+        [] {
+            std::vector<std::string> v = moe_intermediates();
+            v.erase(std::find(v.begin(), v.end(), "shared_out"));  // no shared expert
+            return v;
+        }(),
+        llama_block_kernels(), mixtral_tensors};
+    return f;
 }
 
 }  // namespace lmlab

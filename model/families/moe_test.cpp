@@ -1,4 +1,4 @@
-// moe_ffn (model/moe.cpp) on a hand-sized mixture: 4 experts of width 1 on dim 2, top-2.
+// The mixture of experts (model/families/moe.cpp) on a hand-sized mixture: 4 experts of width 1 on dim 2, top-2.
 //
 //   xn = [1, 0];  router rows e0..e3 = [1,0], [3,0], [2,0], [0,0]  ->  logits [1, 3, 2, 0]
 //   softmax: e^1, e^3, e^2, e^0 over their sum 31.19287  ->  p = [0.0871443, 0.6439142, 0.2368828, 0.0320586]
@@ -15,7 +15,10 @@
 #include <cmath>
 #include <vector>
 
+#include "model/families/families.h"
+#include "model/family.h"
 #include "model/forward.h"
+#include "model/record.h"
 #include "model/testing/test_model.h"
 
 namespace lmlab {
@@ -25,7 +28,7 @@ double silu1() { return 1.0 / (1.0 + std::exp(-1.0)); }  // silu(1) = 1 · sigmo
 
 // The hand-sized config: Mixtral's fields (norm_topk_prob set by the test), dim 2, 4 experts of width 1, top-2.
 Config hand_config(bool renormalise, std::size_t shared) {
-    Config c = shared ? Config::qwen2_moe() : Config::mixtral();
+    Config c = shared ? Config::of(Arch::Qwen2Moe) : Config::of(Arch::Mixtral);
     c.dim = 2;
     c.n_layers = 1;
     c.n_heads = c.n_kv_heads = 1;
@@ -62,6 +65,25 @@ std::vector<double> probabilities() {  // softmax of [1, 3, 2, 0]
     return {std::exp(1.0) / z, std::exp(3.0) / z, std::exp(2.0) / z, 1.0 / z};
 }
 
+// The mixture of experts on one row xn: what it leaves in RunState. forced (the harness's teacher
+// forcing at a routing near-tie): these experts instead of the top-k, weighted by our probabilities.
+struct MoeRun {
+    std::vector<float> router_logits, experts, expert_weights, shared_out, out;
+};
+MoeRun run_moe(const Config& c, const LayerWeights& w, const std::vector<float>& xn, const std::vector<int>& forced = {}) {
+    RunState s(c);
+    std::copy(xn.begin(), xn.end(), s.ffn_norm.begin());
+    moe_route(c, w, 0, s);
+    if (!forced.empty()) {
+        std::copy(forced.begin(), forced.end(), s.expert_ids.begin());
+        moe_weights(c, 0, s);
+    }
+    moe_mix(c, w, 0, s);
+    auto get = [&](const char* name) { return intermediate_buffer(name).row(s, c, 0); };
+    return {get("router_logits"), get("experts"), get("expert_weights"),
+            c.shared_ffn_dim ? get("shared_out") : std::vector<float>{}, get("ffn_out")};
+}
+
 class MoeFfn : public ::testing::TestWithParam<KernelPath> {
 protected:
     void SetUp() override { set_kernel_path(GetParam()); }
@@ -71,11 +93,8 @@ protected:
 TEST_P(MoeFfn, TopTwoWithoutRenormalisation) {
     const Config c = hand_config(false, 0);
     const LayerWeights w = hand_weights(false);
-    RunState s(c);
-    const std::vector<float> xn = {1, 0};
-    std::vector<float> out(2);
-    MoeTrace t;
-    moe_ffn(c, w, xn, s, out, &t);
+    const MoeRun t = run_moe(c, w, {1, 0});
+    const std::vector<float>& out = t.out;
     const auto p = probabilities();
     EXPECT_EQ(t.router_logits, (std::vector<float>{1, 3, 2, 0}));
     EXPECT_EQ(t.experts, (std::vector<float>{1, 2}));  // most probable first
@@ -90,10 +109,8 @@ TEST_P(MoeFfn, TopTwoWithoutRenormalisation) {
 TEST_P(MoeFfn, RenormalisedWeightsSumToOne) {
     const Config c = hand_config(true, 0);
     const LayerWeights w = hand_weights(false);
-    RunState s(c);
-    std::vector<float> out(2);
-    MoeTrace t;
-    moe_ffn(c, w, std::vector<float>{1, 0}, s, out, &t);
+    const MoeRun t = run_moe(c, w, {1, 0});
+    const std::vector<float>& out = t.out;
     const double s1 = 1.0 / (1.0 + std::exp(-1.0));  // p1 / (p1 + p2) = sigmoid(3 - 2)
     EXPECT_NEAR(t.expert_weights[0], s1, 1e-7);        // 0.7310586
     EXPECT_NEAR(t.expert_weights[1], 1 - s1, 1e-7);    // 0.2689414
@@ -103,10 +120,8 @@ TEST_P(MoeFfn, RenormalisedWeightsSumToOne) {
 TEST_P(MoeFfn, SharedExpertScaledBySigmoidGate) {
     const Config c = hand_config(false, 1);
     const LayerWeights w = hand_weights(true);
-    RunState s(c);
-    std::vector<float> out(2);
-    MoeTrace t;
-    moe_ffn(c, w, std::vector<float>{1, 0}, s, out, &t);
+    const MoeRun t = run_moe(c, w, {1, 0});
+    const std::vector<float>& out = t.out;
     const double shared = 0.75 * 2 * silu1();  // sigmoid(ln 3) = 3/4: 1.0965879
     ASSERT_EQ(t.shared_out.size(), 2u);
     EXPECT_NEAR(t.shared_out[0], shared, 1e-6);
@@ -122,21 +137,17 @@ TEST_P(MoeFfn, EqualScoresPickTheLowerExpertFirst) {
     const Config c = hand_config(false, 0);
     LayerWeights w = hand_weights(false);
     w.router.w = {0, 0, 2, 0, 2, 0, 2, 0};  // experts 1, 2, 3 tie exactly
-    RunState s(c);
-    std::vector<float> out(2);
-    MoeTrace t;
-    moe_ffn(c, w, std::vector<float>{1, 0}, s, out, &t);
+    const MoeRun t = run_moe(c, w, {1, 0});
+    const std::vector<float>& out = t.out;
     EXPECT_EQ(t.experts, (std::vector<float>{1, 2}));
 }
 
 TEST_P(MoeFfn, ForcedExpertsKeepOurProbabilities) {
     const Config c = hand_config(false, 0);
     const LayerWeights w = hand_weights(false);
-    RunState s(c);
-    std::vector<float> out(2);
-    MoeTrace t;
     const std::vector<int> forced = {3, 0};  // the two least probable: what teacher forcing would impose
-    moe_ffn(c, w, std::vector<float>{1, 0}, s, out, &t, forced);
+    const MoeRun t = run_moe(c, w, {1, 0}, forced);
+    const std::vector<float>& out = t.out;
     const auto p = probabilities();
     EXPECT_EQ(t.experts, (std::vector<float>{3, 0}));
     EXPECT_NEAR(t.expert_weights[0], p[3], 1e-7);
@@ -146,38 +157,31 @@ TEST_P(MoeFfn, ForcedExpertsKeepOurProbabilities) {
 
 INSTANTIATE_TEST_SUITE_P(BothPaths, MoeFfn, ::testing::Values(KernelPath::Plain, KernelPath::Fast));
 
-// A whole tiny Mixtral and Qwen2-MoE (hashed weights): the block fills the MoE trace fields, and
-// prefill (the batched block runs the mixture row by row) gives forward()'s logits bit for bit.
-TEST(MoeModel, BlockTraceAndPrefillBitIdentical) {
+// A whole tiny Mixtral and Qwen2-MoE (hashed weights): the block fills the MoE intermediates, and
+// the prompt as one call (each row its own experts) gives token-by-token's logits bit for bit.
+TEST(MoeModel, BlockIntermediatesAndPrefillBitIdentical) {
     for (bool qwen : {false, true}) {
         const Config c = test::tiny_moe_config(qwen);
         const Model m = test::make_model(c);
         const std::vector<int> tokens = {1, 5, 2, 6};
-        KVCache cache(c.n_layers, c.max_seq_len, c.kv_dim());
-        RunState s(c);
-        std::vector<float> want;
-        Trace t;
-        for (std::size_t p = 0; p < tokens.size(); ++p) {
-            const auto l = forward(m, tokens[p], p, cache, s, &t);
-            want.insert(want.end(), l.begin(), l.end());
-        }
-        const LayerTrace& lt = t.layers[1];
-        EXPECT_EQ(lt.router_logits.size(), 4u);
-        EXPECT_EQ(lt.experts.size(), 2u);
-        EXPECT_EQ(lt.expert_weights.size(), 2u);
-        EXPECT_EQ(lt.shared_out.size(), qwen ? 8u : 0u);
-        EXPECT_TRUE(lt.ffn_gate.empty());  // a single SwiGLU's intermediates do not exist here
-        for (const TraceField& f : layer_trace_fields(c.arch)) EXPECT_FALSE((lt.*f.field).empty()) << f.name;
+        const Trace t = traced_decode(m, tokens);
+        const LayerRecord& lt = t.layers[1];
+        EXPECT_EQ(lt.at("router_logits").size(), 4u * tokens.size());
+        EXPECT_EQ(lt.at("experts").size(), 2u * tokens.size());
+        EXPECT_EQ(lt.at("expert_weights").size(), 2u * tokens.size());
+        EXPECT_EQ(lt.count("shared_out") ? lt.at("shared_out").size() : 0u, qwen ? 8u * tokens.size() : 0u);
+        EXPECT_FALSE(lt.count("ffn_gate"));  // a single SwiGLU's intermediates do not exist here
+        for (const std::string& f : family(c.arch).intermediates) EXPECT_FALSE(lt.at(f).empty()) << f;
         KVCache cache2(c.n_layers, c.max_seq_len, c.kv_dim());
-        PrefillState ps(c, tokens.size());
+        RunState ps(c, tokens.size());
         std::vector<float> got;
-        prefill(m, tokens, cache2, ps, s, &got);
-        EXPECT_EQ(got, want) << (qwen ? "qwen2_moe" : "mixtral");
+        prefill(m, tokens, cache2, ps, &got);
+        EXPECT_EQ(got, t.logits) << (qwen ? "qwen2moe" : "mixtral");
     }
 }
 
 TEST(MoeModel, ConfigRefusesTopKAboveExperts) {
-    Config c = Config::mixtral();
+    Config c = Config::of(Arch::Mixtral);
     c.dim = 8, c.n_layers = 1, c.n_heads = c.n_kv_heads = 2, c.ffn_dim = 4, c.vocab_size = 5, c.max_seq_len = 4;
     c.n_experts = 2;
     c.top_k = 3;

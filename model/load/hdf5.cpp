@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "model/load/load.h"
 #include "model/load/hdf5_checks.h"
 #include "model/model.h"
 #include "model/tensors.h"
@@ -170,11 +171,12 @@ Model load_model_hdf5(const std::string& path) {
     Reader r(path);
     Model m;
     m.source = path;
+    m.format = "hdf5";
     const Arch arch = parse_arch(r.text("arch"), path);
     if (arch != Arch::Llama)
         throw ModelError(path + ": arch '" + arch_name(arch) + "': lmlab's HDF5 model files hold llama models; "
                          "load other families from their own formats (a Hugging Face directory, an llm.c file)");
-    Config& c = m.config = Config::llama();
+    Config& c = m.config = Config::of(Arch::Llama);
     c.dim = r.size("dim");
     c.n_layers = r.size("n_layers");
     c.n_heads = r.size("n_heads");

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <fstream>
 
+#include "model/load/load.h"
 #include "model/model.h"
 #include "model/tensors.h"
 
@@ -21,7 +22,7 @@ namespace {
 // dim, hidden_dim, n_layers, n_heads, n_kv_heads, (vocab), seq_len, plus llama2.c's fixed choices:
 // RoPE theta 10000 on adjacent pairs, RMSNorm eps 1e-5. Validated (ModelError naming path).
 Config llama2c_config(const std::int32_t h[7], std::size_t vocab_size, bool tied, const std::string& path) {
-    Config c = Config::llama();
+    Config c = Config::of(Arch::Llama);
     c.dim = static_cast<std::size_t>(h[0]);
     c.ffn_dim = static_cast<std::size_t>(h[1]);
     c.n_layers = static_cast<std::size_t>(h[2]);
@@ -54,6 +55,7 @@ Model load_model_llama2c(const std::string& path) {
 
     Model m;
     m.source = path;
+    m.format = "llama2.c";
     // vocab_size > 0: the classifier is the embedding; < 0: a separate one follows (use abs())
     m.config = llama2c_config(h, static_cast<std::size_t>(h[5] > 0 ? h[5] : -static_cast<std::int64_t>(h[5])),
                               h[5] > 0, path);
@@ -140,6 +142,7 @@ Model load_model_llama2c_q8(const std::string& path) {
 
     Model m;
     m.source = path;
+    m.format = "llama2.c int8";
     m.config = llama2c_config(h, static_cast<std::size_t>(h[5]), shared == 1, path);
     const Config& c = m.config;
     const auto group = static_cast<std::size_t>(group_size);

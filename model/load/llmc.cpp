@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <fstream>
 
+#include "model/load/load.h"
 #include "model/model.h"
 #include "model/load/safetensors.h"  // bf16_to_f32
 #include "model/tensors.h"
@@ -55,8 +56,9 @@ Model load_model_llmc(const std::string& path) {
 
     Model m;
     m.source = path;
+    m.format = "llm.c";
     Config& c = m.config;
-    c = Config::gpt2();  // LayerNorm eps 1e-5, GELU tanh, learned positions, biases, tied: llm.c's GPT-2
+    c = Config::of(Arch::Gpt2);  // LayerNorm eps 1e-5, GELU tanh, learned positions, biases, tied: llm.c's GPT-2
     c.max_seq_len = static_cast<std::size_t>(h[2]);
     c.vocab_size = static_cast<std::size_t>(h[3]);
     c.n_layers = static_cast<std::size_t>(h[4]);

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "model/load/load.h"
 #include "model/model.h"
 #include "model/load/safetensors.h"
 #include "model/testing/test_model.h"
@@ -639,7 +640,7 @@ TEST(LoadHfBad, UnsupportedModelType) {
     json cfg = gpt2_config();
     cfg["model_type"] = "mamba";
     write_model_dir(d, gpt2_tensors(), cfg);
-    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "model_type 'mamba'", "supported: gpt2"});
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "model_type 'mamba'", "supported: ", "gpt2", "qwen2_moe"});
 }
 
 TEST(LoadHfBad, MissingModelType) {

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/load/load.h"
 #include "model/model.h"
 #include "model/tensors.h"
 #include "model/testing/test_model.h"

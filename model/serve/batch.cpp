@@ -16,7 +16,7 @@ public:
         kv_.append(rows_[row].seq, layer, rows_[row].pos, k, v);
     }
     void attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q,
-                std::span<float> out) const override {
+                std::span<float> out, std::span<float>) const override {
         // over positions 0 .. pos of this row's sequence only: the other sequences' pages are never read
         attention_paged(q, kv_.layer_keys(layer).subspan(kv_head * head_dim_), kv_.layer_values(layer).subspan(kv_head * head_dim_),
                         kv_.page_table(rows_[row].seq), kv_.page_size(), rows_[row].pos + 1, kv_.kv_dim(), out);
@@ -28,14 +28,14 @@ private:
     std::size_t head_dim_;
 };
 
-void check_rows(const Model& m, std::span<const BatchRow> rows, const PagedKVCache& kv, const PrefillState& ps) {
+void check_rows(const Model& m, std::span<const BatchRow> rows, const PagedKVCache& kv, const RunState& s) {
     const Config& c = m.config;
     if (kernel_path() != KernelPath::Fast)
         throw ModelError("batched forward: runs the fast kernels only (paged attention is attention_tiled's arithmetic; "
                          "the plain path has no paged kernel). Drop --plain");
     if (rows.empty()) throw ModelError("batched forward: no rows");
-    if (rows.size() > ps.max_tokens)
-        throw ModelError(fmt::format("batched forward: {} rows, but the batch buffers hold {}", rows.size(), ps.max_tokens));
+    if (rows.size() > s.max_rows)
+        throw ModelError(fmt::format("batched forward: {} rows, but the batch buffers hold {}", rows.size(), s.max_rows));
     std::map<std::size_t, std::size_t> next;  // sequence -> the position its next row must have
     for (std::size_t i = 0; i < rows.size(); ++i) {
         const BatchRow& r = rows[i];
@@ -61,26 +61,20 @@ void check_rows(const Model& m, std::span<const BatchRow> rows, const PagedKVCac
 }
 }  // namespace
 
-void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache& kv, PrefillState& ps, RunState& s,
+void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache& kv, RunState& s,
                    std::vector<float>& logits) {
-    const Config& c = m.config;
-    check_rows(m, rows, kv, ps);
-    const std::size_t T = rows.size();
-    for (std::size_t t = 0; t < T; ++t)
-        embed(m, rows[t].token, rows[t].pos, std::span<float>(ps.x).subspan(t * c.dim, c.dim));
-    PagedRows paged(kv, rows, c.head_dim());
-    for (std::size_t l = 0; l < c.n_layers; ++l) block_rows(m, l, T, paged, ps);
-    // the classifier for the rows that want logits, all at once (classifier_rows): it is the largest
-    // matrix of a small model (16 MB of the tiny LLaMA's 42), read once per step instead of once per
-    // sequence
-    std::size_t n = 0;
-    for (std::size_t t = 0; t < T; ++t)
-        if (rows[t].logits) {  // (ps.xn is free now: rows n <= t are the compacted norms)
-            final_norm(m, std::span<const float>(ps.x).subspan(t * c.dim, c.dim), std::span<float>(ps.xn).subspan(n * c.dim, c.dim));
-            ++n;
-        }
-    logits.resize(n * c.vocab_size);
-    classifier_rows(m, ps.xn, n, logits, s);
+    check_rows(m, rows, kv, s);
+    std::vector<int> tokens(rows.size());
+    for (std::size_t t = 0; t < rows.size(); ++t) tokens[t] = rows[t].token;
+    PagedRows paged(kv, rows, m.config.head_dim());
+    forward_rows(m, tokens, paged, s);
+    // the classifier for the rows that want logits, all at once: it is the largest matrix of a small
+    // model (16 MB of the tiny LLaMA's 42), read once per step instead of once per sequence
+    std::vector<std::size_t> wanted;
+    for (std::size_t t = 0; t < rows.size(); ++t)
+        if (rows[t].logits) wanted.push_back(t);
+    logits.resize(wanted.size() * m.config.vocab_size);
+    head(m, wanted, s, logits);
 }
 
 }  // namespace lmlab

@@ -24,11 +24,11 @@ struct BatchRow {
     bool logits = false;  // compute this row's logits (a sequence's last row of the step)
 };
 
-// Runs the rows (at most ps.max_tokens) through the model, appending every row's k, v to its
+// Runs the rows (at most s.max_rows) through the model, appending every row's k, v to its
 // sequence. logits: [rows with .logits, vocab] in row order. Everything is checked before anything
 // is written: the fast kernel path (the plain one has no paged attention), token ids, positions
 // (each row continues its sequence), the context limit, and enough free pages for the step.
-void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache& kv, PrefillState& ps, RunState& s,
+void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache& kv, RunState& s,
                    std::vector<float>& logits);
 
 }  // namespace lmlab

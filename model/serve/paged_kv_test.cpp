@@ -135,12 +135,12 @@ TEST(PagedKV, PagedLogitsAreBitIdenticalToContiguous) {
             kv.add_sequence();  // a neighbour holding pages, so the sequence's pages are not 0, 1, 2, ...
             fill(kv, 0, 0, 3);
             const std::size_t seq = kv.add_sequence();
-            PrefillState ps(c, 9);
+            RunState ps(c, 9);
             std::vector<float> got, logits;
             for (std::size_t p0 = 0; p0 < tokens.size(); p0 += 9) {
                 std::vector<BatchRow> rows;
                 for (std::size_t p = p0; p < std::min(tokens.size(), p0 + 9); ++p) rows.push_back({seq, tokens[p], p, true});
-                forward_batch(m, rows, kv, ps, s, logits);
+                forward_batch(m, rows, kv, ps, logits);
                 got.insert(got.end(), logits.begin(), logits.end());
             }
             kv.check_invariants();
@@ -154,10 +154,9 @@ TEST(PagedKV, ForwardBatchChecksEverythingBeforeWriting) {
     const Model m = test::make_model(c);
     PagedKVCache kv(c.n_layers, c.kv_dim(), 2, 2);
     const std::size_t a = kv.add_sequence();
-    PrefillState ps(c, 8);
-    RunState s(c);
+    RunState ps(c, 8);
     std::vector<float> logits;
-    const auto run = [&](std::vector<BatchRow> rows) { forward_batch(m, rows, kv, ps, s, logits); };
+    const auto run = [&](std::vector<BatchRow> rows) { forward_batch(m, rows, kv, ps, logits); };
     expect_error<ModelError>([&] { run({{a, 1, 1, true}}); }, {"row 0 of sequence 0 is at position 1", "continues at position 0"});
     expect_error<ModelError>([&] { run({{a, 9, 0, true}}); }, {"token id 9", "[0, 5)"});
     expect_error<ModelError>([&] { run({{a, 1, 0, false}, {a, 2, 1, false}, {a, 3, 2, false}, {a, 1, 3, false}, {a, 1, 4, true}}); },

@@ -89,8 +89,7 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
     // may span several prompts, so never more than all of them)
     std::size_t prompt_tokens = 0;
     for (const ServeRequest& r : requests) prompt_tokens += r.prompt.size();
-    PrefillState ps(c, std::min(opt.max_running, requests.size()) + std::min(opt.chunk, prompt_tokens));
-    RunState s(c);
+    RunState s(c, std::min(opt.max_running, requests.size()) + std::min(opt.chunk, prompt_tokens));
     std::vector<BatchRow> rows;
     std::vector<std::size_t> row_owner;  // rows[i] belongs to running[row_owner[i]]
     std::vector<float> logits;
@@ -155,7 +154,7 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
         }
         if (rows.empty()) continue;  // everyone admitted is waiting on nothing: cannot happen, but never spin
         // 3. one forward over every row
-        forward_batch(m, rows, kv, ps, s, logits);
+        forward_batch(m, rows, kv, s, logits);
         if (opt.check_invariants) kv.check_invariants();
         ++rep.steps;
         rep.max_rows = std::max(rep.max_rows, rows.size());
@@ -215,16 +214,6 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
         rep.new_tokens += rep.results[i].tokens.size();
     }
     return rep;
-}
-
-ServeResult run_alone(const Model& m, const ServeRequest& r, const std::vector<int>& stop_ids) {
-    ServeResult res;
-    Session session(m);
-    Sampler sampler(r.sampling, m.config.vocab_size);
-    GenerationResult g = session.generate(r.prompt, r.max_new_tokens, sampler, stop_ids, {}, &res.logits);
-    res.tokens = std::move(g.tokens);
-    res.stop_reason = std::move(g.stop_reason);
-    return res;
 }
 
 }  // namespace lmlab

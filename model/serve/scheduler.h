@@ -80,8 +80,4 @@ struct ServeReport {
 ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, const ServeOptions& opt,
                   const std::function<void(const ServeProgress&)>& progress = {});
 
-// One request alone: Session::generate (the prompt through prefill, then one token at a time on the
-// contiguous cache), with every step's logits: what serve() must reproduce bit for bit.
-ServeResult run_alone(const Model& m, const ServeRequest& r, const std::vector<int>& stop_ids = {});
-
 }  // namespace lmlab

@@ -1,5 +1,6 @@
 // Continuous batching's invariant: every request's tokens and logits are bit for bit what it gets
 // running alone, whatever the arrivals, the chunk size, the page size and the pool's size.
+#include "model/testing/run_alone.h"
 #include "model/serve/scheduler.h"
 
 #include <gtest/gtest.h>

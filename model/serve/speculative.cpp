@@ -50,8 +50,7 @@ Model int8_draft(const Model& target, std::size_t group) {
 SpeculativeSession::SpeculativeSession(const Model& target, const Model& draft, std::size_t k)
     : target_(target), draft_(draft), k_(k),
       target_cache_(target.config.n_layers, target.config.max_seq_len, target.config.kv_dim()),
-      draft_cache_(draft.config.n_layers, draft.config.max_seq_len, draft.config.kv_dim()),
-      target_state_(target.config), draft_state_(draft.config) {
+      draft_cache_(draft.config.n_layers, draft.config.max_seq_len, draft.config.kv_dim()) {
     if (k == 0)
         throw ModelError("speculative decoding with k = 0: the draft must propose at least 1 token per round; give k >= 1 "
                          "(4 is a common choice)");
@@ -84,13 +83,14 @@ SpeculativeResult SpeculativeSession::generate(std::span<const int> prompt, std:
     std::vector<int> seq(prompt.begin(), prompt.end());
     const std::size_t n_prompt = prompt.size();
     const std::size_t k_most = std::min(k_, max_new_tokens - 1);  // no round proposes more (see below)
-    PrefillState target_ps(target_.config, std::max(n_prompt - 1, k_most + 1));
-    PrefillState draft_ps(draft_.config, std::max<std::size_t>(n_prompt - 1, 2));  // catch-up: at most 2 tokens
+    // run states for the most rows a call runs: the prompt, or a round's k+1 (the draft's catch-up: 2)
+    RunState target_state(target_.config, std::max(n_prompt - 1, k_most + 1));
+    RunState draft_state(draft_.config, std::max<std::size_t>(n_prompt - 1, 2));
     const auto t0 = clock::now();
     if (n_prompt > 1) {
         const auto head = std::span<const int>(seq).first(n_prompt - 1);
-        prefill(target_, head, target_cache_, target_ps, target_state_);
-        prefill(draft_, head, draft_cache_, draft_ps, draft_state_);
+        prefill(target_, head, target_cache_, target_state);
+        prefill(draft_, head, draft_cache_, draft_state);
     }
     const auto t1 = clock::now();
 
@@ -110,11 +110,11 @@ SpeculativeResult SpeculativeSession::generate(std::span<const int> prompt, std:
         if (k > 0) {
             const std::size_t seen = draft_cache_.length();
             std::span<const float> logits =
-                prefill(draft_, std::span<const int>(seq).subspan(seen), draft_cache_, draft_ps, draft_state_);
+                prefill(draft_, std::span<const int>(seq).subspan(seen), draft_cache_, draft_state);
             r.stats.draft_tokens += n - seen;
             guess.push_back(static_cast<int>(argmax(logits)));
             while (guess.size() < k) {
-                logits = forward(draft_, guess.back(), draft_cache_.length(), draft_cache_, draft_state_);
+                logits = forward(draft_, guess.back(), draft_cache_.length(), draft_cache_, draft_state);
                 ++r.stats.draft_tokens;
                 guess.push_back(static_cast<int>(argmax(logits)));
             }
@@ -123,7 +123,7 @@ SpeculativeResult SpeculativeSession::generate(std::span<const int> prompt, std:
         // 2. the target checks them all in one batched forward: row i = logits after [.., pending, d_1 .. d_i]
         batch.assign(1, seq.back());
         batch.insert(batch.end(), guess.begin(), guess.end());
-        prefill(target_, batch, target_cache_, target_ps, target_state_, &rows);
+        prefill(target_, batch, target_cache_, target_state, &rows);
         ++r.stats.rounds;
         ++r.stats.target_calls;
         r.stats.target_tokens += batch.size();

@@ -7,9 +7,8 @@
 //
 // Why the output is the target's own greedy output, token for token: the target's logits for row i
 // of the batched verification are bit-identical to the logits forward() gives for that token one at
-// a time (prefill's guarantee on the fast path, int8 and MoE models included: their matvecs and
-// feed-forwards run row by row with forward()'s own code; on the plain path prefill simply runs
-// forward() per token). Every emitted token is the target's argmax over exactly the same
+// a time (forward() is the same code with T = 1, model/forward.h: a row's numbers never depend on
+// the other rows, on either kernel path). Every emitted token is the target's argmax over exactly the same
 // context as in plain greedy decoding; the draft only decides how many of them one target pass
 // confirms. A bad draft makes it slower, never different.
 //
@@ -92,7 +91,6 @@ private:
     const Model& draft_;
     std::size_t k_;
     KVCache target_cache_, draft_cache_;
-    RunState target_state_, draft_state_;
 };
 
 }  // namespace lmlab

@@ -4,6 +4,7 @@
 // plain run); stop tokens and max_new_tokens end it as in Session::generate; bad input is refused.
 // The expected tokens here come from Session::generate (our own plain greedy run: an invariant); the
 // stages generation.speculative.* hold the same output to PyTorch's greedy tokens.
+#include "model/load/load.h"
 #include "model/serve/speculative.h"
 
 #include <gtest/gtest.h>

@@ -67,7 +67,7 @@ void expect_error(const std::function<void()>& fn, std::initializer_list<std::st
 
 // dim 4, 2 query heads sharing 1 kv head (grouped-query attention), ffn 8, vocab 5, context 8.
 inline Config tiny_config() {
-    Config c = Config::llama();
+    Config c = Config::of(Arch::Llama);
     c.dim = 4;
     c.n_layers = 2;
     c.n_heads = 2;
@@ -84,7 +84,7 @@ inline Config tiny_config() {
 
 // A tiny GPT-2: dim 8, 2 layers, 2 heads of 4, ffn 16, vocab 9, 8 learned positions.
 inline Config tiny_gpt2_config() {
-    Config c = Config::gpt2();
+    Config c = Config::of(Arch::Gpt2);
     c.dim = 8;
     c.n_layers = 2;
     c.n_heads = c.n_kv_heads = 2;
@@ -97,7 +97,7 @@ inline Config tiny_gpt2_config() {
 // A tiny mixture of experts: Mixtral (renormalised top-2 of 4 experts) or Qwen2-MoE (top-2 not
 // renormalised, plus a gated shared expert of width 8); dim 8, 2 layers, 2 query heads on 1 kv head.
 inline Config tiny_moe_config(bool qwen) {
-    Config c = qwen ? Config::qwen2_moe() : Config::mixtral();
+    Config c = qwen ? Config::of(Arch::Qwen2Moe) : Config::of(Arch::Mixtral);
     c.dim = 8;
     c.n_layers = 2;
     c.n_heads = 2;

@@ -1,3 +1,4 @@
+#include "model/load/load.h"
 #include "model/tokenizer/text_tokenizer.h"
 
 #include <cstdint>
@@ -130,7 +131,9 @@ std::optional<TextTokenizer> find_tokenizer(const Model& m, const std::string& t
     if (m.vocabulary) return TextTokenizer(Tokenizer(m.vocabulary->pieces, m.vocabulary->scores));
     if (fs::is_directory(m.source)) return tokenizer_in_dir(m.source);
     const fs::path dir = fs::path(m.source).parent_path();
-    const std::vector<fs::path> beside = m.config.arch == Arch::Gpt2
+    // where each checkpoint format's own tool keeps the vocabulary: llm.c's gpt2_tokenizer.bin,
+    // llama2.c's tok<vocab>.bin (its tokenizer.py export) or tokenizer.bin
+    const std::vector<fs::path> beside = m.format == "llm.c"
         ? std::vector<fs::path>{dir / "gpt2_tokenizer.bin"}
         : std::vector<fs::path>{dir / ("tok" + std::to_string(vocab) + ".bin"), dir / "tokenizer.bin"};
     for (const fs::path& candidate : beside)

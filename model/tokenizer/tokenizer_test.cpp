@@ -1,6 +1,7 @@
 // Tests of the SentencePiece-compatible BPE tokenizer. Expected ids come from the READMEs in
 // shared/ and from SentencePiece itself (python3-sentencepiece with
 // shared/tokenizers/llama2/tokenizer.model), never from this implementation.
+#include "model/load/load.h"
 #include "model/tokenizer/tokenizer.h"
 
 #include "model/model.h"

@@ -1,6 +1,7 @@
-// Batched prefill against token-by-token forward(): on the fast path every row is computed with the
-// same reductions (matmul_xwt's rows are matvec_fast's, attention_tiled over the same positions),
-// so the logits and the KV cache must be bit-identical, for every family and at any offset.
+// The prompt as T rows (prefill) against token by token (T = 1): one code path, but matmul_xwt and
+// tiled attention see T rows at once, so this checks that a row's numbers never depend on the other
+// rows: the logits and the KV cache must be bit-identical, for every family, at any offset, on both
+// kernel paths.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -14,7 +15,7 @@ namespace lmlab {
 namespace {
 
 Config qwen2_config() {
-    Config c = Config::qwen2();
+    Config c = Config::of(Arch::Qwen2);
     c.dim = 8;
     c.n_layers = 2;
     c.n_heads = 4;
@@ -49,9 +50,9 @@ void expect_prefill_equals_forward(const Config& c, std::size_t pos0) {
         if (p < pos0) forward(m, t, p, c2, s2);
         else rest.push_back(t);
     }
-    PrefillState ps(c, rest.size() + 3);  // buffers larger than the prompt: only T rows are used
+    RunState ps(c, rest.size() + 3);  // buffers larger than the prompt: only T rows are used
     std::vector<float> all;
-    const auto last = prefill(m, rest, c2, ps, s2, &all);
+    const auto last = prefill(m, rest, c2, ps, &all);
     EXPECT_TRUE(same_bits(all, expected)) << arch_name(c.arch) << " from position " << pos0;
     EXPECT_TRUE(same_bits(last, std::span<const float>(expected).last(c.vocab_size)));
     ASSERT_EQ(c2.length(), tokens.size());
@@ -71,21 +72,21 @@ TEST(Prefill, BitIdenticalToTokenByTokenForEveryFamily) {
 }
 
 TEST(Prefill, Int8ModelsAreBitIdenticalToTokenByTokenToo) {
-    // int8 layers run project()'s int8 matvec row by row inside the batched block
+    // int8 layers run runq.c's int8 matvec row by row inside the block
     Config c = test::tiny_config();
     c.dim = 8;
     c.ffn_dim = 16;
     const Model m = quantize_model(test::make_model(c), 4);
     const std::vector<int> tokens = {1, 4, 0, 3, 2, 1};
     KVCache c1(c.n_layers, c.max_seq_len, c.kv_dim()), c2(c.n_layers, c.max_seq_len, c.kv_dim());
-    RunState s1(c), s2(c);
+    RunState s1(c);
     std::vector<float> expected, all;
     for (std::size_t p = 0; p < tokens.size(); ++p) {
         const auto l = forward(m, tokens[p], p, c1, s1);
         expected.insert(expected.end(), l.begin(), l.end());
     }
-    PrefillState ps(c, tokens.size());
-    prefill(m, tokens, c2, ps, s2, &all);
+    RunState ps(c, tokens.size());
+    prefill(m, tokens, c2, ps, &all);
     EXPECT_TRUE(same_bits(all, expected));
 }
 
@@ -102,7 +103,7 @@ TEST(Prefill, EveryRowsLogitsBitIdenticalWithAWideClassifier) {
     expect_prefill_equals_forward(c, 1);
 }
 
-TEST(Prefill, PlainPathFeedsTokenByToken) {
+TEST(Prefill, PlainPathToo) {
     set_kernel_path(KernelPath::Plain);
     for (const Config& c : {test::tiny_config(), test::tiny_gpt2_config()}) expect_prefill_equals_forward(c, 2);
     set_kernel_path(KernelPath::Fast);
@@ -111,13 +112,12 @@ TEST(Prefill, PlainPathFeedsTokenByToken) {
 TEST(Prefill, PastTheContextIsRefusedBeforeTouchingTheCache) {
     const Model m = test::make_model(test::tiny_config());  // context 8
     KVCache cache(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim());
-    RunState s(m.config);
-    PrefillState ps(m.config, 9);
+    RunState ps(m.config, 9);
     const std::vector<int> nine(9, 1);
-    test::expect_error<ModelError>([&] { prefill(m, nine, cache, ps, s); }, {"beyond the context of 8"});
+    test::expect_error<ModelError>([&] { prefill(m, nine, cache, ps); }, {"beyond the context of 8"});
     EXPECT_EQ(cache.length(), 0u);
-    PrefillState small(m.config, 2);
-    test::expect_error<ModelError>([&] { prefill(m, std::vector<int>(3, 1), cache, small, s); }, {"3 tokens", "hold 2"});
+    RunState small(m.config, 2);
+    test::expect_error<ModelError>([&] { prefill(m, std::vector<int>(3, 1), cache, small); }, {"3 tokens", "holds 2 rows"});
 }
 
 }  // namespace lmlab

@@ -1,0 +1,40 @@
+#include "model/family.h"
+
+#include <fmt/format.h>
+
+#include "model/families/families.h"
+
+namespace lmlab {
+
+const std::vector<const Family*>& families() {
+    // one row per family: adding one is a file under model/families/ and a line here
+    static const std::vector<const Family*> rows = {&llama_family(), &gpt2_family(), &qwen2_family(), &qwen2moe_family(),
+                                                    &mixtral_family()};
+    return rows;
+}
+
+const Family& family(Arch arch) {
+    for (const Family* f : families())
+        if (f->arch == arch) return *f;
+    throw ModelError(fmt::format("no family row for arch {} (model/family.cpp)", static_cast<int>(arch)));
+}
+
+const Family* find_family(const std::string& name) {
+    for (const Family* f : families())
+        if (name == f->name) return f;
+    return nullptr;
+}
+
+const Family* find_family_hf(const std::string& model_type) {
+    for (const Family* f : families())
+        for (const std::string& t : f->hf_model_types)
+            if (model_type == t) return f;
+    return nullptr;
+}
+
+const std::vector<std::string>& int8_kernels() {
+    static const std::vector<std::string> kernels = {"kernel.quantize_q8_0", "kernel.matvec_q8_0"};
+    return kernels;
+}
+
+}  // namespace lmlab
