@@ -326,6 +326,10 @@ int main(int argc, char** argv) {
     auto* verify = app.add_subcommand("verify-fixtures", "Check that the fixtures exist and match the exporter");
     verify->add_option("--golden", golden_dir, "Fixture folder")->capture_default_str();
 
+    auto* exporter_hash = app.add_subcommand(
+        "exporter-sha256", "Print the exporter's hash (what every fixture records; the one definition of it)");
+    exporter_hash->group("");  // internal: the exporter and scripts/golden_status.py ask it
+
     std::string lmlab_path;
     auto* ctest_script = app.add_subcommand("ctest-script", "Print the CTest code that declares one test per stage (used by the build)");
     ctest_script->group("");  // internal
@@ -478,6 +482,10 @@ int main(int argc, char** argv) {
             for (const Stage& s : stages())
                 fmt::print("{:<{}} {:<10} {:<14} {:<32} atol {:<7g} rtol {:<7g} {}\n", s.id, id_width, s.level,
                            stage_family_label(s), s.fixture, s.tol.atol, s.tol.rtol, s.tol_why);
+            return 0;
+        }
+        if (*exporter_hash) {
+            fmt::print("{}\n", exporter_sha256(scripts_dir));
             return 0;
         }
         if (*verify) {

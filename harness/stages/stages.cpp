@@ -251,6 +251,22 @@ const std::vector<Stage>& stages() {
          "batched prefill of GPT-2: the forward fixture's logits tolerance", stage_model_prefill},
         {"model.prefill.qwen2", "model", "qwen2", false, kTinyQwen2, "model/forward_qwen2.h5", "model.forward", kLogits,
          "batched prefill of Qwen2 (GQA 4:1): the forward fixture's logits tolerance", stage_model_prefill},
+        {"model.prefill.qwen2moe", "model", "qwen2moe", false, kTinyQwen2Moe, "model/forward_qwen2moe.h5", "model.forward",
+         kLogits, "the prompt in one call, each row routed to its own experts: the forward fixture's logits tolerance",
+         stage_model_prefill},
+        {"model.prefill.mixtral", "model", "mixtral", false, kTinyMixtral, "model/forward_mixtral.h5", "model.forward",
+         kLogits, "the prompt in one call, each row routed to its own experts: the forward fixture's logits tolerance",
+         stage_model_prefill},
+        {"model.kv_cache.qwen2moe", "model", "qwen2moe", false, kTinyQwen2Moe, "model/kv_cache_qwen2moe.h5",
+         "model.kv_cache", {1e-5, 1e-5},
+         "k (after RoPE) and v: one RMSNorm and a biased projection from the residual stream, which the experts of "
+         "the layers below fed",
+         stage_model_kv_cache},
+        {"model.kv_cache.mixtral", "model", "mixtral", false, kTinyMixtral, "model/kv_cache_mixtral.h5", "model.kv_cache",
+         {1e-5, 1e-5},
+         "k (after RoPE) and v: one RMSNorm and a projection from the residual stream, which the experts of the layers "
+         "below fed",
+         stage_model_kv_cache},
         {"model.kv_cache.paged", "model", "llama", false, kTinyLlama, "model/forward.h5", "model.forward", kLogits,
          "the forward fixture's logits tolerance against PyTorch; against our contiguous cache: bit-identical (paged "
          "attention is attention_tiled's arithmetic)",
