@@ -1,6 +1,6 @@
 // Shared helpers of the fuzz targets (fuzz/fuzz_*.cpp). Each target feeds arbitrary bytes to one
 // parser lmlab owns and accepts exactly one outcome besides success: the parser's own error type
-// (ModelError, FixtureError, std::invalid_argument for the CLI). Anything else (another exception,
+// (ModelError, HarnessError, std::invalid_argument for the CLI). Anything else (another exception,
 // a crash, undefined behaviour, a leak, an allocation past -malloc_limit_mb) is a finding.
 //
 // Built two ways from the same sources (CMakeLists.txt):

@@ -1,9 +1,10 @@
-// What the CLI parses itself (CLI11 parses the options): the --prompt-ids list (harness/cli_parse.h)
+// What the CLI parses itself (CLI11 parses the options): the --prompt-ids list (harness/cli/options.h)
 // and a stage table model field with its int8 suffix ("models/x.h5#q8_0,group=32",
-// parse_model_spec in harness/stages.h). Input: first byte chooses, the rest is the text.
+// parse_model_spec in harness/stages/stages.h). Input: first byte chooses, the rest is the text.
 #include <stdexcept>
 
-#include "harness/cli/cli_parse.h"
+#include "harness/cli/options.h"
+#include "harness/fixture.h"
 #include "fuzz/fuzz.h"
 #include "harness/stages/stages.h"
 
@@ -18,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             const lmlab::ModelSpec spec = lmlab::parse_model_spec(text);
             if (spec.path.size() > text.size()) std::abort();
         }
-    } catch (const std::invalid_argument&) {
+    } catch (const lmlab::UsageError&) {  // a bad --prompt-ids list
+    } catch (const lmlab::HarnessError&) {  // a bad model field
     }
     return 0;
 }

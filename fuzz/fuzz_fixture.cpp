@@ -46,11 +46,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     try {
         (void)lmlab::read_fixture(path);
-    } catch (const lmlab::FixtureError&) {
+    } catch (const lmlab::HarnessError&) {
     }
     try {
         lmlab::check_manifest(golden, (lmlab::fuzz::scratch_dir() / "scripts").string());
-    } catch (const lmlab::FixtureError&) {
+    } catch (const lmlab::HarnessError&) {
     }
     return 0;
 }

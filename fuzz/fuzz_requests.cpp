@@ -9,6 +9,7 @@
 #include "fuzz/fuzz.h"
 #include "model/serve/scheduler.h"
 #include "model/tensors.h"
+#include "harness/cli/options.h"
 #include "harness/cli/serve.h"
 
 namespace {
@@ -45,8 +46,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string path = lmlab::fuzz::write_file("requests.jsonl", std::string_view(reinterpret_cast<const char*>(data), size));
     std::vector<lmlab::ServeRequest> requests;
     try {
-        requests = lmlab::read_requests(path, nullptr);
-    } catch (const lmlab::ModelError&) {
+        requests = lmlab::read_requests(path, nullptr).requests;  // (the refused lines are not served)
+    } catch (const lmlab::UsageError&) {  // no request line at all
         return 0;
     }
     if (requests.size() > 64) return 0;  // keep one input's work bounded

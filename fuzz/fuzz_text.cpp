@@ -63,7 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         } catch (const lmlab::ModelError&) {
         }
         try {
-            lmlab::TextTokenizer::Stream stream(tok, ids.empty() ? 0 : ids[0]);
+            lmlab::TextTokenizer::Stream stream(tok, std::span<const int>(ids).first(ids.empty() ? 0 : 1));
             for (int id : ids) (void)stream.push(id);
             (void)stream.flush();
         } catch (const lmlab::ModelError&) {

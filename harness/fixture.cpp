@@ -72,11 +72,11 @@ Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5:
     H5::DataSet ds = group.openDataSet(name);
     const H5T_class_t cls = ds.getTypeClass();
     if (cls != H5T_FLOAT && cls != H5T_INTEGER)
-        throw FixtureError(where + "/" + name + " is not numeric (HDF5 type class " + std::to_string(cls) + "). " +
+        throw HarnessError(where + "/" + name + " is not numeric (HDF5 type class " + std::to_string(cls) + "). " +
                            regenerate_hint());
     std::string why;
     const auto dims = checked_dims(ds, why);  // before allocating: the header may claim anything
-    if (!dims) throw FixtureError(where + "/" + name + ": " + why + ". " + regenerate_hint());
+    if (!dims) throw HarnessError(where + "/" + name + ": " + why + ". " + regenerate_hint());
     Array<T> a;
     a.shape = *dims;
     std::size_t n = 1;
@@ -92,12 +92,12 @@ std::map<std::string, Array<T>> read_group(const H5::Group& parent, const std::s
     std::map<std::string, Array<T>> out;
     if (!parent.nameExists(name)) return out;
     if (parent.childObjType(name) != H5O_TYPE_GROUP)
-        throw FixtureError(where + "/" + name + " should be a group of datasets. " + regenerate_hint());
+        throw HarnessError(where + "/" + name + " should be a group of datasets. " + regenerate_hint());
     H5::Group g = parent.openGroup(name);
     for (hsize_t i = 0; i < g.getNumObjs(); ++i) {
         const std::string member = g.getObjnameByIdx(i);
         if (g.childObjType(member) != H5O_TYPE_DATASET)
-            throw FixtureError(where + "/" + name + "/" + member + " should be a dataset. " + regenerate_hint());
+            throw HarnessError(where + "/" + name + "/" + member + " should be a dataset. " + regenerate_hint());
         out[member] = read_dataset<T>(g, member, type, where + "/" + name);
     }
     return out;
@@ -131,7 +131,7 @@ private:
 
 void hash_file_into(Sha256& sha, const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw FixtureError("cannot read " + path);
+    if (!in) throw HarnessError("cannot read " + path);
     std::vector<char> buf(1 << 20);
     while (in) {
         in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
@@ -150,13 +150,13 @@ std::string regenerate_hint() {
 const Array<float>& Case::input(const std::string& name, const std::vector<std::size_t>& shape) const {
     const auto it = inputs.find(name);
     if (it == inputs.end())
-        throw FixtureError(file + ": dataset /" + this->name + "/inputs/" + name + " is missing (expected shape " +
+        throw HarnessError(file + ": dataset /" + this->name + "/inputs/" + name + " is missing (expected shape " +
                            shape_str(shape) + "). The fixture does not match this harness; " + regenerate_hint());
     bool ok = it->second.shape.size() == shape.size();
     for (std::size_t i = 0; ok && i < shape.size(); ++i)
         ok = shape[i] == kAnyDim || shape[i] == it->second.shape[i];
     if (!ok)
-        throw FixtureError(file + ": dataset /" + this->name + "/inputs/" + name + " has shape " +
+        throw HarnessError(file + ": dataset /" + this->name + "/inputs/" + name + " has shape " +
                            shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint());
     return it->second;
 }
@@ -164,26 +164,26 @@ const Array<float>& Case::input(const std::string& name, const std::vector<std::
 double Case::number(const std::string& attr) const {
     const auto it = numbers.find(attr);
     if (it == numbers.end())
-        throw FixtureError(file + ": /" + name + " has no numeric attribute '" + attr + "'. " + regenerate_hint());
+        throw HarnessError(file + ": /" + name + " has no numeric attribute '" + attr + "'. " + regenerate_hint());
     return it->second;
 }
 
 const std::string& Case::string(const std::string& attr) const {
     const auto it = strings.find(attr);
     if (it == strings.end())
-        throw FixtureError(file + ": /" + name + " has no string attribute '" + attr + "'. " + regenerate_hint());
+        throw HarnessError(file + ": /" + name + " has no string attribute '" + attr + "'. " + regenerate_hint());
     return it->second;
 }
 
 Fixture read_fixture(const std::string& path) {
-    if (!fs::exists(path)) throw FixtureError(path + ": fixture file is missing. " + regenerate_hint());
+    if (!fs::exists(path)) throw HarnessError(path + ": fixture file is missing. " + regenerate_hint());
     H5::Exception::dontPrint();  // we report errors ourselves, with the file name
     Fixture fx;
     fx.path = path;
     std::string where = "/";
     try {
         if (!H5::H5File::isHdf5(path))
-            throw FixtureError(path + ": not an HDF5 file (truncated or overwritten?). " + regenerate_hint());
+            throw HarnessError(path + ": not an HDF5 file (truncated or overwritten?). " + regenerate_hint());
         H5::H5File file(path, H5F_ACC_RDONLY);
         read_attributes(file, fx.numbers, fx.strings);
         fx.name = fx.strings["fixture"];
@@ -191,14 +191,14 @@ Fixture read_fixture(const std::string& path) {
         fx.exporter_sha256 = fx.strings["exporter_sha256"];
         const double version = fx.numbers["format_version"];  // (a double: NaN or 1e300 must not reach a cast)
         if (version != static_cast<double>(kFormatVersion))
-            throw FixtureError(path + ": format_version is " + fmt::format("{:g}", version) + ", this harness reads " +
+            throw HarnessError(path + ": format_version is " + fmt::format("{:g}", version) + ", this harness reads " +
                                std::to_string(kFormatVersion) + ". " + regenerate_hint());
         fx.format_version = kFormatVersion;
         for (hsize_t i = 0; i < file.getNumObjs(); ++i) {
             const std::string name = file.getObjnameByIdx(i);
             if (name.rfind("case_", 0) != 0) continue;
             if (file.childObjType(name) != H5O_TYPE_GROUP)
-                throw FixtureError(path + ": /" + name + " should be a group. " + regenerate_hint());
+                throw HarnessError(path + ": /" + name + " should be a group. " + regenerate_hint());
             where = "/" + name;
             H5::Group g = file.openGroup(name);
             Case c;
@@ -210,14 +210,14 @@ Fixture read_fixture(const std::string& path) {
             c.outputs = read_group<float>(g, "outputs", H5::PredType::NATIVE_FLOAT, path + ": " + where);
             c.reference64 = read_group<double>(g, "reference64", H5::PredType::NATIVE_DOUBLE, path + ": " + where);
             if (c.outputs.empty())
-                throw FixtureError(path + ": " + where + "/outputs is missing or empty. " + regenerate_hint());
+                throw HarnessError(path + ": " + where + "/outputs is missing or empty. " + regenerate_hint());
             fx.cases.push_back(std::move(c));
         }
     } catch (const H5::Exception& e) {
-        throw FixtureError(path + ": cannot read " + where + " (" + e.getDetailMsg() +
+        throw HarnessError(path + ": cannot read " + where + " (" + e.getDetailMsg() +
                            "): the file is truncated or damaged. " + regenerate_hint());
     }
-    if (fx.cases.empty()) throw FixtureError(path + ": holds no case_NNN groups. " + regenerate_hint());
+    if (fx.cases.empty()) throw HarnessError(path + ": holds no case_NNN groups. " + regenerate_hint());
     std::sort(fx.cases.begin(), fx.cases.end(), [](const Case& a, const Case& b) { return a.name < b.name; });
     return fx;
 }
@@ -241,34 +241,34 @@ std::string exporter_sha256(const std::string& scripts_dir) {
 void check_manifest(const std::string& golden_dir, const std::string& scripts_dir, bool model_files) {
     const std::string manifest_path = (fs::path(golden_dir) / "manifest.json").string();
     std::ifstream in(manifest_path);
-    if (!in) throw FixtureError(manifest_path + " is missing: the fixtures were never exported. " + regenerate_hint());
+    if (!in) throw HarnessError(manifest_path + " is missing: the fixtures were never exported. " + regenerate_hint());
     nlohmann::json manifest;
     try {
         manifest = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-        throw FixtureError(manifest_path + " is not valid JSON (" + e.what() + "). " + regenerate_hint());
+        throw HarnessError(manifest_path + " is not valid JSON (" + e.what() + "). " + regenerate_hint());
     }
     if (!manifest.is_object() || !manifest.contains("exporter_sha256") || !manifest["exporter_sha256"].is_string())
-        throw FixtureError(manifest_path + " has no exporter_sha256 string. " + regenerate_hint());
+        throw HarnessError(manifest_path + " has no exporter_sha256 string. " + regenerate_hint());
     const std::string current = exporter_sha256(scripts_dir);
     const std::string recorded = manifest["exporter_sha256"].get<std::string>();
     if (recorded != current)
-        throw FixtureError(manifest_path + ": fixtures are stale: made by exporter " + recorded.substr(0, 12) +
+        throw HarnessError(manifest_path + ": fixtures are stale: made by exporter " + recorded.substr(0, 12) +
                            ", but " + scripts_dir + "/*.py is now " + current.substr(0, 12) + ". " + regenerate_hint());
     if (!manifest.contains("files") || !manifest["files"].is_object() || manifest["files"].empty())
-        throw FixtureError(manifest_path + " lists no fixture files. " + regenerate_hint());
+        throw HarnessError(manifest_path + " lists no fixture files. " + regenerate_hint());
     for (const auto& [rel, digest] : manifest["files"].items()) {
         const fs::path relp(rel);
         if (!digest.is_string() || relp.empty() || relp.is_absolute() ||
             std::find(relp.begin(), relp.end(), fs::path("..")) != relp.end())
-            throw FixtureError(manifest_path + ": entry '" + rel + "' should be a path inside " + golden_dir +
+            throw HarnessError(manifest_path + ": entry '" + rel + "' should be a path inside " + golden_dir +
                                " with a sha256 string. " + regenerate_hint());
         if (!model_files && relp.extension() != ".h5") continue;  // hashing 150 MB of weights per run: only on request
         const std::string file = (fs::path(golden_dir) / rel).string();
-        if (!fs::exists(file)) throw FixtureError(file + " is listed in the manifest but missing. " + regenerate_hint());
+        if (!fs::exists(file)) throw HarnessError(file + " is listed in the manifest but missing. " + regenerate_hint());
         const std::string actual = sha256_file(file);
         if (actual != digest.get<std::string>())
-            throw FixtureError(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +
+            throw HarnessError(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +
                                digest.get<std::string>().substr(0, 12) + " (changed or damaged since export). " +
                                regenerate_hint());
     }

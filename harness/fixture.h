@@ -1,7 +1,7 @@
 // Reading golden fixtures: the HDF5 files written by scripts/export_golden.py (format in
 // golden/README.md). Everything is read and checked here, once, so that the stages can trust
 // what they get: a missing file, a damaged file, a missing dataset or a dataset of the wrong
-// shape is a FixtureError whose message names the file, the dataset, what was expected and what
+// shape is a HarnessError whose message names the file, the dataset, what was expected and what
 // to do about it.
 #pragma once
 
@@ -15,7 +15,10 @@
 
 namespace lmlab {
 
-struct FixtureError : std::runtime_error {
+// The harness's one error type (as ModelError is the model's and UsageError the command line's):
+// a missing, stale or damaged fixture, manifest or report, or an invariant a stage checks that does
+// not hold. The message names the file or the stage, what was expected, what was found and what to do.
+struct HarnessError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -44,7 +47,7 @@ struct Case {
     std::map<std::string, Array<double>> reference64;
 
     // The input `name`, checked against `shape` (an entry of kAnyDim matches any length).
-    // Throws FixtureError naming file, dataset, expected and actual shape.
+    // Throws HarnessError naming file, dataset, expected and actual shape.
     static constexpr std::size_t kAnyDim = static_cast<std::size_t>(-1);
     const Array<float>& input(const std::string& name, const std::vector<std::size_t>& shape) const;
     double number(const std::string& attr) const;            // throws when missing
@@ -62,7 +65,7 @@ struct Fixture {
     std::vector<Case> cases;
 };
 
-// Reads a whole fixture file. Throws FixtureError (missing, unreadable, not HDF5, wrong format
+// Reads a whole fixture file. Throws HarnessError (missing, unreadable, not HDF5, wrong format
 // version, no cases, a case without outputs).
 Fixture read_fixture(const std::string& path);
 
@@ -72,7 +75,7 @@ std::string exporter_sha256(const std::string& scripts_dir);
 std::string sha256_file(const std::string& path);
 
 // Checks golden_dir/manifest.json against the exporter and the files on disk: every listed file
-// exists with the listed sha256, and the exporter has not changed since. Throws FixtureError
+// exists with the listed sha256, and the exporter has not changed since. Throws HarnessError
 // naming the first problem and the command that regenerates the fixtures.
 // model_files: also the model files the exporter wrote (safetensors, llm.c files, tokenizers: about
 // 150 MB), as `lmlab verify-fixtures` (ctest golden.current) does; `lmlab check` hashes the .h5

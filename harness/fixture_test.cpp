@@ -143,12 +143,12 @@ TEST_F(FixtureFiles, NotHdf5AtAll) {
         {
             try {
                 read_fixture(path);
-            } catch (const FixtureError& e) {
+            } catch (const HarnessError& e) {
                 EXPECT_NE(std::string(e.what()).find("not an HDF5 file"), std::string::npos) << e.what();
                 throw;
             }
         },
-        FixtureError);
+        HarnessError);
 }
 
 TEST_F(FixtureFiles, MissingDatasetNamesDatasetAndExpectedShape) {
@@ -187,7 +187,7 @@ TEST_F(FixtureFiles, StaleManifestIsRefused) {
     try {
         check_manifest(dir_.string(), scripts.string());
         FAIL() << "stale fixtures accepted";
-    } catch (const FixtureError& e) {
+    } catch (const HarnessError& e) {
         EXPECT_NE(std::string(e.what()).find("fixtures are stale"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("export_golden.py"), std::string::npos) << e.what();
     }
@@ -199,13 +199,13 @@ TEST_F(FixtureFiles, StaleManifestIsRefused) {
     try {
         check_manifest(dir_.string(), scripts.string());
         FAIL() << "damaged fixture accepted";
-    } catch (const FixtureError& e) {
+    } catch (const HarnessError& e) {
         EXPECT_NE(std::string(e.what()).find(fixture), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("differs from the manifest"), std::string::npos) << e.what();
     }
 
     fs::remove(fixture);
-    EXPECT_THROW(check_manifest(dir_.string(), scripts.string()), FixtureError);
+    EXPECT_THROW(check_manifest(dir_.string(), scripts.string()), HarnessError);
 }
 
 }  // namespace lmlab

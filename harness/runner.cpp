@@ -84,16 +84,16 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         }
         const auto fixture_path = std::filesystem::path(env.golden_dir) / stage.fixture;
         if (!std::filesystem::exists(fixture_path) && is_shared_path(stage.model))
-            throw FixtureError(fixture_path.string() + " is missing: the exporter writes it only when the shared "
+            throw HarnessError(fixture_path.string() + " is missing: the exporter writes it only when the shared "
                                "folder is present. Re-export with it: LMLAB_SHARED=" + env.shared_dir + " " +
                                kRegenerateCommand + " (or rebuild)");
         const Fixture fx = read_fixture(fixture_path.string());
         if (!env.exporter_sha256.empty() && fx.exporter_sha256 != env.exporter_sha256)
-            throw FixtureError(fx.path + ": stale: written by exporter " + fx.exporter_sha256.substr(0, 12) +
+            throw HarnessError(fx.path + ": stale: written by exporter " + fx.exporter_sha256.substr(0, 12) +
                                ", but scripts/*.py is now " + env.exporter_sha256.substr(0, 12) +
                                ". " + regenerate_hint());
         if (fx.name != stage.fixture)
-            throw FixtureError(fx.path + ": root attribute fixture is '" + fx.name + "', expected '" + stage.fixture +
+            throw HarnessError(fx.path + ": root attribute fixture is '" + fx.name + "', expected '" + stage.fixture +
                                "'. " + regenerate_hint());
         std::size_t n_heatmaps = 0;
         for (const Case& c : fx.cases) {
@@ -112,7 +112,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                 const Array<float> invariant = out.expected ? Array<float>{{out.expected->size()}, *out.expected} : Array<float>{};
                 const auto found = out.expected ? c.outputs.end() : c.outputs.find(out.golden);
                 if (!out.expected && found == c.outputs.end())
-                    throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden +
+                    throw HarnessError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden +
                                        " is missing. " + regenerate_hint());
                 Array<float> sliced;  // out.rows: only those rows of the golden output (and of its reference64)
                 std::span<const double> truth;
@@ -122,7 +122,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                     const auto& g = found->second;
                     const auto [first, last] = *out.rows;
                     if (g.shape.empty() || first >= last || last > g.shape[0])
-                        throw std::runtime_error(fmt::format("{}: rows [{}, {}) of outputs/{} {}", stage.id, first, last,
+                        throw HarnessError(fmt::format("{}: rows [{}, {}) of outputs/{} {}", stage.id, first, last,
                                                              out.golden, shape_str(g.shape)));
                     const std::size_t row_size = g.data.size() / g.shape[0];
                     sliced.shape = g.shape;
@@ -133,11 +133,11 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                 }
                 const Array<float>& golden = out.expected ? invariant : out.rows ? sliced : found->second;
                 if (out.expected && golden.data.size() != out.data.size())  // our own two runs disagree in size: our bug
-                    throw std::runtime_error(fmt::format("{}: '{}' has {} elements but the run it must equal ('{}') has "
+                    throw HarnessError(fmt::format("{}: '{}' has {} elements but the run it must equal ('{}') has "
                                                          "{}: a bug in the stage function, not in the fixture",
                                                          stage.id, out.name, out.data.size(), out.golden, golden.data.size()));
                 if (golden.data.size() != out.data.size())
-                    throw FixtureError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden + " has shape " +
+                    throw HarnessError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden + " has shape " +
                                        shape_str(golden.shape) + " (" + std::to_string(golden.data.size()) +
                                        " elements), but " + stage.id + " produced " + std::to_string(out.data.size()) +
                                        " elements for '" + out.name + "'");
@@ -158,7 +158,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                     // tolerance is applied against the float64 truth rounded to float32; the
                     // accuracy ratio against PyTorch stays as measured.
                     if (truth.empty())
-                        throw FixtureError(fx.path + ": /" + c.name + " compares with reference64/" + out.golden +
+                        throw HarnessError(fx.path + ": /" + c.name + " compares with reference64/" + out.golden +
                                            ", which is missing. " + regenerate_hint());
                     rounded.assign(truth.begin(), truth.end());
                     const Metrics vs_torch = o.metrics;

@@ -11,10 +11,10 @@ namespace lmlab {
 
 void SamplerConfig::validate() const {
     if (!(temperature >= 0.0f) || !std::isfinite(temperature))
-        throw std::invalid_argument("temperature " + std::to_string(temperature) + " must be >= 0 (0 = greedy)");
-    if (top_k < 0) throw std::invalid_argument("top_k " + std::to_string(top_k) + " must be >= 0 (0 = off)");
+        throw ModelError("temperature " + std::to_string(temperature) + " must be >= 0 (0 = greedy)");
+    if (top_k < 0) throw ModelError("top_k " + std::to_string(top_k) + " must be >= 0 (0 = off)");
     if (!(top_p > 0.0f && top_p <= 1.0f))
-        throw std::invalid_argument("top_p " + std::to_string(top_p) + " must be in (0, 1] (1 = off)");
+        throw ModelError("top_p " + std::to_string(top_p) + " must be in (0, 1] (1 = off)");
 }
 
 Sampler::Sampler(SamplerConfig cfg, std::size_t vocab_size)
@@ -33,18 +33,18 @@ float Sampler::next_uniform() {
 
 int Sampler::sample(std::span<const float> logits) {
     if (logits.size() != probs_.size())
-        throw std::invalid_argument("sampler built for " + std::to_string(probs_.size()) + " logits, got " +
+        throw ModelError("sampler built for " + std::to_string(probs_.size()) + " logits, got " +
                                     std::to_string(logits.size()));
     // NaN or +inf logits mean the model produced garbage; sampling from them would silently
     // return some fixed id. (-inf is a legitimate mask, as long as not every logit is masked.)
     bool any_finite = false;
     for (std::size_t i = 0; i < logits.size(); ++i) {
         if (std::isnan(logits[i]) || logits[i] == INFINITY)
-            throw std::invalid_argument("cannot sample: logit " + std::to_string(i) + " is " +
+            throw ModelError("cannot sample: logit " + std::to_string(i) + " is " +
                                         (std::isnan(logits[i]) ? "NaN" : "+inf"));
         any_finite = any_finite || std::isfinite(logits[i]);
     }
-    if (!any_finite) throw std::invalid_argument("cannot sample: every logit is -inf");
+    if (!any_finite) throw ModelError("cannot sample: every logit is -inf");
     if (cfg_.temperature == 0.0f) return static_cast<int>(argmax(logits));
 
     // p = softmax(logits / T), formed as (logit - max) / T so that a tiny T cannot overflow to

@@ -20,6 +20,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "model/model.h"  // ModelError
+
 namespace lmlab {
 
 struct SamplerConfig {
@@ -27,7 +29,7 @@ struct SamplerConfig {
     int top_k = 0;             // 0 = no top-k cut
     float top_p = 1.0f;        // 1 = no nucleus cut
     std::uint64_t seed = 42;
-    // Throws std::invalid_argument for negative temperature, negative top_k, top_p outside (0, 1].
+    // Throws ModelError for negative temperature, negative top_k, top_p outside (0, 1].
     void validate() const;
 };
 

@@ -233,18 +233,18 @@ TEST(Sampler, TopKThenTopP) {
 }
 
 TEST(Sampler, InvalidConfigsThrow) {
-    // misconfigurations are rejected when the sampler is made, with std::invalid_argument
-    EXPECT_THROW(config(-0.5f).validate(), std::invalid_argument);
-    EXPECT_THROW(config(std::numeric_limits<float>::quiet_NaN()).validate(), std::invalid_argument);
-    EXPECT_THROW(config(std::numeric_limits<float>::infinity()).validate(), std::invalid_argument);
-    EXPECT_THROW(config(1.0f, -1).validate(), std::invalid_argument);
-    EXPECT_THROW(config(1.0f, 0, 0.0f).validate(), std::invalid_argument);
-    EXPECT_THROW(config(1.0f, 0, -0.1f).validate(), std::invalid_argument);
-    EXPECT_THROW(config(1.0f, 0, 1.01f).validate(), std::invalid_argument);
-    EXPECT_THROW(Sampler(config(-1.0f), 4), std::invalid_argument);
-    EXPECT_THROW(Sampler(config(1.0f, -3), 4), std::invalid_argument);
-    EXPECT_THROW(Sampler(config(1.0f, 0, 0.0f), 4), std::invalid_argument);
-    EXPECT_THROW(Sampler(config(1.0f, 0, 2.0f), 4), std::invalid_argument);
+    // misconfigurations are rejected when the sampler is made, with ModelError
+    EXPECT_THROW(config(-0.5f).validate(), ModelError);
+    EXPECT_THROW(config(std::numeric_limits<float>::quiet_NaN()).validate(), ModelError);
+    EXPECT_THROW(config(std::numeric_limits<float>::infinity()).validate(), ModelError);
+    EXPECT_THROW(config(1.0f, -1).validate(), ModelError);
+    EXPECT_THROW(config(1.0f, 0, 0.0f).validate(), ModelError);
+    EXPECT_THROW(config(1.0f, 0, -0.1f).validate(), ModelError);
+    EXPECT_THROW(config(1.0f, 0, 1.01f).validate(), ModelError);
+    EXPECT_THROW(Sampler(config(-1.0f), 4), ModelError);
+    EXPECT_THROW(Sampler(config(1.0f, -3), 4), ModelError);
+    EXPECT_THROW(Sampler(config(1.0f, 0, 0.0f), 4), ModelError);
+    EXPECT_THROW(Sampler(config(1.0f, 0, 2.0f), 4), ModelError);
     // the boundaries are valid
     EXPECT_NO_THROW(config(0.0f, 0, 1.0f).validate());
     EXPECT_NO_THROW(config(1.0f, 0, 1e-9f).validate());
@@ -254,8 +254,8 @@ TEST(Sampler, LogitsOfTheWrongSizeThrow) {
     // a sampler sized for one vocabulary must not read past (or short of) another's logits
     Sampler s(config(1.0f), 4);
     const std::vector<float> three = {0, 1, 2}, five = {0, 1, 2, 3, 4};
-    EXPECT_THROW(s.sample(three), std::invalid_argument);
-    EXPECT_THROW(s.sample(five), std::invalid_argument);
+    EXPECT_THROW(s.sample(three), ModelError);
+    EXPECT_THROW(s.sample(five), ModelError);
 }
 
 TEST(Sampler, NaNOrInfLogitsAreAnErrorNotAFixedId) {
@@ -264,12 +264,12 @@ TEST(Sampler, NaNOrInfLogitsAreAnErrorNotAFixedId) {
         const std::vector<float> logits = {5.0f, 9.0f, bad, 1.0f, 0.0f};
         for (float t : {0.0f, 0.8f}) {
             Sampler s(config(t, 0, 1.0f, 1), 5);
-            EXPECT_THROW(s.sample(logits), std::invalid_argument) << "temperature " << t;
+            EXPECT_THROW(s.sample(logits), ModelError) << "temperature " << t;
         }
     }
     const std::vector<float> all_masked(5, -INFINITY);
     Sampler s(config(0.8f, 0, 1.0f, 1), 5);
-    EXPECT_THROW(s.sample(all_masked), std::invalid_argument);
+    EXPECT_THROW(s.sample(all_masked), ModelError);
     // a -inf mask on some ids is fine and those ids are never drawn
     const std::vector<float> masked = {0.0f, -INFINITY, 0.0f, -INFINITY, 0.0f};
     for (int i = 0; i < 200; ++i) {

@@ -10,6 +10,10 @@ Session::Session(const Model& m)
 
 std::span<const float> Session::feed(int token) { return forward(model_, token, cache_.length(), cache_, state_); }
 
+std::string length_stop_reason(const Config& c, std::size_t n_prompt, std::size_t n_tokens) {
+    return n_prompt + n_tokens >= c.max_seq_len ? "context full" : "max_new_tokens";
+}
+
 void check_request(const Config& c, std::span<const int> prompt, std::size_t max_new_tokens) {
     if (prompt.empty()) throw ModelError("the prompt is empty: give at least one token (e.g. BOS = 1)");
     for (std::size_t i = 0; i < prompt.size(); ++i)
@@ -45,7 +49,7 @@ GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_
     std::span<const float> logits = prefill(model_, prompt, cache_, prompt_state);
     const auto t1 = clock::now();
 
-    r.stop_reason = "max_new_tokens";
+    r.stop_reason = length_stop_reason(model_.config, prompt.size(), max_new_tokens);
     if (step_logits) step_logits->clear();
     for (std::size_t i = 0; i < max_new_tokens; ++i) {
         if (step_logits) step_logits->insert(step_logits->end(), logits.begin(), logits.end());

@@ -18,8 +18,12 @@ struct GenerationResult {
     std::size_t n_prompt = 0;
     double prompt_seconds = 0;       // time to run the prompt
     double generate_seconds = 0;     // time for the new tokens
-    std::string stop_reason;         // "max_new_tokens" or "stop token <id>"
+    std::string stop_reason;         // "stop token <id>", "context full" (max_seq_len reached) or "max_new_tokens"
 };
+
+// Why a generation that hit no stop token ended: "context full" when prompt + tokens fill max_seq_len,
+// else "max_new_tokens".
+std::string length_stop_reason(const Config& c, std::size_t n_prompt, std::size_t n_tokens);
 
 // The checks Session::generate() makes before running anything (callers can ask first, e.g. before
 // printing or before running a reference): throws ModelError for an empty prompt, an id outside

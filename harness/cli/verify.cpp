@@ -1,4 +1,4 @@
-#include "harness/cli/verify.h"
+#include "harness/cli/commands.h"
 
 #include <spawn.h>
 #include <sys/resource.h>
@@ -40,20 +40,19 @@ int run_process(const std::vector<std::string>& args) {
     argv.push_back(nullptr);
     pid_t pid = 0;
     const int err = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
-    if (err != 0) throw std::runtime_error(fmt::format("cannot run {}: {}", args[0], std::strerror(err)));
+    if (err != 0) throw HarnessError(fmt::format("cannot run {}: {}", args[0], std::strerror(err)));
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) throw std::runtime_error(fmt::format("waiting for {}: {}", args[0], std::strerror(errno)));
+        if (errno != EINTR) throw HarnessError(fmt::format("waiting for {}: {}", args[0], std::strerror(errno)));
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 std::vector<int> prompt_of(const VerifyArgs& a, const Model& m) {
-    if (!a.prompt_ids.empty()) return a.prompt_ids;
-    const std::optional<TextTokenizer> tok = find_tokenizer(m, a.tokenizer_path);
-    if (!tok)
-        throw std::runtime_error("no tokenizer found with " + a.model_path + " to encode the prompt '" + a.prompt_text +
-                                 "': pass --prompt-ids (e.g. --prompt-ids 1,403,407) or --tokenizer PATH");
-    return tok->encode_prompt(a.prompt_text, /*allow_special=*/false);
+    const std::optional<TextTokenizer> tok = model_tokenizer(m, a.model, !a.prompt.has_ids());
+    if (!tok && !a.prompt.has_ids())
+        throw UsageError("no tokenizer found with " + a.model.model_path + " to encode the prompt '" + a.prompt.text +
+                         "': pass --prompt-ids (e.g. --prompt-ids 1,403,407) or --tokenizer PATH");
+    return read_prompt(m, tok, a.prompt, a.model).ids;
 }
 
 // The verdict's one-line summary of a passing run: worst logits error and the greedy tokens.
@@ -118,35 +117,36 @@ std::string default_verify_dir(const std::string& reports_dir, const std::string
     return (fs::path(reports_dir) / "verify" / (name.empty() || name == ".." ? "model" : name)).string();
 }
 
-int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::string& python,
-               const std::string& shared_dir) {
+int cmd_verify(const VerifyArgs& a, const Paths& paths) {
     // 1. The engine reads the model first: whatever it cannot compute is refused here, by name.
     const auto t_start = std::chrono::steady_clock::now();
-    const std::string model_path = fs::absolute(a.model_path).lexically_normal().string();
-    if (!fs::exists(model_path)) throw std::runtime_error(a.model_path + ": no such file or directory");
+    const std::string model_path = fs::absolute(a.model.model_path).lexically_normal().string();
+    if (!fs::exists(model_path))
+        throw UsageError("--model " + a.model.model_path + ": no such file or directory");
     const std::string ext = fs::path(model_path).extension().string();
     if (ext == ".h5" || ext == ".hdf5")
-        throw std::runtime_error(a.model_path + ": lmlab's own HDF5 models are the exporter's; `lmlab check` verifies "
-                                 "them. verify takes a Hugging Face directory, an llm.c or a llama2.c checkpoint");
+        throw UsageError("--model " + a.model.model_path + ": lmlab's own HDF5 models are the exporter's; `lmlab check` "
+                         "verifies them. verify takes a Hugging Face directory, an llm.c or a llama2.c checkpoint");
+    const std::string out_dir = fs::absolute(a.out_dir).lexically_normal().string();
+    const std::string golden = fs::path(paths.golden).lexically_normal().string();
+    if (out_dir == golden || out_dir.rfind(golden + "/", 0) == 0)
+        throw UsageError("--out " + out_dir + " is inside golden/, which holds the exporter's fixtures only; choose "
+                         "another folder (default: reports/verify/<model>)");
+    prepare_output_dir(out_dir, "--out");  // a wrong folder fails now, before the reference runs
     const Model& m = cached_model(model_path);
     if (m.quantized())
-        throw std::runtime_error(a.model_path + ": int8 weights (llama2.c's ak42 format); verify compares float weights "
-                                 "with a float reference: verify the float32 checkpoint it was exported from");
+        throw UsageError("--model " + a.model.model_path + ": int8 weights (llama2.c's ak42 format); verify compares float "
+                         "weights with a float reference: verify the float32 checkpoint it was exported from");
     const Config& c = m.config;
-    if (a.generate < 1) throw std::runtime_error("--generate must be at least 1");
+    if (a.generate < 1) throw UsageError("--generate must be at least 1");
     const std::vector<int> prompt = prompt_of(a, m);
     check_request(c, prompt, static_cast<std::size_t>(a.generate));
-    const std::string out_dir = fs::absolute(a.out_dir).lexically_normal().string();
-    const std::string golden = (fs::path(LMLAB_SOURCE_DIR) / "golden").lexically_normal().string();
-    if (out_dir == golden || out_dir.rfind(golden + "/", 0) == 0)
-        throw std::runtime_error("--out " + out_dir + " is inside golden/, which holds the exporter's fixtures only; "
-                                 "choose another folder (default: reports/verify/<model>)");
     fmt::print(stderr, "verify: {} ({}, {} layers, dim {}, vocab {}): {}-token prompt, {} greedy tokens; fixtures and "
                        "report in {}\n",
                model_path, arch_name(c.arch), c.n_layers, c.dim, c.vocab_size, prompt.size(), a.generate, out_dir);
 
     // 2. The reference, on the same weights.
-    std::vector<std::string> cmd = {python, (fs::path(scripts_dir) / "verify_ref.py").string(), "--model", model_path,
+    std::vector<std::string> cmd = {LMLAB_PYTHON, (fs::path(paths.scripts) / "verify_ref.py").string(), "--model", model_path,
                                     "--prompt-ids", fmt::format("{}", fmt::join(prompt, ",")),
                                     "--generate", std::to_string(a.generate), "--out", out_dir};
     if (a.no_f64) cmd.push_back("--no-f64");
@@ -154,13 +154,13 @@ int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::s
     const int rc = run_process(cmd);
     const double ref_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_ref).count();
     if (rc != 0)
-        throw std::runtime_error(fmt::format("the reference (scripts/verify_ref.py) failed with exit code {}; its "
-                                             "message is above", rc));
+        throw HarnessError(fmt::format("the reference (scripts/verify_ref.py) failed with exit code {}; its message is "
+                                       "above", rc));
 
     // 3. The stages, on those fixtures: the golden table's rows of the model's family (their
     //    functions, fixture recipes and tolerances), the model being the user's.
     const std::vector<Stage> rows = verify_rows(c.arch, model_path);
-    const StageEnv env{out_dir, shared_dir};
+    const StageEnv env{out_dir, paths.shared};
     std::vector<StageResult> results;
     for (const Stage& s : rows) {
         results.push_back(run_stage(s, env));
@@ -191,11 +191,13 @@ int cmd_verify(const VerifyArgs& a, const std::string& scripts_dir, const std::s
         if (!bad && r.status != "pass") bad = &r;
     if (!bad) {
         fmt::print("verify: PASS {}: {}; report {}/report.md\n", model_path, pass_summary(results), out_dir);
-        return 0;
+        finish_stdout();
+        return kExitOk;
     }
     fmt::print("verify: {} {}: {} {}: {}; report {}/report.md\n", bad->status == "fail" ? "FAIL" : "ERROR", model_path,
                bad->id, bad->status, bad->reason, out_dir);
-    return 1;
+    finish_stdout();
+    return kExitFailed;
 }
 
 }  // namespace lmlab

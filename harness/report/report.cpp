@@ -374,19 +374,19 @@ std::string diff_table(const json& old_report, const json& new_report) {
 
 json load_report(const std::string& path) {
     std::ifstream in(path);
-    if (!in) throw std::runtime_error(path + ": cannot open report");
+    if (!in) throw HarnessError(path + ": cannot open report");
     try {
         json j = json::parse(in);
         // version 1 lacks only the plot data (a report from before report.html): still comparable
         if (!j.contains("schema_version") || !j["schema_version"].is_number_integer() || j["schema_version"].get<int>() < 1 ||
             j["schema_version"].get<int>() > kReportSchemaVersion || !j.contains("stages"))
-            throw std::runtime_error("unexpected schema_version (this lmlab reads 1 to " +
+            throw HarnessError("unexpected schema_version (this lmlab reads 1 to " +
                                      std::to_string(kReportSchemaVersion) + ")");
         return j;
     } catch (const json::exception& e) {
-        throw std::runtime_error(path + ": not a valid report (" + e.what() + ")");
+        throw HarnessError(path + ": not a valid report (" + e.what() + ")");
     } catch (const std::runtime_error& e) {
-        throw std::runtime_error(path + ": " + e.what());
+        throw HarnessError(path + ": " + e.what());
     }
 }
 

@@ -1,5 +1,7 @@
 #include "harness/report/trace.h"
 
+#include "harness/fixture.h"
+
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
@@ -50,10 +52,10 @@ AttentionTrace trace_attention(const Model& m, std::span<const int> prompt, std:
                                std::span<const int> stop_ids) {
     const Config& c = m.config;
     check_request(c, prompt, max_new_tokens);
-    if (max_new_tokens == 0) throw std::invalid_argument("lmlab trace needs at least one new token (--max-new-tokens)");
+    if (max_new_tokens == 0) throw HarnessError("lmlab trace needs at least one new token (--max-new-tokens)");
     const std::size_t cells = trace_cells(c, prompt.size(), max_new_tokens);
     if (cells > kMaxTraceCells)
-        throw std::invalid_argument(fmt::format(
+        throw HarnessError(fmt::format(
             "the page would draw {} attention cells ({} layers x {} heads x {} positions, half of them masked), more than "
             "{}: give a shorter prompt or fewer --max-new-tokens",
             cells, c.n_layers, c.n_heads, prompt.size() + max_new_tokens - 1, kMaxTraceCells));
@@ -135,12 +137,10 @@ std::string trace_html(const AttentionTrace& t, const Model& m, const TextTokeni
     b += "<h2>Generated</h2>\n<p id=\"generated\">";
     std::vector<int> generated;
     for (const TraceStep& s : t.steps) generated.push_back(s.chosen);
-    if (tok) {
-        std::string text;
-        TextTokenizer::Stream stream(*tok, t.tokens[t.n_prompt - 1]);
-        for (int id : generated) text += id < tok->vocab_size() ? stream.push(id) : fmt::format("<id {}>", id);
-        text += stream.flush();
-        b += escape(prompt_text) + "<b>" + escape(text) + "</b>";
+    if (tok) {  // the continuation of the prompt (decode's rule: the space before its first word kept)
+        const std::string text = tok->decode(generated, std::span<const int>(t.tokens).first(t.n_prompt));
+        b += escape(prompt_text.empty() ? tok->decode(std::span<const int>(t.tokens).first(t.n_prompt)) : prompt_text) +
+             "<b>" + escape(text) + "</b>";
     }
     b += "</p>\n<p>";
     for (int id : generated) b += chip(id);

@@ -13,6 +13,7 @@
 #include "model/sampler.h"
 #include "model/session.h"
 #include "model/testing/test_model.h"
+#include "harness/fixture.h"
 #include "harness/report/trace.h"
 
 namespace lmlab {
@@ -144,7 +145,7 @@ TEST(Trace, RefusesAPageTooLargeToOpen) {
     c.vocab_size = 5;
     c.max_seq_len = 64;
     const Model m = test::make_model(c);
-    test::expect_error<std::invalid_argument>([&] { trace_attention(m, std::vector<int>(40, 1), 10); },
+    test::expect_error<HarnessError>([&] { trace_attention(m, std::vector<int>(40, 1), 10); },
                                               {"shorter prompt", "24 layers x 16 heads x 49 positions"});
 }
 

@@ -1,5 +1,5 @@
 // Kernel stages: feed a fixture case's inputs to one kernel, return its outputs.
-// Shapes are checked by Case::input (FixtureError on mismatch) before any kernel sees the data.
+// Shapes are checked by Case::input (HarnessError on mismatch) before any kernel sees the data.
 #include <cmath>
 #include <cstdint>
 
@@ -46,7 +46,7 @@ std::vector<StageOutput> stage_linear(const Fixture&, const Case& c, const Stage
     const auto& W = c.input("W", {kAny, x.shape[0]});
     const auto& b = c.input("b", {kAny});
     if (!b.data.empty() && b.shape[0] != W.shape[0])
-        throw FixtureError(c.file + ": /" + c.name + "/inputs/b has shape " + shape_str(b.shape) + ", expected [0] or [" +
+        throw HarnessError(c.file + ": /" + c.name + "/inputs/b has shape " + shape_str(b.shape) + ", expected [0] or [" +
                            std::to_string(W.shape[0]) + "]");
     std::vector<float> y(W.shape[0]);
     linear(W.data, b.data, x.data, y);
@@ -103,10 +103,10 @@ std::vector<StageOutput> stage_rope(const Fixture&, const Case& c, const StageEn
     const auto head_dim = static_cast<std::size_t>(c.number("head_dim"));
     const std::string& style = c.string("style");
     if (style != "adjacent" && style != "rotate_half")
-        throw FixtureError(c.file + ": /" + c.name + " style is '" + style + "', expected 'adjacent' or 'rotate_half'");
+        throw HarnessError(c.file + ": /" + c.name + " style is '" + style + "', expected 'adjacent' or 'rotate_half'");
     const auto& x = c.input("x", {kAny});
     if (head_dim == 0 || head_dim % 2 || x.shape[0] % head_dim)
-        throw FixtureError(c.file + ": /" + c.name + " head_dim " + std::to_string(head_dim) +
+        throw HarnessError(c.file + ": /" + c.name + " head_dim " + std::to_string(head_dim) +
                            " must be even and divide the length of x (" + std::to_string(x.shape[0]) + ")");
     std::vector<float> y = x.data;
     rope(y, head_dim, static_cast<std::size_t>(c.number("pos")), static_cast<float>(c.number("theta")),
@@ -156,7 +156,7 @@ namespace {
 std::size_t group_of(const Case& c) {
     const double g = c.number("group");
     if (!(g >= 1) || g != std::floor(g))
-        throw FixtureError(c.file + ": /" + c.name + " group = " + std::to_string(g) + " is not a positive integer");
+        throw HarnessError(c.file + ": /" + c.name + " group = " + std::to_string(g) + " is not a positive integer");
     return static_cast<std::size_t>(g);
 }
 // An input holding int8 values stored as floats (every fixture dataset is float32).
@@ -165,7 +165,7 @@ std::vector<std::int8_t> int8_input(const Case& c, const std::string& name, cons
     for (std::size_t i = 0; i < q.size(); ++i) {
         const float v = a.data[i];
         if (!(v >= -127 && v <= 127) || v != std::floor(v))
-            throw FixtureError(c.file + ": /" + c.name + "/inputs/" + name + "[" + std::to_string(i) + "] = " +
+            throw HarnessError(c.file + ": /" + c.name + "/inputs/" + name + "[" + std::to_string(i) + "] = " +
                                std::to_string(v) + " is not an int8 value in [-127, 127]");
         q[i] = static_cast<std::int8_t>(v);
     }
@@ -178,7 +178,7 @@ std::vector<StageOutput> stage_quantize_q8_0(const Fixture&, const Case& c, cons
     const auto& x = c.input("x", {kAny});
     const std::size_t group = group_of(c);
     if (x.data.size() % group)
-        throw FixtureError(c.file + ": /" + c.name + " x has " + std::to_string(x.data.size()) +
+        throw HarnessError(c.file + ": /" + c.name + " x has " + std::to_string(x.data.size()) +
                            " elements, not a multiple of group " + std::to_string(group));
     std::vector<std::int8_t> q(x.data.size());
     std::vector<float> scales(x.data.size() / group);
@@ -192,7 +192,7 @@ std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case& c, const 
     const auto& xq = c.input("xq", {kAny});
     const std::size_t in = xq.shape[0];
     if (in % group)
-        throw FixtureError(c.file + ": /" + c.name + " in = " + std::to_string(in) + " is not a multiple of group " +
+        throw HarnessError(c.file + ": /" + c.name + " in = " + std::to_string(in) + " is not a multiple of group " +
                            std::to_string(group));
     const auto& Wq = c.input("Wq", {kAny, in});
     const auto& Ws = c.input("Ws", {Wq.shape[0], in / group});

@@ -43,14 +43,14 @@ const Model& cached_model(const std::string& model) {
 
 // The running stage's model (its table row names it; the runner resolved the path).
 const Model& stage_model(const StageEnv& env) {
-    if (env.model.empty()) throw FixtureError("this stage has no model in the stage table (harness/stages.cpp)");
+    if (env.model.empty()) throw HarnessError("this stage has no model in the stage table (harness/stages.cpp)");
     return cached_model(env.model);
 }
 
 std::size_t case_index(const Case& c, const std::string& attr) {
     const double v = c.number(attr);
     if (!(v >= 0) || v != std::floor(v))
-        throw FixtureError(c.file + ": /" + c.name + " attribute " + attr + " = " + std::to_string(v) + " is not an index");
+        throw HarnessError(c.file + ": /" + c.name + " attribute " + attr + " = " + std::to_string(v) + " is not an index");
     return static_cast<std::size_t>(v);
 }
 
@@ -66,12 +66,12 @@ std::vector<int> token_ids(const Case& c, const std::string& name) {
 const Array<float>& golden(const Case& c, const std::string& name, const std::vector<std::size_t>& shape) {
     const auto it = c.outputs.find(name);
     if (it == c.outputs.end())
-        throw FixtureError(c.file + ": dataset /" + c.name + "/outputs/" + name + " is missing (expected shape " +
+        throw HarnessError(c.file + ": dataset /" + c.name + "/outputs/" + name + " is missing (expected shape " +
                            shape_str(shape) + "). " + regenerate_hint());
     bool same = it->second.shape.size() == shape.size();
     for (std::size_t i = 0; same && i < shape.size(); ++i) same = shape[i] == kAny || shape[i] == it->second.shape[i];
     if (!same)
-        throw FixtureError(c.file + ": dataset /" + c.name + "/outputs/" + name + " has shape " +
+        throw HarnessError(c.file + ": dataset /" + c.name + "/outputs/" + name + " has shape " +
                            shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint());
     return it->second;
 }
@@ -98,7 +98,7 @@ KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& 
 std::size_t checked_layer(const Case& c, const Config& cfg) {
     const std::size_t layer = case_index(c, "layer");
     if (layer >= cfg.n_layers)
-        throw FixtureError(c.file + ": /" + c.name + " layer " + std::to_string(layer) + " but the model has " +
+        throw HarnessError(c.file + ": /" + c.name + " layer " + std::to_string(layer) + " but the model has " +
                            std::to_string(cfg.n_layers) + " layers");
     return layer;
 }
@@ -108,7 +108,7 @@ std::size_t checked_layer(const Case& c, const Config& cfg) {
 void check_family(const Model& m, const StageEnv& env) {
     if (env.family.empty() || env.family == "*") return;
     if (env.family != arch_name(m.config.arch))
-        throw FixtureError(fmt::format("{} is a {} model, but the stage's row says family '{}' (harness/stages/stages.cpp)",
+        throw HarnessError(fmt::format("{} is a {} model, but the stage's row says family '{}' (harness/stages/stages.cpp)",
                                        env.model, arch_name(m.config.arch), env.family));
 }
 
@@ -315,7 +315,7 @@ std::vector<StageOutput> stage_model_prefill(const Fixture&, const Case& c, cons
     std::vector<float> logits;
     prefill(m, tokens, cache, s, &logits);
     if (cache.length() != tokens.size())
-        throw std::runtime_error(fmt::format("prefill left {} positions in the KV cache after a {}-token prompt",
+        throw HarnessError(fmt::format("prefill left {} positions in the KV cache after a {}-token prompt",
                                              cache.length(), tokens.size()));
     return {{"logits", "logits", logits}};
 }
@@ -331,7 +331,7 @@ std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, con
     // invariants before values: every layer holds exactly the prompt
     for (std::size_t l = 0; l < cfg.n_layers; ++l)
         if (cache.length(l) != tokens.size())
-            throw std::runtime_error(fmt::format("KV cache layer {} holds {} positions after a {}-token prompt", l,
+            throw HarnessError(fmt::format("KV cache layer {} holds {} positions after a {}-token prompt", l,
                                                  cache.length(l), tokens.size()));
     std::vector<float> k, v;
     for (std::size_t l = 0; l < cfg.n_layers; ++l) {
@@ -374,16 +374,16 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     const auto& topk_ids = golden(c, "topk_ids", {n_new, kAny});
     const std::size_t k = topk_ids.shape[1];
     if (k < 2)
-        throw FixtureError(fmt::format("{}: /{}/outputs/topk_ids keeps {} ids per step; the near-tie verdict needs "
+        throw HarnessError(fmt::format("{}: /{}/outputs/topk_ids keeps {} ids per step; the near-tie verdict needs "
                                        "at least the top 2. {}", c.file, c.name, k, regenerate_hint()));
     const auto& ref_top = golden(c, "topk_logits", {n_new, k}).data;  // sorted, largest first (torch.topk)
     golden(c, "logits", {full_steps.size(), cfg.vocab_size});
     for (int step : full_steps)
         if (step < 0 || static_cast<std::size_t>(step) >= n_new)
-            throw FixtureError(fmt::format("{}: /{}/inputs/full_steps has step {} outside [0, {})", c.file, c.name, step, n_new));
+            throw HarnessError(fmt::format("{}: /{}/inputs/full_steps has step {} outside [0, {})", c.file, c.name, step, n_new));
     for (float id : topk_ids.data)
         if (!(id >= 0 && id < static_cast<float>(cfg.vocab_size)))
-            throw FixtureError(fmt::format("{}: /{}/outputs/topk_ids has id {} outside the vocabulary", c.file, c.name, id));
+            throw HarnessError(fmt::format("{}: /{}/outputs/topk_ids has id {} outside the vocabulary", c.file, c.name, id));
 
     // Free-running greedy generation: the tokens must equal the reference's exactly.
     Session session(m);
@@ -409,7 +409,7 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     const auto [full, top] = step_logits();
     const auto [full2, top2] = step_logits();
     if (full != full2 || top != top2)
-        throw std::runtime_error("nondeterministic: two runs over the same tokens gave different logits bits");
+        throw HarnessError("nondeterministic: two runs over the same tokens gave different logits bits");
 
     // Tie-aware verdict at the first differing token: the reference's top-1 and top-2 logits there.
     const auto [matched, note] = first_difference(tokens, golden_tokens.data, topk_ids.data, ref_top, k, env.tol);
@@ -589,7 +589,7 @@ std::vector<StageOutput> stage_layer_block_q8(const Fixture&, const Case& c, con
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
     check_family(m, env);
-    if (!m.quantized()) throw FixtureError(env.model + ": this stage runs an int8 model (\"#q8_0\" or an int8 file)");
+    if (!m.quantized()) throw HarnessError(env.model + ": this stage runs an int8 model (\"#q8_0\" or an int8 file)");
     const std::size_t layer = checked_layer(c, cfg), pos = case_index(c, "pos");
     auto ref = [&](const char* role, std::size_t) { return std::span<const float>(golden(c, role, {kAny}).data); };
     std::vector<StageOutput> outs = projections_on_reference(m, layer, 1, pos, ref, "");
@@ -623,7 +623,7 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
     check_family(m, env);
-    if (!m.quantized()) throw FixtureError(env.model + ": this stage runs an int8 model (\"#q8_0\" or an int8 file)");
+    if (!m.quantized()) throw HarnessError(env.model + ": this stage runs an int8 model (\"#q8_0\" or an int8 file)");
     const std::vector<int> tokens = token_ids(c, "tokens");
     const std::size_t n = tokens.size(), dim = cfg.dim;
     const std::size_t group = m.tok_embeddings_q8.group;
@@ -705,7 +705,7 @@ std::vector<StageOutput> stage_model_forward_q8(const Fixture&, const Case& c, c
 std::vector<StageOutput> stage_model_q8_file(const Fixture& fx, const Case& c, const StageEnv& env) {
     std::vector<StageOutput> outs = stage_model_forward_q8(fx, c, env);
     const Model& file = stage_model(env);
-    if (!file.quantized()) throw std::runtime_error(env.model + " is not an int8 model");
+    if (!file.quantized()) throw HarnessError(env.model + " is not an int8 model");
     const std::size_t halves = case_index(c, "round_half_differences");
     const std::string float_model = resolve_model_path(c.string("float_model"), env.golden_dir, env.shared_dir);
     const std::size_t group = file.tok_embeddings_q8.group;
@@ -713,7 +713,7 @@ std::vector<StageOutput> stage_model_q8_file(const Fixture& fx, const Case& c, c
     std::size_t differing = 0, far = 0, scales = 0;
     auto compare_q = [&](const QuantizedMatrix& a, const QuantizedMatrix& b) {
         if (a.q.size() != b.q.size() || a.scales.size() != b.scales.size() || a.group != b.group)
-            throw std::runtime_error(env.model + " and " + float_model + " have matrices of different shapes");
+            throw HarnessError(env.model + " and " + float_model + " have matrices of different shapes");
         for (std::size_t i = 0; i < a.q.size(); ++i) {
             differing += a.q[i] != b.q[i];
             far += std::abs(a.q[i] - b.q[i]) > 1;
@@ -729,7 +729,7 @@ std::vector<StageOutput> stage_model_q8_file(const Fixture& fx, const Case& c, c
             compare_q((a.*lin).q8, (b.*lin).q8);
     }
     if (differing != halves || far || scales)
-        throw std::runtime_error(fmt::format(
+        throw HarnessError(fmt::format(
             "{}: {} int8 weights differ from quantize_model({}, group {}) ({} by more than one step) and {} scales "
             "differ, but the exporter found {} weights on an exact half (where export.py's torch.round and C's round() "
             "disagree): the file is not the model quantize_model makes",
@@ -739,7 +739,7 @@ std::vector<StageOutput> stage_model_q8_file(const Fixture& fx, const Case& c, c
     double worst = 0;
     for (std::size_t i = 0; i < la.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(la[i]) - lb[i]));
     if (differing == 0 && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) != 0)
-        throw std::runtime_error(env.model + ": the same int8 weights as quantize_model, but different logits bits");
+        throw HarnessError(env.model + ": the same int8 weights as quantize_model, but different logits bits");
     outs.push_back(measured("int8 weights that differ from quantize_model's", static_cast<double>(differing),
                             "export.py rounds halves to even (torch.round), runq.c's quantize() away from zero: they "
                             "differ exactly at the weights on an exact half, by one step"));
@@ -756,16 +756,16 @@ std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case& c, const S
     const Model& q = stage_model(env);
     const Model& f = cached_model(parse_model_spec(env.model).path);
     if (!q.quantized() || f.quantized())
-        throw std::runtime_error(env.model + ": the cost stage needs an int8 model ('#q8_0') and its float file");
+        throw HarnessError(env.model + ": the cost stage needs an int8 model ('#q8_0') and its float file");
     const std::size_t vocab = f.config.vocab_size;
     const std::vector<int> text = token_ids(c, "tokens"), prompt = token_ids(c, "prompt");
     const std::size_t n_new = case_index(c, "max_new_tokens");
     if (text.size() < 2 || text.size() > f.config.max_seq_len)
-        throw FixtureError(fmt::format("{}: /{}/inputs/tokens has {} ids; expected 2 .. {} (the context)", c.file, c.name,
+        throw HarnessError(fmt::format("{}: /{}/inputs/tokens has {} ids; expected 2 .. {} (the context)", c.file, c.name,
                                        text.size(), f.config.max_seq_len));
     for (int id : text)
         if (id < 0 || static_cast<std::size_t>(id) >= vocab)
-            throw FixtureError(fmt::format("{}: /{}/inputs/tokens has id {} outside the vocabulary", c.file, c.name, id));
+            throw HarnessError(fmt::format("{}: /{}/inputs/tokens has id {} outside the vocabulary", c.file, c.name, id));
 
     // 1. teacher-forced on the held-out text: both models read the same tokens
     const auto lf = all_logits(f, text), lq = all_logits(q, text);

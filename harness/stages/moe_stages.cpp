@@ -23,11 +23,11 @@ std::vector<RoutingDifference> compare_routing(std::span<const float> ours_ids, 
                                                std::size_t n_experts, Tolerance tol) {
     if (k == 0 || ours_ids.size() != ref_ids.size() || ref_ids.size() % k != 0 ||
         ref_logits.size() != ref_ids.size() / k * n_experts)
-        throw std::runtime_error(fmt::format("compare_routing: {} and {} ids, k {}, {} router logits for {} experts",
+        throw HarnessError(fmt::format("compare_routing: {} and {} ids, k {}, {} router logits for {} experts",
                                              ours_ids.size(), ref_ids.size(), k, ref_logits.size(), n_experts));
     auto expert = [&](float id) {
         if (!(id >= 0 && id < static_cast<float>(n_experts) && id == std::floor(id)))
-            throw std::runtime_error(fmt::format("compare_routing: expert id {} is not one of {} experts", id, n_experts));
+            throw HarnessError(fmt::format("compare_routing: expert id {} is not one of {} experts", id, n_experts));
         return static_cast<int>(id);
     };
     std::vector<RoutingDifference> out;
@@ -68,10 +68,10 @@ void force_experts(const Config& c, const LayerWeights& w, std::size_t t, std::s
 std::vector<StageOutput> stage_layer_moe(const Fixture&, const Case& c, const StageEnv& env) {
     const Model& m = stage_model(env);
     const Config& cfg = m.config;
-    if (!cfg.moe()) throw FixtureError(env.model + ": not a mixture-of-experts model (the stage's row names it)");
+    if (!cfg.moe()) throw HarnessError(env.model + ": not a mixture-of-experts model (the stage's row names it)");
     const double layer_attr = c.number("layer");
     if (!(layer_attr >= 0 && layer_attr < static_cast<double>(cfg.n_layers) && layer_attr == std::floor(layer_attr)))
-        throw FixtureError(fmt::format("{}: /{} layer {} is not a layer of the {}-layer model", c.file, c.name, layer_attr,
+        throw HarnessError(fmt::format("{}: /{} layer {} is not a layer of the {}-layer model", c.file, c.name, layer_attr,
                                        cfg.n_layers));
     const LayerWeights& w = m.layers[static_cast<std::size_t>(layer_attr)];
     const auto& x = c.input("x", {Case::kAnyDim, cfg.dim});

@@ -21,7 +21,7 @@ TEST(ModelSpec, SuffixAsksForInt8OnLoad) {
     // group 0 would read as "not quantized"; 20 digits would overflow stoul (std::out_of_range)
     for (const char* bad : {"m.bin#q4_0", "m.bin#q8_0,group=", "m.bin#q8_0,group=x", "m.bin#", "m.bin#q8_0,group=0",
                             "m.bin#q8_0,group=99999999999999999999"})
-        EXPECT_THROW(parse_model_spec(bad), std::invalid_argument) << bad;
+        EXPECT_THROW(parse_model_spec(bad), HarnessError) << bad;
 }
 
 TEST(ModelSpec, EveryStageModelParses) {

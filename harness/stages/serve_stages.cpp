@@ -62,7 +62,7 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
         kv.release(other);
         kv.check_invariants();
         if (kv.free_pages() != kv.n_pages())
-            throw std::runtime_error(fmt::format("paged KV cache: {} of {} pages free after both sequences finished",
+            throw HarnessError(fmt::format("paged KV cache: {} of {} pages free after both sequences finished",
                                                  kv.free_pages(), kv.n_pages()));
         const std::string name = fmt::format("logits [paged, pages of {}]", page_size);
         outs.push_back({name, "logits", paged});
@@ -86,14 +86,14 @@ std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case
     const std::vector<int> all_prompts = token_ids(c, "prompt_tokens"), lengths = token_ids(c, "prompt_lengths"),
                            budgets = token_ids(c, "max_new_tokens"), arrivals = token_ids(c, "arrival_steps");
     if (budgets.size() != lengths.size() || arrivals.size() != lengths.size())
-        throw FixtureError(fmt::format("{}: /{}: prompt_lengths, max_new_tokens and arrival_steps must have one entry per "
+        throw HarnessError(fmt::format("{}: /{}: prompt_lengths, max_new_tokens and arrival_steps must have one entry per "
                                        "request", c.file, c.name));
     std::vector<ServeRequest> requests;
     std::size_t at = 0, n_new = 0;
     for (std::size_t i = 0; i < lengths.size(); ++i) {
         const auto len = static_cast<std::size_t>(std::max(lengths[i], 0));
         if (at + len > all_prompts.size())
-            throw FixtureError(fmt::format("{}: /{}: prompt_lengths add up past the {} prompt tokens", c.file, c.name,
+            throw HarnessError(fmt::format("{}: /{}: prompt_lengths add up past the {} prompt tokens", c.file, c.name,
                                            all_prompts.size()));
         ServeRequest r;
         r.id = fmt::format("r{}", i);
@@ -107,11 +107,11 @@ std::vector<StageOutput> stage_generation_serve_batch(const Fixture&, const Case
     const auto& ref_tokens = golden(c, "tokens", {n_new});
     const auto& topk_ids = golden(c, "topk_ids", {n_new, Case::kAnyDim});
     const std::size_t k = topk_ids.shape[1];
-    if (k < 2) throw FixtureError(fmt::format("{}: /{}/outputs/topk_ids: at least the top 2 per step", c.file, c.name));
+    if (k < 2) throw HarnessError(fmt::format("{}: /{}/outputs/topk_ids: at least the top 2 per step", c.file, c.name));
     const auto& topk_logits = golden(c, "topk_logits", {n_new, k});
     for (float id : topk_ids.data)
         if (!(id >= 0 && id < static_cast<float>(cfg.vocab_size)))
-            throw FixtureError(fmt::format("{}: /{}/outputs/topk_ids has id {} outside the vocabulary", c.file, c.name, id));
+            throw HarnessError(fmt::format("{}: /{}/outputs/topk_ids has id {} outside the vocabulary", c.file, c.name, id));
 
     ServeOptions opt;
     opt.chunk = case_index(c, "chunk");

@@ -115,9 +115,9 @@ ModelSpec parse_model_spec(const std::string& model) {
         const std::string digits = suffix.substr(prefix.size());
         // at most 6 digits: no stoul overflow; 0 would mean "not quantized" to the caller
         if (digits.size() <= 6 && (spec.q8_group = std::stoul(digits)) > 0) return spec;
-        throw std::invalid_argument("model '" + model + "': group '" + digits + "' is not a group size (1 to 999999)");
+        throw HarnessError("model '" + model + "': group '" + digits + "' is not a group size (1 to 999999)");
     }
-    throw std::invalid_argument("model '" + model + "': unknown suffix '#" + suffix +
+    throw HarnessError("model '" + model + "': unknown suffix '#" + suffix +
                                 "'; known: '#q8_0' (int8 on load, group 64) and '#q8_0,group=N'");
 }
 

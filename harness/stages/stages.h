@@ -179,7 +179,7 @@ std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, cons
 const Model& cached_model(const std::string& model);
 // Helpers for stage functions (model_stages.cpp): the running stage's model; a case attribute that
 // must be an index; a [n] input of token ids; a golden output that must have `shape` (Case::kAnyDim:
-// any). Each throws FixtureError naming the file and dataset.
+// any). Each throws HarnessError naming the file and dataset.
 const Model& stage_model(const StageEnv& env);
 std::size_t case_index(const Case& c, const std::string& attr);
 std::vector<int> token_ids(const Case& c, const std::string& name);

@@ -21,7 +21,7 @@ const TextTokenizer& stage_tokenizer(const Fixture& fx, const StageEnv& env) {
     auto& slot = loaded[env.model];
     if (!slot) {
         const auto vs = fx.numbers.find("vocab_size");
-        if (vs == fx.numbers.end()) throw FixtureError(fx.path + ": root attribute 'vocab_size' is missing. " + regenerate_hint());
+        if (vs == fx.numbers.end()) throw HarnessError(fx.path + ": root attribute 'vocab_size' is missing. " + regenerate_hint());
         slot = std::make_unique<TextTokenizer>(load_tokenizer(env.model, static_cast<int>(vs->second)));
     }
     return *slot;
@@ -48,7 +48,7 @@ std::vector<StageOutput> stage_tokenizer(const Fixture& fx, const Case& c, const
     for (float b : bytes.data) text += static_cast<char>(static_cast<unsigned char>(b));
     const auto golden_it = c.outputs.find("ids");
     if (golden_it == c.outputs.end())
-        throw FixtureError(c.file + ": dataset /" + c.name + "/outputs/ids is missing");
+        throw HarnessError(c.file + ": dataset /" + c.name + "/outputs/ids is missing");
     std::vector<int> expected;
     for (float f : golden_it->second.data) expected.push_back(static_cast<int>(f));
 

@@ -178,7 +178,8 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
             run.has_next = true;
             const bool stop = std::find(opt.stop_ids.begin(), opt.stop_ids.end(), token) != opt.stop_ids.end();
             if (stop || res.tokens.size() == requests[run.index].max_new_tokens) {
-                res.stop_reason = stop ? fmt::format("stop token {}", token) : "max_new_tokens";
+                res.stop_reason = stop ? fmt::format("stop token {}", token)
+                                      : length_stop_reason(c, requests[run.index].prompt.size(), res.tokens.size());
                 res.finish_step = step;
                 res.finish_ms = ms_between(arrived_at[run.index], t_done);
                 done.push_back(row_owner[i]);

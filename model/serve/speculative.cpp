@@ -70,7 +70,7 @@ SpeculativeResult SpeculativeSession::generate(std::span<const int> prompt, std:
     }
     using clock = std::chrono::steady_clock;
     SpeculativeResult r;
-    r.stop_reason = "max_new_tokens";
+    r.stop_reason = length_stop_reason(target_.config, prompt.size(), max_new_tokens);
     r.tokens.reserve(max_new_tokens);
     target_cache_.reset();
     draft_cache_.reset();

@@ -47,8 +47,11 @@ std::vector<int> TextTokenizer::encode_chat(std::string_view user_text) const {
     return ids;
 }
 
-std::string TextTokenizer::decode(std::span<const int> ids) const {
-    return std::visit([&](const auto& t) { return t.decode(ids); }, impl_);
+std::string TextTokenizer::decode(std::span<const int> ids, std::span<const int> context) const {
+    Stream s(*this, context);
+    std::string text;
+    for (int id : ids) text += s.push(id);
+    return text + s.flush();
 }
 
 std::string TextTokenizer::piece(int id) const {
@@ -70,9 +73,11 @@ std::vector<int> TextTokenizer::stop_ids() const {
                       impl_);
 }
 
-TextTokenizer::Stream::Stream(const TextTokenizer& tok, int prev_id)
-    : impl_(std::visit(Overload{[&](const Tokenizer& t) -> std::variant<StreamDecoder, BpeStreamDecoder> {
-                                    return StreamDecoder(t, prev_id);
+TextTokenizer::Stream::Stream(const TextTokenizer& tok, std::span<const int> context)
+    : tok_(&tok),
+      impl_(std::visit(Overload{[&](const Tokenizer& t) -> std::variant<StreamDecoder, BpeStreamDecoder> {
+                                    // the start of a text behaves as right after BOS: no leading space
+                                    return StreamDecoder(t, context.empty() ? t.bos_id() : context.back());
                                 },
                                 [](const BpeTokenizer& t) -> std::variant<StreamDecoder, BpeStreamDecoder> {
                                     return BpeStreamDecoder(t);
@@ -80,6 +85,10 @@ TextTokenizer::Stream::Stream(const TextTokenizer& tok, int prev_id)
                        tok.impl_)) {}
 
 std::string TextTokenizer::Stream::push(int id) {
+    if (id >= 0 && id >= tok_->vocab_size()) {  // a padded embedding's row: no text; what is pending comes first
+        std::string text = flush();
+        return text + fmt::format("<id {}>", id);
+    }
     return std::visit([&](auto& d) { return d.push(id); }, impl_);
 }
 
@@ -127,7 +136,7 @@ TextTokenizer load_tokenizer(const std::string& path, int vocab_size) {
 
 std::optional<TextTokenizer> find_tokenizer(const Model& m, const std::string& tokenizer_path) {
     const int vocab = static_cast<int>(m.config.vocab_size);
-    if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path, vocab);
+    if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path, 0);
     if (m.vocabulary) return TextTokenizer(Tokenizer(m.vocabulary->pieces, m.vocabulary->scores));
     if (fs::is_directory(m.source)) return tokenizer_in_dir(m.source);
     const fs::path dir = fs::path(m.source).parent_path();
@@ -137,8 +146,32 @@ std::optional<TextTokenizer> find_tokenizer(const Model& m, const std::string& t
         ? std::vector<fs::path>{dir / "gpt2_tokenizer.bin"}
         : std::vector<fs::path>{dir / ("tok" + std::to_string(vocab) + ".bin"), dir / "tokenizer.bin"};
     for (const fs::path& candidate : beside)
-        if (fs::exists(candidate)) return load_tokenizer(candidate.string(), vocab);
+        if (fs::exists(candidate)) return load_tokenizer(candidate.string(), 0);
     return std::nullopt;
+}
+
+std::string check_tokenizer_fits(const Model& m, const TextTokenizer& tok, const std::string& what) {
+    const std::size_t ids = static_cast<std::size_t>(tok.vocab_size()), rows = m.config.vocab_size;
+    if (ids > rows)
+        throw ModelError(fmt::format("{} has {} ids but the model {} has {} embedding rows: ids {}..{} would index past "
+                                     "the model, so the tokenizer does not belong to it. Pass the model's own tokenizer "
+                                     "(--tokenizer PATH)",
+                                     what, ids, m.source, rows, rows, ids - 1));
+    for (int eos : m.eos_token_ids)
+        if (eos < 0 || static_cast<std::size_t>(eos) >= ids)
+            throw ModelError(fmt::format("the model {} ends text with id {} (config.json eos_token_id) but {} has only {} "
+                                         "ids: the tokenizer does not belong to the model. Pass its own tokenizer "
+                                         "(--tokenizer PATH)",
+                                         m.source, eos, what, ids));
+    if (ids == rows) return "";
+    if (!tok.is_byte_level())
+        throw ModelError(fmt::format("{} has {} pieces but the model {} has {} embedding rows: a SentencePiece "
+                                     "vocabulary (llama2.c's tokenizer.bin) matches its model exactly, so the tokenizer "
+                                     "does not belong to it. Pass the model's own tokenizer (--tokenizer PATH)",
+                                     what, ids, m.source, rows));
+    return fmt::format("the model has {} embedding rows and {} has {} ids: rows {}..{} are padding (a padded embedding, "
+                       "as Qwen's); an id there has no text and prints as <id N>",
+                       rows, what, ids, ids, rows - 1);
 }
 
 std::vector<int> generation_stop_ids(const Model& m, const TextTokenizer* tok) {

@@ -33,7 +33,15 @@ public:
     //   <|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n
     // Throws ModelError when the vocabulary has no <|im_start|> / <|im_end|>.
     std::vector<int> encode_chat(std::string_view user_text) const;
-    std::string decode(std::span<const int> ids) const;
+    // The one rule by which every command turns ids into text: the text of `ids` as they continue
+    // `context` (the tokens before them; empty: the start of a text). SentencePiece drops a piece's
+    // leading space (its word-boundary marker) only at the start of a text or right after BOS, so
+    // "In the beginning" keeps its spaces and a continuation keeps the space before its first word;
+    // byte-level BPE is the plain concatenation of the tokens' bytes. Bytes that never complete a
+    // UTF-8 character become U+FFFD; an id past the tokenizer's vocabulary (a padded embedding's
+    // row) is written "<id N>". decode(prompt + new) == decode(prompt) + decode(new, prompt) whenever
+    // the prompt ends on a whole character.
+    std::string decode(std::span<const int> ids, std::span<const int> context = {}) const;
     std::string piece(int id) const;  // one token's text (raw bytes for byte-level BPE)
     int vocab_size() const;
     // The ids that end a generation: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's
@@ -41,15 +49,16 @@ public:
     std::vector<int> stop_ids() const;
     bool is_byte_level() const { return std::holds_alternative<BpeTokenizer>(impl_); }
 
-    // Streaming decode: text safe to print as ids arrive (held back until it is valid UTF-8).
+    // Streaming decode (decode()'s rule, as ids arrive): text safe to print now, bytes held back
+    // until they form valid UTF-8. context: the tokens before the first pushed one.
     class Stream {
     public:
-        // prev_id: the token before the first pushed one (SentencePiece drops a leading space after BOS only).
-        Stream(const TextTokenizer& tok, int prev_id);
+        Stream(const TextTokenizer& tok, std::span<const int> context);
         std::string push(int id);
         std::string flush();
 
     private:
+        const TextTokenizer* tok_;
         std::variant<StreamDecoder, BpeStreamDecoder> impl_;
     };
 
@@ -69,8 +78,17 @@ TextTokenizer load_tokenizer(const std::string& path, int vocab_size = 0);
 // The tokenizer that comes with a model: --tokenizer when given; else the vocabulary stored in an
 // HDF5 model file; else the tokenizer files in a Hugging Face model directory; else, beside a
 // checkpoint file, llama2.c's tok<vocab>.bin / tokenizer.bin or llm.c's gpt2_tokenizer.bin.
-// nullopt when none is found.
+// nullopt when none is found. Every id of the file is read (a llama2.c tokenizer.bin is not cut to
+// the model's vocabulary): check_tokenizer_fits says whether it belongs to the model.
 std::optional<TextTokenizer> find_tokenizer(const Model& m, const std::string& tokenizer_path);
+
+// Does tok belong to model m? (`what` names the tokenizer in messages.) Throws ModelError, with both
+// numbers, when the tokenizer has more ids than the model has embedding rows (those ids would index
+// past the model), when a SentencePiece vocabulary has fewer (llama2.c's files match the model
+// exactly), or when an end-of-sequence id the model names (config.json) is not one of its ids.
+// A byte-level vocabulary smaller than the embedding is a padded embedding (Qwen: 151936 rows for
+// 151665 ids): allowed; the returned note says so ("" when the sizes match).
+std::string check_tokenizer_fits(const Model& m, const TextTokenizer& tok, const std::string& what);
 
 // The ids that end a generation of model m: the tokenizer's stop ids (tok may be null) and
 // config.json's eos_token_id (Model::eos_token_ids).

@@ -57,7 +57,7 @@ void check_utf8(std::string_view text) {
         if (length <= 0) {
             char byte[8];
             std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned>(static_cast<unsigned char>(text[pos])));
-            throw TokenizerError("encode: the text is not valid UTF-8: " +
+            throw ModelError("encode: the text is not valid UTF-8: " +
                                  std::string(length == 0 ? "truncated character" : "invalid byte") + " " + byte +
                                  " at byte offset " + std::to_string(pos) + " of " + std::to_string(text.size()) +
                                  "; convert or clean the input first (byte-level BPE takes Unicode text)");
@@ -149,7 +149,7 @@ std::string bytes_to_unicode_text(std::string_view bytes) {
 std::string where_of(const std::string& path) { return "tokenizer file '" + path + "'"; }
 
 [[noreturn]] void fail(const std::string& where, const std::string& message) {
-    throw TokenizerError(where + ": " + message);
+    throw ModelError(where + ": " + message);
 }
 
 std::string read_file(const std::string& path, const std::string& hint) {
@@ -212,7 +212,7 @@ std::string nfc(std::string_view text) {
         utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
                      &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
     if (length < 0) {
-        throw TokenizerError(std::string("encode: NFC normalisation failed: ") + utf8proc_errmsg(length));
+        throw ModelError(std::string("encode: NFC normalisation failed: ") + utf8proc_errmsg(length));
     }
     std::string result(reinterpret_cast<const char*>(out), static_cast<std::size_t>(length));
     std::free(out);
@@ -323,7 +323,7 @@ struct BpeTokenizer::Regex {
             if (rc < 0) {
                 PCRE2_UCHAR message[256];
                 pcre2_get_error_message(rc, message, sizeof message);
-                throw TokenizerError("encode: pre-tokenizer regex '" + pattern + "' failed at byte offset " +
+                throw ModelError("encode: pre-tokenizer regex '" + pattern + "' failed at byte offset " +
                                      std::to_string(offset) + ": " + reinterpret_cast<const char*>(message));
             }
             const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match.data);
@@ -708,7 +708,7 @@ BpeTokenizer BpeTokenizer::load_llmc(const std::string& gpt2_tokenizer_bin_path)
 
 std::vector<int> BpeTokenizer::encode(std::string_view text, bool allow_special) const {
     if (!can_encode_) {
-        throw TokenizerError(
+        throw ModelError(
             "encode: this tokenizer was loaded from llm.c's gpt2_tokenizer.bin, which has no merges and can only "
             "decode; to encode text, use GPT-2's encoder.json + vocab.bpe or a tokenizer.json (lmlab: --tokenizer DIR "
             "or --tokenizer tokenizer.json)");
@@ -820,7 +820,7 @@ void BpeTokenizer::bpe(std::string_view piece, std::vector<int>& ids) const {
         const auto byte = static_cast<unsigned char>(piece[i]);
         const int id = byte_ids_[byte];
         if (id < 0) {
-            throw TokenizerError("encode: byte " + hex_byte(byte) + " ('" + bytes_to_unicode_text(piece.substr(i, 1)) +
+            throw ModelError("encode: byte " + hex_byte(byte) + " ('" + bytes_to_unicode_text(piece.substr(i, 1)) +
                                  "' in the vocabulary file) has no token in this vocabulary, so text containing it "
                                  "cannot be encoded");
         }
@@ -880,12 +880,12 @@ void BpeTokenizer::bpe(std::string_view piece, std::vector<int>& ids) const {
 
 void BpeTokenizer::check_id(int id) const {
     if (id < 0 || id >= vocab_size()) {
-        throw TokenizerError("token id " + std::to_string(id) + " is out of range for a vocabulary of " +
+        throw ModelError("token id " + std::to_string(id) + " is out of range for a vocabulary of " +
                              std::to_string(vocab_size()) + " tokens (valid ids: 0.." +
                              std::to_string(vocab_size() - 1) + ")");
     }
     if (kind_[static_cast<std::size_t>(id)] == kUnused) {
-        throw TokenizerError("token id " + std::to_string(id) + " is not assigned to any token (a gap in the ids of a " +
+        throw ModelError("token id " + std::to_string(id) + " is not assigned to any token (a gap in the ids of a " +
                              std::to_string(vocab_size()) + "-token vocabulary)");
     }
 }

@@ -39,10 +39,9 @@
 
 namespace lmlab {
 
-// Every error of this tokenizer: unreadable or inconsistent files (the message names the file,
-// what was expected and what was found), invalid UTF-8 input, out-of-range ids.
-// (The model layer's one error type: a bad tokenizer file is a bad model input like any other.)
-using TokenizerError = ModelError;
+// Every error of this tokenizer is a ModelError (the model layer's one error type: a bad tokenizer
+// file is a bad model input like any other): unreadable or inconsistent files (the message names
+// the file, what was expected and what was found), invalid UTF-8 input, out-of-range ids.
 
 class BpeTokenizer {
 public:
@@ -79,7 +78,7 @@ public:
     // encoded as plain text, so user input cannot inject "<|im_end|>" (tiktoken's
     // disallowed_special=(); HF's encode_special_tokens=True, which — like this — still matches
     // added tokens that are not marked special, e.g. Qwen's "<tool_call>").
-    // Throws TokenizerError on invalid UTF-8 (naming the byte offset), or when loaded by
+    // Throws ModelError on invalid UTF-8 (naming the byte offset), or when loaded by
     // load_llmc. Thread-safe (const, no shared mutable state); O(n log n) in the text length.
     std::vector<int> encode(std::string_view text, bool allow_special) const;
 
@@ -166,7 +165,7 @@ class BpeStreamDecoder {
 public:
     // The tokenizer must outlive the decoder.
     explicit BpeStreamDecoder(const BpeTokenizer& tok) : tok_(&tok) {}
-    // Throws TokenizerError on an unknown id (and the pending bytes are kept).
+    // Throws ModelError on an unknown id (and the pending bytes are kept).
     std::string push(int id);
     // The held-back bytes of an unfinished character, each replaced by U+FFFD; then empty.
     std::string flush();

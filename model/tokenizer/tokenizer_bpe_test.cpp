@@ -26,7 +26,7 @@ namespace {
 
 using lmlab::BpeStreamDecoder;
 using lmlab::BpeTokenizer;
-using lmlab::TokenizerError;
+using lmlab::ModelError;
 using lmlab::test::shared_dir;
 using Json = nlohmann::json;
 using Ids = std::vector<int>;
@@ -63,12 +63,12 @@ void write_file(const std::string& path, const std::string& content) {
     ASSERT_TRUE(out.good()) << path;
 }
 
-// Runs fn, expects a TokenizerError whose message contains every one of `parts`.
+// Runs fn, expects a ModelError whose message contains every one of `parts`.
 void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
     try {
         fn();
-        ADD_FAILURE() << "no TokenizerError thrown; expected one mentioning '" << *parts.begin() << "'";
-    } catch (const TokenizerError& e) {
+        ADD_FAILURE() << "no ModelError thrown; expected one mentioning '" << *parts.begin() << "'";
+    } catch (const ModelError& e) {
         const std::string message = e.what();
         for (const std::string& part : parts) {
             EXPECT_NE(message.find(part), std::string::npos) << "message: " << message << "\nlacks: " << part;
@@ -531,7 +531,7 @@ TEST(BpeTokenizerHfJson, RefusesWhatItDoesNotImplement) {
         try {
             BpeTokenizer::load_hf_json(path);
             ADD_FAILURE() << "accepted";
-        } catch (const TokenizerError& e) {
+        } catch (const ModelError& e) {
             const std::string message = e.what();
             EXPECT_NE(message.find(path), std::string::npos) << message;
             for (const std::string& part : c.message) {

@@ -224,7 +224,7 @@ TEST(TokenizerShared, InvalidUtf8BecomesByteTokens) {
 // ---------------------------------------------------------------------------------------------
 // Errors.
 
-TEST(TokenizerErrors, OutOfRangeIdNamesTheId) {
+TEST(ModelErrors, OutOfRangeIdNamesTheId) {
     const Tokenizer tok = tiny_vocab({{" ", -1.0f}, {"a", -2.0f}});
     const std::vector<int> bad = {id_of(tok, "a"), 12345};
     try {
@@ -241,7 +241,7 @@ TEST(TokenizerErrors, OutOfRangeIdNamesTheId) {
     EXPECT_THROW((void)stream.push(261), std::runtime_error);
 }
 
-TEST(TokenizerErrors, InconsistentConstructorInput) {
+TEST(ModelErrors, InconsistentConstructorInput) {
     EXPECT_THROW(Tokenizer({"<unk>", "<s>", "</s>", "a"}, {0.0f, 0.0f, 0.0f}), std::runtime_error);
     EXPECT_THROW(Tokenizer({"<unk>", "<s>"}, {0.0f, 0.0f}), std::runtime_error);
     EXPECT_THROW(Tokenizer({"<unk>", "<s>", "</s>", "a", "a"}, {0.0f, 0.0f, 0.0f, -1.0f, -2.0f}), std::runtime_error);
@@ -260,7 +260,7 @@ void expect_load_error(const std::string& path, int vocab_size, const std::vecto
     }
 }
 
-TEST(TokenizerErrors, BadTokenizerFiles) {
+TEST(ModelErrors, BadTokenizerFiles) {
     const std::vector<std::string> pieces = {"<unk>", "\n<s>\n", "\n</s>\n", "a", "b", " ab"};
     const std::string good = temp_path("good.bin");
     write_llama2c_file(good, pieces, 6);

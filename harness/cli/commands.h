@@ -1,0 +1,93 @@
+// The commands of the lmlab binary, one function each (harness/cli/main.cpp declares their options
+// and calls them). Each returns an exit code (options.h) or throws: UsageError for the command
+// line, ModelError for a model, tokenizer or request, HarnessError for fixtures and reports.
+//
+//   list, check, diff, verify-fixtures, ctest-script   check.cpp    the stages and their reports
+//   generate, trace, tokenize, decode                  generate.cpp text in, text out
+//   serve-batch                                        serve.cpp    many requests at once
+//   verify                                             verify.cpp   a user's model against the reference
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "harness/cli/options.h"
+#include "harness/runner.h"
+#include "model/sampler.h"
+#include "model/serve/scheduler.h"
+
+namespace lmlab {
+
+// Folders every command may use: the fixtures, the reports, ../shared, the exporter's scripts.
+struct Paths {
+    std::string golden, reports, shared, scripts;
+};
+Paths default_paths();
+
+// ---- check.cpp ------------------------------------------------------------------------------------
+int cmd_list(bool json);
+int cmd_check(RunOptions opt, const Paths& paths, bool no_report);
+int cmd_diff(const std::string& old_path, const std::string& new_path, const std::string& page_path);
+int cmd_verify_fixtures(const Paths& paths);
+int cmd_ctest_script(const std::string& lmlab_path, const std::string& report_dir);
+
+// ---- generate.cpp ---------------------------------------------------------------------------------
+struct GenerateArgs {
+    ModelOptions model;
+    PromptOptions prompt;
+    bool verbose = false;        // the prompt as the model sees it (the chat template) on stderr
+    bool json = false;           // one JSON object on stdout instead of the streamed text
+    int max_new_tokens = 0;      // 0: as many as the context allows, up to 256
+    SamplerConfig sampling;
+    std::string quantize;        // "q8_0": int8 weights on load (model/quantize.cpp)
+    std::size_t group = 64;      // its group size
+    std::string draft;           // speculative decoding (model/serve/speculative.h): "early-exit:N" or "int8"; "" = off
+    std::size_t k = 4;           // draft tokens per round
+};
+int cmd_generate(const GenerateArgs& a);
+
+struct TraceArgs {
+    ModelOptions model;
+    PromptOptions prompt;
+    int max_new_tokens = 8;
+    std::string out;  // the page
+};
+int cmd_trace(const TraceArgs& a);
+
+struct TokenizeArgs {
+    ModelOptions model;
+    std::string input = "-";
+    int vocab_size = 0;
+    bool add_bos = false, show_pieces = false, allow_special = false;
+};
+int cmd_tokenize(const TokenizeArgs& a);
+
+struct DecodeArgs {
+    ModelOptions model;
+    std::string ids;      // "1,403,407"
+    std::string context;  // the ids before them ("" : the start of a text)
+};
+int cmd_decode(const DecodeArgs& a);
+
+// ---- serve.cpp ------------------------------------------------------------------------------------
+struct ServeArgs {
+    ModelOptions model;
+    std::string requests_path, out_path;
+    ServeOptions options;
+    bool sequential = false;  // run the same requests one after another (Session::generate), for comparison
+    bool quiet = false;       // no progress line
+};
+int cmd_serve_batch(const ServeArgs& a);
+
+// ---- verify.cpp -----------------------------------------------------------------------------------
+struct VerifyArgs {
+    ModelOptions model;
+    PromptOptions prompt;
+    int generate = 16;    // greedy tokens after the prompt
+    std::string out_dir;  // default: <repo>/reports/verify/<model name>
+    bool no_f64 = false;  // no float64 truth: half the reference's time and memory, no accuracy ratio
+};
+std::string default_verify_dir(const std::string& reports_dir, const std::string& model_path);
+int cmd_verify(const VerifyArgs& a, const Paths& paths);
+
+}  // namespace lmlab

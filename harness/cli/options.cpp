@@ -1,0 +1,209 @@
+#include "harness/cli/options.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <thread>
+
+#include "model/forward.h"
+
+namespace fs = std::filesystem;
+
+namespace lmlab {
+
+std::string default_model_path() { return (fs::path(LMLAB_SOURCE_DIR) / "golden" / "models" / "tiny-llama.h5").string(); }
+
+void add_model_options(CLI::App& cmd, ModelOptions& o, bool required) {
+    auto* m = cmd.add_option("--model", o.model_path,
+                             "Hugging Face directory (config.json), llm.c or llama2.c checkpoint, or lmlab .h5 file");
+    if (required) m->required();
+    else {
+        o.model_path = default_model_path();
+        m->capture_default_str();
+    }
+    cmd.add_option("--tokenizer", o.tokenizer_path,
+                   "tokenizer.json, a directory with encoder.json + vocab.bpe, llm.c's gpt2_tokenizer.bin, or a "
+                   "llama2.c tokenizer.bin (default: the one that comes with the model)");
+}
+
+void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& default_text) {
+    p.text = default_text;
+    p.text_opt = cmd.add_option("--prompt", p.text, "Prompt text (encoded as the model was trained: BOS for SentencePiece)");
+    if (!default_text.empty()) p.text_opt->capture_default_str();
+    p.ids_opt = cmd.add_option("--prompt-ids", p.ids, "Prompt as token ids, e.g. 1,403,407")->excludes(p.text_opt);
+    p.file_opt = cmd.add_option("--prompt-file", p.file, "Prompt text from a file (- for standard input)")
+                     ->excludes(p.text_opt)
+                     ->excludes(p.ids_opt);
+    cmd.add_flag("--chat", p.chat,
+                 "Wrap the prompt in the ChatML template (Qwen: <|im_start|>user ... <|im_start|>assistant); "
+                 "generation stops at <|im_end|>");
+    cmd.add_flag("--allow-special", p.allow_special,
+                 "Recognise special tokens such as <|endoftext|> in the prompt (else they are plain text)");
+}
+
+void add_kernel_options(CLI::App& cmd, KernelOptions& k) {
+    cmd.add_flag("--plain", k.plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
+    cmd.add_option("--threads", k.threads, "Threads for the fast kernels (results are bit-identical for any count)")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+}
+
+void apply_kernel_options(const KernelOptions& k) {
+    set_kernel_path(k.plain ? KernelPath::Plain : KernelPath::Fast);
+    set_kernel_threads(k.threads);
+    const unsigned cores = std::thread::hardware_concurrency();
+    if (cores > 0 && static_cast<unsigned>(k.threads) > cores)
+        fmt::print(stderr,
+                   "lmlab: --threads {} but this machine has {} cores: threads beyond the cores wait for each other "
+                   "and make every step slower (README: Threads)\n",
+                   k.threads, cores);
+}
+
+std::optional<TextTokenizer> model_tokenizer(const Model& m, const ModelOptions& o, bool needed) {
+    std::optional<TextTokenizer> tok;
+    try {
+        tok = find_tokenizer(m, o.tokenizer_path);
+    } catch (const ModelError& e) {
+        if (!o.tokenizer_path.empty() || needed) throw;
+        fmt::print(stderr, "lmlab: no usable tokenizer with the model ({}); printing ids\n", e.what());
+        return std::nullopt;
+    }
+    if (tok) {
+        const std::string note = check_tokenizer_fits(m, *tok, o.tokenizer_path.empty() ? "its tokenizer" : o.tokenizer_path);
+        if (!note.empty()) fmt::print(stderr, "lmlab: {}\n", note);
+    }
+    return tok;
+}
+
+Prompt read_prompt(const Model& m, const std::optional<TextTokenizer>& tok, const PromptOptions& p,
+                   const ModelOptions& o) {
+    Prompt out;
+    if (p.has_ids()) {
+        out.ids = parse_ids(p.ids);
+        out.from_ids = true;
+        return out;
+    }
+    out.text = p.has_file() ? read_input(p.file, "--prompt-file") : p.text;
+    if (!p.given() && p.text.empty() && !tok) {
+        out.ids = {1};  // BOS: a model without a tokenizer and no prompt starts from BOS, as llama2.c's run.c
+        out.from_ids = true;
+        return out;
+    }
+    if (!tok)
+        throw UsageError(fmt::format("--prompt needs a tokenizer: none found with {}; pass --tokenizer PATH "
+                                     "(tokenizer.json, a directory with encoder.json + vocab.bpe, or a llama2.c "
+                                     "tokenizer.bin), or give --prompt-ids",
+                                     o.model_path.empty() ? m.source : o.model_path));
+    out.ids = p.chat ? tok->encode_chat(out.text) : tok->encode_prompt(out.text, p.allow_special);
+    if (out.ids.empty())
+        throw UsageError("the prompt encodes to no tokens: give some text (this tokenizer adds no BOS)");
+    return out;
+}
+
+std::vector<int> parse_ids(const std::string& text, const std::string& option) {
+    if (text.find_first_not_of(" ,") == std::string::npos)
+        throw UsageError(option + " is empty: give at least one id, e.g. 1 (BOS)");
+    std::vector<int> ids;
+    std::string item;
+    for (std::size_t i = 0; i <= text.size(); ++i) {
+        if (i == text.size() || text[i] == ',') {
+            // spaces around an id are fine ("1, 403"); inside one they are an error ("1 403" is not 1403)
+            const auto first = item.find_first_not_of(' '), last = item.find_last_not_of(' ');
+            item = first == std::string::npos ? "" : item.substr(first, last - first + 1);
+            std::size_t used = 0;
+            int v = 0;
+            try {
+                v = std::stoi(item, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            if (item.empty() || used != item.size())
+                throw UsageError(option + ": '" + item + "' is not one integer (expected ids separated by commas, "
+                                 "e.g. 1,403,407)");
+            ids.push_back(v);
+            item.clear();
+        } else {
+            item += text[i];
+        }
+    }
+    return ids;
+}
+
+std::string read_input(const std::string& path, const std::string& option) {
+    if (path == "-") {
+        std::string text(std::istreambuf_iterator<char>(std::cin), {});
+        if (std::cin.bad()) throw UsageError(option + " -: cannot read standard input");
+        return text;
+    }
+    if (fs::is_directory(path)) throw UsageError(fmt::format("{} {}: a directory, not a text file", option, path));
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw UsageError(fmt::format("{} {}: cannot open ({})", option, path, std::strerror(errno)));
+    std::string text(std::istreambuf_iterator<char>(in), {});
+    if (in.bad()) throw UsageError(fmt::format("{} {}: error while reading", option, path));
+    return text;
+}
+
+// ---- Output ---------------------------------------------------------------------------------------
+
+OutputFile::OutputFile(const std::string& path, const std::string& option) : path_(path), option_(option) {
+    if (path.empty() || path == "-") {
+        is_stdout_ = true;
+        f_ = stdout;
+        path_ = "standard output";
+        return;
+    }
+    const fs::path parent = fs::path(path).parent_path();
+    if (!parent.empty() && !fs::is_directory(parent))
+        throw UsageError(fmt::format("{} {}: the folder {} does not exist (create it, or choose another path)", option,
+                                     path, parent.string()));
+    f_ = std::fopen(path.c_str(), "wb");
+    if (!f_) throw UsageError(fmt::format("{} {}: cannot write there ({})", option, path, std::strerror(errno)));
+}
+
+OutputFile::~OutputFile() {
+    if (f_ && !is_stdout_) std::fclose(f_);
+}
+
+void OutputFile::write(const std::string& text) {
+    if (!f_) throw UsageError(fmt::format("{} {}: written after it was closed", option_, path_));
+    if (!text.empty() && std::fwrite(text.data(), 1, text.size(), f_) != text.size()) failed_ = true;
+}
+
+void OutputFile::close() {
+    if (!f_) return;
+    const bool flushed = std::fflush(f_) == 0 && !std::ferror(f_);
+    const int err = errno;
+    const bool closed = is_stdout_ || std::fclose(f_) == 0;
+    f_ = nullptr;
+    if (failed_ || !flushed || !closed)
+        throw UsageError(fmt::format("{}{}: writing failed ({}): the output is incomplete", option_.empty() ? "" : option_ + " ",
+                                     path_, std::strerror(err ? err : EIO)));
+}
+
+void finish_stdout() {
+    if (std::fflush(stdout) != 0 || std::ferror(stdout))
+        throw UsageError(fmt::format("standard output: writing failed ({}): the output is incomplete", std::strerror(errno)));
+}
+
+void prepare_output_dir(const std::string& dir, const std::string& option) {
+    const fs::path p(dir);
+    if (fs::exists(p) && !fs::is_directory(p))
+        throw UsageError(fmt::format("{} {}: a file, not a folder", option, dir));
+    if (!fs::exists(p)) {  // a report folder is lmlab's own tree: made, with its parents, before the work
+        std::error_code ec;
+        fs::create_directories(p, ec);
+        if (ec) throw UsageError(fmt::format("{} {}: cannot create the folder ({})", option, dir, ec.message()));
+    }
+    // writable? (a read-only folder would otherwise fail after every stage has run)
+    const fs::path probe = p / ".lmlab-write-test";
+    std::FILE* f = std::fopen(probe.c_str(), "wb");
+    if (!f) throw UsageError(fmt::format("{} {}: cannot write in this folder ({})", option, dir, std::strerror(errno)));
+    std::fclose(f);
+    fs::remove(probe);
+}
+
+}  // namespace lmlab

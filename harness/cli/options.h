@@ -1,0 +1,123 @@
+// What several commands share, declared once: the model and tokenizer options, the prompt options,
+// the kernel options, how a prompt becomes ids, and how a command's output is written and checked.
+//
+//   option                     commands
+//   --model, --tokenizer       generate, trace, serve-batch, verify, tokenize, decode
+//   --prompt, --prompt-ids,    generate, trace, verify
+//   --prompt-file, --chat,
+//   --allow-special
+//   --plain, --threads         check, generate, trace, serve-batch, verify
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+#include "model/tokenizer/text_tokenizer.h"
+
+namespace lmlab {
+
+// The command line's one error type (as ModelError is the model's and HarnessError the harness's):
+// an option missing, malformed or out of range, or options that do not go together. The message
+// names the option and the value; main() prints it and exits with kExitError.
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Exit codes (also in `lmlab --help` and the README).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;   // a check ran and failed (lmlab check, lmlab verify)
+inline constexpr int kExitError = 2;    // the command could not do its work: bad input, a file it cannot read or write
+inline constexpr int kExitSkipped = 77; // every selected stage skipped (ctest's SKIP_RETURN_CODE)
+// (CLI11's own parse errors, before any work: 105-109, e.g. 105 an option's value of the wrong form,
+// 106 a required option missing, 109 an unknown option)
+
+// --model and --tokenizer.
+struct ModelOptions {
+    std::string model_path;      // a Hugging Face directory, an llm.c / llama2.c checkpoint, an lmlab .h5 file
+    std::string tokenizer_path;  // "": the one that comes with the model (find_tokenizer)
+};
+// required: no default (verify); otherwise the default is the exporter's tiny LLaMA.
+void add_model_options(CLI::App& cmd, ModelOptions& o, bool required);
+std::string default_model_path();
+
+// --prompt, --prompt-ids, --prompt-file, --chat, --allow-special (at most one of the first three).
+struct PromptOptions {
+    std::string text, ids, file;
+    bool chat = false, allow_special = false;
+    CLI::Option *text_opt = nullptr, *ids_opt = nullptr, *file_opt = nullptr;
+    bool has_text() const { return text_opt && text_opt->count() > 0; }
+    bool has_ids() const { return ids_opt && ids_opt->count() > 0; }
+    bool has_file() const { return file_opt && file_opt->count() > 0; }
+    bool given() const { return has_text() || has_ids() || has_file(); }
+};
+void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& default_text = "");
+
+// --plain and --threads (model/forward.h's kernel path, kernels.h's threads).
+struct KernelOptions {
+    bool plain = false;
+    int threads = 1;
+};
+void add_kernel_options(CLI::App& cmd, KernelOptions& k);
+// Sets the kernel path and threads; warns on stderr when more threads than cores were asked for.
+void apply_kernel_options(const KernelOptions& k);
+
+// The tokenizer that comes with the model (or --tokenizer), checked against the model: a tokenizer
+// with more ids than the model has embedding rows is refused by name with both numbers, and one with
+// fewer is allowed with a note (a padded embedding, as Qwen's 151936 rows for 151665 ids). A tokenizer
+// found beside the model that this engine cannot read is not fatal when `needed` is false: it says
+// why on stderr and goes on without one. nullopt when none is found.
+std::optional<TextTokenizer> model_tokenizer(const Model& m, const ModelOptions& o, bool needed);
+
+// The prompt: --prompt-ids as given, --prompt / --prompt-file ("-": standard input) encoded (the
+// ChatML template with --chat), neither: `fallback` (the verify default text) or BOS alone.
+struct Prompt {
+    std::vector<int> ids;
+    std::string text;    // the text the user gave ("" for ids)
+    bool from_ids = false;
+};
+Prompt read_prompt(const Model& m, const std::optional<TextTokenizer>& tok, const PromptOptions& p,
+                   const ModelOptions& o);
+
+// "1,403,407" (spaces around an id allowed) -> {1, 403, 407}. Throws UsageError naming the item for
+// anything else: an empty list, an empty item, "1 403" (not one integer), a value outside int.
+// Range against a vocabulary is the caller's check (check_request).
+std::vector<int> parse_ids(const std::string& text, const std::string& option = "--prompt-ids");
+
+// A whole file, or standard input for "-"; UsageError naming the option and the path when unreadable.
+std::string read_input(const std::string& path, const std::string& option);
+
+// An output file that is created before any work (its folder must exist: a mistyped folder is
+// refused, never made), written, flushed and closed with every error checked: a full disk or a
+// missing folder is an error naming the path, never a silent loss. "-" (or "") is standard output.
+class OutputFile {
+public:
+    // Opens (truncates) path now; UsageError naming `option` and the path when that fails.
+    OutputFile(const std::string& path, const std::string& option);
+    ~OutputFile();
+    OutputFile(const OutputFile&) = delete;
+    OutputFile& operator=(const OutputFile&) = delete;
+    void write(const std::string& text);
+    // Flushes and closes; throws UsageError naming the path when any write failed.
+    void close();
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_, option_;
+    std::FILE* f_ = nullptr;
+    bool is_stdout_ = false, failed_ = false;
+};
+
+// Everything the command printed to standard output, flushed and checked: "generate > /dev/full"
+// must fail. Call before returning kExitOk.
+void finish_stdout();
+
+// The folder for a report (check --report, verify --out): created now (with its parents: a report
+// tree is lmlab's own) and checked writable, so that a wrong path is refused before the stages run.
+void prepare_output_dir(const std::string& dir, const std::string& option);
+
+}  // namespace lmlab
