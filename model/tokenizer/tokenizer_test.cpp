@@ -2,6 +2,7 @@
 // shared/ and from SentencePiece itself (python3-sentencepiece with
 // shared/tokenizers/llama2/tokenizer.model), never from this implementation.
 #include "model/load/load.h"
+#include "model/tokenizer/text_tokenizer.h"
 #include "model/tokenizer/tokenizer.h"
 
 #include "model/model.h"
@@ -450,4 +451,50 @@ TEST(TokenizerDefaultVocab, RoundTripAndNoSpecialIdsFromText) {
     const std::vector<int> the = tok.encode("the", false);
     ASSERT_EQ(the.size(), 1u);
     EXPECT_EQ(tok.piece(the[0]), " the");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The one decoding rule every command uses (TextTokenizer::decode with a context), on the three
+// kinds: a SentencePiece vocabulary, GPT-2's byte-level BPE, Qwen's. Splitting a text anywhere, the
+// continuation decoded after its context joins the decoded prefix into the whole text.
+
+namespace {
+void expect_continuations_join(const lmlab::TextTokenizer& tok, const std::vector<int>& ids, const std::string& kind) {
+    const std::string whole = tok.decode(ids);
+    std::size_t checked = 0;
+    for (std::size_t cut = 1; cut < ids.size(); ++cut) {
+        const std::span<const int> head = std::span<const int>(ids).first(cut), tail = std::span<const int>(ids).subspan(cut);
+        const std::string prefix = tok.decode(head);
+        if (whole.compare(0, prefix.size(), prefix) != 0) continue;  // a cut inside a character (U+FFFD on both sides)
+        EXPECT_EQ(prefix + tok.decode(tail, head), whole) << kind << ", cut at " << cut;
+        ++checked;
+    }
+    EXPECT_GT(checked, ids.size() / 2) << kind;
+}
+}  // namespace
+
+TEST(TextDecode, SentencePieceSpacesAfterBosOnly) {
+    const Tokenizer sp = tiny_vocab({{" ", -1.0f}, {"In", -2.0f}, {" In", -2.5f}, {" the", -3.0f}, {" beginning", -4.0f}});
+    const lmlab::TextTokenizer tok(sp);
+    const std::vector<int> ids = {1, id_of(sp, " In"), id_of(sp, " the"), id_of(sp, " beginning")};
+    EXPECT_EQ(tok.decode(ids), "In the beginning");             // after BOS: no leading space
+    EXPECT_EQ(tok.decode(std::span<const int>(ids).subspan(1)), "In the beginning");  // the start of a text: neither
+    EXPECT_EQ(tok.decode(std::span<const int>(ids).subspan(2), std::span<const int>(ids).first(2)),
+              " the beginning");                                // a continuation keeps its first space
+    expect_continuations_join(tok, ids, "sentencepiece");
+    // an id past the vocabulary (a padded embedding's row) prints as <id N>, in place
+    const std::vector<int> padded = {id_of(sp, " the"), sp.vocab_size() + 7};
+    EXPECT_EQ(tok.decode(padded), "the<id " + std::to_string(sp.vocab_size() + 7) + ">");
+}
+
+TEST(TextDecode, ByteLevelContinuationsJoin) {
+    for (const char* rel : {"tokenizers/gpt2", "tokenizers/qwen/tokenizer.json"}) {
+        const std::string path = shared_dir() + "/" + rel;
+        if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found; set LMLAB_SHARED to run this";
+        const lmlab::TextTokenizer tok = lmlab::load_tokenizer(path);
+        const std::string text = "Hello, my name is Ada. 你好 — it's 2024!";
+        const std::vector<int> ids = tok.encode(text);
+        EXPECT_EQ(tok.decode(ids), text) << rel;
+        expect_continuations_join(tok, ids, rel);
+    }
 }

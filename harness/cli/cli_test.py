@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""The lmlab command line as a user meets it: exit codes, messages and outputs of every command on
+good and bad input (ctest -L cli). Standard library only; each case runs the real binary.
+
+    python3 harness/cli/cli_test.py LMLAB GOLDEN_DIR SHARED_DIR WORK_DIR
+
+Cases that need ../shared say SKIPPED when it is absent. The exit codes are documented in
+`lmlab --help` (0 done, 1 a check failed, 2 the command could not do its work, 105-109 CLI11).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+LMLAB, GOLDEN, SHARED, WORK = sys.argv[1:5] if len(sys.argv) >= 5 else (None,) * 4
+MODELS = os.path.join(GOLDEN or "", "models")
+TINY_LLAMA = os.path.join(MODELS, "tiny-llama.h5")
+TINY_GPT2 = os.path.join(MODELS, "tiny-gpt2")
+TINY_QWEN2 = os.path.join(MODELS, "tiny-qwen2")
+STORIES = os.path.join(SHARED or "", "models", "stories260K", "stories260K.bin")
+LLAMA2_TOK = os.path.join(SHARED or "", "tokenizers", "llama2", "tokenizer.bin")
+GPT2_TOK = os.path.join(SHARED or "", "tokenizers", "gpt2")
+
+
+def run(*args, stdin=None, stdout=subprocess.PIPE):
+    """(exit code, stdout, stderr) of lmlab with these arguments."""
+    p = subprocess.run([LMLAB, *map(str, args)], input=stdin, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                       timeout=120)
+    return p.returncode, p.stdout or "", p.stderr
+
+
+def needs(*paths):
+    missing = [p for p in paths if not os.path.exists(p)]
+    return unittest.skipIf(missing, f"needs {', '.join(missing)} (../shared)")
+
+
+class Tokenizers(unittest.TestCase):
+    """A tokenizer that does not belong to the model is refused by name, with both numbers."""
+
+    @needs(LLAMA2_TOK)
+    def test_larger_vocabulary_is_refused(self):
+        rc, out, err = run("generate", "--model", TINY_LLAMA, "--tokenizer", LLAMA2_TOK, "--prompt", "In the")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("32000 ids", err)
+        self.assertIn("16384 embedding rows", err)
+        self.assertEqual(out, "")  # nothing printed before the refusal
+
+    @needs(GPT2_TOK)
+    def test_eos_outside_the_tokenizer_is_refused(self):
+        rc, _, err = run("generate", "--model", TINY_QWEN2, "--tokenizer", GPT2_TOK, "--prompt", "hi")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("151645", err)  # Qwen's eos
+        self.assertIn("50257 ids", err)
+
+    def test_padded_embedding_is_allowed_and_said(self):
+        if not os.path.exists(os.path.join(TINY_QWEN2, "tokenizer.json")):
+            self.skipTest("tiny-qwen2 has no tokenizer.json (../shared absent at export)")
+        rc, _, err = run("generate", "--model", TINY_QWEN2, "--prompt", "hi", "--max-new-tokens", 2)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("padding", err)
+        self.assertIn("151936 embedding rows", err)
+
+
+class Spaces(unittest.TestCase):
+    """One decoding rule: SentencePiece's leading space is dropped after BOS only; a continuation
+    keeps the space before its first word; prompt + continuation joins (all three kinds)."""
+
+    def test_prompt_ids_echo_keeps_spaces(self):
+        rc, out, err = run("generate", "--prompt-ids", "1,1046,261,2074", "--max-new-tokens", 1)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(out.startswith("In the beginning"), out)
+
+    def test_decode(self):
+        rc, out, err = run("decode", "1,1046,261,2074")
+        self.assertEqual((rc, out), (0, "In the beginning\n"), err)
+        rc, out, _ = run("decode", "261,2074", "--context", "1,1046")
+        self.assertEqual(out, " the beginning\n")  # a continuation keeps its first space
+        rc, out, _ = run("decode", "261,2074")
+        self.assertEqual(out, "the beginning\n")  # the start of a text drops it
+
+    def check_join(self, model, prompt):
+        """serve-batch: each request's text continues its prompt: prompt + text == decode(all)."""
+        d = tempfile.mkdtemp(dir=WORK)
+        reqs = os.path.join(d, "requests.jsonl")
+        with open(reqs, "w") as f:
+            f.write(json.dumps({"id": "a", "prompt": prompt, "max_tokens": 6}) + "\n")
+        out_path = os.path.join(d, "out.jsonl")
+        rc, _, err = run("serve-batch", "--model", model, "--requests", reqs, "--out", out_path, "--quiet")
+        self.assertEqual(rc, 0, err)
+        with open(out_path) as f:
+            r = json.loads(f.readline())
+        rc, whole, _ = run("decode", ",".join(map(str, r["tokens"])), "--model", model, "--context",
+                           ",".join(map(str, prompt_ids(model, prompt))))
+        self.assertEqual(r["text"] + "\n", whole)
+        if r["tokens"] and r["text"]:
+            # the two decodes agree, and the first word keeps its space where the tokens carry one
+            rc, alone, _ = run("decode", ",".join(map(str, r["tokens"])), "--model", model)
+            self.assertTrue(r["text"].endswith(alone.rstrip("\n").lstrip(" ")))
+
+    @needs(STORIES)
+    def test_continuation_sentencepiece(self):
+        self.check_join(STORIES, "Once upon a time")
+
+    def test_continuation_byte_level(self):
+        if not os.path.exists(os.path.join(TINY_GPT2, "tokenizer.json")):
+            self.skipTest("tiny-gpt2 has no tokenizer.json (../shared absent at export)")
+        self.check_join(TINY_GPT2, "Hello, my name is")
+
+    def test_continuation_qwen(self):
+        if not os.path.exists(os.path.join(TINY_QWEN2, "tokenizer.json")):
+            self.skipTest("tiny-qwen2 has no tokenizer.json (../shared absent at export)")
+        self.check_join(TINY_QWEN2, "The capital of France is")
+
+    @needs(STORIES)
+    def test_stories_prompt_echo(self):
+        rc, out, err = run("generate", "--model", STORIES, "--prompt-ids", "1,403,407,261,378", "--max-new-tokens", 1)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(out.startswith("Once upon a time"), out)
+
+
+def prompt_ids(model, text):
+    rc, out, err = run("tokenize", "--model", model, "--bos", "-", stdin=text)
+    assert rc == 0, err
+    return json.loads(out)
+
+
+class Outputs(unittest.TestCase):
+    """Every output is checked: a write failure is an error naming the path, never exit 0."""
+
+    def test_stdout_full(self):
+        with open("/dev/full", "w") as full:
+            rc, _, err = run("generate", "--prompt", "In the", "--max-new-tokens", 2, stdout=full)
+        self.assertEqual(rc, 2)
+        self.assertIn("standard output", err)
+
+    def test_serve_batch_out_full(self):
+        reqs = os.path.join(WORK, "one.jsonl")
+        with open(reqs, "w") as f:
+            f.write('{"prompt_ids": [1, 5], "max_tokens": 2}\n')
+        rc, out, err = run("serve-batch", "--requests", reqs, "--out", "/dev/full", "--quiet")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("/dev/full", err)
+        self.assertNotIn("outputs: /dev/full", out)
+
+    def test_trace_out_in_a_missing_folder_is_refused_first(self):
+        missing = os.path.join(WORK, "no-such-folder")
+        rc, _, err = run("trace", "--prompt", "In the", "--out", os.path.join(missing, "x.html"))
+        self.assertEqual(rc, 2)
+        self.assertIn("does not exist", err)
+        self.assertFalse(os.path.exists(missing))  # never created silently
+
+    def test_check_report_on_a_file_fails_before_the_stages(self):
+        f = os.path.join(WORK, "a-file")
+        open(f, "w").close()
+        rc, out, err = run("check", "--stage", "kernel.add", "--report", f)
+        self.assertEqual(rc, 2)
+        self.assertIn("a file, not a folder", err)
+        self.assertNotIn("pass", out)  # no stage ran
+
+
+class Options(unittest.TestCase):
+    def test_bad_values_name_the_option(self):
+        rc, _, err = run("generate", "--max-new-tokens", "abc")
+        self.assertEqual(rc, 105)
+        self.assertIn("--max-new-tokens", err)
+        rc, _, err = run("generate", "--seed", "-1")
+        self.assertEqual(rc, 105)
+        self.assertIn("--seed", err)
+
+    def test_help_documents_exit_codes(self):
+        rc, out, _ = run("--help")
+        self.assertEqual(rc, 0)
+        self.assertIn("Exit codes", out)
+
+    def test_version(self):
+        rc, out, _ = run("--version")
+        self.assertEqual(rc, 0)
+        self.assertTrue(out.startswith("lmlab "), out)
+        self.assertIn("build", out)
+
+    def test_verify_missing_model(self):
+        rc, _, err = run("verify", "--model", "/nope")
+        self.assertEqual(rc, 2)
+        self.assertIn("no such file or directory", err)
+
+    def test_prompt_file_and_stdin(self):
+        p = os.path.join(WORK, "prompt.txt")
+        with open(p, "w") as f:
+            f.write("In the beginning")
+        a = run("generate", "--prompt-file", p, "--max-new-tokens", 3)
+        b = run("generate", "--prompt-file", "-", "--max-new-tokens", 3, stdin="In the beginning")
+        c = run("generate", "--prompt", "In the beginning", "--max-new-tokens", 3)
+        self.assertEqual(a[0], 0, a[2])
+        self.assertEqual(a[1], b[1])
+        self.assertEqual(a[1], c[1])
+        rc, _, err = run("generate", "--prompt-file", os.path.join(WORK, "missing.txt"))
+        self.assertEqual(rc, 2)
+        self.assertIn("--prompt-file", err)
+
+    def test_json(self):
+        rc, out, err = run("generate", "--prompt", "In the", "--max-new-tokens", 4, "--json")
+        self.assertEqual(rc, 0, err)
+        j = json.loads(out)
+        self.assertEqual(len(j["ids"]), 4)
+        self.assertEqual(j["stop_reason"], "max_new_tokens")
+        self.assertIn("text", j)
+        self.assertGreater(j["tokens_per_second"], 0)
+
+    def test_context_full(self):
+        # the tiny GPT-2's context is 256: the default fills it
+        rc, _, err = run("generate", "--model", TINY_GPT2, "--prompt-ids", "50256")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("stop: context full", err)
+
+    def test_chat_prints_the_answer_only(self):
+        if not os.path.exists(os.path.join(TINY_QWEN2, "tokenizer.json")):
+            self.skipTest("tiny-qwen2 has no tokenizer.json (../shared absent at export)")
+        rc, out, err = run("generate", "--model", TINY_QWEN2, "--chat", "--prompt", "Hi", "--max-new-tokens", 3)
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("im_start", out)
+        rc, out, err = run("generate", "--model", TINY_QWEN2, "--chat", "--prompt", "Hi", "--max-new-tokens", 3, "--verbose")
+        self.assertIn("<|im_start|>user", err)
+
+    def test_draft_prompt_line(self):
+        rc, _, err = run("generate", "--prompt", "In the", "--draft", "int8", "--max-new-tokens", 4)
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("prompt: 0 tokens", err)
+        self.assertIn("run before the first round", err)
+
+
+class ServeBatch(unittest.TestCase):
+    def test_bad_and_duplicate_requests_are_refused_alone(self):
+        reqs = os.path.join(WORK, "mixed.jsonl")
+        with open(reqs, "w") as f:
+            f.write('{"id": "a", "prompt_ids": [1, 5], "max_tokens": 2}\n')
+            f.write('{"id": "a", "prompt_ids": [1, 6], "max_tokens": 2}\n')  # the same id again
+            f.write('{"id": "b", "prompt_ids": [1, 99999], "max_tokens": 2}\n')  # an id past the vocabulary
+            f.write('not json\n')
+            f.write('{"id": "c", "prompt_ids": [1, 7], "max_tokens": 1}\n')
+        rc, out, err = run("serve-batch", "--requests", reqs, "--quiet")
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn(":2: id \"a\" is given to an earlier request too", err)
+        self.assertIn(":3", err)
+        self.assertIn(":4: not JSON", err)
+        self.assertIn("[a]", out)
+        self.assertIn("[c]", out)
+        self.assertIn("refused: 3 requests", out)
+        self.assertIn("2 requests,", out)  # served: a and c
+
+    def test_one_request_is_singular(self):
+        reqs = os.path.join(WORK, "single.jsonl")
+        with open(reqs, "w") as f:
+            f.write('{"prompt_ids": [1, 5], "max_tokens": 2}\n')
+        rc, out, err = run("serve-batch", "--requests", reqs, "--quiet")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("batched: 1 request,", out)
+
+
+if __name__ == "__main__":
+    if LMLAB is None:
+        sys.exit(__doc__)
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    unittest.main(argv=[sys.argv[0], "-v"])
