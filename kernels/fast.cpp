@@ -1,5 +1,5 @@
 // Fast paths beside the plain kernels (see kernels.h): float partial sums written so that the
-// compiler vectorises them, tiled attention with an online softmax, OpenMP threads over rows.
+// compiler vectorises them, tiled attention with an online softmax, threads over rows (threads.h).
 // Each is checked against its plain kernel (kernels/fast_test.cpp) and on the plain kernel's golden
 // fixtures (the kernel.*.fast / .tiled stages and kernel.matmul_xwt).
 //
@@ -12,12 +12,11 @@
 
 #include "kernels/check.h"
 #include "kernels/kernels.h"
+#include "kernels/threads.h"
 
 namespace lmlab {
 
 namespace {
-
-int g_threads = 1;
 
 // Element j of a dot product goes to partial sum j % kLanes: kLanes independent float sums (two
 // SSE vectors of 4 at the default -O2, one AVX vector with -mavx2), so the adds do not wait on one
@@ -113,21 +112,18 @@ void add_tile_values(const float* p, std::size_t n, const float* const* v, std::
 }
 }  // namespace
 
-void set_kernel_threads(int n) { g_threads = n < 1 ? 1 : n; }
-int kernel_threads() { return g_threads; }
-
 void matvec_fast(std::span<const float> W, std::span<const float> x, std::span<float> y) {
     const std::size_t in = x.size(), out = y.size();
     require(W.size() == out * in, "matvec_fast", "W must have y.size() * x.size() elements ([out, in])");
     const std::size_t blocks = (out + kRows - 1) / kRows;
-    const int threads = g_threads;
-    // static schedule over blocks of kRows rows: each row is computed whole by one thread, in the
-    // same order, so the thread count never changes a bit
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && out * in >= kParallelMin)
-    for (std::size_t b = 0; b < blocks; ++b) {
-        const std::size_t i = b * kRows;
-        dot_block(W.data() + i * in, in, x.data(), in, y.data() + i, std::min(kRows, out - i));
-    }
+    // contiguous shares of the blocks of kRows rows: each row is computed whole by one thread, in
+    // the same order, so the thread count never changes a bit
+    parallel_for(blocks, out * in >= kParallelMin, [&](std::size_t b0, std::size_t b1) {
+        for (std::size_t b = b0; b < b1; ++b) {
+            const std::size_t i = b * kRows;
+            dot_block(W.data() + i * in, in, x.data(), in, y.data() + i, std::min(kRows, out - i));
+        }
+    });
 }
 
 void matmul_xwt(std::span<const float> X, std::span<const float> W, std::span<float> Y, std::size_t T, std::size_t in,
@@ -142,10 +138,9 @@ void matmul_xwt(std::span<const float> X, std::span<const float> W, std::span<fl
     constexpr std::size_t kRowTile = 64;
     const std::size_t tok_tile = std::clamp<std::size_t>(in ? 16384 / in : T, 1, 64);
     const std::size_t row_tiles = (out + kRowTile - 1) / kRowTile, tok_tiles = (T + tok_tile - 1) / tok_tile;
-    const int threads = g_threads;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1 && T * out * in >= kParallelMin)
-    for (std::size_t rt = 0; rt < row_tiles; ++rt)
-        for (std::size_t tt = 0; tt < tok_tiles; ++tt) {
+    parallel_for(row_tiles * tok_tiles, T * out * in >= kParallelMin, [&](std::size_t j0, std::size_t j1) {
+        for (std::size_t j = j0; j < j1; ++j) {  // tile j: row tile j / tok_tiles, token tile j % tok_tiles
+            const std::size_t rt = j / tok_tiles, tt = j % tok_tiles;
             const std::size_t i0 = rt * kRowTile, i1 = std::min(out, i0 + kRowTile);
             const std::size_t t0 = tt * tok_tile, t1 = std::min(T, t0 + tok_tile);
             for (std::size_t i = i0; i < i1; i += kRows)
@@ -153,6 +148,7 @@ void matmul_xwt(std::span<const float> X, std::span<const float> W, std::span<fl
                     dot_block(W.data() + i * in, in, X.data() + t * in, in, Y.data() + t * out + i,
                               std::min(kRows, i1 - i));
         }
+    });
 }
 
 namespace {

@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/threads.h"
+
 namespace lmlab {
 
 // ---- Linear algebra ---------------------------------------------------------------------------
@@ -69,8 +71,9 @@ enum class RopeStyle {
 // RoPE (Su et al. 2021), in place. x: [n_heads * head_dim], every head rotated the same way.
 // Pair i of a head is rotated by the angle pos · freq_i, freq_i = theta^(-2i / head_dim):
 //   (a, b) -> (a·cos - b·sin, a·sin + b·cos).
-// The angle is formed in float32 (freq rounded to float, then pos·freq rounded), as PyTorch and
-// llama2.c do, so that at large positions we lose the same angle bits the reference loses.
+// The angle is formed in float64 and rounded only through cos/sin (kernels/rope.cpp): PyTorch and
+// llama2.c form it in float32 and lose angle bits as pos grows, so from position 256 the stage
+// holds this kernel to the float64 truth (harness/stages/stages.cpp).
 // At pos 0 every angle is 0: RoPE is the identity.
 void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style);
 
@@ -147,10 +150,9 @@ void attention_paged(std::span<const float> q, std::span<const float> keys, std:
                      std::span<const std::uint32_t> page_table, std::size_t page_size, std::size_t n_pos,
                      std::size_t stride, std::span<float> out);
 
-// Threads for the fast kernels (OpenMP over output rows and over heads): results are bit-identical
-// for any count, since every output is computed by one thread in the same order. Default 1.
-void set_kernel_threads(int n);
-int kernel_threads();
+// Threads for the fast kernels (kernels/threads.h: a team of workers over output rows and over
+// heads, sleeping between loops): results are bit-identical for any count, since every output is
+// computed by one thread in the same order. Default 1.
 
 // ---- Int8 weights: Q8_0 (kernels/quant.cpp) ---------------------------------------------------------
 // Why: a matvec reads every weight once per token, so its speed is bound by memory; int8 weights

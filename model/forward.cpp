@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <utility>
 
+#include "kernels/threads.h"
 #include "model/family.h"
 
 namespace lmlab {
@@ -152,9 +153,11 @@ void attend_rows(const Config& c, std::size_t layer, std::size_t T, const RowCac
         return;
     }
     // rows x heads are independent (tiled attention needs no shared scores buffer): threads split
-    // them, each result computed by one thread in the same order: bit-identical for any count
-#pragma omp parallel for schedule(static) num_threads(kernel_threads()) if (kernel_threads() > 1 && (T > 1 || cache.pos(0) >= 64))
-    for (long i = 0; i < n; ++i) one(static_cast<std::size_t>(i), {});
+    // them, each result computed by one thread in the same order: bit-identical for any count. One
+    // short row (decode early in a sequence) is not worth waking the team.
+    parallel_for(static_cast<std::size_t>(n), T > 1 || cache.pos(0) >= 64, [&](std::size_t i0, std::size_t i1) {
+        for (std::size_t i = i0; i < i1; ++i) one(i, {});
+    });
 }
 
 // ---- the steps ---------------------------------------------------------------------------------------
