@@ -120,7 +120,7 @@ TEST(Session, PromptPlusNewTokensExactlyFillingTheContextIsAccepted) {
     const GenerationResult r = s.generate(prompt, 5, greedy_sampler);
     EXPECT_EQ(r.tokens.size(), 5u);
     EXPECT_EQ(r.n_prompt, 3u);
-    EXPECT_EQ(r.stop_reason, "max_new_tokens");
+    EXPECT_EQ(r.stop_reason, "context full");  // 3 + 5 fill the context of 8
 }
 
 // ---- Generation -------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ TEST(Session, GreedyGenerateEqualsManualFeedAndArgmaxLoop) {
     const GenerationResult r = s.generate(prompt, 6, sampler);
     EXPECT_EQ(r.tokens, expected);
     EXPECT_EQ(r.n_prompt, 2u);
-    EXPECT_EQ(r.stop_reason, "max_new_tokens");
+    EXPECT_EQ(r.stop_reason, length_stop_reason(m.config, prompt.size(), 6));
     // the continuation is not constant, so the comparison above exercises more than one id
     EXPECT_GE(std::set<int>(expected.begin(), expected.end()).size(), 2u);
 }

@@ -63,7 +63,7 @@ void expect_token_identical(const Model& target, const std::vector<int>& prompt,
             SpeculativeSession spec(target, draft, k);
             const SpeculativeResult r = spec.generate(prompt, n);
             EXPECT_EQ(r.tokens, expected);
-            EXPECT_EQ(r.stop_reason, "max_new_tokens");
+            EXPECT_EQ(r.stop_reason, length_stop_reason(target.config, prompt.size(), n));
             const SpeculativeStats& st = r.stats;
             EXPECT_EQ(st.target_calls, st.rounds);
             EXPECT_LE(st.accepted, st.proposed);
