@@ -296,14 +296,20 @@ lmlab::Model qwen2_05b_shape() {
 // ../shared (stories260K): $LMLAB_SHARED, else beside the source tree
 std::string shared_dir() { return lmlab::shared_dir_or(LMLAB_SOURCE_DIR "/../shared"); }
 
+// The models by index (bench_model's argument); the benchmarks are registered under these names
+// ("BM_decode/tiny-llama/fast/threads:1"), so a result names its model.
+constexpr const char* kModelNames[] = {"tiny-llama",  "tiny-gpt2",        "gpt2-124M-shape", "qwen2-0.5B-shape",
+                                       "tiny-llama-int8", "stories260K", "stories260K-int8", "tiny-qwen2"};
+constexpr int kTinyLlama = 0, kTinyGpt2 = 1, kGpt2124M = 2, kQwen2_05B = 3, kTinyLlamaInt8 = 4, kStories260K = 5,
+              kStories260KInt8 = 6;
+
 // 4-6: int8 (Q8_0, model/quantize.cpp) next to float: the tiny LLaMA in groups of 64, and
 // stories260K (from ../shared; skipped when absent) float and in groups of 4 (its hidden width
 // 172 = 4·43 allows no larger group).
 const lmlab::Model* bench_model(benchmark::State& state, int which) {
     static std::unique_ptr<lmlab::Model> models[8];
     static std::string errors[8];
-    const char* names[] = {"tiny-llama", "tiny-gpt2", "gpt2-124M-shape", "qwen2-0.5B-shape", "tiny-llama int8",
-                           "stories260K", "stories260K int8", "tiny-qwen2"};
+    const char* const* names = kModelNames;
     if (!models[which] && errors[which].empty()) {
         try {
             const std::string stories = shared_dir() + "/models/stories260K/stories260K.bin";
@@ -327,10 +333,10 @@ const lmlab::Model* bench_model(benchmark::State& state, int which) {
 }
 
 // one token through the model at position `pos` (attention cost grows with pos)
-void BM_forward(benchmark::State& state) {
-    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+void BM_forward(benchmark::State& state, int model) {
+    const lmlab::Model* m = bench_model(state, model);
     if (!m) return;
-    const auto pos = static_cast<std::size_t>(state.range(1));
+    const auto pos = static_cast<std::size_t>(state.range(0));
     lmlab::KVCache cache(m->config.n_layers, m->config.max_seq_len, m->config.kv_dim());
     lmlab::RunState s(m->config);
     std::vector<float> k(m->config.kv_dim()), v(m->config.kv_dim());
@@ -348,15 +354,13 @@ void BM_forward(benchmark::State& state) {
     }
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_forward)->ArgNames({"model", "pos"})->Args({0, 0})->Args({0, 255})->Args({0, 511})->Args({1, 0})
-    ->Args({1, 255})->Args({2, 0})->Args({2, 511})->Args({3, 0})->Args({3, 511})->Unit(benchmark::kMillisecond);
 
 // a prompt of n tokens: batched prefill (arg path 1) vs token by token through forward() (path 0)
-void BM_prompt(benchmark::State& state) {
-    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+void BM_prompt(benchmark::State& state, int model) {
+    const lmlab::Model* m = bench_model(state, model);
     if (!m) return;
-    const bool batched = state.range(1) == 1;
-    const auto n = static_cast<std::size_t>(state.range(2));
+    const bool batched = state.range(0) == 1;
+    const auto n = static_cast<std::size_t>(state.range(1));
     std::vector<int> tokens(n);
     for (std::size_t i = 0; i < n; ++i) tokens[i] = static_cast<int>((i * 7919 + 3) % m->config.vocab_size);
     lmlab::KVCache cache(m->config.n_layers, m->config.max_seq_len, m->config.kv_dim());
@@ -370,16 +374,14 @@ void BM_prompt(benchmark::State& state) {
     state.SetLabel(std::string(batched ? "prefill" : "token by token"));
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_prompt)->ArgNames({"model", "batched", "tokens"})->Args({0, 0, 128})->Args({0, 1, 128})->Args({1, 0, 128})
-    ->Args({1, 1, 128})->Args({5, 0, 128})->Args({5, 1, 128})->Unit(benchmark::kMillisecond);
 
 // greedy generation of n tokens after a 1-token prompt: end-to-end tokens per second
-void BM_generate(benchmark::State& state) {
-    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+void BM_generate(benchmark::State& state, int model) {
+    const lmlab::Model* m = bench_model(state, model);
     if (!m) return;
     lmlab::Session session(*m);
     const std::vector<int> prompt = {1};
-    const auto n = static_cast<std::size_t>(state.range(1));
+    const auto n = static_cast<std::size_t>(state.range(0));
     for (auto _ : state) {
         lmlab::Sampler greedy({}, m->config.vocab_size);
         benchmark::DoNotOptimize(session.generate(prompt, n, greedy).tokens.data());
@@ -387,17 +389,15 @@ void BM_generate(benchmark::State& state) {
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
     state.counters["weight_MB"] = static_cast<double>(lmlab::weight_bytes(*m)) / 1e6;  // weight_bytes(): float vs int8
 }
-BENCHMARK(BM_generate)->ArgNames({"model", "tokens"})->Args({0, 128})->Args({1, 128})->Args({2, 32})->Args({3, 16})
-    ->Args({4, 128})->Args({5, 128})->Args({6, 128})->Args({7, 128})->Unit(benchmark::kMillisecond);
 
 // Decode tokens/s on the plain kernels (the readable reference) vs the fast ones, on 1 and 2
 // threads: 256 greedy tokens after a 1-token prompt. Wall time (UseRealTime): threads must win on
 // the clock, not on CPU time.
-void BM_decode(benchmark::State& state) {
-    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+void BM_decode(benchmark::State& state, int model) {
+    const lmlab::Model* m = bench_model(state, model);
     if (!m) return;
-    const bool fast = state.range(1) == 1;
-    const int threads = static_cast<int>(state.range(2));
+    const bool fast = state.range(0) == 1;
+    const int threads = static_cast<int>(state.range(1));
     lmlab::set_kernel_path(fast ? lmlab::KernelPath::Fast : lmlab::KernelPath::Plain);
     lmlab::set_kernel_threads(threads);
     lmlab::Session session(*m);
@@ -413,10 +413,6 @@ void BM_decode(benchmark::State& state) {
     state.counters["weight_MB"] = static_cast<double>(lmlab::weight_bytes(*m)) / 1e6;
     state.SetLabel(std::string(fast ? "fast" : "plain") + ", " + std::to_string(threads) + " thread(s)");
 }
-// models (bench_model): 0 tiny LLaMA, 5 stories260K, 4 and 6 their int8 copies (fast path only: int8 has no plain twin)
-BENCHMARK(BM_decode)->ArgNames({"model", "fast", "threads"})->Args({0, 0, 1})->Args({0, 1, 1})->Args({0, 1, 2})
-    ->Args({5, 0, 1})->Args({5, 1, 1})->Args({5, 1, 2})->Args({4, 1, 1})->Args({6, 1, 1})->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
 
 // ---- Serving (model/scheduler.h) --------------------------------------------------------------------
 
@@ -434,11 +430,11 @@ std::vector<lmlab::ServeRequest> serve_requests(const lmlab::Config& c, std::siz
 // Continuous batching (mode 1: serve(), every request in one batch, chunk 64) against the same
 // requests one after another (mode 0: run_alone, the prompt through prefill then one token at a
 // time). Both produce the same tokens; counter: new tokens per second of wall time.
-void BM_serve(benchmark::State& state) {
-    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+void BM_serve(benchmark::State& state, int model) {
+    const lmlab::Model* m = bench_model(state, model);
     if (!m) return;
-    const bool batched = state.range(1) == 1;
-    const auto n = static_cast<std::size_t>(state.range(2));
+    const bool batched = state.range(0) == 1;
+    const auto n = static_cast<std::size_t>(state.range(1));
     const auto requests = serve_requests(m->config, n);
     lmlab::ServeOptions opt;
     opt.max_running = n;
@@ -455,18 +451,14 @@ void BM_serve(benchmark::State& state) {
     state.SetLabel(std::string(batched ? "batched" : "sequential"));
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(new_tokens), benchmark::Counter::kIsRate);
 }
-// models (bench_model): 0 tiny LLaMA, 5 stories260K, 2 GPT-2 124M-shaped; 8 and 32 requests
-BENCHMARK(BM_serve)->ArgNames({"model", "batched", "requests"})->Args({0, 0, 8})->Args({0, 1, 8})->Args({0, 0, 32})
-    ->Args({0, 1, 32})->Args({5, 0, 8})->Args({5, 1, 8})->Args({5, 0, 32})->Args({5, 1, 32})->Args({2, 0, 8})
-    ->Args({2, 1, 8})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // The cost of paging for one sequence: 256 greedy tokens after a 64-token prompt on the contiguous
 // cache (page 0: run_alone) or through serve() alone on pages of 16 (every attention tile of 32
 // straddles two pages and is copied) or 32 (tiles read in place).
-void BM_paged(benchmark::State& state) {
-    const lmlab::Model* m = bench_model(state, static_cast<int>(state.range(0)));
+void BM_paged(benchmark::State& state, int model) {
+    const lmlab::Model* m = bench_model(state, model);
     if (!m) return;
-    const auto page = static_cast<std::size_t>(state.range(1));
+    const auto page = static_cast<std::size_t>(state.range(0));
     lmlab::ServeRequest r = serve_requests(m->config, 1)[0];
     r.prompt.resize(64, 1);
     r.max_new_tokens = 256;
@@ -481,8 +473,6 @@ void BM_paged(benchmark::State& state) {
     state.SetLabel(page == 0 ? "contiguous" : "paged, pages of " + std::to_string(page));
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * 256), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_paged)->ArgNames({"model", "page"})->Args({0, 0})->Args({0, 16})->Args({0, 32})->Args({5, 0})->Args({5, 16})
-    ->Args({5, 32})->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // Speculative decoding (model/speculative.h) vs plain greedy: 128 greedy tokens after a 1-token
 // prompt (the same run as BM_generate), the target float. Arg "draft": 0 = early exit after 1 layer,
@@ -490,19 +480,19 @@ BENCHMARK(BM_paged)->ArgNames({"model", "page"})->Args({0, 0})->Args({0, 16})->A
 // compared with (speed-up = their tokens/s / its tokens/s). The output is the same tokens in every
 // row (checked by the tests and the generation.speculative.* stages); only the time differs.
 // Counters: tokens/s, acceptance (accepted / proposed draft tokens), tokens per target call.
-void BM_speculative(benchmark::State& state) {
-    const int which = static_cast<int>(state.range(0));
+void BM_speculative(benchmark::State& state, int model) {
+    const int which = model;
     const lmlab::Model* m = bench_model(state, which);
     if (!m) return;
-    const auto draft_kind = state.range(1);
-    const auto k = static_cast<std::size_t>(state.range(2));
+    const auto draft_kind = state.range(0);
+    const auto k = static_cast<std::size_t>(state.range(1));
     const std::vector<int> prompt = {1};
     const std::size_t n = 128;
     static std::unique_ptr<lmlab::Model> drafts[8][2];  // [model][draft kind], made once
     if (draft_kind < 2 && !drafts[which][draft_kind])
         drafts[which][draft_kind] = std::make_unique<lmlab::Model>(draft_kind == 0 ? lmlab::early_exit_draft(*m, 1)
                                                                                    : lmlab::int8_draft(*m));
-    std::string label = state.range(0) == 5 ? "stories260K" : "tiny-llama";
+    std::string label = kModelNames[which];
     if (draft_kind == 2) {
         lmlab::Session session(*m);
         for (auto _ : state) {
@@ -524,13 +514,60 @@ void BM_speculative(benchmark::State& state) {
     }
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
 }
-// models (bench_model): 0 the tiny LLaMA (2 layers), 5 stories260K (5 layers, ../shared)
-BENCHMARK(BM_speculative)->ArgNames({"model", "draft", "k"})
-    ->Args({0, 2, 0})->Args({0, 0, 1})->Args({0, 0, 2})->Args({0, 0, 4})->Args({0, 0, 8})
-    ->Args({0, 1, 1})->Args({0, 1, 2})->Args({0, 1, 4})->Args({0, 1, 8})
-    ->Args({5, 2, 0})->Args({5, 0, 1})->Args({5, 0, 2})->Args({5, 0, 4})->Args({5, 0, 8})
-    ->Args({5, 1, 1})->Args({5, 1, 2})->Args({5, 1, 4})->Args({5, 1, 8})->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// Registers fn for one model under "<family>/<model name>/<label>"; the remaining arguments (state.range)
+// and their names as given.
+benchmark::internal::Benchmark* on(const char* family, void (*fn)(benchmark::State&, int), int model,
+                                   const std::string& label = "") {
+    const std::string name = std::string(family) + "/" + kModelNames[model] + (label.empty() ? "" : "/" + label);
+    return benchmark::RegisterBenchmark(name.c_str(), fn, model);
+}
+
+// The whole-model benchmarks, by model name.
+void register_models() {
+    using benchmark::kMillisecond;
+    // one token at a position: attention's cost grows with pos
+    on("BM_forward", BM_forward, kTinyLlama)->ArgName("pos")->Arg(0)->Arg(255)->Arg(511)->Unit(kMillisecond);
+    on("BM_forward", BM_forward, kTinyGpt2)->ArgName("pos")->Arg(0)->Arg(255)->Unit(kMillisecond);
+    on("BM_forward", BM_forward, kGpt2124M)->ArgName("pos")->Arg(0)->Arg(511)->Unit(kMillisecond);
+    on("BM_forward", BM_forward, kQwen2_05B)->ArgName("pos")->Arg(0)->Arg(511)->Unit(kMillisecond);
+    // a prompt of 128 tokens: all rows at once (prefill) vs token by token
+    for (int m : {kTinyLlama, kTinyGpt2, kStories260K})
+        on("BM_prompt", BM_prompt, m)->ArgNames({"batched", "tokens"})->Args({0, 128})->Args({1, 128})->Unit(kMillisecond);
+    // greedy generation after a 1-token prompt: end-to-end tokens per second
+    for (const auto& [m, n] : std::initializer_list<std::pair<int, int>>{
+             {kTinyLlama, 128}, {kTinyGpt2, 128}, {kGpt2124M, 32}, {kQwen2_05B, 16}, {kTinyLlamaInt8, 128},
+             {kStories260K, 128}, {kStories260KInt8, 128}, {7, 128}})
+        on("BM_generate", BM_generate, m)->ArgName("tokens")->Arg(n)->Unit(kMillisecond);
+    // decode on the plain and the fast kernels, 1 and 2 threads (wall time: threads must win on the clock)
+    for (int m : {kTinyLlama, kStories260K})
+        on("BM_decode", BM_decode, m)->ArgNames({"fast", "threads"})->Args({0, 1})->Args({1, 1})->Args({1, 2})->UseRealTime()
+            ->Unit(kMillisecond);
+    for (int m : {kTinyLlamaInt8, kStories260KInt8})  // int8 has no plain twin
+        on("BM_decode", BM_decode, m)->ArgNames({"fast", "threads"})->Args({1, 1})->UseRealTime()->Unit(kMillisecond);
+    // continuous batching vs the same requests one after another
+    for (int m : {kTinyLlama, kStories260K})
+        on("BM_serve", BM_serve, m)->ArgNames({"batched", "requests"})->Args({0, 8})->Args({1, 8})->Args({0, 32})->Args({1, 32})
+            ->UseRealTime()->Unit(kMillisecond);
+    on("BM_serve", BM_serve, kGpt2124M)->ArgNames({"batched", "requests"})->Args({0, 8})->Args({1, 8})->UseRealTime()->Unit(kMillisecond);
+    for (int m : {kTinyLlama, kStories260K})
+        on("BM_paged", BM_paged, m)->ArgName("page")->Arg(0)->Arg(16)->Arg(32)->UseRealTime()->Unit(kMillisecond);
+    // speculative decoding: draft 2 = none (plain greedy, the baseline), 0 = early exit after 1 layer, 1 = int8
+    for (int m : {kTinyLlama, kStories260K}) {
+        auto* b = on("BM_speculative", BM_speculative, m)->ArgNames({"draft", "k"})->Args({2, 0});
+        for (int draft : {0, 1})
+            for (int k : {1, 2, 4, 8}) b->Args({draft, k});
+        b->Unit(kMillisecond);
+    }
+}
+
+int main(int argc, char** argv) {
+    register_models();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
