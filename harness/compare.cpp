@@ -50,6 +50,9 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
     m.n = ours.size();
     double sum_abs = 0, sum_sq = 0, sum_ref_sq = 0, dot = 0, norm_ours = 0;
     std::size_t n_finite = 0;  // elements where PyTorch's value is finite: the averages are over these
+    double largest = 0;        // max |torch| over finite elements: the scale ULPs are measured against
+    for (float t : torch)
+        if (std::isfinite(t)) largest = std::max(largest, static_cast<double>(std::fabs(t)));
     for (std::size_t i = 0; i < ours.size(); ++i) {
         const double a = ours[i], b = torch[i];
         if (!element_matches(ours[i], torch[i], tol)) {
@@ -67,9 +70,13 @@ Metrics compare(std::span<const float> ours, std::span<const float> torch, std::
             m.max_rel = rel;
             m.max_rel_index = i;
         }
-        const double ulp = diff == 0.0 ? 0.0 : ulp_distance(ours[i], torch[i]);
-        m.max_ulp = std::max(m.max_ulp, ulp);
-        ++m.ulp_bins[ulp_bin(ulp)];
+        if (std::isfinite(b) && diff != 0.0 && std::fabs(b) < kUlpFloor * largest) {
+            ++m.ulp_near_zero;  // near zero: ULPs measure the float's tiny step there, not the error
+        } else {
+            const double ulp = diff == 0.0 ? 0.0 : ulp_distance(ours[i], torch[i]);
+            m.max_ulp = std::max(m.max_ulp, ulp);
+            ++m.ulp_bins[ulp_bin(ulp)];
+        }
         if (std::isfinite(b)) {
             ++n_finite;
             sum_abs += diff;

@@ -22,6 +22,7 @@ struct Tolerance {
 // bin, kUlpNanBin, elements where exactly one of the two is NaN (an infinite distance).
 inline constexpr std::size_t kUlpBins = 34;
 inline constexpr std::size_t kUlpNanBin = kUlpBins - 1;
+inline constexpr double kUlpFloor = 1.0 / 1024;  // 2^-10 of the output's largest magnitude (Metrics::max_ulp)
 
 // Everything we measure about one output of one case.
 struct Metrics {
@@ -36,8 +37,13 @@ struct Metrics {
     double rmse = 0;
     double nmse = 0;      // Σ(ours - torch)² / Σ torch²
     double cosine = 1;    // cos of the angle between ours and torch
-    double max_ulp = 0;   // max distance in units in the last place (float32)
+    // ULP distances (units in the last place, float32), measured only where they mean something:
+    // elements whose |torch| is at least kUlpFloor times the output's largest |torch|. Near zero a
+    // float's step is tiny, so an absolute error far inside the tolerance is millions of ULPs (a
+    // passing logits tensor has such elements): those are counted in ulp_near_zero instead.
+    double max_ulp = 0;
     std::array<std::size_t, kUlpBins> ulp_bins{};  // how many elements at each ULP distance (bins above)
+    std::size_t ulp_near_zero = 0;                 // elements left out of max_ulp and ulp_bins
     float ours_at_worst = 0, torch_at_worst = 0;  // the values at max_abs_index
     // Accuracy against the float64 truth (reference64), when the fixture has it.
     bool has_reference64 = false;

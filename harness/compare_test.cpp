@@ -117,6 +117,17 @@ TEST(Compare, UlpHistogramBinsByPowersOfTwo) {
     EXPECT_EQ(compare(lo, hi, {}, {0, 0}).ulp_bins[32], 1u);
 }
 
+TEST(Compare, UlpsAreMeasuredOnlyAwayFromZero) {
+    // a logits-like row: 8.0, and 1e-7 where ours is 2e-7 (an absolute error of 1e-7, far inside any
+    // tolerance, but ~2^23 ULPs of a number that small): that element is counted near zero instead
+    const std::vector<float> torch = {8.0f, 1e-7f, 0.5f}, ours = {ulps_up(8.0f, 2), 2e-7f, 0.5f};
+    const Metrics m = compare(ours, torch, {}, {1e-4, 1e-4});
+    EXPECT_EQ(m.max_ulp, 2.0);
+    EXPECT_EQ(m.ulp_near_zero, 1u);
+    EXPECT_EQ(m.ulp_bins[0] + m.ulp_bins[2], 2u);  // 0.5 equal, 8 two ulps apart
+    EXPECT_TRUE(m.passed());
+}
+
 TEST(Compare, ErrorByRowTakesTheSecondToLastDimension) {
     // [3 positions, 2 features]: row errors 0.5, 1 and NaN (a NaN row must not read as 0)
     const float nan = std::nanf("");

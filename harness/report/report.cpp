@@ -58,6 +58,7 @@ json metrics_json(const Metrics& m) {
               {"nmse", num(m.nmse)},
               {"cosine", num(m.cosine)},
               {"max_ulp", num(m.max_ulp)},
+              {"ulp_near_zero", m.ulp_near_zero},
               {"worst", {{"ours", num(m.ours_at_worst)}, {"torch", num(m.torch_at_worst)}}}};
     // the histogram up to its last non-empty bin (most outputs are within a few ulps)
     std::size_t used = kUlpBins;

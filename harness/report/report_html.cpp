@@ -50,17 +50,39 @@ std::string shape_text(const json& shape) {
 
 // ---- the summary: every stage's worst error against its tolerance ------------------------------------
 
+// What a stage's worst element was allowed: atol + rtol·|reference| there (its output's own tolerance),
+// so that the dot and the tick compare like with like (for an output of large values, such as a
+// perplexity of 60, rtol allows far more than atol). Exact stages: 0.
+double allowed_at_worst(const json& s) {
+    static const json none = json::array();
+    const json& outputs = s.contains("outputs") ? s["outputs"] : none;
+    const json* worst = nullptr;  // the output with the largest max_abs (reports written by older versions may lack fields)
+    for (const json& o : outputs)
+        if (o.contains("metrics") && o["metrics"].is_object() &&
+            (!worst || as_double(o["metrics"].value("max_abs", json(0))) > as_double((*worst)["metrics"].value("max_abs", json(0)))))
+            worst = &o;
+    const json& tol = worst && worst->contains("tolerance") ? (*worst)["tolerance"] : s["tolerance"];
+    double ref = 0;
+    if (worst && (*worst)["metrics"].contains("worst") && (*worst)["metrics"]["worst"].is_object())
+        ref = std::fabs(as_double((*worst)["metrics"]["worst"].value("torch", json(0))));
+    return tol.value("atol", 0.0) + tol.value("rtol", 0.0) * (std::isfinite(ref) ? ref : 0.0);
+}
+
 // One row per stage: a lollipop from the axis floor to the worst |ours - reference| (coloured by
-// status), a tick at atol, the status on the right. With `before`: the old value as a hollow dot.
+// status), a tick at what that element was allowed, the status on the right (and how many numbers
+// the stage measured rather than compared). With `before`: the old value as a hollow dot.
 std::string summary_chart(const std::string& id, const std::vector<const json*>& stages,
                           const std::vector<const json*>& before = {}) {
-    const double left = 250, right = 150, top = 46, row = 17, width = 1050;
+    std::size_t longest = 0;  // the stage ids are right-aligned to the plot: as wide as the longest
+    for (const json* s : stages) longest = std::max(longest, (*s)["id"].get<std::string>().size());
+    const double left = std::max(250.0, 16 + 6.4 * static_cast<double>(longest)), right = 230, top = 46, row = 17,
+                 width = left + 670 + right;
     std::vector<double> values;
     auto measured = [](const json* s) { return s && ((*s)["status"] == "pass" || (*s)["status"] == "fail"); };
     for (std::size_t i = 0; i < stages.size(); ++i) {
         if (measured(stages[i])) values.push_back(as_double((*stages[i])["worst"]["max_abs"]));
         if (i < before.size() && measured(before[i])) values.push_back(as_double((*before[i])["worst"]["max_abs"]));
-        values.push_back((*stages[i])["tolerance"]["atol"].get<double>());
+        values.push_back(allowed_at_worst(*stages[i]));
     }
     html::Axis x;
     x.log = true;
@@ -89,10 +111,11 @@ std::string summary_chart(const std::string& id, const std::vector<const json*>&
         out += fmt::format("<a href=\"#stage-{}\"><text x=\"{}\" y=\"{:.1f}\" font-size=\"11\" text-anchor=\"end\">{}</text></a>\n",
                            escape(sid), left - 8, cy + 4, escape(sid));
         const double atol = s["tolerance"]["atol"].get<double>(), rtol = s["tolerance"]["rtol"].get<double>();
-        const double ax = atol > 0 ? x.at(atol) : left;
+        const double allowed = allowed_at_worst(s);
+        const double ax = allowed > 0 ? x.at(allowed) : left;
         out += fmt::format("<line x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#333\" stroke-width=\"2\">"
-                           "<title>atol {:g}, rtol {:g}{}</title></line>\n",
-                           ax, ax, cy - 6, cy + 6, atol, rtol, atol > 0 ? "" : " (exact)");
+                           "<title>allowed at the worst element: {:.3g} (atol {:g} + rtol {:g}·|reference|){}</title></line>\n",
+                           ax, ax, cy - 6, cy + 6, allowed, atol, rtol, allowed > 0 ? "" : " (exact)");
         if (i < before.size() && measured(before[i])) {
             const double v = as_double((*before[i])["worst"]["max_abs"]);
             out += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4.5\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\">"
@@ -117,15 +140,19 @@ std::string summary_chart(const std::string& id, const std::vector<const json*>&
         const std::string shown = i < before.size() && before[i] && (*before[i])["status"] != s["status"]
                                       ? (*before[i])["status"].get<std::string>() + " → " + status
                                       : status;
+        const std::size_t n_measured = s.contains("measurements") ? s["measurements"].size() : 0;
         out += fmt::format("<text x=\"{}\" y=\"{:.1f}\" font-size=\"11\" font-weight=\"bold\" fill=\"{}\">{}</text>\n", width - right + 8,
                            cy + 4, html::status_color(status), escape(shown == "not_run" ? "not run" : shown));
+        if (n_measured)  // numbers the stage reports without judging them (report.md's Measurements)
+            out += fmt::format("<text x=\"{}\" y=\"{:.1f}\" font-size=\"10\" fill=\"#666\">+ {} measured</text>\n",
+                               width - right + 70, cy + 4, n_measured);
     }
     const double ly = bottom + 32;
     out += fmt::format("<circle cx=\"{}\" cy=\"{:.1f}\" r=\"4\" fill=\"#2e7d32\"/><text x=\"{}\" y=\"{:.1f}\" font-size=\"11\">worst "
                        "|ours − reference| over the stage's outputs (▶ red: NaN or inf)</text>\n",
                        left, ly - 4, left + 10, ly);
     out += fmt::format("<line x1=\"{}\" x2=\"{}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#333\" stroke-width=\"2\"/><text x=\"{}\" "
-                       "y=\"{:.1f}\" font-size=\"11\">atol (an element passes within atol + rtol·|reference|)</text>\n",
+                       "y=\"{:.1f}\" font-size=\"11\">what that element was allowed: atol + rtol·|reference|</text>\n",
                        left + 420, left + 420, ly - 10, ly + 2, left + 428, ly);
     if (!before.empty())
         out += fmt::format("<circle cx=\"{}\" cy=\"{:.1f}\" r=\"4.5\" fill=\"none\" stroke=\"#555\"/><text x=\"{}\" y=\"{:.1f}\" "
@@ -276,8 +303,10 @@ std::string ulp_chart(const json& s, const std::string& id) {
     y.log = true;
     html::log_range(all, y.lo, y.hi);
     y.lo = std::max(y.lo, 0.5);  // counts: the floor just under 1
-    html::Chart c(id, fmt::format("{}: distance from the reference in float32 steps (ULPs), every element", s["id"].get<std::string>()),
-                  std::max(560.0, 100 + 34.0 * static_cast<double>(bins)), 330, x, y, "", "elements", 88);
+    const std::string title = fmt::format("{}: float32 steps (ULPs) from the reference", s["id"].get<std::string>());
+    // wide enough for its bins and its title (11-pt bold, ~6.6 px a character)
+    html::Chart c(id, title, std::max({560.0, 100 + 34.0 * static_cast<double>(bins), 120 + 6.6 * static_cast<double>(title.size())}),
+                  330, x, y, "", "elements", 88);
     c.labels(names);
     const double w = 0.8 / static_cast<double>(order.size());
     for (std::size_t g = 0; g < order.size(); ++g) {
@@ -407,9 +436,15 @@ std::string stage_figures(const json& s, const std::string& prefix) {
                    "attention reads; a jump at one position points at a position-dependent step (RoPE, the causal "
                    "mask, the KV cache).");
         }
+        std::size_t near_zero = 0;
+        for (const json& o : s["outputs"]) near_zero += o["metrics"].value("ulp_near_zero", std::size_t{0});
         figure(ulp_chart(s, prefix + sid + ".ulp"),
-               "How many float32 steps apart ours and the reference are, element by element: most elements within a "
-               "few ULPs is ordinary rounding; a tail far to the right is a real difference.");
+               fmt::format("How many float32 steps apart ours and the reference are, element by element, where that "
+                           "means something: elements whose |reference| is at least 2^-10 of their output's largest "
+                           "({} near-zero element{} left out: there a float's step is so small that an absolute error "
+                           "far inside the tolerance is millions of ULPs). Most elements within a few ULPs is ordinary "
+                           "rounding; a tail far to the right is a real difference.",
+                           near_zero, near_zero == 1 ? "" : "s"));
     }
     if (s.contains("series")) {
         std::string verdict;

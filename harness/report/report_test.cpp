@@ -247,6 +247,32 @@ TEST(ReportHtml, SummaryStatusesAndProblemsAreInThePage) {
     EXPECT_EQ(page, report_html(r)) << "same report, same bytes";
 }
 
+TEST(ReportHtml, TheLongestStageIdFitsLeftOfTheSummaryPlot) {
+    // generation.speculative.early_exit.stories260k (45 characters) was cut on the left
+    const std::string id = "generation.speculative.early_exit.stories260k";
+    json r = complete(report({stage(id, "pass", 0.0, "generation"), stage("kernel.add", "pass", 0.0)}));
+    const std::string page = report_html(r);
+    const std::string text = "text-anchor=\"end\">" + id + "</text>";
+    const auto at = page.find(text);
+    ASSERT_NE(at, std::string::npos);
+    const auto x = page.rfind("x=\"", at);
+    const double right_edge = std::stod(page.substr(x + 3));
+    EXPECT_GE(right_edge, 6.2 * static_cast<double>(id.size())) << "the id's right end must leave room for its text";
+}
+
+TEST(ReportHtml, TheTickIsWhatTheWorstElementWasAllowed) {
+    // a perplexity of 60 within rtol: a dot past atol must not look like a failure beside a "pass"
+    json r = complete(report({stage("generation.q8_0.cost", "pass", 0.004, "generation")}));
+    r["stages"][0]["tolerance"] = {{"atol", 1e-4}, {"rtol", 1e-4}, {"why", "w"}};
+    r["stages"][0]["outputs"].push_back({{"case", "case_000"}, {"output", "ppl_float"}, {"golden", "ppl_float"}, {"shape", {1}},
+                                         {"passed", true}, {"tolerance", {{"atol", 1e-4}, {"rtol", 1e-4}}},
+                                         {"metrics", {{"max_abs", 0.004}, {"worst", {{"ours", 60.004}, {"torch", 60.0}}}}}});
+    r["stages"][0]["measurements"] = json::array({{{"name", "m"}, {"value", 1.0}, {"about", "a"}}});
+    const std::string page = report_html(r);
+    EXPECT_NE(page.find("allowed at the worst element: 0.0061"), std::string::npos);
+    EXPECT_NE(page.find("+ 1 measured"), std::string::npos);
+}
+
 TEST(ReportHtml, NanCellOfAHeatmapIsDrawnNotDropped) {
     const std::string page = report_html(failing_report());
     EXPECT_NE(page.find("fill=\"#ff00ff\""), std::string::npos) << "the NaN cell (magenta)";

@@ -19,9 +19,19 @@ namespace lmlab {
 
 using html::escape;
 
+namespace {
+// positions fed: the prompt and every generated token but the last
+std::size_t fed_positions(std::size_t n_prompt, std::size_t max_new_tokens) {
+    return n_prompt + (max_new_tokens > 0 ? max_new_tokens - 1 : 0);
+}
+// positions per drawn row/column of a heatmap (1: every position its own)
+std::size_t block_of(std::size_t n) { return (n + kTraceDrawnPositions - 1) / kTraceDrawnPositions; }
+}  // namespace
+
 std::size_t trace_cells(const Config& c, std::size_t n_prompt, std::size_t max_new_tokens) {
-    const std::size_t n = n_prompt + (max_new_tokens > 0 ? max_new_tokens - 1 : 0);  // the last token is never fed
-    return c.n_layers * c.n_heads * n * (n + 1) / 2;
+    const std::size_t n = fed_positions(n_prompt, max_new_tokens), b = std::max<std::size_t>(block_of(n), 1);
+    const std::size_t m = (n + b - 1) / b;
+    return c.n_layers * c.n_heads * m * (m + 1) / 2;
 }
 
 namespace {
@@ -58,7 +68,13 @@ AttentionTrace trace_attention(const Model& m, std::span<const int> prompt, std:
         throw HarnessError(fmt::format(
             "the page would draw {} attention cells ({} layers x {} heads x {} positions, half of them masked), more than "
             "{}: give a shorter prompt or fewer --max-new-tokens",
-            cells, c.n_layers, c.n_heads, prompt.size() + max_new_tokens - 1, kMaxTraceCells));
+            cells, c.n_layers, c.n_heads, std::min(fed_positions(prompt.size(), max_new_tokens), kTraceDrawnPositions),
+            kMaxTraceCells));
+    const std::size_t n_fed = fed_positions(prompt.size(), max_new_tokens);
+    if (c.n_layers * c.n_heads * n_fed * n_fed > kMaxTraceWeights)
+        throw HarnessError(fmt::format("{} positions x {} layers x {} heads are {} attention weights to keep, more than {}: "
+                                       "give a shorter prompt or fewer --max-new-tokens",
+                                       n_fed, c.n_layers, c.n_heads, c.n_layers * c.n_heads * n_fed * n_fed, kMaxTraceWeights));
 
     AttentionTrace t;
     t.n_prompt = prompt.size();
@@ -101,7 +117,17 @@ AttentionTrace trace_attention(const Model& m, std::span<const int> prompt, std:
 
 std::string token_label(const TextTokenizer* tok, int id) {
     if (!tok || id < 0 || id >= tok->vocab_size()) return fmt::format("#{}", id);
-    const std::string text = utf8_escaped(tok->piece(id));
+    std::string piece = tok->piece(id);
+    // SentencePiece byte pieces "<0x0A>" stand for their byte: shown as it (a newline as ↵ below)
+    if (piece.size() == 6 && piece.rfind("<0x", 0) == 0 && piece[5] == '>' && std::isxdigit(static_cast<unsigned char>(piece[3])) &&
+        std::isxdigit(static_cast<unsigned char>(piece[4])))
+        piece = std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+    // special pieces (llama2.c writes BOS as "\n<s>\n"): their name without the padding whitespace
+    if (piece.size() > 2 && piece.find('<') != std::string::npos && piece.find('>') != std::string::npos) {
+        const auto first = piece.find_first_not_of(" \n"), last = piece.find_last_not_of(" \n");
+        if (first != std::string::npos && piece[first] == '<' && piece[last] == '>') piece = piece.substr(first, last - first + 1);
+    }
+    const std::string text = utf8_escaped(piece);
     std::string out;
     for (char ch : text) {
         const auto b = static_cast<unsigned char>(ch);
@@ -118,8 +144,8 @@ std::string trace_html(const AttentionTrace& t, const Model& m, const TextTokeni
                        const std::string& prompt_text) {
     const Config& c = m.config;
     const std::size_t n = t.tokens.size();
-    auto chip = [&](int id) {
-        return fmt::format("<span class=\"tok\" title=\"id {}\">{}</span>", id, escape(token_label(tok, id)));
+    auto chip = [&](int id) {  // (<wbr>: a row of chips may wrap between them, never run off the page)
+        return fmt::format("<span class=\"tok\" title=\"id {}\">{}</span><wbr>", id, escape(token_label(tok, id)));
     };
     std::string b = "<h1>lmlab trace: what the model looks at, and what it predicts</h1>\n";
     b += fmt::format("<p class=\"note\">model <code>{}</code>: {}, {} layers, {} query heads on {} key/value heads, head_dim {}, "
@@ -172,7 +198,19 @@ std::string trace_html(const AttentionTrace& t, const Model& m, const TextTokeni
                          ? fmt::format("Grouped-query attention: heads {} at a time read the same keys (kv head = head / {}). ",
                                        c.n_heads / c.n_kv_heads, c.n_heads / c.n_kv_heads)
                          : std::string());
-    const double cell = std::clamp(360.0 / static_cast<double>(n), 6.0, 22.0);
+    // past kTraceDrawnPositions, positions are drawn in blocks of b: a cell is its block's largest weight
+    const std::size_t bsz = block_of(n), mm = (n + bsz - 1) / bsz;
+    if (bsz > 1)
+        b += fmt::format("<p class=\"note\" id=\"grouped\">{} positions: each heatmap groups them {} at a time ({} rows and "
+                         "columns), a cell showing the largest weight in its block, so that the page stays small and quick "
+                         "to draw. The top-{} table above has every step.</p>\n",
+                         n, bsz, mm, kTraceTopK);
+    std::vector<std::string> block_labels(mm);
+    for (std::size_t I = 0; I < mm; ++I) {
+        const std::size_t i0 = I * bsz, i1 = std::min(n, i0 + bsz) - 1;
+        block_labels[I] = bsz == 1 ? labels[i0] : fmt::format("{}…{} ({}–{})", labels[i0], labels[i1], i0, i1);
+    }
+    const double cell = std::clamp(360.0 / static_cast<double>(mm), 6.0, 22.0);
     for (std::size_t l = 0; l < c.n_layers; ++l) {
         b += fmt::format("<h3>Layer {}</h3>\n<div style=\"display:flex;flex-wrap:wrap;gap:12px\">\n", l);
         for (std::size_t h = 0; h < c.n_heads; ++h) {
@@ -180,21 +218,26 @@ std::string trace_html(const AttentionTrace& t, const Model& m, const TextTokeni
             spec.id = fmt::format("attention.layer{}.head{}", l, h);
             spec.title = fmt::format("layer {}, head {}{}", l, h,
                                      c.n_kv_heads < c.n_heads ? fmt::format(" (kv head {})", h / (c.n_heads / c.n_kv_heads)) : "");
-            spec.rows = spec.cols = n;
-            spec.values.resize(n * n);
+            spec.rows = spec.cols = mm;
+            spec.values.assign(mm * mm, -1.0);  // -1: masked (the future)
             const auto& w = t.weights[l][h];
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < n; ++j) spec.values[i * n + j] = j <= i ? w[i * n + j] : -1.0;  // -1: masked
-            spec.row_labels = spec.col_labels = labels;
+                for (std::size_t j = 0; j <= i; ++j) {
+                    double& v = spec.values[(i / bsz) * mm + j / bsz];
+                    v = std::max(v, static_cast<double>(w[i * n + j]));
+                }
+            spec.row_labels = spec.col_labels = block_labels;
             spec.row_axis = "query (position asking)";
             spec.col_axis = "key (position attended to)";
             spec.lo = 0;
             spec.hi = 1;
             spec.cell = cell;
-            spec.divider = t.n_prompt < n ? t.n_prompt : 0;
+            spec.divider = t.n_prompt < n && t.n_prompt % bsz == 0 ? t.n_prompt / bsz : 0;
             spec.legend_unit = "attention weight";
-            spec.tooltip = [&](std::size_t i, std::size_t j) {
-                return fmt::format("{} (position {}) → {} (position {}): {:.3f}", labels[i], i, labels[j], j, w[i * n + j]);
+            spec.tooltip = [&](std::size_t I, std::size_t J) {
+                const double v = spec.values[I * mm + J];
+                return bsz == 1 ? fmt::format("{} (position {}) → {} (position {}): {:.3f}", labels[I], I, labels[J], J, v)
+                                : fmt::format("{} → {}: largest weight {:.3f}", block_labels[I], block_labels[J], v);
             };
             b += "<figure>\n" + html::heatmap(spec) + "</figure>\n";
         }

@@ -20,9 +20,16 @@
 namespace lmlab {
 
 inline constexpr std::size_t kTraceTopK = 5;
-// A page holds layers x heads x positions^2 / 2 cells (each an SVG rectangle with a hover text,
-// ~100 bytes): beyond this many the page would be tens of MB, so the request is refused.
+// A heatmap draws at most this many rows and columns: past it, positions are grouped into blocks
+// of ceil(n / kTraceDrawnPositions), a cell showing the largest weight in its block (the page says
+// so). 100 generated tokens drew 28 MB and took 11 s to render before; now a head is at most 64^2/2 cells.
+inline constexpr std::size_t kTraceDrawnPositions = 64;
+// A page holds layers x heads x m(m+1)/2 cells, m = min(positions, kTraceDrawnPositions) (each an
+// SVG rectangle with a hover text, ~100 bytes): beyond this many (too many layers x heads for one
+// page) the request is refused.
 inline constexpr std::size_t kMaxTraceCells = 300000;
+// The weights kept in memory: layers x heads x positions^2 floats; beyond this the request is refused.
+inline constexpr std::size_t kMaxTraceWeights = std::size_t{64} << 20;  // 256 MB of floats
 
 struct TraceStep {
     int chosen = 0;                           // the greedy token (= top[0].first)
@@ -38,7 +45,7 @@ struct AttentionTrace {
     std::vector<std::vector<std::vector<float>>> weights;
 };
 
-// Attention cells the page for this request would draw (layers x heads x n(n+1)/2 for n positions).
+// Attention cells the page for this request would draw (layers x heads x m(m+1)/2, m the drawn positions).
 std::size_t trace_cells(const Config& c, std::size_t n_prompt, std::size_t max_new_tokens);
 
 // Greedy generation of up to max_new_tokens after the prompt (stopping after a stop id), with the

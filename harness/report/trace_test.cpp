@@ -156,6 +156,24 @@ TEST(Trace, TokenLabelsShowWhitespaceAndEscapes) {
     EXPECT_EQ(token_label(&tok, 3), "x\\x01");
     EXPECT_EQ(token_label(&tok, 9), "#9") << "past the vocabulary";
     EXPECT_EQ(token_label(nullptr, 3), "#3");
+    // llama2.c's vocabularies: BOS is "\n<s>\n" and a newline is the byte piece "<0x0A>"
+    const TextTokenizer sp(Tokenizer({"<unk>", "\n<s>\n", "\n</s>\n", "<0x0A>", "<0x41>"}, {0, 0, 0, 0, 0}));
+    EXPECT_EQ(token_label(&sp, 1), "<s>");
+    EXPECT_EQ(token_label(&sp, 3), "↵");
+    EXPECT_EQ(token_label(&sp, 4), "A");
+}
+
+TEST(Trace, ManyPositionsAreDrawnInBlocksAndChipsWrap) {
+    // 100 generated tokens drew every position (28 MB, 11 s to render) and the chips ran off the page
+    Config c = test::tiny_config();
+    c.max_seq_len = 128;
+    const Model m = test::make_model(c);
+    const AttentionTrace t = trace_attention(m, kPrompt, 100);
+    const std::string page = trace_html(t, m, nullptr, "tiny", "");
+    EXPECT_NE(page.find("id=\"grouped\""), std::string::npos) << "the page says the positions are grouped";
+    EXPECT_EQ(trace_cells(c, kPrompt.size(), 100), c.n_layers * c.n_heads * 51 * 52 / 2);  // 102 positions fed, 2 a block
+    EXPECT_NE(page.find("</span><wbr>"), std::string::npos) << "a row of chips may wrap";
+    EXPECT_LT(page.size(), std::size_t{2} << 20);
 }
 
 TEST(Trace, PageDrawsEveryLayerAndHead) {
