@@ -414,7 +414,7 @@ void BM_decode(benchmark::State& state, int model) {
     state.SetLabel(std::string(fast ? "fast" : "plain") + ", " + std::to_string(threads) + " thread(s)");
 }
 
-// ---- Serving (model/scheduler.h) --------------------------------------------------------------------
+// ---- Serving (model/serve/scheduler.h) --------------------------------------------------------------------
 
 // n requests, all submitted at step 0: prompts of 8 to 64 tokens, 64 greedy tokens each.
 std::vector<lmlab::ServeRequest> serve_requests(const lmlab::Config& c, std::size_t n) {
@@ -474,7 +474,7 @@ void BM_paged(benchmark::State& state, int model) {
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * 256), benchmark::Counter::kIsRate);
 }
 
-// Speculative decoding (model/speculative.h) vs plain greedy: 128 greedy tokens after a 1-token
+// Speculative decoding (model/serve/speculative.h) vs plain greedy: 128 greedy tokens after a 1-token
 // prompt (the same run as BM_generate), the target float. Arg "draft": 0 = early exit after 1 layer,
 // 1 = an int8 copy of the target, 2 = no draft: plain Session greedy, the baseline the other rows are
 // compared with (speed-up = their tokens/s / its tokens/s). The output is the same tokens in every

@@ -69,7 +69,7 @@ private:
     std::size_t left_;
 };
 
-// The shared data folder (real tokenizers for the encode/decode targets): model/shared_dir.h's rule
+// The shared data folder (real tokenizers for the encode/decode targets): model/testing/shared_dir.h's rule
 // with the build's default (../shared beside the checkout).
 inline std::string shared_dir() { return shared_dir_or(LMLAB_SHARED_DIR); }
 

@@ -5,7 +5,7 @@
 //                          their group scales                                     (fuzz_llama2c_q8)
 //   load_model_llmc        llm.c GPT-2: 256 int32 of header (version 3 float32, 5 bfloat16), the
 //                          parameters                                              (fuzz_llmc)
-// (model/load_llama2c.cpp, model/load_llmc.cpp). The input is the file.
+// (model/load/llama2c.cpp, model/load/llmc.cpp). The input is the file.
 #include "model/load/load.h"
 #include "fuzz/fuzz.h"
 #include "model/model.h"

@@ -1,4 +1,4 @@
-// lmlab's HDF5 model files (model/load_hdf5.cpp): the config as root attributes, every tensor by its
+// lmlab's HDF5 model files (model/load/hdf5.cpp): the config as root attributes, every tensor by its
 // PyTorch name with the shape the config implies, and the vocabulary (piece_bytes + piece_offsets +
 // scores). The file is written from the fuzzer's bytes (h5_writer.h), then loaded.
 #include "model/load/load.h"

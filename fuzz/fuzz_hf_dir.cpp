@@ -1,4 +1,4 @@
-// A Hugging Face model directory (model/load_hf.cpp, model/safetensors.cpp): config.json, an
+// A Hugging Face model directory (model/load/hf.cpp, model/load/safetensors.cpp): config.json, an
 // optional model.safetensors.index.json, and the safetensors file (header: u64 length + JSON table,
 // then the data). Input = Parts: [config.json] [index.json, empty = none] [safetensors bytes].
 #include "model/load/load.h"

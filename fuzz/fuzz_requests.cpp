@@ -1,4 +1,4 @@
-// lmlab serve-batch's requests file (harness/serve.h: JSON Lines) and what the scheduler does with
+// lmlab serve-batch's requests file (harness/cli/serve.h: JSON Lines) and what the scheduler does with
 // what it accepts. The input is the file; the requests it parses (prompt_ids only: there is no
 // tokenizer here, so a text prompt must be refused cleanly) are then served on a tiny in-memory
 // LLaMA (vocabulary 64, context 48) with a small pool, so that admission waits, chunking and page

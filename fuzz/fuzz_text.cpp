@@ -1,5 +1,5 @@
-// Encoding and decoding arbitrary bytes with a real tokenizer (model/tokenizer.cpp,
-// model/tokenizer_bpe.cpp, model/text_tokenizer.cpp), compiled once per tokenizer with
+// Encoding and decoding arbitrary bytes with a real tokenizer (model/tokenizer/tokenizer.cpp,
+// model/tokenizer/tokenizer_bpe.cpp, model/tokenizer/text_tokenizer.cpp), compiled once per tokenizer with
 // LMLAB_TEXT_TOKENIZER = the path under ../shared:
 //   fuzz_text_llama2  tokenizers/llama2/tokenizer.bin   (SentencePiece-style BPE with byte fallback)
 //   fuzz_text_gpt2    tokenizers/gpt2                   (byte-level BPE, encoder.json + vocab.bpe)

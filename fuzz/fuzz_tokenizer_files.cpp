@@ -1,4 +1,4 @@
-// The tokenizer file formats lmlab reads (model/tokenizer.cpp, model/tokenizer_bpe.cpp), one fuzz
+// The tokenizer file formats lmlab reads (model/tokenizer/tokenizer.cpp, model/tokenizer/tokenizer_bpe.cpp), one fuzz
 // target each: this file is compiled once per format with LMLAB_TOKENIZER_FORMAT =
 //   0 llama2.c tokenizer.bin            (fuzz_tokenizer_llama2c)
 //   1 encoder.json + vocab.bpe (OpenAI) (fuzz_tokenizer_gpt2_files)

@@ -137,7 +137,7 @@ inline constexpr std::size_t kAttentionTile = 32;
 void attention_tiled(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
                      std::size_t n_pos, std::size_t stride, std::span<float> out);
 
-// attention_tiled over a paged KV cache (model/paged_kv.h): the cache is a pool of pages of
+// attention_tiled over a paged KV cache (model/serve/paged_kv.h): the cache is a pool of pages of
 // page_size positions, and a sequence's positions are spread over the pages its table names:
 // position t is row t % page_size of page page_table[t / page_size], i.e. keys[(page·page_size +
 // row)·stride]. keys/values: the whole pool of one layer, offset to this head; page_table: at least

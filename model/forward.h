@@ -18,7 +18,7 @@
 //
 // The activations stay in RunState after each block (llm.c's way: the forward keeps its
 // activations), one buffer per intermediate; the harness copies them out between blocks
-// (harness/stages/record.h). Nothing in the arithmetic records anything.
+// (model/record.h). Nothing in the arithmetic records anything.
 //
 // No allocation happens per token: every buffer lives in RunState, made once for at most max_rows rows.
 #pragma once

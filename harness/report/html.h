@@ -8,7 +8,7 @@
 // and a small inline self-check script: on load it writes into <pre id="selfcheck"> a JSON object
 // {"errors": [...], "plots": [{"id", "width", "height"}, ...]} with every script error, console.error
 // call and blocked request, and the rendered size of every <svg class="plot">
-// (scripts/browser_check.py reads it from the DOM Chromium dumps).
+// (scripts/browser/check.py reads it from the DOM Chromium dumps).
 #pragma once
 
 #include <cstddef>

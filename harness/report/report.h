@@ -49,7 +49,7 @@ std::vector<StageChange> stage_changes(const nlohmann::json& old_report, const n
 // The full per-stage table for `lmlab diff`.
 std::string diff_table(const nlohmann::json& old_report, const nlohmann::json& new_report);
 
-// The report as pictures (harness/report_html.cpp), drawn from report.json alone: the summary
+// The report as pictures (harness/report/report_html.cpp), drawn from report.json alone: the summary
 // chart, the stage table, the problems, and per stage its plots (model stages: error per
 // intermediate, per position, ULP histogram; generation: logit gaps per step; failing outputs:
 // heatmaps of |ours - reference|). Reports of schema 1 give the summary without the stage plots.

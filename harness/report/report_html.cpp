@@ -1,6 +1,6 @@
 // report.html and diff.html: the error report as pictures, drawn from report.json alone (so
 // `lmlab diff` can draw any two reports, and the browser test can compare the page with the file).
-// Plots are inline SVG (harness/html.h); every number shown comes from the JSON.
+// Plots are inline SVG (harness/report/html.h); every number shown comes from the JSON.
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>

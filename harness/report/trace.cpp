@@ -150,7 +150,7 @@ std::string trace_html(const AttentionTrace& t, const Model& m, const TextTokeni
     std::string b = "<h1>lmlab trace: what the model looks at, and what it predicts</h1>\n";
     b += fmt::format("<p class=\"note\">model <code>{}</code>: {}, {} layers, {} query heads on {} key/value heads, head_dim {}, "
                      "dim {}, vocabulary {}, context {}. Greedy decoding; attention weights recomputed from the queries "
-                     "and the KV cache (see <code>harness/trace.h</code>).</p>\n",
+                     "and the KV cache (see <code>harness/report/trace.h</code>).</p>\n",
                      escape(model_name), arch_name(c.arch), c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim(), c.dim, c.vocab_size,
                      c.max_seq_len);
     b += "<h2>Prompt</h2>\n";

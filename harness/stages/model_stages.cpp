@@ -43,7 +43,7 @@ const Model& cached_model(const std::string& model) {
 
 // The running stage's model (its table row names it; the runner resolved the path).
 const Model& stage_model(const StageEnv& env) {
-    if (env.model.empty()) throw HarnessError("this stage has no model in the stage table (harness/stages.cpp)");
+    if (env.model.empty()) throw HarnessError("this stage has no model in the stage table (harness/stages/stages.cpp)");
     return cached_model(env.model);
 }
 
@@ -826,10 +826,9 @@ std::vector<StageOutput> stage_quant_cost(const Fixture&, const Case& c, const S
 
 namespace {
 
-// k = 1, 2, 4, 8. On the plain kernels (`check --plain`, the ctest plain.check) only k = 2: there
-// prefill() runs forward() per token, so the verification is the plain greedy computation itself
-// and the run checks only the rollback bookkeeping (path-independent, checked on the fast path for
-// every k); a k+1-token verification costs k+1 plain forwards, and every k would take seconds.
+// k = 1, 2, 4, 8. On the plain kernels (`check --plain`, the ctest plain.check) only k = 2: the
+// rollback bookkeeping is path-independent (checked on the fast path for every k), and the plain
+// kernels' k+1 rows cost k+1 plain matvecs each, so every k would take seconds.
 std::vector<std::size_t> speculative_ks() {
     if (kernel_path() == KernelPath::Plain) return {2};
     return {1, 2, 4, 8};

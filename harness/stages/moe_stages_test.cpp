@@ -1,4 +1,4 @@
-// The routing verdict of the MoE stages (harness/moe_stages.cpp): a swap of two experts whose
+// The routing verdict of the MoE stages (harness/stages/moe_stages.cpp): a swap of two experts whose
 // reference scores lie within the tolerance is a routing near-tie (reported, not failed); a larger
 // gap is a real mismatch.
 #include <gtest/gtest.h>

@@ -309,7 +309,7 @@ const std::vector<Stage>& stages() {
          "the same requests, each generated alone by transformers' Qwen2ForCausalLM.generate() (4:1 GQA, one kv "
          "page read by 4 query heads): tokens exactly, logits within 1e-4",
          stage_generation_serve_batch},
-        // speculative decoding (model/speculative.h): a draft guesses, the target verifies in one batched
+        // speculative decoding (model/serve/speculative.h): a draft guesses, the target verifies in one batched
         // forward; the output must still be the reference's greedy tokens exactly, for every draft and k.
         // The int8 drafts' family "llama q8": they run the int8 kernels too. No early exit on the tiny
         // LLaMA: its 1-layer draft keeps the 16 MB classifier (~80% of the target's cost) and agrees

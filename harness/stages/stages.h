@@ -53,7 +53,7 @@ inline constexpr const char* kSeriesTieThreshold = "near-tie threshold (atol + r
 // and the measurement of where our greedy tokens first differ (= the step count when they never do)
 inline constexpr const char* kMeasureTokensMatched = "greedy tokens equal before the first difference";
 
-// ---- Mixture-of-experts routing (harness/moe_stages.cpp) -------------------------------------------
+// ---- Mixture-of-experts routing (harness/stages/moe_stages.cpp) -------------------------------------------
 // Routing is discrete: when the reference's scores of two experts are within the tolerance, float
 // rounding may pick the other one (as near-tied greedy tokens may flip). Ours vs the reference's
 // chosen ids per token; at the first rank where they differ, the reference's router logits of its

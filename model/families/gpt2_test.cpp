@@ -1,4 +1,4 @@
-// Tests of the GPT-2 forward pass (model/gpt2.cpp) against an independent, naive float64 GPT-2
+// Tests of the GPT-2 forward pass (model/families/gpt2.cpp) against an independent, naive float64 GPT-2
 // written below from the paper's formulas (plain loops, no kernel calls, the whole prefix
 // recomputed at every step instead of a KV cache), plus what a comparison alone would not pin down:
 // where the fused projection's q, k and v come from, the learned-position bound, the GELU form.

@@ -1,5 +1,5 @@
 // Checks lmlab makes on an HDF5 dataset before reading it, shared by the model loader
-// (model/load_hdf5.cpp) and the fixture reader (harness/fixture.cpp). What these files can still do
+// (model/load/hdf5.cpp) and the fixture reader (harness/fixture.cpp). What these files can still do
 // to us is libhdf5's business (README "What lmlab checks in a file before trusting it"); what they
 // claim, we check: a dataset's header may announce 2^40 elements while the file stores none (a
 // chunked dataset never written reads back as fill values), so the element count is checked against

@@ -1,4 +1,4 @@
-// One batched forward over many sequences at once (continuous batching's step, model/scheduler.h).
+// One batched forward over many sequences at once (continuous batching's step, model/serve/scheduler.h).
 //
 // The rows of a step may belong to different sequences at different positions: a decode token of
 // each running sequence, plus a chunk of a newcomer's prompt. Every projection is still one

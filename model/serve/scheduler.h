@@ -11,11 +11,11 @@
 //   2. build one batch: one decode row for every running sequence that has its next token, then
 //      prompt tokens of sequences still in their prompt, at most `chunk` of them in all (a long
 //      prompt is split over several steps, so it never stalls the others' decoding for long);
-//   3. one forward_batch over all rows (model/batch.h); every sequence whose last row had logits
+//   3. one forward_batch over all rows (model/serve/batch.h); every sequence whose last row had logits
 //      samples its next token with its own sampler (its own seed: the draws of one request never
 //      depend on the others);
 //   4. finished requests (max_new_tokens, or a stop id) leave and their pages return to the pool.
-// Invariant (the stage generation.serve_batch, and model/scheduler_test.cpp): every request's tokens
+// Invariant (the stage generation.serve_batch, and model/serve/scheduler_test.cpp): every request's tokens
 // and logits are the ones it gets running alone (Session::generate): batching, chunking and paging
 // change when a token is computed, never what it is.
 // Analogy: a web server's event loop. Requests arrive at any time; each tick serves a slice of

@@ -1,5 +1,5 @@
 // Speculative decoding, greedy: a cheap draft model guesses the next k tokens one at a time, the
-// target model checks all k in ONE batched forward (model/prefill.cpp), keeps the longest prefix it
+// target model checks all k in ONE forward over k+1 rows (model/forward.h), keeps the longest prefix it
 // agrees with plus its own next token, and both KV caches are rolled back past what was rejected.
 //
 // Analogy: a CPU's branch prediction. Guess cheaply (the draft), execute ahead, verify in bulk (the

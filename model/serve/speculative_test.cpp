@@ -1,4 +1,4 @@
-// Tests of speculative decoding (model/speculative.h): its output is the target's plain greedy
+// Tests of speculative decoding (model/serve/speculative.h): its output is the target's plain greedy
 // output token for token, for both drafts and every k; a draft identical to the target is always
 // accepted; the rollback leaves both caches holding exactly the accepted tokens (the same rows as a
 // plain run); stop tokens and max_new_tokens end it as in Session::generate; bad input is refused.
@@ -99,7 +99,7 @@ TEST(Speculative, TokenIdenticalToGreedyOnGpt2) {
 }
 
 TEST(Speculative, TokenIdenticalToGreedyOnThePlainKernels) {
-    // on the plain path prefill() runs forward() per token: the same invariant, trivially exact
+    // the plain kernels run the k+1 verification rows one linear() at a time: the same invariant
     set_kernel_path(KernelPath::Plain);
     const Model m = medium_model();
     expect_token_identical(m, {1, 2}, 30);
