@@ -7,7 +7,7 @@
 // policy can only be changed by an environment variable read when the library loads
 // (OMP_WAIT_POLICY=passive: 1,722 tok/s in the same test), so the team is ours: its workers wait
 // on a condition variable and never spin, which costs a few microseconds per loop on an idle
-// machine and nothing catastrophic on a busy one (README: Threads).
+// machine and nothing catastrophic on a busy one (docs/performance.md, Threads).
 //
 // Determinism: parallel_for hands each thread one contiguous share of the iterations, fixed by the
 // thread count alone (OpenMP's schedule(static)), and every kernel computes each output inside one

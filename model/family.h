@@ -38,7 +38,7 @@ using BlockFn = void (*)(const Model& m, std::size_t layer, std::size_t T, RowCa
 struct Family {
     Arch arch;
     const char* name;   // as the stage table, lmlab list --json and the exporter spell it
-    const char* about;  // one line for `lmlab list --families` and the README
+    const char* about;  // one line for `lmlab list --families`
     std::vector<std::string> hf_model_types;  // config.json "model_type" values this family loads
     Config (*defaults)();                      // the family's fixed choices; the dimensions left at 0
     Config (*from_hf)(const ConfigJson& j);    // config.json -> Config (refuses every field it cannot run)

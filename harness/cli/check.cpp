@@ -8,6 +8,8 @@
 #include "harness/fixture.h"
 #include "harness/report/report.h"
 #include "harness/stages/stages.h"
+#include "model/family.h"
+#include <fmt/ranges.h>
 #include "model/testing/shared_dir.h"
 
 namespace fs = std::filesystem;
@@ -20,7 +22,15 @@ Paths default_paths() {
             shared_dir_or((src / ".." / "shared").lexically_normal().string()), (src / "scripts").string()};
 }
 
-int cmd_list(bool json) {
+int cmd_list(bool json, bool families) {
+    if (families && !json) {  // the family rows (model/family.h), as a table
+        for (const Family* f : lmlab::families()) {
+            fmt::print("{:<10} {}\n           config.json model_type: {}; intermediates: {}\n           kernels: {}\n", f->name,
+                       f->about, fmt::join(f->hf_model_types, ", "), fmt::join(f->intermediates, " "), fmt::join(f->kernels, " "));
+        }
+        finish_stdout();
+        return kExitOk;
+    }
     if (json) {
         // what the exporter reads (scripts/lmlab_ref): the stage table and the family rows, one source
         fmt::print("{}\n", stage_table_json().dump(1));

@@ -25,7 +25,7 @@ struct Paths {
 Paths default_paths();
 
 // ---- check.cpp ------------------------------------------------------------------------------------
-int cmd_list(bool json);
+int cmd_list(bool json, bool families);
 int cmd_check(RunOptions opt, const Paths& paths, bool no_report);
 int cmd_diff(const std::string& old_path, const std::string& new_path, const std::string& page_path);
 int cmd_verify_fixtures(const Paths& paths);

@@ -73,8 +73,9 @@ int main(int argc, char** argv) {
 
     // ---- the stages ----
     auto* list = app.add_subcommand("list", "List the stages in level order");
-    bool list_json = false;
+    bool list_json = false, list_families = false;
     list->add_flag("--json", list_json, "As JSON: the stage table and the family rows (what the exporter reads)");
+    list->add_flag("--families", list_families, "The families instead: one row each (model/family.h)");
 
     RunOptions opt;
     bool no_report = false;
@@ -221,7 +222,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
     try {
         apply_kernel_options(kernels);
-        if (*list) return cmd_list(list_json);
+        if (*list) return cmd_list(list_json, list_families);
         if (*check) return cmd_check(opt, paths, no_report);
         if (*diff) return cmd_diff(old_path, new_path, diff_page);
         if (*verify_fixtures) return cmd_verify_fixtures(paths);

@@ -59,7 +59,7 @@ void apply_kernel_options(const KernelOptions& k) {
     if (cores > 0 && static_cast<unsigned>(k.threads) > cores)
         fmt::print(stderr,
                    "lmlab: --threads {} but this machine has {} cores: threads beyond the cores wait for each other "
-                   "and make every step slower (README: Threads)\n",
+                   "and make every step slower (docs/performance.md, Threads)\n",
                    k.threads, cores);
 }
 

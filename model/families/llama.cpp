@@ -90,7 +90,7 @@ Config llama_like_config(const ConfigJson& j, Config c) {
     c.norm_eps = static_cast<float>(j.number("rms_norm_eps", c.norm_eps));
     c.rope_theta = static_cast<float>(j.number("rope_theta", c.rope_theta));
     // Hugging Face's checkpoints pair RoPE dimensions as (i, i + head_dim/2): the conversion from
-    // Meta's weights permuted the rows of wq and wk so that this gives the same model (README).
+    // Meta's weights permuted the rows of wq and wk so that this gives the same model (docs/models.md).
     c.rope_style = RopeStyle::RotateHalf;
     // Features our forward does not implement: refused by name, never ignored.
     const std::string act = j.text("hidden_act", "silu");
