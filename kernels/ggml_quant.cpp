@@ -463,7 +463,7 @@ float vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, st
 
 // Float weights (F32, F16, BF16) against float activations: element j to lane j % 8, the lanes added
 // pairwise at the end; the last n % 8 elements zero-padded to a full step (kernels/fast.cpp's
-// matvec_fast: for F32 weights the same bits).
+// matvec_fast: for F32 weights the same bits, where the compiler does not fuse fast.cpp's multiply-adds).
 constexpr std::size_t kLanes = 8;
 void float_weights(Type type, const std::uint8_t* w, float* out, std::size_t n) {
     for (std::size_t k = 0; k < n; ++k) {

@@ -992,7 +992,8 @@ def write_fixture(path: str, seed: int = 7) -> int:
         for name, rows, cols, W, x in cases:
             act = TYPES[name][3]
             xa = quantize_activations(act, x) if act else b""
-            y = matvec_fast(name, W, rows, cols, x)
+            with np.errstate(all="ignore"):  # the "huge" row's F16 scales overflow: inf and NaN outputs, as in ggml
+                y = matvec_fast(name, W, rows, cols, x)
             deq = dequantize(name, W, rows * cols)
             f.write(struct.pack("<III", TYPES[name][0], rows, cols))
             f.write(W)
