@@ -6,7 +6,10 @@
 //   - quantize_activations: ggml's quantize_row_q8_0_ref / _q8_1_ref / _q8_K_ref;
 //   - vec_dot: the integer dot products of ggml's CPU backend, its generic C versions
 //     (ggml_vec_dot_q4_0_q8_0_generic etc. in ggml/src/ggml-cpu/quants.c): the same integer sums and
-//     the same float operations in the same order, so the same inputs give the same bits;
+//     the same float operations in the same order, so the same inputs give the same bits (checked
+//     against ggml's own C compiled without fused multiply-adds). Not the bits of ggml's SIMD paths:
+//     its AVX2 quantize_row_q8_0 multiplies by 127/amax and rounds halves to even, and its SIMD dot
+//     products reorder and fuse the float operations;
 //   - two matvecs over a quantized matrix: matvec (dequantize a row, double accumulation: the
 //     readable reference, like kernels.h's matvec) and matvec_fast (activations quantized once,
 //     then vec_dot per row: what ggml's CPU backend computes).

@@ -19,8 +19,8 @@ The C is taken without fused multiply-adds (what it means as written; a build of
 
 Layouts (byte offsets) are documented in kernels/ggml_quant.h; the functions below follow it.
 
-Usage:
-    python -m ... / python scripts/lmlab_ref/ggml_quants.py            runs self_check()
+Usage (numpy; the gguf package for self_check):
+    python scripts/lmlab_ref/ggml_quants.py                            runs self_check()
     python scripts/lmlab_ref/ggml_quants.py --fixture /tmp/ggml.bin   also writes the fixture that
         kernels/ggml_quant_test.cpp reads when LMLAB_GGML_FIXTURE points to it
 """
