@@ -6,6 +6,8 @@
 //   hf_model_types config.json's model_type values it loads         model/load/hf.cpp
 //   defaults       the fixed choices (norm, activation, RoPE, biases) every loader, the tests
 //   from_hf        config.json -> Config, refusing what it cannot run model/load/hf.cpp
+//   gguf_arch      general.architecture of its GGUF files            model/load/gguf_model.cpp
+//   from_gguf      GGUF metadata -> Config, refusing likewise       model/load/gguf_model.cpp
 //   check          the family's rules for a Config                   Config::validate
 //   block          one transformer block over T rows                 forward() (model/forward.h)
 //   intermediates  what the block leaves in RunState, pipeline order the harness, the exporter (via lmlab list --json)
@@ -26,6 +28,7 @@
 namespace lmlab {
 
 class ConfigJson;  // model/load/config_json.h
+class GgufFile;    // model/load/gguf.h
 class RowCache;    // model/forward.h
 struct RunState;   // model/forward.h
 struct TensorSlot; // model/tensors.h
@@ -44,6 +47,8 @@ struct Family {
     Config (*from_hf)(const ConfigJson& j);    // config.json -> Config (refuses every field it cannot run)
     const char* hf_prefix;                     // the optional prefix of its safetensors names ("model.", "transformer.")
     bool (*hf_ignored)(const std::string& name);  // non-weight buffers a Hugging Face file may hold
+    const char* gguf_arch;                     // general.architecture of its GGUF files (llama.cpp's converter)
+    Config (*from_gguf)(const GgufFile& f);    // GGUF metadata -> Config (refuses every key it cannot run)
     std::string (*check)(const Config& c);     // "" when the family's block runs this config, else what is wrong
     BlockFn block;
     std::vector<std::string> intermediates;  // names of RunState's buffers the block fills (model/forward.h), in order
@@ -57,6 +62,10 @@ const Family& family(Arch arch);
 // By name ("qwen2moe") or by a config.json model_type ("qwen2_moe"); nullptr when none.
 const Family* find_family(const std::string& name);
 const Family* find_family_hf(const std::string& model_type);
+// The family of a GGUF file: by general.architecture; llama.cpp names Mixtral "llama" too, so a
+// "llama" file with experts (llama.expert_count > 0) is Mixtral. ModelError naming the architecture
+// when no family runs it.
+const Family& find_family_gguf(const GgufFile& f);
 // The kernel stages int8 weights add to any family (model/quantize.cpp, kernels.h's Q8_0 part).
 const std::vector<std::string>& int8_kernels();
 

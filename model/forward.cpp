@@ -37,7 +37,9 @@ RunState::RunState(const Config& c, std::size_t rows)
       expert_out(c.moe() ? c.dim : 0),
       scores(c.max_seq_len),
       xq(std::max({c.dim, c.n_heads * c.head_dim(), std::max(c.ffn_dim, c.shared_ffn_dim)})),
-      xs(xq.size()) {
+      xs(xq.size()),
+      gg_row(xq.size()),
+      gg_act(2 * xq.size() + 512) {  // (an activation block is at most 292 bytes per 256 values: Q8_K)
     if (rows == 0) throw ModelError("RunState: max_rows must be at least 1");
 }
 
@@ -121,8 +123,25 @@ void matvec_q8(const QuantizedMatrix& w, std::span<const float> x, std::span<flo
     matvec_q8_0(w.q, w.scales, xq, xs, w.group, y);
 }
 
+namespace {
+// y = W x for a matrix in a ggml type: the plain path dequantizes a row at a time and sums in
+// double; the fast path quantizes x once (ggml's activation type) and runs ggml's integer dot
+// products (kernels/ggml_quant.h).
+void matvec_gg(const GgmlMatrix& w, std::span<const float> x, std::span<float> y, RunState& s) {
+    if (g_kernel_path == KernelPath::Plain) ggml::matvec(w.type, w.data, x, std::span<float>(s.gg_row).first(x.size()), y);
+    else ggml::matvec_fast(w.type, w.data, x, s.gg_act, y);
+}
+}  // namespace
+
 void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, RunState& s) {
     const std::size_t in = X.size() / T, out = Y.size() / T;
+    if (!l.gg.empty()) {  // a GGUF weight in its ggml type, row by row
+        for (std::size_t t = 0; t < T; ++t) {
+            matvec_gg(l.gg, X.subspan(t * in, in), Y.subspan(t * out, out), s);
+            if (!l.b.empty()) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
+        }
+        return;
+    }
     if (!l.q8.empty()) {  // int8: runq.c's matvec, row by row
         for (std::size_t t = 0; t < T; ++t) {
             matvec_q8(l.q8, X.subspan(t * in, in), Y.subspan(t * out, out), s.xq, s.xs);
@@ -168,7 +187,10 @@ void embed(const Model& m, int token, std::size_t pos, std::span<float> x) {
         throw ModelError(fmt::format("token id {} is outside the vocabulary [0, {}) of {}", token, c.vocab_size, m.source));
     // the embedding is a row lookup: token -> x [dim]
     std::span<const float> emb;
-    if (m.quantized()) {  // int8 table: dequantize this row (q · scale, runq.c's dequantized table) into x
+    if (!m.tok_embeddings_gg.empty()) {  // a GGUF table in a ggml type: dequantize this row into x
+        ggml::dequantize_row(m.tok_embeddings_gg.type, m.tok_embeddings_gg.row(static_cast<std::size_t>(token)), x);
+        emb = x;
+    } else if (m.quantized()) {  // int8 table: dequantize this row (q · scale, runq.c's dequantized table) into x
         const QuantizedMatrix& e = m.tok_embeddings_q8;
         const std::size_t at = static_cast<std::size_t>(token) * c.dim;
         dequantize_q8_0(std::span<const std::int8_t>(e.q).subspan(at, c.dim),
@@ -204,7 +226,10 @@ void final_norm(const Model& m, std::span<const float> x, std::span<float> out) 
 
 void classifier_rows(const Model& m, std::span<const float> xn, std::size_t n, std::span<float> logits, RunState& s) {
     const Config& c = m.config;
-    if (m.quantized()) {  // int8 classifier (runq.c quantizes it too): its matvec row by row
+    if (!m.classifier_gg().empty()) {  // a GGUF classifier in a ggml type, row by row
+        for (std::size_t i = 0; i < n; ++i)
+            matvec_gg(m.classifier_gg(), xn.subspan(i * c.dim, c.dim), logits.subspan(i * c.vocab_size, c.vocab_size), s);
+    } else if (m.quantized()) {  // int8 classifier (runq.c quantizes it too): its matvec row by row
         for (std::size_t i = 0; i < n; ++i)
             matvec_q8(m.classifier_q8(), xn.subspan(i * c.dim, c.dim), logits.subspan(i * c.vocab_size, c.vocab_size), s.xq,
                       s.xs);

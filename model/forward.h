@@ -74,6 +74,10 @@ struct RunState {
     // sized for the widest input and the smallest group (1)
     std::vector<std::int8_t> xq;
     std::vector<float> xs;
+    // weights in a ggml type (GGUF files): the plain path's dequantized row, the fast path's
+    // quantized activation (kernels/ggml_quant.h's scratch), sized for the widest input
+    std::vector<float> gg_row;
+    std::vector<std::uint8_t> gg_act;
 };
 
 // The intermediates RunState holds, by the names the fixtures and the families use: the one list

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ggml_quant.h"
 #include "kernels/kernels.h"
 
 namespace lmlab {
@@ -97,12 +98,26 @@ struct QuantizedMatrix {
     bool empty() const { return group == 0; }
 };
 
+// A matrix [rows, cols] in one of ggml's block types, as a GGUF file holds it (F16, BF16, Q8_0,
+// Q4_K, ...: kernels/ggml_quant.h): each row is row_bytes(type, cols) bytes. rows 0: absent.
+struct GgmlMatrix {
+    ggml::Type type = ggml::Type::F32;
+    std::size_t rows = 0, cols = 0;
+    std::vector<std::uint8_t> data;  // [rows * row_bytes(type, cols)]
+    bool empty() const { return rows == 0; }
+    std::span<const std::uint8_t> row(std::size_t r) const {
+        const std::size_t n = data.size() / rows;
+        return std::span<const std::uint8_t>(data).subspan(r * n, n);
+    }
+};
+
 // A linear layer: w [out, in] row-major (nn.Linear's layout), b [out] or empty (no bias).
-// Quantized (quantize_model, an int8 llama2.c file): q8 holds the weights and w is empty; the
-// bias stays float.
+// Quantized (quantize_model, an int8 llama2.c file): q8 holds the weights and w is empty; from a
+// GGUF file in another type than F32: gg holds them (and w is empty). The bias stays float.
 struct Linear {
     std::vector<float> w, b;
     QuantizedMatrix q8;
+    GgmlMatrix gg;
 };
 
 // One SwiGLU feed-forward: w_down · (silu(w_gate x) ⊙ w_up x). An expert of a mixture of experts.
@@ -138,7 +153,7 @@ struct Vocabulary {
 struct Model {
     Config config;
     std::string source;                  // the file or directory it came from
-    std::string format;                  // its file format: "hdf5", "llama2.c", "llama2.c int8", "llm.c", "hf"
+    std::string format;                  // its file format: "hdf5", "llama2.c", "llama2.c int8", "llm.c", "hf", "gguf"
     std::vector<float> tok_embeddings;   // [vocab_size, dim]
     std::vector<float> pos_embeddings;   // [max_seq_len, dim]: GPT-2's learned positions; empty with RoPE
     std::vector<LayerWeights> layers;    // [n_layers]
@@ -151,11 +166,18 @@ struct Model {
     // classifier; tied, the classifier is tok_embeddings_q8 (as runq.c's wcls = q_tokens).
     QuantizedMatrix tok_embeddings_q8;  // [vocab_size, dim]
     QuantizedMatrix output_q8;          // [vocab_size, dim]; empty when tied
+    // From a GGUF file whose embedding or classifier is not F32 (then tok_embeddings / output are
+    // empty): the rows in their ggml type, a row dequantized on lookup; tied, the classifier is
+    // tok_embeddings_gg (when that is in a ggml type).
+    GgmlMatrix tok_embeddings_gg;       // [vocab_size, dim]
+    GgmlMatrix output_gg;               // [vocab_size, dim]; empty when tied or F32
 
     // The classifier matrix [vocab_size, dim]: output, or tok_embeddings when tied.
     std::span<const float> classifier() const { return config.tied_embeddings ? tok_embeddings : output; }
     bool quantized() const { return !tok_embeddings_q8.empty(); }
     const QuantizedMatrix& classifier_q8() const { return config.tied_embeddings ? tok_embeddings_q8 : output_q8; }
+    // The classifier in a ggml type (empty when it is float).
+    const GgmlMatrix& classifier_gg() const { return config.tied_embeddings ? tok_embeddings_gg : output_gg; }
 };
 
 // ---- Int8 weights (model/quantize.cpp) ----------------------------------------------------------

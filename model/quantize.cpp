@@ -74,6 +74,12 @@ std::size_t weight_bytes(const Model& m) {
     std::size_t bytes = 0;
     auto add = [&](const std::vector<float>& v) { bytes += v.capacity() * sizeof(float); };
     auto add_q = [&](const QuantizedMatrix& q) { bytes += q.q.capacity() + q.scales.capacity() * sizeof(float); };
+    auto add_lin = [&](const Linear& lin) {
+        add(lin.w);
+        add(lin.b);
+        add_q(lin.q8);
+        bytes += lin.gg.data.capacity();
+    };
     add(m.tok_embeddings);
     add(m.pos_embeddings);
     add(m.output);
@@ -81,16 +87,18 @@ std::size_t weight_bytes(const Model& m) {
     add(m.final_norm.bias);
     add_q(m.tok_embeddings_q8);
     add_q(m.output_q8);
+    bytes += m.tok_embeddings_gg.data.capacity() + m.output_gg.data.capacity();
     for (const LayerWeights& l : m.layers) {
         for (const Norm* n : {&l.attn_norm, &l.ffn_norm}) {
             add(n->weight);
             add(n->bias);
         }
-        for (const Linear* lin : {&l.wq, &l.wk, &l.wv, &l.wqkv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
-            add(lin->w);
-            add(lin->b);
-            add_q(lin->q8);
-        }
+        for (const Linear* lin : {&l.wq, &l.wk, &l.wv, &l.wqkv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.router, &l.shared_gate})
+            add_lin(*lin);
+        for (const Expert* e : {&l.shared_expert})
+            for (const Linear* lin : {&e->w_gate, &e->w_up, &e->w_down}) add_lin(*lin);
+        for (const Expert& e : l.experts)
+            for (const Linear* lin : {&e.w_gate, &e.w_up, &e.w_down}) add_lin(*lin);
     }
     return bytes;
 }

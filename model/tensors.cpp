@@ -24,8 +24,9 @@ std::vector<BoundTensor> bind_tensors(Model& m) {
         if (s.present && !s.present(c)) continue;
         for (std::size_t l = 0; l < (s.per_layer ? c.n_layers : 1); ++l)
             for (std::size_t e = 0; e < (s.per_expert ? c.n_experts : 1); ++e)
-                out.push_back({tensor_name(s.name, l, e), tensor_name(s.hf ? s.hf : s.name, l, e), s.shape(c),
-                               &s.field(m, l, e), s.hf_conv1d});
+                out.push_back({tensor_name(s.name, l, e), tensor_name(s.hf ? s.hf : s.name, l, e),
+                               s.gguf ? tensor_name(s.gguf, l, e) : "", e, s.per_expert, s.shape(c), &s.field(m, l, e),
+                               s.hf_conv1d});
     }
     return out;
 }

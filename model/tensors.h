@@ -19,6 +19,8 @@ namespace lmlab {
 struct TensorSlot {
     const char* name;   // in the family's own file format; "{}" stands for the layer index (a second "{}": the expert)
     const char* hf;     // in Hugging Face's safetensors (without the optional "model."/"transformer." prefix)
+    const char* gguf;   // in GGUF files (llama.cpp's names: "blk.{}.attn_q.weight"); a per-expert slot names the
+                        // tensor that holds every expert of the layer ([n_experts, rows, cols]: "blk.{}.ffn_up_exps.weight")
     bool per_layer;
     std::vector<std::size_t> (*shape)(const Config&);
     // where it goes (layer ignored when global, expert unless per_expert)
@@ -38,6 +40,9 @@ std::string tensor_name(const char* pattern, std::size_t layer, std::size_t expe
 struct BoundTensor {
     std::string name;
     std::string hf_name;
+    std::string gguf_name;    // "" when the family has no GGUF name for it
+    std::size_t expert = 0;   // per-expert slots: which expert (its slice of the GGUF tensor)
+    bool per_expert = false;
     std::vector<std::size_t> shape;
     std::vector<float>* dst;
     bool hf_conv1d;

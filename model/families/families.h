@@ -33,6 +33,11 @@ void llama_block_with(const Model& m, std::size_t layer, std::size_t T, RowCache
 // config.json fields LlamaConfig, Qwen2Config, Qwen2MoeConfig and MixtralConfig share; `c` brings the
 // family's fixed choices. Refuses what the block does not implement (rope_scaling, other activations).
 Config llama_like_config(const ConfigJson& j, Config c);
+// The GGUF keys the LLaMA-like architectures share (<arch>.block_count, .embedding_length,
+// .attention.head_count[_kv], .feed_forward_length, .context_length, .rope.freq_base,
+// .attention.layer_norm_rms_epsilon), with the refusals of what the block does not implement
+// (scaled RoPE, partial rotation, a sliding window). `c` brings the family's fixed choices.
+Config llama_like_gguf(const GgufFile& f, const std::string& arch, Config c);
 // "layers.3.self_attn.rotary_emb.inv_freq": a RoPE table older transformers saved; not a weight.
 bool llama_ignored(const std::string& name);
 // The kernel stages the LLaMA block's forward calls (with a SwiGLU feed-forward, dense or experts).

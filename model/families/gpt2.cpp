@@ -14,6 +14,7 @@
 
 #include "model/families/families.h"
 #include "model/load/config_json.h"
+#include "model/load/gguf.h"
 #include "model/tensors.h"
 
 namespace lmlab {
@@ -59,23 +60,23 @@ const std::vector<TensorSlot>& gpt2_tensors() {
     auto qkv_proj = [](const Config& c) -> Shape { return {3 * c.dim, c.dim}; };
     auto qkv_bias = [](const Config& c) -> Shape { return {3 * c.dim}; };
     static const std::vector<TensorSlot> table = {
-        {"wte.weight", nullptr, false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
-        {"wpe.weight", nullptr, false, positions, LMLAB_GLOBAL(pos_embeddings)},
-        {"h.{}.ln_1.weight", nullptr, true, dim, LMLAB_LAYER(attn_norm.weight)},
-        {"h.{}.ln_1.bias", nullptr, true, dim, LMLAB_LAYER(attn_norm.bias)},
-        {"h.{}.attn.c_attn.weight", nullptr, true, qkv_proj, LMLAB_LAYER(wqkv.w), nullptr, true},
-        {"h.{}.attn.c_attn.bias", nullptr, true, qkv_bias, LMLAB_LAYER(wqkv.b)},
-        {"h.{}.attn.c_proj.weight", nullptr, true, o_proj, LMLAB_LAYER(wo.w), nullptr, true},
-        {"h.{}.attn.c_proj.bias", nullptr, true, dim, LMLAB_LAYER(wo.b)},
-        {"h.{}.ln_2.weight", nullptr, true, dim, LMLAB_LAYER(ffn_norm.weight)},
-        {"h.{}.ln_2.bias", nullptr, true, dim, LMLAB_LAYER(ffn_norm.bias)},
-        {"h.{}.mlp.c_fc.weight", nullptr, true, ffn_in, LMLAB_LAYER(w_up.w), nullptr, true},
-        {"h.{}.mlp.c_fc.bias", nullptr, true, ffn_bias, LMLAB_LAYER(w_up.b)},
-        {"h.{}.mlp.c_proj.weight", nullptr, true, ffn_out, LMLAB_LAYER(w_down.w), nullptr, true},
-        {"h.{}.mlp.c_proj.bias", nullptr, true, dim, LMLAB_LAYER(w_down.b)},
-        {"ln_f.weight", nullptr, false, dim, LMLAB_GLOBAL(final_norm.weight)},
-        {"ln_f.bias", nullptr, false, dim, LMLAB_GLOBAL(final_norm.bias)},
-        {"lm_head.weight", nullptr, false, embeddings, LMLAB_GLOBAL(output), untied},  // HF only: llm.c files are always tied
+        {"wte.weight", nullptr, "token_embd.weight", false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
+        {"wpe.weight", nullptr, "position_embd.weight", false, positions, LMLAB_GLOBAL(pos_embeddings)},
+        {"h.{}.ln_1.weight", nullptr, "blk.{}.attn_norm.weight", true, dim, LMLAB_LAYER(attn_norm.weight)},
+        {"h.{}.ln_1.bias", nullptr, "blk.{}.attn_norm.bias", true, dim, LMLAB_LAYER(attn_norm.bias)},
+        {"h.{}.attn.c_attn.weight", nullptr, "blk.{}.attn_qkv.weight", true, qkv_proj, LMLAB_LAYER(wqkv.w), nullptr, true},
+        {"h.{}.attn.c_attn.bias", nullptr, "blk.{}.attn_qkv.bias", true, qkv_bias, LMLAB_LAYER(wqkv.b)},
+        {"h.{}.attn.c_proj.weight", nullptr, "blk.{}.attn_output.weight", true, o_proj, LMLAB_LAYER(wo.w), nullptr, true},
+        {"h.{}.attn.c_proj.bias", nullptr, "blk.{}.attn_output.bias", true, dim, LMLAB_LAYER(wo.b)},
+        {"h.{}.ln_2.weight", nullptr, "blk.{}.ffn_norm.weight", true, dim, LMLAB_LAYER(ffn_norm.weight)},
+        {"h.{}.ln_2.bias", nullptr, "blk.{}.ffn_norm.bias", true, dim, LMLAB_LAYER(ffn_norm.bias)},
+        {"h.{}.mlp.c_fc.weight", nullptr, "blk.{}.ffn_up.weight", true, ffn_in, LMLAB_LAYER(w_up.w), nullptr, true},
+        {"h.{}.mlp.c_fc.bias", nullptr, "blk.{}.ffn_up.bias", true, ffn_bias, LMLAB_LAYER(w_up.b)},
+        {"h.{}.mlp.c_proj.weight", nullptr, "blk.{}.ffn_down.weight", true, ffn_out, LMLAB_LAYER(w_down.w), nullptr, true},
+        {"h.{}.mlp.c_proj.bias", nullptr, "blk.{}.ffn_down.bias", true, dim, LMLAB_LAYER(w_down.b)},
+        {"ln_f.weight", nullptr, "output_norm.weight", false, dim, LMLAB_GLOBAL(final_norm.weight)},
+        {"ln_f.bias", nullptr, "output_norm.bias", false, dim, LMLAB_GLOBAL(final_norm.bias)},
+        {"lm_head.weight", nullptr, "output.weight", false, embeddings, LMLAB_GLOBAL(output), untied},  // HF only: llm.c files are always tied
     };
     return table;
 }
@@ -128,6 +129,19 @@ Config gpt2_from_hf(const ConfigJson& j) {
     return c;
 }
 
+// llama.cpp's gpt2 architecture: the converter transposes the Conv1D weights to [out, in], as ours
+Config gpt2_from_gguf(const GgufFile& f) {
+    Config c = gpt2_defaults();
+    c.dim = f.uint("gpt2.embedding_length");
+    c.n_layers = f.uint("gpt2.block_count");
+    c.n_heads = c.n_kv_heads = f.uint("gpt2.attention.head_count");
+    c.ffn_dim = f.uint("gpt2.feed_forward_length");
+    c.max_seq_len = f.uint("gpt2.context_length");  // the position table's rows
+    c.norm_eps = static_cast<float>(f.number_or("gpt2.attention.layer_norm_epsilon", 1e-5));
+    c.activation = Activation::GeluTanh;  // llama.cpp's gpt2 graph uses the tanh form
+    return c;
+}
+
 // "h.3.attn.bias" / "h.3.attn.masked_bias": GPT2Attention's causal-mask buffers (older transformers
 // saved them). Masks, not weights: our attention is causal by construction.
 bool gpt2_ignored(const std::string& name) {
@@ -157,7 +171,7 @@ const Family& gpt2_family() {
     static const Family f{
         Arch::Gpt2, "gpt2",
         "OpenAI's GPT-2: LayerNorm, learned positions, GELU, biases everywhere, tied embeddings",
-        {"gpt2"}, gpt2_defaults, gpt2_from_hf, "transformer.", gpt2_ignored, gpt2_check, gpt2_block,
+        {"gpt2"}, gpt2_defaults, gpt2_from_hf, "transformer.", gpt2_ignored, "gpt2", gpt2_from_gguf, gpt2_check, gpt2_block,
         {"in", "attn_norm", "q", "k", "v", "heads", "attn_out", "h", "ffn_norm", "ffn_up", "ffn_act", "ffn_out", "out"},
         {"kernel.matvec", "kernel.matvec.fast", "kernel.matmul_xwt", "kernel.linear", "kernel.add", "kernel.softmax",
          "kernel.layernorm", "kernel.gelu_tanh", "kernel.gelu_erf", "kernel.attention", "kernel.attention.tiled",

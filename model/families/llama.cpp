@@ -14,6 +14,7 @@
 
 #include "model/families/families.h"
 #include "model/load/config_json.h"
+#include "model/load/gguf.h"
 #include "model/tensors.h"
 
 namespace lmlab {
@@ -117,6 +118,32 @@ const std::vector<std::string>& llama_block_kernels() {
     return kernels;
 }
 
+Config llama_like_gguf(const GgufFile& f, const std::string& arch, Config c) {
+    const auto key = [&](const char* k) { return arch + "." + k; };
+    c.dim = f.uint(key("embedding_length"));
+    c.n_layers = f.uint(key("block_count"));
+    c.n_heads = f.uint(key("attention.head_count"));
+    c.n_kv_heads = f.uint_or(key("attention.head_count_kv"), c.n_heads);
+    c.ffn_dim = f.uint(key("feed_forward_length"));
+    c.max_seq_len = f.uint(key("context_length"));
+    c.norm_eps = static_cast<float>(f.number_or(key("attention.layer_norm_rms_epsilon"), c.norm_eps));
+    c.rope_theta = static_cast<float>(f.number_or(key("rope.freq_base"), c.rope_theta));
+    // Features the block does not implement: refused by name, never ignored.
+    if (f.has(key("rope.scaling.type")) && f.text(key("rope.scaling.type")) != "none")
+        throw ModelError(fmt::format("{}: {} is '{}': scaled RoPE is not implemented; this engine would compute a different "
+                                     "model",
+                                     f.path(), key("rope.scaling.type"), f.text(key("rope.scaling.type"))));
+    if (f.has(key("attention.sliding_window")))
+        throw ModelError(fmt::format("{}: {} is {}: sliding-window attention is not implemented", f.path(),
+                                     key("attention.sliding_window"), f.uint(key("attention.sliding_window"))));
+    if (c.n_heads && f.has(key("rope.dimension_count")) && f.uint(key("rope.dimension_count")) != c.dim / c.n_heads)
+        throw ModelError(fmt::format("{}: {} is {} but head_dim is {}: rotating part of each head (partial RoPE) is not "
+                                     "implemented",
+                                     f.path(), key("rope.dimension_count"), f.uint(key("rope.dimension_count")),
+                                     c.dim / c.n_heads));
+    return c;
+}
+
 bool llama_ignored(const std::string& name) {
     constexpr std::string_view suffix = ".self_attn.rotary_emb.inv_freq";
     return name.size() > suffix.size() && std::string_view(name).substr(name.size() - suffix.size()) == suffix;
@@ -130,21 +157,21 @@ namespace {
 const std::vector<TensorSlot>& llama_tensors() {
     using namespace slots;
     static const std::vector<TensorSlot> table = {
-        {"tok_embeddings.weight", "embed_tokens.weight", false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
-        {"layers.{}.attention_norm.weight", "layers.{}.input_layernorm.weight", true, dim, LMLAB_LAYER(attn_norm.weight)},
-        {"layers.{}.attention.wq.weight", "layers.{}.self_attn.q_proj.weight", true, q_proj, LMLAB_LAYER(wq.w)},
-        {"layers.{}.attention.wk.weight", "layers.{}.self_attn.k_proj.weight", true, kv_proj, LMLAB_LAYER(wk.w)},
-        {"layers.{}.attention.wv.weight", "layers.{}.self_attn.v_proj.weight", true, kv_proj, LMLAB_LAYER(wv.w)},
-        {"layers.{}.attention.wq.bias", "layers.{}.self_attn.q_proj.bias", true, q_out, LMLAB_LAYER(wq.b), has_qkv_bias},
-        {"layers.{}.attention.wk.bias", "layers.{}.self_attn.k_proj.bias", true, kv_out, LMLAB_LAYER(wk.b), has_qkv_bias},
-        {"layers.{}.attention.wv.bias", "layers.{}.self_attn.v_proj.bias", true, kv_out, LMLAB_LAYER(wv.b), has_qkv_bias},
-        {"layers.{}.attention.wo.weight", "layers.{}.self_attn.o_proj.weight", true, o_proj, LMLAB_LAYER(wo.w)},
-        {"layers.{}.ffn_norm.weight", "layers.{}.post_attention_layernorm.weight", true, dim, LMLAB_LAYER(ffn_norm.weight)},
-        {"layers.{}.feed_forward.w1.weight", "layers.{}.mlp.gate_proj.weight", true, ffn_in, LMLAB_LAYER(w_gate.w)},
-        {"layers.{}.feed_forward.w2.weight", "layers.{}.mlp.down_proj.weight", true, ffn_out, LMLAB_LAYER(w_down.w)},
-        {"layers.{}.feed_forward.w3.weight", "layers.{}.mlp.up_proj.weight", true, ffn_in, LMLAB_LAYER(w_up.w)},
-        {"norm.weight", "norm.weight", false, dim, LMLAB_GLOBAL(final_norm.weight)},
-        {"output.weight", "lm_head.weight", false, embeddings, LMLAB_GLOBAL(output), untied},
+        {"tok_embeddings.weight", "embed_tokens.weight", "token_embd.weight", false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
+        {"layers.{}.attention_norm.weight", "layers.{}.input_layernorm.weight", "blk.{}.attn_norm.weight", true, dim, LMLAB_LAYER(attn_norm.weight)},
+        {"layers.{}.attention.wq.weight", "layers.{}.self_attn.q_proj.weight", "blk.{}.attn_q.weight", true, q_proj, LMLAB_LAYER(wq.w)},
+        {"layers.{}.attention.wk.weight", "layers.{}.self_attn.k_proj.weight", "blk.{}.attn_k.weight", true, kv_proj, LMLAB_LAYER(wk.w)},
+        {"layers.{}.attention.wv.weight", "layers.{}.self_attn.v_proj.weight", "blk.{}.attn_v.weight", true, kv_proj, LMLAB_LAYER(wv.w)},
+        {"layers.{}.attention.wq.bias", "layers.{}.self_attn.q_proj.bias", "blk.{}.attn_q.bias", true, q_out, LMLAB_LAYER(wq.b), has_qkv_bias},
+        {"layers.{}.attention.wk.bias", "layers.{}.self_attn.k_proj.bias", "blk.{}.attn_k.bias", true, kv_out, LMLAB_LAYER(wk.b), has_qkv_bias},
+        {"layers.{}.attention.wv.bias", "layers.{}.self_attn.v_proj.bias", "blk.{}.attn_v.bias", true, kv_out, LMLAB_LAYER(wv.b), has_qkv_bias},
+        {"layers.{}.attention.wo.weight", "layers.{}.self_attn.o_proj.weight", "blk.{}.attn_output.weight", true, o_proj, LMLAB_LAYER(wo.w)},
+        {"layers.{}.ffn_norm.weight", "layers.{}.post_attention_layernorm.weight", "blk.{}.ffn_norm.weight", true, dim, LMLAB_LAYER(ffn_norm.weight)},
+        {"layers.{}.feed_forward.w1.weight", "layers.{}.mlp.gate_proj.weight", "blk.{}.ffn_gate.weight", true, ffn_in, LMLAB_LAYER(w_gate.w)},
+        {"layers.{}.feed_forward.w2.weight", "layers.{}.mlp.down_proj.weight", "blk.{}.ffn_down.weight", true, ffn_out, LMLAB_LAYER(w_down.w)},
+        {"layers.{}.feed_forward.w3.weight", "layers.{}.mlp.up_proj.weight", "blk.{}.ffn_up.weight", true, ffn_in, LMLAB_LAYER(w_up.w)},
+        {"norm.weight", "norm.weight", "output_norm.weight", false, dim, LMLAB_GLOBAL(final_norm.weight)},
+        {"output.weight", "lm_head.weight", "output.weight", false, embeddings, LMLAB_GLOBAL(output), untied},
     };
     return table;
 }
@@ -187,6 +214,17 @@ Config llama_from_hf(const ConfigJson& j) {
     return c;
 }
 
+// llama.cpp's converter writes the `llama` architecture's q and k rows permuted back to Meta's order
+// (it undoes Hugging Face's permutation), so its RoPE pairs are adjacent, as llama2.c's
+Config llama_from_gguf(const GgufFile& f) {
+    Config c = llama_like_gguf(f, "llama", llama_defaults());
+    c.rope_style = RopeStyle::AdjacentPairs;
+    return c;
+}
+
+// qwen2 is written as Hugging Face holds it: rotate-half RoPE, biases on q, k, v
+Config qwen2_from_gguf(const GgufFile& f) { return llama_like_gguf(f, "qwen2", qwen2_defaults()); }
+
 // transformers' Qwen2Config
 Config qwen2_from_hf(const ConfigJson& j) {
     Config c = llama_like_config(j, qwen2_defaults());
@@ -207,7 +245,7 @@ std::string dense_check(const Config& c, bool qkv_bias) {
 const Family& llama_family() {
     static const Family f{
         Arch::Llama, "llama", "Meta's LLaMA, llama2.c checkpoints: RMSNorm, RoPE, SwiGLU, no biases",
-        {"llama"}, llama_defaults, llama_from_hf, "model.", llama_ignored,
+        {"llama"}, llama_defaults, llama_from_hf, "model.", llama_ignored, "llama", llama_from_gguf,
         [](const Config& c) { return dense_check(c, false); },
         llama_block, llama_intermediates(), llama_block_kernels(), llama_tensors};
     return f;
@@ -216,7 +254,7 @@ const Family& llama_family() {
 const Family& qwen2_family() {
     static const Family f{
         Arch::Qwen2, "qwen2", "Alibaba's Qwen2: LLaMA's block with biases on q, k, v (rotate-half RoPE, theta 1e6)",
-        {"qwen2"}, qwen2_defaults, qwen2_from_hf, "model.", llama_ignored,
+        {"qwen2"}, qwen2_defaults, qwen2_from_hf, "model.", llama_ignored, "qwen2", qwen2_from_gguf,
         [](const Config& c) { return dense_check(c, true); },
         llama_block, llama_intermediates(), llama_block_kernels(), llama_tensors};
     return f;

@@ -29,6 +29,7 @@
 
 #include "model/families/families.h"
 #include "model/load/config_json.h"
+#include "model/load/gguf.h"
 #include "model/tensors.h"
 
 namespace lmlab {
@@ -137,30 +138,30 @@ bool has_shared_expert(const Config& c) { return c.shared_ffn_dim > 0; }
 
 const std::vector<TensorSlot>& qwen2moe_tensors() {
     static const std::vector<TensorSlot> table = {
-        {"embed_tokens.weight", nullptr, false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
-        {"layers.{}.input_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(attn_norm.weight)},
-        {"layers.{}.self_attn.q_proj.weight", nullptr, true, q_proj, LMLAB_LAYER(wq.w)},
-        {"layers.{}.self_attn.k_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wk.w)},
-        {"layers.{}.self_attn.v_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wv.w)},
-        {"layers.{}.self_attn.q_proj.bias", nullptr, true, q_out, LMLAB_LAYER(wq.b)},
-        {"layers.{}.self_attn.k_proj.bias", nullptr, true, kv_out, LMLAB_LAYER(wk.b)},
-        {"layers.{}.self_attn.v_proj.bias", nullptr, true, kv_out, LMLAB_LAYER(wv.b)},
-        {"layers.{}.self_attn.o_proj.weight", nullptr, true, o_proj, LMLAB_LAYER(wo.w)},
-        {"layers.{}.post_attention_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(ffn_norm.weight)},
-        {"layers.{}.mlp.gate.weight", nullptr, true, router, LMLAB_LAYER(router.w)},
-        {"layers.{}.mlp.experts.{}.gate_proj.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_gate.w), nullptr, false, true},
-        {"layers.{}.mlp.experts.{}.up_proj.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_up.w), nullptr, false, true},
-        {"layers.{}.mlp.experts.{}.down_proj.weight", nullptr, true, ffn_out, LMLAB_EXPERT(w_down.w), nullptr, false, true},
-        {"layers.{}.mlp.shared_expert.gate_proj.weight", nullptr, true, shared_in, LMLAB_LAYER(shared_expert.w_gate.w),
+        {"embed_tokens.weight", nullptr, "token_embd.weight", false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
+        {"layers.{}.input_layernorm.weight", nullptr, "blk.{}.attn_norm.weight", true, dim, LMLAB_LAYER(attn_norm.weight)},
+        {"layers.{}.self_attn.q_proj.weight", nullptr, "blk.{}.attn_q.weight", true, q_proj, LMLAB_LAYER(wq.w)},
+        {"layers.{}.self_attn.k_proj.weight", nullptr, "blk.{}.attn_k.weight", true, kv_proj, LMLAB_LAYER(wk.w)},
+        {"layers.{}.self_attn.v_proj.weight", nullptr, "blk.{}.attn_v.weight", true, kv_proj, LMLAB_LAYER(wv.w)},
+        {"layers.{}.self_attn.q_proj.bias", nullptr, "blk.{}.attn_q.bias", true, q_out, LMLAB_LAYER(wq.b)},
+        {"layers.{}.self_attn.k_proj.bias", nullptr, "blk.{}.attn_k.bias", true, kv_out, LMLAB_LAYER(wk.b)},
+        {"layers.{}.self_attn.v_proj.bias", nullptr, "blk.{}.attn_v.bias", true, kv_out, LMLAB_LAYER(wv.b)},
+        {"layers.{}.self_attn.o_proj.weight", nullptr, "blk.{}.attn_output.weight", true, o_proj, LMLAB_LAYER(wo.w)},
+        {"layers.{}.post_attention_layernorm.weight", nullptr, "blk.{}.ffn_norm.weight", true, dim, LMLAB_LAYER(ffn_norm.weight)},
+        {"layers.{}.mlp.gate.weight", nullptr, "blk.{}.ffn_gate_inp.weight", true, router, LMLAB_LAYER(router.w)},
+        {"layers.{}.mlp.experts.{}.gate_proj.weight", nullptr, "blk.{}.ffn_gate_exps.weight", true, ffn_in, LMLAB_EXPERT(w_gate.w), nullptr, false, true},
+        {"layers.{}.mlp.experts.{}.up_proj.weight", nullptr, "blk.{}.ffn_up_exps.weight", true, ffn_in, LMLAB_EXPERT(w_up.w), nullptr, false, true},
+        {"layers.{}.mlp.experts.{}.down_proj.weight", nullptr, "blk.{}.ffn_down_exps.weight", true, ffn_out, LMLAB_EXPERT(w_down.w), nullptr, false, true},
+        {"layers.{}.mlp.shared_expert.gate_proj.weight", nullptr, "blk.{}.ffn_gate_shexp.weight", true, shared_in, LMLAB_LAYER(shared_expert.w_gate.w),
          has_shared_expert},
-        {"layers.{}.mlp.shared_expert.up_proj.weight", nullptr, true, shared_in, LMLAB_LAYER(shared_expert.w_up.w),
+        {"layers.{}.mlp.shared_expert.up_proj.weight", nullptr, "blk.{}.ffn_up_shexp.weight", true, shared_in, LMLAB_LAYER(shared_expert.w_up.w),
          has_shared_expert},
-        {"layers.{}.mlp.shared_expert.down_proj.weight", nullptr, true, shared_out, LMLAB_LAYER(shared_expert.w_down.w),
+        {"layers.{}.mlp.shared_expert.down_proj.weight", nullptr, "blk.{}.ffn_down_shexp.weight", true, shared_out, LMLAB_LAYER(shared_expert.w_down.w),
          has_shared_expert},
-        {"layers.{}.mlp.shared_expert_gate.weight", nullptr, true, shared_gate, LMLAB_LAYER(shared_gate.w),
+        {"layers.{}.mlp.shared_expert_gate.weight", nullptr, "blk.{}.ffn_gate_inp_shexp.weight", true, shared_gate, LMLAB_LAYER(shared_gate.w),
          has_shared_expert},
-        {"norm.weight", nullptr, false, dim, LMLAB_GLOBAL(final_norm.weight)},
-        {"lm_head.weight", nullptr, false, embeddings, LMLAB_GLOBAL(output), untied},
+        {"norm.weight", nullptr, "output_norm.weight", false, dim, LMLAB_GLOBAL(final_norm.weight)},
+        {"lm_head.weight", nullptr, "output.weight", false, embeddings, LMLAB_GLOBAL(output), untied},
     };
     return table;
 }
@@ -168,22 +169,22 @@ const std::vector<TensorSlot>& qwen2moe_tensors() {
 // Mixtral's names: block_sparse_moe, and w1 (gate) / w2 (down) / w3 (up) as in Meta's LLaMA.
 const std::vector<TensorSlot>& mixtral_tensors() {
     static const std::vector<TensorSlot> table = {
-        {"embed_tokens.weight", nullptr, false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
-        {"layers.{}.input_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(attn_norm.weight)},
-        {"layers.{}.self_attn.q_proj.weight", nullptr, true, q_proj, LMLAB_LAYER(wq.w)},
-        {"layers.{}.self_attn.k_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wk.w)},
-        {"layers.{}.self_attn.v_proj.weight", nullptr, true, kv_proj, LMLAB_LAYER(wv.w)},
-        {"layers.{}.self_attn.o_proj.weight", nullptr, true, o_proj, LMLAB_LAYER(wo.w)},
-        {"layers.{}.post_attention_layernorm.weight", nullptr, true, dim, LMLAB_LAYER(ffn_norm.weight)},
-        {"layers.{}.block_sparse_moe.gate.weight", nullptr, true, router, LMLAB_LAYER(router.w)},
-        {"layers.{}.block_sparse_moe.experts.{}.w1.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_gate.w), nullptr, false,
+        {"embed_tokens.weight", nullptr, "token_embd.weight", false, embeddings, LMLAB_GLOBAL(tok_embeddings)},
+        {"layers.{}.input_layernorm.weight", nullptr, "blk.{}.attn_norm.weight", true, dim, LMLAB_LAYER(attn_norm.weight)},
+        {"layers.{}.self_attn.q_proj.weight", nullptr, "blk.{}.attn_q.weight", true, q_proj, LMLAB_LAYER(wq.w)},
+        {"layers.{}.self_attn.k_proj.weight", nullptr, "blk.{}.attn_k.weight", true, kv_proj, LMLAB_LAYER(wk.w)},
+        {"layers.{}.self_attn.v_proj.weight", nullptr, "blk.{}.attn_v.weight", true, kv_proj, LMLAB_LAYER(wv.w)},
+        {"layers.{}.self_attn.o_proj.weight", nullptr, "blk.{}.attn_output.weight", true, o_proj, LMLAB_LAYER(wo.w)},
+        {"layers.{}.post_attention_layernorm.weight", nullptr, "blk.{}.ffn_norm.weight", true, dim, LMLAB_LAYER(ffn_norm.weight)},
+        {"layers.{}.block_sparse_moe.gate.weight", nullptr, "blk.{}.ffn_gate_inp.weight", true, router, LMLAB_LAYER(router.w)},
+        {"layers.{}.block_sparse_moe.experts.{}.w1.weight", nullptr, "blk.{}.ffn_gate_exps.weight", true, ffn_in, LMLAB_EXPERT(w_gate.w), nullptr, false,
          true},
-        {"layers.{}.block_sparse_moe.experts.{}.w2.weight", nullptr, true, ffn_out, LMLAB_EXPERT(w_down.w), nullptr, false,
+        {"layers.{}.block_sparse_moe.experts.{}.w2.weight", nullptr, "blk.{}.ffn_down_exps.weight", true, ffn_out, LMLAB_EXPERT(w_down.w), nullptr, false,
          true},
-        {"layers.{}.block_sparse_moe.experts.{}.w3.weight", nullptr, true, ffn_in, LMLAB_EXPERT(w_up.w), nullptr, false,
+        {"layers.{}.block_sparse_moe.experts.{}.w3.weight", nullptr, "blk.{}.ffn_up_exps.weight", true, ffn_in, LMLAB_EXPERT(w_up.w), nullptr, false,
          true},
-        {"norm.weight", nullptr, false, dim, LMLAB_GLOBAL(final_norm.weight)},
-        {"lm_head.weight", nullptr, false, embeddings, LMLAB_GLOBAL(output), untied},
+        {"norm.weight", nullptr, "output_norm.weight", false, dim, LMLAB_GLOBAL(final_norm.weight)},
+        {"lm_head.weight", nullptr, "output.weight", false, embeddings, LMLAB_GLOBAL(output), untied},
     };
     return table;
 }
@@ -262,6 +263,28 @@ Config mixtral_from_hf(const ConfigJson& j) {
     return c;
 }
 
+// llama.cpp's qwen2moe: experts of expert_feed_forward_length, a shared expert, no renormalisation
+// unless the file says so (expert_weights_norm)
+Config qwen2moe_from_gguf(const GgufFile& f) {
+    Config c = llama_like_gguf(f, "qwen2moe", qwen2moe_defaults());
+    c.n_experts = f.uint("qwen2moe.expert_count");
+    c.top_k = f.uint("qwen2moe.expert_used_count");
+    c.ffn_dim = f.uint("qwen2moe.expert_feed_forward_length");
+    c.shared_ffn_dim = f.uint_or("qwen2moe.expert_shared_feed_forward_length", 0);
+    c.norm_topk_prob = f.boolean_or("qwen2moe.expert_weights_norm", false);
+    return c;
+}
+
+// Mixtral in GGUF is the `llama` architecture with experts (llama.cpp's converter), its q and k rows
+// permuted back to Meta's order like any llama file's: adjacent-pair RoPE
+Config mixtral_from_gguf(const GgufFile& f) {
+    Config c = llama_like_gguf(f, "llama", mixtral_defaults());
+    c.rope_style = RopeStyle::AdjacentPairs;
+    c.n_experts = f.uint("llama.expert_count");
+    c.top_k = f.uint("llama.expert_used_count");  // each expert's width: llama.feed_forward_length
+    return c;
+}
+
 std::string moe_check(const Config& c, bool qkv_bias) {
     if (c.activation != Activation::SwiGLU) return "every expert is a SwiGLU feed-forward";
     if (c.n_experts == 0) return "a mixture of experts needs n_experts > 0";
@@ -284,7 +307,7 @@ const Family& qwen2moe_family() {
     static const Family f{
         Arch::Qwen2Moe, "qwen2moe",
         "Alibaba's Qwen2-MoE: Qwen2's attention + top-k of n SwiGLU experts + a sigmoid-gated shared expert",
-        {"qwen2_moe"}, qwen2moe_defaults, qwen2moe_from_hf, "model.", llama_ignored,
+        {"qwen2_moe"}, qwen2moe_defaults, qwen2moe_from_hf, "model.", llama_ignored, "qwen2moe", qwen2moe_from_gguf,
         [](const Config& c) { return moe_check(c, true); },
         moe_block, moe_intermediates(), llama_block_kernels(), qwen2moe_tensors};  // experts are SwiGLUs
     return f;
@@ -293,7 +316,7 @@ const Family& qwen2moe_family() {
 const Family& mixtral_family() {
     static const Family f{
         Arch::Mixtral, "mixtral", "Mistral's Mixtral: LLaMA's attention + top-k of n SwiGLU experts, weights renormalised",
-        {"mixtral"}, mixtral_defaults, mixtral_from_hf, "model.", llama_ignored,
+        {"mixtral"}, mixtral_defaults, mixtral_from_hf, "model.", llama_ignored, "llama", mixtral_from_gguf,
         [](const Config& c) {
             if (!c.norm_topk_prob) return std::string("mixtral always renormalises the top-k weights");
             if (c.shared_ffn_dim != 0) return std::string("mixtral has no shared expert");

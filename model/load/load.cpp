@@ -31,6 +31,7 @@ Model load_model(const std::string& path) {
                          "), not one of its files: the weights need config.json beside them");
     if (first_int32(path) == 20240326) return load_model_llmc(path);  // llm.c's magic number
     if (first_int32(path) == 0x616b3432) return load_model_llama2c_q8(path);  // llama2.c's "ak42": int8 (version 2)
+    if (first_int32(path) == 0x46554747 || ext == ".gguf") return load_model_gguf(path);  // "GGUF"
     return load_model_llama2c(path);
 }
 

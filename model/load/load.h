@@ -24,9 +24,12 @@ Vocabulary load_vocabulary_hdf5(const std::string& path);
 // (magic "ak42" = 0x616b3432, version 2, the 7 config ints, shared_classifier byte, group_size),
 // the norms in float32, then every matrix as int8 values followed by its float32 group scales.
 Model load_model_llama2c_q8(const std::string& path);
+// GGUF (llama.cpp's files, versions 2 and 3): architectures llama (and Mixtral), qwen2, qwen2moe,
+// gpt2; tensors in F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K (model/load/gguf_model.cpp).
+Model load_model_gguf(const std::string& path);
 // Recognises the format: a directory with config.json -> Hugging Face; .h5/.hdf5 -> HDF5; a file
-// starting with llm.c's magic -> llm.c; with llama2.c's "ak42" magic -> its int8 format; anything
-// else -> llama2.c checkpoint.
+// starting with llm.c's magic -> llm.c; with llama2.c's "ak42" magic -> its int8 format; with
+// "GGUF" -> GGUF; anything else -> llama2.c checkpoint.
 Model load_model(const std::string& path);
 
 }  // namespace lmlab

@@ -1,3 +1,4 @@
+#include "model/load/gguf.h"
 #include "model/load/load.h"
 #include "model/tokenizer/text_tokenizer.h"
 
@@ -20,7 +21,11 @@ Overload(F...) -> Overload<F...>;
 
 std::vector<int> TextTokenizer::encode_prompt(std::string_view text, bool allow_special) const {
     return std::visit(Overload{[&](const Tokenizer& t) { return t.encode(text, /*add_bos=*/true); },
-                               [&](const BpeTokenizer& t) { return t.encode(text, allow_special); }},
+                               [&](const BpeTokenizer& t) {
+                                   std::vector<int> ids = t.encode(text, allow_special);
+                                   if (prompt_bos_) ids.insert(ids.begin(), *prompt_bos_);
+                                   return ids;
+                               }},
                       impl_);
 }
 
@@ -126,6 +131,7 @@ TextTokenizer load_tokenizer(const std::string& path, int vocab_size) {
     if (!fs::exists(path)) throw ModelError(path + ": no such tokenizer file or directory");
     const std::string ext = fs::path(path).extension().string();
     if (ext == ".json") return TextTokenizer(BpeTokenizer::load_hf_json(path));
+    if (ext == ".gguf") return load_tokenizer_gguf(path);
     if (ext == ".h5" || ext == ".hdf5") {
         Vocabulary v = load_vocabulary_hdf5(path);
         return TextTokenizer(Tokenizer(std::move(v.pieces), std::move(v.scores)));
@@ -134,10 +140,49 @@ TextTokenizer load_tokenizer(const std::string& path, int vocab_size) {
     return TextTokenizer(Tokenizer::load_llama2c(path, vocab_size));
 }
 
+TextTokenizer load_tokenizer_gguf(const std::string& path) {
+    const GgufFile f = GgufFile::open(path);
+    const std::string model = f.text("tokenizer.ggml.model");
+    const std::vector<std::string>& tokens = f.strings("tokenizer.ggml.tokens");
+    if (model == "llama") {  // SentencePiece: "▁" (U+2581) marks a word boundary; this engine writes it as ' '
+        std::vector<std::string> pieces;
+        pieces.reserve(tokens.size());
+        for (std::string t : tokens) {
+            for (std::size_t at = t.find("\u2581"); at != std::string::npos; at = t.find("\u2581", at + 1)) t.replace(at, 3, " ");
+            pieces.push_back(std::move(t));
+        }
+        std::vector<double> scores = f.numbers("tokenizer.ggml.scores");
+        if (scores.size() != pieces.size())
+            throw ModelError(fmt::format("{}: tokenizer.ggml.scores has {} entries for {} tokens", path, scores.size(),
+                                         pieces.size()));
+        for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"}) {
+            const std::uint64_t want = std::string(key).find("bos") != std::string::npos ? 1 : 2;
+            if (f.has(key) && f.uint(key) != want)
+                throw ModelError(fmt::format("{}: {} is {}; this engine's SentencePiece tokenizer has BOS 1 and EOS 2", path,
+                                             key, f.uint(key)));
+        }
+        return TextTokenizer(Tokenizer(std::move(pieces), std::vector<float>(scores.begin(), scores.end())));
+    }
+    if (model == "gpt2") {
+        const std::string pre = f.has("tokenizer.ggml.pre") ? f.text("tokenizer.ggml.pre") : "default";
+        const std::vector<double> types = f.has("tokenizer.ggml.token_type") ? f.numbers("tokenizer.ggml.token_type")
+                                                                             : std::vector<double>{};
+        TextTokenizer tok(BpeTokenizer::from_lists(tokens, f.strings("tokenizer.ggml.merges"), types, pre,
+                                                   "tokenizer in " + path));
+        if (f.boolean_or("tokenizer.ggml.add_bos_token", false))
+            tok.set_prompt_bos(static_cast<int>(f.uint("tokenizer.ggml.bos_token_id")));
+        return tok;
+    }
+    throw ModelError(fmt::format("{}: tokenizer.ggml.model is '{}'; this engine reads 'llama' (SentencePiece) and 'gpt2' "
+                                 "(byte-level BPE) tokenizers",
+                                 path, model));
+}
+
 std::optional<TextTokenizer> find_tokenizer(const Model& m, const std::string& tokenizer_path) {
     const int vocab = static_cast<int>(m.config.vocab_size);
     if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path, 0);
     if (m.vocabulary) return TextTokenizer(Tokenizer(m.vocabulary->pieces, m.vocabulary->scores));
+    if (m.format == "gguf") return load_tokenizer_gguf(m.source);  // its own metadata
     if (fs::is_directory(m.source)) return tokenizer_in_dir(m.source);
     const fs::path dir = fs::path(m.source).parent_path();
     // where each checkpoint format's own tool keeps the vocabulary: llm.c's gpt2_tokenizer.bin,

@@ -24,9 +24,13 @@ public:
     explicit TextTokenizer(BpeTokenizer t) : impl_(std::move(t)) {}
 
     // A prompt as the model saw such text in training: SentencePiece vocabularies start with BOS
-    // (id 1); GPT-2 has no BOS (Hugging Face's GPT-2 adds nothing). allow_special: byte-level BPE
+    // (id 1); GPT-2 has no BOS (Hugging Face's GPT-2 adds nothing); a byte-level vocabulary whose
+    // file says to add one (set_prompt_bos) starts with it. allow_special: byte-level BPE
     // recognises "<|endoftext|>" and other special tokens in the text (else they are plain text).
     std::vector<int> encode_prompt(std::string_view text, bool allow_special) const;
+    // The id a byte-level vocabulary puts before a prompt (a GGUF file's add_bos_token and
+    // bos_token_id); by default none.
+    void set_prompt_bos(int id) { prompt_bos_ = id; }
     // Exactly the text's ids, no BOS (what the golden fixtures hold); allow_special as above.
     std::vector<int> encode(std::string_view text, bool allow_special = false) const;
     // The ChatML prompt of one user turn (Qwen's chat template, tokenizer_config.json):
@@ -64,6 +68,7 @@ public:
 
 private:
     std::variant<Tokenizer, BpeTokenizer> impl_;
+    std::optional<int> prompt_bos_;
 };
 
 // Loads a tokenizer by what `path` is:
@@ -74,6 +79,12 @@ private:
 //   anything else         a llama2.c tokenizer.bin (vocab_size tokens; 0: as many as the file holds)
 // Throws ModelError naming the path and what was expected there.
 TextTokenizer load_tokenizer(const std::string& path, int vocab_size = 0);
+
+// The tokenizer stored in a GGUF file's metadata (tokenizer.ggml.*): model "llama" (SentencePiece
+// pieces and scores, byte fallback; BOS 1 and EOS 2, as this engine's SentencePiece tokenizer has
+// them) or "gpt2" (byte-level BPE with its merges, the pre-tokenizer named by tokenizer.ggml.pre);
+// any other model or pre-tokenizer is refused by name. Throws ModelError naming the file and key.
+TextTokenizer load_tokenizer_gguf(const std::string& path);
 
 // The tokenizer that comes with a model: --tokenizer when given; else the vocabulary stored in an
 // HDF5 model file; else the tokenizer files in a Hugging Face model directory; else, beside a

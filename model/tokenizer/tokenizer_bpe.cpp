@@ -31,6 +31,14 @@ using Json = nlohmann::json;
 constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kEndOfText = "<|endoftext|>";
+// The Split regexes of Qwen2's and Llama 3's tokenizer.json (pre_tokenizer.pretokenizers[0]): as
+// GPT-2's, but contractions in either case, a letter run may take one leading non-letter, and digits
+// come one at a time (Qwen2) or in runs of up to three (Llama 3). llama.cpp names them "qwen2" and
+// "llama-bpe" in GGUF files (tokenizer.ggml.pre).
+constexpr std::string_view kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 constexpr std::uint32_t kLlmcMagic = 20240328;
 constexpr std::size_t kLlmcHeaderInts = 256;
@@ -457,6 +465,59 @@ BpeTokenizer BpeTokenizer::load_gpt2(const std::string& encoder_json_path, const
     }
     tok.split_ = std::make_unique<Regex>(kGpt2Pattern, false, encoder_where);
     tok.finish_vocab(encoder_where);
+    return tok;
+}
+
+BpeTokenizer BpeTokenizer::from_lists(const std::vector<std::string>& tokens, const std::vector<std::string>& merges,
+                                      const std::vector<double>& token_types, const std::string& pre,
+                                      const std::string& where) {
+    BpeTokenizer tok;
+    if (pre == "gpt-2" || pre == "default") {
+        tok.split_ = std::make_unique<Regex>(kGpt2Pattern, false, where);
+    } else if (pre == "qwen2") {
+        tok.split_ = std::make_unique<Regex>(kQwen2Pattern, false, where);
+        tok.nfc_ = true;  // Qwen2's normalizer
+    } else if (pre == "llama-bpe") {
+        tok.split_ = std::make_unique<Regex>(kLlama3Pattern, false, where);
+        tok.ignore_merges_ = true;  // Llama 3's tokenizer.json
+    } else {
+        fail(where, "tokenizer.ggml.pre is '" + pre + "': a pre-tokenizer this engine does not implement (known: gpt-2, "
+                    "default, qwen2, llama-bpe); encoding with another would give other ids");
+    }
+    if (!token_types.empty() && token_types.size() != tokens.size())
+        fail(where, "tokenizer.ggml.token_type has " + std::to_string(token_types.size()) + " entries for " +
+                        std::to_string(tokens.size()) + " tokens");
+    std::unordered_map<std::string, int> ids;  // vocabulary strings -> id, to resolve merges
+    ids.reserve(tokens.size());
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+        const int id = static_cast<int>(i);
+        const int type = token_types.empty() ? 1 : static_cast<int>(token_types[i]);
+        if (type == 3 || type == 4) {  // control (special) and user-defined: added tokens, their raw text
+            tok.set_piece(id, tokens[i], where, kAdded);
+            tok.added_.push_back(AddedToken{tokens[i], id, type == 3, false});
+        } else {
+            const std::optional<std::string> bytes = unicode_to_bytes(tokens[i]);
+            tok.set_piece(id, bytes.value_or(tokens[i]), where, bytes ? kRegular : kOther);
+        }
+        ids.emplace(tokens[i], id);
+    }
+    for (std::size_t i = 0; i < merges.size(); ++i) {
+        const std::string& line = merges[i];
+        const std::string what = "tokenizer.ggml.merges[" + std::to_string(i) + "] ('" + line + "')";
+        const std::size_t space = line.find(' ');
+        if (space == 0 || space == std::string::npos || space + 1 == line.size() ||
+            line.find(' ', space + 1) != std::string::npos)
+            fail(where, what + ": expected \"left right\" (two tokens and one space)");
+        const auto find = [&](const std::string& part) {
+            const auto it = ids.find(part);
+            if (it == ids.end()) fail(where, what + ": '" + part + "' is not in tokenizer.ggml.tokens");
+            return it->second;
+        };
+        const int left_id = find(line.substr(0, space));
+        const int right_id = find(line.substr(space + 1));
+        tok.add_merge(left_id, right_id, find(line.substr(0, space) + line.substr(space + 1)), where, what);
+    }
+    tok.finish_vocab(where);
     return tok;
 }
 

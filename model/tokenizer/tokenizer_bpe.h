@@ -69,6 +69,16 @@ public:
     // decode; encode() throws.
     static BpeTokenizer load_llmc(const std::string& gpt2_tokenizer_bin_path);
 
+    // A vocabulary given as lists, as a GGUF file holds it (tokenizer.ggml.tokens, .merges,
+    // .token_type; llama.cpp's tokenizer.ggml.model "gpt2"): tokens in GPT-2's byte-to-unicode form
+    // (added tokens as their raw text), merges "left right" in rank order, token type 3 (control)
+    // an added special token and 4 (user-defined) an added one. pre is llama.cpp's name of the
+    // pre-tokenizer (tokenizer.ggml.pre): "gpt-2" and "default" (GPT-2's regex), "qwen2" (Qwen2's
+    // Split regex, NFC), "llama-bpe" (Llama 3's regex, ignore_merges); any other is refused by name,
+    // never guessed (a wrong regex encodes differently). `where` names the file in messages.
+    static BpeTokenizer from_lists(const std::vector<std::string>& tokens, const std::vector<std::string>& merges,
+                                   const std::vector<double>& token_types, const std::string& pre, const std::string& where);
+
     BpeTokenizer(BpeTokenizer&&) noexcept;
     BpeTokenizer& operator=(BpeTokenizer&&) noexcept;
     ~BpeTokenizer();
