@@ -234,10 +234,10 @@ std::string exporter_sha256(const std::string& scripts_dir) {
     std::vector<std::string> files;
     if (fs::is_directory(package))
         for (const auto& entry : fs::recursive_directory_iterator(package)) {
-            const std::string rel = entry.path().lexically_relative(package).generic_string();
-            if (entry.is_regular_file() && entry.path().extension() == ".py" &&
-                rel.find("__pycache__/") == std::string::npos)
-                files.push_back(rel);
+            const fs::path rel = entry.path().lexically_relative(package);
+            if (entry.is_regular_file() && rel.extension() == ".py" &&
+                std::find(rel.begin(), rel.end(), fs::path("__pycache__")) == rel.end())
+                files.push_back(rel.generic_string());
         }
     std::sort(files.begin(), files.end());
     // one line per file, "<sha256 of its bytes>  <relative path>\n" (sha256sum's format), so a
