@@ -229,13 +229,25 @@ std::string sha256_file(const std::string& path) {
 }
 
 std::string exporter_sha256(const std::string& scripts_dir) {
+    // the package's *.py files by path relative to it ('/'-separated), sorted bytewise
+    const fs::path package = fs::path(scripts_dir) / kExporterPackage;
     std::vector<std::string> files;
-    for (const auto& entry : fs::directory_iterator(scripts_dir))
-        if (entry.path().extension() == ".py") files.push_back(entry.path().string());
+    if (fs::is_directory(package))
+        for (const auto& entry : fs::recursive_directory_iterator(package)) {
+            const fs::path rel = entry.path().lexically_relative(package);
+            if (entry.is_regular_file() && rel.extension() == ".py" &&
+                std::find(rel.begin(), rel.end(), fs::path("__pycache__")) == rel.end())
+                files.push_back(rel.generic_string());
+        }
     std::sort(files.begin(), files.end());
-    Sha256 sha;
-    for (const auto& f : files) hash_file_into(sha, f);
-    return sha.hex();
+    // one line per file, "<sha256 of its bytes>  <relative path>\n" (sha256sum's format), so a
+    // rename changes the hash as an edit does; the hash is the sha256 of those lines
+    Sha256 listing;
+    for (const auto& rel : files) {
+        const std::string line = sha256_file((package / rel).string()) + "  " + rel + "\n";
+        listing.update(line.data(), line.size());
+    }
+    return listing.hex();
 }
 
 void check_manifest(const std::string& golden_dir, const std::string& scripts_dir, bool model_files) {
@@ -254,7 +266,8 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
     const std::string recorded = manifest["exporter_sha256"].get<std::string>();
     if (recorded != current)
         throw HarnessError(manifest_path + ": fixtures are stale: made by exporter " + recorded.substr(0, 12) +
-                           ", but " + scripts_dir + "/*.py is now " + current.substr(0, 12) + ". " + regenerate_hint());
+                           ", but " + (fs::path(scripts_dir) / kExporterPackage).string() + " is now " +
+                           current.substr(0, 12) + ". " + regenerate_hint());
     if (!manifest.contains("files") || !manifest["files"].is_object() || manifest["files"].empty())
         throw HarnessError(manifest_path + " lists no fixture files. " + regenerate_hint());
     for (const auto& [rel, digest] : manifest["files"].items()) {

@@ -69,8 +69,15 @@ struct Fixture {
 // version, no cases, a case without outputs).
 Fixture read_fixture(const std::string& path);
 
-// sha256 of the exporter (every scripts/*.py, sorted by name, contents concatenated), as
-// export_golden.py computes it.
+// The exporter: the Python package under scripts/ that writes every fixture.
+inline constexpr const char* kExporterPackage = "lmlab_ref";
+
+// sha256 of the exporter, its one definition (`lmlab exporter-sha256` prints it for the scripts):
+// every *.py under scripts_dir/lmlab_ref/, recursively (not __pycache__), sorted by path relative
+// to it; the sha256 of the lines "<sha256 of the file>  <relative path>\n", i.e. of
+//   cd scripts/lmlab_ref && find . -name '*.py' -not -path '*/__pycache__/*' -printf '%P\n' |
+//     LC_ALL=C sort | xargs sha256sum
+// An absent package hashes as no files (sha256 of nothing).
 std::string exporter_sha256(const std::string& scripts_dir);
 std::string sha256_file(const std::string& path);
 

@@ -172,24 +172,60 @@ TEST_F(FixtureFiles, WrongOutputSizeIsAnErrorNotAComparison) {
     EXPECT_NE(r.reason.find("/case_000/outputs/y has shape [3]"), std::string::npos) << r.reason;
 }
 
+// The exporter's hash covers exactly the package scripts/lmlab_ref, recursively, by relative path:
+// sha256 of sha256sum's lines for its *.py files in byte order of their paths.
+TEST_F(FixtureFiles, ExporterHashIsThePackageByRelativePath) {
+    const fs::path scripts = dir_ / "scripts", package = scripts / "lmlab_ref";
+    fs::create_directories(package / "families");
+    EXPECT_EQ(exporter_sha256(scripts.string()),
+              "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")  // sha256 of nothing
+        << "scripts/ without the package: no files";
+    std::ofstream(package / "common.py") << "SEED = 1\n";
+    std::ofstream(package / "families" / "llama.py") << "NAME = 'llama'\n";
+    // sha256("SEED = 1\n") and sha256("NAME = 'llama'\n"), in sha256sum's format, paths sorted
+    const std::string listing =
+        sha256_file((package / "common.py").string()) + "  common.py\n" +
+        sha256_file((package / "families" / "llama.py").string()) + "  families/llama.py\n";
+    const fs::path listing_file = dir_ / "listing";
+    std::ofstream(listing_file) << listing;
+    const std::string hash = exporter_sha256(scripts.string());
+    EXPECT_EQ(hash, sha256_file(listing_file.string()));
+
+    // what is not the package's Python does not count: other scripts, other files, __pycache__
+    std::ofstream(scripts / "export_golden.py") << "# the command line\n";
+    std::ofstream(package / "notes.txt") << "not Python\n";
+    fs::create_directories(package / "__pycache__");
+    std::ofstream(package / "__pycache__" / "common.py") << "# a stray copy\n";
+    EXPECT_EQ(exporter_sha256(scripts.string()), hash);
+
+    // a rename changes it, as an edit does
+    fs::rename(package / "families" / "llama.py", package / "families" / "llama2.py");
+    EXPECT_NE(exporter_sha256(scripts.string()), hash);
+    fs::rename(package / "families" / "llama2.py", package / "families" / "llama.py");
+    EXPECT_EQ(exporter_sha256(scripts.string()), hash);
+    std::ofstream(package / "families" / "llama.py") << "NAME = 'llama' \n";
+    EXPECT_NE(exporter_sha256(scripts.string()), hash);
+}
+
 TEST_F(FixtureFiles, StaleManifestIsRefused) {
     const std::string fixture = write_matvec({3, 4});
     const fs::path scripts = dir_ / "scripts";
-    fs::create_directories(scripts);
-    std::ofstream(scripts / "export_golden.py") << "# version 1\n";
+    fs::create_directories(scripts / "lmlab_ref");
+    std::ofstream(scripts / "lmlab_ref" / "export.py") << "# version 1\n";
     nlohmann::json manifest = {{"exporter_sha256", exporter_sha256(scripts.string())},
                                {"files", {{"kernel/matvec.h5", sha256_file(fixture)}}}};
     std::ofstream(dir_ / "manifest.json") << manifest.dump();
     EXPECT_NO_THROW(check_manifest(dir_.string(), scripts.string()));
 
     // the exporter changes: every fixture is stale
-    std::ofstream(scripts / "export_golden.py") << "# version 2\n";
+    std::ofstream(scripts / "lmlab_ref" / "export.py") << "# version 2\n";
     try {
         check_manifest(dir_.string(), scripts.string());
         FAIL() << "stale fixtures accepted";
     } catch (const HarnessError& e) {
         EXPECT_NE(std::string(e.what()).find("fixtures are stale"), std::string::npos) << e.what();
-        EXPECT_NE(std::string(e.what()).find("export_golden.py"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("scripts/lmlab_ref is now"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("export_golden.py"), std::string::npos) << e.what();  // the command
     }
 
     // a fixture changed after export

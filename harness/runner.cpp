@@ -90,7 +90,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         const Fixture fx = read_fixture(fixture_path.string());
         if (!env.exporter_sha256.empty() && fx.exporter_sha256 != env.exporter_sha256)
             throw HarnessError(fx.path + ": stale: written by exporter " + fx.exporter_sha256.substr(0, 12) +
-                               ", but scripts/*.py is now " + env.exporter_sha256.substr(0, 12) +
+                               ", but scripts/" + kExporterPackage + " is now " + env.exporter_sha256.substr(0, 12) +
                                ". " + regenerate_hint());
         if (fx.name != stage.fixture)
             throw HarnessError(fx.path + ": root attribute fixture is '" + fx.name + "', expected '" + stage.fixture +

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Are the golden fixtures current? Standard library only, so the build can ask on every run
-without importing torch.
+"""Are the golden fixtures current? Standard library only (of the package: lmlab_ref.lmlab), so the
+build can ask on every run without importing torch.
 
     .venv/bin/python scripts/golden_status.py [--golden DIR] [--shared DIR] [--lmlab BIN] [--ensure]
 
-Current means golden/manifest.json was written by the exporter as it is now (exporter_sha256:
-sha256 over every scripts/*.py, sorted by name, contents concatenated; the harness computes the
-same digest) for the stage table as it is now (stages_sha256: sha256 of `lmlab list --json`, the
-only list of stages), every listed file is present with its listed sha256, and each ../shared file the
-exporter looked for is still present or absent as it was then (stages that need ../shared are
-exported only when it is there). --ensure re-exports when anything is off; the build's `golden`
+Current means golden/manifest.json was written by the exporter as it is now (exporter_sha256: what
+`lmlab exporter-sha256` prints, the hash of the package scripts/lmlab_ref defined once in
+harness/fixture.cpp) for the stage table as it is now (stages_sha256: sha256 of `lmlab list --json`,
+the only list of stages), every listed file is present with its listed sha256, and each ../shared
+file the exporter looked for is still present or absent as it was then (stages that need ../shared
+are exported only when it is there). --ensure re-exports when anything is off; the build's `golden`
 target runs it, so editing the exporter, deleting or damaging a fixture, or adding ../shared all
 lead to a fresh export on the next build.
 """
@@ -20,44 +20,10 @@ import os
 import subprocess
 import sys
 
-SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_DIR = os.path.dirname(SCRIPTS_DIR)
+from lmlab_ref.lmlab import REPO_DIR, SCRIPTS_DIR, Table, default_lmlab, default_shared_dir, exporter_sha256, sha256_file
 
 
-def default_shared_dir():
-    return os.environ.get("LMLAB_SHARED", os.path.join(os.path.dirname(REPO_DIR), "shared"))
-
-
-def exporter_sha256():
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(SCRIPTS_DIR)):
-        if name.endswith(".py"):
-            with open(os.path.join(SCRIPTS_DIR, name), "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def default_lmlab():
-    return os.path.join(REPO_DIR, "build", "default", "lmlab")
-
-
-def stage_table_json(lmlab):
-    """The stage table as the lmlab binary prints it (bytes, exactly as printed)."""
-    if not os.path.exists(lmlab):
-        raise SystemExit(f"{lmlab} not found: build it first (cmake --build --preset default), or pass --lmlab PATH. "
-                         "The exporter takes its list of stages from it.")
-    return subprocess.run([lmlab, "list", "--json"], check=True, capture_output=True).stdout
-
-
-def stale_reason(golden_dir, shared_dir, lmlab=None):
+def stale_reason(golden_dir, shared_dir, lmlab):
     """None when current, else why not."""
     path = os.path.join(golden_dir, "manifest.json")
     if not os.path.exists(path):
@@ -67,10 +33,10 @@ def stale_reason(golden_dir, shared_dir, lmlab=None):
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         return f"{path} unreadable ({e})"
-    if manifest.get("exporter_sha256") != exporter_sha256():
-        return "the exporter changed"
-    if lmlab is not None and manifest.get("stages_sha256") != hashlib.sha256(stage_table_json(lmlab)).hexdigest():
-        return "the stage table (harness/stages.cpp) changed"
+    if manifest.get("exporter_sha256") != exporter_sha256(lmlab):
+        return "the exporter (scripts/lmlab_ref) changed"
+    if manifest.get("stages_sha256") != hashlib.sha256(Table(lmlab).raw).hexdigest():
+        return "the stage table (harness/stages/stages.cpp) changed"
     files = manifest.get("files") or {}
     if not files:
         return "the manifest lists no files"
@@ -90,7 +56,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--golden", default=os.path.join(REPO_DIR, "golden"))
     ap.add_argument("--shared", default=default_shared_dir())
-    ap.add_argument("--lmlab", default=default_lmlab(), help="the lmlab binary (its stage table)")
+    ap.add_argument("--lmlab", default=default_lmlab(), help="the lmlab binary (its stage table and exporter hash)")
     ap.add_argument("--ensure", action="store_true", help="re-export when not current")
     args = ap.parse_args()
     reason = stale_reason(args.golden, args.shared, args.lmlab)

@@ -1,6 +1,6 @@
 """Seed corpora for the fuzz targets (fuzz/fuzz_*.cpp), made from real files: small models in every
-checkpoint format (written by the same code the exporter uses: llama_ref / ref_q8's version-2 writer,
-transformers' save_pretrained, ref_gpt2's llm.c writer), and small but consistent cuts of the real
+checkpoint format (written by the same code the exporter uses, scripts/lmlab_ref: llama_ref / q8's
+version-2 writer, transformers' save_pretrained, families/gpt2's llm.c writer), and small but consistent cuts of the real
 tokenizers under ../shared (GPT-2's encoder.json + vocab.bpe, Qwen's tokenizer.json, llama2.c's
 tok512.bin, llm.c's gpt2_tokenizer.bin). Small seeds keep each execution fast; libFuzzer mutates
 from there.
@@ -18,16 +18,13 @@ import os
 import struct
 import tempfile
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-
+from lmlab_ref import common  # noqa: F401 (first: it sets HF_HUB_OFFLINE, nothing is downloaded)
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-import llama_ref  # noqa: E402
-import ref_gpt2  # noqa: E402
-import ref_q8  # noqa: E402
-import tokenizer_bpe_ref  # noqa: E402
-from golden_status import default_shared_dir  # noqa: E402
+from lmlab_ref import bpe, llama_ref, q8  # noqa: E402
+from lmlab_ref.families import gpt2 as gpt2_family  # noqa: E402
+from lmlab_ref.lmlab import default_shared_dir  # noqa: E402
 
 
 def parts(*files):
@@ -117,13 +114,13 @@ def main():
         m = tiny_llama(i, **kw)
         put(out, "llama2c", f"tiny{i}.bin", llama2c_bytes(m))
         with tempfile.TemporaryDirectory() as d:
-            ref_q8.write_version2(m, os.path.join(d, "q8.bin"), group_size=4)
+            q8.write_version2(m, os.path.join(d, "q8.bin"), group_size=4)
             with open(os.path.join(d, "q8.bin"), "rb") as f:
                 put(out, "llama2c_q8", f"tiny{i}.bin", f.read())
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=2,
                                       attn_implementation="eager")).eval()
-    put(out, "llmc", "tiny.bin", ref_gpt2.llmc_checkpoint_bytes(gpt2))
+    put(out, "llmc", "tiny.bin", gpt2_family.llmc_checkpoint_bytes(gpt2))
     qwen2 = Qwen2ForCausalLM(Qwen2Config(vocab_size=16, hidden_size=8, intermediate_size=12, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8,
                                          tie_word_embeddings=True)).eval()
@@ -168,10 +165,10 @@ def main():
     if os.path.exists(os.path.join(shared, "tokenizers/gpt2/encoder.json")):
         vocab, merges, version = bpe_subset(shared)
         enc = json.dumps(vocab, ensure_ascii=False).encode()
-        bpe = ("\n".join([version] + merges) + "\n").encode()
-        put(out, "tokenizer_gpt2_files", "gpt2-300.bin", parts(enc, bpe))
-        put(out, "tokenizer_vocab_merges", "gpt2-300.bin", parts(enc, bpe))
-        llmc = tokenizer_bpe_ref.llmc_tokenizer_bytes(shared)
+        merges_file = ("\n".join([version] + merges) + "\n").encode()
+        put(out, "tokenizer_gpt2_files", "gpt2-300.bin", parts(enc, merges_file))
+        put(out, "tokenizer_vocab_merges", "gpt2-300.bin", parts(enc, merges_file))
+        llmc = bpe.llmc_tokenizer_bytes(shared)
         header = list(struct.unpack("<256i", llmc[:1024]))
         body, off, n = b"", 1024, 300
         for _ in range(n):

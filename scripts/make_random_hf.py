@@ -10,12 +10,12 @@ shapes bench/bench.cpp builds in memory); the weights are transformers' own init
 model computes nothing meaningful, but every matrix has its real size, so time and memory are real.
 """
 import argparse
-import os
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-
+from lmlab_ref import common  # noqa: F401 (first: it sets HF_HUB_OFFLINE, nothing is downloaded)
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+
+from lmlab_ref.hf_decoder import save_hf_dir  # noqa: E402
 
 SHAPES = {
     "gpt2-124m": (GPT2Config, GPT2LMHeadModel,
@@ -40,7 +40,7 @@ def main():
     torch.manual_seed(args.seed)
     model = model_cls(config_cls(**fields)).eval()
     n = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(args.out, safe_serialization=True, max_shard_size="10GB")
+    save_hf_dir(model, args.out, max_shard_size="10GB")
     print(f"make_random_hf: {args.shape}: {n / 1e6:.0f}M parameters written to {args.out}")
 
 

@@ -1,5 +1,6 @@
 # ctest verify.*: `lmlab verify` on a copy of a model (placed elsewhere, as a user's would be).
-#   cmake -DLMLAB=... -DMODEL=... -DWORK_DIR=... -DMODE=pass|refuse|localise [-DFIELD= -DVALUE=json -DSHOWN=] -P this file
+#   cmake -DLMLAB=... -DMODEL=... -DWORK_DIR=... -DMODE=pass|refuse|localise [-DFIELD= -DVALUE=json -DSHOWN=]
+#         [-DPROMPT_IDS=1,403,407,300] -P this file
 # pass:     verify passes and prints the verdict; a second run reuses the reference's fixtures.
 # refuse:   config.json gets FIELD = VALUE (JSON); verify must refuse before running anything, naming
 #           the field and showing the value (the text SHOWN).
@@ -22,7 +23,10 @@ if(MODE STREQUAL "refuse")
   file(WRITE ${copy}/config.json "${config}")
 endif()
 
-set(cmd ${LMLAB} verify --model ${copy} --prompt-ids 1,403,407,300 --generate 8 --out ${WORK_DIR}/out)
+if(NOT PROMPT_IDS)
+  set(PROMPT_IDS 1,403,407,300)
+endif()
+set(cmd ${LMLAB} verify --model ${copy} --prompt-ids ${PROMPT_IDS} --generate 8 --out ${WORK_DIR}/out)
 execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 message("${out}${err}")
 

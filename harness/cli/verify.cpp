@@ -148,7 +148,9 @@ int cmd_verify(const VerifyArgs& a, const Paths& paths) {
     // 2. The reference, on the same weights.
     std::vector<std::string> cmd = {LMLAB_PYTHON, (fs::path(paths.scripts) / "verify_ref.py").string(), "--model", model_path,
                                     "--prompt-ids", fmt::format("{}", fmt::join(prompt, ",")),
-                                    "--generate", std::to_string(a.generate), "--out", out_dir};
+                                    "--generate", std::to_string(a.generate), "--out", out_dir,
+                                    // this binary: the reference takes the family rows and the exporter hash from it
+                                    "--lmlab", fs::read_symlink("/proc/self/exe").string()};
     if (a.no_f64) cmd.push_back("--no-f64");
     const auto t_ref = std::chrono::steady_clock::now();
     const int rc = run_process(cmd);

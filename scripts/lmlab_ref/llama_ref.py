@@ -1,11 +1,12 @@
 """The PyTorch reference LLaMA: written from the paper's formulas, one token at a time with an
 explicit KV cache, exactly the computation the C++ engine does (so the two can be compared
-intermediate by intermediate). Used by export_golden.py for the tiny LLaMA and for llama2.c
-checkpoints such as stories260K, and (Config qkv_bias=True, rope_style "rotate_half": Qwen2 is
-LLaMA plus q/k/v biases) as the float64 truth of the tiny Qwen2 (ref_hf_llama.qwen2_to_llama_ref):
-every step runs in the dtype the model is given, RoPE angles included.
+intermediate by intermediate). The llama family's reference (families/llama.py: the tiny LLaMA,
+llama2.c checkpoints such as stories260K), cross-checked against transformers' LlamaForCausalLM;
+and, with Config qkv_bias=True and rope_style "rotate_half" (Qwen2 is LLaMA plus q/k/v biases), the
+float64 truth of transformers' decoders (hf_decoder.to_llama_ref; the MoE models with their own
+feed-forward): every step runs in the dtype the model is given, RoPE angles included.
 
-Intermediates are captured with forward hooks on named submodules; the nn.Identity modules
+Intermediates are captured with forward hooks on named submodules (HOOKS); the nn.Identity modules
 (q_rope, k_rope, resid_attn) exist only to give hooks a place to look at q and k after RoPE and
 at the first residual.
 """
@@ -15,6 +16,8 @@ import struct
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from lmlab_ref import hooks
 
 
 def rope_angles(pos, head_dim, theta, dtype):
@@ -156,63 +159,69 @@ class Llama(nn.Module):
         return self.output(self.norm(x))
 
 
-# Intermediates in pipeline order: (name, module path relative to a block, "out" for the module's
-# output or "in" for its input); the C++ side (model/forward.cpp, layer_trace_fields) returns the
-# same names in the same order, so the first mismatch in this order is the first divergence.
-BLOCK_INTERMEDIATES = [("attn_norm", "attention_norm", "out"), ("q", "attention.q_rope", "out"),
-                       ("k", "attention.k_rope", "out"), ("v", "attention.wv", "out"),
-                       ("heads", "attention.wo", "in"), ("attn_out", "attention", "out"), ("h", "resid_attn", "out"),
-                       ("ffn_norm", "ffn_norm", "out"), ("ffn_gate", "feed_forward.w1", "out"),
-                       ("ffn_up", "feed_forward.w3", "out"), ("ffn_act", "feed_forward.w2", "in"),
-                       ("ffn_out", "feed_forward", "out"), ("out", "", "out")]
+# Where each intermediate of a Block is seen: name -> (submodule path inside the block, "out" for
+# its output or "in" for its input; "" is the block itself). The names asked for, and their order,
+# come from the family's row of `lmlab list --json` (the C++ returns the same names in the same
+# order, so the first mismatch in that order is the first divergence).
+HOOKS = {"in": ("", "in"), "attn_norm": ("attention_norm", "out"), "q": ("attention.q_rope", "out"),
+         "k": ("attention.k_rope", "out"), "v": ("attention.wv", "out"), "heads": ("attention.wo", "in"),
+         "attn_out": ("attention", "out"), "h": ("resid_attn", "out"), "ffn_norm": ("ffn_norm", "out"),
+         "ffn_gate": ("feed_forward.w1", "out"), "ffn_up": ("feed_forward.w3", "out"),
+         "ffn_act": ("feed_forward.w2", "in"), "ffn_out": ("feed_forward", "out"), "out": ("", "out")}
 
 
-class Recorder:
-    """Forward hooks that append every intermediate of every layer, per token, to lists."""
-
-    def __init__(self, model):
-        self.values = {}
-        self.handles = []
-        for i, layer in enumerate(model.layers):
-            for name, path, where in BLOCK_INTERMEDIATES:
-                module = layer.get_submodule(path) if path else layer
-                if where == "out":
-                    self._hook(module, f"layer{i}.{name}")
-                else:
-                    self.handles.append(module.register_forward_pre_hook(self._pre(f"layer{i}.{name}")))
-            # the input of every block, for teacher-forced runs of the C++ layers
-            self.handles.append(layer.register_forward_pre_hook(self._pre(f"layer{i}.in")))
-        self._hook(model.norm, "final_norm")
-        self._hook(model.output, "logits")
-
-    def _hook(self, module, key):
-        self.values[key] = []
-        self.handles.append(module.register_forward_hook(lambda m, inp, out: self.values[key].append(out.detach().clone())))
-
-    def _pre(self, key):
-        self.values[key] = []
-        return lambda m, inp: self.values[key].append(inp[0].detach().clone())
-
-    def stacked(self):
-        """name -> tensor [n_tokens, ...]"""
-        return {k: torch.stack(v) for k, v in self.values.items() if v}
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
+def _recorder(model, names, where, layers):
+    rec = hooks.Recorder()
+    for i in layers:
+        hooks.unplaced(rec.place(model.layers[i], f"layer{i}.", names, where), "llama_ref")
+    return rec
 
 
-def run_tokens(model, tokens, dtype):
-    """Runs tokens through the model one at a time from position 0, recording every intermediate.
-    Returns (intermediates name -> [n_tokens, ...], cache)."""
+def run_tokens(model, tokens, dtype, names=(), where=HOOKS):
+    """Runs tokens through the model one at a time from position 0 in dtype (the model is moved to
+    it). Returns (values, cache): values holds layer<i>.<name> [n_tokens, ...] for every layer and
+    each of names in order, then final_norm and logits; cache is (k, v) [n_layers, max_seq_len, kv_dim].
+    where: the hook table (HOOKS; a block with another feed-forward brings its own)."""
     model = model.to(dtype)
-    rec = Recorder(model)
+    rec = _recorder(model, names, where, range(len(model.layers)))
+    rec.out(model.norm, "final_norm")
+    rec.out(model.output, "logits")
     cache = model.new_cache(dtype)
-    with torch.no_grad():
-        for pos, tok in enumerate(tokens):
-            model(int(tok), pos, cache)
-    rec.remove()
-    return rec.stacked(), cache
+    try:
+        with torch.no_grad():
+            for pos, tok in enumerate(tokens):
+                model(int(tok), pos, cache)
+    finally:
+        rec.remove()
+    keys = [f"layer{i}.{n}" for i in range(len(model.layers)) for n in names] + ["final_norm", "logits"]
+    return {k: rec.stacked(k) for k in keys}, cache
+
+
+def forward(model, tokens, names, where=HOOKS):
+    """run_tokens in the model's dtype: (values, {"cache_k", "cache_v": [n_layers, T, kv_dim]})."""
+    values, cache = run_tokens(model, tokens, next(model.parameters()).dtype, names, where)
+    n = len(tokens)
+    return values, {"cache_k": cache[0][:, :n], "cache_v": cache[1][:, :n]}
+
+
+def layer_case(model, layer, pos, x, cache_k, cache_v, names, part="block", where=HOOKS):
+    """Block `layer` (part "block"), or only its attention (part "attention"), on one token x [dim] at
+    position pos after a cache whose rows < pos are cache_k/cache_v [pos, kv_dim], in the model's
+    dtype. Returns {name: value} for names (intermediates of that part), in order."""
+    c = model.cfg
+    dtype = next(model.parameters()).dtype
+    ck = torch.zeros(c.max_seq_len, c.kv_dim, dtype=dtype)
+    cv = torch.zeros(c.max_seq_len, c.kv_dim, dtype=dtype)
+    ck[:pos], cv[:pos] = cache_k.to(dtype), cache_v.to(dtype)
+    blk = model.layers[layer]
+    x = x.to(dtype)
+    rec = _recorder(model, names, where, [layer])
+    try:
+        with torch.no_grad():
+            (blk.attention if part == "attention" else blk)(x, pos, ck, cv)
+    finally:
+        rec.remove()
+    return {n: rec.values[f"layer{layer}.{n}"][-1] for n in names}
 
 
 def greedy(model, prompt, n_new, dtype=torch.float32):

@@ -1,10 +1,8 @@
 """Reference byte-level BPE tokenizers (GPT-2 and Qwen) for lmlab's C++ BpeTokenizer.
 
-Run with the venv interpreter (/work/main/.venv/bin/python): it needs tiktoken 0.8.0 and
-Hugging Face tokenizers 0.20.3, which Debian's /usr/bin/python3 does not have. Both are imported
-inside the functions that use them, so importing this module has no side effects and needs
-neither. Nothing is ever downloaded: every tokenizer is built from the files in shared/
-(tokenizers/gpt2/encoder.json + vocab.bpe, tokenizers/qwen/tokenizer.json).
+It needs tiktoken 0.8.0 and Hugging Face tokenizers 0.20.3 (the .venv's), imported inside the
+functions that use them. Nothing is ever downloaded: every tokenizer is built from the files in
+../shared (tokenizers/gpt2/encoder.json + vocab.bpe, tokenizers/qwen/tokenizer.json).
 
 Two independent references for GPT-2, which must agree id for id before anything is returned:
   - tiktoken, with an Encoding built offline from encoder.json (the mergeable ranks are the
@@ -14,7 +12,7 @@ Qwen's reference is HF tokenizers with Qwen's own tokenizer.json (NFC, a Split r
 ByteLevel), which is what transformers uses for Qwen models.
 
 Command line (writes the texts and ids as JSON for a C++ comparison driver, prints timings):
-  .venv/bin/python scripts/tokenizer_bpe_ref.py --dump /tmp/bpe_cases.json [--shared DIR]
+  cd scripts && ../.venv/bin/python -m lmlab_ref.bpe --dump /tmp/bpe_cases.json [--shared DIR]
 
 Everything is deterministic: the same inputs give the same texts and ids on every run.
 """
@@ -27,10 +25,14 @@ import sys
 import time
 import unicodedata
 
+from lmlab_ref import common, tokenizers
+from lmlab_ref.lmlab import default_shared_dir
+
 # GPT-2's pre-tokenisation pattern (OpenAI's encoder.py, tiktoken's r50k_base/gpt2).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_END_OF_TEXT = "<|endoftext|>"
 GPT2_END_OF_TEXT_ID = 50256
+QWEN_VOCAB = 151665  # ids of Qwen's tokenizer (Qwen2.5's embedding is padded to 151936 rows)
 
 # llm.c's gpt2_tokenizer.bin (train_gpt2.py write_tokenizer, llmc/tokenizer.h tokenizer_init).
 LLMC_MAGIC = 20240328
@@ -43,13 +45,12 @@ LLMC_HEADER_INTS = 256
 
 def gpt2_files(shared_dir: str) -> tuple[str, str]:
     """Paths of GPT-2's encoder.json and vocab.bpe under shared_dir."""
-    folder = os.path.join(shared_dir, "tokenizers", "gpt2")
-    return os.path.join(folder, "encoder.json"), os.path.join(folder, "vocab.bpe")
+    return os.path.join(shared_dir, common.GPT2_ENCODER), os.path.join(shared_dir, common.GPT2_MERGES)
 
 
 def qwen_file(shared_dir: str) -> str:
     """Path of Qwen's tokenizer.json under shared_dir."""
-    return os.path.join(shared_dir, "tokenizers", "qwen", "tokenizer.json")
+    return os.path.join(shared_dir, common.QWEN_TOKENIZER)
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -247,9 +248,7 @@ def _mixed_texts(seed: int, count: int, extra_fragments: list[str]) -> list[str]
 
 
 def _common_texts(kjv_text: str, seed: int, extra_fragments: list[str]) -> list[str]:
-    import tokenizer_ref  # the SentencePiece test's edge cases; sibling module in scripts/
-
-    texts = list(tokenizer_ref.EDGE_CASES)
+    texts = list(tokenizers.EDGE_CASES)
     texts += ["", " ", "\n", " " * 1000, "\U0001F600", "\U0001F468\u200d\U0001F469\u200d\U0001F467"]
     texts += CONTRACTIONS + NUMBERS + WHITESPACE + ACCENTS + _nfd(ACCENTS) + SCRIPTS + EMOJI
     texts += CODE_SAMPLES
@@ -270,7 +269,7 @@ def _common_texts(kjv_text: str, seed: int, extra_fragments: list[str]) -> list[
 
 
 def gpt2_texts(kjv_text: str) -> list[str]:
-    """About 410 KB of varied GPT-2 test texts (deterministic): tokenizer_ref's edge cases,
+    """About 410 KB of varied GPT-2 test texts (deterministic): tokenizers.EDGE_CASES,
     contractions, numbers, whitespace runs, accents (precomposed and NFD), many scripts, emoji
     (ZWJ, skin tones, flags), code, "<|endoftext|>" inside prose, random mixtures, KJV slices."""
     eot = [
@@ -421,17 +420,14 @@ def _timed(label: str, fn, *args, **kwargs):
 def main() -> None:
     import argparse
 
-    import tokenizer_ref
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dump", required=True, help="JSON file to write texts and reference ids to")
-    parser.add_argument("--shared", default=os.environ.get("LMLAB_SHARED") or os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+    parser.add_argument("--shared", default=default_shared_dir())
     parser.add_argument("--sweep-step", type=int, default=0, help="also dump every Nth code point in context (0: none)")
     args = parser.parse_args()
-    os.environ["HF_HUB_OFFLINE"] = "1"
 
     total_start = time.perf_counter()
-    kjv = _timed("kjv_text", tokenizer_ref.kjv_text)
+    kjv = _timed("kjv_text", tokenizers.kjv_text)
     gpt2 = _timed("gpt2_texts", gpt2_texts, kjv)
     qwen = _timed("qwen_texts", qwen_texts, kjv)
     special_gpt2 = [t for t in gpt2 if "<|" in t]

@@ -12,12 +12,13 @@ exact integers and (nearly) exact floats:
 - `c_round`: C's round(), halves away from zero. torch.round rounds halves to even (2.5 -> 2), so
   using it would disagree with runq.c's quantize() on every exact half.
 - `quantize_q8_0`, `dequantize_q8_0`, `matvec_q8_0`: the kernels (kernel.quantize_q8_0,
-  kernel.matvec_q8_0 run them on the exporter's cases).
+  kernel.matvec_q8_0 run them on kernels.py's cases).
 - `QLinear` and `to_q8`: llama_ref.Llama with every nn.Linear (and the classifier) replaced by a
   module that quantizes its input per group and computes the int32 group sums as runq.c; the
   Recorder's hooks see the same module names, so every intermediate is recorded as for the float model.
 - `write_version2`: llama2.c's export.py version2_export, copied (the same header, order and torch
   expressions, with export.py's own `quantize_q80`, which rounds with torch.round), for the tiny LLaMA.
+- `split_q8`: a stage row's model with its int8 suffix ("models/tiny-llama.h5#q8_0,group=4").
 """
 import copy
 import struct
@@ -27,6 +28,20 @@ import torch
 import torch.nn as nn
 
 Q_MAX = 127.0
+
+
+def split_q8(key):
+    """A stage row asks for int8 on load with a model suffix (the C++ twin: parse_model_spec in
+    harness/stages/stages.cpp): 'models/tiny-llama.h5#q8_0,group=4' -> ('models/tiny-llama.h5', 4);
+    '...#q8_0' -> group 64; no suffix -> (key, None)."""
+    if "#" not in key:
+        return key, None
+    base, suffix = key.split("#", 1)
+    if suffix == "q8_0":
+        return base, 64
+    if suffix.startswith("q8_0,group=") and suffix[len("q8_0,group="):].isdigit():
+        return base, int(suffix[len("q8_0,group="):])
+    raise SystemExit(f"lmlab_ref: model '{key}': unknown suffix (known: #q8_0, #q8_0,group=N)")
 
 
 def c_round(x):

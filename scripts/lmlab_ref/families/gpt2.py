@@ -1,10 +1,9 @@
-"""The GPT-2 reference: Hugging Face transformers' own GPT2LMHeadModel (eager attention), with a
-tiny random configuration, its intermediates captured by forward hooks on transformers' modules
-(never re-implemented here), and the same weights written in the three layouts the C++ engine
-reads: transformers' save_pretrained directory, a sharded hub-style directory like the real
-`gpt2` repository, and llm.c's float32 checkpoint.
-
-    /work/main/.venv/bin/python scripts/ref_gpt2.py     # self-check + timings
+"""The gpt2 family: transformers' own GPT2LMHeadModel (eager attention) with a tiny random
+configuration, its intermediates captured by forward hooks on transformers' modules (never
+re-implemented here), and the same weights written in the three layouts the C++ engine reads:
+transformers' save_pretrained directory, a sharded hub-style directory like the real `gpt2`
+repository, and llm.c's float32 checkpoint. The float64 truth is transformers' model in float64
+(GPT-2 has no float32-only step in it).
 
 GPT-2 (Radford et al. 2019) in transformers 4.46.3, per block (pre-LayerNorm):
     a   = ln_1(x);  q|k|v = c_attn(a)   (Conv1D: a @ W + b, W stored [in, out])
@@ -13,22 +12,18 @@ GPT-2 (Radford et al. 2019) in transformers 4.46.3, per block (pre-LayerNorm):
     out = h + mlp.c_proj(gelu_new(mlp.c_fc(ln_2(h))))
     logits = ln_f(x_L) @ wte^T   (lm_head tied to wte)
 gelu_new is transformers' NewGELUActivation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-
-Nothing runs at import time except setting HF_HUB_OFFLINE (nothing is ever downloaded).
 """
 import json
 import os
-import time
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from lmlab_ref import bpe, common, hooks
 
-import ref_common  # noqa: E402
-from ref_common import teacher_forced_logits64, to_float64, top2_gaps  # noqa: E402,F401
+NAME = "gpt2"
 
 # The tiny GPT-2: the real GPT-2 vocabulary size (so the real tokenizer's ids are valid), a small body.
 TINY_GPT2 = dict(vocab_size=50257, n_positions=256, n_embd=64, n_layer=2, n_head=4,
@@ -42,10 +37,6 @@ WTE_STD = 3.0 / TINY_GPT2["n_embd"] ** 0.5
 WPE_STD = 1.0
 LN_STD = 0.1
 BIAS_STD = 0.05
-
-# Intermediates of one block, in pipeline order; the C++ engine returns the same names.
-BLOCK_ROLES = ["in", "attn_norm", "q", "k", "v", "heads", "attn_out", "h", "ffn_norm",
-               "ffn_up", "ffn_act", "ffn_out", "out"]
 
 # llm.c's float32 checkpoint (karpathy/llm.c train_gpt2.py write_model / write_tensors,
 # train_gpt2.c gpt2_build_from_checkpoint + fill_in_parameter_sizes).
@@ -84,15 +75,6 @@ def build_tiny_gpt2(gen: torch.Generator) -> GPT2LMHeadModel:
                 raise ValueError(f"unexpected parameter {name}")
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr(), "lm_head not tied to wte"
     return model.eval()
-
-
-def config_attrs(model):
-    """The config as the C++ side needs it."""
-    c = model.config
-    return {"arch": "gpt2", "vocab_size": c.vocab_size, "n_positions": c.n_positions, "n_embd": c.n_embd,
-            "n_layer": c.n_layer, "n_head": c.n_head, "head_dim": c.n_embd // c.n_head,
-            "ffn_dim": c.n_inner or 4 * c.n_embd, "layer_norm_epsilon": float(c.layer_norm_epsilon),
-            "activation": c.activation_function, "tied_embeddings": 1}
 
 
 # ---- Writing the weights ------------------------------------------------------------------------
@@ -247,62 +229,26 @@ def save_hf_dirs(model, out_dir) -> dict:
 
 # ---- Intermediates ------------------------------------------------------------------------------
 
-class Recorder:
-    """Forward hooks (and pre-hooks) on transformers' own GPT-2 modules; each role's captures are
-    appended to a list (one entry per forward call, batch dimension dropped)."""
-
-    def __init__(self):
-        self.values = {}
-        self.handles = []
-
-    def _put(self, key, t):
-        self.values.setdefault(key, []).append(t.detach()[0].clone())
-
-    def out(self, module, key):
-        def hook(m, inp, out):
-            self._put(key, out[0] if isinstance(out, tuple) else out)
-        self.handles.append(module.register_forward_hook(hook))
-
-    def inp(self, module, key):
-        self.handles.append(module.register_forward_pre_hook(lambda m, inp: self._put(key, inp[0])))
-
-    def qkv(self, module, prefix):
-        def hook(m, inp, out):
-            q, k, v = out.split(m.nf // 3, dim=-1)  # exactly what GPT2Attention.forward does
-            self._put(prefix + "q", q)
-            self._put(prefix + "k", k)
-            self._put(prefix + "v", v)
-        self.handles.append(module.register_forward_hook(hook))
-
-    def block(self, block, prefix):
-        """Every role of BLOCK_ROLES for one GPT2Block."""
-        self.inp(block, prefix + "in")  # GPT2Model calls block(hidden_states, layer_past=..., ...)
-        self.out(block.ln_1, prefix + "attn_norm")
-        self.qkv(block.attn.c_attn, prefix)
-        self.inp(block.attn.c_proj, prefix + "heads")
-        self.out(block.attn.c_proj, prefix + "attn_out")
-        self.inp(block.ln_2, prefix + "h")
-        self.out(block.ln_2, prefix + "ffn_norm")
-        self.out(block.mlp.c_fc, prefix + "ffn_up")
-        self.out(block.mlp.act, prefix + "ffn_act")
-        self.out(block.mlp.c_proj, prefix + "ffn_out")
-        self.out(block, prefix + "out")  # the block returns (hidden_states, present)
-
-    def one(self, key):
-        v = self.values[key]
-        assert len(v) == 1, f"{key}: captured {len(v)} times"
-        return v[0]
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-        self.handles = []
+# Where each intermediate of a GPT2Block is seen (hooks.Recorder.place); q, k and v (QKV) are the
+# c_attn output split as GPT2Attention.forward splits it.
+HOOKS = {"in": ("", "in"), "attn_norm": ("ln_1", "out"), "heads": ("attn.c_proj", "in"),
+         "attn_out": ("attn.c_proj", "out"), "h": ("ln_2", "in"), "ffn_norm": ("ln_2", "out"),
+         "ffn_up": ("mlp.c_fc", "out"), "ffn_act": ("mlp.act", "out"), "ffn_out": ("mlp.c_proj", "out"),
+         "out": ("", "out")}  # GPT2Model calls block(hidden_states, ...); the block returns (hidden_states, present)
+QKV = ("q", "k", "v")
 
 
-def role_names(n_layer):
-    """All roles of a full forward, in pipeline order."""
-    return (["embed"] + [f"layer{i}.{r}" for i in range(n_layer) for r in BLOCK_ROLES]
-            + ["final_norm", "logits"])
+def _hook_block(rec, block, prefix, names):
+    """Hooks names of one GPT2Block on rec (batch row 0 kept)."""
+    rest = rec.place(block, prefix, names, HOOKS)
+    qkv = [n for n in rest if n in QKV]
+
+    def split(m, inp, out):
+        for name, t in zip(QKV, out.split(m.nf // 3, dim=-1)):  # exactly what GPT2Attention.forward does
+            if name in qkv:
+                rec.put(prefix + name, t)
+    rec.handles.append(block.attn.c_attn.register_forward_hook(split))
+    hooks.unplaced([n for n in rest if n not in QKV], "GPT2Block")
 
 
 def _cache_rows(kv):
@@ -311,17 +257,17 @@ def _cache_rows(kv):
     return kv[0].permute(1, 0, 2).reshape(T, nh * hd)
 
 
-def forward_intermediates(model, tokens):
+def forward_intermediates(model, tokens, names):
     """One full-sequence forward of the HF model (use_cache=True) on tokens [T] from position 0.
-    Returns (dict role -> tensor [T, ...] in pipeline order, cache_k [L, T, n_embd],
-    cache_v [L, T, n_embd]), all in the model's dtype; the cache is the model's own
-    past_key_values, heads side by side (head h is columns h*head_dim:(h+1)*head_dim)."""
+    Returns (values, cache_k [L, T, n_embd], cache_v) in the model's dtype: values holds
+    layer<i>.<name> [T, ...] for each layer and each of names in order, then final_norm and logits;
+    the cache is the model's own past_key_values, heads side by side (head h is columns
+    h*head_dim:(h+1)*head_dim)."""
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     t = model.transformer
-    rec = Recorder()
-    rec.out(t.drop, "embed")
+    rec = hooks.Recorder(take=lambda x: x[0])
     for i, block in enumerate(t.h):
-        rec.block(block, f"layer{i}.")
+        _hook_block(rec, block, f"layer{i}.", names)
     rec.out(t.ln_f, "final_norm")
     rec.out(model.lm_head, "logits")
     try:
@@ -329,176 +275,122 @@ def forward_intermediates(model, tokens):
             out = model(input_ids=tokens[None], use_cache=True, return_dict=True)
     finally:
         rec.remove()
-    values = {k: rec.one(k) for k in role_names(len(t.h))}
+    keys = [f"layer{i}.{n}" for i in range(len(t.h)) for n in names] + ["final_norm", "logits"]
+    values = {k: rec.one(k) for k in keys}
     assert torch.equal(values["logits"], out.logits[0])
     cache_k = torch.stack([_cache_rows(k) for k, _ in out.past_key_values])
     cache_v = torch.stack([_cache_rows(v) for _, v in out.past_key_values])
     return values, cache_k, cache_v
 
 
-def layer_case(model, layer, pos, x, cache_k, cache_v):
+def layer_case(model, layer, pos, x, cache_k, cache_v, names):
     """One block, model.transformer.h[layer], on one token x [n_embd] at position pos, after pos
     cached keys/values cache_k/cache_v [pos, n_embd] (rows < pos of that layer), through the
     block's own forward with its legacy tuple cache layer_past = (past_key, past_value), each
-    [1, n_head, pos, head_dim]. Returns role -> 1-D tensor for attn_norm .. out."""
+    [1, n_head, pos, head_dim], in the model's dtype. Returns {name: 1-D tensor} for names."""
     block = model.transformer.h[layer]
     c = model.config
     nh, hd = c.n_head, c.n_embd // c.n_head
+    dtype = next(model.parameters()).dtype
     assert pos < c.n_positions and cache_k.shape == (pos, c.n_embd) == cache_v.shape
 
-    def heads_first(rows):  # [pos, n_embd] -> [1, n_head, pos, head_dim]
-        return rows.reshape(pos, nh, hd).permute(1, 0, 2).unsqueeze(0).contiguous()
+    def heads_first(r):  # [pos, n_embd] -> [1, n_head, pos, head_dim]
+        return r.to(dtype).reshape(pos, nh, hd).permute(1, 0, 2).unsqueeze(0).contiguous()
 
     layer_past = (heads_first(cache_k), heads_first(cache_v)) if pos > 0 else None
-    rec = Recorder()
-    rec.block(block, "")
+    rec = hooks.Recorder(take=lambda t: t[0])
+    _hook_block(rec, block, "", names)
     try:
         with torch.no_grad():
-            out = block(x.reshape(1, 1, -1), layer_past=layer_past, use_cache=True)
+            out = block(x.to(dtype).reshape(1, 1, -1), layer_past=layer_past, use_cache=True)
     finally:
         rec.remove()
-    values = {r: rec.one(r)[0] for r in BLOCK_ROLES if r != "in"}
-    assert torch.equal(values["out"], out[0][0, 0])
-    present_k, present_v = out[1]
-    assert present_k.shape[2] == pos + 1 and torch.equal(_cache_rows(present_k)[pos], values["k"])
+    values = {n: rec.one(n)[0] for n in names}
+    present_k, _ = out[1]
+    assert present_k.shape[2] == pos + 1
+    for name, t in (("out", out[0][0, 0]), ("k", _cache_rows(present_k)[pos])):
+        assert name not in values or torch.equal(values[name], t), name
     return values
 
 
-# ---- Generation ---------------------------------------------------------------------------------
-
-def greedy(model, prompt, n_new):
-    """transformers' generate(do_sample=False), exactly n_new tokens (ref_common.greedy)."""
-    return ref_common.greedy(model, prompt, n_new, EOT)
-
-
-# ---- Self-check ---------------------------------------------------------------------------------
-
-def _max_abs(a, b):
-    return float((a.double() - b.double()).abs().max())
+def teacher_forced_logits64(model64, sequence, n_prompt):
+    """Float64 logits for a greedy run: one full forward of the float64 model on sequence = prompt +
+    new tokens; rows n_prompt-1 .. len(sequence)-2, i.e. [n_new, V] aligned with greedy()'s logits."""
+    sequence = torch.as_tensor(sequence, dtype=torch.long)
+    with torch.no_grad():
+        logits = model64(input_ids=sequence[None], use_cache=False, return_dict=True).logits[0]
+    return logits[n_prompt - 1: len(sequence) - 1]
 
 
-def _selfcheck(seed=20261123, out_dir=None):
-    """Checks this module against transformers itself; raises AssertionError on any failure."""
-    import tempfile
+# ---- The family's references ---------------------------------------------------------------------
 
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    model = build_tiny_gpt2(torch.Generator().manual_seed(seed))
-    for name, p in model.named_parameters():  # (randn itself gives an exact 0 about once in 1e7)
-        assert float(((p == 0) | (p == 1)).double().mean()) < 1e-5, f"{name} has trivial 0/1 entries"
-    g = torch.Generator().manual_seed(seed + 1)
-    tokens = torch.randint(0, model.config.vocab_size, (16,), generator=g)
-    tokens[5] = EOT  # the end-of-text id inside the sequence is a token like any other
+class Gpt2Ref(common.SameModelTruth):
+    """transformers' GPT2LMHeadModel; the float64 truth is the same model in float64 (GPT-2 has no
+    float32-only step in it)."""
 
-    for m in (model, to_float64(model)):
-        dt = next(m.parameters()).dtype
-        vals, ck, cv = forward_intermediates(m, tokens)
-        assert all(v.dtype == dt for v in vals.values()) and ck.dtype == dt
-        T, C, L = len(tokens), m.config.n_embd, m.config.n_layer
-        assert list(vals) == role_names(L) and ck.shape == cv.shape == (L, T, C)
-        # the embedding is exactly wte[tok] + wpe[pos], and it is the input of layer 0
-        emb = m.transformer.wte.weight[tokens] + m.transformer.wpe.weight[:T]
-        assert torch.equal(vals["embed"], emb) and torch.equal(vals["layer0.in"], emb)
-        for i in range(L):
-            assert torch.equal(vals[f"layer{i}.k"], ck[i]) and torch.equal(vals[f"layer{i}.v"], cv[i])
-            if i + 1 < L:
-                assert torch.equal(vals[f"layer{i}.out"], vals[f"layer{i + 1}.in"])
-        assert vals["layer0.ffn_up"].shape == (T, 4 * C) and vals["logits"].shape == (T, m.config.vocab_size)
-        # the full forward equals token-by-token decoding through HF's own KV cache
-        past, steps = None, []
-        with torch.no_grad():
-            for t in range(T):
-                o = m(input_ids=tokens[t:t + 1][None], past_key_values=past, use_cache=True, return_dict=True)
-                past = o.past_key_values
-                steps.append(o.logits[0, 0])
-        err = _max_abs(torch.stack(steps), vals["logits"])
-        assert err < 1e-5, f"{dt}: full forward vs KV-cached decoding: {err}"
-        # layer_case at position t on the real input and cache rows < t reproduces the forward
-        worst = 0.0
-        for layer in range(L):
-            for t in (0, 1, 7, T - 1):
-                one = layer_case(m, layer, t, vals[f"layer{layer}.in"][t], ck[layer, :t], cv[layer, :t])
-                for r, v in one.items():
-                    worst = max(worst, _max_abs(v, vals[f"layer{layer}.{r}"][t]))
-        assert worst < 1e-5, f"{dt}: layer_case vs forward: {worst}"
-        print(f"selfcheck {dt}: KV-cached decoding vs full forward {err:.2e}, layer_case vs forward {worst:.2e}")
+    family = NAME
 
-    # greedy: generate() vs the float64 teacher-forced logits
-    prompt = tokens[:8]
-    new, logits32 = greedy(model, prompt, 64)
-    logits64 = teacher_forced_logits64(model, torch.cat([prompt, torch.tensor(new)]), len(prompt))
-    assert logits64.shape == logits32.shape and logits64.dtype == torch.float64
-    assert new == [int(i) for i in torch.argmax(logits64, dim=-1)], "float64 disagrees with float32 greedy"
-    print(f"selfcheck greedy: 64 tokens, f32 vs f64 logits {_max_abs(logits32, logits64):.2e}, "
-          f"min top-1/top-2 gap {float(top2_gaps(logits32).min()):.3g}, logits std {float(logits32.std()):.3g}")
+    def __init__(self, model, what="transformers GPT2LMHeadModel"):
+        super().__init__(model, what)
 
-    # the written files load back into the same model
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = save_hf_dirs(model, out_dir or tmp)
-        ref = forward_intermediates(model, tokens)[0]["logits"]
-        for kind in ("hf", "hub"):
-            m2 = GPT2LMHeadModel.from_pretrained(paths[kind], attn_implementation="eager").eval()
-            for (n1, p1), (n2, p2) in zip(model.state_dict().items(), m2.state_dict().items()):
-                assert n1 == n2 and torch.equal(p1, p2), f"{kind}: {n1}"
-            with torch.no_grad():
-                assert torch.equal(m2(input_ids=tokens[None]).logits[0], ref), kind
-        with open(paths["llmc"], "rb") as f:
-            data = f.read()
-        head = np.frombuffer(data[:1024], dtype="<i4")
-        body = torch.from_numpy(np.frombuffer(data[1024:], dtype="<f4").copy())
-        Vp, tensors = _llmc_tensors(model)
-        C = TINY_GPT2["n_embd"]
-        assert list(head[:8]) == [LLMC_MAGIC, 3, 256, 50257, 2, 4, C, 50304] and not head[8:].any()
-        assert body.numel() == sum(x.numel() for _, x in tensors)
-        off = 0
-        for name, x in tensors:
-            assert torch.equal(body[off:off + x.numel()].view(x.shape), x), name
-            off += x.numel()
-        qkvw = body[50304 * C + 256 * C + 4 * C:][:3 * C * C].view(3 * C, C)
-        assert torch.equal(qkvw, model.transformer.h[0].attn.c_attn.weight.t()), "qkvw is not [3C, C]"
-        assert not body[50257 * C:50304 * C].any(), "padded vocab rows must be zero"
-    print("selfcheck: all passed")
+    def forward_intermediates(self, tokens, names):
+        values, k, v = forward_intermediates(self.model, tokens, names)
+        return values, {"cache_k": k, "cache_v": v}
+
+    def truth_intermediates(self, tokens, names):
+        values, k, v = forward_intermediates(self._truth(), tokens, names)
+        return values, {"cache_k": k, "cache_v": v}
+
+    def layer_case(self, layer, pos, x, cache_k, cache_v, names):
+        return layer_case(self.model, layer, pos, x, cache_k, cache_v, names)
+
+    def truth_layer_case(self, layer, pos, x, cache_k, cache_v, names):
+        return layer_case(self._truth(), layer, pos, x, cache_k, cache_v, names)
+
+    def greedy(self, prompt, n_new):
+        """transformers' generate(do_sample=False), exactly n_new tokens (common.generate_greedy)."""
+        eos = self.model.config.eos_token_id
+        return common.generate_greedy(self.model, prompt, n_new, eos if eos is not None else 0)
+
+    def truth_logits(self, prompt, tokens):
+        return teacher_forced_logits64(self._truth(), torch.cat([torch.as_tensor(prompt), torch.tensor(tokens)]),
+                                       len(prompt))
+
+    def dims(self):
+        c = self.model.config
+        return c.n_embd, c.n_embd, c.n_positions
 
 
-def main():
-    import hashlib
-    import tempfile
-
-    t_start = time.perf_counter()
-    _selfcheck()
-    print(f"selfcheck took {time.perf_counter() - t_start:.2f} s\n")
-
-    # what an exporter would call, timed
-    timings = []
-    with tempfile.TemporaryDirectory() as tmp:
-        model = ref_common.timed("build", lambda: build_tiny_gpt2(torch.Generator().manual_seed(1234)), timings)
-        paths = ref_common.timed("save three copies", lambda: save_hf_dirs(model, tmp), timings)
-        m64 = ref_common.timed("float64 copy", lambda: to_float64(model), timings)
-        tokens = torch.randint(0, 50257, (16,), generator=torch.Generator().manual_seed(5))
-        v32, ck, cv = ref_common.timed("forward 16 tokens f32", lambda: forward_intermediates(model, tokens), timings)
-        v64, ck64, cv64 = ref_common.timed("forward 16 tokens f64", lambda: forward_intermediates(m64, tokens), timings)
-
-        def cases():
-            for m, v, k, c in ((model, v32, ck, cv), (m64, v64, ck64, cv64)):
-                for layer, pos in ((0, 0), (1, 1), (0, 7), (1, 15)):
-                    layer_case(m, layer, pos, v[f"layer{layer}.in"][pos], k[layer, :pos], c[layer, :pos])
-        ref_common.timed("4 layer cases f32 + f64", cases, timings)
-        new, logits32 = ref_common.timed("greedy 64 after 8", lambda: greedy(model, tokens[:8], 64), timings)
-        ref_common.timed("f64 teacher-forced logits",
-               lambda: teacher_forced_logits64(m64, torch.cat([tokens[:8], torch.tensor(new)]), 8), timings)
-        total = sum(t for _, t in timings)
-        for label, t in timings:
-            print(f"  {label:28s} {t:6.3f} s")
-        print(f"  {'total':28s} {total:6.3f} s")
-        print(f"greedy: min top-1/top-2 gap {float(top2_gaps(logits32).min()):.3g}, "
-              f"{len(set(new))} distinct tokens: {new[:16]} ...")
-        for root, _, files in sorted(os.walk(tmp)):
-            for f in sorted(files):
-                p = os.path.join(root, f)
-                with open(p, "rb") as fh:
-                    digest = hashlib.sha256(fh.read()).hexdigest()[:16]
-                print(f"  {os.path.relpath(p, tmp):50s} {os.path.getsize(p):10d} bytes  sha256 {digest}")
+# The stage rows' model keys: one model written in three layouts (save_hf_dirs)
+KEYS = ("models/tiny-gpt2", "models/tiny-gpt2-hub", "models/tiny-gpt2.llmc.bin")
 
 
-if __name__ == "__main__":
-    main()
+def build(key, ctx):
+    """The tiny GPT-2 from a fixed seed, written once per export in the three layouts the C++
+    reads, plus the real GPT-2 tokenizer as a Hugging Face tokenizer.json beside it (and llm.c's
+    gpt2_tokenizer.bin beside its checkpoint) when ../shared has the GPT-2 vocabulary."""
+    if key not in KEYS:
+        raise SystemExit(f"lmlab_ref: family {NAME} has no model '{key}' (known: {', '.join(KEYS)})")
+
+    def tiny():
+        model = build_tiny_gpt2(common.generator("model.tiny-gpt2"))
+        paths = save_hf_dirs(model, ctx.out_path("models"))
+        if os.path.exists(ctx.shared_path(common.GPT2_ENCODER)):
+            bpe.gpt2_hf(ctx.shared_dir).save(os.path.join(paths["hf"], "tokenizer.json"))
+            # llm.c's decode-only vocabulary beside its checkpoint, where `lmlab generate` looks for it
+            _write_bytes(os.path.join(os.path.dirname(paths["llmc"]), "gpt2_tokenizer.bin"),
+                         bpe.llmc_tokenizer_bytes(ctx.shared_dir))
+        ref = Gpt2Ref(model)
+        ref.set_prompts("tiny-gpt2", model.config.vocab_size)
+        return ref
+    return ctx.once(KEYS[0], tiny)
+
+
+def load(path, fmt):
+    """A user's checkpoint for `lmlab verify`: a Hugging Face directory, or an llm.c float32 file
+    (its weights in transformers' GPT2LMHeadModel)."""
+    if fmt == "hf":
+        return Gpt2Ref(common.load_pretrained(GPT2LMHeadModel, path))
+    if fmt == "llmc":
+        return Gpt2Ref(load_llmc(path), "transformers GPT2LMHeadModel (weights from the llm.c file)")
+    raise SystemExit(f"lmlab_ref: {path}: family {NAME} reads Hugging Face directories and llm.c files, not {fmt}")

@@ -1,15 +1,13 @@
-"""Reference tokenizer helpers for the golden exporter (run with /usr/bin/python3).
+"""The SentencePiece reference (Debian's python3-sentencepiece), which lmlab's C++ tokenizer
+(model/tokenizer/tokenizer.cpp) is checked against, and the King James Bible it learns from:
+  - the Bible text (Debian's bible-kjv) as a deterministic training corpus,
+  - the default SentencePiece BPE vocabulary trained on it (the tiny LLaMA's),
+  - SentencePiece models <-> llama2.c vocabularies (pieces + scores; tokenizer.bin files),
+  - the tokenizer test texts (EDGE_CASES: the byte-level BPE tests use them too) encoded by SentencePiece.
 
-SentencePiece (Debian's python3-sentencepiece) is the reference that lmlab's C++ tokenizer
-(model/tokenizer.cpp) is checked against. This module:
-  - dumps the King James Bible text (Debian's bible-kjv) as a deterministic training corpus,
-  - trains the default SentencePiece BPE vocabulary on it,
-  - converts between SentencePiece models and llama2.c vocabularies (pieces + scores),
-  - builds the tokenizer test cases and encodes them with SentencePiece.
-
-Everything here is deterministic: the same inputs give the same bytes on every run.
-No module beyond sentencepiece and the standard library is needed (the model protobuf is
-written by hand in spm_from_llama2c, so python3-protobuf is not required).
+Everything here is deterministic: the same inputs give the same bytes on every run. No module
+beyond sentencepiece and the standard library is needed (the model protobuf is written by hand in
+spm_from_llama2c, so python3-protobuf is not required).
 """
 
 import io
@@ -266,3 +264,18 @@ def spm_encode(model_bytes: bytes, texts: list[str]) -> list[list[int]]:
     """SentencePiece's ids for each text, without BOS."""
     sp = _processor(model_bytes)
     return [sp.encode(t) for t in texts]
+
+
+def read_llama2c_vocab(path, vocab_size):
+    """A llama2.c tokenizer.bin: int32 max_token_length, then per token float32 score, int32 len, bytes.
+    Returns (pieces, scores)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off, pieces, scores = 4, [], []
+    for _ in range(vocab_size):
+        score, n = struct.unpack_from("<fi", data, off)
+        off += 8
+        pieces.append(data[off:off + n].decode("utf-8"))
+        scores.append(score)
+        off += n
+    return pieces, scores
