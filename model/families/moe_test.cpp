@@ -138,7 +138,6 @@ TEST_P(MoeFfn, EqualScoresPickTheLowerExpertFirst) {
     LayerWeights w = hand_weights(false);
     w.router.w = {0, 0, 2, 0, 2, 0, 2, 0};  // experts 1, 2, 3 tie exactly
     const MoeRun t = run_moe(c, w, {1, 0});
-    const std::vector<float>& out = t.out;
     EXPECT_EQ(t.experts, (std::vector<float>{1, 2}));
 }
 
