@@ -163,6 +163,35 @@ Model quantize_model_gguf(Model m, ggml::Type type, std::vector<std::string>* no
     return m;
 }
 
+std::string Quantization::name() const {
+    return kind == Kind::Int8 ? fmt::format("Q8_0 (runq.c, group {})", group) : std::string(ggml::type_info(type).name);
+}
+
+Quantization parse_quantization(const std::string& spec, std::size_t group) {
+    Quantization q;
+    q.group = group;
+    if (spec == "q8_0") return q;
+    const std::string prefix = "gguf-";
+    if (spec.rfind(prefix, 0) == 0) {
+        const auto t = ggml::find_type_named(spec.substr(prefix.size()));
+        if (t && t->is_weight && t->type != ggml::Type::F32) {
+            q.kind = Quantization::Kind::Ggml;
+            q.type = t->type;
+            return q;
+        }
+    }
+    throw ModelError(fmt::format("quantization '{}' is not known: give q8_0 (int8 in groups, llama2.c's runq.c) or "
+                                 "gguf-<type> with one of ggml's weight types: gguf-q8_0, gguf-q6_k, gguf-q5_k, "
+                                 "gguf-q5_1, gguf-q5_0, gguf-q4_k, gguf-q4_1, gguf-q4_0, gguf-q3_k, gguf-q2_k, "
+                                 "gguf-f16, gguf-bf16",
+                                 spec));
+}
+
+Model quantize(Model m, const Quantization& q, std::vector<std::string>* notes) {
+    return q.kind == Quantization::Kind::Int8 ? quantize_model(std::move(m), q.group)
+                                               : quantize_model_gguf(std::move(m), q.type, notes);
+}
+
 std::size_t weight_bytes(const Model& m) {
     std::size_t bytes = 0;
     auto add = [&](const std::vector<float>& v) { bytes += v.capacity() * sizeof(float); };
