@@ -238,6 +238,23 @@ void BM_argmax(benchmark::State& state) {
 }
 BENCHMARK(BM_argmax);
 
+// What one core streams from memory: the sum of a 1 GiB float array (far past every cache), in 8
+// independent lanes so the adds never limit it. Decode reads every weight once per token, so bytes of
+// weights per token × tokens/s against this is how close decode is to memory-bound
+// (scripts/bench_vs_llamacpp.py prints it).
+void BM_stream(benchmark::State& state) {
+    const std::size_t n = std::size_t{1} << 28;
+    std::vector<float> a(n, 1.0f);
+    for (auto _ : state) {
+        float acc[8] = {};
+        for (std::size_t i = 0; i < n; i += 8)
+            for (std::size_t l = 0; l < 8; ++l) acc[l] += a[i + l];
+        benchmark::DoNotOptimize(acc);
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n * sizeof(float)));
+}
+BENCHMARK(BM_stream)->Unit(benchmark::kMillisecond)->MinTime(0.5);
+
 // ---- Whole models --------------------------------------------------------------------------------
 // 0: the default tiny LLaMA (golden/models/tiny-llama.h5), 1: the tiny GPT-2 (golden/models/tiny-gpt2),
 // 7: the tiny Qwen2 (golden/models/tiny-qwen2), all made by the exporter; 2: a GPT-2 124M-shaped and
