@@ -138,8 +138,15 @@ void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y,
     if (!l.gg.empty()) {  // a GGUF weight in its ggml type
         if (g_kernel_path == KernelPath::Plain || T == 1) {  // row by row
             for (std::size_t t = 0; t < T; ++t) matvec_gg(l.gg, X.subspan(t * in, in), Y.subspan(t * out, out), s);
-        } else {  // all rows at once, each weight block read once for all of them: row t = matvec_fast's bits
-            ggml::matmul_fast(l.gg.type, l.gg.data, X, T, s.gg_act, Y);
+        } else {  // rows at once, each weight block read once for all of them: row t = matvec_fast's bits.
+            // As many rows as the scratch holds quantized (a RunState may be asked for more rows than
+            // it was sized for, e.g. by a caller that reuses it for a longer span)
+            const std::size_t act = ggml::matvec_fast_scratch_bytes(l.gg.type, in);
+            const std::size_t step = act == 0 ? T : std::max<std::size_t>(1, s.gg_act.size() / act);
+            for (std::size_t t0 = 0; t0 < T; t0 += step) {
+                const std::size_t n = std::min(step, T - t0);
+                ggml::matmul_fast(l.gg.type, l.gg.data, X.subspan(t0 * in, n * in), n, s.gg_act, Y.subspan(t0 * out, n * out));
+            }
         }
         if (!l.b.empty())
             for (std::size_t t = 0; t < T; ++t) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
