@@ -60,9 +60,17 @@ float dot_q8_0(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
             const std::uint8_t* xb = x + 34 * (i0 + i);
             const std::int8_t* __restrict a = as_i8(wb + 2);
             const std::int8_t* __restrict b = as_i8(xb + 2);
+            // widened to int16 first, then int16·int16 summed into int: GCC recognises the second
+            // loop as a dot product and emits pmaddwd (SSE2: 8 products, 4 pairwise sums in one
+            // instruction; vpdpwssd with AVX-512 VNNI). Multiplying the int8s directly gives
+            // pmullw plus separate widening adds instead (docs/performance.md).
+            std::int16_t a16[QK], b16[QK];
+            for (std::size_t j = 0; j < QK; ++j) {
+                a16[j] = a[j];
+                b16[j] = b[j];
+            }
             int s = 0;
-            // int16 products (|a·b| <= 2^14) summed into int: a widening multiply-add
-            for (std::size_t j = 0; j < QK; ++j) s += static_cast<std::int16_t>(a[j]) * static_cast<std::int16_t>(b[j]);
+            for (std::size_t j = 0; j < QK; ++j) s += a16[j] * b16[j];
             sumi[i] = s;
             hw[i] = load_u16(wb);
             hx[i] = load_u16(xb);
