@@ -34,13 +34,14 @@ constexpr const char* kTinyLlamaHf = "models/tiny-llama-hf";     // the tiny LLa
 constexpr const char* kStories260KHf = "models/stories260k-hf";  // stories260K converted likewise (needs ../shared)
 constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
 constexpr const char* kGpt2TokenizerJson = "models/tiny-gpt2/tokenizer.json";  // the same vocabulary as HF writes it
+constexpr const char* kStories260KGguf = "shared:models/stories260K/stories260K.gguf";        // llama.cpp's conversion
+constexpr const char* kStories260KGgufQ8 = "shared:models/stories260K/stories260K-q8_0.gguf";  // and its Q8_0 quantization
 // GGUF files the exporter writes from the tiny models (scripts/lmlab_ref/gguf_models.py)
 constexpr const char* kGguf_llama_f32 = "models/gguf/tiny-llama.f32.gguf";
 constexpr const char* kGguf_llama_f16 = "models/gguf/tiny-llama.f16.gguf";
 constexpr const char* kGguf_llama_q8_0 = "models/gguf/tiny-llama.q8_0.gguf";
 constexpr const char* kGguf_llama_q6_k = "models/gguf/tiny-llama.q6_k.gguf";
 constexpr const char* kGguf_qwen2_f32 = "models/gguf/tiny-qwen2.f32.gguf";
-constexpr const char* kGguf_qwen2_f16 = "models/gguf/tiny-qwen2.f16.gguf";
 constexpr const char* kGguf_qwen2_q8_0 = "models/gguf/tiny-qwen2.q8_0.gguf";
 constexpr const char* kGguf_gpt2_f32 = "models/gguf/tiny-gpt2.f32.gguf";
 constexpr const char* kGguf_gpt2_f16 = "models/gguf/tiny-gpt2.f16.gguf";
@@ -486,12 +487,6 @@ const std::vector<Stage>& stages() {
          "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
         {"generation.greedy.gguf.qwen2.f32", "generation", "qwen2", false, kGguf_qwen2_f32, "generation/gguf/greedy_tiny_qwen2_f32.h5", "generation.greedy", kLogits,
          "transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
-        {"model.forward.gguf.qwen2.f16", "model", "qwen2", false, kGguf_qwen2_f16, "model/gguf/forward_tiny_qwen2_f16.h5", "model.forward", kLogits,
-         "F16 weights (exact in float32) against transformers' load_gguf_checkpoint, tied by hand (its from_pretrained leaves lm_head random): the logits tolerance", stage_gguf_forward},
-        {"model.kv_cache.gguf.qwen2.f16", "model", "qwen2", false, kGguf_qwen2_f16, "model/gguf/kv_cache_tiny_qwen2_f16.h5", "model.kv_cache", {1e-5, 1e-5},
-         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
-        {"generation.greedy.gguf.qwen2.f16", "generation", "qwen2", false, kGguf_qwen2_f16, "generation/gguf/greedy_tiny_qwen2_f16.h5", "generation.greedy", kLogits,
-         "transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
         {"model.forward.gguf.qwen2.q8_0", "model", "qwen2", false, kGguf_qwen2_q8_0, "model/gguf/forward_tiny_qwen2_q8_0.h5", "model.forward", kLogits,
          "Q8_0 weights dequantized (d·q, exact in float32) against transformers' load_gguf_checkpoint, tied by hand (its from_pretrained leaves lm_head random): the logits tolerance", stage_gguf_forward},
         {"model.kv_cache.gguf.qwen2.q8_0", "model", "qwen2", false, kGguf_qwen2_q8_0, "model/gguf/kv_cache_tiny_qwen2_q8_0.h5", "model.kv_cache", {1e-5, 1e-5},
@@ -553,6 +548,25 @@ const std::vector<Stage>& stages() {
         {"generation.greedy.gguf.mixtral.q8_0", "generation", "mixtral", false, kGguf_mixtral_q8_0, "generation/gguf/greedy_tiny_mixtral_q8_0.h5", "generation.greedy", kLogits,
          "transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
 
+        // stories260K as llama.cpp's own tools made it (../shared): the F32 conversion against the llama2.c file's
+        // fixtures (the same weights, the same Meta q/k order); the Q8_0 quantization against transformers' loading
+        {"model.forward.gguf.stories260k", "model", "llama", false, kStories260KGguf, "model/forward_stories260k.h5",
+         "model.forward", kLogits,
+         "llama.cpp's llama-convert-llama2c-to-ggml output against llama2.c's file's reference (llama_ref): the same "
+         "F32 weights, the logits tolerance",
+         stage_gguf_forward},
+        {"generation.greedy.gguf.stories260k", "generation", "llama", false, kStories260KGguf,
+         "generation/greedy_stories260k.h5", "generation.greedy", kLogits,
+         "256 greedy tokens from BOS: exactly llama2.c's file's reference tokens; logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.stories260k.q8_0", "model", "llama", false, kStories260KGgufQ8,
+         "model/gguf/forward_stories260k_q8_0.h5", "model.forward", kLogits,
+         "llama-quantize's Q8_0 file (ffn_down, rows of 172, left F16) against transformers' GGUF loading (pad "
+         "0xFFFFFFFF worked around): dequantized weights, the logits tolerance",
+         stage_gguf_forward},
+        {"generation.greedy.gguf.stories260k.q8_0", "generation", "llama", false, kStories260KGgufQ8,
+         "generation/gguf/greedy_stories260k_q8_0.h5", "generation.greedy", kLogits,
+         "256 greedy tokens from BOS against transformers' generate() on the Q8_0 file: tokens exactly, logits within 1e-4",
+         stage_gguf_greedy},
         {"tokenizer.default", "tokenizer", "", false, kTinyLlama, "tokenizer/default.h5", "tokenizer", kExact,
          "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},
         {"tokenizer.llama2", "tokenizer", "", false, "shared:tokenizers/llama2/tokenizer.bin", "tokenizer/llama2.h5", "tokenizer", kExact,

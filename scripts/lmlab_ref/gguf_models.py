@@ -39,6 +39,10 @@ tensors) put into the model class by hand, visibly:
   - BUG 3: a qwen2moe file's hyperparameters are all lost: load_gguf_checkpoint renames the keys
     `qwen2moe.*` to `qwen2_moe.*` and then looks them up under `qwen2moe`, so the config is
     Qwen2MoeConfig's default (60 experts) and splitting the merged experts fails (IndexError);
+  - BUG 4: llama.cpp writes "no padding token" as tokenizer.ggml.padding_token_id = 0xFFFFFFFF (its
+    LLAMA_TOKEN_NULL; stories260K.gguf, made by llama.cpp's llama2.c converter, has it): transformers
+    takes it as pad_token_id 4294967295 and LlamaModel refuses it ("Padding_idx must be within
+    num_embeddings"): the checkpoint's tensors go into LlamaForCausalLM with pad_token_id None;
   - Mixtral (`llama` with experts): transformers 4.46 maps no expert tensor of a `llama` file (it
     builds a LlamaForCausalLM);
     for both MoE families the reference is the gguf package's GGUFReader and gguf.quants.dequantize
@@ -191,9 +195,14 @@ def add_hparams(w, family, c):
     w.add_head_count_kv(nkv)
     w.add_rope_freq_base(float(c.rope_theta))
     w.add_layer_norm_rms_eps(float(c.rms_norm_eps))
+    # (llama.cpp's converter writes <arch>.vocab_size for llama only; our Qwen2 and Qwen2-MoE files carry no
+    # tokenizer, from whose token list readers otherwise take the vocabulary size: we write it for all)
     w.add_vocab_size(c.vocab_size)
     if family == "llama" or family == "mixtral":
         w.add_rope_dimension_count(hd)
+    if family == "llama":  # the converter writes the head size when config.json has head_dim
+        w.add_key_length(hd)
+        w.add_value_length(hd)
     if family == "qwen2moe":
         w.add_expert_count(c.num_experts)
         w.add_expert_used_count(c.num_experts_per_tok)
@@ -229,7 +238,7 @@ def add_spm_tokenizer(w, proto):
 
 def add_bpe_tokenizer(w, tokenizer_json, vocab_size, pre, bos, eos):
     """tokenizer.ggml.* of a byte-level BPE tokenizer.json (the converter's _set_vocab_gpt2): the tokens
-    by id, padded to the embedding's rows with [PAD<id>] (USER_DEFINED), added tokens CONTROL when
+    by id, padded to the embedding's rows with [PAD<id>] (UNUSED), added tokens CONTROL when
     special, the merges, the pre-tokenizer's llama.cpp name."""
     import json
     with open(tokenizer_json, encoding="utf-8") as f:
@@ -244,10 +253,14 @@ def add_bpe_tokenizer(w, tokenizer_json, vocab_size, pre, bos, eos):
     for i in range(vocab_size):
         if i not in by_id:
             tokens.append(f"[PAD{i}]")
-            types.append(4)
+            types.append(5)  # UNUSED
         else:
-            tokens.append(by_id[i])
-            types.append((3 if special[i] else 4) if i in special else 1)
+            # an added token is CONTROL when special or when it looks special (<|...|>), as the converter's
+            # does_token_look_special; else USER_DEFINED
+            t = by_id[i]
+            looks = (t.startswith("<|") and t.endswith("|>")) or t in ("<pad>", "<mask>")
+            tokens.append(t)
+            types.append((3 if special[i] or looks else 4) if i in special else 1)
     merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
@@ -405,9 +418,10 @@ def read_moe(path, family):
     return model.eval()
 
 
-def load_model(path, family, tied):
+def load_model(path, family, tied, null_pad=False):
     """(transformers model, how it was loaded) of a GGUF file of family (tied: it has no
-    output.weight): from_pretrained where it works, else the workaround the module docstring names."""
+    output.weight; null_pad: its padding_token_id is llama.cpp's "none", 0xFFFFFFFF): from_pretrained
+    where it works, else the workaround the module docstring names."""
     from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
     if family == "mixtral":
         return read_moe(path, family), ("the gguf package's GGUFReader + gguf.quants.dequantize into transformers' "
@@ -421,6 +435,10 @@ def load_model(path, family, tied):
         return (from_checkpoint(path, GPT2LMHeadModel, GPT2Config, n_positions=lambda ck: ck["config"]["n_ctx"],
                                 vocab_size=lambda ck: ck["tensors"]["transformer.wte.weight"].shape[0]),
                 "transformers' load_gguf_checkpoint into GPT2LMHeadModel with n_positions from the file (bug 2)")
+    if family == "llama" and null_pad:
+        from transformers import LlamaConfig, LlamaForCausalLM
+        return (from_checkpoint(path, LlamaForCausalLM, LlamaConfig, pad_token_id=None),
+                "transformers' load_gguf_checkpoint into LlamaForCausalLM, pad_token_id None (bug 4)")
     if family == "qwen2" and tied:
         return (from_checkpoint(path, Qwen2ForCausalLM, Qwen2Config),
                 "transformers' load_gguf_checkpoint into Qwen2ForCausalLM, tied (bug 1)")
@@ -461,11 +479,11 @@ class MetaOrder(common.Reference):
         return self.inner.dims()
 
 
-def reference(path, family, names, tokens, tied):
+def reference(path, family, names, tokens, tied, null_pad=False):
     """The family's Reference of a GGUF file: the transformers model load_model gives, its float64
     truth made (and cross-checked on tokens) as for the family's Hugging Face models."""
     from lmlab_ref.families import gpt2, mixtral, qwen2moe
-    model, how = load_model(path, family, tied)
+    model, how = load_model(path, family, tied, null_pad)
     if family == "gpt2":
         ref = gpt2.Gpt2Ref(model, f"transformers GPT2LMHeadModel ({how})")
     elif family in ("qwen2moe", "mixtral"):
@@ -524,8 +542,32 @@ def kinds_names(kinds):
     return {n for names in kinds.values() for n in names}
 
 
+STORIES_GGUF = "shared:models/stories260K/stories260K.gguf"
+STORIES_GGUF_Q8 = "shared:models/stories260K/stories260K-q8_0.gguf"
+
+
+def build_shared(k, ctx):
+    """stories260K as llama.cpp's own tools made it (../shared: llama-convert-llama2c-to-ggml, then
+    llama-quantize q8_0): transformers' GGUF loading (bug 4 worked around), the stories260K prompts."""
+    from lmlab_ref.families import llama
+    if k not in (STORIES_GGUF, STORIES_GGUF_Q8):
+        raise SystemExit(f"lmlab_ref: no GGUF reference for '{k}' (known: {STORIES_GGUF}, {STORIES_GGUF_Q8})")
+
+    def make():
+        path = ctx.shared_file(k[len("shared:"):])
+        base = llama.build(llama.STORIES, ctx)
+        ref, how = reference(path, "llama", ctx.table.intermediates("llama"), base.forward_tokens, False, null_pad=True)
+        for attr in ("forward_tokens", "greedy_case", "prompt_vocab", "bos"):
+            setattr(ref, attr, getattr(base, attr))
+        print(f"export_golden: {k}: reference: {how}")
+        return ref
+    return ctx.once(k, make)
+
+
 def build(k, ctx):
     """The GGUF file of a stage row's model key, written once per export, and its reference."""
+    if k.startswith("shared:"):
+        return build_shared(k, ctx)
     family, qtype = parse_key(k)
 
     def make():
@@ -534,8 +576,12 @@ def build(k, ctx):
         kinds = write(path, family, model, qtype, tokenizer_writer(family, base, ctx))
         names = ctx.table.intermediates(family)
         ref, how = reference(path, family, names, base.forward_tokens, "output.weight" not in kinds_names(kinds))
-        for attr in ("forward_tokens", "greedy_case", "prompt_vocab", "bos"):
+        for attr in ("greedy_case", "prompt_vocab", "bos"):
             setattr(ref, attr, getattr(base, attr))
+        # the first 8 tokens of the model's forward prompt: the logits of every position are most of a
+        # forward fixture (1.2 MB per position with Qwen's 151936-token vocabulary), and 8 positions
+        # already cross every layer's attention over several rows
+        ref.forward_tokens = base.forward_tokens[:8]
         size = os.path.getsize(path) / 2 ** 20
         print(f"export_golden: {k}: {size:.1f} MB, " + ", ".join(f"{t} x{len(v)}" for t, v in kinds.items()) +
               f"; reference: {how}")
@@ -581,6 +627,21 @@ def check(tmp_dir):
     d = close(logits(from_pretrained(path)), logits(m))
     assert d < 1e-4, f"llama: from_pretrained(gguf_file) differs from the model written by {d:.3g}"
     lines.append(f"llama: from_pretrained(gguf_file) = the model (max |logits diff| {d:.2g}; q/k rows permuted and back)")
+
+    # BUG 4: padding_token_id 0xFFFFFFFF (llama.cpp's "none") refused
+    path = os.path.join(tmp_dir, "llama-nullpad.f32.gguf")
+    write(path, "llama", m, "f32", lambda w: w.add_pad_token_id(0xFFFFFFFF))
+    try:
+        from_pretrained(path)
+        raise RuntimeError("bug 4 fixed")
+    except AssertionError as e:
+        msg = str(e)[:60]
+    except RuntimeError as e:
+        raise AssertionError("llama: from_pretrained accepted padding_token_id 0xFFFFFFFF: bug 4 fixed? drop the workaround") from e
+    d = close(logits(load_model(path, "llama", False, null_pad=True)[0]), logits(m))
+    assert d < 1e-4, f"llama: the bug 4 workaround differs from the model by {d:.3g}"
+    lines.append(f"BUG 4 shown: padding_token_id 0xFFFFFFFF (llama.cpp's none) through from_pretrained: "
+                 f"AssertionError '{msg}'; the workaround: {d:.2g}")
 
     # BUG 1: a tied Qwen2 file: lm_head random
     cfg = Qwen2Config(**dict(qwen2.TINY_QWEN2, vocab_size=512), attn_implementation="eager")
