@@ -469,6 +469,9 @@ class MetaOrder(common.Reference):
     def truth_intermediates(self, tokens, names):
         return self._fix(self.inner.truth_intermediates(tokens, names))
 
+    def make_truth(self, tokens, names, max_positions=None):
+        return self.inner.make_truth(tokens, names, max_positions)
+
     def greedy(self, prompt, n_new):
         return self.inner.greedy(prompt, n_new)
 
@@ -481,16 +484,17 @@ class MetaOrder(common.Reference):
 
 def reference(path, family, names, tokens, tied, null_pad=False):
     """The family's Reference of a GGUF file: the transformers model load_model gives, its float64
-    truth made (and cross-checked on tokens) as for the family's Hugging Face models."""
+    truth made (and cross-checked on tokens; tokens None: not made) as for the family's Hugging Face
+    models."""
     from lmlab_ref.families import gpt2, mixtral, qwen2moe
     model, how = load_model(path, family, tied, null_pad)
     if family == "gpt2":
         ref = gpt2.Gpt2Ref(model, f"transformers GPT2LMHeadModel ({how})")
     elif family in ("qwen2moe", "mixtral"):
         ref = hf_moe.MoeReference({"qwen2moe": qwen2moe.SPEC, "mixtral": mixtral.SPEC}[family], model)
-        ref.make_truth(tokens, names)
     else:
         ref = hf_decoder.DecoderRef(family, model)
+    if tokens is not None and family != "gpt2":
         ref.make_truth(tokens, names)
     ref.what = f"{type(model).__name__} ({how})"
     if ARCH[family] == "llama":
@@ -542,6 +546,41 @@ def kinds_names(kinds):
     return {n for names in kinds.values() for n in names}
 
 
+def _fields(path, keys):
+    """{key: scalar value} of some metadata keys, and the tensor names, read by the gguf package."""
+    import gguf
+    r = gguf.GGUFReader(path)
+    out = {}
+    for k in keys:
+        if k in r.fields:
+            f = r.fields[k]
+            v = f.parts[f.data[0]]
+            out[k] = bytes(v).decode() if f.types[0] == gguf.GGUFValueType.STRING else v.tolist()[0]
+    return out, {t.name for t in r.tensors}
+
+
+def family_of_file(path):
+    """A GGUF file's family, as lmlab's find_family_gguf decides it: general.architecture; `llama`
+    with experts is Mixtral."""
+    f, _ = _fields(path, ["general.architecture", "llama.expert_count"])
+    arch = f.get("general.architecture")
+    if arch == "llama" and f.get("llama.expert_count", 0) > 0:
+        return "mixtral"
+    if arch not in ("llama", "qwen2", "qwen2moe", "gpt2"):
+        raise SystemExit(f"verify_ref: {path}: general.architecture {arch!r} has no reference (llama, qwen2, qwen2moe, gpt2)")
+    return arch
+
+
+def load(path, family):
+    """A user's GGUF file for `lmlab verify`: its Reference (the truth made later, by make_truth)."""
+    f, names = _fields(path, ["tokenizer.ggml.padding_token_id"])
+    pad = f.get("tokenizer.ggml.padding_token_id")
+    ref, how = reference(path, family, None, None, "output.weight" not in names,
+                         null_pad=pad is not None and pad >= 0xFFFFFFFF)
+    ref.what = f"{ref.what}"
+    return ref
+
+
 STORIES_GGUF = "shared:models/stories260K/stories260K.gguf"
 STORIES_GGUF_Q8 = "shared:models/stories260K/stories260K-q8_0.gguf"
 
@@ -557,8 +596,11 @@ def build_shared(k, ctx):
         path = ctx.shared_file(k[len("shared:"):])
         base = llama.build(llama.STORIES, ctx)
         ref, how = reference(path, "llama", ctx.table.intermediates("llama"), base.forward_tokens, False, null_pad=True)
-        for attr in ("forward_tokens", "greedy_case", "prompt_vocab", "bos"):
+        for attr in ("forward_tokens", "prompt_vocab", "bos"):
             setattr(ref, attr, getattr(base, attr))
+        # llama.cpp's llama2.c converter writes context_length 128 (its own default), not the checkpoint's 512
+        ref.greedy_case = (torch.tensor([1]), 120, "120 greedy tokens from BOS (the file's context_length is 128: "
+                           "llama-convert-llama2c-to-ggml writes its default, not the checkpoint's 512)")
         print(f"export_golden: {k}: reference: {how}")
         return ref
     return ctx.once(k, make)
