@@ -618,8 +618,13 @@ def build(k, ctx):
         kinds = write(path, family, model, qtype, tokenizer_writer(family, base, ctx))
         names = ctx.table.intermediates(family)
         ref, how = reference(path, family, names, base.forward_tokens, "output.weight" not in kinds_names(kinds))
-        for attr in ("greedy_case", "prompt_vocab", "bos"):
+        for attr in ("prompt_vocab", "bos"):
             setattr(ref, attr, getattr(base, attr))
+        # 16 greedy tokens after the model's greedy prompt (its float stage runs 48-64): the plain path these
+        # stages run dequantizes every row of a 16384- or 151936-row classifier at every step
+        prompt, _, _ = base.greedy_case
+        ref.greedy_case = (prompt, 16, f"16 greedy tokens after an {len(prompt)}-token prompt (transformers' generate on "
+                           "the GGUF model)")
         # the first 8 tokens of the model's forward prompt: the logits of every position are most of a
         # forward fixture (1.2 MB per position with Qwen's 151936-token vocabulary), and 8 positions
         # already cross every layer's attention over several rows
