@@ -4,7 +4,7 @@
 #     belongs to /usr/bin/python3.
 #  2. The reference environment .venv: `/usr/bin/python3 -m venv --system-site-packages` (so Debian's
 #     torch, numpy and h5py stay visible and untouched) with the exact pins of scripts/requirements.txt
-#     (transformers, tokenizers, safetensors, tiktoken). Re-installed only when that file changes.
+#     (transformers, tokenizers, safetensors, tiktoken, gguf, accelerate). Re-installed only when that file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
