@@ -52,6 +52,9 @@ constexpr const char* kGguf_qwen2moe_q8_0 = "models/gguf/tiny-qwen2moe.q8_0.gguf
 constexpr const char* kGguf_mixtral_f32 = "models/gguf/tiny-mixtral.f32.gguf";
 constexpr const char* kGguf_mixtral_f16 = "models/gguf/tiny-mixtral.f16.gguf";
 constexpr const char* kGguf_mixtral_q8_0 = "models/gguf/tiny-mixtral.q8_0.gguf";
+constexpr const char* kGguf_gpt2_256_q6_k = "models/gguf/tiny-gpt2-256.q6_k.gguf";
+constexpr const char* kGguf_qwen2moe_256_q6_k = "models/gguf/tiny-qwen2moe-256.q6_k.gguf";
+constexpr const char* kGguf_mixtral_256_q6_k = "models/gguf/tiny-mixtral-256.q6_k.gguf";
 // int8: "#q8_0" asks the harness to quantize on load (parse_model_spec); the .q8_0.bin is llama2.c's
 // own int8 file ("ak42", version 2), written by the exporter as llama2.c's export.py does
 constexpr const char* kTinyLlamaQ8 = "models/tiny-llama.h5#q8_0";
@@ -548,6 +551,25 @@ const std::vector<Stage>& stages() {
         {"generation.greedy.gguf.mixtral.q8_0", "generation", "mixtral", false, kGguf_mixtral_q8_0, "generation/gguf/greedy_tiny_mixtral_q8_0.h5", "generation.greedy", kLogits,
          "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
 
+        // K-quant files need rows of whole 256-blocks: 256-wide twins of the 64-wide tiny models (gguf_models.WIDE)
+        {"model.forward.gguf.gpt2-256.q6_k", "model", "gpt2", false, kGguf_gpt2_256_q6_k, "model/gguf/forward_tiny_gpt2_256_q6_k.h5", "model.forward", kLogits,
+         "Q6_K weights dequantized (d·sc·q, exact in float32) against transformers' load_gguf_checkpoint with the file's n_positions (bug 2): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.gpt2-256.q6_k", "model", "gpt2", false, kGguf_gpt2_256_q6_k, "model/gguf/kv_cache_tiny_gpt2_256_q6_k.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.gpt2-256.q6_k", "generation", "gpt2", false, kGguf_gpt2_256_q6_k, "generation/gguf/greedy_tiny_gpt2_256_q6_k.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.qwen2moe-256.q6_k", "model", "qwen2moe", false, kGguf_qwen2moe_256_q6_k, "model/gguf/forward_tiny_qwen2moe_256_q6_k.h5", "model.forward", kLogits,
+         "Q6_K weights dequantized (d·sc·q, exact in float32) against the gguf package's reader into Qwen2MoeForCausalLM (bug 3): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.qwen2moe-256.q6_k", "model", "qwen2moe", false, kGguf_qwen2moe_256_q6_k, "model/gguf/kv_cache_tiny_qwen2moe_256_q6_k.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.qwen2moe-256.q6_k", "generation", "qwen2moe", false, kGguf_qwen2moe_256_q6_k, "generation/gguf/greedy_tiny_qwen2moe_256_q6_k.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.mixtral-256.q6_k", "model", "mixtral", false, kGguf_mixtral_256_q6_k, "model/gguf/forward_tiny_mixtral_256_q6_k.h5", "model.forward", kLogits,
+         "Q6_K weights dequantized (d·sc·q, exact in float32) against the gguf package's reader into MixtralForCausalLM (no GGUF Mixtral in transformers 4.46): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.mixtral-256.q6_k", "model", "mixtral", false, kGguf_mixtral_256_q6_k, "model/gguf/kv_cache_tiny_mixtral_256_q6_k.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.mixtral-256.q6_k", "generation", "mixtral", false, kGguf_mixtral_256_q6_k, "generation/gguf/greedy_tiny_mixtral_256_q6_k.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
         // stories260K as llama.cpp's own tools made it (../shared): the F32 conversion's forward against the llama2.c
         // file's fixture (the same weights, the same Meta q/k order); generation (the files say context 128, so not
         // the llama2.c fixture's 256 tokens) and the Q8_0 quantization against transformers' loading

@@ -65,17 +65,20 @@ TYPES = ("f32", "f16", "q8_0", "q6_k")
 ARCH = {"llama": "llama", "qwen2": "qwen2", "gpt2": "gpt2", "qwen2moe": "qwen2moe", "mixtral": "llama"}
 
 
-def key(family, qtype):
-    return f"{GGUF_DIR}/tiny-{family}.{qtype}.gguf"
+# The K-quant files need rows of whole 256-blocks: the tiny LLaMA (dim 256, ffn 1024) has them; GPT-2,
+# Qwen2-MoE and Mixtral get a twin 256 wide ("tiny-<family>-256": hidden, expert and shared-expert widths
+# 256, GPT-2's ffn 1024, the same vocabulary and depth). Qwen2 gets none: 256 wide, its 151936-row
+# embedding alone is 39M weights (quantizing it costs ~90 s of the export).
+WIDE = 256
 
 
 def parse_key(k):
-    """models/gguf/tiny-<family>.<type>.gguf -> (family, type)."""
-    m = re.fullmatch(re.escape(GGUF_DIR) + r"/tiny-([a-z0-9]+)\.([a-z0-9_]+)\.gguf", k)
-    if not m or m.group(1) not in ARCH or m.group(2) not in TYPES:
-        raise SystemExit(f"lmlab_ref: '{k}' is not a GGUF model key ({GGUF_DIR}/tiny-<family>.<type>.gguf, families "
-                         f"{', '.join(ARCH)}, types {', '.join(TYPES)})")
-    return m.group(1), m.group(2)
+    """models/gguf/tiny-<family>[-256].<type>.gguf -> (family, type, wide)."""
+    m = re.fullmatch(re.escape(GGUF_DIR) + r"/tiny-([a-z0-9]+)(-256)?\.([a-z0-9_]+)\.gguf", k)
+    if not m or m.group(1) not in ARCH or m.group(3) not in TYPES:
+        raise SystemExit(f"lmlab_ref: '{k}' is not a GGUF model key ({GGUF_DIR}/tiny-<family>[-256].<type>.gguf, "
+                         f"families {', '.join(ARCH)}, types {', '.join(TYPES)})")
+    return m.group(1), m.group(3), m.group(2) is not None
 
 
 # ---- Writing ------------------------------------------------------------------------------------
@@ -482,7 +485,15 @@ class MetaOrder(common.Reference):
         return self.inner.dims()
 
 
-def reference(path, family, names, tokens, tied, null_pad=False):
+def model_spec(family, model):
+    """The hf_moe.Spec of a MoE model built here (its tiny config replaced by the model's own)."""
+    import dataclasses
+    from lmlab_ref.families import mixtral, qwen2moe
+    spec = {"qwen2moe": qwen2moe.SPEC, "mixtral": mixtral.SPEC}[family]
+    return dataclasses.replace(spec, tiny={k: getattr(model.config, k) for k in spec.tiny})
+
+
+def reference(path, family, names, tokens, tied, null_pad=False, spec=None):
     """The family's Reference of a GGUF file: the transformers model load_model gives, its float64
     truth made (and cross-checked on tokens; tokens None: not made) as for the family's Hugging Face
     models."""
@@ -491,7 +502,7 @@ def reference(path, family, names, tokens, tied, null_pad=False):
     if family == "gpt2":
         ref = gpt2.Gpt2Ref(model, f"transformers GPT2LMHeadModel ({how})")
     elif family in ("qwen2moe", "mixtral"):
-        ref = hf_moe.MoeReference({"qwen2moe": qwen2moe.SPEC, "mixtral": mixtral.SPEC}[family], model)
+        ref = hf_moe.MoeReference(spec or {"qwen2moe": qwen2moe.SPEC, "mixtral": mixtral.SPEC}[family], model)
     else:
         ref = hf_decoder.DecoderRef(family, model)
     if tokens is not None and family != "gpt2":
@@ -503,9 +514,47 @@ def reference(path, family, names, tokens, tied, null_pad=False):
     return ref, how
 
 
-def base_model(family, ctx):
+def wide_model(family, ctx):
+    """(the family's 256-wide twin (WIDE), an object with its prompts), from its own seed."""
+    import dataclasses
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from lmlab_ref.families import gpt2, mixtral, qwen2moe
+
+    def make():
+        gen = common.generator(f"model.tiny-{family}-{WIDE}")
+        if family == "gpt2":
+            cfg = GPT2Config(**dict(gpt2.TINY_GPT2, n_embd=WIDE), attn_implementation="eager")
+            model = GPT2LMHeadModel(cfg)
+            with torch.no_grad():  # the tiny GPT-2's scales (build_tiny_gpt2), for this width
+                for name, p in model.named_parameters():
+                    n = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+                    if name == "transformer.wte.weight":
+                        p.copy_(n * 3.0 / WIDE ** 0.5)
+                    elif name == "transformer.wpe.weight":
+                        p.copy_(n * gpt2.WPE_STD)
+                    elif ".ln_" in name or name.startswith("transformer.ln_f"):
+                        p.copy_(1.0 + gpt2.LN_STD * n if name.endswith(".weight") else gpt2.LN_STD * n)
+                    elif name.endswith(".weight"):
+                        p.copy_(n * p.shape[0] ** -0.5)
+                    else:
+                        p.copy_(n * gpt2.BIAS_STD)
+            model.eval()
+        else:
+            spec = {"qwen2moe": qwen2moe.SPEC, "mixtral": mixtral.SPEC}[family]
+            widths = {k: WIDE for k in ("hidden_size", "intermediate_size", "moe_intermediate_size",
+                                        "shared_expert_intermediate_size") if k in spec.tiny}
+            model = hf_moe.build_tiny(dataclasses.replace(spec, tiny=dict(spec.tiny, **widths)), gen)
+        base = common.Reference()
+        base.set_prompts(f"tiny-{family}-{WIDE}", model.config.vocab_size, n_forward=8, n_new=16)
+        return model, base
+    return ctx.once(f"gguf:wide-{family}", make)
+
+
+def base_model(family, ctx, wide=False):
     """(the family's tiny transformers model, its stage reference: prompts) as the exporter builds it."""
     from lmlab_ref.families import FAMILIES, llama
+    if wide:
+        return wide_model(family, ctx)
     if family == "llama":
         base = llama.build(llama.TINY_LLAMA_FILE, ctx)
         return ctx.once("gguf:llama-hf", lambda: llama.llama_to_hf(base.model)), base
@@ -610,14 +659,15 @@ def build(k, ctx):
     """The GGUF file of a stage row's model key, written once per export, and its reference."""
     if k.startswith("shared:"):
         return build_shared(k, ctx)
-    family, qtype = parse_key(k)
+    family, qtype, wide = parse_key(k)
 
     def make():
-        model, base = base_model(family, ctx)
+        model, base = base_model(family, ctx, wide)
         path = ctx.out_path(k)
         kinds = write(path, family, model, qtype, tokenizer_writer(family, base, ctx))
         names = ctx.table.intermediates(family)
-        ref, how = reference(path, family, names, base.forward_tokens, "output.weight" not in kinds_names(kinds))
+        ref, how = reference(path, family, names, base.forward_tokens, "output.weight" not in kinds_names(kinds),
+                             spec=model_spec(family, model) if family in ("qwen2moe", "mixtral") else None)
         for attr in ("prompt_vocab", "bos"):
             setattr(ref, attr, getattr(base, attr))
         # 16 greedy tokens after the model's greedy prompt (its float stage runs 48-64): the plain path these
