@@ -122,7 +122,8 @@ const std::vector<std::string>& levels();
 const std::vector<std::string>& level_requires(const std::string& level);
 
 // Gating is per family: a stage provides gates ("kernel.gpt2" for a kernel GPT-2 calls, "gpt2.layer"
-// for a GPT-2 layer stage, "llama.int8.layer" for an int8 LLaMA one) and requires the gates below it of
+// for a GPT-2 layer stage, "llama.int8.layer" for an int8 LLaMA one, "qwen2.gguf.model" for a model
+// stage of a GGUF file, "kernel.ggml" for the stages of ggml's tensor types) and requires the gates below it of
 // its own family only ("kernel.gpt2", "gpt2.layer" for a GPT-2 model stage; an int8 stage also the
 // int8 ones). Which families a kernel stage gates comes from the family rows (model/family.h: the
 // kernels each calls), never typed here. So a broken GELU blocks GPT-2's layers but not LLaMA's,
@@ -133,6 +134,8 @@ std::vector<std::string> stage_requires(const Stage& s);
 // The file a "model" field names: under golden_dir, or under shared_dir for "shared:<path>".
 std::string resolve_model_path(const std::string& model, const std::string& golden_dir, const std::string& shared_dir);
 bool is_shared_path(const std::string& model);
+// A model field naming a GGUF file (".gguf"): its stages are gated by ggml's tensor types (kernel.ggml) too.
+bool is_gguf_model(const std::string& model);
 
 // A model field may ask for int8 weights on load: "<model>#q8_0" (Q8_0, group 64) or
 // "<model>#q8_0,group=N". parse_model_spec splits off that suffix (throws std::invalid_argument
@@ -156,6 +159,11 @@ const Stage* find_stage(const std::string& id);  // nullptr when no stage has th
 
 // Stage functions (defined in kernel_stages.cpp, ...).
 std::vector<StageOutput> stage_matvec(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_ggml_dequantize(const Fixture&, const Case&, const StageEnv&);  // ggml_stages.cpp
+std::vector<StageOutput> stage_ggml_matvec(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_gguf_forward(const Fixture&, const Case&, const StageEnv&);   // GGUF models: the
+std::vector<StageOutput> stage_gguf_kv_cache(const Fixture&, const Case&, const StageEnv&);  // model stages on
+std::vector<StageOutput> stage_gguf_greedy(const Fixture&, const Case&, const StageEnv&);    // the plain path
 std::vector<StageOutput> stage_linear(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_add(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layernorm(const Fixture&, const Case&, const StageEnv&);
