@@ -41,6 +41,10 @@ struct StageOutput {
     // compared with these numbers instead of outputs/<golden>, and `golden` only labels them in the
     // report. Never the reference: the stage compares with the fixture in its other outputs.
     std::optional<std::vector<float>> expected = {};
+    // set: outputs/<golden> of this case is NOT compared, for this reason (e.g. a conformance case's
+    // optional output our kernel does not produce); data stays empty. Listed among the stage's
+    // skipped cases (StageResult::skipped), never silently dropped.
+    std::string skip = {};
 };
 
 // The series the generation stages report (stage_generation_greedy), one value per step; report.html
@@ -85,6 +89,12 @@ void force_experts(const Config& c, const LayerWeights& w, std::size_t t, std::s
 // Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
 // "skipped" with the reason, never as a failure.
 struct SkipStage : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+// Thrown by a stage function for one case it cannot run (an ONNX conformance case whose attribute our
+// kernel does not support): the case is listed among the stage's skipped cases with the reason, and
+// the stage goes on with the next case. Never a failure, never silent.
+struct SkipCase : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
