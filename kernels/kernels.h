@@ -82,6 +82,10 @@ void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta
 // SiLU (a.k.a. swish): y = x · sigmoid(x) = x / (1 + exp(-x)). x and y may alias.
 void silu(std::span<const float> x, std::span<float> y);
 
+// Sigmoid (the logistic function): y = 1 / (1 + exp(-x)), in (0, 1). Qwen2-MoE's shared-expert
+// gate. Large negative x: exp(-x) overflows to inf and y is 0, never NaN. x and y may alias.
+void sigmoid(std::span<const float> x, std::span<float> y);
+
 // SwiGLU gate (Shazeer 2020): y[i] = silu(a[i]) · b[i]. In the FFN a = w1·x ("gate"), b = w3·x ("up").
 // a, b, y: [n]; y may alias a or b.
 void swiglu(std::span<const float> a, std::span<const float> b, std::span<float> y);

@@ -151,6 +151,8 @@ const std::vector<Stage>& stages() {
          stage_silu},
         {"kernel.swiglu", "kernel", "", false, "", "kernel/swiglu.h5", "kernel.swiglu", kFloat32Default, "elementwise: float32 default",
          stage_swiglu},
+        {"kernel.sigmoid", "kernel", "", false, "", "kernel/sigmoid.h5", "kernel.sigmoid", kFloat32Default,
+         "elementwise: float32 default", stage_sigmoid},
         {"kernel.gelu_tanh", "kernel", "", false, "", "kernel/gelu_tanh.h5", "kernel.gelu_tanh", kFloat32Default,
          "elementwise: float32 default (the exact-erf form misses it by up to 5e-4)", stage_gelu_tanh},
         {"kernel.gelu_erf", "kernel", "", false, "", "kernel/gelu_erf.h5", "kernel.gelu_erf", kFloat32Default,

@@ -175,6 +175,7 @@ std::vector<StageOutput> stage_softmax(const Fixture&, const Case&, const StageE
 std::vector<StageOutput> stage_rmsnorm(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_rope(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_silu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_sigmoid(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_swiglu(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_argmax(const Fixture&, const Case&, const StageEnv&);
