@@ -176,6 +176,36 @@ const std::vector<Stage>& stages() {
          "same order in both: bit-identical in practice, 2 ulp allowed",
          stage_matvec_q8_0},
 
+        // ONNX's operator conformance cases: the node tests every ONNX runtime must pass (onnx 1.18.0's
+        // shipped test data, scripts/lmlab_ref/conformance.py), expected outputs from ONNX's numpy reference.
+        // Each output is held to ONNX's own tolerance (its backend runner's rtol 1e-3, atol 1e-7, kept per
+        // case) and to the tolerance below; a case whose attributes our kernel does not take is skipped
+        // with the attribute named (harness/stages/conformance_stages.cpp). They gate no family: they test
+        // our conventions against an outside suite; the kernel.* rows above gate the families' paths.
+        {"conformance.softmax", "kernel", "", false, "", "conformance/softmax.h5", "conformance.softmax", kFloat32Default,
+         "as kernel.softmax: outputs in [0, 1], float32 default", stage_conformance_softmax},
+        {"conformance.layer_normalization", "kernel", "", false, "", "conformance/layer_normalization.h5",
+         "conformance.layer_normalization", {1e-5, 1e-5},
+         "as kernel.layernorm: the reference rounds mean and variance in float32 (numpy, stash_type 1)",
+         stage_conformance_layer_normalization},
+        {"conformance.rms_normalization", "kernel", "", false, "", "conformance/rms_normalization.h5",
+         "conformance.rms_normalization", kFloat32Default, "as kernel.rmsnorm: one sum of squares and a scale",
+         stage_conformance_rms_normalization},
+        {"conformance.gelu", "kernel", "", false, "", "conformance/gelu.h5", "conformance.gelu", kFloat32Default,
+         "as kernel.gelu_tanh and kernel.gelu_erf: elementwise, float32 default", stage_conformance_gelu},
+        {"conformance.matmul", "kernel", "", false, "", "conformance/matmul.h5", "conformance.matmul", {1e-5, 1e-5},
+         "as kernel.matvec: sums of products (here 4 terms)", stage_conformance_matmul},
+        {"conformance.rotary_embedding", "kernel", "", false, "", "conformance/rotary_embedding.h5",
+         "conformance.rotary_embedding", kFloat32Default,
+         "two products and a sum per element with the given cos/sin: float32 default", stage_conformance_rotary_embedding},
+        {"conformance.attention", "kernel", "", false, "", "conformance/attention.h5", "conformance.attention",
+         kFloat32Default, "as kernel.attention: a softmax, then a convex combination of values",
+         stage_conformance_attention},
+        {"conformance.sigmoid", "kernel", "", false, "", "conformance/sigmoid.h5", "conformance.sigmoid", kFloat32Default,
+         "as kernel.sigmoid: elementwise, float32 default", stage_conformance_sigmoid},
+        {"conformance.argmax", "kernel", "", false, "", "conformance/argmax.h5", "conformance.argmax", kExact,
+         "indices: exact", stage_conformance_argmax},
+
         {"layer.attention", "layer", "llama", false, kTinyLlama, "layer/attention.h5", "layer.attention", {1e-5, 1e-5},
          "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},
         {"layer.ffn", "layer", "llama", false, kTinyLlama, "layer/ffn.h5", "layer.ffn", {1e-5, 1e-5}, "three matvecs over 256 and 1024 terms",

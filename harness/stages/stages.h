@@ -184,6 +184,16 @@ std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, const StageEnv&);
+// conformance_stages.cpp: ONNX's operator conformance cases (onnx 1.18.0's node tests) through our kernels
+std::vector<StageOutput> stage_conformance_softmax(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_layer_normalization(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_rms_normalization(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_gelu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_matmul(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_rotary_embedding(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_attention(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_sigmoid(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_argmax(const Fixture&, const Case&, const StageEnv&);
 // model_stages.cpp
 // A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
 // quantized on load). Loaded once per process: every stage (and `lmlab verify`) shares it.
