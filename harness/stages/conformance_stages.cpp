@@ -499,7 +499,7 @@ std::vector<StageOutput> stage_conformance_attention(const Fixture&, const Case&
     if (const Array<float>* mask = onnx_tensor(c.inputs, "attn_mask")) {
         const std::string& dtype = c.string("attn_mask.dtype");
         if (dtype != "bool")
-            why.push_back("attn_mask of " + dtype + ": added to the scores; our attention() has no additive bias");
+            why.push_back("attn_mask of " + dtype + " (added to the scores): our attention() has no additive bias");
         else if (mask->shape != std::vector<std::size_t>{L, S})
             why.push_back("bool attn_mask of shape " + shape_str(mask->shape) + " (we take [q_len, kv_len])");
         else
