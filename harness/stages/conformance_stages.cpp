@@ -456,9 +456,10 @@ std::vector<float> attention_cases_y(const Case& c, Conventions conv) {
 
 // Q: [B, Hq, L, D] or [B, L, Hq·D] (3-D: q_num_heads, kv_num_heads), K, V: likewise with Hkv heads and
 // S positions; optional attn_mask [L, S], past_key/past_value; attributes is_causal, scale, softcap,
-// qk_matmul_output_mode, softmax_precision. Our attention() is softmax(q·K / sqrt(D))·V over the
-// positions it is given: what no family here needs (a scale other than 1/sqrt(D), soft-capping, an
-// additive float mask, V heads of another size, a past cache to concatenate) is skipped by name.
+// qk_matmul_output_mode (any other, e.g. softmax_precision, is a reason to skip). Our attention() is
+// softmax(q·K / sqrt(D))·V over the positions it is given: what no family here needs (a scale other
+// than 1/sqrt(D), soft-capping, an additive float mask, V heads of another size, a past cache to
+// concatenate) is skipped by name.
 // onnx 1.18's reference has two known bugs (scripts/lmlab_ref/conformance.py): a case they touch has
 // reference_bug; ours is then held to torch's answer by the spec (outputs/Y_torch), and, as the
 // evidence, run once more with 1.18's conventions against ONNX's expected Y; the gap between ONNX's Y
