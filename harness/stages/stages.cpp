@@ -191,6 +191,8 @@ const std::vector<Stage>& stages() {
          stage_silu},
         {"kernel.swiglu", "kernel", "", false, "", "kernel/swiglu.h5", "kernel.swiglu", kFloat32Default, "elementwise: float32 default",
          stage_swiglu},
+        {"kernel.sigmoid", "kernel", "", false, "", "kernel/sigmoid.h5", "kernel.sigmoid", kFloat32Default,
+         "elementwise: float32 default", stage_sigmoid},
         {"kernel.gelu_tanh", "kernel", "", false, "", "kernel/gelu_tanh.h5", "kernel.gelu_tanh", kFloat32Default,
          "elementwise: float32 default (the exact-erf form misses it by up to 5e-4)", stage_gelu_tanh},
         {"kernel.gelu_erf", "kernel", "", false, "", "kernel/gelu_erf.h5", "kernel.gelu_erf", kFloat32Default,
@@ -288,6 +290,36 @@ const std::vector<Stage>& stages() {
          kGgmlPlainWhy, stage_ggml_matvec},
         {"kernel.ggml.matvec.q6_k", "kernel", "", false, "", "kernel/ggml/matvec_q6_k.h5", "kernel.ggml.matvec", kGgmlPlain,
          kGgmlPlainWhy, stage_ggml_matvec},
+
+        // ONNX's operator conformance cases: the node tests every ONNX runtime must pass (onnx 1.18.0's
+        // shipped test data, scripts/lmlab_ref/conformance.py), expected outputs from ONNX's numpy reference.
+        // Each output is held to ONNX's own tolerance (its backend runner's rtol 1e-3, atol 1e-7, kept per
+        // case) and to the tolerance below; a case whose attributes our kernel does not take is skipped
+        // with the attribute named (harness/stages/conformance_stages.cpp). They gate no family: they test
+        // our conventions against an outside suite; the kernel.* rows above gate the families' paths.
+        {"conformance.softmax", "kernel", "", false, "", "conformance/softmax.h5", "conformance.softmax", kFloat32Default,
+         "as kernel.softmax: outputs in [0, 1], float32 default", stage_conformance_softmax},
+        {"conformance.layer_normalization", "kernel", "", false, "", "conformance/layer_normalization.h5",
+         "conformance.layer_normalization", {1e-5, 1e-5},
+         "as kernel.layernorm: the reference rounds mean and variance in float32 (numpy, stash_type 1)",
+         stage_conformance_layer_normalization},
+        {"conformance.rms_normalization", "kernel", "", false, "", "conformance/rms_normalization.h5",
+         "conformance.rms_normalization", kFloat32Default, "as kernel.rmsnorm: one sum of squares and a scale",
+         stage_conformance_rms_normalization},
+        {"conformance.gelu", "kernel", "", false, "", "conformance/gelu.h5", "conformance.gelu", kFloat32Default,
+         "as kernel.gelu_tanh and kernel.gelu_erf: elementwise, float32 default", stage_conformance_gelu},
+        {"conformance.matmul", "kernel", "", false, "", "conformance/matmul.h5", "conformance.matmul", {1e-5, 1e-5},
+         "as kernel.matvec: sums of products (here 4 terms)", stage_conformance_matmul},
+        {"conformance.rotary_embedding", "kernel", "", false, "", "conformance/rotary_embedding.h5",
+         "conformance.rotary_embedding", kFloat32Default,
+         "two products and a sum per element with the given cos/sin: float32 default", stage_conformance_rotary_embedding},
+        {"conformance.attention", "kernel", "", false, "", "conformance/attention.h5", "conformance.attention",
+         kFloat32Default, "as kernel.attention: a softmax, then a convex combination of values",
+         stage_conformance_attention},
+        {"conformance.sigmoid", "kernel", "", false, "", "conformance/sigmoid.h5", "conformance.sigmoid", kFloat32Default,
+         "as kernel.sigmoid: elementwise, float32 default", stage_conformance_sigmoid},
+        {"conformance.argmax", "kernel", "", false, "", "conformance/argmax.h5", "conformance.argmax", kExact,
+         "indices: exact", stage_conformance_argmax},
 
         {"layer.attention", "layer", "llama", false, kTinyLlama, "layer/attention.h5", "layer.attention", {1e-5, 1e-5},
          "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},

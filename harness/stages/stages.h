@@ -41,6 +41,10 @@ struct StageOutput {
     // compared with these numbers instead of outputs/<golden>, and `golden` only labels them in the
     // report. Never the reference: the stage compares with the fixture in its other outputs.
     std::optional<std::vector<float>> expected = {};
+    // set: outputs/<golden> of this case is NOT compared, for this reason (e.g. a conformance case's
+    // optional output our kernel does not produce); data stays empty. Listed among the stage's
+    // skipped cases (StageResult::skipped), never silently dropped.
+    std::string skip = {};
 };
 
 // The series the generation stages report (stage_generation_greedy), one value per step; report.html
@@ -85,6 +89,12 @@ void force_experts(const Config& c, const LayerWeights& w, std::size_t t, std::s
 // Thrown by a stage function when it cannot run here (e.g. ../shared is absent): reported as
 // "skipped" with the reason, never as a failure.
 struct SkipStage : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+// Thrown by a stage function for one case it cannot run (an ONNX conformance case whose attribute our
+// kernel does not support): the case is listed among the stage's skipped cases with the reason, and
+// the stage goes on with the next case. Never a failure, never silent.
+struct SkipCase : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -173,6 +183,7 @@ std::vector<StageOutput> stage_softmax(const Fixture&, const Case&, const StageE
 std::vector<StageOutput> stage_rmsnorm(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_rope(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_silu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_sigmoid(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_swiglu(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_argmax(const Fixture&, const Case&, const StageEnv&);
@@ -182,6 +193,16 @@ std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, const StageEnv&);
+// conformance_stages.cpp: ONNX's operator conformance cases (onnx 1.18.0's node tests) through our kernels
+std::vector<StageOutput> stage_conformance_softmax(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_layer_normalization(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_rms_normalization(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_gelu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_matmul(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_rotary_embedding(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_attention(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_sigmoid(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_argmax(const Fixture&, const Case&, const StageEnv&);
 // model_stages.cpp
 // A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
 // quantized on load). Loaded once per process: every stage (and `lmlab verify`) shares it.

@@ -10,7 +10,7 @@ the table, never from a list here.
 import numpy as np
 import torch
 
-from lmlab_ref import bpe, common, fixtures, ggml_kernels, gguf_models, kernels, q8, quant, serve, tokenizers
+from lmlab_ref import bpe, common, conformance, fixtures, ggml_kernels, gguf_models, kernels, q8, quant, serve, tokenizers
 from lmlab_ref.common import randn
 from lmlab_ref.families import family, llama, reference as family_reference
 
@@ -282,6 +282,7 @@ def tokenizer(row, ctx):
 
 RECIPES = {**{f"kernel.{name}": kernels.export for name in kernels.KERNELS},
            "kernel.ggml.dequantize": ggml_kernels.export_dequantize, "kernel.ggml.matvec": ggml_kernels.export_matvec,
+           **{f"conformance.{name}": conformance.export for name in conformance.OPS},
            "layer.attention": layer_part("attention"), "layer.ffn": layer_part("ffn"), "layer.block": layer_block,
            "layer.block.q8_0": layer_block_q8, "layer.moe": layer_moe,
            "model.forward": model_forward, "model.kv_cache": model_kv_cache,
