@@ -20,9 +20,8 @@ The C is taken without fused multiply-adds (what it means as written; a build of
 Layouts (byte offsets) are documented in kernels/ggml_quant.h; the functions below follow it.
 
 Usage (numpy; the gguf package for self_check):
-    python scripts/lmlab_ref/ggml_quants.py                            runs self_check()
-    python scripts/lmlab_ref/ggml_quants.py --fixture /tmp/ggml.bin   also writes the fixture that
-        kernels/ggml_quant_test.cpp reads when LMLAB_GGML_FIXTURE points to it
+    python scripts/lmlab_ref/ggml_quants.py     runs self_check() (the fixtures of kernel.ggml.* are
+        written by the exporter, scripts/lmlab_ref/ggml_kernels.py)
 """
 from __future__ import annotations
 
@@ -1038,47 +1037,6 @@ def _fix_f16_fields(name: str, raw: bytearray, rng: np.random.Generator):
             struct.pack_into("<H", raw, i, int(bf16_bits(F(rng.standard_normal()))[0]))
 
 
-# ---- the fixture read by kernels/ggml_quant_test.cpp (LMLAB_GGML_FIXTURE) ------------------------------
-# Little-endian: magic b"LGQ1", u32 case count; per case: u32 type id, u32 rows, u32 cols,
-# W (rows · row_bytes), x (cols f32), the activation bytes (row_bytes(vec_dot type, cols), 0 for float
-# weights), y_fast (rows f32: our fast-path reference), W dequantized (rows · cols f32).
-
-def fixture_cases(rng: np.random.Generator):
-    cases = []
-    for name in WEIGHT_TYPES:
-        for cols in (QK_K, 3 * QK_K):
-            rows_x = stress_rows(cols, rng)
-            rows = 9
-            with np.errstate(over="ignore"):  # the "huge" row overflows float sums in make_q3_quants, as in C
-                W = b"".join(quantize(name, x) for _, x in rows_x[:rows])
-            for label, x in rows_x[1:7]:
-                cases.append((name, rows, cols, W, x))
-    return cases
-
-
-def write_fixture(path: str, seed: int = 7) -> int:
-    rng = np.random.default_rng(seed)
-    cases = fixture_cases(rng)
-    with open(path, "wb") as f:
-        f.write(b"LGQ1" + struct.pack("<I", len(cases)))
-        for name, rows, cols, W, x in cases:
-            act = TYPES[name][3]
-            xa = quantize_activations(act, x) if act else b""
-            with np.errstate(all="ignore"):  # the "huge" row's F16 scales overflow: inf and NaN outputs, as in ggml
-                y = matvec_fast(name, W, rows, cols, x)
-            deq = dequantize(name, W, rows * cols)
-            f.write(struct.pack("<III", TYPES[name][0], rows, cols))
-            f.write(W)
-            f.write(np.asarray(x, dtype="<f4").tobytes())
-            f.write(xa)
-            f.write(y.astype("<f4").tobytes())
-            f.write(deq.astype("<f4").tobytes())
-    return len(cases)
-
-
 if __name__ == "__main__":
     bad = self_check()
-    if "--fixture" in sys.argv:
-        out = sys.argv[sys.argv.index("--fixture") + 1]
-        print(f"wrote {write_fixture(out)} cases to {out}")
     sys.exit(1 if bad else 0)
