@@ -145,4 +145,116 @@ TEST(Scheduler, BadRequestsAreRefusedBeforeAnythingRuns) {
     expect_error<ModelError>([&] { one({1}, 1); }, {"chunk 0"});
 }
 
+// The stateful scheduler that serve() and lmlab serve are built on: requests submitted between
+// any two steps, cancelled while waiting or running, each told its tokens as they come.
+TEST(Scheduler, SubmittedBetweenStepsEachGetsWhatItGetsAlone) {
+    const Model m = test::make_model(with_context(test::tiny_config(), 48));
+    ServeOptions opt;
+    opt.keep_logits = true;
+    opt.check_invariants = true;
+    opt.chunk = 4;
+    opt.page_size = 4;
+    opt.max_running = 3;
+    opt.n_pages = 20;
+    Scheduler sched(m, opt);
+    const auto rs = requests(m.config);
+    std::vector<ServeResult> got(rs.size());
+    std::vector<std::vector<int>> streamed(rs.size());  // the tokens as the updates told them
+    std::vector<int> finishes(rs.size(), 0);
+    std::size_t next = 0;
+    for (std::size_t round = 0; next < rs.size() || !sched.idle(); ++round) {
+        if (next < rs.size() && round % 2 == 0) {  // one newcomer every other step, while others run
+            const std::size_t i = next++;
+            sched.submit(rs[i], [&, i](const Scheduler::Update& u) {
+                streamed[i].push_back(u.result.tokens.back());
+                EXPECT_EQ(u.logits.size(), m.config.vocab_size);
+                if (u.finished) {
+                    got[i] = u.result;
+                    ++finishes[i];
+                }
+            });
+        }
+        sched.step();
+        ASSERT_LT(round, 1000u);
+    }
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+        const ServeResult alone = run_alone(m, rs[i]);
+        EXPECT_EQ(finishes[i], 1) << rs[i].id;
+        EXPECT_EQ(got[i].tokens, alone.tokens) << rs[i].id;
+        EXPECT_EQ(streamed[i], alone.tokens) << rs[i].id;
+        EXPECT_TRUE(same_bits(got[i].logits, alone.logits)) << rs[i].id;
+    }
+    EXPECT_EQ(sched.pages_used(), 0u);
+    EXPECT_EQ(sched.pages_reserved(), 0u);
+    EXPECT_EQ(sched.cache().live_sequences(), 0u);
+}
+
+TEST(Scheduler, CancelFreesThePagesAndChangesNoOtherToken) {
+    const Model m = test::make_model(with_context(test::tiny_config(), 48));
+    ServeOptions opt;
+    opt.keep_logits = true;
+    opt.check_invariants = true;
+    opt.chunk = 6;
+    opt.page_size = 4;
+    opt.max_running = 3;
+    opt.n_pages = 24;
+    Scheduler sched(m, opt);
+    const auto rs = requests(m.config);
+    std::vector<ServeResult> got(rs.size());
+    std::vector<std::size_t> updates(rs.size(), 0), handles;
+    for (std::size_t i = 0; i < rs.size(); ++i)
+        handles.push_back(sched.submit(rs[i], [&, i](const Scheduler::Update& u) {
+            ++updates[i];
+            if (u.finished) got[i] = u.result;
+        }));
+    sched.step();  // r0 (5 prompt tokens, 4 new) has its first token after this step, its last after the 4th
+    sched.step();
+    ASSERT_EQ(sched.running(), 3u);
+    const std::size_t before = sched.pages_used();
+    ASSERT_GT(updates[0], 0u);  // r0 (5 prompt tokens) is decoding: cancel it mid-generation
+    const std::size_t r0_seen = updates[0];
+    EXPECT_TRUE(sched.cancel(handles[0]));
+    EXPECT_LT(sched.pages_used(), before);  // its pages are back at once, not at the next step
+    EXPECT_EQ(sched.running(), 2u);
+    EXPECT_TRUE(sched.cancel(handles[9]));   // still waiting: it leaves the queue
+    EXPECT_FALSE(sched.cancel(handles[9]));  // twice: no longer live
+    EXPECT_FALSE(sched.cancel(12345));       // never submitted
+    sched.cache().check_invariants();
+    while (sched.step()) {
+    }
+    EXPECT_EQ(updates[0], r0_seen);  // nothing after the cancel
+    EXPECT_EQ(updates[9], 0u);
+    for (std::size_t i = 1; i < 9; ++i) {
+        const ServeResult alone = run_alone(m, rs[i]);
+        EXPECT_EQ(got[i].tokens, alone.tokens) << rs[i].id;
+        EXPECT_TRUE(same_bits(got[i].logits, alone.logits)) << rs[i].id;
+    }
+    EXPECT_FALSE(sched.cancel(handles[1]));  // finished: no longer live
+    EXPECT_EQ(sched.pages_used(), 0u);
+    EXPECT_EQ(sched.pages_reserved(), 0u);
+    EXPECT_EQ(sched.cache().live_sequences(), 0u);
+    EXPECT_FALSE(sched.step());  // idle: nothing runs
+}
+
+TEST(Scheduler, RefusesBadRequestsAndBadSkipsByName) {
+    const Model m = test::make_model(with_context(test::tiny_config(), 16));
+    ServeOptions opt;
+    opt.n_pages = 2;
+    opt.page_size = 4;
+    Scheduler sched(m, opt);
+    expect_error<ModelError>([&] { sched.submit(ServeRequest{"long", {1, 2, 3}, 6, 0, {}}); },
+                             {"request 'long'", "need 3 pages of 4", "the pool has 2"});
+    expect_error<ModelError>([&] { sched.submit(ServeRequest{"big id", {1, 99}, 1, 0, {}}); }, {"request 'big id'", "99"});
+    EXPECT_TRUE(sched.idle());  // refused requests never queue
+    sched.submit(ServeRequest{"ok", {1, 2}, 2, 0, {}});
+    expect_error<ModelError>([&] { sched.skip_to(10); }, {"skip_to(10)", "1 waiting"});
+    while (sched.step()) {
+    }
+    expect_error<ModelError>([&] { sched.skip_to(0); }, {"only forward"});
+    sched.skip_to(10);
+    EXPECT_EQ(sched.next_step(), 10u);
+    opt.n_pages = 0;
+    expect_error<ModelError>([&] { Scheduler none(m, opt); }, {"pages 0"});
+}
+
 }  // namespace lmlab
