@@ -52,6 +52,7 @@ double seconds_between(Clock::time_point a, Clock::time_point b) { return std::c
 constexpr std::size_t kMaxBodyBytes = 1 << 20;    // a 1 MiB body holds more prompt than any context here: 413 past it
 constexpr std::size_t kMaxHeaderBytes = 32 << 10; // all headers together (cpp-httplib caps one line at 8 KiB): 431 past it
 constexpr std::size_t kMaxHeaders = 100;
+constexpr double kRateWindow = 10;                // seconds: /metrics' tokens per second
 constexpr auto kHeartbeat = std::chrono::milliseconds(500);  // a queued stream's comment line: finds vanished clients
 
 std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
@@ -92,7 +93,13 @@ struct Metrics {
     std::mutex mu;
     std::size_t running = 0, waiting = 0, pages_used = 0, pages_total = 0;
     std::uint64_t steps = 0, new_tokens = 0, prompt_tokens = 0;
-    std::deque<std::pair<Clock::time_point, std::uint64_t>> recent;  // (time, new_tokens) of the last 10 s of steps
+    Clock::time_point started = Clock::now();
+    // (time, new_tokens) after each step of the last 10 s, and the last step before them
+    std::deque<std::pair<Clock::time_point, std::uint64_t>> recent;
+    // Drops the samples before the last one older than 10 s (the window's base).
+    void trim(Clock::time_point now) {
+        while (recent.size() > 1 && seconds_between(recent[1].first, now) > kRateWindow) recent.pop_front();
+    }
     Histogram ttft, itl;
     std::map<std::string, std::uint64_t> outcomes;  // requests by how they ended
 
@@ -298,7 +305,7 @@ void Server::scheduler_loop(Scheduler& sched) {
         metrics_.steps = sched.steps_run();
         metrics_.new_tokens = sched.new_tokens();
         metrics_.recent.emplace_back(now, sched.new_tokens());
-        while (seconds_between(metrics_.recent.front().first, now) > 10) metrics_.recent.pop_front();
+        metrics_.trim(now);
     }
 }
 
@@ -590,13 +597,14 @@ std::string Server::metrics_text() {
     gauge("lmlab_kv_pages_used", "KV-cache pages held by running requests", static_cast<double>(metrics_.pages_used));
     gauge("lmlab_kv_pages_free", "KV-cache pages on the free list", static_cast<double>(metrics_.pages_total - metrics_.pages_used));
     gauge("lmlab_kv_pages_total", "KV-cache pages in the pool (--kv-pages)", static_cast<double>(metrics_.pages_total));
-    double rate = 0;
-    if (metrics_.recent.size() > 1) {
-        const auto& [t0, n0] = metrics_.recent.front();
-        const auto& [t1, n1] = metrics_.recent.back();
-        rate = static_cast<double>(n1 - n0) / std::max(seconds_between(t0, t1), 1e-9);
-    }
-    gauge("lmlab_tokens_per_second", "New tokens per second over the last 10 s of steps", rate);
+    // tokens since the last step before the window (0 at the start), over the window (or the time since the start)
+    const auto now = Clock::now();
+    metrics_.trim(now);
+    const std::uint64_t base =
+        !metrics_.recent.empty() && seconds_between(metrics_.recent.front().first, now) > kRateWindow ? metrics_.recent.front().second : 0;
+    const double rate = static_cast<double>(metrics_.new_tokens - base) /
+                        std::max(std::min(kRateWindow, seconds_between(metrics_.started, now)), 1e-3);
+    gauge("lmlab_tokens_per_second", "New tokens per second over the last 10 s", rate);
     counter("lmlab_generated_tokens_total", "New tokens generated", metrics_.new_tokens);
     counter("lmlab_prompt_tokens_total", "Prompt tokens of the requests admitted to the scheduler", metrics_.prompt_tokens);
     counter("lmlab_steps_total", "Scheduler steps that ran a batch", metrics_.steps);
