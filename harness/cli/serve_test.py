@@ -74,16 +74,25 @@ def has_tokenizer_json(model):
 
 
 llama = None  # one server on the tiny LLaMA for most cases (setUpModule)
+_shared = {}   # model -> a server the cases share (started when first asked for, stopped at the end)
+
+
+def shared_server(model):
+    if model not in _shared:
+        _shared[model] = Server(LMLAB, model)
+    return _shared[model]
 
 
 def setUpModule():
     global llama
     llama = Server(LMLAB, TINY_LLAMA, "--max-running", 4, "--chunk", 16)
+    _shared[TINY_LLAMA] = llama
 
 
 def tearDownModule():
-    rc = llama.stop()
-    assert rc == 0, f"exit {rc}\n{llama.stderr()}"
+    for server in _shared.values():
+        rc = server.stop()
+        assert rc == 0, f"exit {rc}\n{server.stderr()}"
 
 
 class Api(unittest.TestCase):
@@ -317,45 +326,42 @@ class OpenAIClient(unittest.TestCase):
     @unittest.skipUnless(has_tokenizer_json(TINY_QWEN2), "tiny-qwen2 has no tokenizer.json (../shared absent at export)")
     def test_chat(self):
         import openai
-        with Server(LMLAB, TINY_QWEN2) as qwen:
-            client = openai.OpenAI(base_url=qwen.url + "/v1", api_key="unused", max_retries=0)
-            messages = [{"role": "user", "content": "What is the capital of France?"}]
-            r = client.chat.completions.create(model="tiny-qwen2", messages=messages, max_tokens=10, temperature=0,
-                                               extra_body={"return_token_ids": True})
-            choice = r.choices[0]
-            self.assertEqual(choice.message.role, "assistant")
-            alone = generate_alone(LMLAB, TINY_QWEN2, choice.prompt_token_ids, 10)
-            self.assertEqual(choice.token_ids, alone["ids"])
-            self.assertEqual(choice.message.content, alone["text"])
-            p = subprocess.run([LMLAB, "generate", "--model", TINY_QWEN2, "--chat", "--prompt", messages[0]["content"],
-                                "--max-new-tokens", "10", "--json"], capture_output=True, text=True, timeout=120)
-            self.assertEqual(json.loads(p.stdout)["prompt_ids"], choice.prompt_token_ids)  # encode_chat's ChatML turn
-            parts = list(client.chat.completions.create(model="tiny-qwen2", messages=messages, max_tokens=10,
-                                                        temperature=0, stream=True))
-            self.assertEqual(parts[0].choices[0].delta.role, "assistant")
-            self.assertEqual("".join(p.choices[0].delta.content or "" for p in parts), alone["text"])
-            with self.assertRaises(openai.BadRequestError) as e:
-                client.chat.completions.create(model="tiny-qwen2", messages=[{"role": "system", "content": "x"}] + messages)
-            self.assertEqual(e.exception.body["param"], "messages")
-            self.assertEqual(qwen.stop(), 0)
+        qwen = shared_server(TINY_QWEN2)
+        client = openai.OpenAI(base_url=qwen.url + "/v1", api_key="unused", max_retries=0)
+        messages = [{"role": "user", "content": "What is the capital of France?"}]
+        r = client.chat.completions.create(model="tiny-qwen2", messages=messages, max_tokens=10, temperature=0,
+                                           extra_body={"return_token_ids": True})
+        choice = r.choices[0]
+        self.assertEqual(choice.message.role, "assistant")
+        alone = generate_alone(LMLAB, TINY_QWEN2, choice.prompt_token_ids, 10)
+        self.assertEqual(choice.token_ids, alone["ids"])
+        self.assertEqual(choice.message.content, alone["text"])
+        p = subprocess.run([LMLAB, "generate", "--model", TINY_QWEN2, "--chat", "--prompt", messages[0]["content"],
+                            "--max-new-tokens", "10", "--json"], capture_output=True, text=True, timeout=120)
+        self.assertEqual(json.loads(p.stdout)["prompt_ids"], choice.prompt_token_ids)  # encode_chat's ChatML turn
+        parts = list(client.chat.completions.create(model="tiny-qwen2", messages=messages, max_tokens=10,
+                                                    temperature=0, stream=True))
+        self.assertEqual(parts[0].choices[0].delta.role, "assistant")
+        self.assertEqual("".join(p.choices[0].delta.content or "" for p in parts), alone["text"])
+        with self.assertRaises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="tiny-qwen2", messages=[{"role": "system", "content": "x"}] + messages)
+        self.assertEqual(e.exception.body["param"], "messages")
 
 
 class EveryModel(unittest.TestCase):
     """A greedy and a seeded completion of each test model over HTTP, against the request alone."""
 
     def check(self, model, prompt):
-        with Server(LMLAB, model) as server:
-            for fields in ({"temperature": 0}, {"temperature": 0.8, "top_p": 0.9, "seed": 11}):
-                status, body = post(server, "/v1/completions", {"prompt": prompt, "max_tokens": 16,
-                                                                "return_token_ids": True, **fields})
-                self.assertEqual(status, 200, body)
-                c = body["choices"][0]
-                alone = generate_alone(LMLAB, model, c["prompt_token_ids"], 16, fields["temperature"],
-                                       0, fields.get("top_p", 1.0), fields.get("seed", 42))
-                self.assertEqual(c["token_ids"], alone["ids"][:len(c["token_ids"])])
-                self.assertEqual(len(c["token_ids"]), len(alone["ids"]))
-                self.assertEqual(c["text"], alone["text"])
-            self.assertEqual(server.stop(), 0)
+        server = shared_server(model)
+        for fields in ({"temperature": 0}, {"temperature": 0.8, "top_p": 0.9, "seed": 11}):
+            status, body = post(server, "/v1/completions", {"prompt": prompt, "max_tokens": 16,
+                                                            "return_token_ids": True, **fields})
+            self.assertEqual(status, 200, body)
+            c = body["choices"][0]
+            alone = generate_alone(LMLAB, model, c["prompt_token_ids"], 16, fields["temperature"],
+                                   0, fields.get("top_p", 1.0), fields.get("seed", 42))
+            self.assertEqual(c["token_ids"], alone["ids"])
+            self.assertEqual(c["text"], alone["text"])
 
     def test_tiny_llama(self):
         self.check(TINY_LLAMA, "In the beginning")
