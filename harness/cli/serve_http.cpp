@@ -423,123 +423,138 @@ void Server::answer(Job& job, httplib::Response& res) {
 
 // Server-sent events: one `data: {chunk}` per token, a last chunk with the finish reason (and the
 // text held back for a possible stop string), the usage chunk when asked, `data: [DONE]`.
-void Server::stream(const std::shared_ptr<Job>& job, httplib::Response& res) {
-    // The stream's own state, owned by the content provider (which cpp-httplib keeps until the
-    // response is done, or the connection is): its end is counted once, and a stream that did not
-    // finish cancels its request.
-    class State {
-    public:
-        State(std::shared_ptr<Job> j, const TextTokenizer& tok, const std::vector<int>& stop_ids, Shape s,
-              Metrics& metrics, std::atomic<int>& open)
-            : job(std::move(j)), out(tok, job->req.prompt, job->req.stop, stop_ids), shape(std::move(s)),
-              before(job->req.prompt.back()), metrics_(metrics), open_(open) {
-            ++open_;
-        }
-        State(const State&) = delete;
-        State& operator=(const State&) = delete;
-        ~State() {
-            metrics_.count(outcome);
-            if (!done) job->cancel = true;
-            --open_;
-        }
-        std::shared_ptr<Job> job;
-        TextOutput out;
-        Shape shape;
-        int before;               // the token before the next one (the logprobs' token strings)
-        std::size_t offset = 0;   // of the next token's text in the completion
-        bool role_sent = false, done = false;
-        std::string outcome = "cancelled";  // until the stream ends well
+// The stream's state is owned by its content provider, which cpp-httplib keeps until the response is
+// done or the connection is: its end is counted once, and a stream that did not finish cancels its
+// request.
+class SseStream {
+public:
+    SseStream(std::shared_ptr<Job> j, const TextTokenizer& tok, const std::vector<int>& stop_ids, Shape s,
+              std::string model, Metrics& metrics, std::atomic<int>& open)
+        : job_(std::move(j)), tok_(tok), out_(tok, job_->req.prompt, job_->req.stop, stop_ids), shape_(std::move(s)),
+          model_(std::move(model)), before_(job_->req.prompt.back()), metrics_(metrics), open_(open) {
+        ++open_;
+    }
+    SseStream(const SseStream&) = delete;
+    SseStream& operator=(const SseStream&) = delete;
+    ~SseStream() {
+        metrics_.count(outcome);
+        if (!done_) job_->cancel = true;
+        --open_;
+    }
+    // cpp-httplib's content provider: waits up to kHeartbeat for tokens, writes them (or a comment
+    // line); false ends the response (the client is gone, or the stream is done and sink.done() ran).
+    bool next(httplib::DataSink& sink);
 
-    private:
-        Metrics& metrics_;
-        std::atomic<int>& open_;
+    std::string outcome = "cancelled";  // until the stream ends well
+
+private:
+    std::shared_ptr<Job> job_;
+    const TextTokenizer& tok_;
+    TextOutput out_;
+    Shape shape_;
+    std::string model_;
+    int before_;               // the token before the next one (the logprobs' token strings)
+    std::size_t offset_ = 0;   // of the next token's text in the completion
+    bool role_sent_ = false, done_ = false;
+    Metrics& metrics_;
+    std::atomic<int>& open_;
+};
+
+bool SseStream::next(httplib::DataSink& sink) {
+    Job& job = *job_;
+    const CompletionRequest& r = job.req;
+    const auto send = [&](const nlohmann::json& j) {
+        const std::string line = "data: " + dump(j) + "\n\n";
+        return sink.write(line.data(), line.size());
     };
+    const auto choice = [&](const std::string& text) {
+        nlohmann::json c = {{"index", 0}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
+        if (!shape_.chat) {
+            c["text"] = text;
+        } else {
+            c["delta"] = {{"content", text}};
+            if (!role_sent_) c["delta"]["role"] = "assistant";
+            role_sent_ = true;
+        }
+        return c;
+    };
+    std::deque<Event> events;
+    End end = End::None;
+    std::string reason;
+    {
+        std::unique_lock lock(job.mu);
+        job.cv.wait_for(lock, kHeartbeat, [&] { return !job.events.empty() || job.end != End::None; });
+        events.swap(job.events);
+        if (events.empty()) {
+            end = job.end;
+            reason = end == End::Failed ? job.failure : job.stop_reason;
+        }
+    }
+    if (events.empty() && end == End::None) {  // still waiting: a comment line, to find out whether the client is there
+        static const std::string beat = ": keep-alive\n\n";
+        return sink.write(beat.data(), beat.size());
+    }
+    for (const Event& e : events) {
+        if (out_.stopped()) break;
+        const std::string text = out_.push(e.token);
+        nlohmann::json c = choice(text);
+        if (r.return_token_ids) c["token_ids"] = {e.token};
+        if (r.logprobs >= 0) {
+            nlohmann::json lp = empty_logprobs();
+            add_logprobs(lp, tok_, e, before_, offset_);
+            c["logprobs"] = lp;
+        }
+        offset_ += text.size();
+        before_ = e.token;
+        if (!send(chunk(shape_, model_, c))) return false;  // the client is gone: ~SseStream cancels it
+    }
+    if (out_.stopped()) {
+        job.cancel = true;
+        end = End::Finished;
+    }
+    if (end == End::None) return true;
+    if (end == End::Finished) {
+        nlohmann::json c = choice(out_.finish());
+        c["finish_reason"] = finish_reason(reason, out_.stopped());
+        if (r.return_token_ids) c["prompt_token_ids"] = r.prompt;
+        if (shape_.chat && c["delta"]["content"] == "") c["delta"].erase("content");
+        if (!send(chunk(shape_, model_, c))) return false;
+        if (r.include_usage) {
+            nlohmann::json u = chunk(shape_, model_, {});
+            u["choices"] = nlohmann::json::array();
+            u["usage"] = usage(r.prompt.size(), out_.tokens());
+            if (!send(u)) return false;
+        }
+        outcome = "completed";
+    } else {  // the 200 and some tokens are sent: the error goes in the stream, as OpenAI's does
+        const ApiError e = end == End::Failed ? ApiError(500, "internal error: " + reason, "server_error", "", "internal_error")
+                                              : shutdown_error();
+        if (!send(e.body())) return false;
+        outcome = end == End::Failed ? "failed" : "shutdown";
+    }
+    static const std::string last = "data: [DONE]\n\n";
+    done_ = true;
+    if (!sink.write(last.data(), last.size())) return false;
+    sink.done();
+    return true;
+}
+
+void Server::stream(const std::shared_ptr<Job>& job, httplib::Response& res) {
     const CompletionRequest& r = job->req;
-    auto st = std::make_shared<State>(
+    auto st = std::make_shared<SseStream>(
         job, tok_, generation_stop_ids(model_, &tok_),
         Shape{fmt::format("{}-{}", r.endpoint == Endpoint::Chat ? "chatcmpl" : "cmpl", next_id_++),
               static_cast<std::int64_t>(std::time(nullptr)), r.endpoint == Endpoint::Chat},
-        metrics_, open_jobs_);
-    const std::string model = ctx_.model_id;
-    const TextTokenizer* tok = &tok_;
+        ctx_.model_id, metrics_, open_jobs_);
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider("text/event-stream", [st, model, tok](std::size_t, httplib::DataSink& sink) {
-        Job& job = *st->job;
-        const CompletionRequest& r = job.req;
-        const auto send = [&](const nlohmann::json& j) {
-            const std::string line = "data: " + dump(j) + "\n\n";
-            return sink.write(line.data(), line.size());
-        };
-        const auto choice = [&](const std::string& text) {
-            nlohmann::json c = {{"index", 0}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
-            if (!st->shape.chat) {
-                c["text"] = text;
-            } else {
-                c["delta"] = {{"content", text}};
-                if (!st->role_sent) c["delta"]["role"] = "assistant";
-                st->role_sent = true;
-            }
-            return c;
-        };
-        std::deque<Event> events;
-        End end = End::None;
-        std::string reason;
-        {
-            std::unique_lock lock(job.mu);
-            job.cv.wait_for(lock, kHeartbeat, [&] { return !job.events.empty() || job.end != End::None; });
-            events.swap(job.events);
-            if (events.empty()) {
-                end = job.end;
-                reason = end == End::Failed ? job.failure : job.stop_reason;
-            }
+    res.set_chunked_content_provider("text/event-stream", [st](std::size_t, httplib::DataSink& sink) {
+        try {
+            return st->next(sink);
+        } catch (const std::exception& e) {  // a bug, not the client's doing: this stream ends, the server goes on
+            fmt::print(stderr, "lmlab serve: internal error while streaming: {}\n", e.what());
+            st->outcome = "failed";
+            return false;
         }
-        if (events.empty() && end == End::None) {  // still waiting: a comment line, to find out whether the client is there
-            static const std::string beat = ": keep-alive\n\n";
-            return sink.write(beat.data(), beat.size());
-        }
-        for (const Event& e : events) {
-            if (st->out.stopped()) break;
-            const std::string text = st->out.push(e.token);
-            nlohmann::json c = choice(text);
-            if (r.return_token_ids) c["token_ids"] = {e.token};
-            if (r.logprobs >= 0) {
-                nlohmann::json lp = empty_logprobs();
-                add_logprobs(lp, *tok, e, st->before, st->offset);
-                c["logprobs"] = lp;
-            }
-            st->offset += text.size();
-            st->before = e.token;
-            if (!send(chunk(st->shape, model, c))) return false;  // the client is gone: ~State cancels it
-        }
-        if (st->out.stopped()) {
-            job.cancel = true;
-            end = End::Finished;
-        }
-        if (end == End::None) return true;
-        if (end == End::Finished) {
-            nlohmann::json c = choice(st->out.finish());
-            c["finish_reason"] = finish_reason(reason, st->out.stopped());
-            if (r.return_token_ids) c["prompt_token_ids"] = r.prompt;
-            if (st->shape.chat && c["delta"]["content"] == "") c["delta"].erase("content");
-            if (!send(chunk(st->shape, model, c))) return false;
-            if (r.include_usage) {
-                nlohmann::json u = chunk(st->shape, model, {});
-                u["choices"] = nlohmann::json::array();
-                u["usage"] = usage(r.prompt.size(), st->out.tokens());
-                if (!send(u)) return false;
-            }
-            st->outcome = "completed";
-        } else {  // the 200 and some tokens are sent: the error goes in the stream, as OpenAI's does
-            const ApiError e = end == End::Failed ? ApiError(500, "internal error: " + reason, "server_error", "", "internal_error")
-                                                  : shutdown_error();
-            if (!send(e.body())) return false;
-            st->outcome = end == End::Failed ? "failed" : "shutdown";
-        }
-        static const std::string done = "data: [DONE]\n\n";
-        st->done = true;
-        if (!sink.write(done.data(), done.size())) return false;
-        sink.done();
-        return true;
     });
 }
 
