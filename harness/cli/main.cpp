@@ -29,27 +29,6 @@ using namespace lmlab;
 
 namespace {
 
-// A whole number in [lo, hi] for an option, checked before CLI11 converts it: CLI11 prefixes the
-// message with the option's name ("--max-new-tokens: 'abc' is not a whole number from 1 to
-// 1073741824"), and a negative value for an unsigned option (--seed -1) is refused instead of
-// wrapping to 2^64 - 1.
-CLI::Validator whole_number(long long lo, long long hi) {
-    return CLI::Validator(
-        [lo, hi](std::string& s) -> std::string {
-            std::size_t used = 0;
-            long long v = 0;
-            try {
-                v = std::stoll(s, &used);
-            } catch (const std::exception&) {
-                used = 0;
-            }
-            if (s.empty() || used != s.size() || v < lo || v > hi)
-                return fmt::format("'{}' is not a whole number from {} to {}", s, lo, hi);
-            return "";
-        },
-        fmt::format("INT in [{}, {}]", lo, hi));
-}
-
 std::string version_text() {
     const RunMeta meta = collect_meta(LMLAB_SOURCE_DIR, "");
     return fmt::format("lmlab {}{} ({} build, {}, flags '{}')", meta.git_commit.substr(0, 12), meta.git_dirty ? "-dirty" : "",
@@ -186,20 +165,7 @@ int main(int argc, char** argv) {
                             "\"max_tokens\": N, \"arrival_step\": S, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"id\"}")
         ->required();
     serve_batch->add_option("--out", sv.out_path, "Write every request's output and latency here (JSON Lines)");
-    serve_batch->add_option("--chunk", sv.options.chunk, "At most this many prompt tokens per step (chunked prefill)")
-        ->check(whole_number(1, 1 << 16))
-        ->capture_default_str();
-    serve_batch->add_option("--max-running", sv.options.max_running, "Sequences in the batch at once")
-        ->check(whole_number(1, 4096))
-        ->capture_default_str();
-    serve_batch->add_option("--page-size", sv.options.page_size, "Positions per KV-cache page")
-        ->check(whole_number(1, 1 << 16))
-        ->capture_default_str();
-    serve_batch->add_option("--kv-pages", sv.options.n_pages,
-                            "Pages in the KV pool (default 0: enough for the --max-running largest requests at "
-                            "once); a request waits at admission until its prompt + max_tokens fit")
-        ->check(whole_number(0, 1 << 24))
-        ->capture_default_str();
+    add_scheduler_options(*serve_batch, sv.options, "enough for the --max-running largest requests at once");
     serve_batch->add_flag("--sequential", sv.sequential,
                           "Run the same requests one after another instead (the baseline batching is compared with)");
     serve_batch->add_flag("--quiet", sv.quiet, "No progress line");
@@ -215,20 +181,7 @@ int main(int argc, char** argv) {
     serve->add_option("--port", http.port, "Port (0: any free one, printed on stderr)")
         ->check(whole_number(0, 65535))
         ->capture_default_str();
-    serve->add_option("--max-running", http.options.max_running, "Sequences in the batch at once")
-        ->check(whole_number(1, 4096))
-        ->capture_default_str();
-    serve->add_option("--chunk", http.options.chunk, "At most this many prompt tokens per step (chunked prefill)")
-        ->check(whole_number(1, 1 << 16))
-        ->capture_default_str();
-    serve->add_option("--page-size", http.options.page_size, "Positions per KV-cache page")
-        ->check(whole_number(1, 1 << 16))
-        ->capture_default_str();
-    serve->add_option("--kv-pages", http.options.n_pages,
-                      "Pages in the KV pool (default 0: --max-running full contexts); a request waits at admission "
-                      "until its prompt + max_tokens fit")
-        ->check(whole_number(0, 1 << 24))
-        ->capture_default_str();
+    add_scheduler_options(*serve, http.options, "--max-running full contexts");
     serve->add_option("--queue", http.queue, "Waiting requests past which a new one is answered 429 at once")
         ->check(whole_number(1, 1 << 20))
         ->capture_default_str();

@@ -45,6 +45,40 @@ void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& defa
                  "Recognise special tokens such as <|endoftext|> in the prompt (else they are plain text)");
 }
 
+CLI::Validator whole_number(long long lo, long long hi) {
+    return CLI::Validator(
+        [lo, hi](std::string& s) -> std::string {
+            std::size_t used = 0;
+            long long v = 0;
+            try {
+                v = std::stoll(s, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            if (s.empty() || used != s.size() || v < lo || v > hi)
+                return fmt::format("'{}' is not a whole number from {} to {}", s, lo, hi);
+            return "";
+        },
+        fmt::format("INT in [{}, {}]", lo, hi));
+}
+
+void add_scheduler_options(CLI::App& cmd, ServeOptions& o, const std::string& kv_pages_default) {
+    cmd.add_option("--chunk", o.chunk, "At most this many prompt tokens per step (chunked prefill)")
+        ->check(whole_number(1, 1 << 16))
+        ->capture_default_str();
+    cmd.add_option("--max-running", o.max_running, "Sequences in the batch at once")
+        ->check(whole_number(1, 4096))
+        ->capture_default_str();
+    cmd.add_option("--page-size", o.page_size, "Positions per KV-cache page")
+        ->check(whole_number(1, 1 << 16))
+        ->capture_default_str();
+    cmd.add_option("--kv-pages", o.n_pages,
+                   fmt::format("Pages in the KV pool (default 0: {}); a request waits at admission until its prompt "
+                               "+ max_tokens fit", kv_pages_default))
+        ->check(whole_number(0, 1 << 24))
+        ->capture_default_str();
+}
+
 void add_kernel_options(CLI::App& cmd, KernelOptions& k) {
     cmd.add_flag("--plain", k.plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
     cmd.add_option("--threads", k.threads, "Threads for the fast kernels (results are bit-identical for any count)")

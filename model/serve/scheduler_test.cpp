@@ -64,6 +64,25 @@ Config with_context(Config c, std::size_t n) {
     return c;
 }
 
+// Options with every request's logits kept and the paged cache's invariants checked after every step.
+ServeOptions checked_options(std::size_t chunk, std::size_t page_size, std::size_t max_running, std::size_t n_pages) {
+    ServeOptions opt;
+    opt.keep_logits = true;
+    opt.check_invariants = true;
+    opt.chunk = chunk;
+    opt.page_size = page_size;
+    opt.max_running = max_running;
+    opt.n_pages = n_pages;
+    return opt;
+}
+
+// Nothing left behind: no page held or reserved, no live sequence.
+void expect_pool_empty(const Scheduler& sched) {
+    EXPECT_EQ(sched.pages_used(), 0u);
+    EXPECT_EQ(sched.pages_reserved(), 0u);
+    EXPECT_EQ(sched.cache().live_sequences(), 0u);
+}
+
 }  // namespace
 
 TEST(Scheduler, EveryRequestGetsWhatItGetsAlone) {
@@ -149,14 +168,7 @@ TEST(Scheduler, BadRequestsAreRefusedBeforeAnythingRuns) {
 // any two steps, cancelled while waiting or running, each told its tokens as they come.
 TEST(Scheduler, SubmittedBetweenStepsEachGetsWhatItGetsAlone) {
     const Model m = test::make_model(with_context(test::tiny_config(), 48));
-    ServeOptions opt;
-    opt.keep_logits = true;
-    opt.check_invariants = true;
-    opt.chunk = 4;
-    opt.page_size = 4;
-    opt.max_running = 3;
-    opt.n_pages = 20;
-    Scheduler sched(m, opt);
+    Scheduler sched(m, checked_options(4, 4, 3, 20));
     const auto rs = requests(m.config);
     std::vector<ServeResult> got(rs.size());
     std::vector<std::vector<int>> streamed(rs.size());  // the tokens as the updates told them
@@ -184,21 +196,12 @@ TEST(Scheduler, SubmittedBetweenStepsEachGetsWhatItGetsAlone) {
         EXPECT_EQ(streamed[i], alone.tokens) << rs[i].id;
         EXPECT_TRUE(same_bits(got[i].logits, alone.logits)) << rs[i].id;
     }
-    EXPECT_EQ(sched.pages_used(), 0u);
-    EXPECT_EQ(sched.pages_reserved(), 0u);
-    EXPECT_EQ(sched.cache().live_sequences(), 0u);
+    expect_pool_empty(sched);
 }
 
 TEST(Scheduler, CancelFreesThePagesAndChangesNoOtherToken) {
     const Model m = test::make_model(with_context(test::tiny_config(), 48));
-    ServeOptions opt;
-    opt.keep_logits = true;
-    opt.check_invariants = true;
-    opt.chunk = 6;
-    opt.page_size = 4;
-    opt.max_running = 3;
-    opt.n_pages = 24;
-    Scheduler sched(m, opt);
+    Scheduler sched(m, checked_options(6, 4, 3, 24));
     const auto rs = requests(m.config);
     std::vector<ServeResult> got(rs.size());
     std::vector<std::size_t> updates(rs.size(), 0), handles;
@@ -230,9 +233,7 @@ TEST(Scheduler, CancelFreesThePagesAndChangesNoOtherToken) {
         EXPECT_TRUE(same_bits(got[i].logits, alone.logits)) << rs[i].id;
     }
     EXPECT_FALSE(sched.cancel(handles[1]));  // finished: no longer live
-    EXPECT_EQ(sched.pages_used(), 0u);
-    EXPECT_EQ(sched.pages_reserved(), 0u);
-    EXPECT_EQ(sched.cache().live_sequences(), 0u);
+    expect_pool_empty(sched);
     EXPECT_FALSE(sched.step());  // idle: nothing runs
 }
 
