@@ -86,12 +86,7 @@ void expect_pool_empty(const Scheduler& sched) {
 }  // namespace
 
 TEST(Scheduler, EveryRequestGetsWhatItGetsAlone) {
-    ServeOptions opt;
-    opt.keep_logits = true;
-    opt.check_invariants = true;
-    opt.chunk = 5;  // splits most prompts
-    opt.page_size = 4;
-    opt.max_running = 4;
+    const ServeOptions opt = checked_options(5, 4, 4, 0);  // chunks of 5 split most prompts; 0: serve()'s default pool
     for (const Config& c : {with_context(test::tiny_config(), 48), with_context(test::tiny_gpt2_config(), 48)}) {
         const Model m = test::make_model(c);
         expect_same_as_alone(m, opt, arch_name(c.arch));
@@ -112,12 +107,7 @@ TEST(Scheduler, AnyChunkPageAndPoolSizeGivesTheSameOutputs) {
     for (const std::size_t chunk : {1, 3, 64})
         for (const std::size_t page_size : {1, 7, 32})
             for (const std::size_t max_running : {1, 3, 10}) {
-                ServeOptions opt;
-                opt.keep_logits = true;
-                opt.check_invariants = true;
-                opt.chunk = chunk;
-                opt.page_size = page_size;
-                opt.max_running = max_running;
+                ServeOptions opt = checked_options(chunk, page_size, max_running, 0);
                 opt.stop_ids = {2};
                 expect_same_as_alone(m, opt, fmt::format("chunk {} page {} running {}", chunk, page_size, max_running));
             }
@@ -125,12 +115,8 @@ TEST(Scheduler, AnyChunkPageAndPoolSizeGivesTheSameOutputs) {
 
 TEST(Scheduler, AFullPoolMakesNewcomersWait) {
     const Model m = test::make_model(with_context(test::tiny_config(), 48));
-    ServeOptions opt;
-    opt.keep_logits = true;
-    opt.check_invariants = true;
-    opt.page_size = 8;
-    opt.n_pages = 5;  // 40 positions: the longest request (23 + 8) fits, never two of the long ones at once
-    opt.max_running = 10;
+    // 5 pages of 8 = 40 positions: the longest request (23 + 8) fits, never two of the long ones at once
+    const ServeOptions opt = checked_options(32, 8, 10, 5);
     expect_same_as_alone(m, opt, "5 pages");
     const auto rs = requests(m.config);
     const ServeReport rep = serve(m, rs, opt);
