@@ -433,7 +433,7 @@ class StartUp(unittest.TestCase):
 
 class Shutdown(unittest.TestCase):
     def test_sigterm_finishes_the_requests_in_flight_and_exits_0(self):
-        with Server(LMLAB, TINY_LLAMA, "--max-running", 2) as server:
+        with Server(LMLAB, TINY_LLAMA, "--max-running", 2, "--shutdown-timeout", 300) as server:  # (slow under ASan)
             results = []
             threads = [stream_in_thread(server.url, {"prompt": [1, 1046], "max_tokens": 400, "temperature": 0,
                                                      "stream": True, "return_token_ids": True}, results)
