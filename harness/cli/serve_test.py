@@ -52,6 +52,18 @@ def post(server, path, request, **kw):
     return status, (json.loads(text) if text and not request.get("stream") else text)
 
 
+def read_response(sock):
+    """(status, body) of one HTTP response with a Content-Length, read from a socket."""
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(65536)
+    head, body = reply.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return int(head.split(b" ")[1]), body
+
+
 def metrics(server):
     status, text = curl(server.url + "/metrics")
     assert status == 200
@@ -272,14 +284,8 @@ class BadInput(unittest.TestCase):
                                     "malformed_http")):
             with socket.create_connection(("127.0.0.1", llama.port), timeout=10) as s:
                 s.sendall(junk)
-                reply = b""
-                while b"\r\n\r\n" not in reply:
-                    reply += s.recv(65536)
-                head, body = reply.split(b"\r\n\r\n", 1)
-                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
-                while len(body) < length:
-                    body += s.recv(65536)
-                self.assertTrue(head.startswith(b"HTTP/1.1 %d" % status), head)
+                got, body = read_response(s)
+                self.assertEqual(got, status)
                 self.assertEqual(json.loads(body)["error"]["code"], code)
         self.assertEqual(curl(llama.url + "/health")[0], 200)
 
@@ -439,10 +445,22 @@ class Shutdown(unittest.TestCase):
                                                      "stream": True, "return_token_ids": True}, results)
                        for _ in range(2)]
             self.assertIsNotNone(self.first_token(server, 2))
+            open_conn = socket.create_connection(("127.0.0.1", server.port), timeout=10)  # a keep-alive connection
+            open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(read_response(open_conn)[0], 200)
             server.proc.send_signal(signal.SIGTERM)
             self.assertTrue(server.wait_for_line("no new connections"))
             with self.assertRaises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            # on the connection already open: /health says so, a new request is refused
+            open_conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(read_response(open_conn), (503, b'{"status":"shutting down"}'))
+            body = json.dumps({"prompt": [1], "max_tokens": 2}).encode()
+            open_conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            status, text = read_response(open_conn)
+            self.assertEqual((status, json.loads(text)["error"]["code"]), (503, "shutting_down"))
+            open_conn.close()
             for t in threads:
                 t.join()
             self.assertEqual(server.stop(), 0, server.stderr())
