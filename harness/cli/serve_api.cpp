@@ -60,10 +60,13 @@ double get_number(const std::string& key, const nlohmann::json& v, double lo, do
 // A whole number in [lo, hi]; 16.0 is not one (as JSON schema's "integer").
 std::int64_t get_integer(const std::string& key, const nlohmann::json& v, std::int64_t lo, std::int64_t hi) {
     if (!v.is_number_integer()) throw wrong_type(key, v, "an integer");
-    // (an unsigned value past int64 must not wrap to a negative one)
-    const bool above = v.is_number_unsigned() ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi)
-                                              : v.get<std::int64_t>() > hi;
-    if (above || (!v.is_number_unsigned() && v.get<std::int64_t>() < lo))
+    // nlohmann holds 0 and every positive number as unsigned: compared as such, so that a value past
+    // int64 does not wrap to a negative one (lo >= 0 for every field here)
+    const bool inside = v.is_number_unsigned()
+                            ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(std::max<std::int64_t>(lo, 0)) &&
+                                  v.get<std::uint64_t>() <= static_cast<std::uint64_t>(hi)
+                            : v.get<std::int64_t>() >= lo && v.get<std::int64_t>() <= hi;
+    if (!inside)
         throw bad_request(key, "invalid_value", fmt::format("'{}' is {}, expected {} to {}", key, shown(v), lo, hi));
     return v.get<std::int64_t>();
 }

@@ -217,6 +217,8 @@ class BadInput(unittest.TestCase):
         ('{"prompt": "a", "temperature": 3}', 400, "temperature", "invalid_value", "expected 0 to 2"),
         ('{"prompt": "a", "stream": "yes"}', 400, "stream", "invalid_type", "true or false"),
         ('{"prompt": "a", "seed": -1}', 400, "seed", "invalid_value", "expected 0 to"),
+        ('{"prompt": "a", "max_tokens": 0}', 400, "max_tokens", "invalid_value", "expected 1 to"),
+        ('{"prompt": "a", "n": 0}', 400, "n", "invalid_value", "expected 1 to"),
         ('{"prompt": "a", "max_tokens": 100000}', 400, "max_tokens", "context_length_exceeded", "max_tokens is 100000"),
         ('{"prompt": [1, 99999]}', 400, "prompt[1]", "invalid_value", "99999"),
         ('{"prompt": ["a", "b"]}', 400, "prompt", "unsupported_value", "a batch"),
@@ -388,7 +390,7 @@ class EveryModel(unittest.TestCase):
 def stream_in_thread(url, request, out):
     """POSTs a streamed request; appends (status, events) to out when it ends."""
     def run():
-        status, text = curl(url + "/v1/completions", json.dumps(request), timeout=120)
+        status, text = curl(url + "/v1/completions", json.dumps(request), timeout=600)  # (ThreadSanitizer: ~3 tokens/s)
         out.append((status, sse_events(text) if status == 200 else json.loads(text)))
     t = threading.Thread(target=run)
     t.start()
@@ -441,7 +443,7 @@ class Shutdown(unittest.TestCase):
     def test_sigterm_finishes_the_requests_in_flight_and_exits_0(self):
         with Server(LMLAB, TINY_LLAMA, "--max-running", 2, "--shutdown-timeout", 300) as server:  # (slow under ASan)
             results = []
-            threads = [stream_in_thread(server.url, {"prompt": [1, 1046], "max_tokens": 400, "temperature": 0,
+            threads = [stream_in_thread(server.url, {"prompt": [1, 1046], "max_tokens": 150, "temperature": 0,
                                                      "stream": True, "return_token_ids": True}, results)
                        for _ in range(2)]
             self.assertIsNotNone(self.first_token(server, 2))
@@ -468,7 +470,7 @@ class Shutdown(unittest.TestCase):
                 self.assertEqual(status, 200)
                 self.assertEqual(events[-1], "[DONE]")
                 self.assertEqual(events[-2]["choices"][0]["finish_reason"], "length")  # finished, not cut
-                self.assertEqual(len([e for e in events[:-1] if e["choices"][0].get("token_ids")]), 400)
+                self.assertEqual(len([e for e in events[:-1] if e["choices"][0].get("token_ids")]), 150)
 
     def test_past_the_deadline_the_rest_is_cancelled(self):
         with Server(LMLAB, TINY_LLAMA, "--max-running", 1, "--shutdown-timeout", 0.2) as server:
