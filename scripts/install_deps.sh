@@ -4,7 +4,7 @@
 #     belongs to /usr/bin/python3.
 #  2. The reference environment .venv: `/usr/bin/python3 -m venv --system-site-packages` (so Debian's
 #     torch, numpy and h5py stay visible and untouched) with the exact pins of scripts/requirements.txt
-#     (transformers, tokenizers, safetensors, tiktoken, gguf, accelerate, onnx). Re-installed only when that file changes.
+#     (transformers, tokenizers, safetensors, tiktoken, gguf, accelerate, onnx; openai and httpx for the serving tests). Re-installed only when that file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libbenchmark-dev   # unit tests and the kernel benchmark
   nlohmann-json3-dev libcli11-dev libfmt-dev libssl-dev  # JSON (report, safetensors, tokenizer.json), CLI, formatting, sha256
   libpcre2-dev libutf8proc-dev    # byte-level BPE: pre-tokenisation regexes (GPT-2, Qwen), NFC normalisation
+  libcpp-httplib-dev curl         # lmlab serve's HTTP/1.1 server (cpp-httplib 0.11); curl for its tests
   clang libclang-rt-14-dev        # the asan and fuzz presets (clang): libFuzzer, sanitizers
   python3 python3-venv python3-torch python3-h5py python3-numpy  # the PyTorch reference exporter
   python3-sentencepiece                                  # tokenizer reference (SentencePiece itself)
