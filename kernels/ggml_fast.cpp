@@ -33,7 +33,7 @@ namespace {
 
 constexpr std::size_t QK = 32, QK_K = 256;
 
-// Little-endian fields, as ggml_quant.cpp reads them (memcpy + a byte order test the compiler folds).
+// Little-endian fields, assembled from bytes as ggml_quant.cpp reads them.
 std::uint16_t load_u16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] | (p[1] << 8)); }
 float load_f32(const std::uint8_t* p) {
     const std::uint32_t v = std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
@@ -226,8 +226,6 @@ float detail::dot_float(Type type, const std::uint8_t* w, const float* x, std::s
 
 namespace detail {
 
-bool has_fast_dot(Type type) { return type == Type::Q8_0 || type == Type::Q4_K || type == Type::Q6_K; }
-
 float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
     switch (type) {
         case Type::Q8_0: return dot_q8_0(w, x, nb);
@@ -240,12 +238,11 @@ float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* 
 }  // namespace detail
 
 float vec_dot_fast(Type type, std::span<const std::uint8_t> w_row, std::span<const std::uint8_t> x_act) {
-    vec_dot(type, w_row.first(0), x_act.first(0));  // the type check alone (an empty row is 0 blocks)
-    const TypeInfo& t = type_info(type);
-    const std::size_t nb = w_row.size() / t.block_bytes;
-    if (w_row.size() != nb * t.block_bytes || x_act.size() != nb * type_info(t.vec_dot_type).block_bytes)
-        return vec_dot(type, w_row, x_act);  // throws, naming the sizes
-    return detail::vec_dot_fast_blocks(type, w_row.data(), x_act.data(), nb);
+    const auto t = find_type(static_cast<std::uint32_t>(type));
+    const bool ok = t && t->is_weight && t->vec_dot_type != Type::F32 && w_row.size() % t->block_bytes == 0 &&
+                    x_act.size() == w_row.size() / t->block_bytes * type_info(t->vec_dot_type).block_bytes;
+    if (!ok) return vec_dot(type, w_row, x_act);  // throws, with vec_dot's message naming the type and sizes
+    return detail::vec_dot_fast_blocks(type, w_row.data(), x_act.data(), w_row.size() / t->block_bytes);
 }
 
 }  // namespace lmlab::ggml

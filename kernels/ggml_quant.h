@@ -256,7 +256,6 @@ inline float fp16_to_fp32_fast(std::uint16_t h) {
 // no checks, the callers have made them.
 float vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
 float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
-bool has_fast_dot(Type type);
 // Float weights (F32, F16, BF16; w: n little-endian values) against float x: matvec_fast's rows.
 float dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n);
 }  // namespace detail
