@@ -642,6 +642,12 @@ const std::vector<Stage>& stages() {
         {"tokenizer.qwen", "tokenizer", "", false, "shared:tokenizers/qwen/tokenizer.json", "tokenizer/qwen.h5", "tokenizer", kExact,
          "token ids: HF tokenizers' exactly (NFC, the Split regex from the file, added tokens recognised)",
          stage_tokenizer},
+        {"tokenizer.gguf.gpt2", "tokenizer", "", false, "models/gguf/gpt2-tokenizer.gguf", "tokenizer/gguf_gpt2.h5", "tokenizer",
+         kExact, "tokenizer.gpt2's texts and ids, the vocabulary and merges read from a GGUF file's metadata (pre 'gpt-2', "
+         "as llama.cpp's converter writes it)", stage_tokenizer},
+        {"tokenizer.gguf.qwen2", "tokenizer", "", false, "models/gguf/qwen2-tokenizer.gguf", "tokenizer/gguf_qwen2.h5", "tokenizer",
+         kExact, "tokenizer.qwen's texts and ids from a GGUF file's metadata (pre 'qwen2': the pre-tokenizer's regex by "
+         "name, added tokens typed CONTROL)", stage_tokenizer},
     };
     return table;
 }

@@ -7,6 +7,9 @@ family (its models' reference: families/) and its model; the same recipe serves 
 whose Reference has what it asks for. The intermediates of a block come from the family's row of
 the table, never from a list here.
 """
+import os
+import tempfile
+
 import numpy as np
 import torch
 
@@ -247,9 +250,33 @@ def _qwen_tokenizer(ctx):
     return texts, bpe.qwen_reference_ids(texts, ctx.shared_dir, allow_special=True), bpe.QWEN_VOCAB, True
 
 
+def _gguf_bpe_tokenizer(base, arch, pre, bos, eos, tokenizer_json):
+    """A byte-level BPE tokenizer as a GGUF file's metadata (models/gguf/<arch>-tokenizer.gguf, written
+    with the converter's layout by gguf_models.add_bpe_tokenizer from the Hugging Face tokenizer.json),
+    held to the same reference ids as base's stage (HF tokenizers / tiktoken on the same texts)."""
+    def make(ctx):
+        texts, ids, vocab_size, allow_special = ctx.once("tokenizer:" + base, lambda: TOKENIZERS[base](ctx))
+        path = ctx.out_path(f"models/gguf/{arch}-tokenizer.gguf")
+        with tempfile.TemporaryDirectory() as tmp:
+            gguf_models.write_tokenizer_only(path, arch, lambda w: gguf_models.add_bpe_tokenizer(
+                w, tokenizer_json(ctx, tmp), vocab_size, pre, bos, eos))
+        return texts, ids, vocab_size, allow_special
+    return make
+
+
+def _gpt2_tokenizer_json(ctx, tmp):
+    path = os.path.join(tmp, "tokenizer.json")
+    bpe.gpt2_hf(ctx.shared_dir).save(path)  # encoder.json + vocab.bpe as transformers' GPT2TokenizerFast saves them
+    return path
+
+
 TOKENIZERS = {llama.TINY_LLAMA_FILE: _tiny_llama_tokenizer, "shared:" + common.LLAMA2_TOKENIZER: _llama2_tokenizer,
               "shared:" + common.STORIES_TOKENIZER: _stories_tokenizer, "shared:tokenizers/gpt2": _gpt2_tokenizer,
               "shared:" + common.QWEN_TOKENIZER: _qwen_tokenizer}
+TOKENIZERS["models/gguf/gpt2-tokenizer.gguf"] = _gguf_bpe_tokenizer("shared:tokenizers/gpt2", "gpt2", "gpt-2", 50256, 50256,
+                                                                    _gpt2_tokenizer_json)
+TOKENIZERS["models/gguf/qwen2-tokenizer.gguf"] = _gguf_bpe_tokenizer(
+    "shared:" + common.QWEN_TOKENIZER, "qwen2", "qwen2", 151643, 151645, lambda ctx, tmp: ctx.shared_file(common.QWEN_TOKENIZER))
 
 
 def tokenizer(row, ctx):
