@@ -15,6 +15,10 @@ constexpr Tolerance kFloat32Default{1e-5, 1.3e-6};
 
 // kernel.ggml.matvec.*: act and y_fast are exact (their own tolerance in ggml_stages.cpp); this one is y_plain's
 constexpr Tolerance kGgmlPlain{1e-9, 1.2e-7};
+// The quantization report's numbers: both sides dequantize and compute in float32, the engine's and
+// PyTorch's logits ~1e-5 apart, so a KL of ~1e-3 moves by about 1e-5 · Σ|p_q - p_f| ≈ 1e-6 and a
+// relative RMS of ~1e-2 by ~1e-2 of the engine's own relative error (~1e-6): atol 1e-5, rtol 2e-3.
+constexpr Tolerance kQuantReport{1e-5, 2e-3};
 constexpr const char* kGgmlPlainWhy =
     "y_plain: a float64 sum of exact float products, rounded once: within 1 ulp (2^-23 relative) of the exact "
     "dot rounded, plus the sum's n·2^-53·Σ|w·x| (< 1e-9 here); act and y_fast bit for bit; |fast - plain| "
@@ -629,6 +633,13 @@ const std::vector<Stage>& stages() {
          "generation/gguf/greedy_stories260k_q8_0.h5", "generation.greedy", kLogits,
          "120 greedy tokens from BOS against transformers' generate() on the Q8_0 file: tokens exactly, logits within 1e-4",
          stage_gguf_greedy},
+        // verify --against's numbers (harness/quantization.h) against PyTorch's on the same two files
+        {"quant.report.stories260k.q8_0", "generation", "llama", false, kStories260KGgufQ8, "quant/report_stories260k_q8_0.h5",
+         "quant.report", kQuantReport,
+         "lmlab verify --against's report of llama.cpp's Q8_0 stories260K against its F32 file (per tensor added / "
+         "inherited / total, per layer, KL and top-1 per scored position, both perplexities; llama-perplexity's "
+         "chunks) against PyTorch computing the same on transformers' GGUF models",
+         stage_quant_report},
         {"tokenizer.default", "tokenizer", "", false, kTinyLlama, "tokenizer/default.h5", "tokenizer", kExact,
          "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},
         {"tokenizer.llama2", "tokenizer", "", false, "shared:tokenizers/llama2/tokenizer.bin", "tokenizer/llama2.h5", "tokenizer", kExact,

@@ -174,6 +174,7 @@ std::vector<StageOutput> stage_ggml_matvec(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_gguf_forward(const Fixture&, const Case&, const StageEnv&);   // GGUF models: the
 std::vector<StageOutput> stage_gguf_kv_cache(const Fixture&, const Case&, const StageEnv&);  // model stages on
 std::vector<StageOutput> stage_gguf_greedy(const Fixture&, const Case&, const StageEnv&);    // the plain path
+std::vector<StageOutput> stage_quant_report(const Fixture&, const Case&, const StageEnv&);   // verify --against's numbers
 std::vector<StageOutput> stage_linear(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_add(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layernorm(const Fixture&, const Case&, const StageEnv&);

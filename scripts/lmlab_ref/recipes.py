@@ -315,4 +315,5 @@ RECIPES = {**{f"kernel.{name}": kernels.export for name in kernels.KERNELS},
            "model.forward": model_forward, "model.kv_cache": model_kv_cache,
            "model.forward.q8_0": model_forward_q8, "model.forward.q8_0.ak42": model_ak42,
            "generation.greedy": generation_greedy, "serve.batch": serve.export, "quant.cost": quant.export,
+           "quant.report": quant.export_report,
            "tokenizer": tokenizer}
