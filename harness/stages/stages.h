@@ -173,6 +173,9 @@ std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention_window(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention_window_tiled(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_rope_scaling(const Fixture&, const Case&, const StageEnv&);
 // model_stages.cpp
 // A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
 // quantized on load). Loaded once per process: every stage (and `lmlab verify`) shares it.

@@ -27,8 +27,20 @@ struct Running {
 };
 
 // The pages admission reserves for a request: its whole prompt + max_new_tokens (the worst case).
-std::size_t pages_needed(const ServeRequest& r, std::size_t page_size) {
-    return (r.prompt.size() + r.max_new_tokens + page_size - 1) / page_size;
+// Under a sliding window W on every layer (Config::window), pages out of the window go back after
+// each step, so a sequence never holds more than the pages of W - 1 old positions plus a step's new
+// rows (at most `chunk`): any n consecutive positions lie on at most ceil(n / page_size) + 1 pages.
+std::size_t pages_needed(const ServeRequest& r, std::size_t page_size, std::size_t window, std::size_t chunk) {
+    const std::size_t all = (r.prompt.size() + r.max_new_tokens + page_size - 1) / page_size;
+    if (window == 0) return all;
+    return std::min(all, (window - 1 + chunk + page_size - 1) / page_size + 1);
+}
+
+// The window every layer of c has (0: some layer sees every position), what the paged cache frees by.
+std::size_t common_window(const Config& c) {
+    std::size_t w = c.n_layers ? c.window(0) : 0;
+    for (std::size_t l = 0; l < c.n_layers; ++l) w = c.window(l) ? std::min(w, c.window(l)) : 0;
+    return w;
 }
 
 // What the request is called in messages: its id, and where it was read when known.
@@ -38,9 +50,9 @@ std::string who(const ServeRequest& r) {
 
 // Pages the pool needs for the max_running largest requests at once: the most that can ever be
 // reserved together (admission reserves prompt + max_new_tokens).
-std::size_t default_pages(const std::vector<ServeRequest>& requests, const ServeOptions& opt) {
+std::size_t default_pages(const std::vector<ServeRequest>& requests, const ServeOptions& opt, std::size_t window) {
     std::vector<std::size_t> need;
-    for (const ServeRequest& r : requests) need.push_back(pages_needed(r, opt.page_size));
+    for (const ServeRequest& r : requests) need.push_back(pages_needed(r, opt.page_size, window, opt.chunk));
     std::sort(need.rbegin(), need.rend());
     std::size_t n = 0;
     for (std::size_t i = 0; i < need.size() && i < opt.max_running; ++i) n += need[i];
@@ -59,7 +71,7 @@ void check_requests(const Config& c, const std::vector<ServeRequest>& requests, 
         } catch (const std::exception& e) {
             throw ModelError(who(r) + ": " + e.what());
         }
-        const std::size_t need = pages_needed(r, opt.page_size);
+        const std::size_t need = pages_needed(r, opt.page_size, common_window(c), opt.chunk);
         if (need > n_pages)
             throw ModelError(fmt::format("{}: {} prompt + {} new tokens need {} pages of {} positions, but the pool has "
                                          "{}; give it more pages", who(r), r.prompt.size(), r.max_new_tokens, need,
@@ -81,10 +93,11 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
     if (opt.chunk == 0 || opt.max_running == 0 || opt.page_size == 0)
         throw ModelError(fmt::format("serve: chunk {}, max_running {}, page_size {}: each must be at least 1", opt.chunk,
                                      opt.max_running, opt.page_size));
-    const std::size_t n_pages = opt.n_pages ? opt.n_pages : default_pages(requests, opt);
+    const std::size_t window = common_window(c);
+    const std::size_t n_pages = opt.n_pages ? opt.n_pages : default_pages(requests, opt, window);
     check_requests(c, requests, opt, n_pages);
 
-    PagedKVCache kv(c.n_layers, c.kv_dim(), opt.page_size, n_pages);
+    PagedKVCache kv(c, opt.page_size, n_pages);
     // a step's rows: one decode row per running sequence + at most a chunk of prompt tokens (which
     // may span several prompts, so never more than all of them)
     std::size_t prompt_tokens = 0;
@@ -118,11 +131,11 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
         // 1. admit, in order, while there is room (a request that does not fit waits, and so do those behind it)
         while (!waiting.empty() && requests[waiting.front()].arrival_step <= step && running.size() < opt.max_running) {
             const ServeRequest& r = requests[waiting.front()];
-            const std::size_t need = pages_needed(r, opt.page_size);
+            const std::size_t need = pages_needed(r, opt.page_size, window, opt.chunk);
             if (reserved + need > n_pages) break;
             Running run;
             run.index = waiting.front();
-            run.seq = kv.add_sequence();
+            run.seq = kv.add_sequence(r.prompt.size());
             run.sampler = std::make_unique<Sampler>(r.sampling, c.vocab_size);
             reserved += need;
             rep.results[run.index].admitted_step = step;
@@ -189,7 +202,7 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
         std::sort(done.rbegin(), done.rend());
         for (const std::size_t i : done) {
             kv.release(running[i].seq);
-            reserved -= pages_needed(requests[running[i].index], opt.page_size);  // what its admission reserved
+            reserved -= pages_needed(requests[running[i].index], opt.page_size, window, opt.chunk);  // what its admission reserved
             running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
             ++finished;
         }
