@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cctype>
 #include <cmath>
 #include <string>
 
@@ -519,6 +520,16 @@ std::optional<TypeInfo> find_type(std::uint32_t id) {
     const TypeInfo* t = lookup(id);
     if (t == nullptr) return std::nullopt;
     return *t;
+}
+
+std::optional<TypeInfo> find_type_named(std::string_view name) {
+    for (const TypeInfo& t : kTypes) {
+        bool same = t.name.size() == name.size();
+        for (std::size_t i = 0; same && i < name.size(); ++i)
+            same = std::toupper(static_cast<unsigned char>(name[i])) == t.name[i];
+        if (same) return t;
+    }
+    return std::nullopt;
 }
 
 const TypeInfo& type_info(Type type) {

@@ -13,9 +13,9 @@
 //   - two matvecs over a quantized matrix: matvec (dequantize a row, double accumulation: the
 //     readable reference, like kernels.h's matvec) and matvec_fast (activations quantized once,
 //     then vec_dot per row: what ggml's CPU backend computes).
-// Weight quantizers (what makes a GGUF file) are not here: lmlab reads GGUF files, it does not
-// write them. The Python reference (scripts/lmlab_ref/ggml_quants.py) has them, and checks them
-// against the gguf package.
+//   - quantize_row: ggml's reference quantizers of the weight types (quantize_row_<type>_ref, what
+//     llama.cpp's quantizer runs without an importance matrix), in kernels/ggml_quantize.cpp: lmlab
+//     quantizes a float model in memory with them (`--quantize gguf-q4_k`); it does not write files.
 //
 // Bytes are read portably: every multi-byte field is little-endian (as GGUF stores it) and is
 // assembled from bytes, never read through a struct that assumes the host's layout or endianness.
@@ -72,6 +72,8 @@ struct TypeInfo {
 // The supported type with this ggml id, or nothing: a loader refuses a tensor of any other type by
 // its id (and ggml's name for it, which the loader knows from the file, not from us).
 std::optional<TypeInfo> find_type(std::uint32_t id);
+// The supported type named `name` as ggml names it, case-insensitively ("q4_k" -> Q4_K), or nothing.
+std::optional<TypeInfo> find_type_named(std::string_view name);
 // The entry of a supported type.
 const TypeInfo& type_info(Type type);
 // Bytes of a row of n elements: n / block_elems · block_bytes. n must be a whole number of blocks:
@@ -146,6 +148,15 @@ std::uint16_t fp32_to_bf16(float f);
 // Every type of the table: the weight types, and the activation types Q8_1 and Q8_K (x = d·q; ggml
 // has dequantize_row_q8_K and no dequantize_row_q8_1, whose arithmetic we define the same way).
 void dequantize_row(Type type, std::span<const std::uint8_t> bytes, std::span<float> out);
+
+// ---- Weight quantization (kernels/ggml_quantize.cpp) --------------------------------------------
+
+// x [n] -> row_bytes(type, n) bytes of `type` (a weight type), by ggml's quantize_row_<type>_ref,
+// float operation for float operation: the same floats give the bytes llama.cpp's quantizer writes
+// without an importance matrix. Q8_0 is quantize_activations' Q8_0 (ggml uses one function for
+// both). std::invalid_argument for a non-weight type, a wrong size, or a value that is not finite
+// (naming its index: a model file with inf or NaN weights is refused, never quantized).
+void quantize_row(Type type, std::span<const float> x, std::span<std::uint8_t> out);
 
 // ---- Activations ---------------------------------------------------------------------------------
 

@@ -794,6 +794,59 @@ TEST(GgmlErrors, WrongSizesThrowNamingTheKernelAndType) {
     EXPECT_THROW(matvec_fast_scratch_bytes(Type::Q4_1, 48), std::invalid_argument);
 }
 
+// ---- weight quantization (quantize_row) -------------------------------------------------------------
+// Bit for bit against ggml's C is the stage kernel.ggml_quantize (the Python port) and the test
+// QuantizeModelGguf.Stories260KQ8_0IsLlamaQuantizesFileByteForByte (llama-quantize's own file).
+
+TEST(GgmlQuantizeRow, Q4_0ByHand) {
+    // x_j = j - 16: the extreme is -16 (j = 0), so d = -16 / -8 = 2 and id = 0.5;
+    // q_j = min(15, (int8)(x_j·0.5 + 8.5)): j = 0 -> 0, j = 15 -> 8 (exact half 8.0 truncated), j = 31 -> 15 (16 clamped)
+    std::vector<float> x(32);
+    for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16);
+    Bytes b(18);
+    quantize_row(Type::Q4_0, x, b);
+    EXPECT_EQ(fp16_to_fp32(static_cast<std::uint16_t>(b[0] | b[1] << 8)), 2.0f);
+    EXPECT_EQ(b[2] & 0xF, 0);        // q_0
+    EXPECT_EQ(b[2 + 15] & 0xF, 8);   // q_15: x = -1 -> -0.5 + 8.5 = 8
+    EXPECT_EQ(b[2 + 15] >> 4, 15);   // q_31: x = 15 -> 7.5 + 8.5 = 16, clamped
+    const std::vector<float> y = deq(Type::Q4_0, b, 32);
+    EXPECT_EQ(y[0], -16.0f);
+    EXPECT_EQ(y[15], 0.0f);   // -1 rounds up to 0 (truncation of x·id + 8.5)
+    EXPECT_EQ(y[31], 14.0f);  // the positive side has one code less: 15 -> 7·2
+}
+
+TEST(GgmlQuantizeRow, Q8_0IsTheActivationQuantizer) {
+    std::vector<float> x(64);
+    for (int j = 0; j < 64; ++j) x[j] = std::sin(0.37f * static_cast<float>(j)) * 3.0f;
+    Bytes w(68), a(68);
+    quantize_row(Type::Q8_0, x, w);
+    quantize_activations(Type::Q8_0, x, a);
+    EXPECT_EQ(w, a);
+}
+
+TEST(GgmlQuantizeRow, ZeroRowsReadBackAsZeroInEveryType) {
+    const std::vector<float> x(256, 0.0f);
+    for (Type t : kWeightTypes) {
+        Bytes b(row_bytes(t, 256));
+        quantize_row(t, x, b);
+        for (float v : deq(t, b, 256)) ASSERT_EQ(v, 0.0f) << type_info(t).name;
+    }
+}
+
+TEST(GgmlQuantizeRow, ErrorsNameTheTypeTheSizeOrTheBadValue) {
+    std::vector<float> x(256, 1.0f);
+    Bytes b(144);
+    Bytes b143(143), b292(292);
+    EXPECT_NE(thrown([&] { quantize_row(Type::Q4_K, x, b143); }).find("Q4_K"), std::string::npos);
+    EXPECT_NE(thrown([&] { quantize_row(Type::Q8_K, x, b292); }).find("not a weight type"), std::string::npos);
+    EXPECT_THROW(quantize_row(Type::Q4_K, std::vector<float>(100), b), std::invalid_argument);
+    x[77] = kInf;
+    const std::string e = thrown([&] { quantize_row(Type::Q4_K, x, b); });
+    EXPECT_NE(e.find("element 77"), std::string::npos) << e;
+    x[77] = std::nanf("");
+    EXPECT_NE(thrown([&] { quantize_row(Type::Q4_K, x, b); }).find("finite"), std::string::npos);
+}
+
 // ---- the Python reference, bit for bit (LMLAB_GGML_FIXTURE) ----------------------------------------------
 // File written by `scripts/lmlab_ref/ggml_quants.py --fixture PATH` (format in that script).
 

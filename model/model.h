@@ -199,6 +199,33 @@ struct Model {
 // finite. A model that is already quantized is refused.
 Model quantize_model(Model m, std::size_t group = 64);
 
+// A ggml type (GGUF's blocks, kernels/ggml_quant.h) for a whole float model, as llama.cpp's quantizer
+// makes it with --pure (every quantizable tensor in `type`, no per-tensor mix like Q4_K_M's, no
+// importance matrix): the Linears (experts included), the token embeddings and the classifier, each
+// row by ggml's reference quantizer; norms, biases, GPT-2's positions and the MoE router stay
+// float (llama.cpp keeps them so). A tensor whose rows are not whole blocks of `type` falls back as
+// llama.cpp's quantizer does (gguf_type_for_rows); notes (optional) get one line per fallback.
+// The float weights are freed. ModelError for a model that is already quantized (int8, or any
+// tensor in a ggml type), a non-weight type or F32, and a non-finite weight (naming tensor, row).
+Model quantize_model_gguf(Model m, ggml::Type type, std::vector<std::string>* notes = nullptr);
+// What `--quantize` asks for (one spelling for every command and the stage table's "#..." model
+// suffix): "q8_0" = llama2.c's runq.c int8 in groups of `group` (quantize_model); "gguf-<type>" =
+// one of ggml's weight types ("gguf-q4_k", "gguf-q8_0", case-insensitive; quantize_model_gguf).
+struct Quantization {
+    enum class Kind { Int8, Ggml } kind = Kind::Int8;
+    std::size_t group = 64;              // Int8
+    ggml::Type type = ggml::Type::Q8_0;  // Ggml
+    std::string name() const;            // "Q8_0 (runq.c, group 64)", "Q4_K"
+};
+// ModelError naming the spelling and the known ones for anything else.
+Quantization parse_quantization(const std::string& spec, std::size_t group = 64);
+// quantize_model or quantize_model_gguf, as q says.
+Model quantize(Model m, const Quantization& q, std::vector<std::string>* notes = nullptr);
+
+// The type a tensor of `type` with rows of `cols` gets: `type` when the rows are whole blocks, else
+// llama.cpp's fallback (Q2_K, Q3_K -> Q4_0; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K -> Q8_0), else F16.
+ggml::Type gguf_type_for_rows(ggml::Type type, std::size_t cols);
+
 // Bytes of weights the model holds (float tensors, int8 values and their scales; not the
 // vocabulary): what --quantize saves.
 std::size_t weight_bytes(const Model& m);

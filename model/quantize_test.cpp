@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -245,6 +246,135 @@ TEST(QuantizeModel, Stories260KNeedsAGroupOf4) {
     const auto lq = logits_of(q, {1, 403, 407});
     const auto lf = logits_of(f, {1, 403, 407});
     for (std::size_t i = 0; i < lq.size(); ++i) EXPECT_NEAR(lq[i], lf[i], 0.5) << i;
+}
+
+}  // namespace lmlab
+
+// ---- ggml's types (quantize_model_gguf) ---------------------------------------------------------------
+
+namespace lmlab {
+namespace {
+
+// tiny_config's LLaMA with rows of `dim` and `ffn` elements (K-quants need whole 256-blocks)
+Config wide_config(std::size_t dim, std::size_t ffn) {
+    Config c = test::tiny_config();
+    c.dim = dim;
+    c.ffn_dim = ffn;
+    return c;
+}
+
+// The matrices of a model in a ggml type: (gguf name, type) for every bound tensor that has one
+std::vector<std::pair<std::string, ggml::Type>> ggml_types_of(Model& m) {
+    std::vector<std::pair<std::string, ggml::Type>> out;
+    for (const BoundTensor& t : bind_tensors(m))
+        if (GgmlMatrix* g = gg_slot(m, t.dst); g && !g->empty()) out.emplace_back(t.gguf_name, g->type);
+    return out;
+}
+
+}  // namespace
+
+TEST(QuantizeModelGguf, EveryMatrixTakesTheTypeAndTheFloatsAreFreed) {
+    const Config c = wide_config(256, 512);
+    Model q = quantize_model_gguf(test::make_model(c), ggml::Type::Q4_K);
+    const auto types = ggml_types_of(q);
+    EXPECT_EQ(types.size(), 2 + 7 * c.n_layers);  // token_embd, output, 7 matrices per layer
+    for (const auto& [name, type] : types) EXPECT_EQ(type, ggml::Type::Q4_K) << name;
+    EXPECT_TRUE(q.tok_embeddings.empty());
+    EXPECT_TRUE(q.layers[0].wq.w.empty());
+    EXPECT_FALSE(q.layers[0].attn_norm.weight.empty());  // norms stay float
+}
+
+TEST(QuantizeModelGguf, RowsThatAreNotWholeBlocksFallBackAsLlamaCppDoes) {
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q4_K, 512), ggml::Type::Q4_K);
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q4_K, 64), ggml::Type::Q5_0);
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q5_K, 64), ggml::Type::Q5_1);
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q6_K, 96), ggml::Type::Q8_0);
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q2_K, 32), ggml::Type::Q4_0);
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q3_K, 32), ggml::Type::Q4_0);
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q4_K, 172), ggml::Type::F16);  // not even 32-blocks
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::Q8_0, 172), ggml::Type::F16);
+    EXPECT_EQ(gguf_type_for_rows(ggml::Type::F16, 172), ggml::Type::F16);
+
+    Model m = test::make_model(wide_config(64, 96));  // no row is whole 256-blocks; all are 32-blocks
+    std::vector<std::string> notes;
+    Model q = quantize_model_gguf(std::move(m), ggml::Type::Q6_K, &notes);
+    for (const auto& [name, type] : ggml_types_of(q)) EXPECT_NE(type, ggml::Type::Q6_K) << name;
+    ASSERT_FALSE(notes.empty());
+    EXPECT_NE(notes[0].find("Q8_0"), std::string::npos) << notes[0];
+}
+
+// Each matrix read back (dequantize_row) against the float weights it came from: the relative RMS
+// error must shrink with every bit per weight the type spends (Q2_K 2.6 .. Q8_0 8.5 bits), and stay
+// near the error of a uniform grid of 2^b levels over the weights' range.
+TEST(QuantizeModelGguf, WeightsReadBackCloserWithMoreBits) {
+    Model f = test::make_model(wide_config(256, 512));
+    const std::vector<BoundTensor> ft = bind_tensors(f);
+    double previous = 1.0;
+    for (ggml::Type t : {ggml::Type::Q2_K, ggml::Type::Q3_K, ggml::Type::Q4_K, ggml::Type::Q5_K, ggml::Type::Q6_K,
+                         ggml::Type::Q8_0}) {
+        Model q = quantize_model_gguf(f, t);
+        const std::vector<BoundTensor> qt = bind_tensors(q);
+        double err = 0, ref = 0;
+        for (std::size_t i = 0; i < qt.size(); ++i) {
+            const GgmlMatrix* g = gg_slot(q, qt[i].dst);
+            if (!g || g->empty()) continue;
+            std::vector<float> row(g->cols);
+            for (std::size_t r = 0; r < g->rows; ++r) {
+                ggml::dequantize_row(g->type, g->row(r), row);
+                for (std::size_t j = 0; j < g->cols; ++j) {
+                    const double w = (*ft[i].dst)[r * g->cols + j];
+                    err += (row[j] - w) * (row[j] - w);
+                    ref += w * w;
+                }
+            }
+        }
+        const double rel = std::sqrt(err / ref);
+        EXPECT_LT(rel, previous) << ggml::type_info(t).name << ": more bits, smaller error";
+        // weights uniform in [-1, 1] (RMS 1/sqrt(3)); a uniform grid of 2^b levels over that range has
+        // an RMS error of step/sqrt(12), step = 2/2^b: relative 1/2^b, b = the type's quant bits. The
+        // per-block scales win some back (a block rarely spans the whole range); the symmetric types
+        // (Q3_K, Q6_K, Q8_0) lose some (the extreme takes -2^(b-1), its mirror has no code) and the
+        // weighted fits favour large weights: measured 0.86 .. 1.0 of 1/2^b, so 1.25 allowed
+        const int bits = t == ggml::Type::Q8_0 ? 8 : t == ggml::Type::Q6_K ? 6 : t == ggml::Type::Q5_K ? 5
+                       : t == ggml::Type::Q4_K ? 4 : t == ggml::Type::Q3_K ? 3 : 2;
+        EXPECT_LT(rel, 1.25 / (1 << bits)) << ggml::type_info(t).name;
+        previous = rel;
+    }
+}
+
+TEST(QuantizeModelGguf, RefusesQuantizedModelsNonWeightTypesAndNonFiniteWeights) {
+    Model f = test::make_model(wide_config(64, 96));
+    expect_error<ModelError>([&] { quantize_model_gguf(f, ggml::Type::F32); }, {"F32", "weight types"});
+    expect_error<ModelError>([&] { quantize_model_gguf(f, ggml::Type::Q8_K); }, {"Q8_K"});
+    const Model q = quantize_model_gguf(f, ggml::Type::Q8_0);
+    expect_error<ModelError>([&] { quantize_model_gguf(q, ggml::Type::Q4_0); }, {"already", "float file"});
+    expect_error<ModelError>([&] { quantize_model_gguf(quantize_model(f, 32), ggml::Type::Q4_0); }, {"already int8"});
+    f.layers[1].wv.w[70] = std::numeric_limits<float>::infinity();
+    expect_error<ModelError>([&] { quantize_model_gguf(f, ggml::Type::Q4_0); }, {"layers.1.attention.wv.weight", "row 1", "column 6"});
+}
+
+// The real tool: llama.cpp's llama-quantize made stories260K-q8_0.gguf from stories260K.gguf. Our
+// quantizer on the float file must give the same bytes, tensor for tensor (the ffn_down rows of 172
+// are not whole 32-blocks: F16 in both).
+TEST(QuantizeModelGguf, Stories260KQ8_0IsLlamaQuantizesFileByteForByte) {
+    const std::string dir = test::shared_dir() + "/models/stories260K/";
+    if (!fs::exists(dir + "stories260K.gguf") || !fs::exists(dir + "stories260K-q8_0.gguf"))
+        GTEST_SKIP() << dir << "stories260K.gguf / -q8_0.gguf not found (../shared absent)";
+    Model ours = quantize_model_gguf(load_model(dir + "stories260K.gguf"), ggml::Type::Q8_0);
+    Model theirs = load_model(dir + "stories260K-q8_0.gguf");
+    const auto a = bind_tensors(ours), b = bind_tensors(theirs);
+    ASSERT_EQ(a.size(), b.size());
+    std::size_t compared = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        const GgmlMatrix* x = gg_slot(ours, a[i].dst);
+        const GgmlMatrix* y = gg_slot(theirs, b[i].dst);
+        if (!x) continue;
+        ASSERT_TRUE(y && !y->empty() && !x->empty()) << a[i].gguf_name;
+        EXPECT_EQ(ggml::type_info(x->type).name, ggml::type_info(y->type).name) << a[i].gguf_name;
+        EXPECT_TRUE(x->data == y->data) << a[i].gguf_name << ": bytes differ";
+        ++compared;
+    }
+    EXPECT_EQ(compared, 2u + 7u * 5u);  // token_embd, output, 7 matrices in each of 5 layers
 }
 
 }  // namespace lmlab

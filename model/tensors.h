@@ -80,5 +80,10 @@ inline bool has_qkv_bias(const Config& c) { return c.qkv_bias; }
 // m.tok_embeddings_q8, the classifier -> m.output_q8, a Linear's weight -> its q8; nullptr for
 // what stays float (norms, biases, GPT-2's position table). dst: a BoundTensor's dst.
 QuantizedMatrix* q8_slot(Model& m, const std::vector<float>* dst);
+// Where the ggml-typed form of a bound tensor goes (a GGUF file's tensors that stay in their type,
+// quantize_model_gguf): the Linears' weights (experts', the router's too), the embedding table and
+// the classifier, the matrices read through a matvec or a row lookup; nullptr for what is always
+// float (norms, biases, GPT-2's positions, Qwen2-MoE's one-row shared-expert gate).
+GgmlMatrix* gg_slot(Model& m, const std::vector<float>* dst);
 
 }  // namespace lmlab

@@ -14,7 +14,7 @@ packages=(
   libgtest-dev libbenchmark-dev   # unit tests and the kernel benchmark
   nlohmann-json3-dev libcli11-dev libfmt-dev libssl-dev  # JSON (report, safetensors, tokenizer.json), CLI, formatting, sha256
   libpcre2-dev libutf8proc-dev    # byte-level BPE: pre-tokenisation regexes (GPT-2, Qwen), NFC normalisation
-  clang libclang-rt-14-dev libomp-14-dev  # the fuzz preset: libFuzzer, sanitizers, OpenMP for clang
+  clang libclang-rt-14-dev        # the asan and fuzz presets (clang): libFuzzer, sanitizers
   python3 python3-venv python3-torch python3-h5py python3-numpy  # the PyTorch reference exporter
   python3-sentencepiece                                  # tokenizer reference (SentencePiece itself)
   bible-kjv bible-kjv-text                               # public-domain text for the default vocabulary

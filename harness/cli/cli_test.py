@@ -22,6 +22,8 @@ TINY_GPT2 = os.path.join(MODELS, "tiny-gpt2")
 TINY_QWEN2 = os.path.join(MODELS, "tiny-qwen2")
 TINY_LLAMA3 = os.path.join(MODELS, "tiny-llama3")
 STORIES = os.path.join(SHARED or "", "models", "stories260K", "stories260K.bin")
+STORIES_GGUF = os.path.join(SHARED or "", "models", "stories260K", "stories260K.gguf")
+STORIES_Q8 = os.path.join(SHARED or "", "models", "stories260K", "stories260K-q8_0.gguf")
 LLAMA2_TOK = os.path.join(SHARED or "", "tokenizers", "llama2", "tokenizer.bin")
 GPT2_TOK = os.path.join(SHARED or "", "tokenizers", "gpt2")
 
@@ -270,6 +272,51 @@ class ServeBatch(unittest.TestCase):
         rc, out, err = run("serve-batch", "--requests", reqs, "--quiet")
         self.assertEqual(rc, 0, err)
         self.assertIn("batched: 1 request,", out)
+
+
+class Quantization(unittest.TestCase):
+    """verify --against / --quantize: the report's files, its one line, and what it refuses."""
+
+    @needs(STORIES_GGUF, STORIES_Q8)
+    def test_a_quantized_file_against_its_float_file(self):
+        out_dir = os.path.join(WORK, "quant")
+        rc, out, err = run("verify", "--model", STORIES_Q8, "--against", STORIES_GGUF, "--out", out_dir)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("stories260K-q8_0.gguf vs stories260K.gguf: KL mean", out)
+        self.assertIn("most error added by blk.", out)
+        with open(os.path.join(out_dir, "report.json")) as f:
+            r = json.load(f)
+        self.assertEqual(r["kind"], "quantization")
+        self.assertEqual(len(r["tensors"]), 2 + 7 * 5)  # token_embd, output, 7 matrices in 5 layers
+        self.assertEqual({t["type"] for t in r["tensors"]}, {"Q8_0", "F16"})  # ffn_down's rows of 172: F16
+        self.assertGreater(r["top1_agreement"], 0.9)
+        for name in ("report.md", "report.html"):
+            self.assertGreater(os.path.getsize(os.path.join(out_dir, name)), 1000)
+
+    @needs(STORIES_GGUF)
+    def test_quantize_in_memory_names_the_type_and_the_fallbacks(self):
+        rc, out, err = run("verify", "--model", STORIES_GGUF, "--quantize", "gguf-q4_k", "--out", os.path.join(WORK, "q4k"))
+        self.assertEqual(rc, 0, err)
+        self.assertIn("stories260K.gguf as Q4_K vs stories260K.gguf", out)
+        self.assertIn("rows are not whole 256-element blocks of Q4_K", err)  # dim 64: Q5_0 instead, as llama.cpp
+
+    def test_refusals(self):
+        rc, _, err = run("verify", "--model", TINY_LLAMA, "--quantize", "q4_k")
+        self.assertEqual(rc, 105)
+        self.assertIn("gguf-<type>", err)
+        rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", os.path.join(MODELS, "tiny-gpt2"))
+        self.assertEqual(rc, 2)
+        self.assertIn("architecture", err)
+        rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", "/nope")
+        self.assertEqual(rc, 2)
+        self.assertIn("--against /nope", err)
+        rc, _, err = run("generate", "--quantize", "gguf-q8_k", "--max-new-tokens", 1)
+        self.assertEqual(rc, 105)
+
+    def test_generate_with_a_ggml_type(self):
+        rc, out, err = run("generate", "--quantize", "gguf-q6_k", "--prompt", "In the", "--max-new-tokens", 4)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("quantized to Q6_K", err)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,7 @@ struct GenerateArgs {
     bool json = false;           // one JSON object on stdout instead of the streamed text
     int max_new_tokens = 0;      // 0: as many as the context allows, up to 256
     SamplerConfig sampling;
-    std::string quantize;        // "q8_0": int8 weights on load (model/quantize.cpp)
-    std::size_t group = 64;      // its group size
+    QuantizeOptions quantize;    // a quantized copy made on load (model/quantize.cpp)
     std::string draft;           // speculative decoding (model/serve/speculative.h): "early-exit:N" or "int8"; "" = off
     std::size_t k = 4;           // draft tokens per round
 };
@@ -86,7 +85,15 @@ struct VerifyArgs {
     int generate = 16;    // greedy tokens after the prompt
     std::string out_dir;  // default: <repo>/reports/verify/<model name>
     bool no_f64 = false;  // no float64 truth: half the reference's time and memory, no accuracy ratio
+    // the quantization report (harness/quantization.h) instead of the reference: --model (quantized
+    // on load with --quantize) against --against (default: --model's own float weights)
+    std::string against;
+    QuantizeOptions quantize;
+    std::size_t ctx = 0;            // chunk length of the held-out text (0: the model's context)
+    std::size_t analysed_rows = 128;  // positions the per-tensor errors are measured over
 };
+// verify --against / --quantize (harness/cli/verify_quant.cpp)
+int cmd_verify_quantization(const VerifyArgs& a, const Paths& paths);
 std::string default_verify_dir(const std::string& reports_dir, const std::string& model_path);
 int cmd_verify(const VerifyArgs& a, const Paths& paths);
 

@@ -49,12 +49,8 @@ std::string prompt_echo(const Prompt& p, const TextTokenizer* tok, const Generat
 int cmd_generate(const GenerateArgs& a) {
     Model model = load_model(a.model.model_path);
     constexpr double kMB = 1e6;
-    if (!a.quantize.empty()) {  // int8 on load; the float weights are freed
-        const double before = static_cast<double>(weight_bytes(model));
-        model = quantize_model(std::move(model), a.group);
-        const double after = static_cast<double>(weight_bytes(model));
-        fmt::print(stderr, "quantized to Q8_0 (group {}): weights {:.2f} MB -> {:.2f} MB ({:.0f}%)\n", a.group,
-                   before / kMB, after / kMB, 100.0 * after / before);
+    if (a.quantize.given()) {
+        model = apply_quantize(std::move(model), a.quantize);
     } else if (model.quantized()) {
         fmt::print(stderr, "int8 weights from the file (Q8_0, group {}): {:.2f} MB\n", model.tok_embeddings_q8.group,
                    static_cast<double>(weight_bytes(model)) / kMB);

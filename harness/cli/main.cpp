@@ -28,26 +28,6 @@ using namespace lmlab;
 
 namespace {
 
-// A whole number in [lo, hi] for an option, checked before CLI11 converts it: CLI11 prefixes the
-// message with the option's name ("--max-new-tokens: 'abc' is not a whole number from 1 to
-// 1073741824"), and a negative value for an unsigned option (--seed -1) is refused instead of
-// wrapping to 2^64 - 1.
-CLI::Validator whole_number(long long lo, long long hi) {
-    return CLI::Validator(
-        [lo, hi](std::string& s) -> std::string {
-            std::size_t used = 0;
-            long long v = 0;
-            try {
-                v = std::stoll(s, &used);
-            } catch (const std::exception&) {
-                used = 0;
-            }
-            if (s.empty() || used != s.size() || v < lo || v > hi)
-                return fmt::format("'{}' is not a whole number from {} to {}", s, lo, hi);
-            return "";
-        },
-        fmt::format("INT in [{}, {}]", lo, hi));
-}
 
 std::string version_text() {
     const RunMeta meta = collect_meta(LMLAB_SOURCE_DIR, "");
@@ -125,14 +105,7 @@ int main(int argc, char** argv) {
     generate->add_option("--seed", gen.sampling.seed, "RNG seed, 0 .. 2^63-1: same seed, same text")
         ->check(whole_number(0, std::numeric_limits<long long>::max()))
         ->capture_default_str();
-    auto* opt_quantize = generate->add_option("--quantize", gen.quantize,
-                                              "Quantize the weights on load: q8_0 = int8 in groups, as llama2.c's runq.c "
-                                              "(prints the weight memory before and after on stderr)")
-                             ->check(CLI::IsMember({"q8_0"}));
-    generate->add_option("--group", gen.group, "Q8_0 group size: elements per scale; must divide every row length")
-        ->check(whole_number(1, static_cast<long long>(kQ8MaxGroup)))
-        ->needs(opt_quantize)
-        ->capture_default_str();
+    add_quantize_options(*generate, gen.quantize);
     auto* opt_draft = generate->add_option("--draft", gen.draft,
                                            "Speculative decoding (greedy only): early-exit:N = the model's first N layers "
                                            "as the draft, int8 = a Q8_0 copy; the output is the same text, faster or not");
@@ -218,6 +191,19 @@ int main(int argc, char** argv) {
     verify->add_option("--out", va.out_dir, "Folder for the fixtures and the report (default: reports/verify/<model>)");
     verify->add_flag("--no-f64", va.no_f64,
                      "Skip the float64 truth (about half the reference's time and memory; no accuracy ratio)");
+    // the quantization report: no reference, the quantized model against the float one
+    verify->add_option("--against", va.against,
+                       "The quantization report instead of the reference: --model (a quantized file, or quantized with "
+                       "--quantize) against this float model of the same architecture (a float GGUF, a Hugging Face "
+                       "directory, any model path); per layer and tensor the error added, KL divergence, top-1 agreement, "
+                       "perplexity on the prompt's text");
+    add_quantize_options(*verify, va.quantize);
+    verify->add_option("--ctx", va.ctx, "With --against/--quantize: chunk length of the text (default: the model's context)")
+        ->check(whole_number(2, 1 << 20));
+    verify->add_option("--tensor-rows", va.analysed_rows,
+                       "With --against/--quantize: text positions the per-tensor errors are measured over")
+        ->check(whole_number(1, 1 << 20))
+        ->capture_default_str();
     add_kernel_options(*verify, kernels);
     add_kernel_options(*check, kernels);
 
@@ -241,6 +227,7 @@ int main(int argc, char** argv) {
         if (*serve_batch) return cmd_serve_batch(sv);
         if (*verify) {
             if (va.out_dir.empty()) va.out_dir = default_verify_dir(paths.reports, va.model.model_path);
+            if (!va.against.empty() || va.quantize.given()) return cmd_verify_quantization(va, paths);
             return cmd_verify(va, paths);
         }
     } catch (const std::exception& e) {  // UsageError, ModelError, HarnessError: the message says what and where

@@ -45,6 +45,61 @@ void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& defa
                  "Recognise special tokens such as <|endoftext|> in the prompt (else they are plain text)");
 }
 
+// A whole number in [lo, hi] for an option, checked before CLI11 converts it: CLI11 prefixes the
+// message with the option's name ("--max-new-tokens: 'abc' is not a whole number from 1 to
+// 1073741824"), and a negative value for an unsigned option (--seed -1) is refused instead of
+// wrapping to 2^64 - 1.
+CLI::Validator whole_number(long long lo, long long hi) {
+    return CLI::Validator(
+        [lo, hi](std::string& s) -> std::string {
+            std::size_t used = 0;
+            long long v = 0;
+            try {
+                v = std::stoll(s, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            if (s.empty() || used != s.size() || v < lo || v > hi)
+                return fmt::format("'{}' is not a whole number from {} to {}", s, lo, hi);
+            return "";
+        },
+        fmt::format("INT in [{}, {}]", lo, hi));
+}
+
+void add_quantize_options(CLI::App& cmd, QuantizeOptions& q) {
+    q.spec_opt = cmd.add_option("--quantize", q.spec,
+                                "Quantize the weights on load: q8_0 = int8 in groups, as llama2.c's runq.c (--group); "
+                                "gguf-<type> = one of llama.cpp's block types as `llama-quantize --pure` makes it "
+                                "(gguf-q8_0, gguf-q6_k, gguf-q5_k, gguf-q4_k, gguf-q4_0, ...). Prints the weight memory "
+                                "before and after on stderr")
+                     ->check([](const std::string& v) {
+                         try {
+                             parse_quantization(v);
+                             return std::string();
+                         } catch (const ModelError& e) {
+                             return std::string(e.what());
+                         }
+                     });
+    cmd.add_option("--group", q.group, "q8_0's group size: elements per scale; must divide every row length")
+        ->check(whole_number(1, static_cast<long long>(kQ8MaxGroup)))
+        ->needs(q.spec_opt)
+        ->capture_default_str();
+}
+
+Model apply_quantize(Model m, const QuantizeOptions& q) {
+    if (!q.given()) return m;
+    const Quantization how = parse_quantization(q.spec, q.group);
+    constexpr double kMB = 1e6;
+    const double before = static_cast<double>(weight_bytes(m));
+    std::vector<std::string> notes;
+    m = quantize(std::move(m), how, &notes);  // the float weights are freed
+    const double after = static_cast<double>(weight_bytes(m));
+    fmt::print(stderr, "quantized to {}: weights {:.2f} MB -> {:.2f} MB ({:.0f}%)\n", how.name(), before / kMB, after / kMB,
+               100.0 * after / before);
+    for (const std::string& n : notes) fmt::print(stderr, "  {}\n", n);
+    return m;
+}
+
 void add_kernel_options(CLI::App& cmd, KernelOptions& k) {
     cmd.add_flag("--plain", k.plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
     cmd.add_option("--threads", k.threads, "Threads for the fast kernels (results are bit-identical for any count)")

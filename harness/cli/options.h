@@ -7,6 +7,7 @@
 //   --prompt-file, --chat,
 //   --allow-special
 //   --plain, --threads         check, generate, trace, serve-batch, verify
+//   --quantize, --group        generate, verify
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -56,6 +57,24 @@ struct PromptOptions {
     bool given() const { return has_text() || has_ids() || has_file(); }
 };
 void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& default_text = "");
+
+// A whole number in [lo, hi] for an option, checked before CLI11 converts it: CLI11 prefixes the
+// message with the option's name ("--max-new-tokens: 'abc' is not a whole number from 1 to
+// 1073741824"), and a negative value for an unsigned option (--seed -1) is refused instead of
+// wrapping to 2^64 - 1.
+CLI::Validator whole_number(long long lo, long long hi);
+
+// --quantize and --group: a quantized copy of the model made on load (model/model.h's Quantization).
+struct QuantizeOptions {
+    std::string spec;          // "": as stored; "q8_0"; "gguf-q4_k", ...
+    std::size_t group = 64;    // q8_0's group size
+    CLI::Option* spec_opt = nullptr;
+    bool given() const { return !spec.empty(); }
+};
+void add_quantize_options(CLI::App& cmd, QuantizeOptions& q);
+// The model quantized as asked (unchanged when nothing was asked), with one line on stderr: the
+// weight memory before and after, and every fallback to another type.
+Model apply_quantize(Model m, const QuantizeOptions& q);
 
 // --plain and --threads (model/forward.h's kernel path, kernels.h's threads).
 struct KernelOptions {

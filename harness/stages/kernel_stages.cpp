@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/ggml_quant.h"
 #include "kernels/kernels.h"
 #include "harness/stages/stages.h"
 
@@ -280,6 +281,17 @@ std::vector<StageOutput> stage_quantize_q8_0(const Fixture&, const Case& c, cons
     std::vector<float> scales(x.data.size() / group);
     quantize_q8_0(x.data, group, q, scales);
     return {{"q", "q", std::vector<float>(q.begin(), q.end()), "", Tolerance{0.0, 0.0}}, {"scales", "scales", scales}};
+}
+
+std::vector<StageOutput> stage_ggml_quantize(const Fixture&, const Case& c, const StageEnv&) {
+    // x: [n], attr type (ggml's name: "Q4_K") -> bytes [row_bytes(type, n)] as floats 0..255
+    const auto& x = c.input("x", {kAny});
+    const std::string& name = c.string("type");
+    const std::optional<ggml::TypeInfo> type = ggml::find_type_named(name);
+    if (!type || !type->is_weight) throw HarnessError(c.file + ": /" + c.name + " attribute type is '" + name + "', not a ggml weight type");
+    std::vector<std::uint8_t> bytes(ggml::row_bytes(type->type, x.data.size()));
+    ggml::quantize_row(type->type, x.data, bytes);
+    return {{"bytes", "bytes", std::vector<float>(bytes.begin(), bytes.end())}};
 }
 
 std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case& c, const StageEnv&) {

@@ -196,6 +196,11 @@ const std::vector<Stage>& stages() {
          "exact int32 group sums, then runq.c's float steps (ival·ws·xs, float accumulation over groups) in the "
          "same order in both: bit-identical in practice, 2 ulp allowed",
          stage_matvec_q8_0},
+        // ggml's weight quantizers (GGUF types, quantized in memory by `--quantize gguf-<type>`)
+        {"kernel.ggml_quantize", "kernel", "", false, "", "kernel/ggml_quantize.h5", "kernel.ggml_quantize", kExact,
+         "bytes: ggml's quantize_row_<type>_ref repeated operation for operation in float32 (no fused "
+         "multiply-adds) in both: every byte must be equal",
+         stage_ggml_quantize},
 
         {"layer.attention", "layer", "llama", false, kTinyLlama, "layer/attention.h5", "layer.attention", {1e-5, 1e-5},
          "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},

@@ -169,6 +169,7 @@ std::vector<StageOutput> stage_swiglu(const Fixture&, const Case&, const StageEn
 std::vector<StageOutput> stage_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_argmax(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_quantize_q8_0(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_ggml_quantize(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);

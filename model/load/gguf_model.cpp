@@ -26,24 +26,6 @@ namespace lmlab {
 
 namespace {
 
-// Where the ggml-typed form of a bound tensor goes: the Linears' weights, the embedding table and the
-// classifier (matrices read through a matvec or a row lookup); nullptr for what is always float.
-GgmlMatrix* gg_slot(Model& m, const std::vector<float>* dst) {
-    if (dst == &m.tok_embeddings) return &m.tok_embeddings_gg;
-    if (dst == &m.output) return &m.output_gg;
-    for (LayerWeights& l : m.layers) {
-        for (Linear* lin : {&l.wq, &l.wk, &l.wv, &l.wqkv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.router})
-            if (dst == &lin->w) return &lin->gg;
-        for (Expert* e : {&l.shared_expert})
-            for (Linear* lin : {&e->w_gate, &e->w_up, &e->w_down})
-                if (dst == &lin->w) return &lin->gg;
-        for (Expert& e : l.experts)
-            for (Linear* lin : {&e.w_gate, &e.w_up, &e.w_down})
-                if (dst == &lin->w) return &lin->gg;
-    }
-    return nullptr;  // norms, biases, positions, Qwen2-MoE's one-row shared gate: float
-}
-
 std::string dims_str(const std::vector<std::uint64_t>& dims) {
     std::string s = "[";
     for (std::size_t i = 0; i < dims.size(); ++i) s += fmt::format("{}{}", i ? ", " : "", dims[i]);

@@ -17,7 +17,7 @@
 
 #include "model/load/load.h"
 #include "model/model.h"
-#include "model/load/safetensors.h"  // bf16_to_f32
+#include "kernels/ggml_quant.h"  // bf16_to_fp32
 #include "model/tensors.h"
 
 namespace lmlab {
@@ -88,7 +88,7 @@ Model load_model_llmc(const std::string& path) {
         if (bf16) {
             std::vector<std::uint16_t> half(n);
             ok = static_cast<bool>(in.read(reinterpret_cast<char*>(half.data()), static_cast<std::streamsize>(n * 2)));
-            for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(half[i]);
+            for (std::size_t i = 0; i < n; ++i) dst[i] = ggml::bf16_to_fp32(half[i]);
         } else {
             ok = static_cast<bool>(in.read(reinterpret_cast<char*>(dst.data()), static_cast<std::streamsize>(n * 4)));
         }

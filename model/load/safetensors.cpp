@@ -1,5 +1,7 @@
 #include "model/load/safetensors.h"
 
+#include "kernels/ggml_quant.h"
+
 #include "model/load/json_depth.h"
 
 #include <algorithm>
@@ -50,35 +52,6 @@ bool mul_ok(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
 }
 
 }  // namespace
-
-float f16_to_f32(std::uint16_t h) {
-    // binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. binary32: 1, 8 (bias 127), 23.
-    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-    std::uint32_t exp = (h >> 10) & 0x1fu;
-    std::uint32_t mant = h & 0x3ffu;
-    std::uint32_t bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (mant << 13);  // inf (mant 0) or NaN (payload kept, quiet bit stays the top one)
-    } else if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;  // ±0
-        } else {
-            // subnormal: mant * 2^-24. Shift until the implicit 1 (bit 10) appears; every shift is
-            // one less in the exponent. Every half subnormal is a float32 normal, so this is exact.
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400u)) {
-                mant <<= 1;
-                --exp;
-            }
-            bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
-        }
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    return std::bit_cast<float>(bits);
-}
-
-float bf16_to_f32(std::uint16_t h) { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
 bool safetensors_dtype_is_float(const std::string& dtype) { return dtype == "F32" || dtype == "F16" || dtype == "BF16"; }
 
@@ -240,7 +213,7 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name) {
         std::vector<std::uint16_t> half(count);
         read(half.data());
         const bool bf16 = e.dtype == "BF16";
-        for (std::size_t i = 0; i < count; ++i) out[i] = bf16 ? bf16_to_f32(half[i]) : f16_to_f32(half[i]);
+        for (std::size_t i = 0; i < count; ++i) out[i] = bf16 ? ggml::bf16_to_fp32(half[i]) : ggml::fp16_to_fp32(half[i]);  // exact
     }
     return out;
 }

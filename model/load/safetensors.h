@@ -25,11 +25,6 @@
 
 namespace lmlab {
 
-// IEEE binary16 -> binary32, exact for every input (normals, subnormals, ±0, ±inf, NaN payloads).
-float f16_to_f32(std::uint16_t h);
-// bfloat16 -> binary32: bfloat16 is the top half of a float32, so this is a 16-bit shift (exact).
-float bf16_to_f32(std::uint16_t h);
-
 // One tensor's entry in the header.
 struct SafetensorsEntry {
     std::string dtype;                // "F32", "F16", "BF16", ... (any dtype of the format; see read_f32)

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lmlab_ref import common, fixtures, q8
+from lmlab_ref import common, fixtures, ggml_quants, q8
 from lmlab_ref.common import randn
 from lmlab_ref.llama_ref import apply_rope, rope_frequencies
 
@@ -129,6 +129,20 @@ def ref_rope_scaling(inp, p):
     angle = positions[:, None] * inv[None, :]  # float64: the exact angle
     return {"inv_freq": inv, "attention_factor": torch.tensor([factor], dtype=torch.float64),
             "cos": torch.cos(angle) * factor, "sin": torch.sin(angle) * factor}
+
+
+_GGML_QUANTIZED = {}
+
+
+def ref_ggml_quantize(inp, p):
+    # ggml's quantize_row_<type>_ref in numpy (ggml_quants.py, checked against the gguf package):
+    # the bytes as floats 0..255 (compared exactly). The float64 call quantizes the same float32
+    # values (the bytes are a function of the floats), so it reuses the float32 call's bytes.
+    x = inp["x"].to(torch.float32).numpy()
+    key = (p["type"], x.tobytes())
+    if key not in _GGML_QUANTIZED:
+        _GGML_QUANTIZED[key] = torch.tensor(list(ggml_quants.quantize(p["type"], x)), dtype=torch.float64)
+    return {"bytes": _GGML_QUANTIZED[key].to(inp["x"].dtype)}
 
 
 def ref_argmax(inp, p):
@@ -408,6 +422,39 @@ def cases_quantize_q8_0(g):
             ("group 1: every element its own scale (q = ±127 or 0)", {"group": 1}, {"x": torch.tensor([3.0, -0.001, 0.0, 7e5])})]
 
 
+def cases_ggml_quantize(g):
+    """Rows for every weight type's quantizer, chosen for the branches of ggml's fits: several blocks,
+    a zero row, rows of one sign (the min clamped to 0), sub-blocks of magnitudes 1e-3 .. 1e3 side by
+    side (small sub-block scales round to 0 against the largest: the "if (!d) continue" path), a
+    sub-block below GROUP_MAX_EPS next to normal ones, exact halves (nearest_int's ties to even and
+    roundf's away from zero), one outlier per block, and (32-blocks) scales past F16's range (d stored as inf)."""
+    def sub_magnitudes(n, sub):
+        return torch.cat([randn(g, sub, scale=10.0 ** (k % 7 - 3)) for k in range(n // sub)])
+    rows = []
+    for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
+        k = t.endswith("_K")
+        n = 256 if k else 64  # the block of one case: a super-block, or two 32-blocks
+        sub = 16 if t in ("Q2_K", "Q3_K", "Q6_K") else 32
+        tiny = randn(g, n)
+        tiny[:sub] = randn(g, sub, scale=1e-17)
+        outliers = randn(g, 2 * n)
+        outliers[:: 37] *= 40.0
+        halves = (torch.arange(n, dtype=torch.float32) % 16 - 8) * 0.25 + 0.125 * (torch.arange(n) % 3 == 0)
+        rows += [(f"{t}: N(0, 1), {2 * n} values ({2 * n // (256 if k else 32)} blocks)", {"type": t}, {"x": randn(g, 2 * n)}),
+                 (f"{t}: zeros", {"type": t}, {"x": torch.zeros(n)}),
+                 (f"{t}: all positive (3 + N(0, 0.1)): the min term clamped to 0", {"type": t}, {"x": 3 + randn(g, n, scale=0.1)}),
+                 (f"{t}: all negative", {"type": t}, {"x": -2 - randn(g, n, scale=0.5).abs()}),
+                 (f"{t}: sub-blocks of {sub} with magnitudes 1e-3 .. 1e3", {"type": t}, {"x": sub_magnitudes(n, sub)}),
+                 (f"{t}: the first sub-block ~1e-17 (below GROUP_MAX_EPS)", {"type": t}, {"x": tiny}),
+                 (f"{t}: multiples of 1/8 (exact halves after scaling)", {"type": t}, {"x": halves}),
+                 (f"{t}: every 37th value x40", {"type": t}, {"x": outliers}),
+                 (f"{t}: magnitudes ~1e3", {"type": t}, {"x": randn(g, n, scale=1e3)})]
+        if not k:  # d = amax/127 (or max/-8 ...) past 65504: stored as inf. (For a K-quant, an inf
+            # super-block scale times a sub-block scale of 0 is NaN: ggml's output there is garbage.)
+            rows.append((f"{t}: magnitudes ~1e7 (the F16 scale overflows to inf)", {"type": t}, {"x": randn(g, n, scale=1e7)}))
+    return rows
+
+
 def cases_matvec_q8_0(g):
     """Quantized operands made from float ones by q8.quantize_q8_0 (what the C++ forward feeds
     the kernel), stored as floats: Wq [out, in], Ws [out, in/group], xq [in], xs [in/group]."""
@@ -446,7 +493,8 @@ KERNELS = {"matvec": (cases_matvec, ref_matvec), "matmul_xwt": (cases_matmul_xwt
            "attention_window": (cases_attention_window, ref_attention_window),
            "rope_scaling": (cases_rope_scaling, ref_rope_scaling),
            "argmax": (cases_argmax, ref_argmax), "quantize_q8_0": (cases_quantize_q8_0, ref_quantize_q8_0),
-           "matvec_q8_0": (cases_matvec_q8_0, ref_matvec_q8_0)}
+           "matvec_q8_0": (cases_matvec_q8_0, ref_matvec_q8_0),
+           "ggml_quantize": (cases_ggml_quantize, ref_ggml_quantize)}
 
 
 def export(row, ctx):
