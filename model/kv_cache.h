@@ -26,7 +26,9 @@ namespace lmlab {
 
 class KVCache {
 public:
-    // Every layer keeps every position, up to max_seq_len of them.
+    // Every layer keeps every position, up to max_seq_len of them, and no layer has a window: a model
+    // with a sliding window needs the Config constructor below (with this one its queries would read
+    // every position: another model).
     KVCache(std::size_t n_layers, std::size_t max_seq_len, std::size_t kv_dim);
     // The cache of a model for up to `positions` positions (at most c.max_seq_len; reserve() grows
     // it): a layer with a sliding window keeps a ring of min(positions, window + max_rows - 1) rows.
