@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/fixture.h"
+#include "harness/report/report.h"
 #include "harness/runner.h"
 #include "harness/stages/stages.h"
 
@@ -118,6 +119,60 @@ TEST_F(FixtureFiles, HeatmapsForTheFirstFailingOutputsOnly) {
     EXPECT_EQ(r.outputs[1].metrics.ulp_bins[22], 3u);
     EXPECT_EQ(r.outputs[0].metrics.ulp_bins[0], 3u);
     EXPECT_TRUE(r.outputs[1].by_row.max_abs.empty()) << "a 1-D output has no rows";
+}
+
+namespace {
+// A stage function that skips case_001 whole (SkipCase) and leaves case_002's second output uncompared
+// (StageOutput::skip), as the conformance stages do with ONNX cases and outputs our kernels do not take
+std::vector<StageOutput> matvec_skipping(const Fixture& fx, const Case& c, const StageEnv& env) {
+    if (c.name == "case_001") throw SkipCase("attribute alpha=2: not ours");
+    auto outs = stage_matvec(fx, c, env);
+    if (c.name == "case_002") outs.push_back({"mean", "mean", {}, "", {}, {}, false, {}, "our kernel has no mean output"});
+    return outs;
+}
+std::vector<StageOutput> matvec_skipping_all(const Fixture&, const Case& c, const StageEnv&) {
+    throw SkipCase("attribute beta=" + c.name + ": not ours");
+}
+}  // namespace
+
+TEST_F(FixtureFiles, SkippedCasesAreListedWithTheirReasonNeverDropped) {
+    write_matvec_cases(3, [](std::size_t) { return 4.0f; });
+    Stage s = *find_stage("kernel.matvec");
+    s.run = matvec_skipping;
+    const StageResult r = run_stage(s, {dir_.string(), ""});
+    EXPECT_EQ(r.status, "pass") << r.reason;
+    EXPECT_EQ(r.cases_run, 2u);
+    EXPECT_EQ(r.outputs.size(), 2u) << "case_000's y and case_002's y; nothing of case_001";
+    ASSERT_EQ(r.skipped.size(), 2u);
+    EXPECT_EQ(r.skipped[0].case_name, "case_001");
+    EXPECT_EQ(r.skipped[0].output, "") << "the whole case";
+    EXPECT_EQ(r.skipped[0].reason, "attribute alpha=2: not ours");
+    EXPECT_EQ(r.skipped[1].case_name, "case_002");
+    EXPECT_EQ(r.skipped[1].output, "mean");
+    EXPECT_EQ(r.skipped[1].reason, "our kernel has no mean output");
+    // in the report: every skipped case with its reason, in report.json and report.md
+    const nlohmann::json report = report_json({r}, RunMeta{});
+    const auto& st = report["stages"][0];
+    EXPECT_EQ(st["cases_run"], 2);
+    ASSERT_EQ(st["skipped_cases"].size(), 2u);
+    EXPECT_EQ(st["skipped_cases"][0]["reason"], "attribute alpha=2: not ours");
+    const std::string md = report_markdown(report);
+    EXPECT_NE(md.find("## Cases not run"), std::string::npos);
+    EXPECT_NE(md.find("kernel.matvec: 2 cases run, 1 skipped"), std::string::npos) << md;
+    EXPECT_NE(md.find("| kernel.matvec | kernel | pass | 2 (+1 skipped) |"), std::string::npos) << md;
+    EXPECT_NE(md.find("| case_001 |  | (whole case) | attribute alpha=2: not ours |"), std::string::npos) << md;
+    EXPECT_NE(report_html(report).find("attribute alpha=2: not ours"), std::string::npos);
+}
+
+TEST_F(FixtureFiles, AStageWhoseEveryCaseIsSkippedIsSkippedNotPassed) {
+    write_matvec_cases(2, [](std::size_t) { return 4.0f; });
+    Stage s = *find_stage("kernel.matvec");
+    s.run = matvec_skipping_all;
+    const StageResult r = run_stage(s, {dir_.string(), ""});
+    EXPECT_EQ(r.status, "skipped");
+    EXPECT_EQ(r.cases_run, 0u);
+    EXPECT_EQ(r.skipped.size(), 2u);
+    EXPECT_NE(r.reason.find("every case skipped (2): attribute beta=case_000"), std::string::npos) << r.reason;
 }
 
 TEST_F(FixtureFiles, MissingFileNamesFileAndCommand) {

@@ -97,7 +97,19 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                                "'. " + regenerate_hint());
         std::size_t n_heatmaps = 0;
         for (const Case& c : fx.cases) {
-            for (StageOutput& out : stage.run(fx, c, stage_env)) {
+            std::vector<StageOutput> outs;
+            try {
+                outs = stage.run(fx, c, stage_env);
+            } catch (const SkipCase& e) {  // this case only: listed with its reason, the next case runs
+                r.skipped.push_back({c.name, c.description, "", e.what()});
+                continue;
+            }
+            ++r.cases_run;
+            for (StageOutput& out : outs) {
+                if (!out.skip.empty()) {  // an output this stage does not produce: listed, not compared
+                    r.skipped.push_back({c.name, c.description, out.golden, out.skip});
+                    continue;
+                }
                 if (out.golden.empty() && out.series) {  // a series: reported whole, not compared
                     r.series.push_back({out.name, std::vector<double>(out.data.begin(), out.data.end()), out.note});
                     continue;
@@ -189,6 +201,10 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         }
         summarise(r);
         r.status = r.first_failure || !r.reason.empty() ? "fail" : "pass";  // (reason: a non-finite measurement)
+        if (r.status == "pass" && r.cases_run == 0 && !r.skipped.empty()) {  // nothing compared: not a pass
+            r.status = "skipped";
+            r.reason = fmt::format("every case skipped ({}): {}", r.skipped.size(), r.skipped.front().reason);
+        }
         if (r.first_failure) {
             const OutputResult& f = r.outputs[*r.first_failure];
             r.reason = "first mismatch: " + f.case_name + " (" + f.case_description + f.case_params + "), output '" +

@@ -48,6 +48,14 @@ struct Measurement {
     std::string about;  // one line: what it is
 };
 
+// A case, or one output of a case, that a stage did not compare, and why (SkipCase, StageOutput::skip).
+struct SkippedCase {
+    std::string case_name;         // "case_test_attention_4d_scaled"
+    std::string case_description;
+    std::string output;            // "" = the whole case; else the golden output left uncompared
+    std::string reason;            // names the attribute (or output) and why our kernel does not take it
+};
+
 struct StageResult {
     std::string id, level, fixture;
     std::string status;  // "pass", "fail", "error" (could not run: bad fixture...), "skipped", "not_run"
@@ -65,6 +73,8 @@ struct StageResult {
     std::optional<std::size_t> first_failure;  // index into outputs, in pipeline order
     std::vector<Measurement> measurements;     // in the order the stage returned them
     std::vector<Series> series;                // likewise
+    std::size_t cases_run = 0;                 // cases the stage function ran (not skipped whole)
+    std::vector<SkippedCase> skipped;          // in case order
 };
 
 struct RunOptions {

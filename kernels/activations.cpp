@@ -11,6 +11,11 @@ void silu(std::span<const float> x, std::span<float> y) {
     for (std::size_t i = 0; i < x.size(); ++i) y[i] = x[i] / (1.0f + std::exp(-x[i]));
 }
 
+void sigmoid(std::span<const float> x, std::span<float> y) {
+    require(x.size() == y.size(), "sigmoid", "x and y must have the same length");
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+}
+
 void swiglu(std::span<const float> a, std::span<const float> b, std::span<float> y) {
     require(a.size() == b.size() && a.size() == y.size(), "swiglu", "a, b and y must have the same length");
     for (std::size_t i = 0; i < a.size(); ++i) y[i] = a[i] / (1.0f + std::exp(-a[i])) * b[i];

@@ -82,4 +82,28 @@ TEST(Gelu, ExtremesAndTinyValues) {
     }
 }
 
+TEST(Sigmoid, KnownValuesAndSymmetry) {
+    // sigmoid(0) = 1/2; sigmoid(ln 3) = 3/4 (Qwen2-MoE's shared gate in moe_test); sigmoid(-x) = 1 - sigmoid(x)
+    const std::vector<float> x = {0.0f, static_cast<float>(std::log(3.0)), 1.0f, -1.0f};
+    std::vector<float> y(4);
+    sigmoid(x, y);
+    EXPECT_EQ(y[0], 0.5f);
+    EXPECT_NEAR(y[1], 0.75f, 1e-7);
+    EXPECT_NEAR(y[2], 0.7310586f, 1e-7);
+    EXPECT_NEAR(y[2] + y[3], 1.0f, 1e-7);
+}
+
+TEST(Sigmoid, ExtremesSaturateWithoutNaN) {
+    // exp(100) overflows float to inf: 1/(1 + inf) = 0, not NaN; exp(-100) is 3.7e-44 and 1 + it rounds to 1
+    const std::vector<float> x = {-100.0f, 100.0f, -1e30f, 1e30f};
+    std::vector<float> y(4);
+    sigmoid(x, y);
+    EXPECT_EQ(y, (std::vector<float>{0.0f, 1.0f, 0.0f, 1.0f}));
+    std::vector<float> in_place = {2.0f};
+    sigmoid(in_place, in_place);
+    EXPECT_NEAR(in_place[0], 0.880797f, 1e-6);
+    std::vector<float> short_y(3);
+    EXPECT_THROW(sigmoid(x, short_y), std::invalid_argument);
+}
+
 }  // namespace lmlab

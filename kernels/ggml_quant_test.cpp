@@ -1,8 +1,7 @@
 // ggml's tensor types (kernels/ggml_quant.h): the table, exact F16/BF16, one hand-built block of every
 // type, the activation quantizers, ggml's float order in the dot products, fast against plain within a
-// derived bound, thread-count invariance, size errors; and, when LMLAB_GGML_FIXTURE names a file
-// written by scripts/lmlab_ref/ggml_quants.py --fixture, the fast path bit for bit against that Python
-// reference of ggml's arithmetic.
+// derived bound, thread-count invariance, size errors. The fast path bit for bit against the Python
+// reference of ggml's arithmetic (scripts/lmlab_ref/ggml_quants.py) is the stage kernel.ggml.matvec.<type>.
 //
 // The bound of fast against plain (GgmlMatvec.FastWithinTheDerivedBoundOfPlain), for one row:
 // plain = Σ_j ŵ_j·x_j rounded once (ŵ the dequantized weights). The fast path computes, up to its float
@@ -845,58 +844,6 @@ TEST(GgmlQuantizeRow, ErrorsNameTheTypeTheSizeOrTheBadValue) {
     EXPECT_NE(e.find("element 77"), std::string::npos) << e;
     x[77] = std::nanf("");
     EXPECT_NE(thrown([&] { quantize_row(Type::Q4_K, x, b); }).find("finite"), std::string::npos);
-}
-
-// ---- the Python reference, bit for bit (LMLAB_GGML_FIXTURE) ----------------------------------------------
-// File written by `scripts/lmlab_ref/ggml_quants.py --fixture PATH` (format in that script).
-
-TEST(GgmlFixture, FastPathMatchesThePythonReferenceBitForBit) {
-    const char* path = std::getenv("LMLAB_GGML_FIXTURE");
-    if (path == nullptr || *path == '\0')
-        GTEST_SKIP() << "LMLAB_GGML_FIXTURE not set (python3 scripts/lmlab_ref/ggml_quants.py --fixture /tmp/ggml.bin)";
-    std::ifstream in(path, std::ios::binary);
-    ASSERT_TRUE(in) << "cannot open " << path;
-    auto read = [&](void* p, std::size_t n) {
-        in.read(static_cast<char*>(p), static_cast<std::streamsize>(n));
-        ASSERT_TRUE(in) << path << ": truncated";
-    };
-    char magic[4];
-    std::uint32_t count = 0;
-    read(magic, 4);
-    ASSERT_EQ(std::string(magic, 4), "LGQ1");
-    read(&count, 4);  // (the fixture and this host are little-endian)
-    ASSERT_GT(count, 0u);
-    std::size_t checked = 0;
-    for (std::uint32_t c = 0; c < count; ++c) {
-        std::uint32_t head[3];
-        read(head, sizeof head);
-        const auto info = find_type(head[0]);
-        ASSERT_TRUE(info.has_value()) << head[0];
-        const Type t = info->type;
-        const std::size_t rows = head[1], cols = head[2];
-        Bytes W(rows * row_bytes(t, cols)), xa(matvec_fast_scratch_bytes(t, cols));
-        std::vector<float> x(cols), y_ref(rows), deq_ref(rows * cols);
-        read(W.data(), W.size());
-        read(x.data(), cols * 4);
-        read(xa.data(), xa.size());
-        read(y_ref.data(), rows * 4);
-        read(deq_ref.data(), rows * cols * 4);
-        std::vector<float> d(rows * cols), y(rows);
-        dequantize_row(t, W, d);
-        EXPECT_EQ(0, std::memcmp(d.data(), deq_ref.data(), d.size() * 4)) << info->name << " case " << c << ": dequantize";
-        Bytes sb(xa.size());
-        for (int threads : {1, 2}) {
-            set_kernel_threads(threads);
-            matvec_fast(t, W, x, sb, y);
-            EXPECT_EQ(sb, xa) << info->name << " case " << c << ": activation bytes";
-            for (std::size_t i = 0; i < rows; ++i)
-                EXPECT_EQ(bits(y[i]), bits(y_ref[i])) << info->name << " case " << c << " row " << i << ": " << y[i]
-                                                      << " vs " << y_ref[i];
-        }
-        set_kernel_threads(1);
-        ++checked;
-    }
-    std::printf("  %zu fixture cases bit for bit\n", checked);
 }
 
 }  // namespace

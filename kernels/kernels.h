@@ -112,10 +112,26 @@ void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, std::span<c
 // Unscaled RoPE with base theta (inv_freq[i] = theta^(-2i / head_dim)): the kernel.rope stage's form.
 void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style);
 
+// RoPE with the rotation's cos and sin given, in place: whoever builds the cos/sin tables decides the
+// angles and their precision. ONNX's RotaryEmbedding takes the tables as inputs (as Hugging Face's
+// models build them once per sequence), which rope() cannot run: it forms its own angles.
+//   x: [n_heads * head_dim]; cos, sin: [rot_dim / 2], rot_dim = 2·cos.size() <= head_dim.
+// Pair i of every head turns by the angle whose cos and sin are cos[i], sin[i], with rope()'s
+// arithmetic: (a, b) -> (a·cos - b·sin, a·sin + b·cos). The pairs lie within the first rot_dim
+// elements of a head: AdjacentPairs (x[2i], x[2i+1]), RotateHalf (x[i], x[i + rot_dim/2]);
+// elements from rot_dim on are left as they are (partial rotation: GPT-NeoX's rotary_pct, ONNX's
+// rotary_embedding_dim). With rot_dim = head_dim and rope()'s cos/sin it gives rope()'s bits.
+void rope_cos_sin(std::span<float> x, std::size_t head_dim, std::span<const float> cos, std::span<const float> sin,
+                  RopeStyle style);
+
 // ---- Activations -------------------------------------------------------------------------------
 
 // SiLU (a.k.a. swish): y = x · sigmoid(x) = x / (1 + exp(-x)). x and y may alias.
 void silu(std::span<const float> x, std::span<float> y);
+
+// Sigmoid (the logistic function): y = 1 / (1 + exp(-x)), in (0, 1). Qwen2-MoE's shared-expert
+// gate. Large negative x: exp(-x) overflows to inf and y is 0, never NaN. x and y may alias.
+void sigmoid(std::span<const float> x, std::span<float> y);
 
 // SwiGLU gate (Shazeer 2020): y[i] = silu(a[i]) · b[i]. In the FFN a = w1·x ("gate"), b = w3·x ("up").
 // a, b, y: [n]; y may alias a or b.

@@ -162,4 +162,59 @@ TEST(RopeScaling, BadNumbersThrow) {
     EXPECT_THROW(rope_frequencies(8, 1e4, RopeScaling{}, 0, std::span<double>(f).first(3)), std::invalid_argument);
 }
 
+// rope_cos_sin: the rotation with its cos/sin given (ONNX's RotaryEmbedding takes them as inputs)
+
+TEST(RopeCosSin, GivenRopesOwnCosSinItIsRopeBitForBit) {
+    // rope() rounds cos/sin of the float64 angle pos·theta^(-2i/d) to float and rotates with them:
+    // fed those same floats, rope_cos_sin must give the same bits, in both pairings
+    const std::size_t head_dim = 8, pos = 37;
+    std::vector<float> c(head_dim / 2), s(head_dim / 2);
+    for (std::size_t i = 0; i < head_dim / 2; ++i) {
+        const double angle = static_cast<double>(pos) * std::pow(10000.0, -static_cast<double>(2 * i) / head_dim);
+        c[i] = static_cast<float>(std::cos(angle));
+        s[i] = static_cast<float>(std::sin(angle));
+    }
+    for (RopeStyle style : {RopeStyle::AdjacentPairs, RopeStyle::RotateHalf}) {
+        std::vector<float> a = {0.3f, -1.25f, 2.0f, 0.5f, -0.75f, 1.5f, 3.0f, -2.5f, 1, 2, 3, 4, 5, 6, 7, 8};
+        std::vector<float> b = a;
+        rope(a, head_dim, pos, 10000.0f, style);
+        rope_cos_sin(b, head_dim, c, s, style);
+        EXPECT_EQ(a, b);
+    }
+}
+
+TEST(RopeCosSin, PartialRotationTurnsOnlyTheFirstRotDimElements) {
+    // head_dim 8, rot_dim 4 (cos/sin of 2 entries): a quarter turn (cos 0, sin 1) sends (a, b) to (-b, a).
+    // Rotate-half pairs within the rotated part: (x0, x2), (x1, x3); adjacent: (x0, x1), (x2, x3).
+    // Elements 4..7 stay as they were.
+    const std::vector<float> c = {0.0f, 0.0f}, s = {1.0f, 1.0f};
+    std::vector<float> half = {1, 2, 3, 4, 5, 6, 7, 8};
+    rope_cos_sin(half, 8, c, s, RopeStyle::RotateHalf);
+    EXPECT_EQ(half, (std::vector<float>{-3, -4, 1, 2, 5, 6, 7, 8}));
+    std::vector<float> adj = {1, 2, 3, 4, 5, 6, 7, 8};
+    rope_cos_sin(adj, 8, c, s, RopeStyle::AdjacentPairs);
+    EXPECT_EQ(adj, (std::vector<float>{-2, 1, -4, 3, 5, 6, 7, 8}));
+}
+
+TEST(RopeCosSin, EveryHeadTurnsByTheSameTable) {
+    const std::vector<float> c = {0.6f}, s = {0.8f};  // a 3-4-5 rotation of pair 0 only (rot_dim 2 of 4)
+    std::vector<float> x = {1, 0, 9, 9, 1, 0, 7, 7};  // two heads of dim 4
+    rope_cos_sin(x, 4, c, s, RopeStyle::RotateHalf);
+    EXPECT_EQ(x, (std::vector<float>{0.6f, 0.8f, 9, 9, 0.6f, 0.8f, 7, 7}));
+}
+
+TEST(RopeCosSin, BadSizesThrowNamingTheKernel) {
+    std::vector<float> x(8), two(2), three(3), five(5);
+    EXPECT_THROW(rope_cos_sin(x, 3, two, two, RopeStyle::RotateHalf), std::invalid_argument);   // 3 does not divide 8
+    EXPECT_THROW(rope_cos_sin(x, 4, three, three, RopeStyle::RotateHalf), std::invalid_argument);  // 6 > head_dim 4
+    EXPECT_THROW(rope_cos_sin(x, 8, two, three, RopeStyle::RotateHalf), std::invalid_argument);  // cos, sin differ
+    EXPECT_THROW(rope_cos_sin(x, 8, {}, {}, RopeStyle::RotateHalf), std::invalid_argument);      // nothing to rotate
+    try {
+        rope_cos_sin(x, 8, five, five, RopeStyle::AdjacentPairs);
+        FAIL();
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("rope_cos_sin"), std::string::npos) << e.what();
+    }
+}
+
 }  // namespace lmlab

@@ -16,7 +16,7 @@ SECONDS_PER_TARGET=${1:-600}
 PARALLEL=${2:-2}
 shift $(( $# > 2 ? 2 : $# ))
 ALL=(llama2c llama2c_q8 llmc hf_dir hdf5_model fixture cli tokenizer_llama2c tokenizer_gpt2_files tokenizer_json
-     tokenizer_llmc tokenizer_vocab_merges text_llama2 text_gpt2 text_qwen requests)
+     tokenizer_llmc tokenizer_vocab_merges text_llama2 text_gpt2 text_qwen requests openai_request)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
 cmake --preset fuzz >/dev/null
@@ -34,7 +34,8 @@ run_one() {
   local t=$1
   mkdir -p "$OUT/corpus/$t" "$OUT/artifacts/$t"
   "$OUT/fuzz_$t" -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
-    -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t/" "$OUT/corpus/$t" > "$OUT/logs/$t.log" 2>&1 || true
+    -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t/" "$OUT/corpus/$t" $(ls -d "fuzz/regressions/$t" 2>/dev/null) \
+    > "$OUT/logs/$t.log" 2>&1 || true  # (the regression inputs seed it too; new inputs go to the corpus)
 }
 running=0
 for t in "${TARGETS[@]}"; do

@@ -4,7 +4,7 @@
 #     belongs to /usr/bin/python3.
 #  2. The reference environment .venv: `/usr/bin/python3 -m venv --system-site-packages` (so Debian's
 #     torch, numpy and h5py stay visible and untouched) with the exact pins of scripts/requirements.txt
-#     (transformers, tokenizers, safetensors, tiktoken). Re-installed only when that file changes.
+#     (transformers, tokenizers, safetensors, tiktoken, gguf, accelerate, onnx; openai and httpx for the serving tests). Re-installed only when that file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libbenchmark-dev   # unit tests and the kernel benchmark
   nlohmann-json3-dev libcli11-dev libfmt-dev libssl-dev  # JSON (report, safetensors, tokenizer.json), CLI, formatting, sha256
   libpcre2-dev libutf8proc-dev    # byte-level BPE: pre-tokenisation regexes (GPT-2, Qwen), NFC normalisation
+  libcpp-httplib-dev curl         # lmlab serve's HTTP/1.1 server (cpp-httplib 0.11); curl for its tests
   clang libclang-rt-14-dev        # the asan and fuzz presets (clang): libFuzzer, sanitizers
   python3 python3-venv python3-torch python3-h5py python3-numpy  # the PyTorch reference exporter
   python3-sentencepiece                                  # tokenizer reference (SentencePiece itself)
@@ -49,7 +50,7 @@ echo "install_deps: making .venv from $req"
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
 numpy_before=$(.venv/bin/python -c "import numpy; print(numpy.__version__)")
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
-numpy_after=$(.venv/bin/python -c "import numpy, torch, h5py, transformers, tokenizers, tiktoken, safetensors, jinja2; print(numpy.__version__)")
+numpy_after=$(.venv/bin/python -c "import numpy, torch, h5py, transformers, tokenizers, tiktoken, safetensors, gguf, accelerate, onnx, jinja2; print(numpy.__version__)")
 if [ "$numpy_before" != "$numpy_after" ]; then
   echo "install_deps: pip replaced numpy $numpy_before with $numpy_after behind Debian's torch; fix the pins in $req" >&2
   exit 1

@@ -22,7 +22,7 @@ from lmlab_ref import common  # noqa: F401 (first: it sets HF_HUB_OFFLINE, nothi
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from lmlab_ref import bpe, llama_ref, q8  # noqa: E402
+from lmlab_ref import bpe, gguf_hostile, gguf_models, llama_ref, q8  # noqa: E402
 from lmlab_ref.families import gpt2 as gpt2_family  # noqa: E402
 from lmlab_ref.lmlab import default_shared_dir  # noqa: E402
 
@@ -132,6 +132,27 @@ def main():
         index = json.dumps({"metadata": {"total_size": 0},
                             "weight_map": {k: "model-00001-of-00001.safetensors" for k in model.state_dict()}}).encode()
         put(out, "hf_dir", f"{name}-sharded.bin", parts(config, index, weights))
+
+    # GGUF files: the tiny models above as llama.cpp's converter writes them (gguf_models.write), F32 and F16
+    # (their rows of 8 are no whole Q8_0 block), the LLaMA one with a small SentencePiece-style vocabulary
+    def spm_vocab(w):
+        pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(10)] + ["\u2581a", "\u2581the", "b"]
+        w.add_tokenizer_model("llama")
+        w.add_token_list(pieces)
+        w.add_token_scores([0.0] * 3 + [0.0] * 10 + [-1.0, -2.0, -3.0])
+        w.add_token_types([2, 3, 3] + [6] * 10 + [1, 1, 1])
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_add_bos_token(True)
+    with tempfile.TemporaryDirectory() as d:
+        for name, model in [("llama", llama), ("qwen2", qwen2), ("gpt2", gpt2)]:
+            for qtype in ("f32", "f16"):
+                p = os.path.join(d, f"{name}.{qtype}.gguf")
+                gguf_models.write(p, name, model, qtype, spm_vocab if name == "llama" else None)
+                with open(p, "rb") as f:
+                    put(out, "gguf", f"{name}.{qtype}.gguf", f.read())
+    for name, data in gguf_hostile.files().items():  # (also committed: fuzz/regressions/gguf/)
+        put(out, "gguf", f"hostile-{name}.gguf", data)
 
     # HDF5 structure bytes: random seeds (the target's FuzzedDataProvider reads any bytes)
     g = torch.Generator().manual_seed(1)

@@ -23,7 +23,8 @@ TINY_QWEN2 = os.path.join(MODELS, "tiny-qwen2")
 TINY_LLAMA3 = os.path.join(MODELS, "tiny-llama3")
 STORIES = os.path.join(SHARED or "", "models", "stories260K", "stories260K.bin")
 STORIES_GGUF = os.path.join(SHARED or "", "models", "stories260K", "stories260K.gguf")
-STORIES_Q8 = os.path.join(SHARED or "", "models", "stories260K", "stories260K-q8_0.gguf")
+STORIES_GGUF_Q8 = os.path.join(SHARED or "", "models", "stories260K", "stories260K-q8_0.gguf")
+TINY_LLAMA_GGUF = os.path.join(MODELS, "gguf", "tiny-llama.q8_0.gguf")  # the tiny LLaMA, its vocabulary in the metadata
 LLAMA2_TOK = os.path.join(SHARED or "", "tokenizers", "llama2", "tokenizer.bin")
 GPT2_TOK = os.path.join(SHARED or "", "tokenizers", "gpt2")
 
@@ -277,10 +278,10 @@ class ServeBatch(unittest.TestCase):
 class Quantization(unittest.TestCase):
     """verify --against / --quantize: the report's files, its one line, and what it refuses."""
 
-    @needs(STORIES_GGUF, STORIES_Q8)
+    @needs(STORIES_GGUF, STORIES_GGUF_Q8)
     def test_a_quantized_file_against_its_float_file(self):
         out_dir = os.path.join(WORK, "quant")
-        rc, out, err = run("verify", "--model", STORIES_Q8, "--against", STORIES_GGUF, "--out", out_dir)
+        rc, out, err = run("verify", "--model", STORIES_GGUF_Q8, "--against", STORIES_GGUF, "--out", out_dir)
         self.assertEqual(rc, 0, err)
         self.assertIn("stories260K-q8_0.gguf vs stories260K.gguf: KL mean", out)
         self.assertIn("most error added by blk.", out)
@@ -317,6 +318,64 @@ class Quantization(unittest.TestCase):
         rc, out, err = run("generate", "--quantize", "gguf-q6_k", "--prompt", "In the", "--max-new-tokens", 4)
         self.assertEqual(rc, 0, err)
         self.assertIn("quantized to Q6_K", err)
+
+
+class Gguf(unittest.TestCase):
+    """A .gguf file is a model path like any other: tokenize, trace, serve-batch and generate take it,
+    its tokenizer from its metadata."""
+
+    def test_tokenize_reads_the_vocabulary_from_the_metadata(self):
+        text = "In the beginning God created the heaven and the earth."
+        rc, ours, err = run("tokenize", "--model", TINY_LLAMA_GGUF, "-", stdin=text)
+        self.assertEqual(rc, 0, err)
+        self.assertGreater(len(json.loads(ours)), 5)
+        rc, h5, err = run("tokenize", "--model", TINY_LLAMA, "-", stdin=text)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(ours, h5)  # the same SentencePiece vocabulary, from GGUF metadata and from the .h5
+
+    def test_trace(self):
+        out = os.path.join(WORK, "trace-gguf.html")
+        rc, _, err = run("trace", "--model", TINY_LLAMA_GGUF, "--prompt", "In the beginning", "--out", out)
+        self.assertEqual(rc, 0, err)
+        with open(out) as f:
+            self.assertIn("<html", f.read(2000).lower())
+
+    def test_serve_batch(self):
+        reqs = os.path.join(WORK, "gguf.jsonl")
+        with open(reqs, "w") as f:
+            f.write('{"id": "a", "prompt": "In the beginning", "max_tokens": 3}\n{"id": "b", "prompt_ids": [1, 5], "max_tokens": 2}\n')
+        out_path = os.path.join(WORK, "gguf-out.jsonl")
+        rc, out, err = run("serve-batch", "--model", TINY_LLAMA_GGUF, "--requests", reqs, "--out", out_path, "--quiet")
+        self.assertEqual(rc, 0, err)
+        with open(out_path) as f:
+            rows = [json.loads(line) for line in f]
+        self.assertEqual([r["id"] for r in rows], ["a", "b"])
+        self.assertEqual([len(r["tokens"]) for r in rows], [3, 2])
+
+    def test_a_damaged_file_is_refused_by_name(self):
+        bad = os.path.join(WORK, "damaged.gguf")
+        with open(TINY_LLAMA_GGUF, "rb") as f:
+            head = f.read(4096)
+        with open(bad, "wb") as f:
+            f.write(head)  # the header, then nothing: the tensors point past the end
+        for cmd in (["tokenize", "--model", bad, "-"], ["generate", "--model", bad, "--prompt-ids", "1"]):
+            rc, out, err = run(*cmd, stdin="x")
+            self.assertEqual(rc, 2, err)
+            self.assertIn(bad, err)
+            self.assertEqual(out, "")
+
+    @needs(STORIES, STORIES_GGUF, STORIES_GGUF_Q8)
+    def test_stories260k_gguf_tokens_are_the_llama2c_files(self):
+        """llama.cpp's own conversion of stories260K (and its Q8_0 quantization) against llama2.c's file:
+        the same prompt ids from the GGUF vocabulary, the same 40 greedy tokens (plain path, as the stages)."""
+        ids = {}
+        for model in (STORIES, STORIES_GGUF, STORIES_GGUF_Q8):
+            rc, _, err = run("generate", "--model", model, "--prompt", "Once upon a time", "--max-new-tokens", 40,
+                             "--plain")
+            self.assertEqual(rc, 0, err)
+            ids[model] = [line for line in err.splitlines() if line.startswith("new ids:")]
+        self.assertEqual(ids[STORIES_GGUF], ids[STORIES])
+        self.assertEqual(ids[STORIES_GGUF_Q8], ids[STORIES])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 //   list, check, diff, verify-fixtures, ctest-script   check.cpp    the stages and their reports
 //   generate, trace, tokenize, decode                  generate.cpp text in, text out
 //   serve-batch                                        serve.cpp    many requests at once
+//   serve                                              serve_http.cpp  the same scheduler behind an HTTP API
 //   verify                                             verify.cpp   a user's model against the reference
 #pragma once
 
@@ -77,6 +78,19 @@ struct ServeArgs {
     bool quiet = false;       // no progress line
 };
 int cmd_serve_batch(const ServeArgs& a);
+
+// ---- serve_http.cpp -------------------------------------------------------------------------------
+struct ServeHttpArgs {
+    ModelOptions model;
+    std::string host = "127.0.0.1";  // loopback: reachable from this machine only, unless asked
+    int port = 8080;                 // 0: any free port (the one taken is printed on stderr)
+    ServeOptions options;            // chunk, max_running, page_size, n_pages (0: max_running full contexts)
+    std::size_t queue = 64;          // waiting requests past which the answer is 429
+    std::size_t http_threads = 64;   // connections served at once (each open connection holds one)
+    double shutdown_timeout = 10;    // seconds in-flight requests get after SIGTERM / SIGINT
+    bool check_invariants = false;   // the paged cache's invariants after every step (tests)
+};
+int cmd_serve(const ServeHttpArgs& a);
 
 // ---- verify.cpp -----------------------------------------------------------------------------------
 struct VerifyArgs {

@@ -9,6 +9,7 @@
 //   lmlab verify --model PATH        run the reference on your checkpoint, report layer by layer
 //   lmlab trace --prompt TEXT        attention heatmaps and top-5 predictions as a page (trace.html)
 //   lmlab serve-batch --requests F   many requests at once: continuous batching over a paged KV cache
+//   lmlab serve [--port N]           the same scheduler behind an OpenAI-compatible HTTP API
 // This file declares their options (the shared ones once, harness/cli/options.h) and maps every
 // error to an exit code.
 #include <CLI/CLI.hpp>
@@ -160,24 +161,36 @@ int main(int argc, char** argv) {
                             "\"max_tokens\": N, \"arrival_step\": S, \"temperature\", \"top_k\", \"top_p\", \"seed\", \"id\"}")
         ->required();
     serve_batch->add_option("--out", sv.out_path, "Write every request's output and latency here (JSON Lines)");
-    serve_batch->add_option("--chunk", sv.options.chunk, "At most this many prompt tokens per step (chunked prefill)")
-        ->check(whole_number(1, 1 << 16))
-        ->capture_default_str();
-    serve_batch->add_option("--max-running", sv.options.max_running, "Sequences in the batch at once")
-        ->check(whole_number(1, 4096))
-        ->capture_default_str();
-    serve_batch->add_option("--page-size", sv.options.page_size, "Positions per KV-cache page")
-        ->check(whole_number(1, 1 << 16))
-        ->capture_default_str();
-    serve_batch->add_option("--kv-pages", sv.options.n_pages,
-                            "Pages in the KV pool (default 0: enough for the --max-running largest requests at "
-                            "once); a request waits at admission until its prompt + max_tokens fit")
-        ->check(whole_number(0, 1 << 24))
-        ->capture_default_str();
+    add_scheduler_options(*serve_batch, sv.options, "enough for the --max-running largest requests at once");
     serve_batch->add_flag("--sequential", sv.sequential,
                           "Run the same requests one after another instead (the baseline batching is compared with)");
     serve_batch->add_flag("--quiet", sv.quiet, "No progress line");
     add_kernel_options(*serve_batch, kernels);
+
+    ServeHttpArgs http;
+    auto* serve = app.add_subcommand(
+        "serve", "An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, /health, "
+                 "/metrics) in front of the continuous-batching scheduler; SIGTERM or SIGINT stops it");
+    add_model_options(*serve, http.model, false);
+    serve->add_option("--host", http.host, "Address to listen on (loopback by default: this machine only)")
+        ->capture_default_str();
+    serve->add_option("--port", http.port, "Port (0: any free one, printed on stderr)")
+        ->check(whole_number(0, 65535))
+        ->capture_default_str();
+    add_scheduler_options(*serve, http.options, "--max-running full contexts");
+    serve->add_option("--queue", http.queue, "Waiting requests past which a new one is answered 429 at once")
+        ->check(whole_number(1, 1 << 20))
+        ->capture_default_str();
+    serve->add_option("--http-threads", http.http_threads, "Connections served at once (each open connection holds a thread)")
+        ->check(whole_number(1, 1024))
+        ->capture_default_str();
+    serve->add_option("--shutdown-timeout", http.shutdown_timeout,
+                      "Seconds the requests in flight get to finish after SIGTERM / SIGINT; then they are cancelled")
+        ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
+    serve->add_flag("--check-invariants", http.check_invariants,
+                    "Check the paged KV cache's invariants after every step (the tests do; costs a little per step)");
+    add_kernel_options(*serve, kernels);
 
     // ---- a user's model against the reference ----
     VerifyArgs va;
@@ -225,6 +238,7 @@ int main(int argc, char** argv) {
         if (*tokenize) return cmd_tokenize(tk);
         if (*decode) return cmd_decode(dc);
         if (*serve_batch) return cmd_serve_batch(sv);
+        if (*serve) return cmd_serve(http);
         if (*verify) {
             if (va.out_dir.empty()) va.out_dir = default_verify_dir(paths.reports, va.model.model_path);
             if (!va.against.empty() || va.quantize.given()) return cmd_verify_quantization(va, paths);

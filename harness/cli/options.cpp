@@ -100,6 +100,23 @@ Model apply_quantize(Model m, const QuantizeOptions& q) {
     return m;
 }
 
+void add_scheduler_options(CLI::App& cmd, ServeOptions& o, const std::string& kv_pages_default) {
+    cmd.add_option("--chunk", o.chunk, "At most this many prompt tokens per step (chunked prefill)")
+        ->check(whole_number(1, 1 << 16))
+        ->capture_default_str();
+    cmd.add_option("--max-running", o.max_running, "Sequences in the batch at once")
+        ->check(whole_number(1, 4096))
+        ->capture_default_str();
+    cmd.add_option("--page-size", o.page_size, "Positions per KV-cache page")
+        ->check(whole_number(1, 1 << 16))
+        ->capture_default_str();
+    cmd.add_option("--kv-pages", o.n_pages,
+                   fmt::format("Pages in the KV pool (default 0: {}); a request waits at admission until its prompt "
+                               "+ max_tokens fit", kv_pages_default))
+        ->check(whole_number(0, 1 << 24))
+        ->capture_default_str();
+}
+
 void add_kernel_options(CLI::App& cmd, KernelOptions& k) {
     cmd.add_flag("--plain", k.plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
     cmd.add_option("--threads", k.threads, "Threads for the fast kernels (results are bit-identical for any count)")

@@ -6,8 +6,10 @@
 //   --prompt, --prompt-ids,    generate, trace, verify
 //   --prompt-file, --chat,
 //   --allow-special
-//   --plain, --threads         check, generate, trace, serve-batch, verify
+//   --plain, --threads         check, generate, trace, serve-batch, serve, verify
 //   --quantize, --group        generate, verify
+//   --chunk, --max-running,    serve-batch, serve
+//   --page-size, --kv-pages
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "model/model.h"
+#include "model/serve/scheduler.h"
 #include "model/tokenizer/text_tokenizer.h"
 
 namespace lmlab {
@@ -36,6 +39,12 @@ inline constexpr int kExitError = 2;    // the command could not do its work: ba
 inline constexpr int kExitSkipped = 77; // every selected stage skipped (ctest's SKIP_RETURN_CODE)
 // (CLI11's own parse errors, before any work: 105-109, e.g. 105 an option's value of the wrong form,
 // 106 a required option missing, 109 an unknown option)
+
+// A whole number in [lo, hi] for an option, checked before CLI11 converts it: CLI11 prefixes the
+// message with the option's name ("--max-new-tokens: 'abc' is not a whole number from 1 to
+// 1073741824"), and a negative value for an unsigned option (--seed -1) is refused instead of
+// wrapping to 2^64 - 1.
+CLI::Validator whole_number(long long lo, long long hi);
 
 // --model and --tokenizer.
 struct ModelOptions {
@@ -58,12 +67,6 @@ struct PromptOptions {
 };
 void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& default_text = "");
 
-// A whole number in [lo, hi] for an option, checked before CLI11 converts it: CLI11 prefixes the
-// message with the option's name ("--max-new-tokens: 'abc' is not a whole number from 1 to
-// 1073741824"), and a negative value for an unsigned option (--seed -1) is refused instead of
-// wrapping to 2^64 - 1.
-CLI::Validator whole_number(long long lo, long long hi);
-
 // --quantize and --group: a quantized copy of the model made on load (model/model.h's Quantization).
 struct QuantizeOptions {
     std::string spec;          // "": as stored; "q8_0"; "gguf-q4_k", ...
@@ -82,6 +85,10 @@ struct KernelOptions {
     int threads = 1;
 };
 void add_kernel_options(CLI::App& cmd, KernelOptions& k);
+// --chunk, --max-running, --page-size, --kv-pages: the continuous-batching scheduler's options
+// (model/serve/scheduler.h). kv_pages_default says what --kv-pages 0 means for the command.
+void add_scheduler_options(CLI::App& cmd, ServeOptions& o, const std::string& kv_pages_default);
+
 // Sets the kernel path and threads; warns on stderr when more threads than cores were asked for.
 void apply_kernel_options(const KernelOptions& k);
 

@@ -22,6 +22,7 @@
 #include "harness/report/report.h"
 #include "harness/runner.h"
 #include "harness/stages/stages.h"
+#include "model/forward.h"
 
 extern char** environ;
 
@@ -137,7 +138,7 @@ int cmd_verify(const VerifyArgs& a, const Paths& paths) {
     const std::string ext = fs::path(model_path).extension().string();
     if (ext == ".h5" || ext == ".hdf5")
         throw UsageError("--model " + a.model.model_path + ": lmlab's own HDF5 models are the exporter's; `lmlab check` "
-                         "verifies them. verify takes a Hugging Face directory, an llm.c or a llama2.c checkpoint");
+                         "verifies them. verify takes a Hugging Face directory, an llm.c or a llama2.c checkpoint, or a GGUF file");
     const std::string out_dir = fs::absolute(a.out_dir).lexically_normal().string();
     const std::string golden = fs::path(paths.golden).lexically_normal().string();
     if (out_dir == golden || out_dir.rfind(golden + "/", 0) == 0)
@@ -174,6 +175,12 @@ int cmd_verify(const VerifyArgs& a, const Paths& paths) {
     //    functions, fixture recipes and tolerances), the model being the user's.
     const std::vector<Stage> rows = verify_rows(c.arch, model_path);
     const StageEnv env{out_dir, paths.shared};
+    if (m.format == "gguf" && kernel_path() != KernelPath::Plain) {
+        // transformers dequantizes a GGUF file's weights and runs float activations: ours does the same on the
+        // plain path (the fast one quantizes the activations, as ggml: kernel.ggml.matvec.* checks it)
+        set_kernel_path(KernelPath::Plain);
+        fmt::print(stderr, "verify: a GGUF file: the plain path (dequantized rows, float activations), as the reference\n");
+    }
     std::vector<StageResult> results;
     for (const Stage& s : rows) {
         results.push_back(run_stage(s, env));

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <fstream>
 #include <map>
 #include <stdexcept>
@@ -166,6 +167,14 @@ json report_json(const std::vector<StageResult>& results, const RunMeta& meta) {
             outs.push_back(std::move(out));
         }
         s["outputs"] = outs;
+        s["cases_run"] = r.cases_run;
+        if (!r.skipped.empty()) {
+            json sk = json::array();
+            for (const SkippedCase& k : r.skipped)
+                sk.push_back({{"case", k.case_name}, {"description", k.case_description}, {"output", k.output},
+                              {"reason", k.reason}});
+            s["skipped_cases"] = sk;
+        }
         if (!r.series.empty()) {
             json ser = json::array();
             for (const Series& x : r.series) ser.push_back({{"name", x.name}, {"values", numbers(x.values)}, {"about", x.about}});
@@ -199,14 +208,22 @@ std::string report_markdown(const json& report) {
     md += "How to read it: `max abs`/`max rel` are the greatest differences from PyTorch float32 over all cases;\n"
           "`ours/torch vs f64` is our greatest error against the float64 truth divided by PyTorch's own\n"
           "(below 1: we are closer to the truth than PyTorch float32 is). Tolerance: |ours - torch| <= atol + rtol·|torch|.\n\n";
-    md += "| stage | level | status | max abs | max rel | ours/torch vs f64 | atol | rtol | mismatched | time |\n";
-    md += "|---|---|---|---|---|---|---|---|---|---|\n";
-    for (const json& s : report["stages"])
-        md += fmt::format("| {} | {} | {} | {} | {} | {} | {:g} | {:g} | {} / {} | {:.3f} s |\n", s["id"].get<std::string>(),
-                          s["level"].get<std::string>(), s["status"].get<std::string>(), fmt_num(s["worst"]["max_abs"]),
+    md += "| stage | level | status | cases | max abs | max rel | ours/torch vs f64 | atol | rtol | mismatched | time |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const json& s : report["stages"]) {
+        // cases run (and skipped whole: see "Cases not run"); "-" in a report from before the count
+        std::size_t skipped = 0;
+        if (s.contains("skipped_cases"))
+            for (const json& k : s["skipped_cases"]) skipped += k["output"].get<std::string>().empty();
+        const std::string cases = !s.contains("cases_run") ? "-"
+                                  : skipped ? fmt::format("{} (+{} skipped)", s["cases_run"].get<std::size_t>(), skipped)
+                                            : std::to_string(s["cases_run"].get<std::size_t>());
+        md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:g} | {:g} | {} / {} | {:.3f} s |\n", s["id"].get<std::string>(),
+                          s["level"].get<std::string>(), s["status"].get<std::string>(), cases, fmt_num(s["worst"]["max_abs"]),
                           fmt_num(s["worst"]["max_rel"]), fmt_num(s["worst"]["accuracy_ratio"]),
                           s["tolerance"]["atol"].get<double>(), s["tolerance"]["rtol"].get<double>(),
                           s["mismatched"].get<std::size_t>(), s["elements"].get<std::size_t>(), s["seconds"].get<double>());
+    }
     bool any_problem = false;
     for (const json& s : report["stages"]) {
         const std::string status = s["status"];
@@ -273,6 +290,26 @@ std::string report_markdown(const json& report) {
             md += "| " + cell(names[i]) + " |";
             for (const json* s : group) md += " " + value((*s)["measurements"][i]["value"]) + " |";
             md += " " + cell((*group.front())["measurements"][i]["about"].get<std::string>()) + " |\n";
+        }
+    }
+
+    // Cases a stage did not run (the ONNX conformance cases whose attributes our kernels do not take)
+    // and outputs it did not compare: every one with its reason, never only a count.
+    bool any_skipped = false;
+    for (const json& s : report["stages"]) {
+        if (!s.contains("skipped_cases")) continue;
+        if (!any_skipped)
+            md += "\n## Cases not run\n\nCases (or outputs of a case) a stage did not compare, each with the attribute or "
+                  "output that stopped it; the other cases of the stage ran.\n";
+        any_skipped = true;
+        std::size_t whole = 0;
+        for (const json& k : s["skipped_cases"]) whole += k["output"].get<std::string>().empty();
+        md += fmt::format("\n### {}: {} cases run, {} skipped\n\n| case | description | output | why not |\n|---|---|---|---|\n",
+                          s["id"].get<std::string>(), s.value("cases_run", 0), whole);
+        for (const json& k : s["skipped_cases"]) {
+            const std::string out = k["output"];
+            md += fmt::format("| {} | {} | {} | {} |\n", k["case"].get<std::string>(), cell(k["description"].get<std::string>()),
+                              out.empty() ? "(whole case)" : out, cell(k["reason"].get<std::string>()));
         }
     }
 
@@ -484,6 +521,34 @@ void print_stage_line(const StageResult& r) {
         fmt::print("    {}\n", r.reason);
     }
     for (const Measurement& m : r.measurements) fmt::print("    {:<52} {:.6g}\n", m.name, m.value);
+    if (!r.skipped.empty()) {
+        // every case skipped whole, with its reason; outputs left uncompared grouped by reason (report.md
+        // and report.json list each one)
+        std::size_t whole = 0;
+        std::vector<std::pair<std::string, std::vector<const SkippedCase*>>> by_reason;
+        for (const SkippedCase& k : r.skipped) {
+            if (k.output.empty()) {
+                ++whole;
+                continue;
+            }
+            auto it = std::find_if(by_reason.begin(), by_reason.end(), [&](const auto& g) { return g.first == k.reason; });
+            if (it == by_reason.end()) by_reason.push_back({k.reason, {&k}});
+            else it->second.push_back(&k);
+        }
+        fmt::print("    {} cases run, {} skipped{}\n", r.cases_run, whole,
+                   whole == r.skipped.size() ? "" : fmt::format(", {} outputs not compared", r.skipped.size() - whole));
+        for (const SkippedCase& k : r.skipped)
+            if (k.output.empty()) fmt::print("      skipped {}: {}\n", k.case_name, k.reason);
+        for (const auto& [reason, group] : by_reason) {
+            std::vector<std::string> names, cases;  // the distinct output names and cases
+            for (const SkippedCase* k : group) {
+                if (std::find(names.begin(), names.end(), k->output) == names.end()) names.push_back(k->output);
+                if (std::find(cases.begin(), cases.end(), k->case_name) == cases.end()) cases.push_back(k->case_name);
+            }
+            fmt::print("      not compared: {} in {}: {}\n", fmt::join(names, ", "),
+                       cases.size() == 1 ? cases.front() : fmt::format("{} cases", cases.size()), reason);
+        }
+    }
     std::fflush(stdout);
 }
 

@@ -561,6 +561,24 @@ std::string report_html(const json& report) {
         if (n_skipped) b += fmt::format("<h3>{} skipped</h3>\n<ul id=\"skipped\">\n{}</ul>\n", n_skipped, skipped);
     }
 
+    // Cases a stage did not run (ONNX conformance cases whose attributes our kernels do not take) and
+    // outputs it did not compare, each with its reason
+    std::string not_run_cases;
+    for (const json* s : stages) {
+        if (!s->contains("skipped_cases")) continue;
+        for (const json& k : (*s)["skipped_cases"]) {
+            const std::string out = k["output"];
+            not_run_cases += fmt::format("<tr data-stage=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                                         escape(str((*s)["id"])), escape(str((*s)["id"])), escape(str(k["case"])),
+                                         out.empty() ? "(whole case)" : escape(out), escape(str(k["reason"])));
+        }
+    }
+    if (!not_run_cases.empty())
+        b += "<h2 id=\"cases-not-run\">Cases not run</h2>\n<p class=\"note\">Cases (or outputs of a case) a stage did not "
+             "compare, each with the attribute or output that stopped it; the stage's other cases ran.</p>\n"
+             "<table id=\"skipped-cases\">\n<tr><th>stage</th><th>case</th><th>output</th><th>why not</th></tr>\n" +
+             not_run_cases + "</table>\n";
+
     // The stages in pictures, in run order: model stages, generation stages, and every failing stage
     b += "<h2>Stages in pictures</h2>\n<p class=\"note\">Model stages: error per intermediate, per position and in ULPs; "
          "generation: the logit gap at each step; failing outputs: where in the tensor the error sits. "

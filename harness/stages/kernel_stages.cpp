@@ -123,6 +123,13 @@ std::vector<StageOutput> stage_silu(const Fixture&, const Case& c, const StageEn
     return {{"y", "y", y}};
 }
 
+std::vector<StageOutput> stage_sigmoid(const Fixture&, const Case& c, const StageEnv&) {
+    const auto& x = c.input("x", {kAny});
+    std::vector<float> y(x.data.size());
+    sigmoid(x.data, y);
+    return {{"y", "y", y}};
+}
+
 std::vector<StageOutput> stage_swiglu(const Fixture&, const Case& c, const StageEnv&) {
     const auto& a = c.input("a", {kAny});
     const auto& b = c.input("b", {a.shape[0]});

@@ -13,6 +13,13 @@ namespace lmlab {
 // PyTorch's float32 defaults for assert_close: atol 1e-5, rtol 1.3e-6.
 constexpr Tolerance kFloat32Default{1e-5, 1.3e-6};
 
+// kernel.ggml.matvec.*: act and y_fast are exact (their own tolerance in ggml_stages.cpp); this one is y_plain's
+constexpr Tolerance kGgmlPlain{1e-9, 1.2e-7};
+constexpr const char* kGgmlPlainWhy =
+    "y_plain: a float64 sum of exact float products, rounded once: within 1 ulp (2^-23 relative) of the exact "
+    "dot rounded, plus the sum's n·2^-53·Σ|w·x| (< 1e-9 here); act and y_fast bit for bit; |fast - plain| "
+    "within the fixture's bound";
+
 // The models and tokenizers stages run (the exporter builds or reads each of them).
 constexpr const char* kTinyLlama = "models/tiny-llama.h5";
 constexpr const char* kStories260K = "shared:models/stories260K/stories260K.bin";
@@ -38,6 +45,27 @@ constexpr const char* kTinyQwen2Swa = "models/tiny-qwen2-swa";  // use_sliding_w
 constexpr const char* kTinyMistral = "models/tiny-mistral";     // MistralForCausalLM: 3 layers, window 8
 constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
 constexpr const char* kGpt2TokenizerJson = "models/tiny-gpt2/tokenizer.json";  // the same vocabulary as HF writes it
+constexpr const char* kStories260KGguf = "shared:models/stories260K/stories260K.gguf";        // llama.cpp's conversion
+constexpr const char* kStories260KGgufQ8 = "shared:models/stories260K/stories260K-q8_0.gguf";  // and its Q8_0 quantization
+// GGUF files the exporter writes from the tiny models (scripts/lmlab_ref/gguf_models.py)
+constexpr const char* kGguf_llama_f32 = "models/gguf/tiny-llama.f32.gguf";
+constexpr const char* kGguf_llama_f16 = "models/gguf/tiny-llama.f16.gguf";
+constexpr const char* kGguf_llama_q8_0 = "models/gguf/tiny-llama.q8_0.gguf";
+constexpr const char* kGguf_llama_q6_k = "models/gguf/tiny-llama.q6_k.gguf";
+constexpr const char* kGguf_qwen2_f32 = "models/gguf/tiny-qwen2.f32.gguf";
+constexpr const char* kGguf_qwen2_q8_0 = "models/gguf/tiny-qwen2.q8_0.gguf";
+constexpr const char* kGguf_gpt2_f32 = "models/gguf/tiny-gpt2.f32.gguf";
+constexpr const char* kGguf_gpt2_f16 = "models/gguf/tiny-gpt2.f16.gguf";
+constexpr const char* kGguf_gpt2_q8_0 = "models/gguf/tiny-gpt2.q8_0.gguf";
+constexpr const char* kGguf_qwen2moe_f32 = "models/gguf/tiny-qwen2moe.f32.gguf";
+constexpr const char* kGguf_qwen2moe_f16 = "models/gguf/tiny-qwen2moe.f16.gguf";
+constexpr const char* kGguf_qwen2moe_q8_0 = "models/gguf/tiny-qwen2moe.q8_0.gguf";
+constexpr const char* kGguf_mixtral_f32 = "models/gguf/tiny-mixtral.f32.gguf";
+constexpr const char* kGguf_mixtral_f16 = "models/gguf/tiny-mixtral.f16.gguf";
+constexpr const char* kGguf_mixtral_q8_0 = "models/gguf/tiny-mixtral.q8_0.gguf";
+constexpr const char* kGguf_gpt2_256_q6_k = "models/gguf/tiny-gpt2-256.q6_k.gguf";
+constexpr const char* kGguf_qwen2moe_256_q6_k = "models/gguf/tiny-qwen2moe-256.q6_k.gguf";
+constexpr const char* kGguf_mixtral_256_q6_k = "models/gguf/tiny-mixtral-256.q6_k.gguf";
 // int8: "#q8_0" asks the harness to quantize on load (parse_model_spec); the .q8_0.bin is llama2.c's
 // own int8 file ("ak42", version 2), written by the exporter as llama2.c's export.py does
 constexpr const char* kTinyLlamaQ8 = "models/tiny-llama.h5#q8_0";
@@ -68,22 +96,29 @@ std::vector<std::string> stage_provides(const Stage& s) {
                 out.push_back(std::string("kernel.") + f->name);
         const auto& q8 = int8_kernels();
         if (std::find(q8.begin(), q8.end(), s.id) != q8.end()) out.push_back("kernel.int8");
+        if (std::string(s.id).rfind("kernel.ggml.", 0) == 0) out.push_back("kernel.ggml");  // ggml's tensor types
         return out;
     }
-    if (*s.family) out.push_back(std::string(s.family) + (s.int8 ? ".int8." : ".") + s.level);
+    if (*s.family)
+        out.push_back(std::string(s.family) + (s.int8 ? ".int8." : is_gguf_model(s.model) ? ".gguf." : ".") + s.level);
     return out;
 }
 
 std::vector<std::string> stage_requires(const Stage& s) {
     std::vector<std::string> out;
     if (!*s.family) return out;
+    // a GGUF model: ggml's tensor types too, and the GGUF stages of its family below it (there are no
+    // GGUF layer stages: a GGUF model runs the float block's code, gated by the float layer stages)
+    const bool gguf = is_gguf_model(s.model);
     for (const std::string& level : level_requires(s.level)) {
         if (level == "kernel") {
             out.push_back(std::string("kernel.") + s.family);
             if (s.int8) out.push_back("kernel.int8");
+            if (gguf) out.push_back("kernel.ggml");
         } else {
             out.push_back(std::string(s.family) + "." + level);  // an int8 model runs the float block's code too
             if (s.int8) out.push_back(std::string(s.family) + ".int8." + level);
+            if (gguf && level != "layer") out.push_back(std::string(s.family) + ".gguf." + level);
         }
     }
     return out;
@@ -108,6 +143,11 @@ std::string stage_family_label(const Stage& s) {
 }
 
 bool is_shared_path(const std::string& model) { return model.rfind("shared:", 0) == 0; }
+
+bool is_gguf_model(const std::string& model) {
+    const std::string path = model.substr(0, model.find('#'));
+    return path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+}
 
 std::string resolve_model_path(const std::string& model, const std::string& golden_dir, const std::string& shared_dir) {
     namespace fs = std::filesystem;
@@ -162,6 +202,8 @@ const std::vector<Stage>& stages() {
          stage_silu},
         {"kernel.swiglu", "kernel", "", false, "", "kernel/swiglu.h5", "kernel.swiglu", kFloat32Default, "elementwise: float32 default",
          stage_swiglu},
+        {"kernel.sigmoid", "kernel", "", false, "", "kernel/sigmoid.h5", "kernel.sigmoid", kFloat32Default,
+         "elementwise: float32 default", stage_sigmoid},
         {"kernel.gelu_tanh", "kernel", "", false, "", "kernel/gelu_tanh.h5", "kernel.gelu_tanh", kFloat32Default,
          "elementwise: float32 default (the exact-erf form misses it by up to 5e-4)", stage_gelu_tanh},
         {"kernel.gelu_erf", "kernel", "", false, "", "kernel/gelu_erf.h5", "kernel.gelu_erf", kFloat32Default,
@@ -201,6 +243,106 @@ const std::vector<Stage>& stages() {
          "bytes: ggml's quantize_row_<type>_ref repeated operation for operation in float32 (no fused "
          "multiply-adds) in both: every byte must be equal",
          stage_ggml_quantize},
+
+        // ggml's tensor types (GGUF files' weights; kernels/ggml_quant.h), one pair of stages per type: its
+        // dequantization against the gguf package's own, and its fast path (activations quantized, integer
+        // dots) against ggml's arithmetic (scripts/lmlab_ref/ggml_quants.py); together they gate every GGUF
+        // model stage ("kernel.ggml")
+        {"kernel.ggml.dequantize.f32", "kernel", "", false, "", "kernel/ggml/dequantize_f32.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.f16", "kernel", "", false, "", "kernel/ggml/dequantize_f16.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.bf16", "kernel", "", false, "", "kernel/ggml/dequantize_bf16.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q8_0", "kernel", "", false, "", "kernel/ggml/dequantize_q8_0.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q4_0", "kernel", "", false, "", "kernel/ggml/dequantize_q4_0.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q4_1", "kernel", "", false, "", "kernel/ggml/dequantize_q4_1.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q5_0", "kernel", "", false, "", "kernel/ggml/dequantize_q5_0.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q5_1", "kernel", "", false, "", "kernel/ggml/dequantize_q5_1.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q2_k", "kernel", "", false, "", "kernel/ggml/dequantize_q2_k.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q3_k", "kernel", "", false, "", "kernel/ggml/dequantize_q3_k.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q4_k", "kernel", "", false, "", "kernel/ggml/dequantize_q4_k.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q5_k", "kernel", "", false, "", "kernel/ggml/dequantize_q5_k.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.dequantize.q6_k", "kernel", "", false, "", "kernel/ggml/dequantize_q6_k.h5", "kernel.ggml.dequantize",
+         kExact, "bit unpacking and ggml's float steps in ggml's order: the same bits as gguf.quants.dequantize",
+         stage_ggml_dequantize},
+        {"kernel.ggml.matvec.f32", "kernel", "", false, "", "kernel/ggml/matvec_f32.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.f16", "kernel", "", false, "", "kernel/ggml/matvec_f16.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.bf16", "kernel", "", false, "", "kernel/ggml/matvec_bf16.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q8_0", "kernel", "", false, "", "kernel/ggml/matvec_q8_0.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q4_0", "kernel", "", false, "", "kernel/ggml/matvec_q4_0.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q4_1", "kernel", "", false, "", "kernel/ggml/matvec_q4_1.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q5_0", "kernel", "", false, "", "kernel/ggml/matvec_q5_0.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q5_1", "kernel", "", false, "", "kernel/ggml/matvec_q5_1.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q2_k", "kernel", "", false, "", "kernel/ggml/matvec_q2_k.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q3_k", "kernel", "", false, "", "kernel/ggml/matvec_q3_k.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q4_k", "kernel", "", false, "", "kernel/ggml/matvec_q4_k.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q5_k", "kernel", "", false, "", "kernel/ggml/matvec_q5_k.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+        {"kernel.ggml.matvec.q6_k", "kernel", "", false, "", "kernel/ggml/matvec_q6_k.h5", "kernel.ggml.matvec", kGgmlPlain,
+         kGgmlPlainWhy, stage_ggml_matvec},
+
+        // ONNX's operator conformance cases: the node tests every ONNX runtime must pass (onnx 1.18.0's
+        // shipped test data, scripts/lmlab_ref/conformance.py), expected outputs from ONNX's numpy reference.
+        // Each output is held to ONNX's own tolerance (its backend runner's rtol 1e-3, atol 1e-7, kept per
+        // case) and to the tolerance below; a case whose attributes our kernel does not take is skipped
+        // with the attribute named (harness/stages/conformance_stages.cpp). They gate no family: they test
+        // our conventions against an outside suite; the kernel.* rows above gate the families' paths.
+        {"conformance.softmax", "kernel", "", false, "", "conformance/softmax.h5", "conformance.softmax", kFloat32Default,
+         "as kernel.softmax: outputs in [0, 1], float32 default", stage_conformance_softmax},
+        {"conformance.layer_normalization", "kernel", "", false, "", "conformance/layer_normalization.h5",
+         "conformance.layer_normalization", {1e-5, 1e-5},
+         "as kernel.layernorm: the reference rounds mean and variance in float32 (numpy, stash_type 1)",
+         stage_conformance_layer_normalization},
+        {"conformance.rms_normalization", "kernel", "", false, "", "conformance/rms_normalization.h5",
+         "conformance.rms_normalization", kFloat32Default, "as kernel.rmsnorm: one sum of squares and a scale",
+         stage_conformance_rms_normalization},
+        {"conformance.gelu", "kernel", "", false, "", "conformance/gelu.h5", "conformance.gelu", kFloat32Default,
+         "as kernel.gelu_tanh and kernel.gelu_erf: elementwise, float32 default", stage_conformance_gelu},
+        {"conformance.matmul", "kernel", "", false, "", "conformance/matmul.h5", "conformance.matmul", {1e-5, 1e-5},
+         "as kernel.matvec: sums of products (here 4 terms)", stage_conformance_matmul},
+        {"conformance.rotary_embedding", "kernel", "", false, "", "conformance/rotary_embedding.h5",
+         "conformance.rotary_embedding", kFloat32Default,
+         "two products and a sum per element with the given cos/sin: float32 default", stage_conformance_rotary_embedding},
+        {"conformance.attention", "kernel", "", false, "", "conformance/attention.h5", "conformance.attention",
+         kFloat32Default, "as kernel.attention: a softmax, then a convex combination of values",
+         stage_conformance_attention},
+        {"conformance.sigmoid", "kernel", "", false, "", "conformance/sigmoid.h5", "conformance.sigmoid", kFloat32Default,
+         "as kernel.sigmoid: elementwise, float32 default", stage_conformance_sigmoid},
+        {"conformance.argmax", "kernel", "", false, "", "conformance/argmax.h5", "conformance.argmax", kExact,
+         "indices: exact", stage_conformance_argmax},
 
         {"layer.attention", "layer", "llama", false, kTinyLlama, "layer/attention.h5", "layer.attention", {1e-5, 1e-5},
          "a few chained matvecs and a softmax: float32 sums of ~256 terms", stage_layer_attention},
@@ -442,6 +584,141 @@ const std::vector<Stage>& stages() {
          "PyTorch's",
          stage_quant_cost},
 
+        // GGUF files of the tiny models (written like llama.cpp's converter by scripts/lmlab_ref/gguf_models.py)
+        // against transformers' own GGUF loading (or, where it has a bug or no support, the workaround named):
+        // every intermediate, the KV cache, greedy generation; ours on the plain path (ggml_stages.cpp)
+        {"model.forward.gguf.llama.f32", "model", "llama", false, kGguf_llama_f32, "model/gguf/forward_tiny_llama_f32.h5", "model.forward", kLogits,
+         "F32 weights as stored against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.llama.f32", "model", "llama", false, kGguf_llama_f32, "model/gguf/kv_cache_tiny_llama_f32.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.llama.f32", "generation", "llama", false, kGguf_llama_f32, "generation/gguf/greedy_tiny_llama_f32.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.llama.f16", "model", "llama", false, kGguf_llama_f16, "model/gguf/forward_tiny_llama_f16.h5", "model.forward", kLogits,
+         "F16 weights (exact in float32) against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.llama.f16", "model", "llama", false, kGguf_llama_f16, "model/gguf/kv_cache_tiny_llama_f16.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.llama.f16", "generation", "llama", false, kGguf_llama_f16, "generation/gguf/greedy_tiny_llama_f16.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.llama.q8_0", "model", "llama", false, kGguf_llama_q8_0, "model/gguf/forward_tiny_llama_q8_0.h5", "model.forward", kLogits,
+         "Q8_0 weights dequantized (d·q, exact in float32) against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.llama.q8_0", "model", "llama", false, kGguf_llama_q8_0, "model/gguf/kv_cache_tiny_llama_q8_0.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.llama.q8_0", "generation", "llama", false, kGguf_llama_q8_0, "generation/gguf/greedy_tiny_llama_q8_0.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.llama.q6_k", "model", "llama", false, kGguf_llama_q6_k, "model/gguf/forward_tiny_llama_q6_k.h5", "model.forward", kLogits,
+         "Q6_K weights dequantized (d·sc·q, exact in float32; norms F32) against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.llama.q6_k", "model", "llama", false, kGguf_llama_q6_k, "model/gguf/kv_cache_tiny_llama_q6_k.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.llama.q6_k", "generation", "llama", false, kGguf_llama_q6_k, "generation/gguf/greedy_tiny_llama_q6_k.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.qwen2.f32", "model", "qwen2", false, kGguf_qwen2_f32, "model/gguf/forward_tiny_qwen2_f32.h5", "model.forward", kLogits,
+         "F32 weights as stored against transformers' load_gguf_checkpoint, tied by hand (its from_pretrained leaves lm_head random): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.qwen2.f32", "model", "qwen2", false, kGguf_qwen2_f32, "model/gguf/kv_cache_tiny_qwen2_f32.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.qwen2.f32", "generation", "qwen2", false, kGguf_qwen2_f32, "generation/gguf/greedy_tiny_qwen2_f32.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.qwen2.q8_0", "model", "qwen2", false, kGguf_qwen2_q8_0, "model/gguf/forward_tiny_qwen2_q8_0.h5", "model.forward", kLogits,
+         "Q8_0 weights dequantized (d·q, exact in float32) against transformers' load_gguf_checkpoint, tied by hand (its from_pretrained leaves lm_head random): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.qwen2.q8_0", "model", "qwen2", false, kGguf_qwen2_q8_0, "model/gguf/kv_cache_tiny_qwen2_q8_0.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.qwen2.q8_0", "generation", "qwen2", false, kGguf_qwen2_q8_0, "generation/gguf/greedy_tiny_qwen2_q8_0.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.gpt2.f32", "model", "gpt2", false, kGguf_gpt2_f32, "model/gguf/forward_tiny_gpt2_f32.h5", "model.forward", kLogits,
+         "F32 weights as stored against transformers' load_gguf_checkpoint with the file's n_positions (its from_pretrained refuses 256 positions): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.gpt2.f32", "model", "gpt2", false, kGguf_gpt2_f32, "model/gguf/kv_cache_tiny_gpt2_f32.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.gpt2.f32", "generation", "gpt2", false, kGguf_gpt2_f32, "generation/gguf/greedy_tiny_gpt2_f32.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.gpt2.f16", "model", "gpt2", false, kGguf_gpt2_f16, "model/gguf/forward_tiny_gpt2_f16.h5", "model.forward", kLogits,
+         "F16 weights (exact in float32) against transformers' load_gguf_checkpoint with the file's n_positions (its from_pretrained refuses 256 positions): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.gpt2.f16", "model", "gpt2", false, kGguf_gpt2_f16, "model/gguf/kv_cache_tiny_gpt2_f16.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.gpt2.f16", "generation", "gpt2", false, kGguf_gpt2_f16, "generation/gguf/greedy_tiny_gpt2_f16.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.gpt2.q8_0", "model", "gpt2", false, kGguf_gpt2_q8_0, "model/gguf/forward_tiny_gpt2_q8_0.h5", "model.forward", kLogits,
+         "Q8_0 weights dequantized (d·q, exact in float32) against transformers' load_gguf_checkpoint with the file's n_positions (its from_pretrained refuses 256 positions): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.gpt2.q8_0", "model", "gpt2", false, kGguf_gpt2_q8_0, "model/gguf/kv_cache_tiny_gpt2_q8_0.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.gpt2.q8_0", "generation", "gpt2", false, kGguf_gpt2_q8_0, "generation/gguf/greedy_tiny_gpt2_q8_0.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.qwen2moe.f32", "model", "qwen2moe", false, kGguf_qwen2moe_f32, "model/gguf/forward_tiny_qwen2moe_f32.h5", "model.forward", kLogits,
+         "F32 weights as stored against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.qwen2moe.f32", "model", "qwen2moe", false, kGguf_qwen2moe_f32, "model/gguf/kv_cache_tiny_qwen2moe_f32.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.qwen2moe.f32", "generation", "qwen2moe", false, kGguf_qwen2moe_f32, "generation/gguf/greedy_tiny_qwen2moe_f32.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.qwen2moe.f16", "model", "qwen2moe", false, kGguf_qwen2moe_f16, "model/gguf/forward_tiny_qwen2moe_f16.h5", "model.forward", kLogits,
+         "F16 weights (exact in float32) against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.qwen2moe.f16", "model", "qwen2moe", false, kGguf_qwen2moe_f16, "model/gguf/kv_cache_tiny_qwen2moe_f16.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.qwen2moe.f16", "generation", "qwen2moe", false, kGguf_qwen2moe_f16, "generation/gguf/greedy_tiny_qwen2moe_f16.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.qwen2moe.q8_0", "model", "qwen2moe", false, kGguf_qwen2moe_q8_0, "model/gguf/forward_tiny_qwen2moe_q8_0.h5", "model.forward", kLogits,
+         "Q8_0 weights dequantized (d·q, exact in float32) against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.qwen2moe.q8_0", "model", "qwen2moe", false, kGguf_qwen2moe_q8_0, "model/gguf/kv_cache_tiny_qwen2moe_q8_0.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.qwen2moe.q8_0", "generation", "qwen2moe", false, kGguf_qwen2moe_q8_0, "generation/gguf/greedy_tiny_qwen2moe_q8_0.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.mixtral.f32", "model", "mixtral", false, kGguf_mixtral_f32, "model/gguf/forward_tiny_mixtral_f32.h5", "model.forward", kLogits,
+         "F32 weights as stored against the gguf package's reader into MixtralForCausalLM (transformers 4.46 has no GGUF Mixtral): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.mixtral.f32", "model", "mixtral", false, kGguf_mixtral_f32, "model/gguf/kv_cache_tiny_mixtral_f32.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.mixtral.f32", "generation", "mixtral", false, kGguf_mixtral_f32, "generation/gguf/greedy_tiny_mixtral_f32.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.mixtral.f16", "model", "mixtral", false, kGguf_mixtral_f16, "model/gguf/forward_tiny_mixtral_f16.h5", "model.forward", kLogits,
+         "F16 weights (exact in float32) against the gguf package's reader into MixtralForCausalLM (transformers 4.46 has no GGUF Mixtral): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.mixtral.f16", "model", "mixtral", false, kGguf_mixtral_f16, "model/gguf/kv_cache_tiny_mixtral_f16.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.mixtral.f16", "generation", "mixtral", false, kGguf_mixtral_f16, "generation/gguf/greedy_tiny_mixtral_f16.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.mixtral.q8_0", "model", "mixtral", false, kGguf_mixtral_q8_0, "model/gguf/forward_tiny_mixtral_q8_0.h5", "model.forward", kLogits,
+         "Q8_0 weights dequantized (d·q, exact in float32) against the gguf package's reader into MixtralForCausalLM (transformers 4.46 has no GGUF Mixtral): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.mixtral.q8_0", "model", "mixtral", false, kGguf_mixtral_q8_0, "model/gguf/kv_cache_tiny_mixtral_q8_0.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.mixtral.q8_0", "generation", "mixtral", false, kGguf_mixtral_q8_0, "generation/gguf/greedy_tiny_mixtral_q8_0.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+
+        // K-quant files need rows of whole 256-blocks: 256-wide twins of the 64-wide tiny models (gguf_models.WIDE)
+        {"model.forward.gguf.gpt2-256.q6_k", "model", "gpt2", false, kGguf_gpt2_256_q6_k, "model/gguf/forward_tiny_gpt2_256_q6_k.h5", "model.forward", kLogits,
+         "Q6_K weights dequantized (d·sc·q, exact in float32) against transformers' load_gguf_checkpoint with the file's n_positions (bug 2): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.gpt2-256.q6_k", "model", "gpt2", false, kGguf_gpt2_256_q6_k, "model/gguf/kv_cache_tiny_gpt2_256_q6_k.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.gpt2-256.q6_k", "generation", "gpt2", false, kGguf_gpt2_256_q6_k, "generation/gguf/greedy_tiny_gpt2_256_q6_k.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.qwen2moe-256.q6_k", "model", "qwen2moe", false, kGguf_qwen2moe_256_q6_k, "model/gguf/forward_tiny_qwen2moe_256_q6_k.h5", "model.forward", kLogits,
+         "Q6_K weights dequantized (d·sc·q, exact in float32) against the gguf package's reader into Qwen2MoeForCausalLM (bug 3): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.qwen2moe-256.q6_k", "model", "qwen2moe", false, kGguf_qwen2moe_256_q6_k, "model/gguf/kv_cache_tiny_qwen2moe_256_q6_k.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.qwen2moe-256.q6_k", "generation", "qwen2moe", false, kGguf_qwen2moe_256_q6_k, "generation/gguf/greedy_tiny_qwen2moe_256_q6_k.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        {"model.forward.gguf.mixtral-256.q6_k", "model", "mixtral", false, kGguf_mixtral_256_q6_k, "model/gguf/forward_tiny_mixtral_256_q6_k.h5", "model.forward", kLogits,
+         "Q6_K weights dequantized (d·sc·q, exact in float32) against the gguf package's reader into MixtralForCausalLM (no GGUF Mixtral in transformers 4.46): the logits tolerance", stage_gguf_forward},
+        {"model.kv_cache.gguf.mixtral-256.q6_k", "model", "mixtral", false, kGguf_mixtral_256_q6_k, "model/gguf/kv_cache_tiny_mixtral_256_q6_k.h5", "model.kv_cache", {1e-5, 1e-5},
+         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
+        {"generation.greedy.gguf.mixtral-256.q6_k", "generation", "mixtral", false, kGguf_mixtral_256_q6_k, "generation/gguf/greedy_tiny_mixtral_256_q6_k.h5", "generation.greedy", kLogits,
+         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        // stories260K as llama.cpp's own tools made it (../shared): the F32 conversion's forward against the llama2.c
+        // file's fixture (the same weights, the same Meta q/k order); generation (the files say context 128, so not
+        // the llama2.c fixture's 256 tokens) and the Q8_0 quantization against transformers' loading
+        {"model.forward.gguf.stories260k", "model", "llama", false, kStories260KGguf, "model/forward_stories260k.h5",
+         "model.forward", kLogits,
+         "llama.cpp's llama-convert-llama2c-to-ggml output against llama2.c's file's reference (llama_ref): the same "
+         "F32 weights, the logits tolerance",
+         stage_gguf_forward},
+        {"generation.greedy.gguf.stories260k", "generation", "llama", false, kStories260KGguf,
+         "generation/gguf/greedy_stories260k_f32.h5", "generation.greedy", kLogits,
+         "120 greedy tokens from BOS (the file says context 128) against transformers' generate() on the file: tokens "
+         "exactly, logits within 1e-4",
+         stage_gguf_greedy},
+        {"model.forward.gguf.stories260k.q8_0", "model", "llama", false, kStories260KGgufQ8,
+         "model/gguf/forward_stories260k_q8_0.h5", "model.forward", kLogits,
+         "llama-quantize's Q8_0 file (ffn_down, rows of 172, left F16) against transformers' GGUF loading (pad "
+         "0xFFFFFFFF worked around): dequantized weights, the logits tolerance",
+         stage_gguf_forward},
+        {"generation.greedy.gguf.stories260k.q8_0", "generation", "llama", false, kStories260KGgufQ8,
+         "generation/gguf/greedy_stories260k_q8_0.h5", "generation.greedy", kLogits,
+         "120 greedy tokens from BOS against transformers' generate() on the Q8_0 file: tokens exactly, logits within 1e-4",
+         stage_gguf_greedy},
         {"tokenizer.default", "tokenizer", "", false, kTinyLlama, "tokenizer/default.h5", "tokenizer", kExact,
          "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},
         {"tokenizer.llama2", "tokenizer", "", false, "shared:tokenizers/llama2/tokenizer.bin", "tokenizer/llama2.h5", "tokenizer", kExact,

@@ -41,6 +41,10 @@ struct StageOutput {
     // compared with these numbers instead of outputs/<golden>, and `golden` only labels them in the
     // report. Never the reference: the stage compares with the fixture in its other outputs.
     std::optional<std::vector<float>> expected = {};
+    // set: outputs/<golden> of this case is NOT compared, for this reason (e.g. a conformance case's
+    // optional output our kernel does not produce); data stays empty. Listed among the stage's
+    // skipped cases (StageResult::skipped), never silently dropped.
+    std::string skip = {};
 };
 
 // The series the generation stages report (stage_generation_greedy), one value per step; report.html
@@ -87,6 +91,12 @@ void force_experts(const Config& c, const LayerWeights& w, std::size_t t, std::s
 struct SkipStage : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+// Thrown by a stage function for one case it cannot run (an ONNX conformance case whose attribute our
+// kernel does not support): the case is listed among the stage's skipped cases with the reason, and
+// the stage goes on with the next case. Never a failure, never silent.
+struct SkipCase : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
 
 struct StageEnv {
     std::string golden_dir;  // where fixtures live
@@ -122,7 +132,8 @@ const std::vector<std::string>& levels();
 const std::vector<std::string>& level_requires(const std::string& level);
 
 // Gating is per family: a stage provides gates ("kernel.gpt2" for a kernel GPT-2 calls, "gpt2.layer"
-// for a GPT-2 layer stage, "llama.int8.layer" for an int8 LLaMA one) and requires the gates below it of
+// for a GPT-2 layer stage, "llama.int8.layer" for an int8 LLaMA one, "qwen2.gguf.model" for a model
+// stage of a GGUF file, "kernel.ggml" for the stages of ggml's tensor types) and requires the gates below it of
 // its own family only ("kernel.gpt2", "gpt2.layer" for a GPT-2 model stage; an int8 stage also the
 // int8 ones). Which families a kernel stage gates comes from the family rows (model/family.h: the
 // kernels each calls), never typed here. So a broken GELU blocks GPT-2's layers but not LLaMA's,
@@ -133,6 +144,8 @@ std::vector<std::string> stage_requires(const Stage& s);
 // The file a "model" field names: under golden_dir, or under shared_dir for "shared:<path>".
 std::string resolve_model_path(const std::string& model, const std::string& golden_dir, const std::string& shared_dir);
 bool is_shared_path(const std::string& model);
+// A model field naming a GGUF file (".gguf"): its stages are gated by ggml's tensor types (kernel.ggml) too.
+bool is_gguf_model(const std::string& model);
 
 // A model field may ask for int8 weights on load: "<model>#q8_0" (Q8_0, group 64) or
 // "<model>#q8_0,group=N". parse_model_spec splits off that suffix (throws std::invalid_argument
@@ -156,6 +169,11 @@ const Stage* find_stage(const std::string& id);  // nullptr when no stage has th
 
 // Stage functions (defined in kernel_stages.cpp, ...).
 std::vector<StageOutput> stage_matvec(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_ggml_dequantize(const Fixture&, const Case&, const StageEnv&);  // ggml_stages.cpp
+std::vector<StageOutput> stage_ggml_matvec(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_gguf_forward(const Fixture&, const Case&, const StageEnv&);   // GGUF models: the
+std::vector<StageOutput> stage_gguf_kv_cache(const Fixture&, const Case&, const StageEnv&);  // model stages on
+std::vector<StageOutput> stage_gguf_greedy(const Fixture&, const Case&, const StageEnv&);    // the plain path
 std::vector<StageOutput> stage_linear(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_add(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layernorm(const Fixture&, const Case&, const StageEnv&);
@@ -165,6 +183,7 @@ std::vector<StageOutput> stage_softmax(const Fixture&, const Case&, const StageE
 std::vector<StageOutput> stage_rmsnorm(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_rope(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_silu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_sigmoid(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_swiglu(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_argmax(const Fixture&, const Case&, const StageEnv&);
@@ -177,6 +196,16 @@ std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, cons
 std::vector<StageOutput> stage_attention_window(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention_window_tiled(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_rope_scaling(const Fixture&, const Case&, const StageEnv&);
+// conformance_stages.cpp: ONNX's operator conformance cases (onnx 1.18.0's node tests) through our kernels
+std::vector<StageOutput> stage_conformance_softmax(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_layer_normalization(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_rms_normalization(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_gelu(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_matmul(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_rotary_embedding(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_attention(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_sigmoid(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_conformance_argmax(const Fixture&, const Case&, const StageEnv&);
 // model_stages.cpp
 // A model by its resolved path, with an optional "#q8_0[,group=N]" suffix (parse_model_spec:
 // quantized on load). Loaded once per process: every stage (and `lmlab verify`) shares it.

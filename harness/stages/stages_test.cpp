@@ -45,4 +45,20 @@ TEST(StageTable, GatingIsPerFamily) {
     EXPECT_TRUE(needs(*gpt2_block));
 }
 
+TEST(StageTable, ConformanceStagesGateNoFamily) {
+    // ONNX's cases test our conventions against an outside suite: a skipped or failing ONNX case says
+    // nothing about a family's own path, which its kernel.* stages gate. So a conformance stage
+    // provides no gate and needs none.
+    std::size_t n = 0;
+    for (const Stage& s : stages()) {
+        if (std::string(s.id).rfind("conformance.", 0) != 0) continue;
+        ++n;
+        EXPECT_STREQ(s.level, "kernel") << s.id;
+        EXPECT_TRUE(stage_provides(s).empty()) << s.id << " must not gate a family";
+        EXPECT_TRUE(stage_requires(s).empty()) << s.id;
+    }
+    EXPECT_EQ(n, 9u) << "one stage per ONNX operator: softmax, layer/rms normalization, gelu, matmul, rotary "
+                        "embedding, attention, sigmoid, argmax";
+}
+
 }  // namespace lmlab

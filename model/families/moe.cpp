@@ -105,7 +105,8 @@ void moe_mix(const Config& c, const LayerWeights& w, std::size_t t, RunState& s)
     if (c.shared_ffn_dim) {
         float g = 0.0f;  // shared_gate: [1, dim] · xn -> one logit
         project_rows(w.shared_gate, xn, std::span<float>(&g, 1), 1, s);
-        const float gate = 1.0f / (1.0f + std::exp(-g));
+        float gate = 0.0f;
+        sigmoid(std::span<const float>(&g, 1), std::span<float>(&gate, 1));
         const auto shared = row(s.shared_out, t, c.dim);
         expert_ffn(w.shared_expert, c.shared_ffn_dim, t, xn, s, shared, c);
         for (float& v : shared) v *= gate;
@@ -320,7 +321,13 @@ const Family& qwen2moe_family() {
         "Alibaba's Qwen2-MoE: Qwen2's attention + top-k of n SwiGLU experts + a sigmoid-gated shared expert",
         {"qwen2_moe"}, qwen2moe_defaults, qwen2moe_from_hf, "model.", llama_ignored, "qwen2moe", qwen2moe_from_gguf,
         [](const Config& c) { return moe_check(c, true); },
-        moe_block, moe_intermediates(), llama_block_kernels(), qwen2moe_tensors};  // experts are SwiGLUs
+        moe_block, moe_intermediates(),
+        [] {  // experts are SwiGLUs; the shared expert's gate is a sigmoid
+            std::vector<std::string> k = llama_block_kernels();
+            k.push_back("kernel.sigmoid");
+            return k;
+        }(),
+        qwen2moe_tensors};
     return f;
 }
 

@@ -64,15 +64,29 @@ Config with_context(Config c, std::size_t n) {
     return c;
 }
 
-}  // namespace
-
-TEST(Scheduler, EveryRequestGetsWhatItGetsAlone) {
+// Options with every request's logits kept and the paged cache's invariants checked after every step.
+ServeOptions checked_options(std::size_t chunk, std::size_t page_size, std::size_t max_running, std::size_t n_pages) {
     ServeOptions opt;
     opt.keep_logits = true;
     opt.check_invariants = true;
-    opt.chunk = 5;  // splits most prompts
-    opt.page_size = 4;
-    opt.max_running = 4;
+    opt.chunk = chunk;
+    opt.page_size = page_size;
+    opt.max_running = max_running;
+    opt.n_pages = n_pages;
+    return opt;
+}
+
+// Nothing left behind: no page held or reserved, no live sequence.
+void expect_pool_empty(const Scheduler& sched) {
+    EXPECT_EQ(sched.pages_used(), 0u);
+    EXPECT_EQ(sched.pages_reserved(), 0u);
+    EXPECT_EQ(sched.cache().live_sequences(), 0u);
+}
+
+}  // namespace
+
+TEST(Scheduler, EveryRequestGetsWhatItGetsAlone) {
+    const ServeOptions opt = checked_options(5, 4, 4, 0);  // chunks of 5 split most prompts; 0: serve()'s default pool
     for (const Config& c : {with_context(test::tiny_config(), 48), with_context(test::tiny_gpt2_config(), 48)}) {
         const Model m = test::make_model(c);
         expect_same_as_alone(m, opt, arch_name(c.arch));
@@ -93,12 +107,7 @@ TEST(Scheduler, AnyChunkPageAndPoolSizeGivesTheSameOutputs) {
     for (const std::size_t chunk : {1, 3, 64})
         for (const std::size_t page_size : {1, 7, 32})
             for (const std::size_t max_running : {1, 3, 10}) {
-                ServeOptions opt;
-                opt.keep_logits = true;
-                opt.check_invariants = true;
-                opt.chunk = chunk;
-                opt.page_size = page_size;
-                opt.max_running = max_running;
+                ServeOptions opt = checked_options(chunk, page_size, max_running, 0);
                 opt.stop_ids = {2};
                 expect_same_as_alone(m, opt, fmt::format("chunk {} page {} running {}", chunk, page_size, max_running));
             }
@@ -106,12 +115,8 @@ TEST(Scheduler, AnyChunkPageAndPoolSizeGivesTheSameOutputs) {
 
 TEST(Scheduler, AFullPoolMakesNewcomersWait) {
     const Model m = test::make_model(with_context(test::tiny_config(), 48));
-    ServeOptions opt;
-    opt.keep_logits = true;
-    opt.check_invariants = true;
-    opt.page_size = 8;
-    opt.n_pages = 5;  // 40 positions: the longest request (23 + 8) fits, never two of the long ones at once
-    opt.max_running = 10;
+    // 5 pages of 8 = 40 positions: the longest request (23 + 8) fits, never two of the long ones at once
+    const ServeOptions opt = checked_options(32, 8, 10, 5);
     expect_same_as_alone(m, opt, "5 pages");
     const auto rs = requests(m.config);
     const ServeReport rep = serve(m, rs, opt);
@@ -143,6 +148,100 @@ TEST(Scheduler, BadRequestsAreRefusedBeforeAnythingRuns) {
     expect_error<ModelError>([&] { one({1, 2, 3}, 3); }, {"request 'bad'", "need 2 pages of 4", "the pool has 1"});
     opt.chunk = 0;
     expect_error<ModelError>([&] { one({1}, 1); }, {"chunk 0"});
+}
+
+// The stateful scheduler that serve() and lmlab serve are built on: requests submitted between
+// any two steps, cancelled while waiting or running, each told its tokens as they come.
+TEST(Scheduler, SubmittedBetweenStepsEachGetsWhatItGetsAlone) {
+    const Model m = test::make_model(with_context(test::tiny_config(), 48));
+    Scheduler sched(m, checked_options(4, 4, 3, 20));
+    const auto rs = requests(m.config);
+    std::vector<ServeResult> got(rs.size());
+    std::vector<std::vector<int>> streamed(rs.size());  // the tokens as the updates told them
+    std::vector<int> finishes(rs.size(), 0);
+    std::size_t next = 0;
+    for (std::size_t round = 0; next < rs.size() || !sched.idle(); ++round) {
+        if (next < rs.size() && round % 2 == 0) {  // one newcomer every other step, while others run
+            const std::size_t i = next++;
+            sched.submit(rs[i], [&, i](const Scheduler::Update& u) {
+                streamed[i].push_back(u.result.tokens.back());
+                EXPECT_EQ(u.logits.size(), m.config.vocab_size);
+                if (u.finished) {
+                    got[i] = u.result;
+                    ++finishes[i];
+                }
+            });
+        }
+        sched.step();
+        ASSERT_LT(round, 1000u);
+    }
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+        const ServeResult alone = run_alone(m, rs[i]);
+        EXPECT_EQ(finishes[i], 1) << rs[i].id;
+        EXPECT_EQ(got[i].tokens, alone.tokens) << rs[i].id;
+        EXPECT_EQ(streamed[i], alone.tokens) << rs[i].id;
+        EXPECT_TRUE(same_bits(got[i].logits, alone.logits)) << rs[i].id;
+    }
+    expect_pool_empty(sched);
+}
+
+TEST(Scheduler, CancelFreesThePagesAndChangesNoOtherToken) {
+    const Model m = test::make_model(with_context(test::tiny_config(), 48));
+    Scheduler sched(m, checked_options(6, 4, 3, 24));
+    const auto rs = requests(m.config);
+    std::vector<ServeResult> got(rs.size());
+    std::vector<std::size_t> updates(rs.size(), 0), handles;
+    for (std::size_t i = 0; i < rs.size(); ++i)
+        handles.push_back(sched.submit(rs[i], [&, i](const Scheduler::Update& u) {
+            ++updates[i];
+            if (u.finished) got[i] = u.result;
+        }));
+    sched.step();  // r0 (5 prompt tokens, 4 new) has its first token after this step, its last after the 4th
+    sched.step();
+    ASSERT_EQ(sched.running(), 3u);
+    const std::size_t before = sched.pages_used();
+    ASSERT_GT(updates[0], 0u);  // r0 (5 prompt tokens) is decoding: cancel it mid-generation
+    const std::size_t r0_seen = updates[0];
+    EXPECT_TRUE(sched.cancel(handles[0]));
+    EXPECT_LT(sched.pages_used(), before);  // its pages are back at once, not at the next step
+    EXPECT_EQ(sched.running(), 2u);
+    EXPECT_TRUE(sched.cancel(handles[9]));   // still waiting: it leaves the queue
+    EXPECT_FALSE(sched.cancel(handles[9]));  // twice: no longer live
+    EXPECT_FALSE(sched.cancel(12345));       // never submitted
+    sched.cache().check_invariants();
+    while (sched.step()) {
+    }
+    EXPECT_EQ(updates[0], r0_seen);  // nothing after the cancel
+    EXPECT_EQ(updates[9], 0u);
+    for (std::size_t i = 1; i < 9; ++i) {
+        const ServeResult alone = run_alone(m, rs[i]);
+        EXPECT_EQ(got[i].tokens, alone.tokens) << rs[i].id;
+        EXPECT_TRUE(same_bits(got[i].logits, alone.logits)) << rs[i].id;
+    }
+    EXPECT_FALSE(sched.cancel(handles[1]));  // finished: no longer live
+    expect_pool_empty(sched);
+    EXPECT_FALSE(sched.step());  // idle: nothing runs
+}
+
+TEST(Scheduler, RefusesBadRequestsAndBadSkipsByName) {
+    const Model m = test::make_model(with_context(test::tiny_config(), 16));
+    ServeOptions opt;
+    opt.n_pages = 2;
+    opt.page_size = 4;
+    Scheduler sched(m, opt);
+    expect_error<ModelError>([&] { sched.submit(ServeRequest{"long", {1, 2, 3}, 6, 0, {}}); },
+                             {"request 'long'", "need 3 pages of 4", "the pool has 2"});
+    expect_error<ModelError>([&] { sched.submit(ServeRequest{"big id", {1, 99}, 1, 0, {}}); }, {"request 'big id'", "99"});
+    EXPECT_TRUE(sched.idle());  // refused requests never queue
+    sched.submit(ServeRequest{"ok", {1, 2}, 2, 0, {}});
+    expect_error<ModelError>([&] { sched.skip_to(10); }, {"skip_to(10)", "1 waiting"});
+    while (sched.step()) {
+    }
+    expect_error<ModelError>([&] { sched.skip_to(0); }, {"only forward"});
+    sched.skip_to(10);
+    EXPECT_EQ(sched.next_step(), 10u);
+    opt.n_pages = 0;
+    expect_error<ModelError>([&] { Scheduler none(m, opt); }, {"pages 0"});
 }
 
 }  // namespace lmlab

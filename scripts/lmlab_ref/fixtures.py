@@ -79,10 +79,10 @@ def open_fixture(out_dir, fixture, level, sha, model=None):
     return f
 
 
-def write_case(f, index, desc, params, inputs, outputs, reference64):
-    """case_<index>: description and params as attributes; inputs and outputs as float32,
-    reference64 as float64, each in dict order."""
-    grp = create_group(f, f"case_{index:03d}")
+def write_case(f, index, desc, params, inputs, outputs, reference64, name=None):
+    """case_<index> (or case_<name>: the conformance fixtures keep ONNX's case names): description and
+    params as attributes; inputs and outputs as float32, reference64 as float64, each in dict order."""
+    grp = create_group(f, f"case_{name}" if name else f"case_{index:03d}")
     write_attr(grp, "description", desc)
     for k, v in params.items():
         write_attr(grp, k, v)

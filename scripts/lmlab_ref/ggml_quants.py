@@ -20,9 +20,8 @@ The C is taken without fused multiply-adds (what it means as written; a build of
 Layouts (byte offsets) are documented in kernels/ggml_quant.h; the functions below follow it.
 
 Usage (numpy; the gguf package for self_check):
-    python scripts/lmlab_ref/ggml_quants.py                            runs self_check()
-    python scripts/lmlab_ref/ggml_quants.py --fixture /tmp/ggml.bin   also writes the fixture that
-        kernels/ggml_quant_test.cpp reads when LMLAB_GGML_FIXTURE points to it
+    python scripts/lmlab_ref/ggml_quants.py     runs self_check() (the fixtures of kernel.ggml.* are
+        written by the exporter, scripts/lmlab_ref/ggml_kernels.py)
 """
 from __future__ import annotations
 
@@ -481,6 +480,69 @@ def _q6_k_block(x):
     return bytes(ql) + bytes(qh) + bytes(np.array(sc, dtype=np.int8).view(np.uint8)) + struct.pack("<H", d_bits)
 
 
+def quantize_q6_k_rows(x) -> bytes:
+    """quantize(\"Q6_K\", x) for many super-blocks at once: the same operations as _q6_k_block and
+    make_qx_quants, each one applied to every super-block as a numpy array (float32 throughout, the
+    sums left to right along their own axis as seq_sum does), so the same bytes (self_check compares
+    the two on every stress row) in a fraction of the time: the GGUF model fixtures quantize
+    millions of weights with it."""
+    x = np.asarray(x, dtype=F).reshape(-1, 16, 16)  # [super-blocks · 16 sub-blocks, 16]
+    nb = x.shape[0]
+
+    def rsum(a):  # seq_sum along the last axis
+        return np.add.accumulate(a, axis=-1)[..., -1] + F(0)
+
+    with np.errstate(all="ignore"):  # all-zero sub-blocks divide by 0; their lanes are masked below
+        # make_qx_quants(32, sub-block) for every sub-block
+        idx = np.argmax(np.abs(x), axis=-1)  # the first largest |x|
+        mx = np.take_along_axis(x, idx[..., None], axis=-1)[..., 0]
+        zero = np.abs(mx) < GROUP_MAX_EPS
+        w = x * x
+        iscale = F(-32) / mx
+        l = np.clip(np.rint(iscale[..., None] * x), -32, 31)
+        L = (l + 32).astype(np.int64)
+        sumlx = rsum(w * x * l)
+        suml2 = rsum(w * l * l)
+        scale = np.where(suml2 != 0, sumlx / suml2, F(0)).astype(F)
+        best = scale * sumlx
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            isc = -(F(32) + F(0.1) * F(step)) / mx
+            l = np.clip(np.rint(isc[..., None] * x), -32, 31)
+            sumlx = rsum(w * x * l)
+            suml2 = rsum(w * l * l)
+            better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            L = np.where(better[..., None], (l + 32).astype(np.int64), L)
+            new_scale = (sumlx / suml2).astype(F)
+            scale = np.where(better, new_scale, scale)
+            best = np.where(better, new_scale * sumlx, best).astype(F)
+        scale = np.where(zero, F(0), scale).astype(F)
+        L = np.where(zero[..., None], 0, L)
+        # the super-block: the sub-block scale of largest magnitude (the first), 8-bit scales, d
+        scales = scale.reshape(nb, 16)
+        L = L.reshape(nb, 256)
+        j = np.argmax(np.abs(scales), axis=1)
+        max_scale = scales[np.arange(nb), j]
+        empty = np.abs(max_scale) < GROUP_MAX_EPS
+        isc = F(-128) / max_scale
+        d = (F(1) / isc).astype(np.float16)
+        sc = np.minimum(127, np.rint(isc[:, None] * scales)).astype(np.int64)
+        dsub = d.astype(F)[:, None] * sc.astype(F)  # [nb, 16]
+        requant = np.clip(np.rint(x.reshape(nb, 16, 16) / dsub[..., None]), -32, 31).astype(np.int64) + 32
+        L = np.where(np.repeat(dsub == 0, 16, axis=1), L, requant.reshape(nb, 256))
+    L = np.where(empty[:, None], 0, L)
+    sc = np.where(empty[:, None], 0, sc)
+    d = np.where(empty, np.float16(0), d)
+    q = L.reshape(nb, 2, 4, 32)  # element 128h + 32k + l
+    ql = np.concatenate([(q[:, :, 0] & 0xF) | (q[:, :, 2] & 0xF) << 4, (q[:, :, 1] & 0xF) | (q[:, :, 3] & 0xF) << 4],
+                        axis=2).reshape(nb, 128)
+    qh = ((q[:, :, 0] >> 4) | (q[:, :, 1] >> 4) << 2 | (q[:, :, 2] >> 4) << 4 | (q[:, :, 3] >> 4) << 6).reshape(nb, 64)
+    out = np.concatenate([ql.astype(np.uint8), qh.astype(np.uint8), sc.astype(np.int8).view(np.uint8),
+                          d.astype("<f2").reshape(nb, 1).view(np.uint8)], axis=1)
+    return out.tobytes()
+
+
 _QUANTIZERS = {
     "Q4_0": _q4_0_block, "Q4_1": _q4_1_block, "Q5_0": _q5_0_block, "Q5_1": _q5_1_block, "Q8_0": _q8_0_block,
     "Q2_K": _q2_k_block, "Q3_K": _q3_k_block, "Q4_K": _q4_k_block, "Q5_K": _q5_k_block, "Q6_K": _q6_k_block,
@@ -859,10 +921,14 @@ def _bits(a) -> np.ndarray:
     return np.asarray(a, dtype=F).view(np.uint32)
 
 
-def self_check(verbose: bool = True) -> int:
+def self_check(verbose: bool = True, blocks: int = 2, random_rows: int = 20, fast_x: int = 0) -> int:
     """Compares our quantizers and dequantizers with the gguf package's, bit for bit, and our fast-path
-    arithmetic with the float64 dot of the dequantized operands within its error bound. Returns the
-    number of failures (0: all good)."""
+    arithmetic with the float64 dot of the dequantized operands within its error bound; the
+    vectorised Q6_K quantizer with the per-block one. Rows of `blocks` super-blocks, `random_rows`
+    rows of random bytes per type, the fast path on every stress row as activations (fast_x = 0) or
+    on the first fast_x of them (refs.selfcheck: 1 block, 5 random rows, 4 activations: every check
+    in a fifth of the time; the kernel.ggml.* fixtures cover the rest). Returns the number of
+    failures (0: all good)."""
     import gguf  # the gguf package: llama.cpp's own Python (gguf-py)
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as GT
 
@@ -883,13 +949,17 @@ def self_check(verbose: bool = True) -> int:
         if int(gt) != tid or theirs != (be, bb):
             fail(f"table {name}: ours {(tid, be, bb)}, gguf {(int(gt), GGML_QUANT_SIZES[gt])}")
 
-    n = 2 * QK_K  # two super-blocks, sixteen 32-blocks
+    n = blocks * QK_K  # super-blocks of 256, each eight 32-blocks
     counts = {}
     for name in WEIGHT_TYPES:
         gt = GT[name]
         for label, x in stress_rows(n, rng):
             with np.errstate(over="ignore"):
                 ours = quantize(name, x)
+            if name == "Q6_K":
+                with np.errstate(over="ignore"):
+                    if quantize_q6_k_rows(x) != ours:
+                        fail(f"quantize_q6_k_rows '{label}': differs from the per-block quantizer")
             if name != "F32" and name in ("F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
                 with np.errstate(all="ignore"):
                     theirs = gguf.quants.quantize(x.reshape(1, -1), gt).tobytes()
@@ -918,7 +988,7 @@ def self_check(verbose: bool = True) -> int:
                     fail(f"round trip {name} '{label}': max error {err.max():.3g} past its bound")
             counts[name] = counts.get(name, 0) + 1
         # random bytes with finite F16 fields: dequantization is pure bit-unpacking
-        for _ in range(20):
+        for _ in range(random_rows):
             raw = bytearray(rng.integers(0, 256, row_bytes(name, n), dtype=np.uint8).tobytes())
             _fix_f16_fields(name, raw, rng)
             back = dequantize(name, bytes(raw), n)
@@ -935,9 +1005,8 @@ def self_check(verbose: bool = True) -> int:
         rows_w = [x for label, x in stress_rows(n, rng)[1:9] if label != "huge"]  # (huge: inf scales, NaN out)
         W = b"".join(quantize(name, r) for r in rows_w)
         rb = row_bytes(name, n)
-        for label, x in stress_rows(n, rng):
-            if label == "huge":
-                continue
+        xs = [(label, x) for label, x in stress_rows(n, rng) if label != "huge"]
+        for label, x in xs[:fast_x] if fast_x else xs:
             y = matvec_fast(name, W, len(rows_w), n, x)
             for r in range(len(rows_w)):
                 wrow = W[r * rb:(r + 1) * rb]
@@ -968,47 +1037,6 @@ def _fix_f16_fields(name: str, raw: bytearray, rng: np.random.Generator):
             struct.pack_into("<H", raw, i, int(bf16_bits(F(rng.standard_normal()))[0]))
 
 
-# ---- the fixture read by kernels/ggml_quant_test.cpp (LMLAB_GGML_FIXTURE) ------------------------------
-# Little-endian: magic b"LGQ1", u32 case count; per case: u32 type id, u32 rows, u32 cols,
-# W (rows · row_bytes), x (cols f32), the activation bytes (row_bytes(vec_dot type, cols), 0 for float
-# weights), y_fast (rows f32: our fast-path reference), W dequantized (rows · cols f32).
-
-def fixture_cases(rng: np.random.Generator):
-    cases = []
-    for name in WEIGHT_TYPES:
-        for cols in (QK_K, 3 * QK_K):
-            rows_x = stress_rows(cols, rng)
-            rows = 9
-            with np.errstate(over="ignore"):  # the "huge" row overflows float sums in make_q3_quants, as in C
-                W = b"".join(quantize(name, x) for _, x in rows_x[:rows])
-            for label, x in rows_x[1:7]:
-                cases.append((name, rows, cols, W, x))
-    return cases
-
-
-def write_fixture(path: str, seed: int = 7) -> int:
-    rng = np.random.default_rng(seed)
-    cases = fixture_cases(rng)
-    with open(path, "wb") as f:
-        f.write(b"LGQ1" + struct.pack("<I", len(cases)))
-        for name, rows, cols, W, x in cases:
-            act = TYPES[name][3]
-            xa = quantize_activations(act, x) if act else b""
-            with np.errstate(all="ignore"):  # the "huge" row's F16 scales overflow: inf and NaN outputs, as in ggml
-                y = matvec_fast(name, W, rows, cols, x)
-            deq = dequantize(name, W, rows * cols)
-            f.write(struct.pack("<III", TYPES[name][0], rows, cols))
-            f.write(W)
-            f.write(np.asarray(x, dtype="<f4").tobytes())
-            f.write(xa)
-            f.write(y.astype("<f4").tobytes())
-            f.write(deq.astype("<f4").tobytes())
-    return len(cases)
-
-
 if __name__ == "__main__":
     bad = self_check()
-    if "--fixture" in sys.argv:
-        out = sys.argv[sys.argv.index("--fixture") + 1]
-        print(f"wrote {write_fixture(out)} cases to {out}")
     sys.exit(1 if bad else 0)

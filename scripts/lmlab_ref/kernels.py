@@ -64,6 +64,10 @@ def ref_silu(inp, p):
     return {"y": F.silu(inp["x"])}
 
 
+def ref_sigmoid(inp, p):
+    return {"y": torch.sigmoid(inp["x"])}
+
+
 def ref_swiglu(inp, p):
     return {"y": F.silu(inp["a"]) * inp["b"]}
 
@@ -295,6 +299,12 @@ def cases_silu(g):
             ("extremes: large positive and negative, zero", {}, {"x": torch.tensor([-100.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0])})]
 
 
+def cases_sigmoid(g):
+    return [("1024 gate logits ~N(0, 3²)", {}, {"x": randn(g, 1024, scale=3.0)}),
+            ("extremes: saturation at ±20 and ±100 (1/(1 + inf) = 0, never NaN), zero, ±1e-7", {},
+             {"x": torch.tensor([-100.0, -20.0, -1.0, -1e-7, 0.0, 1e-7, 1.0, 20.0, 100.0])})]
+
+
 def cases_swiglu(g):
     return [("ffn 1024", {}, {"a": randn(g, 1024, scale=2.0), "b": randn(g, 1024)})]
 
@@ -489,6 +499,7 @@ KERNELS = {"matvec": (cases_matvec, ref_matvec), "matmul_xwt": (cases_matmul_xwt
            "layernorm": (cases_layernorm, ref_layernorm), "gelu_tanh": (cases_gelu_tanh, ref_gelu_tanh),
            "gelu_erf": (cases_gelu_erf, ref_gelu_erf), "softmax": (cases_softmax, ref_softmax),
            "rmsnorm": (cases_rmsnorm, ref_rmsnorm), "rope": (cases_rope, ref_rope), "silu": (cases_silu, ref_silu),
+           "sigmoid": (cases_sigmoid, ref_sigmoid),
            "swiglu": (cases_swiglu, ref_swiglu), "attention": (cases_attention, ref_attention),
            "attention_window": (cases_attention_window, ref_attention_window),
            "rope_scaling": (cases_rope_scaling, ref_rope_scaling),

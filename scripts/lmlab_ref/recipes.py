@@ -10,9 +10,23 @@ the table, never from a list here.
 import numpy as np
 import torch
 
-from lmlab_ref import bpe, common, fixtures, kernels, q8, quant, serve, tokenizers
+from lmlab_ref import bpe, common, conformance, fixtures, ggml_kernels, gguf_models, kernels, q8, quant, serve, tokenizers
 from lmlab_ref.common import randn
-from lmlab_ref.families import llama, reference
+from lmlab_ref.families import family, llama, reference as family_reference
+
+
+def reference(row, ctx, key=None):
+    """The reference of a stage row's model (families.reference); a GGUF file of a tiny model
+    (models/gguf/*.gguf) is written and read by gguf_models."""
+    key = key or row["model"]
+    if key.endswith(".gguf"):
+        family(row["family"], f"stage {row['id']}")
+        try:
+            return gguf_models.build(key, ctx)
+        except common.Missing as e:
+            print(f"export_golden: {row['fixture']} skipped: {e.path} not found")
+            return None
+    return family_reference(row, ctx, key)
 
 
 def _path(ctx, row):
@@ -303,6 +317,8 @@ def tokenizer(row, ctx):
 
 
 RECIPES = {**{f"kernel.{name}": kernels.export for name in kernels.KERNELS},
+           "kernel.ggml.dequantize": ggml_kernels.export_dequantize, "kernel.ggml.matvec": ggml_kernels.export_matvec,
+           **{f"conformance.{name}": conformance.export for name in conformance.OPS},
            "layer.attention": layer_part("attention"), "layer.ffn": layer_part("ffn"), "layer.block": layer_block,
            "layer.block.q8_0": layer_block_q8, "layer.moe": layer_moe,
            "model.forward": model_forward, "model.kv_cache": model_kv_cache,

@@ -14,6 +14,13 @@ and fails on the first disagreement (AssertionError or SystemExit, naming it). I
     block case against the forward;
   - q8: q8.py's quantizer with torch.round against llama2.c export.py's quantize_q80 (copied);
   - tokenizers: tiktoken against HF tokenizers on GPT-2's vocabulary (when ../shared has it);
+  - ggml: ggml_quants.py (our port of ggml's block formats) against the gguf package: its
+    quantizers (F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and every dequantizer bit for bit, the
+    round trip dequantize(quantize(x)) within each type's step, the vectorised Q6_K quantizer against
+    the per-block one, the fast path within its bound;
+  - gguf: transformers 4.46's GGUF loading, with its two known bugs shown (gguf_ref.check).
+  - onnx: conformance.py's torch Attention against ONNX 1.18's expected outputs (every case), and the
+    two known bugs of ONNX 1.18's Attention reference shown by its own evaluator.
   - long context: our RoPE scaling formulas against transformers' rope init functions, and the two
     transformers behaviours the references work around (Qwen2's eager sliding window on every
     layer, dynamic RoPE's state between calls), each shown.
@@ -30,7 +37,7 @@ import torch.nn.functional as F
 from transformers import GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from lmlab_ref import bpe, common, hf_decoder, hf_moe, lmlab, llama_ref, q8, tokenizers
+from lmlab_ref import bpe, common, conformance, hf_decoder, hf_moe, lmlab, llama_ref, q8, tokenizers
 from lmlab_ref.common import max_abs, top2_gaps
 from lmlab_ref.families import gpt2, llama, mixtral, qwen2, qwen2moe
 
@@ -348,6 +355,33 @@ def check_tokenizers(shared_dir):
     print(f"  tokenizers: tiktoken and HF tokenizers agree on {len(texts)} texts ({sum(map(len, ids))} ids)")
 
 
+def check_ggml():
+    """ggml_quants.self_check on one super-block per row (the kernel.ggml.* fixtures hold more)."""
+    from lmlab_ref import ggml_quants
+    failures = ggml_quants.self_check(blocks=1, random_rows=5, fast_x=4)
+    assert failures == 0, f"ggml_quants.self_check: {failures} failure(s) (printed above)"
+
+
+def check_gguf():
+    """transformers 4.46's GGUF loading: its bugs shown, the workarounds equal to the models written."""
+    from lmlab_ref import gguf_models
+    with tempfile.TemporaryDirectory() as tmp:
+        for line in gguf_models.check(tmp):
+            print(f"  {line}")
+
+
+def check_onnx_attention():
+    """conformance.attention_reference (torch) against ONNX 1.18's expected outputs on all its Attention
+    cases: with 1.18's conventions it reproduces every Y; the spec's answer differs exactly where a
+    known bug of 1.18's reference applies; ONNX's own evaluator shows both bugs on readable inputs."""
+    cases, _ = conformance.node_cases()
+    bugs = [c[0] for c in cases["Attention"] if conformance.check_attention_bugs(c)[0]]
+    for line in conformance.demonstrate_attention_bugs():
+        print(f"  onnx {conformance.ONNX_VERSION} reference bug: {line}")
+    print(f"  onnx attention: torch reproduces ONNX's Y in all {len(cases['Attention'])} cases with 1.18's conventions; "
+          f"{len(bugs)} cases carry a known reference bug")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lmlab", default=lmlab.default_lmlab(), help="the lmlab binary (its family rows)")
@@ -357,7 +391,9 @@ def main():
     table = lmlab.Table(args.lmlab)
     checks = [("llama", lambda: check_llama(table, args.shared)), ("qwen2", lambda: check_qwen2(table)),
               ("gpt2", lambda: check_gpt2(table)), ("moe", lambda: check_moe(table)), ("q8", check_q8),
-              ("tokenizers", lambda: check_tokenizers(args.shared)), ("long context", lambda: check_long_context(table))]
+              ("tokenizers", lambda: check_tokenizers(args.shared)), ("ggml", check_ggml), ("gguf", check_gguf),
+              ("onnx", check_onnx_attention),
+              ("long context", lambda: check_long_context(table))]
     t_all = time.perf_counter()
     for label, check in checks:
         t0 = time.perf_counter()

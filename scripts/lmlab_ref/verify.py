@@ -9,7 +9,9 @@ The reference is someone else's code wherever that exists, through the family's 
     Qwen2ForCausalLM, Qwen2MoeForCausalLM, MixtralForCausalLM; eager attention, float32);
   - an llm.c float32 checkpoint: transformers' GPT2LMHeadModel with its weights;
   - a llama2.c float32 checkpoint: our llama_ref.py (llama2.c has no PyTorch class of its own;
-    llama_ref is cross-checked against transformers' LlamaForCausalLM, ctest refs.selfcheck).
+    llama_ref is cross-checked against transformers' LlamaForCausalLM, ctest refs.selfcheck);
+  - a GGUF file: transformers' own GGUF loading (it dequantizes every weight to float32), with its
+    known bugs worked around visibly (gguf_models.load: docs/models.md lists them).
 Float64 truth: GPT-2 and llama2.c from the same model in float64; the LLaMA-style decoders from
 llama_ref.py in float64 on the same weights (+ MoeRef for the MoE models: transformers keeps
 RMSNorm, softmax and RoPE in float32 even in a float64 copy), after checking that llama_ref in
@@ -30,7 +32,7 @@ import time
 import torch
 import transformers
 
-from lmlab_ref import common, fixtures, lmlab
+from lmlab_ref import common, fixtures, gguf_models, lmlab
 from lmlab_ref.families import family, gpt2
 
 MANIFEST_VERSION = 1
@@ -71,6 +73,8 @@ def detect_format(path):
         head = f.read(8)
     if len(head) >= 4 and int.from_bytes(head[:4], "little") == gpt2.LLMC_MAGIC:
         return "llmc"
+    if head[:4] == b"GGUF":
+        return "gguf"
     if head[:4] == b"ak42":
         raise SystemExit(f"verify_ref: {path} is a llama2.c int8 (ak42) file; verify compares float weights with "
                          "a float reference: verify the float32 checkpoint it was exported from")
@@ -80,6 +84,8 @@ def detect_format(path):
 def family_of(path, fmt, table):
     """The family of a checkpoint: a Hugging Face directory's config.json model_type among the
     families' hf_model_types; a single file's by its format."""
+    if fmt == "gguf":
+        return gguf_models.family_of_file(path)
     if fmt != "hf":
         return FORMAT_FAMILY[fmt]
     config = os.path.join(path, "config.json")
@@ -161,7 +167,7 @@ def run(model, prompt, n_new, out_dir, f64, binary):
     timings = {}
     name = family_of(model, fmt, table)
     with Phase(f"loading {model} ({fmt})", timings):
-        ref = family(name, model).load(model, fmt)
+        ref = gguf_models.load(model, name) if fmt == "gguf" else family(name, model).load(model, fmt)
     progress(f"reference: {ref.what}, family {name}")
     results = run_reference(ref, table.intermediates(name), prompt, n_new, f64, timings)
     write_fixtures(out_dir, os.path.abspath(model), prompt, results, request["exporter_sha256"])
