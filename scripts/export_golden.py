@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes lmlab's golden fixtures: the references' answers for every stage, as HDF5 files.
 
-    .venv/bin/python scripts/export_golden.py [--out golden] [--only GLOB] [--lmlab build/default/lmlab]
+    .venv/bin/python scripts/export_golden.py [--out golden] [--only GLOB] [--one-per-recipe] [--lmlab build/default/lmlab]
 
 The list of stages comes from the lmlab binary (`lmlab list --json`, the stage table in
 harness/stages/stages.cpp): each row names its level, family, model, fixture and recipe; the
@@ -21,10 +21,12 @@ def main():
     ap.add_argument("--shared", default=lmlab.default_shared_dir(),
                     help="folder with models/ and tokenizers/ (default: $LMLAB_SHARED or ../shared)")
     ap.add_argument("--only", default="*", help="export only stages matching this glob (manifest still lists all files present)")
+    ap.add_argument("--one-per-recipe", action="store_true",
+                    help="only the first fixture of each recipe (the determinism test's sample of every way a fixture is made)")
     ap.add_argument("--lmlab", default=lmlab.default_lmlab(),
                     help="the lmlab binary whose stage table to export (default: build/default/lmlab)")
     args = ap.parse_args()
-    export.export(args.out, args.shared, args.only, args.lmlab)
+    export.export(args.out, args.shared, args.only, args.lmlab, args.one_per_recipe)
 
 
 if __name__ == "__main__":

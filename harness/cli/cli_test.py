@@ -174,6 +174,13 @@ class Options(unittest.TestCase):
         self.assertEqual(rc, 105)
         self.assertIn("--seed", err)
 
+    def test_more_threads_than_cores_is_said(self):
+        many = (os.cpu_count() or 1) + 1
+        rc, _, err = run("generate", "--threads", many, "--prompt-ids", "1", "--max-new-tokens", 1)
+        self.assertEqual(rc, 0, err)  # a warning: the answer is the same, only slower
+        self.assertIn(f"--threads {many} but this machine has", err)
+        self.assertIn("docs/performance.md", err)
+
     def test_help_documents_exit_codes(self):
         rc, out, _ = run("--help")
         self.assertEqual(rc, 0)
@@ -186,9 +193,10 @@ class Options(unittest.TestCase):
         self.assertIn("build", out)
 
     def test_verify_missing_model(self):
-        rc, _, err = run("verify", "--model", "/nope")
+        missing = os.path.join(WORK, "no-such-model")
+        rc, _, err = run("verify", "--model", missing)
         self.assertEqual(rc, 2)
-        self.assertIn("no such file or directory", err)
+        self.assertIn(f"--model {missing}: no such file or directory", err)
 
     def test_prompt_file_and_stdin(self):
         p = os.path.join(WORK, "prompt.txt")
@@ -308,9 +316,10 @@ class Quantization(unittest.TestCase):
         rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", os.path.join(MODELS, "tiny-gpt2"))
         self.assertEqual(rc, 2)
         self.assertIn("architecture", err)
-        rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", "/nope")
+        missing = os.path.join(WORK, "no-such-model")
+        rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", missing)
         self.assertEqual(rc, 2)
-        self.assertIn("--against /nope", err)
+        self.assertIn(f"--against {missing}", err)
         rc, _, err = run("generate", "--quantize", "gguf-q8_k", "--max-new-tokens", 1)
         self.assertEqual(rc, 105)
 

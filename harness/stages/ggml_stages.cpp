@@ -18,8 +18,6 @@ namespace lmlab {
 
 namespace {
 
-constexpr std::size_t kAny = Case::kAnyDim;
-
 // The case's attribute `type`: a ggml weight type by its name ("Q4_K").
 ggml::Type type_of(const Case& c) {
     const std::string& name = c.string("type");

@@ -148,7 +148,7 @@ bool is_shared_path(const std::string& model);
 bool is_gguf_model(const std::string& model);
 
 // A model field may ask for int8 weights on load: "<model>#q8_0" (Q8_0, group 64) or
-// "<model>#q8_0,group=N". parse_model_spec splits off that suffix (throws std::invalid_argument
+// "<model>#q8_0,group=N". parse_model_spec splits off that suffix (throws HarnessError
 // for any other suffix); path is the rest, the file that must exist.
 struct ModelSpec {
     std::string path;

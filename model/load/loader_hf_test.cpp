@@ -1,5 +1,5 @@
-// Tests of the safetensors reader (model/load/safetensors.h), the Hugging Face loader (load_hf.cpp) and
-// the llm.c loader (load_llmc.cpp), on tiny files each test writes into its own temp directory.
+// Tests of the safetensors reader (model/load/safetensors.h), the Hugging Face loader (model/load/hf.cpp) and
+// the llm.c loader (model/load/llmc.cpp), on tiny files each test writes into its own temp directory.
 //
 // The tiny GPT-2: dim 8, 2 layers, 2 heads, ffn 32, vocab 11, 6 positions. Every element of HF
 // tensor number `id` (in the order below) holds id * 1000 + i, i its flat index in the FILE's layout:
