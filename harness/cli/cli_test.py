@@ -20,6 +20,7 @@ MODELS = os.path.join(GOLDEN or "", "models")
 TINY_LLAMA = os.path.join(MODELS, "tiny-llama.h5")
 TINY_GPT2 = os.path.join(MODELS, "tiny-gpt2")
 TINY_QWEN2 = os.path.join(MODELS, "tiny-qwen2")
+TINY_LLAMA3 = os.path.join(MODELS, "tiny-llama3")
 STORIES = os.path.join(SHARED or "", "models", "stories260K", "stories260K.bin")
 STORIES_GGUF = os.path.join(SHARED or "", "models", "stories260K", "stories260K.gguf")
 STORIES_GGUF_Q8 = os.path.join(SHARED or "", "models", "stories260K", "stories260K-q8_0.gguf")
@@ -234,6 +235,18 @@ class Options(unittest.TestCase):
         self.assertNotIn("im_start", out)
         rc, out, err = run("generate", "--model", TINY_QWEN2, "--chat", "--prompt", "Hi", "--max-new-tokens", 3, "--verbose")
         self.assertIn("<|im_start|>user", err)
+
+    def test_llama3_chat_template_and_bos(self):
+        # Llama 3: the post-processor's <|begin_of_text|> before a prompt, its header template with --chat
+        if not os.path.exists(os.path.join(TINY_LLAMA3, "tokenizer.json")):
+            self.skipTest("tiny-llama3 has no tokenizer.json (../shared absent at export)")
+        self.assertEqual(prompt_ids(TINY_LLAMA3, "Hello world"), [128000, 9906, 1917])
+        rc, out, err = run("generate", "--model", TINY_LLAMA3, "--chat", "--prompt", "  Hi ", "--max-new-tokens", 3,
+                           "--verbose")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n", err)
+        self.assertNotIn("start_header_id", out)
 
     def test_draft_prompt_line(self):
         rc, _, err = run("generate", "--prompt", "In the", "--draft", "int8", "--max-new-tokens", 4)

@@ -194,6 +194,9 @@ std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention_window(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention_window_tiled(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_rope_scaling(const Fixture&, const Case&, const StageEnv&);
 // conformance_stages.cpp: ONNX's operator conformance cases (onnx 1.18.0's node tests) through our kernels
 std::vector<StageOutput> stage_conformance_softmax(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_conformance_layer_normalization(const Fixture&, const Case&, const StageEnv&);
