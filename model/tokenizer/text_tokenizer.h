@@ -33,9 +33,13 @@ public:
     void set_prompt_bos(int id) { prompt_bos_ = id; }
     // Exactly the text's ids, no BOS (what the golden fixtures hold); allow_special as above.
     std::vector<int> encode(std::string_view text, bool allow_special = false) const;
-    // The ChatML prompt of one user turn (Qwen's chat template, tokenizer_config.json):
-    //   <|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n
-    // Throws ModelError when the vocabulary has no <|im_start|> / <|im_end|>.
+    // The prompt of one user turn in the vocabulary's chat template (its tokenizer_config.json):
+    //   Llama 3  <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{text, trimmed}<|eot_id|>
+    //            <|start_header_id|>assistant<|end_header_id|>\n\n      (the answer ends with <|eot_id|>)
+    //   ChatML   <|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n   (Qwen)
+    // The user's text is plain text: a "<|eot_id|>" typed in it stays text (transformers'
+    // apply_chat_template would make it the special token). Throws ModelError when the vocabulary
+    // has neither template's tokens.
     std::vector<int> encode_chat(std::string_view user_text) const;
     // The one rule by which every command turns ids into text: the text of `ids` as they continue
     // `context` (the tokens before them; empty: the start of a text). SentencePiece drops a piece's
@@ -49,7 +53,8 @@ public:
     std::string piece(int id) const;  // one token's text (raw bytes for byte-level BPE)
     int vocab_size() const;
     // The ids that end a generation: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's
-    // <|endoftext|>, and Qwen's <|im_end|> (the end of a chat turn) when the vocabulary has it.
+    // <|endoftext|>, Qwen's <|im_end|> and Llama 3's <|end_of_text|> and <|eot_id|> (the end of a
+    // chat turn) when the vocabulary has them.
     std::vector<int> stop_ids() const;
     bool is_byte_level() const { return std::holds_alternative<BpeTokenizer>(impl_); }
 
