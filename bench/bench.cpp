@@ -22,6 +22,7 @@
 
 #include "model/testing/run_alone.h"
 #include "model/load/load.h"
+#include "kernels/ggml_quant.h"
 #include "kernels/kernels.h"
 #include "model/forward.h"
 #include "model/serve/scheduler.h"
@@ -115,6 +116,29 @@ void BM_matmul_xwt(benchmark::State& state) {
 BENCHMARK(BM_matmul_xwt)->ArgNames({"T", "out", "in", "batched", "threads"})->Args({128, 256, 256, 0, 1})
     ->Args({128, 256, 256, 1, 1})->Args({128, 1024, 256, 0, 1})->Args({128, 1024, 256, 1, 1})
     ->Args({128, 256, 1024, 0, 1})->Args({128, 256, 1024, 1, 1})->Args({128, 1024, 256, 1, 2})->UseRealTime();
+
+// A GGUF weight type's matvec_fast (activations quantized to Q8_0 / Q8_K once per call, then ggml's
+// integer dot products per row: kernels/ggml_fast.cpp) at the tiny LLaMA's shapes and a larger
+// one; arg "type" is the ggml id (1 F16, 8 Q8_0, 12 Q4_K, 14 Q6_K); bytes = the quantized matrix
+void BM_ggml_matvec(benchmark::State& state) {
+    const auto type = static_cast<lmlab::ggml::Type>(state.range(0));
+    const auto out = static_cast<std::size_t>(state.range(1)), in = static_cast<std::size_t>(state.range(2));
+    const auto Wf = random_vector(out * in, 1), x = random_vector(in, 2);
+    const std::size_t rb = lmlab::ggml::row_bytes(type, in);
+    std::vector<std::uint8_t> W(out * rb), scratch(lmlab::ggml::matvec_fast_scratch_bytes(type, in));
+    for (std::size_t i = 0; i < out; ++i)
+        lmlab::ggml::quantize_row(type, std::span<const float>(Wf).subspan(i * in, in), std::span<std::uint8_t>(W).subspan(i * rb, rb));
+    std::vector<float> y(out);
+    for (auto _ : state) {
+        lmlab::ggml::matvec_fast(type, W, x, scratch, y);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * out * in));
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * W.size()));
+}
+BENCHMARK(BM_ggml_matvec)->ArgNames({"type", "out", "in"})->ArgsProduct({{1, 8, 12, 14}, {1024}, {256}})
+    ->ArgsProduct({{1, 8, 12, 14}, {16384}, {256}})->ArgsProduct({{8, 12}, {4096}, {1024}});
 
 void BM_softmax(benchmark::State& state) {
     const auto n = static_cast<std::size_t>(state.range(0));
@@ -241,6 +265,23 @@ void BM_argmax(benchmark::State& state) {
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * x.size() * sizeof(float)));
 }
 BENCHMARK(BM_argmax);
+
+// What one core streams from memory: the sum of a 1 GiB float array (far past every cache), in 8
+// independent lanes so the adds never limit it. Decode reads every weight once per token, so bytes of
+// weights per token × tokens/s against this is how close decode is to memory-bound
+// (scripts/bench_vs_llamacpp.py prints it).
+void BM_stream(benchmark::State& state) {
+    const std::size_t n = std::size_t{1} << 28;
+    std::vector<float> a(n, 1.0f);
+    for (auto _ : state) {
+        float acc[8] = {};
+        for (std::size_t i = 0; i < n; i += 8)
+            for (std::size_t l = 0; l < 8; ++l) acc[l] += a[i + l];
+        benchmark::DoNotOptimize(acc);
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * n * sizeof(float)));
+}
+BENCHMARK(BM_stream)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 
 // ---- Whole models --------------------------------------------------------------------------------
 // 0: the default tiny LLaMA (golden/models/tiny-llama.h5), 1: the tiny GPT-2 (golden/models/tiny-gpt2),

@@ -358,8 +358,10 @@ void lane_dot(const std::int8_t* a, const std::int8_t* b, std::size_t len, int (
         for (std::size_t l = 0; l < 8; ++l) p[l] += static_cast<int>(a[k + l]) * static_cast<int>(b[k + l]);
 }
 
+}  // namespace
+
 // One weight row (nb blocks) against one activation row, per ggml's ggml_vec_dot_<type>_q8_<x>_generic.
-float vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
+float detail::vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
     std::int8_t q[QK_K];
     float sumf = 0.0f;
     switch (type) {
@@ -463,35 +465,7 @@ float vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, st
     }
 }
 
-// Float weights (F32, F16, BF16) against float activations: element j to lane j % 8, the lanes added
-// pairwise at the end; the last n % 8 elements zero-padded to a full step (kernels/fast.cpp's
-// matvec_fast: for F32 weights the same bits, where the compiler does not fuse fast.cpp's multiply-adds).
-constexpr std::size_t kLanes = 8;
-void float_weights(Type type, const std::uint8_t* w, float* out, std::size_t n) {
-    for (std::size_t k = 0; k < n; ++k) {
-        if (type == Type::F32) out[k] = load_f32(w + 4 * k);
-        else if (type == Type::F16) out[k] = load_f16(w + 2 * k);
-        else out[k] = bf16_to_fp32(load_u16(w + 2 * k));
-    }
-}
-float dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n) {
-    const std::size_t wb = type == Type::F32 ? 4 : 2;
-    float acc[kLanes] = {};
-    float wf[kLanes];
-    std::size_t j = 0;
-    for (; j + kLanes <= n; j += kLanes) {
-        float_weights(type, w + wb * j, wf, kLanes);
-        for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wf[l] * x[j + l];
-    }
-    if (j < n) {
-        float xt[kLanes] = {};
-        std::fill(wf, wf + kLanes, 0.0f);
-        float_weights(type, w + wb * j, wf, n - j);
-        for (std::size_t l = 0; j + l < n; ++l) xt[l] = x[j + l];
-        for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wf[l] * xt[l];
-    }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
+namespace {
 
 // Below this many multiply-adds a call stays on one thread (as kernels/fast.cpp)
 constexpr std::size_t kParallelMin = std::size_t{1} << 15;
@@ -649,7 +623,7 @@ float vec_dot(Type type, std::span<const std::uint8_t> w_row, std::span<const st
                                                                   " elements needs " + std::to_string(act_bytes) + " bytes of " +
                                                                   std::string(type_info(t->vec_dot_type).name) +
                                                                   " activations, not " + std::to_string(x_act.size())));
-    return vec_dot_blocks(type, w_row.data(), x_act.data(), nb);
+    return detail::vec_dot_blocks(type, w_row.data(), x_act.data(), nb);
 }
 
 void matvec(Type type, std::span<const std::uint8_t> W, std::span<const float> x, std::span<float> scratch,
@@ -687,7 +661,35 @@ void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     parallel_for(rows, rows * cols >= kParallelMin, [&](std::size_t i0, std::size_t i1) {
         for (std::size_t i = i0; i < i1; ++i) {
             const std::uint8_t* w = W.data() + i * rb;
-            y[i] = quantized ? vec_dot_blocks(type, w, scratch.data(), nb) : dot_float(type, w, x.data(), cols);
+            y[i] = quantized ? detail::vec_dot_fast_blocks(type, w, scratch.data(), nb) : detail::dot_float(type, w, x.data(), cols);
+        }
+    });
+}
+
+void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const float> X, std::size_t T,
+                 std::span<std::uint8_t> scratch, std::span<float> Y) {
+    require(T > 0 && X.size() % T == 0 && Y.size() % T == 0, "ggml::matmul_fast", "X and Y must hold T whole rows");
+    const std::size_t cols = X.size() / T, rows = Y.size() / T;
+    const TypeInfo& t = check_matvec("ggml::matmul_fast", type, W.size(), cols, rows);
+    const std::size_t act = matvec_fast_scratch_bytes(type, cols);
+    require(scratch.size() >= T * act, "ggml::matmul_fast", "scratch too small (T * matvec_fast_scratch_bytes)");
+    const bool quantized = !is_float_type(type);
+    if (quantized)
+        for (std::size_t r = 0; r < T; ++r) quantize_activations(t.vec_dot_type, X.subspan(r * cols, cols), scratch.subspan(r * act, act));
+    const std::size_t rb = cols / t.block_elems * t.block_bytes, nb = cols / t.block_elems;
+    // kRowBlock weight rows (16 rows of 896 Q8_0 values: 15 KB) stay in L1/L2 while the T activation
+    // rows pass over them; threads take whole blocks
+    constexpr std::size_t kRowBlock = 16;
+    const std::size_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
+    parallel_for(nblocks, T * rows * cols >= kParallelMin, [&](std::size_t b0, std::size_t b1) {
+        for (std::size_t b = b0; b < b1; ++b) {
+            const std::size_t i0 = b * kRowBlock, i1 = std::min(rows, i0 + kRowBlock);
+            for (std::size_t r = 0; r < T; ++r)
+                for (std::size_t i = i0; i < i1; ++i) {
+                    const std::uint8_t* w = W.data() + i * rb;
+                    Y[r * rows + i] = quantized ? detail::vec_dot_fast_blocks(type, w, scratch.data() + r * act, nb)
+                                                : detail::dot_float(type, w, X.data() + r * cols, cols);
+                }
         }
     });
 }

@@ -30,6 +30,7 @@
 // No function here allocates: scratch memory is passed in by the caller.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -215,5 +216,48 @@ void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
 // Bytes of scratch matvec_fast needs for rows of cols elements: row_bytes(vec_dot_type, cols), or 0
 // for F32, F16, BF16. Throws like row_bytes when cols is not a whole number of blocks.
 std::size_t matvec_fast_scratch_bytes(Type type, std::size_t cols);
+
+// ---- Fast paths (kernels/ggml_fast.cpp) -------------------------------------------------------------
+// Beside the generic dot products above, verified against them bit for bit (ggml_quant_test.cpp).
+
+// vec_dot's result, every bit, computed faster for Q8_0, Q4_K and Q6_K: the same exact integer sums,
+// formed by widening loops the compiler vectorises (int8·int8 in 16-bit lanes), and the same float
+// operations in the same order. Other types: vec_dot itself. matvec_fast and matmul_fast use it.
+float vec_dot_fast(Type type, std::span<const std::uint8_t> w_row, std::span<const std::uint8_t> x_act);
+
+// Y = X · Wᵀ for T rows at once (the prompt as a matrix): X: [T, cols], Y: [T, rows]; row t of Y is
+// matvec_fast(W, X[t]), every bit. Each row of X is quantized once into scratch (T ·
+// matvec_fast_scratch_bytes(type, cols) bytes); the weight rows are walked in blocks that stay in the
+// cache while every row of X passes over them, so a weight is read from memory once per block of
+// rows, not once per token. Threads over blocks of weight rows (one output = one thread: bit-identical
+// for any count).
+void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const float> X, std::size_t T,
+                 std::span<std::uint8_t> scratch, std::span<float> Y);
+
+namespace detail {
+// fp16_to_fp32 without branches, inline, so that a loop over halves vectorises: the same float for
+// every one of the 65536 halves (NaNs: the same quiet NaN, payload kept). FP16's
+// fp16_ieee_to_fp32_value (Maratyszcza; ggml's software path): a normal half is moved into place and
+// its exponent re-biased by a multiplication by 2^-112 (exponent 31 -> inf or NaN, which the
+// multiplication makes quiet); a subnormal half (exponent 0) is made exactly as the float
+// (0.5 + m·2^-24) - 0.5.
+inline float fp16_to_fp32_fast(std::uint16_t h) {
+    const std::uint32_t w = static_cast<std::uint32_t>(h) << 16;
+    const std::uint32_t sign = w & 0x80000000u;
+    const std::uint32_t two_w = w + w;
+    const float normalized = std::bit_cast<float>((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+    const float denormalized = std::bit_cast<float>((two_w >> 17) | (126u << 23)) - 0.5f;
+    // the select as a mask (all ones for a subnormal), not ?:, which GCC may turn into a branch
+    const std::uint32_t sub = 0u - static_cast<std::uint32_t>(two_w < (1u << 27));
+    const std::uint32_t bits = (std::bit_cast<std::uint32_t>(denormalized) & sub) | (std::bit_cast<std::uint32_t>(normalized) & ~sub);
+    return std::bit_cast<float>(sign | bits);
+}
+// ggml's generic vec_dot over nb blocks (kernels/ggml_quant.cpp), and the fast one (ggml_fast.cpp):
+// no checks, the callers have made them.
+float vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
+float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
+// Float weights (F32, F16, BF16; w: n little-endian values) against float x: matvec_fast's rows.
+float dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n);
+}  // namespace detail
 
 }  // namespace lmlab::ggml

@@ -764,6 +764,69 @@ TEST(GgmlMatvec, NanActivationsReachEveryOutput) {
     }
 }
 
+// ---- the fast paths (kernels/ggml_fast.cpp): the plain ones' bits ----------------------------------------
+
+TEST(GgmlFast, Fp16ToFp32FastIsFp16ToFp32ForAllHalves) {
+    for (std::uint32_t h = 0; h < 65536; ++h)
+        ASSERT_EQ(bits(detail::fp16_to_fp32_fast(static_cast<std::uint16_t>(h))), bits(fp16_to_fp32(static_cast<std::uint16_t>(h))))
+            << std::hex << h;
+}
+
+// vec_dot_fast against vec_dot (ggml's generic C): every bit, on random quants (every nibble and sign
+// pattern, the integer bounds included) and activations at the int8 extremes (every q8 ±127: the
+// largest integer sums) as well as normal ones
+TEST(GgmlFast, VecDotFastIsVecDotBitForBit) {
+    std::mt19937 rng(77);
+    std::normal_distribution<float> nd;
+    for (const Type t : kWeightTypes) {
+        if (type_info(t).vec_dot_type == Type::F32) continue;
+        for (const std::size_t cols : {256u, 512u, 4864u}) {
+            const std::size_t rows = 8, rb = row_bytes(t, cols);
+            const Bytes W = random_weights(t, rows, cols, rng);
+            for (int trial = 0; trial < 3; ++trial) {
+                std::vector<float> x(cols);
+                for (float& v : x) v = trial == 0 ? nd(rng) : trial == 1 ? (rng() & 1 ? 1.0f : -1.0f) : -1.0f;
+                Bytes xa(row_bytes(type_info(t).vec_dot_type, cols));
+                quantize_activations(type_info(t).vec_dot_type, x, xa);
+                for (std::size_t i = 0; i < rows; ++i) {
+                    const auto row = std::span<const std::uint8_t>(W).subspan(i * rb, rb);
+                    ASSERT_EQ(bits(vec_dot_fast(t, row, xa)), bits(vec_dot(t, row, xa)))
+                        << type_info(t).name << " cols " << cols << " row " << i << " trial " << trial;
+                }
+            }
+        }
+    }
+    EXPECT_THROW(vec_dot_fast(Type::Q8_0, Bytes(34), Bytes(33)), std::invalid_argument);
+    EXPECT_THROW(vec_dot_fast(Type::F32, Bytes(4), Bytes(4)), std::invalid_argument);
+}
+
+// matmul_fast: row t of Y is matvec_fast of row t of X, every bit, for every type and thread count
+TEST(GgmlFast, MatmulRowsAreMatvecFastBitForBit) {
+    std::mt19937 rng(12);
+    std::normal_distribution<float> nd;
+    const std::size_t rows = 37, cols = 512, T = 5;  // 37: blocks of 16 weight rows and a partial one
+    for (const Type t : kWeightTypes) {
+        const Bytes W = random_weights(t, rows, cols, rng);
+        std::vector<float> X(T * cols), Y(T * rows), y(rows);
+        for (float& v : X) v = nd(rng);
+        Bytes sb(std::max<std::size_t>(1, T * matvec_fast_scratch_bytes(t, cols))), s1(matvec_fast_scratch_bytes(t, cols));
+        for (int threads : {1, 2, 3}) {
+            set_kernel_threads(threads);
+            matmul_fast(t, W, X, T, sb, Y);
+            for (std::size_t r = 0; r < T; ++r) {
+                matvec_fast(t, W, std::span<const float>(X).subspan(r * cols, cols), s1, y);
+                EXPECT_EQ(0, std::memcmp(y.data(), Y.data() + r * rows, rows * sizeof(float)))
+                    << type_info(t).name << " row " << r << " threads " << threads;
+            }
+        }
+        set_kernel_threads(1);
+    }
+    std::vector<float> X(2 * 256), Y(2 * 3);
+    Bytes sb(2 * row_bytes(Type::Q8_0, 256)), W(3 * row_bytes(Type::Q8_0, 256));
+    EXPECT_THROW(matmul_fast(Type::Q8_0, W, X, 2, std::span<std::uint8_t>(sb).first(10), Y), std::invalid_argument);
+    EXPECT_THROW(matmul_fast(Type::Q8_0, W, X, 3, sb, Y), std::invalid_argument);
+}
+
 // ---- size errors -----------------------------------------------------------------------------------------
 
 TEST(GgmlErrors, WrongSizesThrowNamingTheKernelAndType) {

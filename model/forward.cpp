@@ -40,7 +40,7 @@ RunState::RunState(const Config& c, std::size_t rows)
       xq(std::max({c.dim, c.n_heads * c.head_dim(), std::max(c.ffn_dim, c.shared_ffn_dim)})),
       xs(xq.size()),
       gg_row(xq.size()),
-      gg_act(2 * xq.size() + 512) {  // (an activation block is at most 292 bytes per 256 values: Q8_K)
+      gg_act(rows * (2 * xq.size() + 512)) {  // (an activation block is at most 292 bytes per 256 values: Q8_K)
     if (rows == 0) throw ModelError("RunState: max_rows must be at least 1");
 }
 
@@ -147,11 +147,21 @@ void matvec_gg(const GgmlMatrix& w, std::span<const float> x, std::span<float> y
 
 void project_rows(const Linear& l, std::span<const float> X, std::span<float> Y, std::size_t T, RunState& s) {
     const std::size_t in = X.size() / T, out = Y.size() / T;
-    if (!l.gg.empty()) {  // a GGUF weight in its ggml type, row by row
-        for (std::size_t t = 0; t < T; ++t) {
-            matvec_gg(l.gg, X.subspan(t * in, in), Y.subspan(t * out, out), s);
-            if (!l.b.empty()) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
+    if (!l.gg.empty()) {  // a GGUF weight in its ggml type
+        if (g_kernel_path == KernelPath::Plain || T == 1) {  // row by row
+            for (std::size_t t = 0; t < T; ++t) matvec_gg(l.gg, X.subspan(t * in, in), Y.subspan(t * out, out), s);
+        } else {  // rows at once, each weight block read once for all of them: row t = matvec_fast's bits.
+            // As many rows as the scratch holds quantized (a RunState may be asked for more rows than
+            // it was sized for, e.g. by a caller that reuses it for a longer span)
+            const std::size_t act = ggml::matvec_fast_scratch_bytes(l.gg.type, in);
+            const std::size_t step = act == 0 ? T : std::max<std::size_t>(1, s.gg_act.size() / act);
+            for (std::size_t t0 = 0; t0 < T; t0 += step) {
+                const std::size_t n = std::min(step, T - t0);
+                ggml::matmul_fast(l.gg.type, l.gg.data, X.subspan(t0 * in, n * in), n, s.gg_act, Y.subspan(t0 * out, n * out));
+            }
         }
+        if (!l.b.empty())
+            for (std::size_t t = 0; t < T; ++t) add(Y.subspan(t * out, out), l.b, Y.subspan(t * out, out));
         return;
     }
     if (!l.q8.empty()) {  // int8: runq.c's matvec, row by row

@@ -77,7 +77,7 @@ struct RunState {
     std::vector<std::int8_t> xq;
     std::vector<float> xs;
     // weights in a ggml type (GGUF files): the plain path's dequantized row, the fast path's
-    // quantized activation (kernels/ggml_quant.h's scratch), sized for the widest input
+    // quantized activations (kernels/ggml_quant.h's scratch), sized for max_rows of the widest input
     std::vector<float> gg_row;
     std::vector<std::uint8_t> gg_act;
 };

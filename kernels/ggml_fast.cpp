@@ -1,0 +1,248 @@
+// Fast paths for ggml's dot products (ggml_quant.h, "Fast paths"): the same integer sums and the same
+// float operations in the same order as vec_dot (kernels/ggml_quant.cpp, ggml's generic C), so the
+// same bits, but the integer work written as plain widening loops that the compiler vectorises.
+//
+// Why it can be both fast and bit-exact: the integer part of every ggml dot product is exact (the
+// bounds are given below), so any order of the integer adds gives the same int; only the float
+// operations carry rounding, and they stay one per block (Q8_0) or eight lanes per super-block
+// (Q4_K, Q6_K), in ggml's order. The speed comes from the integer part, which is 32 or 256 products
+// per float operation: int8·int8 products fit an int16, so a vector of 16-bit lanes multiplies 8, 16
+// or 32 of them per instruction (pmullw / pmaddwd with SSE2, their 256- and 512-bit forms with
+// -march=native; see docs/performance.md for the instruction mix).
+//
+// Checked: kernels/ggml_quant_test.cpp runs vec_dot_fast against vec_dot on random blocks (every bit),
+// fp16_to_fp32_fast against fp16_to_fp32 on all 65536 halves, and matmul_fast against matvec_fast.
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "kernels/check.h"
+#include "kernels/ggml_quant.h"
+#include "kernels/threads.h"
+
+// No fused multiply-adds (as ggml_quant.cpp): a fused a·b + c rounds once where ggml's C rounds twice.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace lmlab::ggml {
+
+namespace {
+
+constexpr std::size_t QK = 32, QK_K = 256;
+
+// Little-endian fields, assembled from bytes as ggml_quant.cpp reads them.
+std::uint16_t load_u16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] | (p[1] << 8)); }
+float load_f32(const std::uint8_t* p) {
+    const std::uint32_t v = std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
+    return std::bit_cast<float>(v);
+}
+float load_f16(const std::uint8_t* p) { return detail::fp16_to_fp32_fast(load_u16(p)); }
+std::int16_t load_i16(const std::uint8_t* p) { return static_cast<std::int16_t>(load_u16(p)); }
+const std::int8_t* as_i8(const std::uint8_t* p) { return reinterpret_cast<const std::int8_t*>(p); }
+
+// ggml_vec_dot_q8_0_q8_0: per block of 32, sumi = Σ w·x (|sumi| <= 32·128·128 < 2^20), then
+// sumf += (float)sumi·(d_w·d_x) in block order. In chunks of up to 64 blocks, each step a loop over
+// the chunk: the integer sums, the scales' conversion from F16 (perf showed the scalar conversion
+// per block taking more time than the 32 products), their products, and then the one chain of float
+// adds in block order (the only part that must stay sequential).
+float dot_q8_0(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
+    constexpr std::size_t kChunk = 64;
+    float sumf = 0.0f;
+    for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
+        const std::size_t n = std::min(kChunk, nb - i0);
+        int sumi[kChunk];
+        std::uint16_t hw[kChunk], hx[kChunk];
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint8_t* wb = w + 34 * (i0 + i);
+            const std::uint8_t* xb = x + 34 * (i0 + i);
+            const std::int8_t* __restrict a = as_i8(wb + 2);
+            const std::int8_t* __restrict b = as_i8(xb + 2);
+            // widened to int16 first, then int16·int16 summed into int: GCC recognises the second
+            // loop as a dot product and emits pmaddwd (SSE2: 8 products, 4 pairwise sums in one
+            // instruction; vpdpwssd with AVX-512 VNNI). Multiplying the int8s directly gives
+            // pmullw plus separate widening adds instead (docs/performance.md).
+            std::int16_t a16[QK], b16[QK];
+            for (std::size_t j = 0; j < QK; ++j) {
+                a16[j] = a[j];
+                b16[j] = b[j];
+            }
+            int s = 0;
+            for (std::size_t j = 0; j < QK; ++j) s += a16[j] * b16[j];
+            sumi[i] = s;
+            hw[i] = load_u16(wb);
+            hx[i] = load_u16(xb);
+        }
+        float scale[kChunk];
+        for (std::size_t i = 0; i < n; ++i) scale[i] = detail::fp16_to_fp32_fast(hw[i]) * detail::fp16_to_fp32_fast(hx[i]);
+        for (std::size_t i = 0; i < n; ++i) sumf += static_cast<float>(sumi[i]) * scale[i];
+    }
+    return sumf;
+}
+
+// Q4_K / Q5_K scales and mins (ggml's get_scale_min_k4; ggml_quant.cpp's q4_k_scales)
+void q4_k_scales(const std::uint8_t* b, int (&sc)[8], int (&mn)[8]) {
+    for (int j = 0; j < 4; ++j) {
+        sc[j] = b[j] & 63;
+        mn[j] = b[j + 4] & 63;
+    }
+    for (int j = 4; j < 8; ++j) {
+        sc[j] = (b[j + 4] & 0x0F) | (b[j - 4] >> 6) << 4;
+        mn[j] = (b[j + 4] >> 4) | (b[j] >> 6) << 4;
+    }
+}
+
+// lanes[l] += sc · Σ_k q[8k + l]·x[8k + l] over one 32-element sub-block: ggml's aux32[l] += scale·aux16[l].
+// q in [0, 15] (Q4_K) or [0, 31] (Q5_K) or [-32, 31] (Q6_K, 16-element sub-blocks: n = 16), x int8:
+// |q·x| <= 32·128 = 2^12 and a lane adds at most 4 of them (< 2^14): exact in int16.
+template <std::size_t N>
+inline void lane_madd(const std::int8_t* __restrict q, const std::int8_t* __restrict x, int sc, int (&lanes)[8]) {
+    std::int16_t prod[N];
+    for (std::size_t j = 0; j < N; ++j) prod[j] = static_cast<std::int16_t>(q[j] * x[j]);
+    std::int16_t p[8];
+    for (std::size_t l = 0; l < 8; ++l) p[l] = prod[l];
+    for (std::size_t k = 8; k < N; k += 8)
+        for (std::size_t l = 0; l < 8; ++l) p[l] = static_cast<std::int16_t>(p[l] + prod[k + l]);
+    for (std::size_t l = 0; l < 8; ++l) lanes[l] += sc * p[l];
+}
+
+// ggml_vec_dot_q4_K_q8_K: 8 float lanes, lane l += (d_w·d_x)·(float)aux[l] per super-block, and
+// sumf -= (dmin_w·d_x)·(float)Σ bsums·m; the lanes added to sumf at the end.
+float dot_q4_k(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
+    float sums[8] = {};
+    float sumf = 0.0f;
+    for (std::size_t i = 0; i < nb; ++i, w += 144, x += 292) {
+        int sc[8], mn[8];
+        q4_k_scales(w + 4, sc, mn);
+        int sumi = 0;  // the min term: 16 bsums, two per 32-element sub-block
+        for (std::size_t s = 0; s < 16; ++s) sumi += load_i16(x + 260 + 2 * s) * mn[s / 2];
+        const std::uint8_t* qs = w + 16;
+        const std::int8_t* q8 = as_i8(x + 4);
+        int aux[8] = {};  // |aux[l]| <= 32 · 63·15·128 < 2^23
+        for (std::size_t c = 0; c < 4; ++c) {  // 64 elements: the low nibbles of 32 bytes, then the high
+            std::int8_t lo[32], hi[32];
+            for (std::size_t l = 0; l < 32; ++l) {
+                lo[l] = static_cast<std::int8_t>(qs[32 * c + l] & 0x0F);
+                hi[l] = static_cast<std::int8_t>(qs[32 * c + l] >> 4);
+            }
+            lane_madd<32>(lo, q8 + 64 * c, sc[2 * c], aux);
+            lane_madd<32>(hi, q8 + 64 * c + 32, sc[2 * c + 1], aux);
+        }
+        const float xd = load_f32(x);
+        const float d = load_f16(w) * xd;
+        for (std::size_t l = 0; l < 8; ++l) sums[l] += d * static_cast<float>(aux[l]);
+        const float dmin = load_f16(w + 2) * xd;
+        sumf -= dmin * static_cast<float>(sumi);
+    }
+    for (float s : sums) sumf += s;
+    return sumf;
+}
+
+// ggml_vec_dot_q6_K_q8_K: 16 sub-blocks of 16 with int8 scales, the 8 float lanes, no min term.
+float dot_q6_k(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
+    float sums[8] = {};
+    for (std::size_t i = 0; i < nb; ++i, w += 210, x += 292) {
+        const std::uint8_t *ql = w, *qh = w + 128;
+        const std::int8_t* sc = as_i8(w + 192);
+        const std::int8_t* q8 = as_i8(x + 4);
+        std::int8_t q[QK_K];  // in [-32, 31]: ggml_quant.cpp's unpack_q6_k
+        for (std::size_t h = 0; h < 2; ++h)
+            for (std::size_t l = 0; l < 32; ++l) {
+                const std::uint8_t* lo = ql + 64 * h;
+                const int hb = qh[32 * h + l];
+                q[128 * h + l] = static_cast<std::int8_t>(((lo[l] & 0x0F) | (hb & 3) << 4) - 32);
+                q[128 * h + 32 + l] = static_cast<std::int8_t>(((lo[32 + l] & 0x0F) | ((hb >> 2) & 3) << 4) - 32);
+                q[128 * h + 64 + l] = static_cast<std::int8_t>(((lo[l] >> 4) | ((hb >> 4) & 3) << 4) - 32);
+                q[128 * h + 96 + l] = static_cast<std::int8_t>(((lo[32 + l] >> 4) | ((hb >> 6) & 3) << 4) - 32);
+            }
+        int aux[8] = {};  // |aux[l]| <= 32 · 128·32·128 < 2^24
+        for (std::size_t s = 0; s < 16; ++s) lane_madd<16>(q + 16 * s, q8 + 16 * s, sc[s], aux);
+        const float d = load_f16(w + 208) * load_f32(x);
+        for (std::size_t l = 0; l < 8; ++l) sums[l] += d * static_cast<float>(aux[l]);
+    }
+    float sumf = 0.0f;
+    for (float s : sums) sumf += s;
+    return sumf;
+}
+
+// Float weights (F32, F16, BF16) against float activations: element j to lane j % 8, the lanes added
+// pairwise at the end; the last n % 8 elements zero-padded to a full step (kernels/fast.cpp's
+// matvec_fast: for F32 weights the same bits, where the compiler does not fuse fast.cpp's multiply-adds).
+constexpr std::size_t kLanes = 8;
+// The weights are converted to float 64 at a time (fp16_to_fp32_fast: no branches, so the conversion
+// vectorises), then multiplied into the lanes in the same order as 8 at a time.
+template <Type T>
+void float_weights(const std::uint8_t* w, float* out, std::size_t n) {
+    if constexpr (T == Type::F32) {
+        for (std::size_t k = 0; k < n; ++k) out[k] = load_f32(w + 4 * k);
+    } else {
+        // the halves as uint16 (memcpy: a plain load on a little-endian host, as GGUF is; swapped on a
+        // big-endian one), so that the loop below is a vector loop over 16-bit lanes
+        std::uint16_t h[64];
+        std::memcpy(h, w, 2 * n);
+        if constexpr (std::endian::native == std::endian::big)
+            for (std::size_t k = 0; k < n; ++k) h[k] = static_cast<std::uint16_t>(h[k] << 8 | h[k] >> 8);
+        for (std::size_t k = 0; k < n; ++k) {
+            if constexpr (T == Type::F16) out[k] = detail::fp16_to_fp32_fast(h[k]);
+            else out[k] = std::bit_cast<float>(static_cast<std::uint32_t>(h[k]) << 16);  // bf16_to_fp32
+        }
+    }
+}
+template <Type T>
+float dot_float_t(const std::uint8_t* w, const float* x, std::size_t n) {
+    constexpr std::size_t wb = T == Type::F32 ? 4 : 2;
+    float acc[kLanes] = {};
+    float wf[kLanes];
+    std::size_t j = 0;
+    constexpr std::size_t kChunk = 64;
+    for (; j + kChunk <= n; j += kChunk) {
+        float wc[kChunk];
+        float_weights<T>(w + wb * j, wc, kChunk);
+        for (std::size_t s = 0; s < kChunk; s += kLanes)
+            for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wc[s + l] * x[j + s + l];
+    }
+    for (; j + kLanes <= n; j += kLanes) {
+        float_weights<T>(w + wb * j, wf, kLanes);
+        for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wf[l] * x[j + l];
+    }
+    if (j < n) {
+        float xt[kLanes] = {};
+        std::fill(wf, wf + kLanes, 0.0f);
+        float_weights<T>(w + wb * j, wf, n - j);
+        for (std::size_t l = 0; j + l < n; ++l) xt[l] = x[j + l];
+        for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wf[l] * xt[l];
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+}  // namespace
+
+float detail::dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n) {
+    if (type == Type::F32) return dot_float_t<Type::F32>(w, x, n);
+    if (type == Type::F16) return dot_float_t<Type::F16>(w, x, n);
+    return dot_float_t<Type::BF16>(w, x, n);
+}
+
+namespace detail {
+
+float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
+    switch (type) {
+        case Type::Q8_0: return dot_q8_0(w, x, nb);
+        case Type::Q4_K: return dot_q4_k(w, x, nb);
+        case Type::Q6_K: return dot_q6_k(w, x, nb);
+        default: return vec_dot_blocks(type, w, x, nb);
+    }
+}
+
+}  // namespace detail
+
+float vec_dot_fast(Type type, std::span<const std::uint8_t> w_row, std::span<const std::uint8_t> x_act) {
+    const auto t = find_type(static_cast<std::uint32_t>(type));
+    const bool ok = t && t->is_weight && t->vec_dot_type != Type::F32 && w_row.size() % t->block_bytes == 0 &&
+                    x_act.size() == w_row.size() / t->block_bytes * type_info(t->vec_dot_type).block_bytes;
+    if (!ok) return vec_dot(type, w_row, x_act);  // throws, with vec_dot's message naming the type and sizes
+    return detail::vec_dot_fast_blocks(type, w_row.data(), x_act.data(), w_row.size() / t->block_bytes);
+}
+
+}  // namespace lmlab::ggml
