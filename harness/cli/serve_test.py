@@ -391,8 +391,59 @@ class OpenAIClient(unittest.TestCase):
         self.assertEqual(parts[0].choices[0].delta.role, "assistant")
         self.assertEqual("".join(p.choices[0].delta.content or "" for p in parts), alone["text"])
         with self.assertRaises(openai.BadRequestError) as e:
-            client.chat.completions.create(model="tiny-qwen2", messages=[{"role": "system", "content": "x"}] + messages)
-        self.assertEqual(e.exception.body["param"], "messages")
+            client.chat.completions.create(model="tiny-qwen2", messages=messages + [{"role": "tool", "content": "x"}])
+        self.assertEqual(e.exception.body["param"], "messages[1].role")
+
+
+@unittest.skipUnless(has_tokenizer_json(TINY_QWEN2), "tiny-qwen2 has no tokenizer.json (../shared absent at export)")
+class Chat(unittest.TestCase):
+    """Conversations rendered as Hugging Face's apply_chat_template renders them with the model's own
+    chat template (tiny-qwen2's tokenizer_config.json, Qwen's): the reference ids come from transformers."""
+
+    CONVERSATIONS = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi 123456 h\u00e9llo \u4f60\u597d"}],
+        [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hello"},
+         {"role": "assistant", "content": "Bonjour !"}, {"role": "user", "content": "How are you?", "name": "ann"}],
+        [{"role": "user", "content": "\n\nleading newlines and trailing spaces  "},
+         {"role": "assistant", "content": " a space first\n"}, {"role": "system", "content": "a late system turn"},
+         {"role": "user", "content": ""}],
+        [{"role": "system", "content": "only a system message"}],
+    ]
+
+    @classmethod
+    def setUpClass(cls):
+        from transformers import AutoTokenizer
+        cls.hf = AutoTokenizer.from_pretrained(TINY_QWEN2)
+        cls.qwen = shared_server(TINY_QWEN2)
+
+    def test_the_prompt_is_hugging_faces_chat_template(self):
+        for messages in self.CONVERSATIONS:
+            with self.subTest(messages=messages):
+                expected = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+                status, body = post(self.qwen, "/v1/chat/completions", {"messages": messages, "max_tokens": 1,
+                                                                         "temperature": 0, "return_token_ids": True})
+                self.assertEqual(status, 200, body)
+                self.assertEqual(body["choices"][0]["prompt_token_ids"], expected)
+                self.assertEqual(body["usage"]["prompt_tokens"], len(expected))
+
+    def test_what_the_template_does_otherwise_is_refused_by_name(self):
+        user = {"role": "user", "content": "Hi"}
+        for messages, param, code, part in (
+                ([], "messages", "invalid_value", "no messages"),
+                ([user, {"role": "tool", "content": "42"}], "messages[1].role", "unsupported_value", "no tool calling"),
+                ([{"role": "developer", "content": "x"}, user], "messages[0].role", "unsupported_value", "'developer'"),
+                ([user, {"role": "assistant", "content": "Hel"}], "messages[1].role", "unsupported_value", "continuing"),
+                ([user, {"role": "assistant", "content": "<think>x</think>y"}, user], "messages[1].content",
+                 "unsupported_value", "</think>"),
+                ([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "messages[0].content", "invalid_type",
+                 "content parts"),
+                ([{"role": "user"}], "messages[0].content", "invalid_type", "a string")):
+            with self.subTest(messages=messages):
+                status, body = post(self.qwen, "/v1/chat/completions", {"messages": messages})
+                self.assertEqual(status, 400, body)
+                self.assertEqual((body["error"]["param"], body["error"]["code"]), (param, code))
+                self.assertIn(part, body["error"]["message"])
 
 
 class EveryModel(unittest.TestCase):

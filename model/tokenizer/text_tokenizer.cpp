@@ -35,21 +35,50 @@ std::vector<int> TextTokenizer::encode(std::string_view text, bool allow_special
                       impl_);
 }
 
-std::vector<int> TextTokenizer::encode_chat(std::string_view user_text) const {
+std::optional<TextTokenizer::ChatRefusal> TextTokenizer::chat_refusal(std::span<const ChatMessage> messages) {
+    if (messages.empty()) return ChatRefusal{0, "", "no messages: give at least one"};
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+        const ChatMessage& m = messages[i];
+        if (m.role != "system" && m.role != "user" && m.role != "assistant")
+            return ChatRefusal{i, "role", fmt::format("role '{}' is not supported: system, user and assistant are{}", m.role,
+                                                      m.role == "tool" ? " (no tool calling)" : "")};
+        if (m.role == "assistant" && m.content.find("</think>") != std::string::npos)
+            return ChatRefusal{i, "content", "an assistant message with a reasoning trace ('</think>') is not supported: "
+                                             "give the answer's text only"};
+    }
+    if (messages.back().role == "assistant")
+        return ChatRefusal{messages.size() - 1, "role", "the last message is the assistant's: continuing an assistant "
+                                                        "message is not supported; end with a user (or system) message"};
+    return std::nullopt;
+}
+
+std::vector<int> TextTokenizer::encode_chat(std::span<const ChatMessage> messages) const {
     const auto* bpe = std::get_if<BpeTokenizer>(&impl_);
     const auto start = bpe ? bpe->token_id("<|im_start|>") : std::nullopt;
     const auto end = bpe ? bpe->token_id("<|im_end|>") : std::nullopt;
     if (!start || !end)
         throw ModelError("--chat needs a ChatML vocabulary (Qwen's: <|im_start|> and <|im_end|>); this tokenizer has none");
-    // the user's text is plain text: a "<|im_end|>" typed by the user must not end the turn
-    std::vector<int> ids = {*start};
-    for (int id : bpe->encode("user\n", false)) ids.push_back(id);
-    for (int id : bpe->encode(user_text, false)) ids.push_back(id);
-    ids.push_back(*end);
-    for (int id : bpe->encode("\n", false)) ids.push_back(id);
+    if (const auto r = chat_refusal(messages))
+        throw ModelError(r->field.empty() ? r->why : fmt::format("messages[{}].{}: {}", r->index, r->field, r->why));
+    // the contents are plain text: a "<|im_end|>" typed in one must not end the turn
+    const auto add = [&](std::vector<int>& ids, std::string_view text) {
+        for (int id : bpe->encode(text, false)) ids.push_back(id);
+    };
+    std::vector<int> ids;
+    for (const ChatMessage& m : messages) {
+        ids.push_back(*start);
+        add(ids, m.role + "\n" + m.content);  // one span: the text between <|im_start|> and <|im_end|>
+        ids.push_back(*end);
+        add(ids, "\n");
+    }
     ids.push_back(*start);
-    for (int id : bpe->encode("assistant\n", false)) ids.push_back(id);
+    add(ids, "assistant\n");
     return ids;
+}
+
+std::vector<int> TextTokenizer::encode_chat(std::string_view user_text) const {
+    const ChatMessage m{"user", std::string(user_text)};
+    return encode_chat(std::span<const ChatMessage>(&m, 1));
 }
 
 std::string TextTokenizer::decode(std::span<const int> ids, std::span<const int> context) const {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -33,10 +34,33 @@ public:
     void set_prompt_bos(int id) { prompt_bos_ = id; }
     // Exactly the text's ids, no BOS (what the golden fixtures hold); allow_special as above.
     std::vector<int> encode(std::string_view text, bool allow_special = false) const;
-    // The ChatML prompt of one user turn (Qwen's chat template, tokenizer_config.json):
-    //   <|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n
-    // Throws ModelError when the vocabulary has no <|im_start|> / <|im_end|>.
-    std::vector<int> encode_chat(std::string_view user_text) const;
+    // The ChatML prompt of a conversation, as Hugging Face's apply_chat_template(messages,
+    // add_generation_prompt=True) renders it with the chat template of Qwen's tokenizer_config.json
+    // (../shared/tokenizers/qwen, the one the Qwen2 test model carries), for what chat_refusal lets
+    // through: every message is
+    //   <|im_start|>{role}\n{content}<|im_end|>\n
+    // then <|im_start|>assistant\n. No system message is added when none is given (Qwen2-Instruct's
+    // own template adds "You are a helpful assistant."; this engine does not read templates). The
+    // special tokens are the template's only: a "<|im_end|>" typed in a content is plain text (Hugging
+    // Face would make it the special token and let a user end a turn). Each span between two special
+    // tokens is encoded whole, as Hugging Face splits the text at its special tokens ("user\n\nHi":
+    // one "\n\n\n" token, not "\n" then "\n\n"). Throws ModelError when the vocabulary has no
+    // <|im_start|> / <|im_end|>, or naming the message chat_refusal objects to.
+    struct ChatMessage {
+        std::string role, content;
+    };
+    std::vector<int> encode_chat(std::span<const ChatMessage> messages) const;
+    std::vector<int> encode_chat(std::string_view user_text) const;  // one user turn
+    // Why encode_chat cannot render a conversation as the template would, or nullopt: no messages; a
+    // role other than system, user, assistant ("tool": no tool calling); an assistant message last
+    // (the template would render it as an open reasoning turn to continue); an assistant content with
+    // "</think>" (the template cuts reasoning traces out by rules this engine does not follow).
+    struct ChatRefusal {
+        std::size_t index;  // of the message
+        std::string field;  // "role" or "content" ("" when there is no message)
+        std::string why;
+    };
+    static std::optional<ChatRefusal> chat_refusal(std::span<const ChatMessage> messages);
     // The one rule by which every command turns ids into text: the text of `ids` as they continue
     // `context` (the tokens before them; empty: the start of a text). SentencePiece drops a piece's
     // leading space (its word-boundary marker) only at the start of a text or right after BOS, so
