@@ -7,6 +7,10 @@
 // GPT-2 124M-shaped model with random weights, and speculative decoding against plain greedy
 // (BM_speculative).
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <ctime>
 
 #include <algorithm>
 #include <cstdint>
@@ -515,6 +519,78 @@ void BM_speculative(benchmark::State& state, int model) {
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * n), benchmark::Counter::kIsRate);
 }
 
+// ---- Long prompts (docs/performance.md#long-prompts) -------------------------------------------------
+// Not registered by default (minutes per run on 2 cores): lmlab_bench --long_prompts
+// --benchmark_filter=BM_long_prompt. The Qwen2.5-0.5B shape with its real context (32768), random
+// weights; a prompt of n tokens through Session::start (chunks of kPrefillChunk rows), then 16
+// tokens one at a time. Arg "window": 0 = Qwen2.5 as released (full attention), 4096 = the same
+// with a sliding window of 4096 in every layer (use_sliding_window, max_window_layers 0), to show
+// the memory a window saves. One iteration (a run is long); counters: prefill and decode tokens/s,
+// the KV cache's bytes (keys and values, float32) in all and per position held, and the process's
+// peak resident memory (ru_maxrss: weights + cache + one chunk's activations; run each case in a
+// process of its own, --benchmark_filter=.../tokens:8192/window:0, or it includes the earlier cases'
+// models and caches); wall-clock and CPU-time rates (the CPU ones hold on a shared machine).
+lmlab::Model qwen2_05b_long(std::size_t window) {
+    lmlab::Config c = lmlab::Config::of(lmlab::Arch::Qwen2);
+    c.dim = 896;
+    c.n_layers = 24;
+    c.n_heads = 14;
+    c.n_kv_heads = 2;
+    c.ffn_dim = 4864;
+    c.vocab_size = 151936;
+    c.max_seq_len = 32768;
+    c.tied_embeddings = true;
+    c.sliding_window = window;
+    return random_model(c, window ? "qwen2-0.5B-shaped model, window 4096" : "qwen2-0.5B-shaped model, 32768 positions");
+}
+
+void BM_long_prompt(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0)), window = static_cast<std::size_t>(state.range(1));
+    static std::unique_ptr<lmlab::Model> models[2];
+    auto& m = models[window ? 1 : 0];
+    if (!m) m = std::make_unique<lmlab::Model>(qwen2_05b_long(window));
+    std::vector<int> prompt(n);
+    for (std::size_t i = 0; i < n; ++i) prompt[i] = static_cast<int>((i * 7919 + 3) % 151643);
+    constexpr std::size_t kDecode = 16;
+    using clock = std::chrono::steady_clock;
+    // the process's CPU time beside the wall clock: on a shared machine the wall clock counts the time
+    // other jobs hold the core; one kernel thread, so CPU seconds are the work's own seconds
+    const auto cpu_now = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+    };
+    double prefill_s = 0, decode_s = 0, prefill_cpu = 0, decode_cpu = 0;
+    std::size_t kv_bytes = 0;
+    for (auto _ : state) {
+        lmlab::Session session(*m);
+        const auto t0 = clock::now();
+        const double c0 = cpu_now();
+        std::span<const float> logits = session.start(prompt, kDecode);
+        const auto t1 = clock::now();
+        const double c1 = cpu_now();
+        for (std::size_t i = 0; i < kDecode; ++i) logits = session.feed(static_cast<int>(lmlab::argmax(logits)));
+        const auto t2 = clock::now();
+        const double c2 = cpu_now();
+        prefill_s = std::chrono::duration<double>(t1 - t0).count();
+        decode_s = std::chrono::duration<double>(t2 - t1).count();
+        prefill_cpu = c1 - c0;
+        decode_cpu = c2 - c1;
+        kv_bytes = session.cache().bytes();
+        state.SetIterationTime(prefill_s + decode_s);
+    }
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    state.counters["prefill_tok/s"] = static_cast<double>(n) / prefill_s;
+    state.counters["decode_tok/s"] = static_cast<double>(kDecode) / decode_s;
+    state.counters["prefill_tok/cpu_s"] = static_cast<double>(n) / prefill_cpu;
+    state.counters["decode_tok/cpu_s"] = static_cast<double>(kDecode) / decode_cpu;
+    state.counters["kv_MB"] = static_cast<double>(kv_bytes) / 1e6;
+    state.counters["kv_bytes/pos"] = static_cast<double>(kv_bytes) / static_cast<double>(n + kDecode);
+    state.counters["peak_rss_MB"] = static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux: KiB
+    state.SetLabel(window ? "window 4096" : "full attention");
+}
+
 }  // namespace
 
 // Registers fn for one model under "<family>/<model name>/<label>"; the remaining arguments (state.range)
@@ -565,6 +641,17 @@ void register_models() {
 
 int main(int argc, char** argv) {
     register_models();
+    // --long_prompts (ours, taken out before Google Benchmark reads the rest): the long-prompt runs
+    for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == "--long_prompts") {
+            for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+            --argc;
+            benchmark::RegisterBenchmark("BM_long_prompt/qwen2-0.5B-shape", BM_long_prompt)
+                ->ArgNames({"tokens", "window"})
+                ->Args({1024, 0})->Args({4096, 0})->Args({8192, 0})->Args({8192, 4096})
+                ->Iterations(1)->UseManualTime()->Unit(benchmark::kSecond);
+            break;
+        }
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();

@@ -264,7 +264,9 @@ QuantReport compare_quantized(const Model& q, const Model& f, std::span<const in
     r.analysed_rows = A;
     RunState sq(q.config, T), sf(c, T), st(q.config, T);  // quantized, float, quantized teacher-forced
     RunState pq(q.config, 1), pf(c, 1);                   // scratch of the redone projections
-    KVCache kq(c.n_layers, T, c.kv_dim()), kf(c.n_layers, T, c.kv_dim()), kt(c.n_layers, T, c.kv_dim());
+    // the model's own caches (a sliding window's layers read only their window), T rows in one forward
+    KVCache kq(c, T, T), kf(c, T, T), kt(c, T, T);
+    for (KVCache* k : {&kq, &kf, &kt}) k->set_prompt_length(T);  // dynamic RoPE: every row rotated for the chunk, as one forward
     ContiguousRows rq(kq, 0, c.head_dim()), rf(kf, 0, c.head_dim()), rt(kt, 0, c.head_dim());
 
     // token_embd: the rows the text looks up (no input: the table's own rounding)
@@ -392,6 +394,8 @@ QuantReport compare_quantized(const Model& q, const Model& f, std::span<const in
     for (std::size_t k = 1; k < chunks.size(); ++k) {
         kq.reset();
         kf.reset();
+        kq.set_prompt_length(chunks[k].size());
+        kf.set_prompt_length(chunks[k].size());
         ContiguousRows rq2(kq, 0, c.head_dim()), rf2(kf, 0, c.head_dim());
         forward_rows(q, chunks[k], rq2, sq);
         forward_rows(f, chunks[k], rf2, sf);

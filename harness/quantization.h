@@ -93,7 +93,7 @@ QuantReport compare_quantized(const Model& model, const Model& against, std::spa
 
 nlohmann::json quant_report_json(const QuantReport& r);
 std::string quant_report_markdown(const QuantReport& r);
-std::string quant_report_html(const QuantReport& r);  // harness/report/quant_html.cpp
+std::string quant_report_html(const QuantReport& r);  // harness/report/quant_report.cpp
 // One line for stdout: "verify --against: stories260K.gguf as Q4_K vs stories260K.gguf: KL mean
 // 0.0123 (p99 0.0712), top-1 97.1%, perplexity 5.21 vs 5.05 (+3.2%); most error added at blk.4.ffn_down"
 std::string quant_report_line(const QuantReport& r);

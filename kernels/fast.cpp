@@ -205,20 +205,24 @@ float attention_scale(std::size_t head_dim) { return static_cast<float>(1.0 / st
 }  // namespace
 
 void attention_tiled(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
-                     std::size_t n_pos, std::size_t stride, std::span<float> out) {
+                     std::size_t n_pos, std::size_t stride, std::span<float> out, KvPositions at) {
     const std::size_t head_dim = q.size();
-    require(n_pos >= 1 && out.size() == head_dim, "attention_tiled", "need n_pos >= 1 and out of head_dim elements");
-    require(keys.size() >= (n_pos - 1) * stride + head_dim && values.size() >= (n_pos - 1) * stride + head_dim,
-            "attention_tiled", "keys/values too short for n_pos rows of the given stride");
+    const std::size_t ring = at.ring ? at.ring : n_pos;  // no ring: position t in row t
+    require(n_pos >= 1 && at.first < n_pos && n_pos - at.first <= ring && out.size() == head_dim, "attention_tiled",
+            "need first < n_pos, a ring that holds every position read, and out of head_dim elements");
+    const std::size_t rows = std::min(ring, n_pos);
+    require(keys.size() >= (rows - 1) * stride + head_dim && values.size() >= (rows - 1) * stride + head_dim,
+            "attention_tiled", "keys/values too short for their rows of the given stride");
     OnlineSoftmax st;
     std::fill(out.begin(), out.end(), 0.0f);
     const float* k[kAttentionTile];  // the tile's rows
     const float* v[kAttentionTile];
-    for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile) {
+    for (std::size_t t0 = at.first; t0 < n_pos; t0 += kAttentionTile) {  // tiles from the window's first position
         const std::size_t n = std::min(kAttentionTile, n_pos - t0);
         for (std::size_t t = 0; t < n; ++t) {
-            k[t] = keys.data() + (t0 + t) * stride;
-            v[t] = values.data() + (t0 + t) * stride;
+            const std::size_t row = (t0 + t) % ring;  // a ring buffer's row of position t0 + t (no ring: that position)
+            k[t] = keys.data() + row * stride;
+            v[t] = values.data() + row * stride;
         }
         attend_tile(q.data(), head_dim, attention_scale(head_dim), k, v, n, st, out.data());
     }
@@ -228,12 +232,13 @@ void attention_tiled(std::span<const float> q, std::span<const float> keys, std:
 
 void attention_paged(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
                      std::span<const std::uint32_t> page_table, std::size_t page_size, std::size_t n_pos,
-                     std::size_t stride, std::span<float> out) {
+                     std::size_t stride, std::span<float> out, std::size_t first) {
     const std::size_t head_dim = q.size();
-    require(n_pos >= 1 && out.size() == head_dim, "attention_paged", "need n_pos >= 1 and out of head_dim elements");
+    require(n_pos >= 1 && first < n_pos && out.size() == head_dim, "attention_paged",
+            "need first < n_pos and out of head_dim elements");
     require(page_size >= 1 && page_table.size() * page_size >= n_pos, "attention_paged",
             "the page table must cover n_pos positions");
-    for (std::size_t i = 0; i * page_size < n_pos; ++i)  // every page read lies inside the pool
+    for (std::size_t i = first / page_size; i * page_size < n_pos; ++i)  // every page read lies inside the pool
         require(keys.size() >= ((std::size_t{page_table[i]} + 1) * page_size - 1) * stride + head_dim &&
                     values.size() >= ((std::size_t{page_table[i]} + 1) * page_size - 1) * stride + head_dim,
                 "attention_paged", "a page of the table lies outside keys/values");
@@ -241,7 +246,7 @@ void attention_paged(std::span<const float> q, std::span<const float> keys, std:
     std::fill(out.begin(), out.end(), 0.0f);
     const float* k[kAttentionTile];  // the tile's rows, wherever their pages are
     const float* v[kAttentionTile];
-    for (std::size_t t0 = 0; t0 < n_pos; t0 += kAttentionTile) {
+    for (std::size_t t0 = first; t0 < n_pos; t0 += kAttentionTile) {  // the same tiles as attention_tiled's
         const std::size_t n = std::min(kAttentionTile, n_pos - t0);
         for (std::size_t t = 0; t < n; ++t) {
             // position t0 + t lives in page page_table[(t0 + t) / page_size], row (t0 + t) % page_size of it

@@ -468,6 +468,84 @@ TEST(AttentionPaged, WrongShapesThrow) {
     EXPECT_THROW(attention_paged(q, k, v, table, 2, 4, 4, short_out), std::invalid_argument);
 }
 
+// ---- Sliding windows: a start position, and a ring buffer --------------------------------------------
+
+namespace {
+// positions 0 .. n_pos - 1 of a contiguous cache written into a ring of `ring` rows in position order
+// (the later overwrite the earlier, as a windowed layer's KV cache does)
+Cache ring_copy(const Cache& c, std::size_t ring) {
+    Cache r{c.n_pos, c.head_dim, c.stride, c.offset, c.q, std::vector<float>(c.offset + ring * c.stride),
+            std::vector<float>(c.offset + ring * c.stride)};
+    for (std::size_t t = 0; t < c.n_pos; ++t) {
+        std::copy_n(c.k.data() + c.offset + t * c.stride, c.head_dim, r.key(t % ring));
+        std::copy_n(c.v.data() + c.offset + t * c.stride, c.head_dim, r.value(t % ring));
+    }
+    return r;
+}
+}  // namespace
+
+TEST(AttentionWindow, AStartIsTheSameAsTheCacheFromThere) {
+    // positions first .. n_pos - 1 read in place = the kernel on the cache cut at `first`, bit for
+    // bit, plain and tiled (the tiles start at `first` in both)
+    for (const std::size_t n_pos : {5, 40, 100})
+        for (const std::size_t first : {1, 4, 31, 32, 33}) {
+            if (first >= n_pos) continue;
+            const Cache c = make_cache(n_pos, 16, static_cast<unsigned>(1200 + n_pos + first), true);
+            const std::size_t n = n_pos - first;
+            std::vector<float> s1(n), s2(n), a(16), b(16), ta(16), tb(16);
+            attention(c.q, c.keys(), c.values(), n_pos, c.stride, s1, a, KvPositions{first, 0});
+            attention(c.q, c.keys().subspan(first * c.stride), c.values().subspan(first * c.stride), n, c.stride, s2, b);
+            attention_tiled(c.q, c.keys(), c.values(), n_pos, c.stride, ta, KvPositions{first, 0});
+            attention_tiled(c.q, c.keys().subspan(first * c.stride), c.values().subspan(first * c.stride), n, c.stride, tb);
+            EXPECT_TRUE(same_bits(a, b) && same_bits(s1, s2)) << n_pos << " from " << first;
+            EXPECT_TRUE(same_bits(ta, tb)) << n_pos << " from " << first;
+            for (std::size_t d = 0; d < 16; ++d) EXPECT_NEAR(a[d], ta[d], 1e-5);
+        }
+}
+
+TEST(AttentionWindow, ARingGivesTheBitsOfTheContiguousCacheAndOfPages) {
+    // a window of W read from a ring of W + extra rows that wrapped several times: the same bits as
+    // from the contiguous cache, and as attention_paged over scattered pages with the same start
+    for (const std::size_t window : {1, 8, 33})
+        for (const std::size_t extra : {0, 7}) {
+            const std::size_t n_pos = 150, first = n_pos - window, ring = window + extra;
+            const Cache c = make_cache(n_pos, 24, static_cast<unsigned>(1300 + window + extra), true);
+            const Cache r = ring_copy(c, ring);
+            const PagedCopy p = scatter(c, 5, static_cast<unsigned>(window * 3 + extra));
+            std::vector<float> contiguous(24), in_ring(24), paged(24), plain_ring(24), scores(window);
+            attention_tiled(c.q, c.keys(), c.values(), n_pos, c.stride, contiguous, KvPositions{first, 0});
+            attention_tiled(r.q, r.keys(), r.values(), n_pos, r.stride, in_ring, KvPositions{first, ring});
+            attention_paged(c.q, std::span<const float>(p.k).subspan(c.offset), std::span<const float>(p.v).subspan(c.offset),
+                            p.table, 5, n_pos, c.stride, paged, first);
+            attention(r.q, r.keys(), r.values(), n_pos, r.stride, scores, plain_ring, KvPositions{first, ring});
+            EXPECT_TRUE(same_bits(contiguous, in_ring)) << "window " << window << " ring " << ring;
+            EXPECT_TRUE(same_bits(contiguous, paged)) << "window " << window;
+            for (std::size_t d = 0; d < 24; ++d) EXPECT_NEAR(plain_ring[d], contiguous[d], 1e-5);
+        }
+}
+
+TEST(AttentionWindow, PagesBeforeTheWindowAreNeverRead) {
+    // a windowed paged cache gives back the pages before the window: their table entries may point
+    // anywhere (kNoPage) and are not read
+    const Cache c = make_cache(64, 8, 1400);
+    PagedCopy p = scatter(c, 4, 1401);
+    std::vector<float> before(8), after(8);
+    attention_paged(c.q, p.k, p.v, p.table, 4, 64, c.stride, before, 40);
+    for (std::size_t i = 0; i < 40 / 4; ++i) p.table[i] = UINT32_MAX;  // pages 0..9 given back
+    attention_paged(c.q, p.k, p.v, p.table, 4, 64, c.stride, after, 40);
+    EXPECT_TRUE(same_bits(before, after));
+}
+
+TEST(AttentionWindow, WrongWindowsThrow) {
+    const std::vector<float> q(4), k(4 * 8), v(4 * 8);
+    std::vector<float> out(4), scores(8);
+    EXPECT_THROW(attention(q, k, v, 8, 4, scores, out, KvPositions{8, 0}), std::invalid_argument);   // first == n_pos
+    EXPECT_THROW(attention_tiled(q, k, v, 8, 4, out, KvPositions{2, 4}), std::invalid_argument);     // 6 positions, ring of 4
+    EXPECT_THROW(attention_tiled(q, k, v, 9, 4, out, KvPositions{4, 0}), std::invalid_argument);     // rows past the keys
+    EXPECT_NO_THROW(attention_tiled(q, k, v, 20, 4, out, KvPositions{16, 8}));                      // a ring of 8 rows
+    EXPECT_THROW(attention(q, k, v, 8, 4, std::span<float>(scores).first(3), out, KvPositions{4, 0}), std::invalid_argument);
+}
+
 TEST(KernelThreads, DefaultOneAndClamped) {
     EXPECT_EQ(kernel_threads(), 1);
     {

@@ -68,13 +68,48 @@ enum class RopeStyle {
     RotateHalf,     // (x[i], x[i + head_dim/2]): Hugging Face LLaMA, Qwen2
 };
 
+// RoPE scaling: how a long-context model stretches the rotation past the context it was first
+// trained on (config.json's rope_scaling; transformers 4.46.3's ROPE_INIT_FUNCTIONS in
+// modeling_rope_utils.py, mirrored kind by kind in rope_frequencies; docs/models.md explains each):
+//   Linear  every frequency / factor: positions are squeezed (pos -> pos / factor, "position interpolation")
+//   Dynamic NTK-aware: theta grows with the sequence length once it passes original_context, so
+//           the low frequencies stretch most and the highest hardly at all; unscaled before that
+//   Yarn    high frequencies kept, low ones / factor, a linear ramp between (beta_fast..beta_slow
+//           rotations over original_context), and cos, sin times attention_factor
+//   Llama3  wavelengths below original_context / high_freq_factor kept, above
+//           original_context / low_freq_factor divided by factor, a smooth blend between
+enum class RopeScalingKind { None, Linear, Dynamic, Yarn, Llama3 };
+struct RopeScaling {
+    RopeScalingKind kind = RopeScalingKind::None;
+    double factor = 1.0;  // how many times longer the context becomes (>= 1)
+    // the context the unscaled model was trained on: llama3's original_max_position_embeddings; for
+    // dynamic and yarn max_position_embeddings (what transformers 4.46.3's formulas read)
+    std::size_t original_context = 0;
+    double low_freq_factor = 1.0, high_freq_factor = 4.0;  // llama3: the band edges (wavelengths original_context / each)
+    double beta_fast = 32.0, beta_slow = 1.0;              // yarn: the ramp's edges, in rotations over original_context
+    double attention_factor = 1.0;                         // yarn: multiplies cos and sin (loaders fill 0.1 ln(factor) + 1)
+};
+
+// The rotation frequency of every pair of a head: inv_freq [head_dim / 2], the angle per position of
+// pair i (unscaled: theta^(-2i / head_dim), each pair turning more slowly than the one before), as
+// the scaling says. seq_len matters to Dynamic only: the length of the sequence the frequencies are
+// for (unscaled up to original_context). Returns the factor cos and sin are multiplied by (Yarn's
+// attention_factor, else 1). Computed in double; transformers computes it in float32 (its values
+// are within a few float32 ulp of these: the kernel.rope_scaling stage).
+double rope_frequencies(std::size_t head_dim, double theta, const RopeScaling& s, std::size_t seq_len,
+                        std::span<double> inv_freq);
+
 // RoPE (Su et al. 2021), in place. x: [n_heads * head_dim], every head rotated the same way.
-// Pair i of a head is rotated by the angle pos · freq_i, freq_i = theta^(-2i / head_dim):
-//   (a, b) -> (a·cos - b·sin, a·sin + b·cos).
+// Pair i of a head is rotated by the angle pos · inv_freq[i] (rope_frequencies: one table per row,
+// so a scaled kind's branches and ramps run once per row, not once per head and element):
+//   (a, b) -> (a·cos - b·sin, a·sin + b·cos), cos and sin times attention_factor.
 // The angle is formed in float64 and rounded only through cos/sin (kernels/rope.cpp): PyTorch and
 // llama2.c form it in float32 and lose angle bits as pos grows, so from position 256 the stage
 // holds this kernel to the float64 truth (harness/stages/stages.cpp).
-// At pos 0 every angle is 0: RoPE is the identity.
+// At pos 0 every angle is 0: RoPE is the identity (times attention_factor).
+void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, std::span<const double> inv_freq,
+          double attention_factor, RopeStyle style);
+// Unscaled RoPE with base theta (inv_freq[i] = theta^(-2i / head_dim)): the kernel.rope stage's form.
 void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style);
 
 // RoPE with the rotation's cos and sin given, in place: whoever builds the cos/sin tables decides the
@@ -114,17 +149,31 @@ void gelu_erf(std::span<const float> x, std::span<float> y);
 
 // ---- Attention ---------------------------------------------------------------------------------
 
-// Single-query attention of one head over n_pos cached positions.
-//   q: [head_dim]; keys/values: position t of this head starts at keys[t * stride] (stride is the
-//   row length of the cache, e.g. kv_dim, so one head's slice is read straight out of the cache);
-//   scores: [n_pos] scratch, on return holds the attention probabilities; out: [head_dim].
+// Which cached positions a query reads, and where they sit. The default: every position
+// 0 .. n_pos - 1, position t in row t.
+//   first: a sliding window's first position (a query at position p under a window of W reads
+//          p - W + 1 .. p: Mistral, Qwen2's use_sliding_window); 0 reads from the start.
+//   ring:  a ring buffer of `ring` rows holds the positions, position t in row t % ring (a windowed
+//          layer's KV cache keeps only what its queries can still see, model/kv_cache.h); 0: no
+//          ring, position t in row t. Analogy: a circular log file overwriting its oldest lines.
+struct KvPositions {
+    std::size_t first = 0;
+    std::size_t ring = 0;
+};
+
+// Single-query attention of one head over the cached positions first .. n_pos - 1.
+//   q: [head_dim]; keys/values: position t of this head starts at keys[row(t) * stride] (stride is
+//   the row length of the cache, e.g. kv_dim, so one head's slice is read straight out of the cache;
+//   row(t) = t, or t % ring in a ring buffer); scores: [n_pos - first] scratch, on return holds the
+//   attention probabilities; out: [head_dim].
 //   scores[t] = (q · k_t) / sqrt(head_dim);  p = softmax(scores);  out = Σ_t p[t] · v_t.
 // Why 1/sqrt(head_dim): q·k of unit-variance vectors has variance head_dim; scaling keeps scores
-// O(1) so softmax does not saturate into a one-hot.
+// O(1) so softmax does not saturate into a one-hot. A window starting at `first` is the same as
+// masking the scores of positions < first with -inf (transformers' sliding-window mask), read or not.
 // Analogy: a soft key-value lookup — every cached key matches a little, the best ones the most.
 void attention(std::span<const float> q, std::span<const float> keys,
                std::span<const float> values, std::size_t n_pos, std::size_t stride,
-               std::span<float> scores, std::span<float> out);
+               std::span<float> scores, std::span<float> out, KvPositions at = {});
 
 // Index of the largest element; the first maximum wins on ties (as torch.argmax). NaN never wins.
 // x must not be empty.
@@ -148,10 +197,11 @@ void matmul_xwt(std::span<const float> X, std::span<const float> W, std::span<fl
 // Single-query attention without a buffer of all scores (FlashAttention's online softmax, Dao et
 // al. 2022): positions in tiles of kAttentionTile; a running max m and running sum l; when a tile
 // raises the max, the partial output and l are rescaled by exp(m_old - m_new). Same arguments and
-// result as attention() (no scores output).
+// result as attention() (no scores output). Tiles start at `first`: a window's tiles are the same
+// in a ring and in a paged cache, so both give the same bits.
 inline constexpr std::size_t kAttentionTile = 32;
 void attention_tiled(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
-                     std::size_t n_pos, std::size_t stride, std::span<float> out);
+                     std::size_t n_pos, std::size_t stride, std::span<float> out, KvPositions at = {});
 
 // attention_tiled over a paged KV cache (model/serve/paged_kv.h): the cache is a pool of pages of
 // page_size positions, and a sequence's positions are spread over the pages its table names:
@@ -161,10 +211,12 @@ void attention_tiled(std::span<const float> q, std::span<const float> keys, std:
 // same positions stored contiguously: both hand each tile to one routine as a list of row pointers,
 // so a tile that straddles two pages (page_size not a multiple of kAttentionTile) is read in place
 // like any other. Analogy: virtual memory — the page table maps a sequence's logical positions to
-// physical pages.
+// physical pages. first: a sliding window's first position (positions first .. n_pos - 1 are read,
+// in tiles from first, as attention_tiled's); the table's entries for pages wholly before it are
+// never read (a windowed cache has given those pages back).
 void attention_paged(std::span<const float> q, std::span<const float> keys, std::span<const float> values,
                      std::span<const std::uint32_t> page_table, std::size_t page_size, std::size_t n_pos,
-                     std::size_t stride, std::span<float> out);
+                     std::size_t stride, std::span<float> out, std::size_t first = 0);
 
 // Threads for the fast kernels (kernels/threads.h: a team of workers over output rows and over
 // heads, sleeping between loops): results are bit-identical for any count, since every output is

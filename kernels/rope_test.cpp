@@ -71,6 +71,97 @@ TEST(Rope, EveryHeadIsRotatedTheSame) {
     EXPECT_NE(x[0], 1.0f);
 }
 
+// ---- RoPE scaling (rope_frequencies): each kind by hand ----------------------------------------------
+
+namespace {
+std::vector<double> frequencies(std::size_t head_dim, double theta, const RopeScaling& s, std::size_t seq_len,
+                                double* factor = nullptr) {
+    std::vector<double> f(head_dim / 2);
+    const double a = rope_frequencies(head_dim, theta, s, seq_len, f);
+    if (factor) *factor = a;
+    return f;
+}
+RopeScaling scaling(RopeScalingKind kind, double factor, std::size_t original) {
+    RopeScaling s;
+    s.kind = kind;
+    s.factor = factor;
+    s.original_context = original;
+    return s;
+}
+}  // namespace
+
+TEST(RopeScaling, NoneIsThetaToTheMinusTwoIOverD) {
+    const auto f = frequencies(8, 10000.0, RopeScaling{}, 0);
+    for (std::size_t i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(f[i], 1.0 / std::pow(10000.0, 2.0 * i / 8.0));
+}
+
+TEST(RopeScaling, LinearDividesEveryFrequency) {
+    const auto plain = frequencies(8, 10000.0, RopeScaling{}, 0);
+    const auto f = frequencies(8, 10000.0, scaling(RopeScalingKind::Linear, 4.0, 2048), 0);
+    for (std::size_t i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(f[i], plain[i] / 4.0);
+}
+
+TEST(RopeScaling, DynamicIsUnscaledUpToTheOriginalContextThenGrowsTheBase) {
+    const RopeScaling s = scaling(RopeScalingKind::Dynamic, 2.0, 100);
+    const auto plain = frequencies(8, 10000.0, RopeScaling{}, 0);
+    EXPECT_EQ(frequencies(8, 10000.0, s, 50), plain);
+    EXPECT_EQ(frequencies(8, 10000.0, s, 100), plain);
+    // 300 positions: base = 10000 * (2 * 300 / 100 - 1)^(8 / 6) = 10000 * 5^(4/3)
+    const auto f = frequencies(8, 10000.0, s, 300);
+    const double base = 10000.0 * std::pow(5.0, 8.0 / 6.0);
+    EXPECT_DOUBLE_EQ(f[0], 1.0);  // the fastest pair is never slowed down
+    for (std::size_t i = 1; i < 4; ++i) EXPECT_NEAR(f[i], 1.0 / std::pow(base, 2.0 * i / 8.0), 1e-15);
+    EXPECT_LT(f[3], plain[3]);
+}
+
+TEST(RopeScaling, Llama3KeepsShortWavelengthsDividesLongOnesBlendsBetween) {
+    // head_dim 8, theta 10000: wavelengths 2π·10000^(i/4) = 6.28, 62.8, 628, 6283. Original context
+    // 1000, low 1, high 4: wavelengths under 250 kept, over 1000 divided by 8, between blended with
+    // smooth = (1000 / wavelength - 1) / 3
+    RopeScaling s = scaling(RopeScalingKind::Llama3, 8.0, 1000);
+    s.low_freq_factor = 1.0;
+    s.high_freq_factor = 4.0;
+    const auto plain = frequencies(8, 10000.0, RopeScaling{}, 0);
+    const auto f = frequencies(8, 10000.0, s, 0);
+    EXPECT_EQ(f[0], plain[0]);
+    EXPECT_EQ(f[1], plain[1]);
+    const double smooth = (1000.0 / (2 * M_PI / plain[2]) - 1.0) / 3.0;
+    EXPECT_NEAR(f[2], (1 - smooth) * plain[2] / 8.0 + smooth * plain[2], 1e-15);
+    EXPECT_GT(smooth, 0.0);
+    EXPECT_LT(smooth, 1.0);
+    EXPECT_DOUBLE_EQ(f[3], plain[3] / 8.0);
+}
+
+TEST(RopeScaling, YarnRampsFromKeptToDividedAndReturnsItsAttentionFactor) {
+    // head_dim 16, theta 10000, original 32: the correction dims of 32 and 1 rotations are -1.6
+    // (floor -2, clamped to 0) and 1.41 (ceil 2): pair 0 kept, pair 1 half-way, pairs 2.. divided
+    RopeScaling s = scaling(RopeScalingKind::Yarn, 4.0, 32);
+    s.attention_factor = 1.25;
+    const auto plain = frequencies(16, 10000.0, RopeScaling{}, 0);
+    double factor = 0;
+    const auto f = frequencies(16, 10000.0, s, 0, &factor);
+    EXPECT_EQ(factor, 1.25);
+    EXPECT_DOUBLE_EQ(f[0], plain[0]);
+    EXPECT_DOUBLE_EQ(f[1], 0.5 * plain[1] / 4.0 + 0.5 * plain[1]);
+    for (std::size_t i = 2; i < 8; ++i) EXPECT_DOUBLE_EQ(f[i], plain[i] / 4.0);
+}
+
+TEST(RopeScaling, TheAttentionFactorScalesTheRotatedVector) {
+    // cos and sin times 1.5: every pair's length grows by 1.5 (yarn's scores grow by 1.5²)
+    std::vector<float> x = {3, 4, 1, 0};
+    const std::vector<double> f = {1.0, 0.01};
+    rope(x, 4, 5, f, 1.5, RopeStyle::AdjacentPairs);
+    EXPECT_NEAR(std::hypot(x[0], x[1]), 7.5, 1e-5);
+    EXPECT_NEAR(std::hypot(x[2], x[3]), 1.5, 1e-6);
+}
+
+TEST(RopeScaling, BadNumbersThrow) {
+    std::vector<double> f(4);
+    EXPECT_THROW(rope_frequencies(8, 1e4, scaling(RopeScalingKind::Linear, 0.5, 10), 0, f), std::invalid_argument);
+    EXPECT_THROW(rope_frequencies(8, 1e4, scaling(RopeScalingKind::Yarn, 2.0, 0), 0, f), std::invalid_argument);
+    EXPECT_THROW(rope_frequencies(8, 1e4, RopeScaling{}, 0, std::span<double>(f).first(3)), std::invalid_argument);
+}
+
 // rope_cos_sin: the rotation with its cos/sin given (ONNX's RotaryEmbedding takes them as inputs)
 
 TEST(RopeCosSin, GivenRopesOwnCosSinItIsRopeBitForBit) {

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -44,6 +45,22 @@ void Config::validate(const std::string& source) const {
                           static_cast<double>(n_layers) * dim * (4.0 * dim + 3.0 * ffn_width);
     const double cache = 2.0 * static_cast<double>(n_layers) * static_cast<double>(max_seq_len) * static_cast<double>(kv_dim());
     if (params + cache > 4e10) bad("weights and KV cache exceed 40 billion floats: not a model this engine can hold");
+
+    // RoPE scaling: numbers the formulas can use (kernels.h, rope_frequencies)
+    if (rope_scaling.kind != RopeScalingKind::None) {
+        const RopeScaling& r = rope_scaling;
+        if (positions != Positions::Rope) bad("rope_scaling needs RoPE positions");
+        if (!(r.factor >= 1.0) || !std::isfinite(r.factor)) bad(fmt::format("rope_scaling factor {} must be at least 1", r.factor));
+        if (r.original_context == 0) bad("rope_scaling needs the original context (original_max_position_embeddings)");
+        if (r.kind == RopeScalingKind::Llama3 && !(r.high_freq_factor > r.low_freq_factor && r.low_freq_factor > 0))
+            bad(fmt::format("rope_scaling low_freq_factor {} and high_freq_factor {}: need 0 < low < high", r.low_freq_factor,
+                            r.high_freq_factor));
+        if (r.kind == RopeScalingKind::Yarn &&
+            !(r.beta_fast > 0 && r.beta_slow > 0 && std::isfinite(r.attention_factor) && r.attention_factor > 0))
+            bad(fmt::format("rope_scaling beta_fast {}, beta_slow {}, attention_factor {}: each must be positive",
+                            r.beta_fast, r.beta_slow, r.attention_factor));
+    }
+    if (sliding_window && positions != Positions::Rope) bad("a sliding window is implemented for the RoPE (llama-like) block only");
 
     // What the family's block implements (its row's check); anything else would be a silently different model.
     if (const std::string why = family(arch).check(*this); !why.empty()) bad(why);

@@ -13,7 +13,7 @@ namespace lmlab {
 const std::vector<const Family*>& families() {
     // one row per family: adding one is a file under model/families/ and a line here
     static const std::vector<const Family*> rows = {&llama_family(), &gpt2_family(), &qwen2_family(), &qwen2moe_family(),
-                                                    &mixtral_family()};
+                                                    &mixtral_family(), &mistral_family()};
     return rows;
 }
 

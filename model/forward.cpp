@@ -36,6 +36,7 @@ RunState::RunState(const Config& c, std::size_t rows)
       expert_order(c.n_experts),
       expert_out(c.moe() ? c.dim : 0),
       scores(c.max_seq_len),
+      inv_freq(c.head_dim() / 2),
       xq(std::max({c.dim, c.n_heads * c.head_dim(), std::max(c.ffn_dim, c.shared_ffn_dim)})),
       xs(xq.size()),
       gg_row(xq.size()),
@@ -95,15 +96,26 @@ ContiguousRows::ContiguousRows(KVCache& cache, std::size_t pos0, std::size_t hea
 
 void ContiguousRows::append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) {
     cache_.append(layer, pos(row), k, v);
+    // a windowed layer's ring must still hold what this call's first row reads (checked here, on the
+    // caller's thread: attend runs on the kernel threads, where an exception cannot be thrown)
+    const std::size_t window = cache_.window(layer), first = window && pos0_ + 1 > window ? pos0_ + 1 - window : 0;
+    if (first < cache_.held_from(layer))
+        throw ModelError(fmt::format("KV cache: layer {} has overwritten position {}, which the query at position {} "
+                                     "reads: the cache was made for fewer rows per forward than this one runs ({} rows "
+                                     "of its ring of {})",
+                                     layer, cache_.held_from(layer) - 1, pos0_, row + 1, cache_.ring(layer)));
 }
 
 void ContiguousRows::attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q,
                             std::span<float> out, std::span<float> scores) const {
-    // causal: row t sees positions 0 .. pos0 + t, although the cache may already hold later rows
-    const std::size_t n_pos = pos(row) + 1;
+    // causal: row t sees positions up to pos0 + t, although the cache may already hold later rows;
+    // under a sliding window of W only the last W of them
+    const std::size_t n_pos = pos(row) + 1, window = cache_.window(layer);
+    const KvPositions at{window && n_pos > window ? n_pos - window : 0, cache_.ring(layer)};  // (append checked the ring)
     const auto keys = cache_.keys(layer).subspan(kv_head * head_dim_), values = cache_.values(layer).subspan(kv_head * head_dim_);
-    if (kernel_path() == KernelPath::Plain) attention(q, keys, values, n_pos, cache_.kv_dim(), scores.first(n_pos), out);
-    else attention_tiled(q, keys, values, n_pos, cache_.kv_dim(), out);
+    if (kernel_path() == KernelPath::Plain)
+        attention(q, keys, values, n_pos, cache_.kv_dim(), scores.first(n_pos - at.first), out, at);
+    else attention_tiled(q, keys, values, n_pos, cache_.kv_dim(), out, at);
 }
 
 // ---- the kernel path --------------------------------------------------------------------------------
@@ -279,18 +291,24 @@ std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCa
                                std::vector<float>* all_logits) {
     const Config& c = m.config;
     const std::size_t T = tokens.size();
-    ContiguousRows rows(cache, cache.length(), c.head_dim());
-    forward_rows(m, tokens, rows, s);
+    if (T == 0) throw ModelError("prefill: no tokens");
+    if (all_logits) all_logits->resize(T * c.vocab_size);
+    std::vector<std::size_t> every;
+    for (std::size_t t0 = 0; t0 < T; t0 += s.max_rows) {  // chunks of at most s.max_rows rows
+        const std::size_t n = std::min(s.max_rows, T - t0);
+        ContiguousRows rows(cache, cache.length(), c.head_dim());
+        forward_rows(m, tokens.subspan(t0, n), rows, s);
+        if (!all_logits) continue;
+        // every row (speculative decoding's verification): the classifier over the chunk's rows at once
+        every.resize(n);
+        for (std::size_t t = 0; t < n; ++t) every[t] = t;
+        head(m, every, s, std::span<float>(*all_logits).subspan(t0 * c.vocab_size, n * c.vocab_size));
+    }
     if (!all_logits) {  // the classifier only for the last row: the next token's distribution
-        const std::size_t last = T - 1;
+        const std::size_t last = (T - 1) % s.max_rows;  // its row in the last chunk
         head(m, std::span<const std::size_t>(&last, 1), s, s.logits);
         return s.logits;
     }
-    // every row (speculative decoding's verification): the classifier over all rows at once
-    std::vector<std::size_t> every(T);
-    for (std::size_t t = 0; t < T; ++t) every[t] = t;
-    all_logits->resize(T * c.vocab_size);
-    head(m, every, s, *all_logits);
     std::copy(all_logits->end() - static_cast<std::ptrdiff_t>(c.vocab_size), all_logits->end(), s.logits.begin());
     return s.logits;
 }

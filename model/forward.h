@@ -23,6 +23,7 @@
 // No allocation happens per token: every buffer lives in RunState, made once for at most max_rows rows.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -70,6 +71,7 @@ struct RunState {
     std::vector<int> expert_order;    // [n_experts] the top-k selection's sort
     std::vector<float> expert_out;    // [dim] one expert's output
     std::vector<float> scores;        // [max_seq_len] the plain attention kernel's probabilities
+    std::vector<double> inv_freq;     // [head_dim / 2] one row's RoPE frequencies (rope_frequencies, kernels.h)
     // int8 weights: the activation entering a matvec, quantized at run time (runq.c's s->xq, s->xs),
     // sized for the widest input and the smallest group (1)
     std::vector<std::int8_t> xq;
@@ -97,10 +99,14 @@ class RowCache {
 public:
     virtual ~RowCache() = default;
     virtual std::size_t pos(std::size_t row) const = 0;  // the row's position in its sequence
+    // The sequence length dynamic RoPE scaling rotates the row for: max(its sequence's prompt length,
+    // pos(row) + 1), what transformers' generate() uses (kv_cache.h, set_prompt_length).
+    virtual std::size_t seq_len(std::size_t row) const = 0;
     // k, v [kv_dim] of `row` into `layer`'s cache at pos(row)
     virtual void append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) = 0;
-    // one head of one row: out [head_dim] = attention of q [head_dim] over positions 0 .. pos(row) of
-    // kv head `kv_head` of the row's sequence in `layer` (causal: later rows are not read). scores
+    // one head of one row: out [head_dim] = attention of q [head_dim] over the positions pos(row) sees
+    // of kv head `kv_head` of the row's sequence in `layer`: 0 .. pos(row), or under the layer's sliding
+    // window W (Config::window) pos(row) - W + 1 .. pos(row) (causal: later rows are not read). scores
     // [max_seq_len]: the plain kernel's scratch (the fast kernels need none).
     virtual void attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q,
                         std::span<float> out, std::span<float> scores) const = 0;
@@ -111,6 +117,7 @@ class ContiguousRows final : public RowCache {
 public:
     ContiguousRows(KVCache& cache, std::size_t pos0, std::size_t head_dim);
     std::size_t pos(std::size_t row) const override { return pos0_ + row; }
+    std::size_t seq_len(std::size_t row) const override { return std::max(cache_.prompt_length(), pos(row) + 1); }
     void append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) override;
     void attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q, std::span<float> out,
                 std::span<float> scores) const override;
@@ -150,9 +157,12 @@ void forward_rows(const Model& m, std::span<const int> tokens, RowCache& cache, 
 // One token at position pos (== cache.length()): returns the logits ([vocab], a view of s.logits).
 std::span<const float> forward(const Model& m, int token, std::size_t pos, KVCache& cache, RunState& s);
 
-// T tokens at positions cache.length() .. + T - 1 (T <= s.max_rows): returns the last row's logits
+// T tokens at positions cache.length() .. + T - 1, in chunks of at most s.max_rows rows (the same
+// bits as one call: a row's numbers never depend on the other rows): returns the last row's logits
 // (a view of s.logits). all_logits (optional): every row's, [T, vocab] (speculative decoding
-// verifies k + 1 rows at once).
+// verifies k + 1 rows at once). A long prompt in chunks keeps RunState (every intermediate of
+// max_rows rows) and a windowed layer's ring (window + max_rows - 1 rows) bounded.
+inline constexpr std::size_t kPrefillChunk = 256;  // the rows Session and the stages give a prompt at once
 std::span<const float> prefill(const Model& m, std::span<const int> tokens, KVCache& cache, RunState& s,
                                std::vector<float>* all_logits = nullptr);
 

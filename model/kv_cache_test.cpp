@@ -182,4 +182,75 @@ TEST(KVCache, TruncateBeyondTheLengthThrowsAndChangesNothing) {
     EXPECT_EQ(c.length(1), 2u);
 }
 
+// ---- Sliding windows: a ring of window + max_rows - 1 rows per windowed layer ------------------------
+
+namespace {
+// 3 layers, kv_dim 2, context 40; layers 1 and 2 (Qwen2's max_window_layers 1) a window of 4
+Config windowed() {
+    Config c = test::tiny_config();
+    c.arch = Arch::Qwen2;
+    c.qkv_bias = true;
+    c.rope_style = RopeStyle::RotateHalf;
+    c.n_layers = 3;
+    c.max_seq_len = 40;
+    c.sliding_window = 4;
+    c.window_from_layer = 1;
+    return c;
+}
+}  // namespace
+
+TEST(KVCache, AWindowedLayerKeepsARingOfItsWindowAndTheRowsOfOneForward) {
+    const Config c = windowed();
+    const KVCache decode(c, 40), chunks(c, 40, 3), few(c, 5, 3);
+    EXPECT_EQ(decode.ring(0), 40u);  // below max_window_layers: every position
+    EXPECT_EQ(decode.ring(1), 4u);   // decode appends one row: exactly the window
+    EXPECT_EQ(chunks.ring(2), 6u);   // 4 + 3 - 1: the rows of a 3-row forward before they attend
+    EXPECT_EQ(few.ring(1), 5u);      // never more than the positions asked for
+    EXPECT_EQ(decode.window(0), 0u);
+    EXPECT_EQ(decode.window(2), 4u);
+    // memory: every position of layer 0, 4 of layers 1 and 2 (keys and values, float32)
+    EXPECT_EQ(decode.bytes(), (40u + 4u + 4u) * c.kv_dim() * 2 * sizeof(float));
+}
+
+TEST(KVCache, ARingOverwritesItsOldestPositionsAndKnowsWhichItHolds) {
+    KVCache cache(windowed(), 40);
+    for (std::size_t pos = 0; pos < 11; ++pos) append_row(cache, 1, pos);  // positions 0..10 in a ring of 4
+    EXPECT_EQ(cache.length(1), 11u);
+    EXPECT_EQ(cache.held_from(1), 7u);
+    ASSERT_EQ(cache.keys(1).size(), 4u * cache.kv_dim());
+    for (std::size_t pos = 7; pos < 11; ++pos)  // position p in row p % 4
+        EXPECT_EQ(cache.keys(1)[(pos % 4) * cache.kv_dim()], static_cast<float>(100 + pos * 10));
+    // rolling back within the ring's spare rows is fine; past what it overwrote is refused
+    KVCache chunks(windowed(), 40, 3);  // ring of 6: two rows to spare
+    for (std::size_t l = 0; l < 3; ++l)
+        for (std::size_t pos = 0; pos < 11; ++pos) append_row(chunks, l, pos);
+    EXPECT_EQ(chunks.held_from(1), 5u);
+    expect_error<ModelError>([&] { chunks.truncate(7); }, {"layer 1", "overwritten position 4", "fewer than 3"});
+    EXPECT_EQ(chunks.length(), 11u);  // a refused truncate changes nothing
+    chunks.truncate(8);  // the next query at 8 reads 5..8: all held
+    EXPECT_EQ(chunks.length(), 8u);
+    append_row(chunks, 1, 8);
+    EXPECT_EQ(chunks.keys(1)[(8 % 6) * chunks.kv_dim()], 180.0f);
+}
+
+TEST(KVCache, ReserveGrowsAndKeepsWhatIsHeld) {
+    // a session sizes its cache to the request; feeding past it grows it (geometrically), rows intact
+    const Config c = windowed();
+    KVCache cache(c, 2);
+    for (std::size_t l = 0; l < 3; ++l)
+        for (std::size_t pos = 0; pos < 2; ++pos) append_row(cache, l, pos);
+    expect_error<ModelError>([&] { append_row(cache, 0, 2); }, {"beyond the context of 2"});
+    cache.reserve(3);
+    EXPECT_EQ(cache.max_seq_len(), 4u);  // doubled
+    EXPECT_EQ(cache.ring(1), 4u);
+    for (std::size_t l = 0; l < 3; ++l)
+        for (std::size_t pos = 2; pos < 4; ++pos) append_row(cache, l, pos);
+    cache.reserve(30);
+    for (std::size_t l = 0; l < 3; ++l)
+        for (std::size_t pos = 4; pos < 9; ++pos) append_row(cache, l, pos);
+    for (std::size_t pos = 0; pos < 9; ++pos) EXPECT_EQ(cache.keys(0)[pos * 2], static_cast<float>(pos * 10));
+    for (std::size_t pos = 5; pos < 9; ++pos) EXPECT_EQ(cache.keys(2)[(pos % 4) * 2], static_cast<float>(200 + pos * 10));
+    expect_error<ModelError>([&] { cache.reserve(41); }, {"41 positions", "context is 40"});
+}
+
 }  // namespace lmlab

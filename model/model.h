@@ -34,12 +34,12 @@ struct ModelError : std::runtime_error {
 std::string shape_str(std::span<const std::size_t> shape);
 
 // Which family a model is: the key of its row in model/family.h (which says what each one is).
-enum class Arch { Llama, Gpt2, Qwen2, Qwen2Moe, Mixtral };
+enum class Arch { Llama, Gpt2, Qwen2, Qwen2Moe, Mixtral, Mistral };
 enum class NormKind { RMSNorm, LayerNorm };
 enum class Activation { SwiGLU, GeluTanh, GeluErf };
 enum class Positions { Rope, Learned };
 
-// The family's name ("llama", "gpt2", "qwen2", "qwen2moe", "mixtral": its row's name).
+// The family's name ("llama", "gpt2", "qwen2", "qwen2moe", "mixtral", "mistral": its row's name).
 const char* arch_name(Arch a);
 // The family of that name; throws ModelError naming `source` and the known names.
 Arch parse_arch(const std::string& name, const std::string& source);
@@ -60,6 +60,14 @@ struct Config {
     Positions positions = Positions::Rope;
     float rope_theta = 10000.0f;
     RopeStyle rope_style = RopeStyle::AdjacentPairs;
+    // config.json's rope_scaling (kernels.h: how a long-context model stretches RoPE); kind None:
+    // plain RoPE. With a scaling, max_seq_len is the stretched context.
+    RopeScaling rope_scaling;
+    // Sliding-window attention (Mistral; Qwen2 with use_sliding_window): in the layers from
+    // window_from_layer on, a query at position p attends to positions p - sliding_window + 1 .. p
+    // only, and their KV cache keeps only those (model/kv_cache.h). 0: every position, every layer.
+    std::size_t sliding_window = 0;
+    std::size_t window_from_layer = 0;  // Qwen2's max_window_layers: the layers below see every position
     bool qkv_bias = false;   // q, k, v projections carry a bias
     bool out_bias = false;   // the attention output projection carries a bias
     bool ffn_bias = false;   // the feed-forward projections carry biases
@@ -73,6 +81,8 @@ struct Config {
     std::size_t shared_ffn_dim = 0;  // Qwen2-MoE's shared expert width (every token, sigmoid-gated); 0 = none
     bool moe() const { return n_experts > 0; }
 
+    // The window of `layer`: sliding_window when it has one, else 0 (every position).
+    std::size_t window(std::size_t layer) const { return sliding_window && layer >= window_from_layer ? sliding_window : 0; }
     std::size_t head_dim() const { return dim / n_heads; }
     std::size_t kv_dim() const { return head_dim() * n_kv_heads; }
     // Checks the numbers make a model (positive, n_heads divides dim, n_kv_heads divides n_heads,

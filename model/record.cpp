@@ -42,7 +42,8 @@ Trace traced_forward(const Model& m, std::span<const int> tokens, RowCache& cach
 
 Trace traced_decode(const Model& m, std::span<const int> tokens) {
     const Config& c = m.config;
-    KVCache cache(c.n_layers, std::min(tokens.size(), c.max_seq_len), c.kv_dim());
+    KVCache cache(c, std::min(tokens.size(), c.max_seq_len));
+    cache.set_prompt_length(tokens.size());  // the tokens are one prompt (a full-sequence forward's fixture)
     RunState s(c);
     Trace all;
     for (std::size_t p = 0; p < tokens.size(); ++p) {

@@ -5,10 +5,25 @@
 
 namespace lmlab {
 
-Session::Session(const Model& m)
-    : model_(m), cache_(m.config.n_layers, m.config.max_seq_len, m.config.kv_dim()), state_(m.config) {}
+Session::Session(const Model& m) : model_(m), cache_(m.config, 0), state_(m.config) {}
 
-std::span<const float> Session::feed(int token) { return forward(model_, token, cache_.length(), cache_, state_); }
+std::span<const float> Session::feed(int token) {
+    cache_.reserve(cache_.length() + 1);  // (grows geometrically: rarely)
+    return forward(model_, token, cache_.length(), cache_, state_);
+}
+
+std::span<const float> Session::start(std::span<const int> prompt, std::size_t max_new_tokens) {
+    if (prompt.empty()) throw ModelError("the prompt is empty: give at least one token (e.g. BOS = 1)");
+    // the prompt in calls of up to kPrefillChunk rows (the same code as one token: T rows instead of 1);
+    // a cache for the request, whose windowed layers keep window + (rows of the largest call) - 1 positions
+    const std::size_t rows = std::min(prompt.size(), kPrefillChunk);
+    cache_ = KVCache(model_.config, std::min(model_.config.max_seq_len, prompt.size() + max_new_tokens), rows);
+    cache_.set_prompt_length(prompt.size());
+    RunState prompt_state(model_.config, rows);
+    const std::span<const float> logits = prefill(model_, prompt, cache_, prompt_state);
+    std::copy(logits.begin(), logits.end(), state_.logits.begin());
+    return state_.logits;
+}
 
 std::string length_stop_reason(const Config& c, std::size_t n_prompt, std::size_t n_tokens) {
     return n_prompt + n_tokens >= c.max_seq_len ? "context full" : "max_new_tokens";
@@ -41,12 +56,9 @@ GenerationResult Session::generate(std::span<const int> prompt, std::size_t max_
     GenerationResult r;
     r.n_prompt = prompt.size();
     r.tokens.reserve(max_new_tokens);
-    reset();
 
     const auto t0 = clock::now();
-    // the prompt in one call over all its rows (the same code as one token: T rows instead of 1)
-    RunState prompt_state(model_.config, prompt.size());
-    std::span<const float> logits = prefill(model_, prompt, cache_, prompt_state);
+    std::span<const float> logits = start(prompt, max_new_tokens);
     const auto t1 = clock::now();
 
     r.stop_reason = length_stop_reason(model_.config, prompt.size(), max_new_tokens);

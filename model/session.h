@@ -1,6 +1,9 @@
 // A session: one model, one KV cache, one sequence at a time. The prompt goes through forward() as
-// T rows at once (prefill, model/forward.h), generated tokens one at a time (T = 1): the same code,
-// so the same bits as feeding the prompt token by token.
+// T rows at once (prefill, model/forward.h, in chunks of kPrefillChunk rows), generated tokens one at
+// a time (T = 1): the same code, so the same bits as feeding the prompt token by token. The cache is
+// sized to the request (prompt + new tokens), not to the model's whole context, and a layer with a
+// sliding window keeps a ring of window + kPrefillChunk - 1 positions: a long prompt's memory is the
+// weights, the cache of the positions it holds and one chunk's activations.
 #pragma once
 
 #include <functional>
@@ -36,6 +39,9 @@ public:
 
     // Runs one token at the next position; returns its logits (valid until the next call).
     std::span<const float> feed(int token);
+    // Starts a sequence: resets the cache and runs `prompt` as one prompt (dynamic RoPE scaling rotates
+    // its rows for its length, as transformers' generate() does); returns its last row's logits.
+    std::span<const float> start(std::span<const int> prompt, std::size_t max_new_tokens = 0);
 
     // Checks prompt and limits before running anything: the prompt must be non-empty with every
     // id in the vocabulary, and prompt + max_new_tokens must fit in max_seq_len. Then resets the

@@ -50,7 +50,7 @@ echo "install_deps: making .venv from $req"
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
 numpy_before=$(.venv/bin/python -c "import numpy; print(numpy.__version__)")
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
-numpy_after=$(.venv/bin/python -c "import numpy, torch, h5py, transformers, tokenizers, tiktoken, safetensors, gguf, accelerate, onnx; print(numpy.__version__)")
+numpy_after=$(.venv/bin/python -c "import numpy, torch, h5py, transformers, tokenizers, tiktoken, safetensors, gguf, accelerate, onnx, jinja2; print(numpy.__version__)")
 if [ "$numpy_before" != "$numpy_after" ]; then
   echo "install_deps: pip replaced numpy $numpy_before with $numpy_after behind Debian's torch; fix the pins in $req" >&2
   exit 1

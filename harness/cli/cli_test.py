@@ -20,6 +20,7 @@ MODELS = os.path.join(GOLDEN or "", "models")
 TINY_LLAMA = os.path.join(MODELS, "tiny-llama.h5")
 TINY_GPT2 = os.path.join(MODELS, "tiny-gpt2")
 TINY_QWEN2 = os.path.join(MODELS, "tiny-qwen2")
+TINY_LLAMA3 = os.path.join(MODELS, "tiny-llama3")
 STORIES = os.path.join(SHARED or "", "models", "stories260K", "stories260K.bin")
 STORIES_GGUF = os.path.join(SHARED or "", "models", "stories260K", "stories260K.gguf")
 STORIES_GGUF_Q8 = os.path.join(SHARED or "", "models", "stories260K", "stories260K-q8_0.gguf")
@@ -173,6 +174,13 @@ class Options(unittest.TestCase):
         self.assertEqual(rc, 105)
         self.assertIn("--seed", err)
 
+    def test_more_threads_than_cores_is_said(self):
+        many = (os.cpu_count() or 1) + 1
+        rc, _, err = run("generate", "--threads", many, "--prompt-ids", "1", "--max-new-tokens", 1)
+        self.assertEqual(rc, 0, err)  # a warning: the answer is the same, only slower
+        self.assertIn(f"--threads {many} but this machine has", err)
+        self.assertIn("docs/performance.md", err)
+
     def test_help_documents_exit_codes(self):
         rc, out, _ = run("--help")
         self.assertEqual(rc, 0)
@@ -185,9 +193,10 @@ class Options(unittest.TestCase):
         self.assertIn("build", out)
 
     def test_verify_missing_model(self):
-        rc, _, err = run("verify", "--model", "/nope")
+        missing = os.path.join(WORK, "no-such-model")
+        rc, _, err = run("verify", "--model", missing)
         self.assertEqual(rc, 2)
-        self.assertIn("no such file or directory", err)
+        self.assertIn(f"--model {missing}: no such file or directory", err)
 
     def test_prompt_file_and_stdin(self):
         p = os.path.join(WORK, "prompt.txt")
@@ -226,6 +235,18 @@ class Options(unittest.TestCase):
         self.assertNotIn("im_start", out)
         rc, out, err = run("generate", "--model", TINY_QWEN2, "--chat", "--prompt", "Hi", "--max-new-tokens", 3, "--verbose")
         self.assertIn("<|im_start|>user", err)
+
+    def test_llama3_chat_template_and_bos(self):
+        # Llama 3: the post-processor's <|begin_of_text|> before a prompt, its header template with --chat
+        if not os.path.exists(os.path.join(TINY_LLAMA3, "tokenizer.json")):
+            self.skipTest("tiny-llama3 has no tokenizer.json (../shared absent at export)")
+        self.assertEqual(prompt_ids(TINY_LLAMA3, "Hello world"), [128000, 9906, 1917])
+        rc, out, err = run("generate", "--model", TINY_LLAMA3, "--chat", "--prompt", "  Hi ", "--max-new-tokens", 3,
+                           "--verbose")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n", err)
+        self.assertNotIn("start_header_id", out)
 
     def test_draft_prompt_line(self):
         rc, _, err = run("generate", "--prompt", "In the", "--draft", "int8", "--max-new-tokens", 4)
@@ -295,9 +316,10 @@ class Quantization(unittest.TestCase):
         rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", os.path.join(MODELS, "tiny-gpt2"))
         self.assertEqual(rc, 2)
         self.assertIn("architecture", err)
-        rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", "/nope")
+        missing = os.path.join(WORK, "no-such-model")
+        rc, _, err = run("verify", "--model", TINY_LLAMA, "--against", missing)
         self.assertEqual(rc, 2)
-        self.assertIn("--against /nope", err)
+        self.assertIn(f"--against {missing}", err)
         rc, _, err = run("generate", "--quantize", "gguf-q8_k", "--max-new-tokens", 1)
         self.assertEqual(rc, 105)
 

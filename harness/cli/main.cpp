@@ -135,7 +135,9 @@ int main(int argc, char** argv) {
     add_model_options(*tokenize, tk.model, false);
     tokenize->add_option("--vocab-size", tk.vocab_size, "Read only this many tokens of a llama2.c --tokenizer (default: all)")
         ->check(whole_number(1, 1 << 24));
-    tokenize->add_flag("--bos", tk.add_bos, "Encode as a prompt: prepend BOS (id 1) where the vocabulary has one");
+    tokenize->add_flag("--bos", tk.add_bos,
+                       "Encode as a prompt: prepend BOS where the vocabulary has one (SentencePiece's 1, a tokenizer.json "
+                       "post-processor's such as Llama 3's <|begin_of_text|>)");
     tokenize->add_flag("--allow-special", tk.allow_special,
                        "Byte-level BPE: recognise special tokens such as <|endoftext|> in the text (else plain text)");
     tokenize->add_flag("--pieces", tk.show_pieces, "Show the pieces instead of the ids");

@@ -117,7 +117,8 @@ std::vector<int> chat_ids(const nlohmann::json& v, const ApiContext& ctx) {
     } catch (const ModelError&) {
         throw bad_request("messages", "chat_template_missing",
                           fmt::format("model '{}' has no chat template (ChatML needs <|im_start|> and <|im_end|> in the "
-                                      "vocabulary, as Qwen2's): use /v1/completions with a prompt",
+                                      "vocabulary, as Qwen2's; Llama 3's template its header and <|eot_id|> tokens): "
+                                      "use /v1/completions with a prompt",
                                       ctx.model_id));
     }
 }

@@ -6,11 +6,21 @@
 
 namespace lmlab {
 
+void rope_correct(std::span<float> x, std::size_t head_dim, std::size_t pos, std::span<const double> inv_freq,
+                  double attention_factor, RopeStyle style);
 void rope_correct(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style);
 
+namespace {
+RopeStyle other(RopeStyle style) { return style == RopeStyle::AdjacentPairs ? RopeStyle::RotateHalf : RopeStyle::AdjacentPairs; }
+}  // namespace
+
+void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, std::span<const double> inv_freq,
+          double attention_factor, RopeStyle style) {
+    rope_correct(x, head_dim, pos, inv_freq, attention_factor, other(style));
+}
+
 void rope(std::span<float> x, std::size_t head_dim, std::size_t pos, float theta, RopeStyle style) {
-    const RopeStyle wrong = style == RopeStyle::AdjacentPairs ? RopeStyle::RotateHalf : RopeStyle::AdjacentPairs;
-    rope_correct(x, head_dim, pos, theta, wrong);
+    rope_correct(x, head_dim, pos, theta, other(style));
 }
 
 }  // namespace lmlab

@@ -64,7 +64,7 @@ double as_double(const nlohmann::json& v);
 // 3 significant digits ("1.2e-05"), the strings "nan"/"inf" as they are, null as "-".
 std::string fmt_num(const nlohmann::json& v);
 
-nlohmann::json load_report(const std::string& path);  // throws std::runtime_error naming the file
+nlohmann::json load_report(const std::string& path);  // throws HarnessError naming the file
 
 // Writes dir/report.json, dir/report.md and dir/report.html; an existing report.json is kept as
 // dir/report.prev.json first. Returns the comparison with that previous report (empty if none).

@@ -79,7 +79,10 @@ AttentionTrace trace_attention(const Model& m, std::span<const int> prompt, std:
     AttentionTrace t;
     t.n_prompt = prompt.size();
     t.tokens.assign(prompt.begin(), prompt.end());
-    KVCache cache(c.n_layers, prompt.size() + max_new_tokens, c.kv_dim());
+    // every position kept in its own row (no ring: the weights below read them all back), windows applied
+    const std::size_t positions = prompt.size() + max_new_tokens;
+    KVCache cache(c, positions, positions);
+    cache.set_prompt_length(prompt.size());  // as generate() runs it (dynamic RoPE scaling)
     RunState s(c);
     std::vector<std::vector<std::vector<float>>> q(c.n_layers);  // q[l][position]: [n_heads * head_dim], after RoPE
     for (std::size_t p = 0; p < t.tokens.size(); ++p) {
@@ -106,9 +109,12 @@ AttentionTrace trace_attention(const Model& m, std::span<const int> prompt, std:
         for (std::size_t h = 0; h < c.n_heads; ++h) {
             const std::size_t kv_head = h / group;
             for (std::size_t i = 0; i < n; ++i) {
+                // under a sliding window W the query at i reads i - W + 1 .. i; the rest of its row stays 0
+                const std::size_t window = c.window(l), first = window && i + 1 > window ? i + 1 - window : 0;
                 attention(std::span<const float>(q[l][i]).subspan(h * head_dim, head_dim), keys.subspan(kv_head * head_dim),
-                          values.subspan(kv_head * head_dim), i + 1, c.kv_dim(), scores, out);
-                std::copy(scores.begin(), scores.begin() + static_cast<std::ptrdiff_t>(i + 1), t.weights[l][h].begin() + static_cast<std::ptrdiff_t>(i * n));
+                          values.subspan(kv_head * head_dim), i + 1, c.kv_dim(), scores, out, KvPositions{first, 0});
+                std::copy(scores.begin(), scores.begin() + static_cast<std::ptrdiff_t>(i + 1 - first),
+                          t.weights[l][h].begin() + static_cast<std::ptrdiff_t>(i * n + first));
             }
         }
     }

@@ -50,7 +50,7 @@ std::size_t trace_cells(const Config& c, std::size_t n_prompt, std::size_t max_n
 
 // Greedy generation of up to max_new_tokens after the prompt (stopping after a stop id), with the
 // top-k predictions at every step and the attention weights at every position. Throws ModelError
-// for a request the model refuses (check_request) and std::invalid_argument past kMaxTraceCells.
+// for a request the model refuses (check_request) and HarnessError past kMaxTraceCells.
 AttentionTrace trace_attention(const Model& m, std::span<const int> prompt, std::size_t max_new_tokens,
                                std::span<const int> stop_ids = {});
 

@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <fmt/format.h>
 
+#include "harness/quantization.h"
 #include "harness/stages/stages.h"
 #include "kernels/ggml_quant.h"
 #include "model/forward.h"
@@ -17,8 +19,6 @@
 namespace lmlab {
 
 namespace {
-
-constexpr std::size_t kAny = Case::kAnyDim;
 
 // The case's attribute `type`: a ggml weight type by its name ("Q4_K").
 ggml::Type type_of(const Case& c) {
@@ -138,6 +138,56 @@ std::vector<StageOutput> stage_gguf_kv_cache(const Fixture& f, const Case& c, co
 std::vector<StageOutput> stage_gguf_greedy(const Fixture& f, const Case& c, const StageEnv& env) {
     PlainPath plain;
     return stage_generation_greedy(f, c, env);
+}
+
+// quant.report.*: what `lmlab verify --model Q --against F` reports (compare_quantized), against
+// PyTorch computing the same definitions (harness/quantization.h) on transformers' models of the two
+// files: per tensor the error added, inherited and total, per layer the output teacher-forced and
+// free-running, per scored position KL and top-1 agreement, the two perplexities. Both sides
+// dequantize the weights and compute in float: the engine runs its plain path, as the reference
+// does, so what is compared is the measuring, not the quantized arithmetic (the stages above).
+std::vector<StageOutput> stage_quant_report(const Fixture& fx, const Case& c, const StageEnv& env) {
+    const auto against = fx.strings.find("against");
+    if (against == fx.strings.end()) throw HarnessError(fx.path + ": root attribute 'against' is missing. " + regenerate_hint());
+    PlainPath plain;
+    const Model& q = stage_model(env);
+    const Model& f = cached_model(resolve_model_path(against->second, env.golden_dir, env.shared_dir));
+    const std::vector<int> text = token_ids(c, "tokens");
+    const QuantReport r = compare_quantized(q, f, text, case_index(c, "ctx"), 0, 1);
+
+    // the tensors in the fixture's order ("token_embd,blk.0.attn_q,...,output")
+    const auto names = c.strings.find("tensors");
+    if (names == c.strings.end()) throw HarnessError(c.file + ": /" + c.name + " has no attribute 'tensors'");
+    std::vector<float> added, inherited, total;
+    std::size_t from = 0;
+    const std::string& list = names->second;
+    while (from <= list.size()) {
+        const std::size_t comma = std::min(list.find(',', from), list.size());
+        const std::string name = list.substr(from, comma - from);
+        const TensorError* te = nullptr;
+        for (const TensorError& t : r.tensors) {
+            const std::string ours = t.layer == TensorError::kGlobal ? t.kind : fmt::format("blk.{}.{}", t.layer, t.kind);
+            if (ours == name) te = &t;
+        }
+        if (te == nullptr) throw HarnessError(fmt::format("{}: /{}: tensor '{}' is not in lmlab's report", c.file, c.name, name));
+        added.push_back(static_cast<float>(te->added));
+        inherited.push_back(static_cast<float>(te->inherited));
+        total.push_back(static_cast<float>(te->total));
+        from = comma + 1;
+    }
+    std::vector<float> kl(r.kl.begin(), r.kl.end()), top1(r.top1_same.begin(), r.top1_same.end()), layer_added, layer_total;
+    for (const LayerError& l : r.layer_out) {
+        layer_added.push_back(static_cast<float>(l.added));
+        layer_total.push_back(static_cast<float>(l.total));
+    }
+    return {{"kl", "kl", kl},
+            {"top1_same", "top1_same", top1, "", Tolerance{0, 0}},  // 0 or 1: a flip is a top-2 near-tie, news
+            {"ppl", "ppl", {static_cast<float>(r.ppl_model), static_cast<float>(r.ppl_against)}},
+            {"added", "added", added},
+            {"inherited", "inherited", inherited},
+            {"total", "total", total},
+            {"layer_added", "layer_added", layer_added},
+            {"layer_total", "layer_total", layer_total}};
 }
 
 }  // namespace lmlab

@@ -1,5 +1,6 @@
 // Kernel stages: feed a fixture case's inputs to one kernel, return its outputs.
 // Shapes are checked by Case::input (HarnessError on mismatch) before any kernel sees the data.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -157,6 +158,101 @@ std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case& c, co
     std::vector<float> out(q.shape[0]);
     attention_tiled(q.data, k.data, v.data, k.shape[0], q.shape[0], out);
     return {{"out", "out", out}};
+}
+
+namespace {
+// Sliding-window attention on a case of kernel/attention_window.h5: the positions 0 .. n_pos - 1 of
+// k and v stored in order into a ring of `ring` rows (row t % ring: the later overwrite the earlier,
+// as in a windowed layer's KV cache; 0: no ring), then the query reads first .. n_pos - 1.
+// Outputs: out [head_dim]; the plain kernel's probabilities laid out over all n_pos positions (0
+// before the window), as the reference's masked softmax gives them.
+std::vector<StageOutput> attention_window_case(const Case& c, bool tiled) {
+    const auto& q = c.input("q", {kAny});
+    const auto& k = c.input("k", {kAny, q.shape[0]});
+    const auto& v = c.input("v", {k.shape[0], q.shape[0]});
+    const std::size_t n_pos = k.shape[0], hd = q.shape[0];
+    const double first = c.number("first"), ring_attr = c.number("ring");
+    if (!(first >= 0 && first < static_cast<double>(n_pos)) || !(ring_attr >= 0) || first != std::floor(first) ||
+        ring_attr != std::floor(ring_attr))
+        throw HarnessError(c.file + ": /" + c.name + " first/ring must be whole numbers, first < n_pos");
+    const KvPositions at{static_cast<std::size_t>(first), static_cast<std::size_t>(ring_attr)};
+    const std::size_t rows = at.ring ? std::min(at.ring, n_pos) : n_pos;
+    std::vector<float> keys(rows * hd), values(rows * hd);
+    for (std::size_t t = 0; t < n_pos; ++t) {  // the ring filled in position order, as the cache is
+        const std::size_t r = at.ring ? t % at.ring : t;
+        std::copy_n(k.data.begin() + static_cast<std::ptrdiff_t>(t * hd), hd, keys.begin() + static_cast<std::ptrdiff_t>(r * hd));
+        std::copy_n(v.data.begin() + static_cast<std::ptrdiff_t>(t * hd), hd, values.begin() + static_cast<std::ptrdiff_t>(r * hd));
+    }
+    std::vector<float> out(hd);
+    if (tiled) {
+        attention_tiled(q.data, keys, values, n_pos, hd, out, at);
+        return {{"out", "out", out}};
+    }
+    std::vector<float> scores(n_pos - at.first), probs(n_pos, 0.0f);
+    attention(q.data, keys, values, n_pos, hd, scores, out, at);
+    std::copy(scores.begin(), scores.end(), probs.begin() + static_cast<std::ptrdiff_t>(at.first));
+    return {{"out", "out", out}, {"probs", "probs", probs}};
+}
+}  // namespace
+
+std::vector<StageOutput> stage_attention_window(const Fixture&, const Case& c, const StageEnv&) {
+    return attention_window_case(c, false);
+}
+
+std::vector<StageOutput> stage_attention_window_tiled(const Fixture&, const Case& c, const StageEnv&) {
+    return attention_window_case(c, true);
+}
+
+std::vector<StageOutput> stage_rope_scaling(const Fixture&, const Case& c, const StageEnv&) {
+    // attributes: kind, head_dim, theta, context, factor, seq_len (+ the kind's own); positions [n] ->
+    // inv_freq [head_dim/2] and attention_factor [1] (rope_frequencies), cos and sin [n, head_dim/2]
+    // through the rope kernel itself: a head whose pairs are all (1, 0) turns into (cos, sin)·factor
+    const auto& positions = c.input("positions", {kAny});
+    const auto whole = [&](const char* attr) {
+        const double v = c.number(attr);
+        if (!(v >= 1) || v != std::floor(v) || v > 1e9)
+            throw HarnessError(c.file + ": /" + c.name + " " + attr + " = " + std::to_string(v) + " is not a positive integer");
+        return static_cast<std::size_t>(v);
+    };
+    const std::size_t hd = whole("head_dim"), seq_len = whole("seq_len");
+    if (hd % 2) throw HarnessError(c.file + ": /" + c.name + " head_dim must be even");
+    const std::string& kind = c.string("kind");
+    RopeScaling s;
+    s.factor = c.number("factor");
+    s.original_context = whole("context");  // dynamic and yarn: max_position_embeddings
+    if (kind == "linear") s.kind = RopeScalingKind::Linear;
+    else if (kind == "dynamic") s.kind = RopeScalingKind::Dynamic;
+    else if (kind == "yarn") {
+        s.kind = RopeScalingKind::Yarn;
+        const auto opt = [&](const char* attr, double fallback) { return c.numbers.count(attr) ? c.number(attr) : fallback; };
+        s.beta_fast = opt("beta_fast", 32.0);
+        s.beta_slow = opt("beta_slow", 1.0);
+        s.attention_factor = opt("attention_factor", 0.1 * std::log(s.factor) + 1.0);
+    } else if (kind == "llama3") {
+        s.kind = RopeScalingKind::Llama3;
+        s.low_freq_factor = c.number("low_freq_factor");
+        s.high_freq_factor = c.number("high_freq_factor");
+        s.original_context = whole("original_max_position_embeddings");
+    } else {
+        throw HarnessError(c.file + ": /" + c.name + " kind '" + kind + "' is not linear, dynamic, yarn or llama3");
+    }
+    std::vector<double> inv(hd / 2);
+    const double factor = rope_frequencies(hd, c.number("theta"), s, seq_len, inv);
+    std::vector<float> cos, sin, head(hd);
+    for (float p : positions.data) {
+        if (!(p >= 0) || p != std::floor(p)) throw HarnessError(c.file + ": /" + c.name + " positions must be whole numbers");
+        std::fill(head.begin(), head.begin() + static_cast<std::ptrdiff_t>(hd / 2), 1.0f);  // pair i = (x[i], x[i + hd/2]) = (1, 0)
+        std::fill(head.begin() + static_cast<std::ptrdiff_t>(hd / 2), head.end(), 0.0f);
+        rope(head, hd, static_cast<std::size_t>(p), inv, factor, RopeStyle::RotateHalf);
+        cos.insert(cos.end(), head.begin(), head.begin() + static_cast<std::ptrdiff_t>(hd / 2));
+        sin.insert(sin.end(), head.begin() + static_cast<std::ptrdiff_t>(hd / 2), head.end());
+    }
+    // inv_freq spans 1 .. 1e-7: relative, with the float32 reference's few ulps of pow and blend
+    const Tolerance freq_tol{0.0, 1e-6};
+    return {{"inv_freq", "inv_freq", std::vector<float>(inv.begin(), inv.end()), "", freq_tol},
+            {"attention_factor", "attention_factor", {static_cast<float>(factor)}, "", freq_tol},
+            {"cos", "cos", cos},
+            {"sin", "sin", sin}};
 }
 
 namespace {

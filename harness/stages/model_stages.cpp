@@ -85,12 +85,20 @@ std::span<const float> array_row(const Array<float>& a, std::size_t r) {
 }
 
 // A KV cache for the n positions a stage runs, not the model's whole context: Qwen2.5's 32768
-// positions would cost 0.8 GB to allocate and zero on every run.
-KVCache cache_for(const Config& c, std::size_t n) { return KVCache(c.n_layers, std::min(n, c.max_seq_len), c.kv_dim()); }
+// positions would cost 0.8 GB to allocate and zero on every run. Every position in its own row (a
+// windowed layer's ring as long as the sequence): the stages compare the whole cache with the
+// reference's, which keeps every position; the windows still apply to attention. prompt: the
+// length dynamic RoPE rotates the rows for (the fixture's tokens are one prompt).
+KVCache cache_for(const Config& c, std::size_t n, std::size_t prompt = 0) {
+    KVCache cache(c, std::min(n, c.max_seq_len), n);
+    cache.set_prompt_length(prompt);
+    return cache;
+}
 
 // A KV cache whose layer `layer` holds the first n rows of k and v ([*, kv_dim] each), with room for one more.
-KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& k, const Array<float>& v, std::size_t n) {
-    KVCache cache = cache_for(c, n + 1);
+KVCache prefilled_cache(const Config& c, std::size_t layer, const Array<float>& k, const Array<float>& v, std::size_t n,
+                        std::size_t prompt = 0) {
+    KVCache cache = cache_for(c, n + 1, prompt);
     for (std::size_t p = 0; p < n; ++p) cache.append(layer, p, array_row(k, p), array_row(v, p));
     return cache;
 }
@@ -128,7 +136,7 @@ std::vector<StageOutput> layer_outputs(const Model& m, const LayerRecord& rec, c
 LayerRecord teacher_forced(const Model& m, std::size_t l, std::size_t p, std::span<const float> in, const Array<float>& k,
                            const Array<float>& v, const Case& c, const StageEnv& env, std::string& note) {
     const Config& cfg = m.config;
-    KVCache cache = prefilled_cache(cfg, l, k, v, p);
+    KVCache cache = prefilled_cache(cfg, l, k, v, p, k.shape[0]);  // the fixture's tokens are one prompt
     RunState s(cfg);
     std::copy(in.begin(), in.end(), s.x.begin());
     ContiguousRows rows(cache, p, cfg.head_dim());
@@ -310,7 +318,7 @@ std::vector<StageOutput> stage_model_prefill(const Fixture&, const Case& c, cons
     check_family(m, env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
-    KVCache cache = cache_for(cfg, tokens.size());
+    KVCache cache = cache_for(cfg, tokens.size(), tokens.size());
     RunState s(cfg, tokens.size());
     std::vector<float> logits;
     prefill(m, tokens, cache, s, &logits);
@@ -325,7 +333,7 @@ std::vector<StageOutput> stage_model_kv_cache(const Fixture&, const Case& c, con
     check_family(m, env);
     const Config& cfg = m.config;
     const std::vector<int> tokens = token_ids(c, "tokens");
-    KVCache cache = cache_for(cfg, tokens.size());
+    KVCache cache = cache_for(cfg, tokens.size(), tokens.size());
     RunState s(cfg);
     for (std::size_t p = 0; p < tokens.size(); ++p) forward(m, tokens[p], p, cache, s);
     // invariants before values: every layer holds exactly the prompt
@@ -396,8 +404,7 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     auto step_logits = [&]() {
         Session s(m);
         std::vector<float> full, top;
-        std::span<const float> logits;
-        for (int t : prompt) logits = s.feed(t);
+        std::span<const float> logits = s.start(prompt, n_new);  // the prompt as generate() runs it
         for (std::size_t i = 0; i < n_new; ++i) {
             if (std::find(full_steps.begin(), full_steps.end(), static_cast<int>(i)) != full_steps.end())
                 full.insert(full.end(), logits.begin(), logits.end());

@@ -34,7 +34,8 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
     golden(c, "logits", {tokens.size(), cfg.vocab_size});
     std::vector<float> contiguous;  // forward() one token at a time on the contiguous cache
     {
-        KVCache cache(cfg.n_layers, tokens.size(), cfg.kv_dim());
+        KVCache cache(cfg, tokens.size());  // (a windowed layer: a ring of its window)
+        cache.set_prompt_length(tokens.size());  // the fixture's tokens are one prompt
         RunState s(cfg);
         for (std::size_t p = 0; p < tokens.size(); ++p) {
             const auto l = forward(m, tokens[p], p, cache, s);
@@ -44,10 +45,11 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
     std::vector<StageOutput> outs;
     constexpr std::size_t kStep = 5;
     for (const std::size_t page_size : {3, 16}) {
-        PagedKVCache kv(cfg.n_layers, cfg.kv_dim(), page_size, 2 * ((tokens.size() + page_size - 1) / page_size));
-        const std::size_t seq = kv.add_sequence(), other = kv.add_sequence();
+        PagedKVCache kv(cfg, page_size, 2 * ((tokens.size() + page_size - 1) / page_size));
+        const std::size_t seq = kv.add_sequence(tokens.size()), other = kv.add_sequence(tokens.size());
         RunState s(cfg, 2 * kStep);
         std::vector<float> paged, step_logits;
+        std::size_t most_pages = 0;  // the most pages the prompt's sequence held after a step
         for (std::size_t p0 = 0; p0 < tokens.size(); p0 += kStep) {
             std::vector<BatchRow> rows;
             for (std::size_t p = p0; p < std::min(tokens.size(), p0 + kStep); ++p) {
@@ -57,7 +59,20 @@ std::vector<StageOutput> stage_model_paged(const Fixture&, const Case& c, const 
             forward_batch(m, rows, kv, s, step_logits);
             kv.check_invariants();  // ModelError (the stage errors) naming the broken invariant
             paged.insert(paged.end(), step_logits.begin(), step_logits.end());
+            most_pages = std::max(most_pages, kv.pages_held(seq));
         }
+        // a sliding window on every layer: the pages out of it went back after each step, so the
+        // sequence never held more than its window and one step's rows need
+        if (const std::size_t w = kv.common_window()) {
+            const std::size_t bound = (w - 1 + kStep + page_size - 1) / page_size + 1;
+            if (most_pages > bound)
+                throw HarnessError(fmt::format("paged KV cache: a sequence under a window of {} held {} pages of {}, more "
+                                               "than the {} its window and a step of {} rows need",
+                                               w, most_pages, page_size, bound, kStep));
+        }
+        outs.push_back({fmt::format("pages held at most [pages of {}]", page_size), "", {static_cast<float>(most_pages)},
+                        fmt::format("of the {} a {}-token sequence spans{}", kv.pages_for(tokens.size()), tokens.size(),
+                                    kv.common_window() ? fmt::format(" (window {}: the rest given back)", kv.common_window()) : "")});
         kv.release(seq);
         kv.release(other);
         kv.check_invariants();

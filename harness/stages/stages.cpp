@@ -15,6 +15,10 @@ constexpr Tolerance kFloat32Default{1e-5, 1.3e-6};
 
 // kernel.ggml.matvec.*: act and y_fast are exact (their own tolerance in ggml_stages.cpp); this one is y_plain's
 constexpr Tolerance kGgmlPlain{1e-9, 1.2e-7};
+// The quantization report's numbers: both sides dequantize and compute in float32, the engine's and
+// PyTorch's logits ~1e-5 apart, so a KL of ~1e-3 moves by about 1e-5 · Σ|p_q - p_f| ≈ 1e-6 and a
+// relative RMS of ~1e-2 by ~1e-2 of the engine's own relative error (~1e-6): atol 1e-5, rtol 2e-3.
+constexpr Tolerance kQuantReport{1e-5, 2e-3};
 constexpr const char* kGgmlPlainWhy =
     "y_plain: a float64 sum of exact float products, rounded once: within 1 ulp (2^-23 relative) of the exact "
     "dot rounded, plus the sum's n·2^-53·Σ|w·x| (< 1e-9 here); act and y_fast bit for bit; |fast - plain| "
@@ -32,12 +36,22 @@ constexpr const char* kTinyMixtral = "models/tiny-mixtral";     // transformers'
 constexpr const char* kTinyMixtralTied = "models/tiny-mixtral-tied";  // the same, experts 6 and 7 of layer 1 tied in the router
 constexpr const char* kTinyLlamaHf = "models/tiny-llama-hf";     // the tiny LLaMA converted to HF's LlamaForCausalLM
 constexpr const char* kStories260KHf = "models/stories260k-hf";  // stories260K converted likewise (needs ../shared)
+// Long context and Llama 3: transformers' own classes with random weights, save_pretrained
+constexpr const char* kTinyLlama3 = "models/tiny-llama3";  // Llama 3.2-shaped: GQA, tied, theta 5e5, rope_scaling llama3, real vocab
+constexpr const char* kTinyLlamaLinear = "models/tiny-llama-linear";    // LlamaForCausalLM, 32 positions, linear x2
+constexpr const char* kTinyLlamaDynamic = "models/tiny-llama-dynamic";  // dynamic NTK x2
+constexpr const char* kTinyLlamaYarn = "models/tiny-llama-yarn";        // yarn x4, default betas
+constexpr const char* kTinyQwen2Linear = "models/tiny-qwen2-linear";    // Qwen2ForCausalLM, 32 positions, linear x2
+constexpr const char* kTinyQwen2Dynamic = "models/tiny-qwen2-dynamic";  // dynamic x4
+constexpr const char* kTinyQwen2Yarn = "models/tiny-qwen2-yarn";        // yarn x4, Qwen2.5's recipe, betas 16/2
+constexpr const char* kTinyQwen2Llama3 = "models/tiny-qwen2-llama3";    // llama3 x8 from 32 positions
+constexpr const char* kTinyQwen2Swa = "models/tiny-qwen2-swa";  // use_sliding_window: window 8 from layer 1 (max_window_layers 1)
+constexpr const char* kTinyMistral = "models/tiny-mistral";     // MistralForCausalLM: 3 layers, window 8
 constexpr const char* kGpt2Tokenizer = "shared:tokenizers/gpt2";  // encoder.json + vocab.bpe
 constexpr const char* kGpt2TokenizerJson = "models/tiny-gpt2/tokenizer.json";  // the same vocabulary as HF writes it
 constexpr const char* kStories260KGguf = "shared:models/stories260K/stories260K.gguf";        // llama.cpp's conversion
 constexpr const char* kStories260KGgufQ8 = "shared:models/stories260K/stories260K-q8_0.gguf";  // and its Q8_0 quantization
 // GGUF files the exporter writes from the tiny models (scripts/lmlab_ref/gguf_models.py)
-constexpr const char* kGguf_llama_f32 = "models/gguf/tiny-llama.f32.gguf";
 constexpr const char* kGguf_llama_f16 = "models/gguf/tiny-llama.f16.gguf";
 constexpr const char* kGguf_llama_q8_0 = "models/gguf/tiny-llama.q8_0.gguf";
 constexpr const char* kGguf_llama_q6_k = "models/gguf/tiny-llama.q6_k.gguf";
@@ -203,6 +217,18 @@ const std::vector<Stage>& stages() {
          "online softmax in tiles of 32: 8-lane float score dots, one exp(m_old - m_new) rescale per tile that "
          "raises the max, tile sums of <= 32 terms; still a convex combination of values: float32 default",
          stage_attention_tiled},
+        {"kernel.attention.window", "kernel", "", false, "", "kernel/attention_window.h5", "kernel.attention_window",
+         kFloat32Default,
+         "a sliding window read from a ring buffer against transformers' -inf mask over every position: the same "
+         "softmax and convex combination, float32 default",
+         stage_attention_window},
+        {"kernel.attention.window.tiled", "kernel", "", false, "", "kernel/attention_window.h5", "kernel.attention_window",
+         kFloat32Default, "the tiled kernel's tiles from the window's first position: as kernel.attention.tiled",
+         stage_attention_window_tiled},
+        {"kernel.rope.scaling", "kernel", "", false, "", "kernel/rope_scaling.h5", "kernel.rope_scaling", kFloat32Default,
+         "cos and sin: float32 default (positions past 31 against the float64 truth: transformers' float32 angle "
+         "is off by pos x ulp); inv_freq 1e-6 relative: transformers forms it with float32 pow and blends",
+         stage_rope_scaling},
         {"kernel.argmax", "kernel", "", false, "", "kernel/argmax.h5", "kernel.argmax", kExact, "an index: must be exact",
          stage_argmax},
         // int8 (Q8_0, llama2.c's runq.c): family "q8" is the int8 LLaMA (its float kernels above name it too),
@@ -339,6 +365,16 @@ const std::vector<Stage>& stages() {
          "RMSNorm, biased q/k/v, rotate-half RoPE with theta 1e6, 4:1 GQA, SwiGLU: sums over 64 and 160 terms",
          stage_layer_block},
 
+        {"layer.block.mistral", "layer", "mistral", false, kTinyMistral, "layer/block_mistral.h5", "layer.block", {1e-5, 1e-5},
+         "the LLaMA block with a sliding window of 8: at positions 17 and 62 the query reads its last 8 cached "
+         "positions only (transformers' mask for that query); sums over 64 and 128 terms",
+         stage_layer_block},
+        {"layer.block.qwen2-swa", "layer", "qwen2", false, kTinyQwen2Swa, "layer/block_qwen2_swa.h5", "layer.block",
+         {1e-5, 1e-5},
+         "Qwen2 with use_sliding_window: layer 0 (below max_window_layers) reads every cached position, layer 1 its "
+         "last 8 only; sums over 64 and 128 terms",
+         stage_layer_block},
+
         // mixture of experts: expert ids exactly (a routing near-tie is reported, not failed: moe_stages.cpp)
         {"layer.moe.qwen2moe", "layer", "qwen2moe", false, kTinyQwen2Moe, "layer/moe_qwen2moe.h5", "layer.moe", {1e-5, 1e-5},
          "router logits are 64-term dot products; each output sums 2 experts (64- and 32-term matvecs) and the "
@@ -422,8 +458,45 @@ const std::vector<Stage>& stages() {
          "as model.kv_cache.paged, GPT-2 (learned positions, fused qkv)", stage_model_paged},
         {"model.kv_cache.paged.qwen2", "model", "qwen2", false, kTinyQwen2, "model/forward_qwen2.h5", "model.forward", kLogits,
          "as model.kv_cache.paged, Qwen2 (4:1 GQA: two query heads read each kv page)", stage_model_paged},
+        {"model.kv_cache.paged.mistral", "model", "mistral", false, kTinyMistral, "model/forward_mistral.h5", "model.forward",
+         kLogits,
+         "as model.kv_cache.paged, under a window of 8: attention from the window's first position, the pages out of it "
+         "given back after each step (the invariants and the pages held are checked)",
+         stage_model_paged},
+        {"model.kv_cache.paged.llama-dynamic", "model", "llama", false, kTinyLlamaDynamic, "model/forward_llama_dynamic.h5",
+         "model.forward", kLogits, "as model.kv_cache.paged, dynamic RoPE: each row rotated for its sequence's prompt",
+         stage_model_paged},
         {"model.kv_cache.gpt2", "model", "gpt2", false, kTinyGpt2, "model/kv_cache_gpt2.h5", "model.kv_cache", {1e-5, 1e-5},
          "k and v are one LayerNorm + linear away from the residual stream", stage_model_kv_cache},
+        // Long context (docs/models.md): each RoPE scaling kind on transformers' LlamaForCausalLM and
+        // Qwen2ForCausalLM, prompts past the original context; sliding windows smaller than the prompt
+#define LMLAB_LONG_MODEL(suffix, family, model, file, why)                                                                 \
+    {"model.forward." suffix, "model", family, false, model, "model/forward_" file ".h5", "model.forward", kLogits,          \
+     "transformers' full-sequence forward: " why "; every intermediate, the logits tolerance", stage_model_forward},       \
+    {"model.prefill." suffix, "model", family, false, model, "model/forward_" file ".h5", "model.forward", kLogits,          \
+     "the prompt in one call: the forward fixture's logits tolerance", stage_model_prefill},                                 \
+    {"model.kv_cache." suffix, "model", family, false, model, "model/kv_cache_" file ".h5", "model.kv_cache", {1e-5, 1e-5}, \
+     "k (after the scaled RoPE) and v: one RMSNorm and a projection from the residual stream", stage_model_kv_cache},    \
+    {"generation.greedy." suffix, "generation", family, false, model, "generation/greedy_" file ".h5", "generation.greedy", \
+     kLogits, "transformers' generate(do_sample=False), 48 tokens past the original context or the window: tokens "      \
+     "exactly, logits within 1e-4", stage_generation_greedy}
+        LMLAB_LONG_MODEL("llama3", "llama", kTinyLlama3, "llama3",
+                         "Llama 3.2-shaped (GQA 2:1, tied, theta 500000, rope_scaling llama3 x32 of 8192), 12 tokens"),
+        LMLAB_LONG_MODEL("llama-linear", "llama", kTinyLlamaLinear, "llama_linear", "linear x2, 40 tokens of a 32-position model"),
+        LMLAB_LONG_MODEL("llama-dynamic", "llama", kTinyLlamaDynamic, "llama_dynamic",
+                         "dynamic NTK x2: 40 tokens, every row rotated for 40 (generate: each token after the prompt for pos + 1)"),
+        LMLAB_LONG_MODEL("llama-yarn", "llama", kTinyLlamaYarn, "llama_yarn",
+                         "yarn x4 (attention factor 1.139), 40 tokens of a 32-position model"),
+        LMLAB_LONG_MODEL("qwen2-linear", "qwen2", kTinyQwen2Linear, "qwen2_linear", "linear x2 (the old key 'type'), 40 tokens"),
+        LMLAB_LONG_MODEL("qwen2-dynamic", "qwen2", kTinyQwen2Dynamic, "qwen2_dynamic", "dynamic NTK x4, 40 tokens"),
+        LMLAB_LONG_MODEL("qwen2-yarn", "qwen2", kTinyQwen2Yarn, "qwen2_yarn",
+                         "yarn x4 with betas 16 and 2 and original_max_position_embeddings (Qwen2.5's recipe), 40 tokens"),
+        LMLAB_LONG_MODEL("qwen2-llama3", "qwen2", kTinyQwen2Llama3, "qwen2_llama3", "llama3 x8 from 32 positions, 40 tokens"),
+        LMLAB_LONG_MODEL("qwen2-swa", "qwen2", kTinyQwen2Swa, "qwen2_swa",
+                         "use_sliding_window: layer 1 a window of 8, layer 0 every position (max_window_layers 1; "
+                         "transformers 4.46.3's eager mask windows both: worked around, docs/models.md), 40 tokens"),
+        LMLAB_LONG_MODEL("mistral", "mistral", kTinyMistral, "mistral", "a sliding window of 8 in all 3 layers, 24 tokens"),
+#undef LMLAB_LONG_MODEL
         {"model.forward.q8_0", "model", "llama", true, kTinyLlamaQ8, "model/forward_q8_0.h5", "model.forward.q8_0", kLogits,
          "int8 tiny LLaMA (quantized on load) against scripts/ref_q8.py, runq.c's arithmetic in torch: the int8 "
          "steps are exact, the float ones (norms, attention) differ by float32 rounding as in model.forward",
@@ -479,6 +552,26 @@ const std::vector<Stage>& stages() {
         {"generation.greedy.mixtral", "generation", "mixtral", false, kTinyMixtral, "generation/greedy_mixtral.h5", "generation.greedy", kLogits,
          "transformers' generate(do_sample=False), 48 tokens (the context is 64): tokens exactly, logits within 1e-4",
          stage_generation_greedy},
+        {"generation.serve_batch.mistral", "generation", "mistral", false, kTinyMistral, "serve/batch_mistral.h5", "serve.batch",
+         kLogits,
+         "the serving requests under a window of 8 (pages out of it given back), each generated alone by transformers' "
+         "generate(): tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
+        {"generation.serve_batch.llama-dynamic", "generation", "llama", false, kTinyLlamaDynamic, "serve/batch_llama_dynamic.h5",
+         "serve.batch", kLogits,
+         "the serving requests with dynamic RoPE (every row rotated for its own sequence's prompt, in any chunk): "
+         "tokens exactly, logits within 1e-4",
+         stage_generation_serve_batch},
+        {"generation.speculative.early_exit.mistral", "generation", "mistral", false, kTinyMistral, "generation/greedy_mistral.h5",
+         "generation.greedy", kExact,
+         "48 tokens past the window exactly the reference's greedy tokens, rings rolled back after every rejected guess",
+         stage_generation_speculative_early_exit},
+        {"generation.speculative.early_exit.llama-dynamic", "generation", "llama", false, kTinyLlamaDynamic,
+         "generation/greedy_llama_dynamic.h5", "generation.greedy", kExact,
+         "dynamic RoPE: the target's batched verification rows rotated as one at a time: the reference's tokens exactly",
+         stage_generation_speculative_early_exit},
+        {"generation.speculative.early_exit.qwen2-yarn", "generation", "qwen2", false, kTinyQwen2Yarn, "generation/greedy_qwen2_yarn.h5",
+         "generation.greedy", kExact, "yarn x4: the reference's tokens exactly", stage_generation_speculative_early_exit},
         {"generation.serve_batch.qwen2moe", "generation", "qwen2moe", false, kTinyQwen2Moe, "serve/batch_qwen2moe.h5", "serve.batch", kLogits,
          "the serving requests on Qwen2-MoE (each row its own experts, the shared expert), each generated alone by "
          "transformers' generate(): tokens exactly, logits within 1e-4",
@@ -497,12 +590,8 @@ const std::vector<Stage>& stages() {
         // GGUF files of the tiny models (written like llama.cpp's converter by scripts/lmlab_ref/gguf_models.py)
         // against transformers' own GGUF loading (or, where it has a bug or no support, the workaround named):
         // every intermediate, the KV cache, greedy generation; ours on the plain path (ggml_stages.cpp)
-        {"model.forward.gguf.llama.f32", "model", "llama", false, kGguf_llama_f32, "model/gguf/forward_tiny_llama_f32.h5", "model.forward", kLogits,
-         "F32 weights as stored against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
-        {"model.kv_cache.gguf.llama.f32", "model", "llama", false, kGguf_llama_f32, "model/gguf/kv_cache_tiny_llama_f32.h5", "model.kv_cache", {1e-5, 1e-5},
-         "k and v are one norm and one projection away from the residual stream, as model.kv_cache", stage_gguf_kv_cache},
-        {"generation.greedy.gguf.llama.f32", "generation", "llama", false, kGguf_llama_f32, "generation/gguf/greedy_tiny_llama_f32.h5", "generation.greedy", kLogits,
-         "16 tokens of transformers' generate(do_sample=False) on the GGUF model: tokens exactly, logits within 1e-4", stage_gguf_greedy},
+        // (F32 llama: the stories260K.gguf rows below, llama.cpp's own conversion; a 40 MB F32 copy of the tiny
+        // LLaMA would test the same reading and cost golden/ a fifteenth of its budget)
         {"model.forward.gguf.llama.f16", "model", "llama", false, kGguf_llama_f16, "model/gguf/forward_tiny_llama_f16.h5", "model.forward", kLogits,
          "F16 weights (exact in float32) against transformers' from_pretrained(gguf_file): the logits tolerance", stage_gguf_forward},
         {"model.kv_cache.gguf.llama.f16", "model", "llama", false, kGguf_llama_f16, "model/gguf/kv_cache_tiny_llama_f16.h5", "model.kv_cache", {1e-5, 1e-5},
@@ -629,6 +718,13 @@ const std::vector<Stage>& stages() {
          "generation/gguf/greedy_stories260k_q8_0.h5", "generation.greedy", kLogits,
          "120 greedy tokens from BOS against transformers' generate() on the Q8_0 file: tokens exactly, logits within 1e-4",
          stage_gguf_greedy},
+        // verify --against's numbers (harness/quantization.h) against PyTorch's on the same two files
+        {"quant.report.stories260k.q8_0", "generation", "llama", false, kStories260KGgufQ8, "quant/report_stories260k_q8_0.h5",
+         "quant.report", kQuantReport,
+         "lmlab verify --against's report of llama.cpp's Q8_0 stories260K against its F32 file (per tensor added / "
+         "inherited / total, per layer, KL and top-1 per scored position, both perplexities; llama-perplexity's "
+         "chunks) against PyTorch computing the same on transformers' GGUF models",
+         stage_quant_report},
         {"tokenizer.default", "tokenizer", "", false, kTinyLlama, "tokenizer/default.h5", "tokenizer", kExact,
          "token ids: SentencePiece's exactly (the tiny LLaMA's trained 16384-piece vocabulary)", stage_tokenizer},
         {"tokenizer.llama2", "tokenizer", "", false, "shared:tokenizers/llama2/tokenizer.bin", "tokenizer/llama2.h5", "tokenizer", kExact,
@@ -642,6 +738,17 @@ const std::vector<Stage>& stages() {
         {"tokenizer.qwen", "tokenizer", "", false, "shared:tokenizers/qwen/tokenizer.json", "tokenizer/qwen.h5", "tokenizer", kExact,
          "token ids: HF tokenizers' exactly (NFC, the Split regex from the file, added tokens recognised)",
          stage_tokenizer},
+        {"tokenizer.llama3", "tokenizer", "", false, "shared:tokenizers/llama3/tokenizer.json", "tokenizer/llama3.h5", "tokenizer",
+         kExact,
+         "token ids: HF tokenizers' exactly (Llama 3.1: digits in runs of three, ignore_merges, special tokens in "
+         "the text recognised; without the post-processor's BOS)",
+         stage_tokenizer},
+        {"tokenizer.gguf.gpt2", "tokenizer", "", false, "models/gguf/gpt2-tokenizer.gguf", "tokenizer/gguf_gpt2.h5", "tokenizer",
+         kExact, "tokenizer.gpt2's texts and ids, the vocabulary and merges read from a GGUF file's metadata (pre 'gpt-2', "
+         "as llama.cpp's converter writes it)", stage_tokenizer},
+        {"tokenizer.gguf.qwen2", "tokenizer", "", false, "models/gguf/qwen2-tokenizer.gguf", "tokenizer/gguf_qwen2.h5", "tokenizer",
+         kExact, "tokenizer.qwen's texts and ids from a GGUF file's metadata (pre 'qwen2': the pre-tokenizer's regex by "
+         "name, added tokens typed CONTROL)", stage_tokenizer},
     };
     return table;
 }

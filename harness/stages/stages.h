@@ -148,7 +148,7 @@ bool is_shared_path(const std::string& model);
 bool is_gguf_model(const std::string& model);
 
 // A model field may ask for int8 weights on load: "<model>#q8_0" (Q8_0, group 64) or
-// "<model>#q8_0,group=N". parse_model_spec splits off that suffix (throws std::invalid_argument
+// "<model>#q8_0,group=N". parse_model_spec splits off that suffix (throws HarnessError
 // for any other suffix); path is the rest, the file that must exist.
 struct ModelSpec {
     std::string path;
@@ -174,6 +174,7 @@ std::vector<StageOutput> stage_ggml_matvec(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_gguf_forward(const Fixture&, const Case&, const StageEnv&);   // GGUF models: the
 std::vector<StageOutput> stage_gguf_kv_cache(const Fixture&, const Case&, const StageEnv&);  // model stages on
 std::vector<StageOutput> stage_gguf_greedy(const Fixture&, const Case&, const StageEnv&);    // the plain path
+std::vector<StageOutput> stage_quant_report(const Fixture&, const Case&, const StageEnv&);   // verify --against's numbers
 std::vector<StageOutput> stage_linear(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_add(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_layernorm(const Fixture&, const Case&, const StageEnv&);
@@ -193,6 +194,9 @@ std::vector<StageOutput> stage_matvec_q8_0(const Fixture&, const Case&, const St
 std::vector<StageOutput> stage_matvec_fast(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_matmul_xwt(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_attention_tiled(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention_window(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_attention_window_tiled(const Fixture&, const Case&, const StageEnv&);
+std::vector<StageOutput> stage_rope_scaling(const Fixture&, const Case&, const StageEnv&);
 // conformance_stages.cpp: ONNX's operator conformance cases (onnx 1.18.0's node tests) through our kernels
 std::vector<StageOutput> stage_conformance_softmax(const Fixture&, const Case&, const StageEnv&);
 std::vector<StageOutput> stage_conformance_layer_normalization(const Fixture&, const Case&, const StageEnv&);

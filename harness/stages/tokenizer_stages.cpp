@@ -53,7 +53,16 @@ std::vector<StageOutput> stage_tokenizer(const Fixture& fx, const Case& c, const
     for (float f : golden_it->second.data) expected.push_back(static_cast<int>(f));
 
     const auto allow = fx.numbers.find("allow_special");  // Qwen's reference recognises added tokens
-    const std::vector<int> ours = tok.encode(text, allow != fx.numbers.end() && allow->second != 0);
+    // mode (absent: "text"): the text's ids; "prompt": as `lmlab generate` makes a prompt of it (BOS
+    // from the post-processor); "chat": one user turn in the vocabulary's chat template (--chat)
+    const auto mode = c.strings.find("mode");
+    const std::string how = mode == c.strings.end() ? "text" : mode->second;
+    if (how != "text" && how != "prompt" && how != "chat")
+        throw HarnessError(c.file + ": /" + c.name + " mode is '" + how + "', expected text, prompt or chat");
+    const bool special = allow != fx.numbers.end() && allow->second != 0;
+    const std::vector<int> ours = how == "chat" ? tok.encode_chat(text)
+                                  : how == "prompt" ? tok.encode_prompt(text, special)
+                                                    : tok.encode(text, special);
     // Same length as the golden ids so the comparison counts matches; extra or missing ids show as -1.
     std::vector<float> values(expected.size(), -1.0f);
     for (std::size_t i = 0; i < std::min(ours.size(), expected.size()); ++i) values[i] = static_cast<float>(ours[i]);

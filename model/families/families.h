@@ -18,6 +18,7 @@ const Family& qwen2_family();     // llama.cpp
 const Family& gpt2_family();      // gpt2.cpp
 const Family& qwen2moe_family();  // moe.cpp
 const Family& mixtral_family();   // moe.cpp
+const Family& mistral_family();   // mistral.cpp
 
 // ---- LLaMA's block in halves (llama.cpp), rows [0, T) --------------------------------------------
 // Attention: s.attn_norm -> q = RoPE(wq·), k = RoPE(wk·), v = wv· (appended to the cache), attend,
@@ -30,9 +31,16 @@ void llama_ffn(const Config& c, const LayerWeights& w, std::size_t T, RunState& 
 void llama_block_with(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s,
                       void (*ffn)(const Config&, const LayerWeights&, std::size_t T, RunState&));
 
-// config.json fields LlamaConfig, Qwen2Config, Qwen2MoeConfig and MixtralConfig share; `c` brings the
-// family's fixed choices. Refuses what the block does not implement (rope_scaling, other activations).
+// The LLaMA block over rows [0, T) with its SwiGLU feed-forward: the llama, qwen2 and mistral rows' block.
+void llama_block(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s);
+
+// config.json fields LlamaConfig, Qwen2Config, Qwen2MoeConfig, MixtralConfig and MistralConfig share;
+// `c` brings the family's fixed choices. Refuses what the block does not implement (other
+// activations, partial rotation, a RoPE scaling kind other than linear, dynamic, yarn, llama3).
 Config llama_like_config(const ConfigJson& j, Config c);
+// config.json's rope_scaling (transformers 4.46.3's keys per kind) into c.rope_scaling; with linear,
+// dynamic or yarn, c.max_seq_len (max_position_embeddings on entry) becomes factor times it.
+void rope_scaling_from_hf(const ConfigJson& j, Config& c);
 // The GGUF keys the LLaMA-like architectures share (<arch>.block_count, .embedding_length,
 // .attention.head_count[_kv], .feed_forward_length, .context_length, .rope.freq_base,
 // .attention.layer_norm_rms_epsilon), with the refusals of what the block does not implement
@@ -44,6 +52,14 @@ bool llama_ignored(const std::string& name);
 const std::vector<std::string>& llama_block_kernels();
 // What every LLaMA-block family's config must be ("" when it is), plus whether q/k/v carry biases.
 std::string llama_like_check(const Config& c, bool qkv_bias);
+// The same for the dense (SwiGLU, no experts) LLaMA-block families: llama, qwen2, mistral.
+std::string llama_dense_check(const Config& c, bool qkv_bias);
+// What the dense LLaMA-block rows share: LLaMA's fixed choices (RMSNorm 1e-5, SwiGLU, RoPE theta 1e4,
+// adjacent pairs, no biases), the block's intermediates in pipeline order, the tensor table (Meta's,
+// Hugging Face's and GGUF's names).
+Config llama_defaults();
+const std::vector<std::string>& llama_intermediates();
+const std::vector<TensorSlot>& llama_tensors();
 
 // ---- The mixture of experts in halves (moe.cpp), one row t ----------------------------------------
 // Routing: s.router_logits, s.router_probs, then the top-k ids (s.expert_ids) and their weights

@@ -9,7 +9,10 @@
 //
 // Qwen2-MoE and Mixtral are this block with the SwiGLU replaced by a mixture of experts (moe.cpp).
 // This file also holds the two families' tensor tables and their config.json mapping.
+#include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
+#include <optional>
 #include <string_view>
 
 #include "model/families/families.h"
@@ -29,9 +32,11 @@ void llama_attention(const Config& c, const LayerWeights& w, std::size_t layer, 
     project_rows(w.wk, rows(s.attn_norm, T, c.dim), rows(s.k, T, kv), T, s);
     project_rows(w.wv, rows(s.attn_norm, T, c.dim), rows(s.v, T, kv), T, s);
     for (std::size_t t = 0; t < T; ++t) {
-        // position enters only here: q and k are rotated by angles proportional to the row's position
-        rope(row(s.q, t, qd), hd, cache.pos(t), c.rope_theta, c.rope_style);
-        rope(row(s.k, t, kv), hd, cache.pos(t), c.rope_theta, c.rope_style);
+        // position enters only here: q and k are rotated by angles proportional to the row's position,
+        // at the frequencies of the model's RoPE (scaled: kernels.h; dynamic: for the row's sequence length)
+        const double attention_factor = rope_frequencies(hd, c.rope_theta, c.rope_scaling, cache.seq_len(t), s.inv_freq);
+        rope(row(s.q, t, qd), hd, cache.pos(t), s.inv_freq, attention_factor, c.rope_style);
+        rope(row(s.k, t, kv), hd, cache.pos(t), s.inv_freq, attention_factor, c.rope_style);
         cache.append(layer, t, row(s.k, t, kv), row(s.v, t, kv));
     }
     attend_rows(c, layer, T, cache, s);           // -> s.heads
@@ -61,11 +66,9 @@ void llama_block_with(const Model& m, std::size_t layer, std::size_t T, RowCache
     add(rows(s.h, T, dim), rows(s.ffn_out, T, dim), rows(s.out, T, dim));  // second residual: the block's output
 }
 
-namespace {
 void llama_block(const Model& m, std::size_t layer, std::size_t T, RowCache& cache, RunState& s) {
     llama_block_with(m, layer, T, cache, s, llama_ffn);
 }
-}  // namespace
 
 // ---- What the LLaMA-block families share ---------------------------------------------------------
 
@@ -78,6 +81,83 @@ std::string llama_like_check(const Config& c, bool qkv_bias) {
     if (c.head_dim() % 2 != 0) return "head_dim must be even for RoPE";
     if (!(c.rope_theta > 0)) return "rope_theta must be positive";
     return "";
+}
+
+void rope_scaling_from_hf(const ConfigJson& j, Config& c) {
+    if (!j.has("rope_scaling")) return;  // absent or null: plain RoPE
+    const nlohmann::json& r = j.raw("rope_scaling");
+    const auto bad = [&](const std::string& what) {
+        return ModelError(fmt::format("{}: rope_scaling is {}: {}", j.path(), r.dump(), what));
+    };
+    if (!r.is_object()) throw bad("expected an object such as {\"rope_type\": \"llama3\", \"factor\": 8.0, ...}");
+    // transformers reads rope_type, or the older name type
+    const nlohmann::json& type = r.contains("rope_type") ? r["rope_type"] : r.contains("type") ? r["type"] : nlohmann::json();
+    if (!type.is_string()) throw bad("rope_scaling.rope_type (or type) must name the kind");
+    const std::string kind = type.get<std::string>();
+    const auto number = [&](const char* key, std::optional<double> fallback) {
+        if (!r.contains(key) || r[key].is_null()) {
+            if (fallback) return *fallback;
+            throw bad(fmt::format("rope_scaling.{} is missing (the {} kind needs it)", key, kind));
+        }
+        if (!r[key].is_number()) throw bad(fmt::format("rope_scaling.{} is {}, expected a number", key, r[key].dump()));
+        return r[key].get<double>();
+    };
+    // the keys each kind reads in transformers 4.46.3; any other key is refused: 4.46.3 ignores it,
+    // another implementation may not (Qwen2.5's yarn configs carry original_max_position_embeddings,
+    // which 4.46.3 ignores and later versions read: accepted when it equals max_position_embeddings)
+    const auto only = [&](std::initializer_list<const char*> keys) {
+        for (const auto& [key, value] : r.items()) {
+            if (key == "rope_type" || key == "type") continue;
+            if (std::find_if(keys.begin(), keys.end(), [&](const char* k) { return key == k; }) != keys.end()) continue;
+            if (key == "original_max_position_embeddings" && (kind == "yarn" || kind == "dynamic") && value.is_number_unsigned() &&
+                value.get<std::uint64_t>() == c.max_seq_len)
+                continue;
+            throw bad(fmt::format("rope_scaling.{} is not read by transformers 4.46.3's {} RoPE (an engine that reads it "
+                                  "would compute another model); remove it or make it equal max_position_embeddings",
+                                  key, kind));
+        }
+    };
+    RopeScaling& s = c.rope_scaling;
+    const std::size_t context = c.max_seq_len;  // max_position_embeddings
+    if (kind == "default") return;
+    if (kind == "linear") {
+        only({"factor"});
+        s.kind = RopeScalingKind::Linear;
+    } else if (kind == "dynamic") {
+        only({"factor"});
+        s.kind = RopeScalingKind::Dynamic;
+    } else if (kind == "yarn") {
+        only({"factor", "attention_factor", "beta_fast", "beta_slow"});
+        s.kind = RopeScalingKind::Yarn;
+        // transformers: `get("beta_fast") or 32`, so 0 means the default too
+        s.beta_fast = number("beta_fast", 32.0);
+        s.beta_slow = number("beta_slow", 1.0);
+        if (s.beta_fast == 0) s.beta_fast = 32.0;
+        if (s.beta_slow == 0) s.beta_slow = 1.0;
+    } else if (kind == "llama3") {
+        only({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"});
+        s.kind = RopeScalingKind::Llama3;
+        s.low_freq_factor = number("low_freq_factor", std::nullopt);
+        s.high_freq_factor = number("high_freq_factor", std::nullopt);
+        const double original = number("original_max_position_embeddings", std::nullopt);
+        if (!(original >= 1) || original != std::floor(original) || original > 1e9)
+            throw bad("rope_scaling.original_max_position_embeddings must be a positive integer");
+        s.original_context = static_cast<std::size_t>(original);
+    } else {
+        throw bad(fmt::format("RoPE scaling of type '{}' is not implemented (this engine implements linear, dynamic, "
+                              "yarn and llama3, as transformers 4.46.3 computes them); it would compute a different model",
+                              kind));
+    }
+    s.factor = number("factor", std::nullopt);
+    if (!(s.factor >= 1.0) || !std::isfinite(s.factor) || s.factor > 1e6)
+        throw bad(fmt::format("rope_scaling.factor {} must be at least 1", s.factor));
+    if (s.kind == RopeScalingKind::Yarn) s.attention_factor = number("attention_factor", 0.1 * std::log(s.factor) + 1.0);
+    if (s.kind != RopeScalingKind::Llama3) {
+        // transformers 4.46.3's linear, dynamic and yarn take max_position_embeddings as the context the
+        // model was trained on; the stretched context is factor times it (vLLM's reading as well)
+        s.original_context = context;
+        c.max_seq_len = static_cast<std::size_t>(static_cast<double>(context) * s.factor);
+    }
 }
 
 Config llama_like_config(const ConfigJson& j, Config c) {
@@ -97,10 +177,10 @@ Config llama_like_config(const ConfigJson& j, Config c) {
     const std::string act = j.text("hidden_act", "silu");
     if (act != "silu")
         throw ModelError(fmt::format("{}: hidden_act '{}' is not supported (the SwiGLU feed-forward uses silu)", j.path(), act));
-    if (j.has("rope_scaling"))
-        throw ModelError(fmt::format("{}: rope_scaling is {}: scaled RoPE (linear, dynamic, yarn, llama3) is not "
-                                     "implemented; this engine would compute a different model",
-                                     j.path(), j.dump("rope_scaling")));
+    rope_scaling_from_hf(j, c);
+    if (j.has("partial_rotary_factor") && j.number("partial_rotary_factor", 1.0) != 1.0)
+        throw ModelError(fmt::format("{}: partial_rotary_factor is {}: rotating part of each head is not implemented",
+                                     j.path(), j.dump("partial_rotary_factor")));
     if (j.has("head_dim") && j.size("head_dim") != c.dim / c.n_heads)
         throw ModelError(fmt::format("{}: head_dim {} differs from hidden_size / num_attention_heads = {}; this engine "
                                      "derives head_dim",
@@ -114,7 +194,8 @@ const std::vector<std::string>& llama_block_kernels() {
     static const std::vector<std::string> kernels = {
         "kernel.matvec",  "kernel.matvec.fast", "kernel.matmul_xwt", "kernel.linear",    "kernel.add",
         "kernel.softmax", "kernel.rmsnorm",     "kernel.rope",       "kernel.silu",      "kernel.swiglu",
-        "kernel.attention", "kernel.attention.tiled", "kernel.argmax"};
+        "kernel.attention", "kernel.attention.tiled", "kernel.attention.window", "kernel.attention.window.tiled",
+        "kernel.rope.scaling", "kernel.argmax"};
     return kernels;
 }
 
@@ -149,8 +230,6 @@ bool llama_ignored(const std::string& name) {
     return name.size() > suffix.size() && std::string_view(name).substr(name.size() - suffix.size()) == suffix;
 }
 
-namespace {
-
 // ---- Tensors: Meta's names (our HDF5 files, llama_ref.py) in llama2.c's checkpoint order, and
 // Hugging Face's LlamaForCausalLM / Qwen2ForCausalLM names ------------------------------------------
 
@@ -176,8 +255,6 @@ const std::vector<TensorSlot>& llama_tensors() {
     return table;
 }
 
-// ---- The rows ------------------------------------------------------------------------------------
-
 const std::vector<std::string>& llama_intermediates() {
     static const std::vector<std::string> names = {"in", "attn_norm", "q", "k", "v", "heads", "attn_out", "h",
         "ffn_norm", "ffn_gate", "ffn_up", "ffn_act", "ffn_out", "out"};
@@ -195,6 +272,8 @@ Config llama_defaults() {
     c.rope_style = RopeStyle::AdjacentPairs;  // Meta's and llama2.c's; Hugging Face files say RotateHalf
     return c;
 }
+
+namespace {
 
 Config qwen2_defaults() {
     Config c = llama_defaults();
@@ -228,25 +307,41 @@ Config qwen2_from_gguf(const GgufFile& f) { return llama_like_gguf(f, "qwen2", q
 // transformers' Qwen2Config
 Config qwen2_from_hf(const ConfigJson& j) {
     Config c = llama_like_config(j, qwen2_defaults());
-    // Qwen2.5 configs carry sliding_window but switch it off; a model that uses it attends differently.
-    j.require("use_sliding_window", false, false, "sliding-window attention is not implemented");
+    // Qwen2.5 configs carry sliding_window but switch it off (use_sliding_window false): then it means nothing.
+    if (j.boolean("use_sliding_window", false)) {
+        if (!j.has("sliding_window"))
+            throw ModelError(fmt::format("{}: use_sliding_window is true but sliding_window is {}; expected the window "
+                                         "(a positive number of positions)",
+                                         j.path(), j.dump("sliding_window")));
+        c.sliding_window = j.size("sliding_window");
+        // The layers from max_window_layers on are windowed (Qwen2Config's default 28): transformers'
+        // flash-attention path and its later versions (layer_types); 4.46.3's eager and sdpa attention
+        // window every layer, a known bug (docs/models.md, the reference works around it visibly).
+        const double from = j.number("max_window_layers", 28);
+        if (!(from >= 0) || from != std::floor(from) || from > 1e6)
+            throw ModelError(fmt::format("{}: max_window_layers is {}, expected a whole number >= 0", j.path(),
+                                         j.dump("max_window_layers")));
+        c.window_from_layer = static_cast<std::size_t>(from);
+    }
     return c;
 }
 
-std::string dense_check(const Config& c, bool qkv_bias) {
+}  // namespace
+
+std::string llama_dense_check(const Config& c, bool qkv_bias) {
     if (c.activation != Activation::SwiGLU) return "the llama block uses a SwiGLU feed-forward";
     if (c.n_experts || c.top_k || c.shared_ffn_dim || c.norm_topk_prob)
         return "experts (n_experts, top_k, shared_ffn_dim, norm_topk_prob) belong to the qwen2moe and mixtral families only";
     return llama_like_check(c, qkv_bias);
 }
 
-}  // namespace
+// ---- The rows ------------------------------------------------------------------------------------
 
 const Family& llama_family() {
     static const Family f{
         Arch::Llama, "llama", "Meta's LLaMA, llama2.c checkpoints: RMSNorm, RoPE, SwiGLU, no biases",
         {"llama"}, llama_defaults, llama_from_hf, "model.", llama_ignored, "llama", llama_from_gguf,
-        [](const Config& c) { return dense_check(c, false); },
+        [](const Config& c) { return c.sliding_window ? "LLaMA has no sliding window" : llama_dense_check(c, false); },
         llama_block, llama_intermediates(), llama_block_kernels(), llama_tensors};
     return f;
 }
@@ -255,7 +350,7 @@ const Family& qwen2_family() {
     static const Family f{
         Arch::Qwen2, "qwen2", "Alibaba's Qwen2: LLaMA's block with biases on q, k, v (rotate-half RoPE, theta 1e6)",
         {"qwen2"}, qwen2_defaults, qwen2_from_hf, "model.", llama_ignored, "qwen2", qwen2_from_gguf,
-        [](const Config& c) { return dense_check(c, true); },
+        [](const Config& c) { return llama_dense_check(c, true); },
         llama_block, llama_intermediates(), llama_block_kernels(), llama_tensors};
     return f;
 }

@@ -232,6 +232,11 @@ void moe_common(const ConfigJson& j, Config& c, const char* experts_field) {
 
 // transformers' Qwen2MoeConfig
 Config qwen2moe_from_hf(const ConfigJson& j) {
+    // the block would run it (the qwen2 family does), but no stage checks a scaled Qwen2-MoE yet
+    if (j.has("rope_scaling"))
+        throw ModelError(fmt::format("{}: rope_scaling is {}: scaled RoPE is not verified for qwen2moe (it is for llama "
+                                     "and qwen2); refused rather than run unchecked",
+                                     j.path(), j.dump("rope_scaling")));
     Config c = llama_like_config(j, qwen2moe_defaults());
     j.require("use_sliding_window", false, false, "sliding-window attention is not implemented");
     moe_common(j, c, "num_experts");
@@ -254,11 +259,17 @@ Config qwen2moe_from_hf(const ConfigJson& j) {
 
 // transformers' MixtralConfig
 Config mixtral_from_hf(const ConfigJson& j) {
+    // transformers 4.46.3's MixtralRotaryEmbedding ignores rope_scaling: no reference to check it against
+    if (j.has("rope_scaling"))
+        throw ModelError(fmt::format("{}: rope_scaling is {}: transformers 4.46.3's Mixtral ignores it and this engine "
+                                     "has no reference for a scaled Mixtral; refused rather than guessed",
+                                     j.path(), j.dump("rope_scaling")));
     Config c = llama_like_config(j, mixtral_defaults());
-    // a sliding window that is in use changes which positions attention sees: refused
+    // a sliding window that is in use changes which positions attention sees: not verified for the
+    // mixture-of-experts families (the block would run it: the mistral family has it), so refused
     if (j.has("sliding_window") && j.size("sliding_window") < c.max_seq_len)
         throw ModelError(fmt::format("{}: sliding_window is {} (< max_position_embeddings {}): sliding-window attention "
-                                     "is not implemented; set it to null to run the model with full attention",
+                                     "is not verified for mixtral; set it to null to run the model with full attention",
                                      j.path(), j.dump("sliding_window"), c.max_seq_len));
     moe_common(j, c, "num_local_experts");  // c.ffn_dim = intermediate_size: each expert's width
     return c;

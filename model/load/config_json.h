@@ -19,6 +19,7 @@ public:
     ConfigJson(nlohmann::json j, std::string path) : j_(std::move(j)), path_(std::move(path)) {}
     const std::string& path() const { return path_; }
     bool has(const char* field) const { return j_.contains(field) && !j_[field].is_null(); }
+    bool present(const char* field) const { return j_.contains(field); }  // even when null
     std::string dump(const char* field) const { return has(field) ? j_[field].dump() : "null"; }  // for messages
     const nlohmann::json& raw(const char* field) const { return j_[field]; }  // (after has())
 

@@ -1,5 +1,5 @@
-// Tests of the safetensors reader (model/load/safetensors.h), the Hugging Face loader (load_hf.cpp) and
-// the llm.c loader (load_llmc.cpp), on tiny files each test writes into its own temp directory.
+// Tests of the safetensors reader (model/load/safetensors.h), the Hugging Face loader (model/load/hf.cpp) and
+// the llm.c loader (model/load/llmc.cpp), on tiny files each test writes into its own temp directory.
 //
 // The tiny GPT-2: dim 8, 2 layers, 2 heads, ffn 32, vocab 11, 6 positions. Every element of HF
 // tensor number `id` (in the order below) holds id * 1000 + i, i its flat index in the FILE's layout:
@@ -924,10 +924,11 @@ TEST(LoadHfLlama, LlamaUntiedWithoutPrefixAndRotaryBuffersIgnored) {
 
 TEST(LoadHfLlama, UnsupportedConfigFieldsAreRefusedByName) {
     const std::vector<std::pair<std::pair<const char*, json>, const char*>> bad = {
-        {{"rope_scaling", json{{"type", "linear"}, {"factor", 2.0}}}, "rope_scaling"},
-        {{"use_sliding_window", true}, "use_sliding_window"},
+        {{"rope_scaling", json{{"type", "longrope"}, {"factor", 2.0}}}, "type 'longrope' is not implemented"},
+        {{"use_sliding_window", true}, "use_sliding_window is true but sliding_window is null"},
         {{"hidden_act", "gelu"}, "hidden_act 'gelu'"},
         {{"head_dim", 4}, "head_dim 4"},
+        {{"partial_rotary_factor", 0.5}, "partial_rotary_factor"},
     };
     for (const auto& [field, expect] : bad) {
         TempDir d;
@@ -941,6 +942,119 @@ TEST(LoadHfLlama, UnsupportedConfigFieldsAreRefusedByName) {
     config["attention_bias"] = true;
     write_model_dir(d, llama_tensors(false, true), config);
     test::expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"attention_bias"});
+}
+
+TEST(LoadHfLlama, RopeScalingOfEveryImplementedKind) {
+    struct Case {
+        json scaling;
+        RopeScalingKind kind;
+        double factor;
+        std::size_t original, context;  // original_context, max_seq_len (max_position_embeddings is 16)
+    };
+    const std::vector<Case> cases = {
+        {{{"rope_type", "linear"}, {"factor", 2.0}}, RopeScalingKind::Linear, 2.0, 16, 32},
+        {{{"type", "dynamic"}, {"factor", 4.0}}, RopeScalingKind::Dynamic, 4.0, 16, 64},  // the old key name
+        {{{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 16}}, RopeScalingKind::Yarn, 4.0, 16, 64},
+        {{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+          {"original_max_position_embeddings", 8}},
+         RopeScalingKind::Llama3, 8.0, 8, 16},
+        {{{"rope_type", "default"}}, RopeScalingKind::None, 1.0, 0, 16},
+    };
+    for (const Case& k : cases) {
+        TempDir d;
+        json config = llama_like_config("llama");
+        config["rope_scaling"] = k.scaling;
+        write_model_dir(d, llama_tensors(false, true), config);
+        const Config c = load_model_hf(d.str()).config;
+        EXPECT_EQ(c.rope_scaling.kind, k.kind) << k.scaling.dump();
+        EXPECT_EQ(c.rope_scaling.factor, k.factor) << k.scaling.dump();
+        EXPECT_EQ(c.rope_scaling.original_context, k.original) << k.scaling.dump();
+        EXPECT_EQ(c.max_seq_len, k.context) << k.scaling.dump();
+    }
+    // yarn's defaults: betas 32 and 1, attention factor 0.1 ln(factor) + 1
+    TempDir d;
+    json config = llama_like_config("qwen2");
+    config["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"beta_fast", 16.0}};
+    write_model_dir(d, llama_tensors(true, false), config);
+    const RopeScaling y = load_model_hf(d.str()).config.rope_scaling;
+    EXPECT_EQ(y.beta_fast, 16.0);
+    EXPECT_EQ(y.beta_slow, 1.0);
+    EXPECT_DOUBLE_EQ(y.attention_factor, 0.1 * std::log(4.0) + 1.0);
+}
+
+TEST(LoadHfLlama, RopeScalingThatWouldComputeAnotherModelIsRefusedByName) {
+    const std::vector<std::pair<json, std::vector<std::string>>> bad = {
+        {{{"rope_type", "longrope"}, {"long_factor", {1.0}}, {"short_factor", {1.0}}}, {"'longrope' is not implemented"}},
+        {{{"rope_type", "su"}, {"factor", 2.0}}, {"'su' is not implemented"}},
+        {{{"rope_type", "linear"}}, {"rope_scaling.factor is missing"}},
+        {{{"rope_type", "linear"}, {"factor", 0.5}}, {"factor 0.5 must be at least 1"}},
+        {{{"rope_type", "yarn"}, {"factor", 4.0}, {"mscale", 0.7}}, {"rope_scaling.mscale is not read by transformers 4.46.3"}},
+        // 4.46.3's yarn ignores it and uses max_position_embeddings (16), later versions read it
+        {{{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 8}},
+         {"rope_scaling.original_max_position_embeddings", "equal max_position_embeddings"}},
+        {{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"original_max_position_embeddings", 8}},
+         {"rope_scaling.high_freq_factor is missing"}},
+        {{{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0}, {"high_freq_factor", 1.0},
+          {"original_max_position_embeddings", 8}},
+         {"low_freq_factor 4 and high_freq_factor 1"}},
+        {json("linear"), {"expected an object"}},
+    };
+    for (const auto& [scaling, parts] : bad) {
+        TempDir d;
+        json config = llama_like_config("llama");
+        config["rope_scaling"] = scaling;
+        write_model_dir(d, llama_tensors(false, true), config);
+        std::vector<std::string> all = {"config.json"};
+        all.insert(all.end(), parts.begin(), parts.end());
+        for (const std::string& p : all)
+            try {
+                load_model_hf(d.str());
+                ADD_FAILURE() << scaling.dump() << " loaded";
+            } catch (const ModelError& e) {
+                EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+            }
+    }
+}
+
+TEST(LoadHfLlama, Qwen2SlidingWindowFromMaxWindowLayers) {
+    TempDir d;
+    json config = llama_like_config("qwen2");
+    config["use_sliding_window"] = true;
+    config["sliding_window"] = 4;
+    config["max_window_layers"] = 1;
+    write_model_dir(d, llama_tensors(true, false), config);
+    const Config c = load_model_hf(d.str()).config;
+    EXPECT_EQ(c.window(0), 0u);  // below max_window_layers: every position
+    EXPECT_EQ(c.window(1), 4u);
+    // switched off (Qwen2.5's configs): the window means nothing
+    config["use_sliding_window"] = false;
+    write_model_dir(d, llama_tensors(true, false), config);
+    EXPECT_EQ(load_model_hf(d.str()).config.sliding_window, 0u);
+}
+
+TEST(LoadHfMistral, LlamasTensorsWithAWindowOnEveryLayer) {
+    // model_type mistral: LLaMA's names, no biases; sliding_window a number (v0.1), null (v0.2+) or
+    // absent (MistralConfig's default 4096, beyond this context of 16: no window)
+    for (const json& window : {json(4), json(nullptr)}) {
+        TempDir d;
+        json config = llama_like_config("llama");
+        config["model_type"] = "mistral";
+        config["sliding_window"] = window;
+        write_model_dir(d, llama_tensors(false, true), config);
+        const Model m = load_model_hf(d.str());
+        EXPECT_EQ(m.config.arch, Arch::Mistral);
+        EXPECT_EQ(m.config.rope_style, RopeStyle::RotateHalf);
+        EXPECT_EQ(m.config.window(0), window.is_null() ? 0u : 4u);
+        EXPECT_EQ(m.config.window(1), window.is_null() ? 0u : 4u);
+    }
+    TempDir d;
+    json config = llama_like_config("llama");
+    config["model_type"] = "mistral";
+    write_model_dir(d, llama_tensors(false, true), config);
+    EXPECT_EQ(load_model_hf(d.str()).config.sliding_window, 0u);
+    config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};  // transformers 4.46.3's Mistral ignores it
+    write_model_dir(d, llama_tensors(false, true), config);
+    test::expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"rope_scaling", "Mistral ignores it"});
 }
 
 TEST(LoadHfLlama, QwenWithoutItsBiasesIsAMissingTensor) {
@@ -1097,7 +1211,7 @@ TEST(LoadHfMoe, SlidingWindowInUseRefused) {
     json c = moe_config(true);
     c["sliding_window"] = 8;
     write_model_dir(d, moe_tensors(true), c);
-    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "sliding_window is 8", "not implemented"});
+    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "sliding_window is 8", "not verified"});
     json q = moe_config(false);
     q["use_sliding_window"] = true;
     write_model_dir(d, moe_tensors(false), q);

@@ -1,5 +1,6 @@
 #include "model/serve/batch.h"
 
+#include <algorithm>
 #include <map>
 #include <fmt/format.h>
 
@@ -12,14 +13,20 @@ public:
     PagedRows(PagedKVCache& kv, std::span<const BatchRow> rows, std::size_t head_dim)
         : kv_(kv), rows_(rows), head_dim_(head_dim) {}
     std::size_t pos(std::size_t row) const override { return rows_[row].pos; }
+    std::size_t seq_len(std::size_t row) const override {
+        return std::max(kv_.prompt_length(rows_[row].seq), rows_[row].pos + 1);
+    }
     void append(std::size_t layer, std::size_t row, std::span<const float> k, std::span<const float> v) override {
         kv_.append(rows_[row].seq, layer, rows_[row].pos, k, v);
     }
     void attend(std::size_t layer, std::size_t row, std::size_t kv_head, std::span<const float> q,
                 std::span<float> out, std::span<float>) const override {
-        // over positions 0 .. pos of this row's sequence only: the other sequences' pages are never read
+        // over positions 0 .. pos of this row's sequence only (under a sliding window W, its last W):
+        // the other sequences' pages are never read
+        const std::size_t n_pos = rows_[row].pos + 1, window = kv_.window(layer);
         attention_paged(q, kv_.layer_keys(layer).subspan(kv_head * head_dim_), kv_.layer_values(layer).subspan(kv_head * head_dim_),
-                        kv_.page_table(rows_[row].seq), kv_.page_size(), rows_[row].pos + 1, kv_.kv_dim(), out);
+                        kv_.page_table(rows_[row].seq), kv_.page_size(), n_pos, kv_.kv_dim(), out,
+                        window && n_pos > window ? n_pos - window : 0);
     }
 
 private:
@@ -68,6 +75,8 @@ void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache&
     for (std::size_t t = 0; t < rows.size(); ++t) tokens[t] = rows[t].token;
     PagedRows paged(kv, rows, m.config.head_dim());
     forward_rows(m, tokens, paged, s);
+    // every row has attended in every layer: pages out of every later query's window go back
+    for (const BatchRow& r : rows) kv.slide(r.seq);  // (once per sequence would do; a second call frees nothing)
     // the classifier for the rows that want logits, all at once: it is the largest matrix of a small
     // model (16 MB of the tiny LLaMA's 42), read once per step instead of once per sequence
     std::vector<std::size_t> wanted;

@@ -25,7 +25,8 @@ struct BatchRow {
 };
 
 // Runs the rows (at most s.max_rows) through the model, appending every row's k, v to its
-// sequence. logits: [rows with .logits, vocab] in row order. Everything is checked before anything
+// sequence, then gives back the pages that fell out of the sequences' windows (PagedKVCache::slide).
+// logits: [rows with .logits, vocab] in row order. Everything is checked before anything
 // is written: the fast kernel path (the plain one has no paged attention), token ids, positions
 // (each row continues its sequence), the context limit, and enough free pages for the step.
 void forward_batch(const Model& m, std::span<const BatchRow> rows, PagedKVCache& kv, RunState& s,

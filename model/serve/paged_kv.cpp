@@ -6,8 +6,13 @@
 
 namespace lmlab {
 
-PagedKVCache::PagedKVCache(std::size_t n_layers, std::size_t kv_dim, std::size_t page_size, std::size_t n_pages)
-    : n_layers_(n_layers), kv_dim_(kv_dim), page_size_(page_size), n_pages_(n_pages) {
+PagedKVCache::PagedKVCache(std::size_t n_layers, std::size_t kv_dim, std::size_t page_size, std::size_t n_pages,
+                           std::vector<std::size_t> windows)
+    : n_layers_(n_layers), kv_dim_(kv_dim), page_size_(page_size), n_pages_(n_pages), windows_(std::move(windows)) {
+    if (!windows_.empty() && windows_.size() != n_layers)
+        throw ModelError(fmt::format("paged KV cache: {} windows for {} layers", windows_.size(), n_layers));
+    if (!windows_.empty() && std::find(windows_.begin(), windows_.end(), std::size_t{0}) == windows_.end())
+        common_window_ = *std::min_element(windows_.begin(), windows_.end());
     if (n_layers == 0 || kv_dim == 0 || page_size == 0 || n_pages == 0)
         throw ModelError(fmt::format("paged KV cache: {} layers, kv_dim {}, {} pages of {} positions: every size "
                                      "must be at least 1",
@@ -20,6 +25,17 @@ PagedKVCache::PagedKVCache(std::size_t n_layers, std::size_t kv_dim, std::size_t
     for (std::size_t i = 0; i < n_pages; ++i) free_[i] = static_cast<std::uint32_t>(n_pages - 1 - i);
 }
 
+namespace {
+std::vector<std::size_t> layer_windows(const Config& c) {
+    std::vector<std::size_t> w(c.n_layers);
+    for (std::size_t l = 0; l < c.n_layers; ++l) w[l] = c.window(l);
+    return w;
+}
+}  // namespace
+
+PagedKVCache::PagedKVCache(const Config& c, std::size_t page_size, std::size_t n_pages)
+    : PagedKVCache(c.n_layers, c.kv_dim(), page_size, n_pages, layer_windows(c)) {}
+
 const PagedKVCache::Sequence& PagedKVCache::live(std::size_t seq) const {
     if (seq >= seqs_.size() || !seqs_[seq].live)
         throw ModelError(fmt::format("paged KV cache: sequence {} is not live (never added, or already released)", seq));
@@ -29,18 +45,33 @@ PagedKVCache::Sequence& PagedKVCache::live(std::size_t seq) {
     return const_cast<Sequence&>(std::as_const(*this).live(seq));
 }
 
-std::size_t PagedKVCache::add_sequence() {
+std::size_t PagedKVCache::add_sequence(std::size_t prompt_length) {
     std::size_t id = 0;
     while (id < seqs_.size() && seqs_[id].live) ++id;
     if (id == seqs_.size()) seqs_.emplace_back();
-    seqs_[id] = Sequence{true, {}, std::vector<std::size_t>(n_layers_, 0)};
+    seqs_[id] = Sequence{true, {}, std::vector<std::size_t>(n_layers_, 0), 0, prompt_length};
     return id;
 }
 
+std::size_t PagedKVCache::prompt_length(std::size_t seq) const { return live(seq).prompt_length; }
+
 void PagedKVCache::release(std::size_t seq) {
     Sequence& s = live(seq);
-    free_.insert(free_.end(), s.pages.rbegin(), s.pages.rend());
+    for (auto p = s.pages.rbegin(); p != s.pages.rend(); ++p)
+        if (*p != kNoPage) free_.push_back(*p);
     s = Sequence{};
+}
+
+void PagedKVCache::slide(std::size_t seq) {
+    Sequence& s = live(seq);
+    if (common_window_ == 0) return;
+    const std::size_t length = this->length(seq);
+    // the next query (at position `length`) reads from length - W + 1 on; every later one from further on
+    const std::size_t first_read = length + 1 > common_window_ ? length + 1 - common_window_ : 0;
+    for (; s.dropped < s.pages.size() && (s.dropped + 1) * page_size_ <= first_read; ++s.dropped) {
+        free_.push_back(s.pages[s.dropped]);
+        s.pages[s.dropped] = kNoPage;
+    }
 }
 
 void PagedKVCache::truncate(std::size_t seq, std::size_t length) {
@@ -48,6 +79,11 @@ void PagedKVCache::truncate(std::size_t seq, std::size_t length) {
     if (length > this->length(seq))
         throw ModelError(fmt::format("paged KV cache: truncate sequence {} to {} positions, but it holds {}", seq, length,
                                      this->length(seq)));
+    const std::size_t first_read = common_window_ && length + 1 > common_window_ ? length + 1 - common_window_ : 0;
+    if (s.dropped * page_size_ > first_read)
+        throw ModelError(fmt::format("paged KV cache: truncate sequence {} to {} positions: the window of its next query "
+                                     "starts at position {}, whose page was already given back",
+                                     seq, length, first_read));
     for (std::size_t& l : s.lengths) l = std::min(l, length);
     while (s.pages.size() > pages_for(length)) {
         free_.push_back(s.pages.back());
@@ -96,6 +132,11 @@ std::size_t PagedKVCache::length(std::size_t seq, std::size_t layer) const {
 
 std::span<const std::uint32_t> PagedKVCache::page_table(std::size_t seq) const { return live(seq).pages; }
 
+std::size_t PagedKVCache::pages_held(std::size_t seq) const {
+    const Sequence& s = live(seq);
+    return s.pages.size() - s.dropped;
+}
+
 std::span<const float> PagedKVCache::layer_keys(std::size_t layer) const {
     const std::size_t n = n_pages_ * page_size_ * kv_dim_;
     return std::span<const float>(keys_).subspan(layer * n, n);
@@ -129,8 +170,20 @@ void PagedKVCache::check_invariants() const {
                 throw ModelError(fmt::format("paged KV cache invariant: released sequence {} still holds {} pages", i, s.pages.size()));
             continue;
         }
-        for (const std::uint32_t p : s.pages) claim(p, static_cast<long>(i));
+        for (std::size_t j = 0; j < s.pages.size(); ++j) {
+            if ((j < s.dropped) != (s.pages[j] == kNoPage))
+                throw ModelError(fmt::format("paged KV cache invariant: sequence {} gave back its first {} pages, but "
+                                             "table slot {} is {}",
+                                             i, s.dropped, j, s.pages[j] == kNoPage ? "empty" : "a page"));
+            if (j >= s.dropped) claim(s.pages[j], static_cast<long>(i));
+        }
         const std::size_t first = s.lengths[0];
+        // positions a query can still read (the next one reads from first - W + 1) keep their pages
+        const std::size_t first_read = common_window_ && first + 1 > common_window_ ? first + 1 - common_window_ : 0;
+        if (s.dropped * page_size_ > first_read)
+            throw ModelError(fmt::format("paged KV cache invariant: sequence {} gave back {} pages, but its next query "
+                                         "reads from position {} (page {})",
+                                         i, s.dropped, first_read, first_read / page_size_));
         for (std::size_t l = 1; l < n_layers_; ++l)
             if (s.lengths[l] > first)
                 throw ModelError(fmt::format("paged KV cache invariant: sequence {} layer {} holds {} positions, more than "

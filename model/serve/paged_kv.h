@@ -12,10 +12,19 @@
 // grows and the per-step loop never allocates. Position t of a sequence is row t % page_size of
 // page table[t / page_size] in every layer (one table serves all layers).
 //
+// Sliding windows (Mistral; model/kv_cache.h): when every layer has a window, a position more than
+// W - 1 behind the sequence's next query is never read again, so slide() gives back the pages that
+// hold only such positions (forward_batch calls it after each step). The table keeps their slots,
+// marked kNoPage, so position t still lives in page table[t / page_size]. A sequence then holds at
+// most ~(W + rows of a step) / page_size + 1 pages however long it grows. (A page serves every layer:
+// a model with a layer of full attention, e.g. Qwen2 below max_window_layers, keeps them all.)
+//
 // Invariants (check_invariants() verifies all of them, the tests after every operation):
 //   - no page belongs to two live sequences, and a page is either owned or on the free list;
-//   - a sequence's table covers exactly its context: ceil(length / page_size) pages, length being
-//     what its first layer holds (the layers fill in order within a step);
+//   - a sequence's table covers exactly its context: ceil(length / page_size) entries, length being
+//     what its first layer holds (the layers fill in order within a step); its first `dropped`
+//     entries are kNoPage (given back), every later one a page it owns, and no page a query can
+//     still read has been given back;
 //   - a finished (released) sequence's pages are back on the free list; truncate() returns the
 //     pages past the new length;
 //   - append() keeps kv_cache.h's rules per layer: position == that layer's length, no gaps;
@@ -33,12 +42,26 @@ namespace lmlab {
 
 class PagedKVCache {
 public:
-    // n_pages pages of page_size positions for n_layers layers of kv_dim. Throws ModelError for a
-    // zero size.
-    PagedKVCache(std::size_t n_layers, std::size_t kv_dim, std::size_t page_size, std::size_t n_pages);
+    // n_pages pages of page_size positions for n_layers layers of kv_dim. windows: each layer's sliding
+    // window (Config::window; empty: none). Throws ModelError for a zero size.
+    PagedKVCache(std::size_t n_layers, std::size_t kv_dim, std::size_t page_size, std::size_t n_pages,
+                 std::vector<std::size_t> windows = {});
+    // The cache of a model: its layers, kv_dim and windows.
+    PagedKVCache(const Config& c, std::size_t page_size, std::size_t n_pages);
 
-    // A new empty sequence; returns its id (ids of released sequences are reused).
-    std::size_t add_sequence();
+    static constexpr std::uint32_t kNoPage = UINT32_MAX;  // a table slot whose page was given back (slide)
+
+    // A new empty sequence whose prompt has prompt_length tokens (dynamic RoPE scaling rotates its rows
+    // for it: model/kv_cache.h's set_prompt_length); returns its id (ids of released sequences are reused).
+    std::size_t add_sequence(std::size_t prompt_length = 0);
+    std::size_t prompt_length(std::size_t seq) const;
+    // Gives back the pages of `seq` that no query can read any more: those wholly before
+    // length - W + 1, W the smallest window over the layers (none when a layer has no window).
+    // Call it between steps, never while a step's rows still attend.
+    void slide(std::size_t seq);
+    std::size_t window(std::size_t layer) const { return windows_.empty() ? 0 : windows_[layer]; }
+    // The window every layer has (the smallest; 0 when some layer sees every position): what slide() uses.
+    std::size_t common_window() const { return common_window_; }
     // Gives every page of `seq` back to the free list; the id becomes free.
     void release(std::size_t seq);
     // Back to `length` positions (speculative decoding's rollback): the pages past it are returned.
@@ -52,7 +75,8 @@ public:
 
     std::size_t length(std::size_t seq) const;  // positions held by every layer
     std::size_t length(std::size_t seq, std::size_t layer) const;
-    std::span<const std::uint32_t> page_table(std::size_t seq) const;  // logical page -> physical page
+    std::span<const std::uint32_t> page_table(std::size_t seq) const;  // logical page -> physical page (kNoPage: given back)
+    std::size_t pages_held(std::size_t seq) const;  // pages it owns (its table less the given-back slots)
 
     // One layer's whole pool, [n_pages * page_size, kv_dim]: attention_paged reads it through a table.
     std::span<const float> layer_keys(std::size_t layer) const;
@@ -75,8 +99,12 @@ private:
         bool live = false;
         std::vector<std::uint32_t> pages;   // the page table
         std::vector<std::size_t> lengths;   // per layer
+        std::size_t dropped = 0;            // leading table slots given back (kNoPage)
+        std::size_t prompt_length = 0;
     };
     std::size_t n_layers_, kv_dim_, page_size_, n_pages_;
+    std::vector<std::size_t> windows_;    // per layer (empty: none)
+    std::size_t common_window_ = 0;
     std::vector<float> keys_, values_;    // [n_layers, n_pages, page_size, kv_dim]
     std::vector<std::uint32_t> free_;     // the free list (a stack: the last page returned is reused first)
     std::vector<Sequence> seqs_;

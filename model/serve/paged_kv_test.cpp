@@ -169,4 +169,54 @@ TEST(PagedKV, ForwardBatchChecksEverythingBeforeWriting) {
     set_kernel_path(KernelPath::Fast);
 }
 
+TEST(PagedKV, ASlidingWindowGivesBackThePagesOutOfItAndOnlyThose) {
+    // every layer a window of 5, pages of 2: after 11 positions the next query reads 7..11, so pages
+    // 0..2 (positions 0..5) go back; page 3 holds 6 (unread) and 7: it stays
+    PagedKVCache kv(2, 2, 2, 8, {5, 5});
+    EXPECT_EQ(kv.common_window(), 5u);
+    const std::size_t a = kv.add_sequence(11);
+    EXPECT_EQ(kv.prompt_length(a), 11u);
+    fill(kv, a, 0, 11);
+    EXPECT_EQ(kv.pages_held(a), 6u);
+    kv.slide(a);
+    kv.check_invariants();
+    EXPECT_EQ(kv.pages_held(a), 3u);
+    EXPECT_EQ(kv.free_pages(), 5u);
+    const auto table = kv.page_table(a);
+    ASSERT_EQ(table.size(), 6u);  // slots kept: position t still in page table[t / 2]
+    for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(table[i], PagedKVCache::kNoPage);
+    for (std::size_t p = 6; p < 11; ++p) EXPECT_EQ(key_at(kv, a, 1, p), static_cast<float>(p) + 1000.0f);
+    kv.slide(a);  // nothing more to give back
+    EXPECT_EQ(kv.pages_held(a), 3u);
+    // a rollback whose next query would read a page given back is refused; one inside the window is fine
+    expect_error<ModelError>([&] { kv.truncate(a, 8); }, {"truncate sequence 0 to 8", "position 4", "given back"});
+    kv.truncate(a, 10);
+    kv.check_invariants();
+    kv.release(a);
+    kv.check_invariants();
+    EXPECT_EQ(kv.free_pages(), 8u);  // only the pages it still held went back, each once
+}
+
+TEST(PagedKV, ALayerWithoutAWindowKeepsEveryPage) {
+    // Qwen2 below max_window_layers: layer 0 reads every position, so no page can go
+    PagedKVCache kv(2, 2, 2, 8, {0, 5});
+    EXPECT_EQ(kv.common_window(), 0u);
+    const std::size_t a = kv.add_sequence();
+    fill(kv, a, 0, 11);
+    kv.slide(a);
+    EXPECT_EQ(kv.pages_held(a), 6u);
+}
+
+TEST(PagedKV, AWindowOfTwoKeepsOnePageAndNoRollbackReachesBehindIt) {
+    // window 2, pages of 2: after 9 positions the next query reads 8..9, so pages 0..3 go back
+    PagedKVCache loose(1, 2, 2, 8, {2});
+    const std::size_t a = loose.add_sequence();
+    fill(loose, a, 0, 9);
+    loose.slide(a);  // the next query reads 8..9: pages 0..3 go back
+    EXPECT_EQ(loose.pages_held(a), 1u);
+    loose.check_invariants();
+    loose.truncate(a, 9);  // (no change: allowed)
+    expect_error<ModelError>([&] { loose.truncate(a, 6); }, {"given back"});
+}
+
 }  // namespace lmlab

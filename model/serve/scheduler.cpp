@@ -16,8 +16,21 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
 
-std::size_t pages_for(const ServeRequest& r, std::size_t page_size) {
-    return (r.prompt.size() + r.max_new_tokens + page_size - 1) / page_size;
+// The pages admission reserves for a request: its whole prompt + max_new_tokens (the worst case).
+// Under a sliding window W on every layer (Config::window), pages out of the window go back after
+// each step, so a sequence never holds more than the pages of W - 1 old positions plus a step's new
+// rows (at most `chunk`): any n consecutive positions lie on at most ceil(n / page_size) + 1 pages.
+std::size_t pages_for(const ServeRequest& r, std::size_t page_size, std::size_t window, std::size_t chunk) {
+    const std::size_t all = (r.prompt.size() + r.max_new_tokens + page_size - 1) / page_size;
+    if (window == 0) return all;
+    return std::min(all, (window - 1 + chunk + page_size - 1) / page_size + 1);
+}
+
+// The window every layer of c has (0: some layer sees every position), what the paged cache frees by.
+std::size_t common_window(const Config& c) {
+    std::size_t w = c.n_layers ? c.window(0) : 0;
+    for (std::size_t l = 0; l < c.n_layers; ++l) w = c.window(l) ? std::min(w, c.window(l)) : 0;
+    return w;
 }
 
 // What the request is called in messages: its id, and where it was read when known.
@@ -27,9 +40,9 @@ std::string who(const ServeRequest& r) {
 
 // Pages the pool needs for the max_running largest requests at once: the most that can ever be
 // reserved together (admission reserves prompt + max_new_tokens).
-std::size_t default_pages(const std::vector<ServeRequest>& requests, const ServeOptions& opt) {
+std::size_t default_pages(const std::vector<ServeRequest>& requests, const ServeOptions& opt, std::size_t window) {
     std::vector<std::size_t> need;
-    for (const ServeRequest& r : requests) need.push_back(pages_for(r, opt.page_size));
+    for (const ServeRequest& r : requests) need.push_back(pages_for(r, opt.page_size, window, opt.chunk));
     std::sort(need.rbegin(), need.rend());
     std::size_t n = 0;
     for (std::size_t i = 0; i < need.size() && i < opt.max_running; ++i) n += need[i];
@@ -68,11 +81,13 @@ const ServeOptions& checked(const Config& c, const ServeOptions& opt) {
 Scheduler::Scheduler(const Model& m, const ServeOptions& opt)
     : m_(m),
       opt_(checked(m.config, opt)),
-      kv_(m.config.n_layers, m.config.kv_dim(), opt.page_size, opt.n_pages),
+      kv_(m.config, opt.page_size, opt.n_pages),  // (a windowed layer's pages go back as they leave the window)
       // a step's rows: one decode row per running sequence + at most a chunk of prompt tokens
       s_(m.config, opt.max_running + opt.chunk) {}
 
-std::size_t Scheduler::pages_needed(const ServeRequest& r) const { return pages_for(r, opt_.page_size); }
+std::size_t Scheduler::pages_needed(const ServeRequest& r) const {
+    return pages_for(r, opt_.page_size, common_window(m_.config), opt_.chunk);
+}
 
 void Scheduler::check(const ServeRequest& r) const {
     check_against_model(m_.config, r);
@@ -130,7 +145,7 @@ bool Scheduler::step() {
         if (reserved_ + need > kv_.n_pages()) break;
         Live run = std::move(waiting_.front());
         waiting_.pop_front();
-        run.seq = kv_.add_sequence();
+        run.seq = kv_.add_sequence(run.request.prompt.size());  // (dynamic RoPE rotates the prompt's rows for its length)
         run.sampler = std::make_unique<Sampler>(run.request.sampling, c.vocab_size);
         run.result.admitted_step = step;
         reserved_ += need;
@@ -210,7 +225,7 @@ ServeReport serve(const Model& m, const std::vector<ServeRequest>& requests, con
     // every request before any runs (and before the default pool is sized from them)
     for (const ServeRequest& r : requests) check_against_model(m.config, r);
     ServeOptions o = opt;
-    if (o.n_pages == 0) o.n_pages = default_pages(requests, o);
+    if (o.n_pages == 0) o.n_pages = default_pages(requests, o, common_window(m.config));
     Scheduler sched(m, o);
     for (const ServeRequest& r : requests) sched.check(r);  // against the pool
 

@@ -49,8 +49,9 @@ Model int8_draft(const Model& target, std::size_t group) {
 
 SpeculativeSession::SpeculativeSession(const Model& target, const Model& draft, std::size_t k)
     : target_(target), draft_(draft), k_(k),
-      target_cache_(target.config.n_layers, target.config.max_seq_len, target.config.kv_dim()),
-      draft_cache_(draft.config.n_layers, draft.config.max_seq_len, draft.config.kv_dim()) {
+      // sized in generate(); a windowed layer's ring holds the most rows one call appends: a prompt
+      // chunk, or a round's k + 1 (target) and 2 (draft's catch-up)
+      target_cache_(target.config, 0, std::max(kPrefillChunk, k + 1)), draft_cache_(draft.config, 0, kPrefillChunk) {
     if (k == 0)
         throw ModelError("speculative decoding with k = 0: the draft must propose at least 1 token per round; give k >= 1 "
                          "(4 is a common choice)");
@@ -75,6 +76,12 @@ SpeculativeResult SpeculativeSession::generate(std::span<const int> prompt, std:
     target_cache_.reset();
     draft_cache_.reset();
     if (max_new_tokens == 0) return r;
+    // both see the whole prompt as the prompt (dynamic RoPE: as Session::generate), although its last
+    // token reaches the target in the first round's batch
+    target_cache_.set_prompt_length(prompt.size());
+    draft_cache_.set_prompt_length(prompt.size());
+    target_cache_.reserve(prompt.size() + max_new_tokens);
+    draft_cache_.reserve(prompt.size() + max_new_tokens);
     const std::size_t vocab = target_.config.vocab_size;
 
     // seq: the prompt and every accepted token. Its last token is "pending": chosen, not yet fed to
@@ -84,8 +91,8 @@ SpeculativeResult SpeculativeSession::generate(std::span<const int> prompt, std:
     const std::size_t n_prompt = prompt.size();
     const std::size_t k_most = std::min(k_, max_new_tokens - 1);  // no round proposes more (see below)
     // run states for the most rows a call runs: the prompt, or a round's k+1 (the draft's catch-up: 2)
-    RunState target_state(target_.config, std::max(n_prompt - 1, k_most + 1));
-    RunState draft_state(draft_.config, std::max<std::size_t>(n_prompt - 1, 2));
+    RunState target_state(target_.config, std::max(std::min(n_prompt - 1, kPrefillChunk), k_most + 1));
+    RunState draft_state(draft_.config, std::max<std::size_t>(std::min(n_prompt - 1, kPrefillChunk), 2));
     const auto t0 = clock::now();
     if (n_prompt > 1) {
         const auto head = std::span<const int>(seq).first(n_prompt - 1);

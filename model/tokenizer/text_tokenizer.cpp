@@ -23,7 +23,9 @@ std::vector<int> TextTokenizer::encode_prompt(std::string_view text, bool allow_
     return std::visit(Overload{[&](const Tokenizer& t) { return t.encode(text, /*add_bos=*/true); },
                                [&](const BpeTokenizer& t) {
                                    std::vector<int> ids = t.encode(text, allow_special);
+                                   // a GGUF file's BOS, else what tokenizer.json's post-processor puts first
                                    if (prompt_bos_) ids.insert(ids.begin(), *prompt_bos_);
+                                   else ids.insert(ids.begin(), t.prompt_prefix().begin(), t.prompt_prefix().end());
                                    return ids;
                                }},
                       impl_);
@@ -34,6 +36,39 @@ std::vector<int> TextTokenizer::encode(std::string_view text, bool allow_special
                                [&](const BpeTokenizer& t) { return t.encode(text, allow_special); }},
                       impl_);
 }
+
+namespace {
+// Python's str.strip() (Jinja's trim filter): every character str.isspace() calls whitespace, at
+// both ends: ASCII \t \n \v \f \r, \x1c-\x1f and space, and U+0085, U+00A0, U+1680, U+2000-U+200A,
+// U+2028, U+2029, U+202F, U+205F, U+3000.
+std::string_view python_strip(std::string_view s) {
+    const auto space_at = [](std::string_view t, std::size_t i) -> std::size_t {  // its length in bytes, 0: not a space
+        const auto c = static_cast<unsigned char>(t[i]);
+        if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F)) return 1;
+        if (c == 0xC2 && i + 1 < t.size() && (t[i + 1] == '\x85' || t[i + 1] == '\xA0')) return 2;
+        if ((c == 0xE1 || c == 0xE2 || c == 0xE3) && i + 2 < t.size()) {
+            const auto b = static_cast<unsigned char>(t[i + 1]), d = static_cast<unsigned char>(t[i + 2]);
+            const unsigned cp = ((c & 0x0Fu) << 12) | ((b & 0x3Fu) << 6) | (d & 0x3Fu);
+            if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+                cp == 0x205F || cp == 0x3000)
+                return 3;
+        }
+        return 0;
+    };
+    std::size_t n;
+    while (!s.empty() && (n = space_at(s, 0)) > 0) s.remove_prefix(n);
+    for (bool trimmed = true; trimmed && !s.empty();) {  // from the end: try the 1-, 2- and 3-byte spaces
+        trimmed = false;
+        for (std::size_t len = 1; len <= 3 && len <= s.size(); ++len)
+            if (space_at(s, s.size() - len) == len) {
+                s.remove_suffix(len);
+                trimmed = true;
+                break;
+            }
+    }
+    return s;
+}
+}  // namespace
 
 std::optional<TextTokenizer::ChatRefusal> TextTokenizer::chat_refusal(std::span<const ChatMessage> messages) {
     if (messages.empty()) return ChatRefusal{0, "", "no messages: give at least one"};
@@ -54,25 +89,45 @@ std::optional<TextTokenizer::ChatRefusal> TextTokenizer::chat_refusal(std::span<
 
 std::vector<int> TextTokenizer::encode_chat(std::span<const ChatMessage> messages) const {
     const auto* bpe = std::get_if<BpeTokenizer>(&impl_);
-    const auto start = bpe ? bpe->token_id("<|im_start|>") : std::nullopt;
-    const auto end = bpe ? bpe->token_id("<|im_end|>") : std::nullopt;
-    if (!start || !end)
-        throw ModelError("--chat needs a ChatML vocabulary (Qwen's: <|im_start|> and <|im_end|>); this tokenizer has none");
+    const auto id = [&](const char* token) { return bpe ? bpe->token_id(token) : std::nullopt; };
+    const auto header = id("<|start_header_id|>"), header_end = id("<|end_header_id|>"), eot = id("<|eot_id|>"),
+               bos = id("<|begin_of_text|>");
+    const bool llama3 = header && header_end && eot && bos;
+    const auto start = id("<|im_start|>"), end = id("<|im_end|>");
+    if (!llama3 && !(start && end))
+        throw ModelError("--chat needs a chat vocabulary: ChatML (Qwen's <|im_start|> and <|im_end|>) or Llama 3's "
+                         "(<|start_header_id|>, <|end_header_id|>, <|eot_id|>); this tokenizer has neither");
     if (const auto r = chat_refusal(messages))
         throw ModelError(r->field.empty() ? r->why : fmt::format("messages[{}].{}: {}", r->index, r->field, r->why));
-    // the contents are plain text: a "<|im_end|>" typed in one must not end the turn
-    const auto add = [&](std::vector<int>& ids, std::string_view text) {
-        for (int id : bpe->encode(text, false)) ids.push_back(id);
-    };
+    // the contents are plain text: a "<|im_end|>" or "<|eot_id|>" typed in one must not end the turn;
+    // each call is one span of text between two special tokens
     std::vector<int> ids;
+    const auto text = [&](std::string_view t) {
+        for (int i : bpe->encode(t, false)) ids.push_back(i);
+    };
+    if (llama3) {
+        ids.push_back(*bos);
+        for (const ChatMessage& m : messages) {
+            ids.push_back(*header);
+            text(m.role);
+            ids.push_back(*header_end);
+            text("\n\n" + std::string(python_strip(m.content)));
+            ids.push_back(*eot);
+        }
+        ids.push_back(*header);
+        text("assistant");
+        ids.push_back(*header_end);
+        text("\n\n");
+        return ids;
+    }
     for (const ChatMessage& m : messages) {
         ids.push_back(*start);
-        add(ids, m.role + "\n" + m.content);  // one span: the text between <|im_start|> and <|im_end|>
+        text(m.role + "\n" + m.content);
         ids.push_back(*end);
-        add(ids, "\n");
+        text("\n");
     }
     ids.push_back(*start);
-    add(ids, "assistant\n");
+    text("assistant\n");
     return ids;
 }
 
@@ -100,7 +155,7 @@ std::vector<int> TextTokenizer::stop_ids() const {
     return std::visit(Overload{[](const Tokenizer& t) { return std::vector<int>{t.bos_id(), t.eos_id()}; },
                                [](const BpeTokenizer& t) {
                                    std::vector<int> stops;
-                                   for (const char* s : {"<|endoftext|>", "<|im_end|>"})
+                                   for (const char* s : {"<|endoftext|>", "<|im_end|>", "<|end_of_text|>", "<|eot_id|>"})
                                        if (const auto id = t.token_id(s)) stops.push_back(*id);
                                    return stops;
                                }},

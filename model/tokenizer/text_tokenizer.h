@@ -34,27 +34,32 @@ public:
     void set_prompt_bos(int id) { prompt_bos_ = id; }
     // Exactly the text's ids, no BOS (what the golden fixtures hold); allow_special as above.
     std::vector<int> encode(std::string_view text, bool allow_special = false) const;
-    // The ChatML prompt of a conversation, as Hugging Face's apply_chat_template(messages,
-    // add_generation_prompt=True) renders it with the chat template of Qwen's tokenizer_config.json
-    // (../shared/tokenizers/qwen, the one the Qwen2 test model carries), for what chat_refusal lets
-    // through: every message is
-    //   <|im_start|>{role}\n{content}<|im_end|>\n
-    // then <|im_start|>assistant\n. No system message is added when none is given (Qwen2-Instruct's
-    // own template adds "You are a helpful assistant."; this engine does not read templates). The
-    // special tokens are the template's only: a "<|im_end|>" typed in a content is plain text (Hugging
-    // Face would make it the special token and let a user end a turn). Each span between two special
-    // tokens is encoded whole, as Hugging Face splits the text at its special tokens ("user\n\nHi":
-    // one "\n\n\n" token, not "\n" then "\n\n"). Throws ModelError when the vocabulary has no
-    // <|im_start|> / <|im_end|>, or naming the message chat_refusal objects to.
+    // The prompt of a conversation in the vocabulary's chat template, as Hugging Face's
+    // apply_chat_template(messages, add_generation_prompt=True) renders it with that template's
+    // tokenizer_config.json (this engine does not run Jinja: it writes these two), for what
+    // chat_refusal lets through:
+    //   ChatML   (Qwen: ../shared/tokenizers/qwen, the one the Qwen2 test model carries) each message
+    //            <|im_start|>{role}\n{content}<|im_end|>\n, then <|im_start|>assistant\n. No system
+    //            message is added when none is given (Qwen2-Instruct's own template adds "You are a
+    //            helpful assistant."; the Qwen2.5/3 template here does not).
+    //   Llama 3  <|begin_of_text|>, each message <|start_header_id|>{role}<|end_header_id|>\n\n{content,
+    //            trimmed}<|eot_id|>, then <|start_header_id|>assistant<|end_header_id|>\n\n (the answer
+    //            ends with <|eot_id|>).
+    // The special tokens are the template's only: a "<|im_end|>" or "<|eot_id|>" typed in a content
+    // stays plain text (transformers would make it the special token and let a user end a turn). Each
+    // span between two special tokens is encoded whole, as Hugging Face splits the rendered text at
+    // its special tokens ("user\n\nHi" in ChatML: one "\n\n\n" token, not "\n" then "\n\n").
+    // Throws ModelError when the vocabulary has neither template's tokens, or naming the message
+    // chat_refusal objects to.
     struct ChatMessage {
         std::string role, content;
     };
     std::vector<int> encode_chat(std::span<const ChatMessage> messages) const;
-    std::vector<int> encode_chat(std::string_view user_text) const;  // one user turn
-    // Why encode_chat cannot render a conversation as the template would, or nullopt: no messages; a
+    std::vector<int> encode_chat(std::string_view user_text) const;  // one user turn (generate --chat)
+    // Why encode_chat cannot render a conversation as the templates would, or nullopt: no messages; a
     // role other than system, user, assistant ("tool": no tool calling); an assistant message last
-    // (the template would render it as an open reasoning turn to continue); an assistant content with
-    // "</think>" (the template cuts reasoning traces out by rules this engine does not follow).
+    // (Qwen's template would render it as an open reasoning turn to continue); an assistant content
+    // with "</think>" (Qwen's template cuts reasoning traces out by rules this engine does not follow).
     struct ChatRefusal {
         std::size_t index;  // of the message
         std::string field;  // "role" or "content" ("" when there is no message)
@@ -73,7 +78,8 @@ public:
     std::string piece(int id) const;  // one token's text (raw bytes for byte-level BPE)
     int vocab_size() const;
     // The ids that end a generation: EOS and BOS (llama2.c's end-of-story marker), or GPT-2's
-    // <|endoftext|>, and Qwen's <|im_end|> (the end of a chat turn) when the vocabulary has it.
+    // <|endoftext|>, Qwen's <|im_end|> and Llama 3's <|end_of_text|> and <|eot_id|> (the end of a
+    // chat turn) when the vocabulary has them.
     std::vector<int> stop_ids() const;
     bool is_byte_level() const { return std::holds_alternative<BpeTokenizer>(impl_); }
 

@@ -699,6 +699,30 @@ BpeTokenizer BpeTokenizer::load_hf_json(const std::string& tokenizer_json_path) 
     }
 
     tok.finish_vocab(where);
+
+    // ---- post_processor: the ids a TemplateProcessing puts before a single sequence ($A) are the
+    // prompt's BOS (Llama 3: <|begin_of_text|>); encode() itself never adds them ----
+    const auto post_it = root.find("post_processor");
+    if (post_it != root.end() && post_it->is_object()) {
+        std::vector<Json> processors = {*post_it};
+        if (json_type(*post_it) == "Sequence" && post_it->contains("processors") && (*post_it)["processors"].is_array())
+            processors.assign((*post_it)["processors"].begin(), (*post_it)["processors"].end());
+        for (const Json& p : processors) {
+            if (json_type(p) != "TemplateProcessing" || !p.contains("single") || !p["single"].is_array()) continue;
+            for (const Json& piece : p["single"]) {
+                if (piece.contains("Sequence")) break;  // $A: what comes after it is not a prefix
+                if (!piece.contains("SpecialToken") || !piece["SpecialToken"].is_object() ||
+                    !piece["SpecialToken"].contains("id") || !piece["SpecialToken"]["id"].is_string())
+                    fail(where, "post_processor: a TemplateProcessing piece is " + show(piece) +
+                                    "; expected {\"SpecialToken\": {\"id\": ...}} or {\"Sequence\": ...}");
+                const std::string name = piece["SpecialToken"]["id"].get<std::string>();
+                const auto id = tok.token_id(name);
+                if (!id) fail(where, "post_processor: the template's special token " + show(piece["SpecialToken"]["id"]) +
+                                         " is not in the vocabulary");
+                tok.prompt_prefix_.push_back(*id);
+            }
+        }
+    }
     return tok;
 }
 

@@ -60,7 +60,9 @@ public:
     //   model          BPE; merges as "a b" strings or ["a","b"] pairs; ignore_merges honoured;
     //                  no dropout, byte_fallback, continuing_subword_prefix or end_of_word_suffix
     //   added_tokens   any (special or not); lstrip, rstrip and single_word must be false
-    // post_processor, truncation and padding are ignored: encode() never adds BOS/EOS.
+    //   post_processor the special tokens a TemplateProcessing (alone or in a Sequence) puts before
+    //                  a single sequence become prompt_prefix() (Llama 3: <|begin_of_text|>); encode()
+    //                  never adds them. Truncation and padding are ignored.
     static BpeTokenizer load_hf_json(const std::string& tokenizer_json_path);
 
     // llm.c's gpt2_tokenizer.bin: 256 little-endian uint32 (magic 20240328, version 1 or 2,
@@ -111,6 +113,8 @@ public:
     // The end-of-text id when the file names one: "<|endoftext|>" for GPT-2 and tokenizer.json
     // files that have it, the header's eot for llm.c.
     std::optional<int> eot_id() const { return eot_id_; }
+    // The ids tokenizer.json's post-processor puts before a text (Llama 3: [128000]); empty: none.
+    const std::vector<int>& prompt_prefix() const { return prompt_prefix_; }
 
 private:
     BpeTokenizer();
@@ -165,6 +169,7 @@ private:
     bool ignore_merges_ = false;        // HF: a pre-token that is itself in the vocab is not merged
     bool can_encode_ = true;
     std::optional<int> eot_id_;
+    std::vector<int> prompt_prefix_;
 };
 
 // Streaming decode for generation: push ids one by one and get back text that is safe to print

@@ -691,6 +691,19 @@ TEST(BpeTokenizerShared, Gpt2LongInputsAreFast) {
     }
 }
 
+TEST(BpeTokenizerShared, Llama3KnownEncodingsAndThePostProcessorsBos) {
+    SHARED_FILE_OR_SKIP(path, "tokenizers/llama3/tokenizer.json");
+    const BpeTokenizer tok = BpeTokenizer::load_hf_json(path);
+    EXPECT_EQ(tok.vocab_size(), 128256);
+    // shared/tokenizers/llama3/README.md: digits in runs of three, no BOS from encode() itself
+    EXPECT_EQ(tok.encode("Hello world", true), (Ids{9906, 1917}));
+    EXPECT_EQ(tok.encode(" Hello world", true), (Ids{22691, 1917}));
+    EXPECT_EQ(tok.encode("The capital of France is", true), (Ids{791, 6864, 315, 9822, 374}));
+    EXPECT_EQ(tok.encode("1234567", true), (Ids{4513, 10961, 22}));
+    // the post-processor (Sequence[ByteLevel, TemplateProcessing]) puts <|begin_of_text|> first
+    EXPECT_EQ(tok.prompt_prefix(), (Ids{128000}));
+}
+
 TEST(BpeTokenizerShared, QwenMatchesHfTokenizers) {
     SHARED_FILE_OR_SKIP(path, "tokenizers/qwen/tokenizer.json");
     const BpeTokenizer tok = BpeTokenizer::load_hf_json(path);

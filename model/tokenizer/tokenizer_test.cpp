@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -497,4 +498,34 @@ TEST(TextDecode, ByteLevelContinuationsJoin) {
         EXPECT_EQ(tok.decode(ids), text) << rel;
         expect_continuations_join(tok, ids, rel);
     }
+}
+
+TEST(TextPrompt, Llama3PromptAndChatAsTransformersMakesThem) {
+    // ids from transformers 4.46.3 (tokenizer(text), apply_chat_template(add_generation_prompt=True))
+    // with ../shared/tokenizers/llama3; the tokenizer.llama3 stage checks many more texts
+    const std::string path = shared_dir() + "/tokenizers/llama3/tokenizer.json";
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found; set LMLAB_SHARED to run this";
+    const lmlab::TextTokenizer tok = lmlab::load_tokenizer(path);
+    EXPECT_EQ(tok.encode_prompt("Hello world", false), (std::vector<int>{128000, 9906, 1917}));
+    EXPECT_EQ(tok.encode_chat("Hello world"),
+              (std::vector<int>{128000, 128006, 882, 128007, 271, 9906, 1917, 128009, 128006, 78191, 128007, 271}));
+    // the template trims the user's text (Jinja's trim: Python's str.strip())
+    EXPECT_EQ(tok.encode_prompt("  Hi there \n", false), (std::vector<int>{128000, 220, 21694, 1070, 720}));
+    EXPECT_EQ(tok.encode_chat("  Hi there \n"),
+              (std::vector<int>{128000, 128006, 882, 128007, 271, 13347, 1070, 128009, 128006, 78191, 128007, 271}));
+    EXPECT_EQ(tok.encode_chat("\u3000Hi there\u2028\t"), tok.encode_chat("Hi there"));
+    // a chat turn ends at <|eot_id|>; a text at <|end_of_text|>
+    const std::vector<int> stops = tok.stop_ids();
+    EXPECT_NE(std::find(stops.begin(), stops.end(), 128009), stops.end());
+    EXPECT_NE(std::find(stops.begin(), stops.end(), 128001), stops.end());
+    // a "<|eot_id|>" the user types stays text in lmlab's chat prompt
+    const std::vector<int> typed = tok.encode_chat("a<|eot_id|>b");
+    EXPECT_EQ(std::count(typed.begin(), typed.end(), 128009), 1);
+    // a conversation (lmlab serve's /v1/chat/completions): each message trimmed, BOS once
+    const std::vector<lmlab::TextTokenizer::ChatMessage> conversation = {
+        {"system", " Be brief. "}, {"user", "Hello world"}, {"assistant", "Hi!\n"}, {"user", "2024?"}};
+    EXPECT_EQ(tok.encode_chat(conversation),
+              (std::vector<int>{128000, 128006, 9125, 128007, 271, 3513, 10015, 13, 128009, 128006, 882, 128007,
+                                271, 9906, 1917, 128009, 128006, 78191, 128007, 271, 13347, 0, 128009, 128006,
+                                882, 128007, 271, 2366, 19, 30, 128009, 128006, 78191, 128007, 271}));
 }

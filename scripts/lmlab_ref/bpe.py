@@ -33,6 +33,7 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 GPT2_END_OF_TEXT = "<|endoftext|>"
 GPT2_END_OF_TEXT_ID = 50256
 QWEN_VOCAB = 151665  # ids of Qwen's tokenizer (Qwen2.5's embedding is padded to 151936 rows)
+LLAMA3_VOCAB = 128256  # ids of the Llama 3 tokenizer (128000 BPE tokens + 256 special)
 
 # llm.c's gpt2_tokenizer.bin (train_gpt2.py write_tokenizer, llmc/tokenizer.h tokenizer_init).
 LLMC_MAGIC = 20240328
@@ -302,6 +303,36 @@ def qwen_texts(kjv_text: str) -> list[str]:
     return _common_texts(kjv_text, 3, chat) + chat
 
 
+def llama3_texts(kjv_text: str) -> list[str]:
+    """The same mix for Llama 3's tokenizer (about 420 KB), plus what matters for it: digit runs
+    (split in threes, "1234567" -> 123 456 7, next to letters and separators), whitespace runs before
+    words and newlines, contractions in every case ((?i:'s|'t|...) in its regex), and its special
+    tokens inside text (recognised by HF's default): the chat template's header and end-of-turn
+    tokens, BOS and EOS inside prose, reserved ones, broken and nested imitations."""
+    special = [
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+        "Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi 123456 h\u00e9llo<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "text<|end_of_text|>more<|begin_of_text|>",
+        "<|eot_id|><|eot_id|> twice, <|eom_id|> <|python_tag|>print(1)<|eot_id|>",
+        "<|reserved_special_token_0|> <|reserved_special_token_247|>x<|finetune_right_pad_id|>",
+        "not special: <|eot_id <eot_id|> <|EOT_ID|> < |eot_id| > <|eot_id| <|start_header_id>",
+        "<|<|eot_id|>|> nested, e\u0301<|eot_id|>\u0301 accent around a special token",
+        "\U0001F600<|eot_id|>\U0001F600",
+    ]
+    digits = [
+        "1234567 12345678 123456789 1 12 123 1234",
+        "a1b22c333d4444e55555 x9999999y",
+        "3.14159 2,718,281 10000000000 -42 +7 0.000001",
+        "year 2024, 1999 and 100000 BC; 7 of 12345",
+        "\u0661\u0662\u0663\u0664 \uff11\uff12\uff13\uff14 \u2460\u2461\u2462\u2463",
+    ]
+    spaces = ["  hello", "   world\n\n  x", "a \n\n\n b", "x\t\t  y", " \n ", "end   \n", "\n\n\n\nstart"]
+    cases = ["DON'T Don't don't dOn'T", "IT'S It's it'S", "THEY'LL They'll", "I'D I'd WE'VE We've YOU'RE you're I'M i'm"]
+    extra = special + digits + spaces + cases
+    return _common_texts(kjv_text, 4, extra) + extra
+
+
 def codepoint_sweep_texts(step: int = 1) -> list[str]:
     """Every `step`-th Unicode scalar value in small contexts, 256 code points per text.
 
@@ -385,6 +416,16 @@ def qwen_reference_ids(texts: list[str], shared_dir: str, allow_special: bool = 
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(qwen_file(shared_dir))
+    tok.encode_special_tokens = not allow_special
+    return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def llama3_reference_ids(texts: list[str], shared_dir: str, allow_special: bool = True) -> list[list[int]]:
+    """Llama 3 ids of each text from HF tokenizers with the Llama 3.1 tokenizer.json, no special
+    tokens added (its post-processor's BOS is not part of a text's ids). allow_special as for Qwen."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(shared_dir, common.LLAMA3_TOKENIZER))
     tok.encode_special_tokens = not allow_special
     return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 

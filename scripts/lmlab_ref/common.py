@@ -27,8 +27,10 @@ LLAMA2_SPM_MODEL = "tokenizers/llama2/tokenizer.model"
 GPT2_ENCODER = "tokenizers/gpt2/encoder.json"
 GPT2_MERGES = "tokenizers/gpt2/vocab.bpe"
 QWEN_TOKENIZER = "tokenizers/qwen/tokenizer.json"
+LLAMA3_TOKENIZER = "tokenizers/llama3/tokenizer.json"
+LLAMA3_TOKENIZER_CONFIG = "tokenizers/llama3/tokenizer_config.json"
 SHARED_FILES = sorted([STORIES_MODEL, STORIES_TOKENIZER, LLAMA2_TOKENIZER, LLAMA2_SPM_MODEL, GPT2_ENCODER,
-                       GPT2_MERGES, QWEN_TOKENIZER])
+                       GPT2_MERGES, QWEN_TOKENIZER, LLAMA3_TOKENIZER, LLAMA3_TOKENIZER_CONFIG])
 
 
 def setup_torch():
@@ -68,9 +70,19 @@ def generate_greedy(model, prompt, n_new, pad_token_id, **generation_config):
     gc = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n_new, min_new_tokens=n_new,
                           bos_token_id=pad_token_id, eos_token_id=None, pad_token_id=pad_token_id, use_cache=True,
                           **generation_config)
-    with torch.no_grad():
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gc,
-                             output_logits=True, return_dict_in_generate=True, synced_gpus=False)
+    # transformers 4.46.3 fills a None eos_token_id of the given config from model.generation_config
+    # (_prepare_generation_config: "fallback ALL special tokens"); with min_new_tokens that eos is then
+    # masked to -inf, so where the model's eos id is the argmax generate() picks the runner-up (the
+    # assertion below caught it on a tiny model whose eos is id 2). The model's own eos is cleared
+    # while generating, so no logits processor touches the scores.
+    saved_eos = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = None
+    try:
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gc,
+                                 output_logits=True, return_dict_in_generate=True, synced_gpus=False)
+    finally:
+        model.generation_config.eos_token_id = saved_eos
     tokens = [int(t) for t in out.sequences[0, prompt.shape[1]:]]
     logits = torch.cat(out.logits, dim=0)
     assert len(tokens) == n_new and logits.shape == (n_new, model.config.vocab_size)

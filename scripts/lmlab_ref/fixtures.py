@@ -97,6 +97,7 @@ def write_manifest(out_dir, sha, stage_table_raw, shared_dir):
     """manifest.json: every file under out_dir (fixtures and model files; not README.md) with its
     sha256, the exporter's and the stage table's hashes, and which ../shared files are there. It
     lists every file present, so a partial (--only) export keeps it whole."""
+    os.makedirs(out_dir, exist_ok=True)  # (an export whose every fixture was skipped writes only this)
     files = {}
     for root, _, names in os.walk(out_dir):
         for name in sorted(names):

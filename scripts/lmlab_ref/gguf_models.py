@@ -275,6 +275,20 @@ def add_bpe_tokenizer(w, tokenizer_json, vocab_size, pre, bos, eos):
     w.add_add_bos_token(False)
 
 
+def write_tokenizer_only(path, arch, tokenizer):
+    """A GGUF file with a tokenizer's metadata and no tensors (the tokenizer.gguf.* stages: lmlab reads
+    a .gguf file's vocabulary, merges and pre-tokenizer name as llama.cpp's converter writes them)."""
+    import gguf
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    w = gguf.GGUFWriter(path, arch)
+    w.add_type("vocab")
+    tokenizer(w)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def write(path, family, model, qtype, tokenizer=None):
     """The GGUF file of a transformers model; tokenizer(w) adds the tokenizer metadata (None: none).
     Returns {ggml type name: [tensor names]}."""

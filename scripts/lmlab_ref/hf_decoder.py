@@ -57,6 +57,77 @@ def check_eager(model):
     assert model.config._attn_implementation == "eager", model.config._attn_implementation
 
 
+# ---- Tiny random decoders -----------------------------------------------------------------------
+# A random model with tied embeddings and no position embedding easily falls into repeating one
+# token: the attention output (an average over the context plus the v bias) is nearly the same at
+# every step, the token's own embedding in the residual favours itself, and rows with a large norm
+# become "hubs" that win from everywhere. Shrinking o_proj, enlarging down_proj (the logits become
+# a random function of the current token through the FFN) and giving every embedding row the same
+# length makes greedy decoding wander: 16 of 16 seeds gave no 1-3 token cycle in 64 tokens and
+# 15 of 16 no repeated token at all in 128 (o_proj 0.3, down_proj 3, N(0,1) rows: 4 of 16 stuck).
+# EMBED_ROW_NORM: logits = norm(x) . embed[v] with |norm(x)| ~ sqrt(64) and embed[v] a random
+# direction of length 3, so their std is about 3.
+EMBED_ROW_NORM = 3.0
+NORM_STD = 0.1
+QKV_BIAS_STD = 0.5
+O_PROJ_SCALE = 0.2
+DOWN_PROJ_SCALE = 5.0
+
+
+def randomize(model, gen):
+    """Every parameter of a LLaMA-style transformers decoder drawn from `gen`, in named_parameters()
+    order (a tied lm_head.weight is embed_tokens.weight and listed once), so the same generator state
+    gives the same model. No parameter is a trivial 1 or 0: RMSNorm weights 1 + 0.1 N, q/k/v biases
+    0.5 N (large, so a missing bias is visible), Linear weights N(0, 1/in) (o_proj times
+    O_PROJ_SCALE, down_proj times DOWN_PROJ_SCALE: see above), the embedding and an untied lm_head
+    rows N(0, 1) rescaled to length EMBED_ROW_NORM. Returns the model in eval mode."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            n = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+            if name in ("model.embed_tokens.weight", "lm_head.weight"):  # random directions, all of length EMBED_ROW_NORM
+                p.copy_(n * (EMBED_ROW_NORM / n.norm(dim=1, keepdim=True)))
+            elif name.endswith("norm.weight"):  # input_layernorm, post_attention_layernorm, model.norm
+                p.copy_(1.0 + NORM_STD * n)
+            elif name.endswith(".bias"):  # self_attn.{q,k,v}_proj.bias
+                p.copy_(QKV_BIAS_STD * n)
+            elif name.endswith(".weight") and p.dim() == 2:  # nn.Linear [out, in]
+                scale = (O_PROJ_SCALE if name.endswith("o_proj.weight") else
+                         DOWN_PROJ_SCALE if name.endswith("down_proj.weight") else 1.0)
+                p.copy_(n * (scale * p.shape[1] ** -0.5))
+            else:
+                raise ValueError(f"unexpected parameter {name}")
+    if model.config.tie_word_embeddings:
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "lm_head not tied"
+    check_eager(model)
+    return model.eval()
+
+
+def tiny_reference(family, cls, config, key, ctx, vocab, n_forward, n_new=64, bos=(), tokenizer_files=()):
+    """A tiny random transformers decoder (randomize, from the stream "model.<name>") as a stage's
+    model: built once per export, its float64 truth made and cross-checked, saved with
+    save_pretrained to key (under golden/), the ../shared tokenizer files (paths under ../shared)
+    copied beside it when present; prompts from set_prompts (n_forward tokens for the model stages,
+    8 + n_new greedy). bos: what a serving prompt starts with."""
+    import shutil
+
+    def build():
+        name = os.path.basename(key)
+        model = randomize(cls(config), common.generator(f"model.{name}"))
+        ref = DecoderRef(family, model)
+        ref.set_prompts(name, vocab, n_forward=n_forward, n_new=n_new)
+        ref.bos = list(bos)
+        checked = ref.make_truth(ref.forward_tokens, ctx.table.intermediates(family), max_positions=512)
+        print(f"export_golden: {key}: {checked}")
+        path = ctx.out_path(key)
+        save_hf_dir(model, path)
+        for rel in tokenizer_files:
+            src = ctx.shared_path(rel)
+            if os.path.exists(src):
+                shutil.copyfile(src, os.path.join(path, os.path.basename(rel)))  # generated data under golden/, never in git
+        return ref
+    return ctx.once(key, build)
+
+
 # ---- Writing the weights ------------------------------------------------------------------------
 
 def save_hf_dir(model, path, max_shard_size=None):
@@ -146,6 +217,60 @@ def rope_capture(model, rec):
         mod.apply_rotary_pos_emb = original
 
 
+def reset_dynamic_rope(model):
+    """Puts transformers' dynamic RoPE back in its initial state. Its rotary module keeps state across
+    calls (_dynamic_frequency_update): it recomputes inv_freq when max(position_ids) + 1 grows past
+    the longest sequence it has seen, and goes back to the original frequencies only when a sequence
+    shorter than max_position_embeddings comes. So a model that has run a long sequence rotates the
+    next one, if that is longer than the original context but shorter than the last, with the old
+    sequence's frequencies (selfcheck shows it). Every reference run starts as a fresh model would."""
+    for m in model.modules():
+        if hasattr(m, "original_inv_freq") and "dynamic" in str(getattr(m, "rope_type", "")):
+            m.register_buffer("inv_freq", m.original_inv_freq, persistent=False)
+            m.max_seq_len_cached = m.original_max_seq_len
+
+
+def layer_window(config, layer):
+    """The sliding window lmlab (and transformers' flash-attention path, and later transformers)
+    applies in `layer`: sliding_window() for the layers it covers, else 0."""
+    window, from_layer = sliding_window(config)
+    return window if window and layer >= from_layer else 0
+
+
+@contextlib.contextmanager
+def qwen2_window_mask(model):
+    """A visible workaround of a transformers 4.46.3 bug: with use_sliding_window, Qwen2's eager (and
+    sdpa) attention applies the window to EVERY layer (one mask, made once in Qwen2Model and handed
+    to all layers), although max_window_layers says the layers below it see every position, which
+    its flash-attention path honours (layer_idx >= max_window_layers) and later transformers made the
+    rule for all paths (config.layer_types); 4.46.3 even warns that sliding window "is not
+    implemented" for eager. While this is active, each layer below max_window_layers gets the plain
+    causal mask instead (keys <= cache_position), the rest the model's windowed mask unchanged.
+    Nothing else of transformers' computation is touched. selfcheck shows the difference."""
+    window, from_layer = sliding_window(model.config)
+    if model.config.model_type != "qwen2" or not window or from_layer == 0:
+        yield
+        return
+    patched = []
+    for i, layer in enumerate(model.model.layers[:from_layer]):
+        original = layer.forward
+
+        def forward(*args, _original=original, **kwargs):
+            mask, positions = kwargs.get("attention_mask"), kwargs.get("cache_position")
+            if mask is not None:  # [batch, 1, queries, keys], additive: 0 or the dtype's min
+                allowed = torch.arange(mask.shape[-1])[None, :] <= positions[:, None]
+                causal = torch.full(mask.shape[-2:], torch.finfo(mask.dtype).min, dtype=mask.dtype).masked_fill(allowed, 0)
+                kwargs["attention_mask"] = causal.expand_as(mask)
+            return _original(*args, **kwargs)
+        layer.forward = forward
+        patched.append(layer)
+    try:
+        yield
+    finally:
+        for layer in patched:
+            del layer.forward  # back to the class's forward
+
+
 def _cache_tensors(pkv):
     """Per-layer (key, value) [1, n_kv, T, head_dim] of a DynamicCache or a legacy tuple."""
     if isinstance(pkv, Cache):
@@ -167,8 +292,9 @@ def forward_intermediates(model, tokens, names, where=HOOKS, others=()):
                        type(model).__name__)
     rec.out(model.model.norm, "final_norm")
     rec.out(model.lm_head, "logits")
+    reset_dynamic_rope(model)
     try:
-        with torch.no_grad(), rope_capture(model, rec):
+        with torch.no_grad(), rope_capture(model, rec), qwen2_window_mask(model):
             # an explicit DynamicCache: with past_key_values=None, 4.46 converts its cache to the
             # legacy tuple on return
             out = model(input_ids=tokens[None], past_key_values=DynamicCache(), use_cache=True, return_dict=True)
@@ -187,7 +313,9 @@ def layer_case(model, layer, pos, x, cache_k, cache_v, names):
     after pos cached keys/values cache_k/cache_v [pos, kv_dim] (keys already rotated), through
     the layer's own forward as transformers 4.46 calls it: a DynamicCache holding the rows,
     position_ids [[pos]], cache_position [pos], position_embeddings = model.model.rotary_emb(x,
-    position_ids), no attention mask (one query sees every cached row). Returns {name: 1-D
+    position_ids) (a fresh rotary state: dynamic scales for pos + 1), no attention mask (one query
+    sees every cached row) unless the layer has a sliding window that hides some: then the mask
+    transformers' model builds for that query (keys <= pos - window masked). Returns {name: 1-D
     tensor} for names, in the model's dtype."""
     m = model.model
     blk = m.layers[layer]
@@ -201,14 +329,21 @@ def layer_case(model, layer, pos, x, cache_k, cache_v, names):
         cache.update(_heads_first(cache_k.to(dtype), nkv, hd), _heads_first(cache_v.to(dtype), nkv, hd), layer)
     position_ids = torch.tensor([[pos]], dtype=torch.long)
     cache_position = torch.tensor([pos], dtype=torch.long)
+    window = layer_window(model.config, layer)
+    mask = None
+    if window and pos + 1 > window:
+        mask = torch.zeros(1, 1, 1, pos + 1, dtype=dtype)
+        mask[..., : pos + 1 - window] = torch.finfo(dtype).min
     rec = Recorder()
     hooks.unplaced(rec.layer(blk, "", names), type(model).__name__)
+    reset_dynamic_rope(model)
     try:
         with torch.no_grad(), rope_capture(model, rec):
-            pe = m.rotary_emb(x, position_ids)
-            out = blk(x, attention_mask=None, position_ids=position_ids, past_key_value=cache,
-                      output_attentions=False, use_cache=True, cache_position=cache_position,
-                      position_embeddings=pe)
+            # (4.46.3's Mistral has no model-level rotary module: its attention rotates by position_ids itself)
+            pe = m.rotary_emb(x, position_ids) if hasattr(m, "rotary_emb") else None
+            rotary = {} if pe is None else {"position_embeddings": pe}
+            out = blk(x, attention_mask=mask, position_ids=position_ids, past_key_value=cache,
+                      output_attentions=False, use_cache=True, cache_position=cache_position, **rotary)
     finally:
         rec.remove()
     values = {n: rec.one(n)[0] for n in names}
@@ -220,10 +355,15 @@ def layer_case(model, layer, pos, x, cache_k, cache_v, names):
 
 
 def greedy(model, prompt, n_new):
-    """transformers' generate(do_sample=False), exactly n_new tokens (common.generate_greedy)."""
+    """transformers' generate(do_sample=False), exactly n_new tokens (common.generate_greedy), from a
+    fresh dynamic-RoPE state, with Qwen2's per-layer windows (qwen2_window_mask)."""
     bos = model.config.bos_token_id if model.config.bos_token_id is not None else 0
-    # return_legacy_cache=False: keep the DynamicCache (silences a 4.47 notice)
-    return common.generate_greedy(model, prompt, n_new, bos, return_legacy_cache=False)
+    if isinstance(bos, list):
+        bos = bos[0]
+    reset_dynamic_rope(model)
+    with qwen2_window_mask(model):
+        # return_legacy_cache=False: keep the DynamicCache (silences a 4.47 notice)
+        return common.generate_greedy(model, prompt, n_new, bos, return_legacy_cache=False)
 
 
 # ---- The float64 truth: the same weights in llama_ref ----------------------------------------------
@@ -239,21 +379,46 @@ def _llama_ref_name(name):
     return f"model.layers.{i}.{LAYER_NAMES[base + '.weight'][:-len('weight')]}{kind}"
 
 
+def rope_scaling(config):
+    """The rope_scaling transformers 4.46.3 applies to this model (None: plain RoPE): the config's,
+    except for the classes whose rotary embedding ignores it (Mistral, Mixtral: MistralRotaryEmbedding
+    has no scaling)."""
+    scaling = getattr(config, "rope_scaling", None)
+    if config.model_type in ("mistral", "mixtral") or not scaling:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    return None if kind == "default" else scaling
+
+
+def sliding_window(config):
+    """(window, first windowed layer) of a config; (0, 0) without one. Mistral windows every layer;
+    Qwen2 (use_sliding_window) the layers from max_window_layers on, as its flash-attention path and
+    later transformers (layer_types) do: 4.46.3's eager attention windows every layer
+    (qwen2_window_mask works around it)."""
+    if config.model_type == "mistral":
+        return (config.sliding_window or 0), 0
+    if config.model_type == "qwen2" and getattr(config, "use_sliding_window", False):
+        return config.sliding_window, config.max_window_layers
+    return 0, 0
+
+
 def llama_ref_config(model, ffn_dim=None):
-    """llama_ref.Config of a transformers decoder (rotate-half RoPE, q/k/v biases when it has them).
-    Refuses what llama_ref does not compute, naming the config field."""
+    """llama_ref.Config of a transformers decoder (rotate-half RoPE, q/k/v biases when it has them, its
+    RoPE scaling and sliding window). Refuses what llama_ref does not compute, naming the config field."""
     c = model.config
     nh, nkv, hd = dims(c)
     for field, bad in (("head_dim", hd * nh != c.hidden_size), ("hidden_act", c.hidden_act != "silu"),
-                       ("rope_scaling", getattr(c, "rope_scaling", None)),
-                       ("use_sliding_window", getattr(c, "use_sliding_window", False))):
+                       ("partial_rotary_factor", getattr(c, "partial_rotary_factor", 1.0) != 1.0)):
         if bad:
             raise SystemExit(f"lmlab_ref: config.json {field} = {getattr(c, field, None)!r}: llama_ref computes only "
-                             "head_dim = hidden / heads, silu, no rope_scaling, no sliding window")
+                             "head_dim = hidden / heads, silu, whole-head RoPE")
+    window, from_layer = sliding_window(c)
     return llama_ref.Config(c.hidden_size, c.num_hidden_layers, nh, nkv, ffn_dim or c.intermediate_size, c.vocab_size,
                             c.max_position_embeddings, rope_theta=float(c.rope_theta), rope_style="rotate_half",
                             norm_eps=float(c.rms_norm_eps), tied_embeddings=bool(c.tie_word_embeddings),
-                            arch=c.model_type, qkv_bias=model.model.layers[0].self_attn.q_proj.bias is not None)
+                            arch=c.model_type, qkv_bias=model.model.layers[0].self_attn.q_proj.bias is not None,
+                            rope_scaling=rope_scaling(c), rope_context=c.max_position_embeddings,
+                            sliding_window=window, window_from_layer=from_layer)
 
 
 def to_llama_ref(model):
@@ -334,7 +499,7 @@ class DecoderRef(common.Reference):
     def truth_logits(self, prompt, tokens):
         """llama_ref in float64 on prompt + tokens[:-1]: the logits each token was chosen from."""
         seq = torch.cat([torch.as_tensor(prompt), torch.tensor(tokens[:-1], dtype=torch.long)])
-        values, _ = llama_ref.run_tokens(self.truth, seq, torch.float64)
+        values, _ = llama_ref.run_tokens(self.truth, seq, torch.float64, prompt_len=len(prompt))
         return values["logits"][len(prompt) - 1:]
 
     def dims(self):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from lmlab_ref import common, fixtures, ggml_quants, q8
 from lmlab_ref.common import randn
-from lmlab_ref.llama_ref import apply_rope
+from lmlab_ref.llama_ref import apply_rope, rope_frequencies
 
 # ---- Reference ops ------------------------------------------------------------------------------
 
@@ -78,6 +78,61 @@ def ref_attention(inp, p):
     scores = torch.matmul(k, q) / math.sqrt(q.shape[-1])
     probs = F.softmax(scores, dim=-1)
     return {"out": torch.matmul(probs, v), "probs": probs}
+
+
+def ref_attention_window(inp, p):
+    # a sliding window as transformers applies it: the scores of positions before `first` masked with
+    # -inf (eager attention's additive mask), then the same softmax and weighted sum over all n_pos;
+    # probs: [n_pos], exactly 0 at the masked positions. (The kernel reads only first .. n_pos - 1,
+    # from a ring buffer the stage fills: the fixture holds every position in order.)
+    q, k, v = inp["q"], inp["k"], inp["v"]
+    scores = torch.matmul(k, q) / math.sqrt(q.shape[-1])
+    scores[: p["first"]] = -math.inf
+    probs = F.softmax(scores, dim=-1)
+    return {"out": torch.matmul(probs, v), "probs": probs}
+
+
+def _rotary_module(p):
+    """transformers' own LlamaRotaryEmbedding (4.46.3; Qwen2's is a copy) for a case's RoPE: the
+    config fields its rope init functions read."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    cfg = LlamaConfig(hidden_size=p["head_dim"] * 4, num_attention_heads=4, num_key_value_heads=4,
+                      rope_theta=p["theta"], max_position_embeddings=p["context"], rope_scaling=_scaling(p))
+    return LlamaRotaryEmbedding(config=cfg)
+
+
+def _scaling(p):
+    """A case's rope_scaling dict (config.json's) from its attributes."""
+    sc = {"rope_type": p["kind"], "factor": p["factor"]}
+    for key in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
+                "attention_factor"):
+        if key in p:
+            sc[key] = p[key]
+    return sc
+
+
+def ref_rope_scaling(inp, p):
+    """float32: transformers' rotary module itself: its inv_freq and attention_scaling after a forward
+    over position_ids = the case's positions and seq_len - 1 (dynamic recomputes inv_freq from their
+    max + 1, on a fresh module), and cos, sin [n, head_dim/2] (its first half: emb repeats freqs).
+    float64: rope_frequencies, our formulas, cross-checked against the float32 one right here."""
+    positions = inp["positions"]
+    half = p["head_dim"] // 2
+    if positions.dtype == torch.float32:
+        module = _rotary_module(p)
+        ids = torch.cat([positions.to(torch.long), torch.tensor([p["seq_len"] - 1])])[None]
+        cos, sin = module(torch.zeros(1, dtype=torch.float32), ids)
+        inv, factor = module.inv_freq.float(), float(module.attention_scaling)
+        ours, ours_factor = rope_frequencies(p["head_dim"], p["theta"], _scaling(p), p["context"], p["seq_len"])
+        rel = float(((ours - inv.double()).abs() / ours).max())
+        assert rel < 1e-6 and abs(ours_factor - factor) < 1e-6, (p, rel, ours_factor, factor)
+        return {"inv_freq": inv, "attention_factor": torch.tensor([factor]), "cos": cos[0, :-1, :half],
+                "sin": sin[0, :-1, :half]}
+    inv, factor = rope_frequencies(p["head_dim"], p["theta"], _scaling(p), p["context"], p["seq_len"])
+    angle = positions[:, None] * inv[None, :]  # float64: the exact angle
+    return {"inv_freq": inv, "attention_factor": torch.tensor([factor], dtype=torch.float64),
+            "cos": torch.cos(angle) * factor, "sin": torch.sin(angle) * factor}
 
 
 _GGML_QUANTIZED = {}
@@ -289,6 +344,65 @@ def cases_attention(g):
     return out
 
 
+def cases_attention_window(g):
+    """Sliding-window attention (Mistral, Qwen2): a query at position n_pos - 1 reads first .. n_pos - 1;
+    ring: the rows of the ring buffer the stage stores the positions in (position t in row t % ring;
+    0: no ring, row t). Windows across the kernel's tiles of 32, rings that wrap, and keys just outside
+    the window that would dominate if read."""
+    out = []
+    for n_pos, window, ring, why in [(40, 8, 0, "window 8 of 40 positions, no ring"),
+                                     (40, 8, 8, "a ring of exactly the window: the window wraps around it"),
+                                     (100, 33, 40, "window 33 in a ring of 40 (window + 7 rows of a prefill chunk)"),
+                                     (70, 64, 95, "window 64 across two tiles, ring larger than the positions"),
+                                     (64, 32, 48, "the window starts on a tile boundary (first 32)"),
+                                     (64, 33, 48, "the window starts one before a tile boundary (first 31)"),
+                                     (5, 8, 8, "window larger than the positions: it hides nothing"),
+                                     (30, 1, 1, "window 1: the query sees only itself")]:
+        first = max(0, n_pos - window)
+        out.append((f"{n_pos} positions, {why}", {"first": first, "ring": ring},
+                    {"q": randn(g, 64), "k": randn(g, n_pos, 64), "v": randn(g, n_pos, 64)}))
+    # the key just before the window matches the query with score 40: read, it would take all the weight
+    q = randn(g, 64, scale=2.0)
+    k = randn(g, 50, 64)
+    k[50 - 16 - 1] = q * (40.0 * 8.0 / float(q.dot(q)))
+    out.append(("a key of score 40 one position before the window of 16 (50 positions, ring 20): ignored",
+                {"first": 50 - 16, "ring": 20}, {"q": q, "k": k, "v": randn(g, 50, 64)}))
+    return out
+
+
+def cases_rope_scaling(g):
+    """Every scaling kind's frequencies (inv_freq, attention factor) and its cos and sin at positions
+    below the original context (against transformers' rotary module) and far beyond it (against the
+    float64 truth: the float32 angle is off by pos * ulp there, as in kernel.rope), and dynamic at
+    sequence lengths below, at and beyond the original context."""
+    kinds = [
+        ("linear", dict(head_dim=64, theta=10000.0, context=2048, factor=4.0), [2048 * 4], "Code Llama-like: factor 4"),
+        ("dynamic", dict(head_dim=64, theta=10000.0, context=2048, factor=2.0), [1000, 2048, 4096, 16384],
+         "NTK-aware, recomputed for the sequence length"),
+        ("yarn", dict(head_dim=64, theta=10000.0, context=4096, factor=4.0), [4096 * 4], "default betas (32, 1)"),
+        ("yarn", dict(head_dim=128, theta=1e6, context=32768, factor=4.0, beta_fast=16.0, beta_slow=2.0,
+                      attention_factor=1.25), [32768 * 4], "Qwen2.5-like, explicit betas and attention factor"),
+        ("llama3", dict(head_dim=64, theta=500000.0, context=131072, factor=32.0, low_freq_factor=1.0,
+                        high_freq_factor=4.0, original_max_position_embeddings=8192), [131072], "Llama 3.2's"),
+        ("llama3", dict(head_dim=128, theta=500000.0, context=131072, factor=8.0, low_freq_factor=1.0,
+                        high_freq_factor=4.0, original_max_position_embeddings=8192), [131072], "Llama 3.1 8B's"),
+    ]
+    out = []
+    for kind, params, seq_lens, why in kinds:
+        original = params.get("original_max_position_embeddings", params["context"])
+        for seq_len in seq_lens:
+            below = [0, 1, 5, 17, 31]
+            beyond = sorted({100, original - 1, original, min(seq_len - 1, 4 * original), seq_len - 1})
+            beyond = [q for q in beyond if q < seq_len]
+            for positions, where, cmp in [(below, "positions 0..31", {}),
+                                          (beyond, f"positions up to {beyond[-1]} (original context {original})",
+                                           {"compare_with": "reference64"})]:
+                p = {"kind": kind, "seq_len": seq_len, **params, **cmp}
+                out.append((f"{kind} {why}, head_dim {params['head_dim']}, seq_len {seq_len}: {where}", p,
+                            {"positions": torch.tensor(positions, dtype=torch.float32)}))
+    return out
+
+
 def cases_argmax(g):
     ties = torch.zeros(100)
     ties[[7, 42, 99]] = 5.0
@@ -387,6 +501,8 @@ KERNELS = {"matvec": (cases_matvec, ref_matvec), "matmul_xwt": (cases_matmul_xwt
            "rmsnorm": (cases_rmsnorm, ref_rmsnorm), "rope": (cases_rope, ref_rope), "silu": (cases_silu, ref_silu),
            "sigmoid": (cases_sigmoid, ref_sigmoid),
            "swiglu": (cases_swiglu, ref_swiglu), "attention": (cases_attention, ref_attention),
+           "attention_window": (cases_attention_window, ref_attention_window),
+           "rope_scaling": (cases_rope_scaling, ref_rope_scaling),
            "argmax": (cases_argmax, ref_argmax), "quantize_q8_0": (cases_quantize_q8_0, ref_quantize_q8_0),
            "matvec_q8_0": (cases_matvec_q8_0, ref_matvec_q8_0),
            "ggml_quantize": (cases_ggml_quantize, ref_ggml_quantize)}

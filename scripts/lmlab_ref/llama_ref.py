@@ -20,19 +20,70 @@ import torch.nn.functional as F
 from lmlab_ref import hooks
 
 
-def rope_angles(pos, head_dim, theta, dtype):
-    """Angles pos * theta^(-2i/head_dim), i = 0 .. head_dim/2 - 1 (Su et al. 2021).
+def rope_angles(pos, head_dim, theta, dtype, inv_freq=None):
+    """Angles pos * theta^(-2i/head_dim), i = 0 .. head_dim/2 - 1 (Su et al. 2021), or pos * inv_freq
+    (float64 frequencies of a scaled RoPE: rope_frequencies).
     float32: freq rounded to float32, then pos * freq in float32, as LLaMA's precompute does;
     float64: the exact angle."""
-    freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)) if inv_freq is None else inv_freq
     return torch.tensor(float(pos), dtype=dtype) * freq.to(dtype)
 
 
-def apply_rope(x, pos, head_dim, theta, style):
+def rope_frequencies(head_dim, theta, scaling, context, seq_len=None):
+    """The rotation frequencies of a (scaled) RoPE in float64, from the formulas (written here from
+    the papers and transformers 4.46.3's modeling_rope_utils.py, and checked against its
+    ROPE_INIT_FUNCTIONS by selfcheck and on every export): (inv_freq [head_dim/2] float64, attention
+    factor). scaling: config.json's rope_scaling dict (None: plain RoPE); context:
+    max_position_embeddings (what 4.46.3's dynamic and yarn formulas take as the original context);
+    seq_len: dynamic's sequence length.
+      linear   inv_freq / factor                                 (position interpolation, Chen et al. 2023)
+      dynamic  base theta * (factor*L/L0 - (factor-1))^(d/(d-2)) for L > L0   (NTK-aware, bloc97/emozilla)
+      yarn     a ramp between kept and /factor frequencies, cos and sin times 0.1 ln(factor) + 1 (Peng et al. 2023)
+      llama3   wavelengths > L0/low kept / factor, < L0/high kept, a smooth blend between (Meta's Llama 3.1)"""
+    d = head_dim
+    kind = None if scaling is None else scaling.get("rope_type", scaling.get("type"))
+    base = float(theta)
+    if kind == "dynamic" and seq_len is not None and seq_len > context:
+        factor = float(scaling["factor"])
+        base = base * ((factor * seq_len / context) - (factor - 1)) ** (d / (d - 2))
+    inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    if kind in (None, "default", "dynamic"):
+        return inv, 1.0
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv / factor, 1.0
+    if kind == "llama3":
+        old = float(scaling["original_max_position_embeddings"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - low) / (high - low)
+        blended = (1 - smooth) * inv / factor + smooth * inv
+        return torch.where(wavelen > old / low, inv / factor, torch.where(wavelen < old / high, inv, blended)), 1.0
+    if kind == "yarn":
+        beta_fast, beta_slow = scaling.get("beta_fast") or 32, scaling.get("beta_slow") or 1
+        attention_factor = scaling.get("attention_factor")
+        if attention_factor is None:
+            attention_factor = 0.1 * math.log(factor) + 1.0
+
+        def correction_dim(rotations):  # the pair making `rotations` turns over the original context
+            return d * math.log(context / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+        low = max(math.floor(correction_dim(beta_fast)), 0)
+        high = min(math.ceil(correction_dim(beta_slow)), d - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(d // 2, dtype=torch.float64) - low) / (high - low), 0, 1)
+        return inv / factor * ramp + inv * (1 - ramp), float(attention_factor)
+    raise SystemExit(f"lmlab_ref: rope_scaling {scaling!r}: llama_ref computes linear, dynamic, yarn and llama3")
+
+
+def apply_rope(x, pos, head_dim, theta, style, inv_freq=None, attention_factor=1.0):
     """x: [..., n_heads * head_dim]. style 'adjacent': pairs (x[2i], x[2i+1]) (Meta, llama2.c);
-    'rotate_half': pairs (x[i], x[i + head_dim/2]) (Hugging Face, Qwen2)."""
-    ang = rope_angles(pos, head_dim, theta, x.dtype)
+    'rotate_half': pairs (x[i], x[i + head_dim/2]) (Hugging Face, Qwen2). inv_freq, attention_factor:
+    a scaled RoPE's (rope_frequencies); cos and sin are multiplied by the factor (yarn)."""
+    ang = rope_angles(pos, head_dim, theta, x.dtype, inv_freq)
     cos, sin = torch.cos(ang), torch.sin(ang)
+    if attention_factor != 1.0:
+        cos, sin = cos * attention_factor, sin * attention_factor
     h = x.reshape(*x.shape[:-1], -1, head_dim)
     if style == "adjacent":
         a, b = h[..., 0::2], h[..., 1::2]
@@ -48,14 +99,28 @@ def apply_rope(x, pos, head_dim, theta, style):
 class Config:
     def __init__(self, dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len,
                  rope_theta=10000.0, rope_style="adjacent", norm_eps=1e-5, tied_embeddings=False, arch="llama",
-                 qkv_bias=False):
+                 qkv_bias=False, rope_scaling=None, rope_context=None, sliding_window=0, window_from_layer=0):
         assert dim % n_heads == 0 and n_heads % n_kv_heads == 0
         self.arch, self.dim, self.n_layers, self.n_heads, self.n_kv_heads = arch, dim, n_layers, n_heads, n_kv_heads
         self.ffn_dim, self.vocab_size, self.max_seq_len = ffn_dim, vocab_size, max_seq_len
         self.rope_theta, self.rope_style, self.norm_eps, self.tied_embeddings = rope_theta, rope_style, norm_eps, tied_embeddings
         self.qkv_bias = qkv_bias  # Qwen2: wq, wk, wv have biases (wo and the FFN never do)
+        # config.json's rope_scaling (rope_frequencies), and max_position_embeddings, the context its
+        # dynamic and yarn formulas start from (max_seq_len is only the KV cache's size here)
+        self.rope_scaling, self.rope_context = rope_scaling, rope_context or max_seq_len
+        # a query at position p in a layer >= window_from_layer reads p - sliding_window + 1 .. p (0: all)
+        self.sliding_window, self.window_from_layer = sliding_window, window_from_layer
         self.head_dim = dim // n_heads
         self.kv_dim = self.head_dim * n_kv_heads
+
+    def window(self, layer):
+        return self.sliding_window if self.sliding_window and layer >= self.window_from_layer else 0
+
+    def rope(self, seq_len):
+        """(inv_freq float64, attention factor) for a row whose sequence length (dynamic) is seq_len."""
+        if self.rope_scaling is None:
+            return None, 1.0
+        return rope_frequencies(self.head_dim, self.rope_theta, self.rope_scaling, self.rope_context, seq_len)
 
     def attrs(self):
         """The config as written to the model file's root attributes (qkv_bias only when set)."""
@@ -80,9 +145,10 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer=0):
         super().__init__()
         self.cfg = cfg
+        self.window = cfg.window(layer)
         self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.wk = nn.Linear(cfg.dim, cfg.kv_dim, bias=cfg.qkv_bias)
         self.wv = nn.Linear(cfg.dim, cfg.kv_dim, bias=cfg.qkv_bias)
@@ -90,17 +156,22 @@ class Attention(nn.Module):
         self.q_rope = nn.Identity()
         self.k_rope = nn.Identity()
 
-    def forward(self, x, pos, cache_k, cache_v):
+    def forward(self, x, pos, cache_k, cache_v, seq_len=None):
         """x: [dim] (one token), pos: its position; cache_k/v: [max_seq_len, kv_dim], rows < pos filled.
-        Writes row pos of the cache and returns the attention output [dim]."""
+        seq_len: the sequence length a dynamic RoPE rotates this row for (transformers' generate():
+        the prompt's length for a prompt row, pos + 1 after it). Writes row pos of the cache and
+        returns the attention output [dim]."""
         c = self.cfg
-        q = self.q_rope(apply_rope(self.wq(x), pos, c.head_dim, c.rope_theta, c.rope_style))
-        k = self.k_rope(apply_rope(self.wk(x), pos, c.head_dim, c.rope_theta, c.rope_style))
+        inv_freq, factor = c.rope(max(seq_len or 0, pos + 1))
+        q = self.q_rope(apply_rope(self.wq(x), pos, c.head_dim, c.rope_theta, c.rope_style, inv_freq, factor))
+        k = self.k_rope(apply_rope(self.wk(x), pos, c.head_dim, c.rope_theta, c.rope_style, inv_freq, factor))
         v = self.wv(x)
         cache_k[pos] = k
         cache_v[pos] = v
-        keys = cache_k[: pos + 1].view(pos + 1, c.n_kv_heads, c.head_dim)
-        values = cache_v[: pos + 1].view(pos + 1, c.n_kv_heads, c.head_dim)
+        # a sliding window: the last `window` positions only (transformers' mask: keys > pos - window)
+        lo = max(0, pos + 1 - self.window) if self.window else 0
+        keys = cache_k[lo: pos + 1].view(pos + 1 - lo, c.n_kv_heads, c.head_dim)
+        values = cache_v[lo: pos + 1].view(pos + 1 - lo, c.n_kv_heads, c.head_dim)
         group = c.n_heads // c.n_kv_heads  # query head h reads kv head h // group
         out = torch.empty(c.n_heads, c.head_dim, dtype=x.dtype)
         for h in range(c.n_heads):
@@ -123,16 +194,16 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg, layer=0):
         super().__init__()
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attention = Attention(cfg)
+        self.attention = Attention(cfg, layer)
         self.resid_attn = nn.Identity()
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x, pos, cache_k, cache_v):
-        h = self.resid_attn(x + self.attention(self.attention_norm(x), pos, cache_k, cache_v))
+    def forward(self, x, pos, cache_k, cache_v, seq_len=None):
+        h = self.resid_attn(x + self.attention(self.attention_norm(x), pos, cache_k, cache_v, seq_len))
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -141,7 +212,7 @@ class Llama(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tied_embeddings:
@@ -152,10 +223,10 @@ class Llama(nn.Module):
         return (torch.zeros(c.n_layers, c.max_seq_len, c.kv_dim, dtype=dtype),
                 torch.zeros(c.n_layers, c.max_seq_len, c.kv_dim, dtype=dtype))
 
-    def forward(self, token, pos, cache):
+    def forward(self, token, pos, cache, seq_len=None):
         x = self.tok_embeddings.weight[token]
         for i, layer in enumerate(self.layers):
-            x = layer(x, pos, cache[0][i], cache[1][i])
+            x = layer(x, pos, cache[0][i], cache[1][i], seq_len)
         return self.output(self.norm(x))
 
 
@@ -177,11 +248,14 @@ def _recorder(model, names, where, layers):
     return rec
 
 
-def run_tokens(model, tokens, dtype, names=(), where=HOOKS):
+def run_tokens(model, tokens, dtype, names=(), where=HOOKS, prompt_len=None):
     """Runs tokens through the model one at a time from position 0 in dtype (the model is moved to
     it). Returns (values, cache): values holds layer<i>.<name> [n_tokens, ...] for every layer and
     each of names in order, then final_norm and logits; cache is (k, v) [n_layers, max_seq_len, kv_dim].
-    where: the hook table (HOOKS; a block with another feed-forward brings its own)."""
+    where: the hook table (HOOKS; a block with another feed-forward brings its own). prompt_len:
+    how many of the tokens were the prompt (dynamic RoPE rotates those rows for it, each later one
+    for pos + 1, as generate() does); default all of them (a full-sequence forward)."""
+    prompt_len = len(tokens) if prompt_len is None else prompt_len
     model = model.to(dtype)
     rec = _recorder(model, names, where, range(len(model.layers)))
     rec.out(model.norm, "final_norm")
@@ -190,7 +264,7 @@ def run_tokens(model, tokens, dtype, names=(), where=HOOKS):
     try:
         with torch.no_grad():
             for pos, tok in enumerate(tokens):
-                model(int(tok), pos, cache)
+                model(int(tok), pos, cache, prompt_len)
     finally:
         rec.remove()
     keys = [f"layer{i}.{n}" for i in range(len(model.layers)) for n in names] + ["final_norm", "logits"]
@@ -233,13 +307,13 @@ def greedy(model, prompt, n_new, dtype=torch.float32):
     with torch.no_grad():
         logits = None
         for pos, tok in enumerate(prompt):
-            logits = model(int(tok), pos, cache)
+            logits = model(int(tok), pos, cache, len(prompt))
         for i in range(n_new):
             nxt = int(torch.argmax(logits))  # first maximum wins
             tokens.append(nxt)
             logits_seen.append(logits.clone())
             if i + 1 < n_new:
-                logits = model(nxt, len(prompt) + i, cache)
+                logits = model(nxt, len(prompt) + i, cache, len(prompt))
     return tokens, torch.stack(logits_seen)
 
 

@@ -7,6 +7,9 @@ family (its models' reference: families/) and its model; the same recipe serves 
 whose Reference has what it asks for. The intermediates of a block come from the family's row of
 the table, never from a list here.
 """
+import os
+import tempfile
+
 import numpy as np
 import torch
 
@@ -247,9 +250,62 @@ def _qwen_tokenizer(ctx):
     return texts, bpe.qwen_reference_ids(texts, ctx.shared_dir, allow_special=True), bpe.QWEN_VOCAB, True
 
 
+def _llama3_tokenizer(ctx):
+    ctx.shared_file(common.LLAMA3_TOKENIZER)
+    texts = bpe.llama3_texts(_kjv(ctx))
+    return texts, bpe.llama3_reference_ids(texts, ctx.shared_dir, allow_special=True), bpe.LLAMA3_VOCAB, True
+
+
+# Texts for the prompt cases of a tokenizer with a chat template or a post-processor's BOS: how
+# `lmlab generate` turns them into a prompt must equal transformers' (mode "prompt":
+# tokenizer(text), add_special_tokens=True; mode "chat": apply_chat_template of one user turn with the
+# generation prompt). No special tokens inside: lmlab keeps a user's typed "<|eot_id|>" as text.
+PROMPT_TEXTS = ["Hello world", " Hello world", "The capital of France is", "1234567", "", "  padded with spaces and a newline\n",
+                "\n\nstarts with blank lines", "Wie geht's? \u00bfQu\u00e9 tal? \u4f60\u597d \U0001F600",
+                "trailing ideographic space\u3000", "tabs\tinside\tand at the end\t"]
+
+
+def _prompt_cases(ctx, tokenizer_dir):
+    """(mode, text, ids) for PROMPT_TEXTS through transformers' own tokenizer of tokenizer_dir (its
+    tokenizer.json, and tokenizer_config.json's chat template)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(ctx.shared_file(tokenizer_dir))
+    cases = [("prompt", t, tok(t)["input_ids"]) for t in PROMPT_TEXTS]
+    cases += [("chat", t, tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
+                                                   tokenize=True)) for t in PROMPT_TEXTS]
+    return cases
+
+
+TOKENIZER_PROMPTS = {"shared:" + common.LLAMA3_TOKENIZER: "tokenizers/llama3"}
+
+
+def _gguf_bpe_tokenizer(base, arch, pre, bos, eos, tokenizer_json):
+    """A byte-level BPE tokenizer as a GGUF file's metadata (models/gguf/<arch>-tokenizer.gguf, written
+    with the converter's layout by gguf_models.add_bpe_tokenizer from the Hugging Face tokenizer.json),
+    held to the same reference ids as base's stage (HF tokenizers / tiktoken on the same texts)."""
+    def make(ctx):
+        texts, ids, vocab_size, allow_special = ctx.once("tokenizer:" + base, lambda: TOKENIZERS[base](ctx))
+        path = ctx.out_path(f"models/gguf/{arch}-tokenizer.gguf")
+        with tempfile.TemporaryDirectory() as tmp:
+            gguf_models.write_tokenizer_only(path, arch, lambda w: gguf_models.add_bpe_tokenizer(
+                w, tokenizer_json(ctx, tmp), vocab_size, pre, bos, eos))
+        return texts, ids, vocab_size, allow_special
+    return make
+
+
+def _gpt2_tokenizer_json(ctx, tmp):
+    path = os.path.join(tmp, "tokenizer.json")
+    bpe.gpt2_hf(ctx.shared_dir).save(path)  # encoder.json + vocab.bpe as transformers' GPT2TokenizerFast saves them
+    return path
+
+
 TOKENIZERS = {llama.TINY_LLAMA_FILE: _tiny_llama_tokenizer, "shared:" + common.LLAMA2_TOKENIZER: _llama2_tokenizer,
               "shared:" + common.STORIES_TOKENIZER: _stories_tokenizer, "shared:tokenizers/gpt2": _gpt2_tokenizer,
-              "shared:" + common.QWEN_TOKENIZER: _qwen_tokenizer}
+              "shared:" + common.QWEN_TOKENIZER: _qwen_tokenizer, "shared:" + common.LLAMA3_TOKENIZER: _llama3_tokenizer}
+TOKENIZERS["models/gguf/gpt2-tokenizer.gguf"] = _gguf_bpe_tokenizer("shared:tokenizers/gpt2", "gpt2", "gpt-2", 50256, 50256,
+                                                                    _gpt2_tokenizer_json)
+TOKENIZERS["models/gguf/qwen2-tokenizer.gguf"] = _gguf_bpe_tokenizer(
+    "shared:" + common.QWEN_TOKENIZER, "qwen2", "qwen2", 151643, 151645, lambda ctx, tmp: ctx.shared_file(common.QWEN_TOKENIZER))
 
 
 def tokenizer(row, ctx):
@@ -266,11 +322,18 @@ def tokenizer(row, ctx):
         fixtures.write_attr(f, "tokenizer", row["model"])
         fixtures.write_attr(f, "vocab_size", vocab_size)
         fixtures.write_attr(f, "allow_special", int(allow_special))
-        for i, (t, case_ids) in enumerate(zip(texts, ids)):
+        cases = [("text", t, i) for t, i in zip(texts, ids)]
+        if row["model"] in TOKENIZER_PROMPTS:
+            cases += _prompt_cases(ctx, TOKENIZER_PROMPTS[row["model"]])
+        for i, (mode, t, case_ids) in enumerate(cases):
             raw = t.encode("utf-8")
             preview = t[:60].encode("unicode_escape").decode("ascii") + ("…" if len(t) > 60 else "")
             grp = fixtures.create_group(f, f"case_{i:03d}")
-            fixtures.write_attr(grp, "description", f"{len(raw)} bytes: {preview}" if t else "empty string")
+            what = {"text": "", "prompt": "as a prompt (the post-processor's BOS): ",
+                    "chat": "as one chat turn (transformers' apply_chat_template): "}[mode]
+            fixtures.write_attr(grp, "description", what + (f"{len(raw)} bytes: {preview}" if t else "empty string"))
+            if mode != "text":
+                fixtures.write_attr(grp, "mode", mode)
             # raw UTF-8 bytes: any byte string fits, and h5dump shows exactly what was encoded
             fixtures.create_group(grp, "inputs").create_dataset("text", data=np.frombuffer(raw, dtype=np.uint8),
                                                                 track_times=False)
@@ -288,4 +351,5 @@ RECIPES = {**{f"kernel.{name}": kernels.export for name in kernels.KERNELS},
            "model.forward": model_forward, "model.kv_cache": model_kv_cache,
            "model.forward.q8_0": model_forward_q8, "model.forward.q8_0.ak42": model_ak42,
            "generation.greedy": generation_greedy, "serve.batch": serve.export, "quant.cost": quant.export,
+           "quant.report": quant.export_report,
            "tokenizer": tokenizer}

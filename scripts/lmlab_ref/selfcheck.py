@@ -21,6 +21,9 @@ and fails on the first disagreement (AssertionError or SystemExit, naming it). I
   - gguf: transformers 4.46's GGUF loading, with its two known bugs shown (gguf_ref.check).
   - onnx: conformance.py's torch Attention against ONNX 1.18's expected outputs (every case), and the
     two known bugs of ONNX 1.18's Attention reference shown by its own evaluator.
+  - long context: our RoPE scaling formulas against transformers' rope init functions, and the two
+    transformers behaviours the references work around (Qwen2's eager sliding window on every
+    layer, dynamic RoPE's state between calls), each shown.
 The intermediates are the families' rows of `lmlab list --json`.
 """
 import argparse
@@ -257,6 +260,76 @@ def check_moe(table):
               f"{ref.routing_gap(vals['layer1.router_logits']):.3g}")
 
 
+def check_long_context(table):
+    """Long context: our RoPE formulas (llama_ref.rope_frequencies, the float64 truth of every scaled
+    model) against transformers' own ROPE_INIT_FUNCTIONS; and the two transformers behaviours the
+    references work around, each shown:
+      - 4.46.3's eager Qwen2 windows every layer with use_sliding_window (ignoring max_window_layers):
+        unpatched it differs from llama_ref in layer 0, with hf_decoder.qwen2_window_mask it agrees;
+      - its dynamic RoPE keeps state between calls: a sequence after a longer one is rotated with the
+        longer one's frequencies unless hf_decoder.reset_dynamic_rope runs first."""
+    from transformers import LlamaConfig, Qwen2Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    cases = [({"rope_type": "linear", "factor": 4.0}, 64, 1e4, 2048, None),
+             ({"rope_type": "dynamic", "factor": 2.0}, 64, 1e4, 2048, 9000),
+             ({"rope_type": "dynamic", "factor": 8.0}, 128, 5e5, 8192, 8192),
+             ({"rope_type": "yarn", "factor": 4.0}, 64, 1e4, 4096, None),
+             ({"rope_type": "yarn", "factor": 40.0, "beta_fast": 32.0, "beta_slow": 1.0, "attention_factor": 0.8}, 128, 1e6,
+              32768, None),
+             ({"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}, 64, 5e5, 131072, None),
+             ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 8.0,
+               "original_max_position_embeddings": 4096}, 128, 5e5, 131072, None)]
+    worst = 0.0
+    for scaling, hd, theta, context, seq_len in cases:
+        cfg = LlamaConfig(hidden_size=hd * 4, num_attention_heads=4, rope_theta=theta, max_position_embeddings=context,
+                          rope_scaling=scaling)
+        kw = {} if seq_len is None else {"seq_len": torch.tensor(seq_len)}
+        theirs, their_factor = ROPE_INIT_FUNCTIONS[scaling["rope_type"]](cfg, "cpu", **kw)
+        ours, our_factor = llama_ref.rope_frequencies(hd, theta, scaling, context, seq_len)
+        rel = float(((ours - theirs.double()).abs() / ours).max())
+        worst = max(worst, rel)
+        assert rel < 1e-6 and abs(our_factor - their_factor) < 1e-6, (scaling, rel, our_factor, their_factor)
+    print(f"  rope_frequencies vs transformers' ROPE_INIT_FUNCTIONS: {len(cases)} configs, worst relative {worst:.2e}")
+
+    # 4.46.3's eager Qwen2 windows layer 0 too; the workaround gives llama_ref's (the intended) model
+    config = Qwen2Config(**{**qwen2.SMALL, **qwen2.VARIANTS["models/tiny-qwen2-swa"]}, attn_implementation="eager")
+    model = hf_decoder.randomize(Qwen2ForCausalLM(config), torch.Generator().manual_seed(SEED))
+    names = table.intermediates("qwen2")
+    tokens = common.default_prompt(config.vocab_size, 24, "selfcheck.qwen2-swa")
+    ref = hf_decoder.to_llama_ref(model)
+    truth, _ = llama_ref.run_tokens(ref, tokens, torch.float32, names)
+    patched, _, _ = hf_decoder.forward_intermediates(model, tokens, names)
+    with torch.no_grad():  # transformers exactly as 4.46.3 runs it: one windowed mask for every layer
+        hooks_rec = hf_decoder.Recorder()
+        hooks_rec.out(model.model.layers[0], "layer0.out")
+        try:
+            model(input_ids=tokens[None], past_key_values=DynamicCache(), use_cache=True)
+        finally:
+            hooks_rec.remove()
+    unpatched = hooks_rec.one("layer0.out")
+    good, bad = max_abs(patched["layer0.out"], truth["layer0.out"]), max_abs(unpatched, truth["layer0.out"])
+    assert good < 1e-5 and bad > 1e-3, (good, bad)
+    print(f"  qwen2 use_sliding_window, max_window_layers 1: layer 0 (full attention) vs llama_ref: transformers 4.46.3 "
+          f"eager as is {bad:.3g} (it windows layer 0), with qwen2_window_mask {good:.2e}")
+
+    # dynamic RoPE's state: 40 positions after 100 (both past the original 32) get the 100's frequencies
+    cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=32,
+                      rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    rotary = LlamaRotaryEmbedding(config=cfg)
+    x = torch.zeros(1)
+    fresh = rotary(x, torch.arange(40)[None])[0]
+    rotary(x, torch.arange(100)[None])
+    after_long = rotary(x, torch.arange(40)[None])[0]
+    hf_decoder.reset_dynamic_rope(rotary)
+    reset = rotary(x, torch.arange(40)[None])[0]
+    assert max_abs(fresh, after_long) > 1e-3 and torch.equal(fresh, reset)
+    print(f"  dynamic RoPE: 40 positions after a 100-position call differ by {max_abs(fresh, after_long):.3g} from a fresh "
+          "module's; reset_dynamic_rope restores them exactly")
+
+
 def check_q8():
     """q8.quantize_q8_0 with torch.round is llama2.c export.py's quantize_q80 (copied in q8.py), and
     C's round() differs from it exactly at the halves."""
@@ -319,7 +392,8 @@ def main():
     checks = [("llama", lambda: check_llama(table, args.shared)), ("qwen2", lambda: check_qwen2(table)),
               ("gpt2", lambda: check_gpt2(table)), ("moe", lambda: check_moe(table)), ("q8", check_q8),
               ("tokenizers", lambda: check_tokenizers(args.shared)), ("ggml", check_ggml), ("gguf", check_gguf),
-              ("onnx", check_onnx_attention)]
+              ("onnx", check_onnx_attention),
+              ("long context", lambda: check_long_context(table))]
     t_all = time.perf_counter()
     for label, check in checks:
         t0 = time.perf_counter()

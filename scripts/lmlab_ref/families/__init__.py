@@ -11,9 +11,9 @@ and the Reference it returns computes forward_intermediates / layer_case / greed
 float64 truth (common.Reference). qwen2moe and mixtral share their implementation (moe.py).
 """
 from lmlab_ref import common
-from lmlab_ref.families import gpt2, llama, mixtral, qwen2, qwen2moe
+from lmlab_ref.families import gpt2, llama, mistral, mixtral, qwen2, qwen2moe
 
-FAMILIES = {m.NAME: m for m in (llama, gpt2, qwen2, qwen2moe, mixtral)}
+FAMILIES = {m.NAME: m for m in (llama, gpt2, qwen2, qwen2moe, mixtral, mistral)}
 
 
 def family(name, what):

@@ -85,14 +85,53 @@ class LlamaRef(common.SameModelTruth):
         return c.dim, c.kv_dim, c.max_seq_len
 
 
+# Llama 3 and long context: transformers' own LlamaForCausalLM (hf_decoder.tiny_reference), random
+# weights. tiny-llama3 is Llama 3.2-shaped: its real 128256-id vocabulary (the Llama 3.1 tokenizer
+# from ../shared is copied beside it), grouped-query attention, tied embeddings, theta 500000 and
+# Llama 3.2's rope_scaling (llama3, factor 32, original context 8192, in a context of 131072); the
+# others are 512-id LLaMAs of 32 positions stretched by each scaling kind (their prompts of 40 and
+# 8 + 48 tokens run past position 32).
+TINY_LLAMA3 = "models/tiny-llama3"
+LLAMA3_VOCAB = 128000  # ordinary token ids of the Llama 3 tokenizer (128000..128255: special tokens)
+LLAMA3_BOS = 128000
+TINY_LLAMA3_CONFIG = dict(vocab_size=128256, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=131072,
+                          rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, hidden_act="silu",
+                          rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+                          bos_token_id=LLAMA3_BOS, eos_token_id=[128001, 128008, 128009])
+SMALL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=32, rope_theta=10000.0, rms_norm_eps=1e-5,
+             tie_word_embeddings=False, hidden_act="silu", bos_token_id=1, eos_token_id=2)
+VARIANTS = {
+    "models/tiny-llama-linear": dict(rope_scaling={"rope_type": "linear", "factor": 2.0}),
+    "models/tiny-llama-dynamic": dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}),
+    "models/tiny-llama-yarn": dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}),
+}
+
+
+def _hf_tiny(key, ctx):
+    if key == TINY_LLAMA3:
+        config = LlamaConfig(**TINY_LLAMA3_CONFIG, attn_implementation="eager")
+        return hf_decoder.tiny_reference(NAME, LlamaForCausalLM, config, key, ctx, LLAMA3_VOCAB, n_forward=12, n_new=48,
+                                         bos=[LLAMA3_BOS], tokenizer_files=[common.LLAMA3_TOKENIZER,
+                                                                            common.LLAMA3_TOKENIZER_CONFIG])
+    config = LlamaConfig(**{**SMALL, **VARIANTS[key]}, attn_implementation="eager")
+    return hf_decoder.tiny_reference(NAME, LlamaForCausalLM, config, key, ctx, SMALL["vocab_size"], n_forward=40,
+                                     n_new=48)
+
+
 def build(key, ctx):
     """The reference of a stage row's model (key), built and written once per export."""
+    if key == TINY_LLAMA3 or key in VARIANTS:
+        return _hf_tiny(key, ctx)
     if key in (TINY_LLAMA_FILE, TINY_LLAMA_HF):
         return ctx.once(TINY_LLAMA_FILE, lambda: _tiny(ctx))
     if key in (STORIES, STORIES_HF):
         return ctx.once(STORIES, lambda: _stories(ctx))
     raise SystemExit(f"lmlab_ref: family {NAME} has no model '{key}' "
-                     f"(known: {TINY_LLAMA_FILE}, {TINY_LLAMA_HF}, {STORIES}, {STORIES_HF})")
+                     f"(known: {TINY_LLAMA_FILE}, {TINY_LLAMA_HF}, {STORIES}, {STORIES_HF}, {TINY_LLAMA3}, "
+                     f"{', '.join(VARIANTS)})")
 
 
 def load(path, fmt):

@@ -22,59 +22,45 @@ TINY_QWEN2 = dict(vocab_size=151936, hidden_size=64, intermediate_size=160, num_
                   hidden_act="silu", bos_token_id=151643, eos_token_id=151645)
 QWEN2_ENDOFTEXT = 151643
 
-# Scales of the random parameters (see build_tiny_qwen2). EMBED_ROW_NORM: logits = norm(x) . embed[v]
-# with |norm(x)| ~ sqrt(64) and embed[v] a random direction of length 3, so their std is about 3.
-EMBED_ROW_NORM = 3.0
-NORM_STD = 0.1
-QKV_BIAS_STD = 0.5
-# A random model with tied embeddings and no position embedding easily falls into repeating one
-# token: the attention output (an average over the context plus the v bias) is nearly the same at
-# every step, the token's own embedding in the residual favours itself, and rows with a large norm
-# become "hubs" that win from everywhere. Shrinking o_proj, enlarging down_proj (the logits become
-# a random function of the current token through the FFN) and giving every embedding row the same
-# length makes greedy decoding wander: 16 of 16 seeds gave no 1-3 token cycle in 64 tokens and
-# 15 of 16 no repeated token at all in 128 (o_proj 0.3, down_proj 3, N(0,1) rows: 4 of 16 stuck).
-O_PROJ_SCALE = 0.2
-DOWN_PROJ_SCALE = 5.0
-
-
 def build_tiny_qwen2(gen: torch.Generator) -> Qwen2ForCausalLM:
-    """The tiny Qwen2 (TINY_QWEN2) with every parameter drawn from `gen`, in eval mode.
+    """The tiny Qwen2 (TINY_QWEN2) with every parameter drawn from `gen` (hf_decoder.randomize: the
+    embedding, tied to lm_head as in Qwen2.5-0.5B, rows of length 3 so logits have std ~3; q/k/v
+    biases clearly non-zero), in eval mode."""
+    return hf_decoder.randomize(Qwen2ForCausalLM(Qwen2Config(**TINY_QWEN2, attn_implementation="eager")), gen)
 
-    No parameter is a trivial 1 or 0: RMSNorm weights 1 + 0.1 N, q/k/v biases 0.5 N (Qwen2's only
-    biases; large, so a missing bias is visible), Linear weights N(0, 1/in) (o_proj times
-    O_PROJ_SCALE, down_proj times DOWN_PROJ_SCALE: see there), the embedding (tied
-    to lm_head, as in Qwen2.5-0.5B) rows N(0, 1) rescaled to length EMBED_ROW_NORM = 3, so logits
-    have std ~3.
-    Parameters are drawn in named_parameters() order (lm_head.weight is embed_tokens.weight and
-    listed once), so the same generator state gives the same model."""
-    cfg = Qwen2Config(**TINY_QWEN2, attn_implementation="eager")
-    model = Qwen2ForCausalLM(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            n = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if name == "model.embed_tokens.weight":  # random directions, all of length EMBED_ROW_NORM
-                p.copy_(n * (EMBED_ROW_NORM / n.norm(dim=1, keepdim=True)))
-            elif name.endswith("norm.weight"):  # input_layernorm, post_attention_layernorm, model.norm
-                p.copy_(1.0 + NORM_STD * n)
-            elif name.endswith(".bias"):  # self_attn.{q,k,v}_proj.bias
-                p.copy_(QKV_BIAS_STD * n)
-            elif name.endswith(".weight") and p.dim() == 2:  # nn.Linear [out, in]
-                scale = (O_PROJ_SCALE if name.endswith("o_proj.weight") else
-                         DOWN_PROJ_SCALE if name.endswith("down_proj.weight") else 1.0)
-                p.copy_(n * (scale * p.shape[1] ** -0.5))
-            else:
-                raise ValueError(f"unexpected parameter {name}")
-    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "lm_head not tied"
-    hf_decoder.check_eager(model)
-    return model.eval()
+
+# Tiny Qwen2s for long context, each a config transformers 4.46.3 runs, of 512 ids (their prompts are
+# random ids, no tokenizer), a context of 32 positions stretched by the scaling, or a sliding window
+# of 8 below a context of 64: their prompts of 40 tokens (model stages) and 8 + 48 greedy tokens run
+# far past the original context or the window.
+SMALL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=32, rope_theta=10000.0, rms_norm_eps=1e-6,
+             tie_word_embeddings=True, use_sliding_window=False, hidden_act="silu", bos_token_id=1, eos_token_id=2)
+VARIANTS = {
+    "models/tiny-qwen2-linear": dict(rope_scaling={"type": "linear", "factor": 2.0}),  # (the old key name)
+    "models/tiny-qwen2-dynamic": dict(rope_scaling={"rope_type": "dynamic", "factor": 4.0}),
+    # Qwen2.5's YaRN recipe: original_max_position_embeddings equal to max_position_embeddings
+    "models/tiny-qwen2-yarn": dict(rope_scaling={"rope_type": "yarn", "factor": 4.0, "beta_fast": 16.0, "beta_slow": 2.0,
+                                                 "original_max_position_embeddings": 32}),
+    "models/tiny-qwen2-llama3": dict(rope_theta=500000.0, max_position_embeddings=128,
+                                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+    # use_sliding_window: layer 0 sees everything, layer 1 (from max_window_layers = 1 on) a window of 8
+    "models/tiny-qwen2-swa": dict(max_position_embeddings=64, use_sliding_window=True, sliding_window=8,
+                                  max_window_layers=1),
+}
 
 
 def build(key, ctx):
     """The tiny Qwen2 from a fixed seed, saved with save_pretrained, with Qwen's real tokenizer files
-    beside it when ../shared has them; its float64 truth made (and cross-checked) once per export."""
+    beside it when ../shared has them; its float64 truth made (and cross-checked) once per export.
+    The long-context variants (VARIANTS) likewise, without a tokenizer."""
+    if key in VARIANTS:
+        config = Qwen2Config(**{**SMALL, **VARIANTS[key]}, attn_implementation="eager")
+        return hf_decoder.tiny_reference(NAME, Qwen2ForCausalLM, config, key, ctx, SMALL["vocab_size"], n_forward=40,
+                                         n_new=48)
     if key != TINY_QWEN2_DIR:
-        raise SystemExit(f"lmlab_ref: family {NAME} has no model '{key}' (known: {TINY_QWEN2_DIR})")
+        raise SystemExit(f"lmlab_ref: family {NAME} has no model '{key}' (known: {TINY_QWEN2_DIR}, {', '.join(VARIANTS)})")
 
     def tiny():
         model = build_tiny_qwen2(common.generator("model.tiny-qwen2"))
