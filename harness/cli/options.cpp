@@ -19,7 +19,7 @@ std::string default_model_path() { return (fs::path(LMLAB_SOURCE_DIR) / "golden"
 
 void add_model_options(CLI::App& cmd, ModelOptions& o, bool required) {
     auto* m = cmd.add_option("--model", o.model_path,
-                             "Hugging Face directory (config.json), llm.c or llama2.c checkpoint, or lmlab .h5 file");
+                             "Hugging Face directory (config.json), GGUF file (.gguf), llm.c or llama2.c checkpoint, or lmlab .h5 file");
     if (required) m->required();
     else {
         o.model_path = default_model_path();

@@ -93,7 +93,7 @@ std::vector<int> prompt_ids(const nlohmann::json& v, const ApiContext& ctx) {
 
 std::vector<int> chat_ids(const nlohmann::json& v, const ApiContext& ctx) {
     if (!v.is_array()) throw wrong_type("messages", v, "a list of messages");
-    std::vector<std::string> roles;
+    std::vector<TextTokenizer::ChatMessage> messages;
     for (std::size_t i = 0; i < v.size(); ++i) {
         const nlohmann::json& m = v[i];
         const std::string key = fmt::format("messages[{}]", i);
@@ -103,23 +103,22 @@ std::vector<int> chat_ids(const nlohmann::json& v, const ApiContext& ctx) {
                 throw bad_request(key + "." + k, "unknown_parameter",
                                   fmt::format("unknown field '{}.{}' (a message has role, content, name)", key, k));
         if (!m.contains("role") || !m["role"].is_string()) throw wrong_type(key + ".role", m.value("role", nlohmann::json()), "a string");
-        roles.push_back(m["role"].get<std::string>());
+        const nlohmann::json& content = m.value("content", nlohmann::json());
+        if (!content.is_string()) throw wrong_type(key + ".content", content, "a string (content parts are not supported)");
+        if (m.contains("name") && !m["name"].is_string()) throw wrong_type(key + ".name", m["name"], "a string");
+        messages.push_back({m["role"].get<std::string>(), content.get<std::string>()});
     }
-    if (roles.size() != 1 || roles[0] != "user")
-        throw bad_request("messages", "unsupported_value",
-                          fmt::format("'messages' has {} message{} (roles: {}): this server's chat template is one user "
-                                      "turn (ChatML, as encode_chat writes it); send one {{\"role\": \"user\", "
-                                      "\"content\": \"...\"}}",
-                                      roles.size(), roles.size() == 1 ? "" : "s",
-                                      roles.empty() ? std::string("none") : fmt::format("{}", fmt::join(roles, ", "))));
-    const nlohmann::json& content = v[0].value("content", nlohmann::json());
-    if (!content.is_string()) throw wrong_type("messages[0].content", content, "a string (content parts are not supported)");
+    if (const auto r = TextTokenizer::chat_refusal(messages))
+        throw r->field.empty() ? bad_request("messages", "invalid_value", "'messages' is empty: " + r->why)
+                               : bad_request(fmt::format("messages[{}].{}", r->index, r->field), "unsupported_value",
+                                             fmt::format("'messages[{}].{}': {}", r->index, r->field, r->why));
     try {
-        return ctx.tok.encode_chat(content.get<std::string>());
+        return ctx.tok.encode_chat(messages);
     } catch (const ModelError&) {
         throw bad_request("messages", "chat_template_missing",
                           fmt::format("model '{}' has no chat template (ChatML needs <|im_start|> and <|im_end|> in the "
-                                      "vocabulary, as Qwen2's): use /v1/completions with a prompt",
+                                      "vocabulary, as Qwen2's; Llama 3's template its header and <|eot_id|> tokens): "
+                                      "use /v1/completions with a prompt",
                                       ctx.model_id));
     }
 }

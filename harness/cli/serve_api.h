@@ -7,8 +7,10 @@
 // silently mean a default, as in serve-batch's requests file):
 //   POST /v1/completions       prompt (text, or a list of token ids), max_tokens (default 16),
 //                              logprobs (0-20: the chosen token's and the top N alternatives')
-//   POST /v1/chat/completions  messages (one {"role": "user", "content": text}: encode_chat's ChatML
-//                              turn, so only a model whose tokenizer has <|im_start|> / <|im_end|>),
+//   POST /v1/chat/completions  messages (system, user and assistant turns {"role", "content": text,
+//                              "name" (ignored, as the templates do)}: encode_chat's ChatML or Llama
+//                              3 template, so only a model whose tokenizer has their tokens; what
+//                              TextTokenizer::chat_refusal names is refused, "tool" among them),
 //                              max_tokens or max_completion_tokens (default: the rest of the context)
 //   both                       model (optional; when given, the served model's id), temperature
 //                              (0-2, default 1 as OpenAI's), top_p, top_k (an extension), seed (default:

@@ -70,6 +70,36 @@ TEST(ServeApi, DefaultsFollowOpenAIAndTheContext) {
     }
 }
 
+TEST(ServeApi, ChatIsHuggingFacesChatTemplate) {
+    if (!qwen()) GTEST_SKIP() << "needs ../shared/tokenizers/qwen (set LMLAB_SHARED)";
+    const Config c = qwen_config(100);
+    const ApiContext ctx{c, *qwen(), "tiny-qwen2", 4, 100};
+    // From transformers 4.46.3: AutoTokenizer.from_pretrained(golden/models/tiny-qwen2) (Qwen's
+    // tokenizer_config.json) .apply_chat_template(messages, add_generation_prompt=True); the same
+    // comparison, live, for more conversations: serve_test.py's Chat. "user\n\n\nleading": 1406 is
+    // "\n\n\n", one token (the role and the content are one span of text).
+    const char* body = R"({"messages": [
+        {"role": "user", "content": "\n\nleading newlines and trailing spaces  "},
+        {"role": "assistant", "content": " a space first\n"}, {"role": "system", "content": "a late system turn"},
+        {"role": "user", "content": ""}]})";
+    EXPECT_EQ(parse_completion_request(Endpoint::Chat, body, ctx, 1).prompt,
+              (std::vector<int>{151644, 872, 1406, 20654, 501, 7969, 323, 27748, 12621, 256, 151645, 198, 151644, 77091,
+                                198, 264, 3550, 1156, 198, 151645, 198, 151644, 8948, 198, 64, 3309, 1849, 2484, 151645, 198,
+                                151644, 872, 198, 151645, 198, 151644, 77091, 198}));
+    test::expect_error<ApiError>(
+        [&] {
+            parse_completion_request(Endpoint::Chat, R"({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]})", ctx, 1);
+        },
+        {"'messages[1].role'", "'tool' is not supported", "no tool calling"});
+    test::expect_error<ApiError>(
+        [&] {
+            parse_completion_request(Endpoint::Chat, R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})", ctx, 1);
+        },
+        {"'messages[1].role'", "continuing an assistant message"});
+    test::expect_error<ApiError>([&] { parse_completion_request(Endpoint::Chat, R"({"messages": []})", ctx, 1); },
+                                 {"'messages' is empty"});
+}
+
 TEST(ServeApi, TextStopsBeforeTheFirstStopStringAndNeverShowsItsStart) {
     if (!qwen()) GTEST_SKIP() << "needs ../shared/tokenizers/qwen (set LMLAB_SHARED)";
     const TextTokenizer& tok = *qwen();

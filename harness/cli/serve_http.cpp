@@ -20,6 +20,7 @@
 // once. Shutdown: stop accepting (the listening socket is shut), answer 503 on open connections,
 // let the in-flight requests finish for --shutdown-timeout seconds, cancel what is left (a stream
 // ends with an error event and [DONE], a waiting client gets 503), then exit 0.
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <csignal>
@@ -31,6 +32,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <sys/socket.h>
 #include <thread>
@@ -54,6 +56,18 @@ constexpr std::size_t kMaxHeaderBytes = 32 << 10; // all headers together (cpp-h
 constexpr std::size_t kMaxHeaders = 100;
 constexpr double kRateWindow = 10;                // seconds: /metrics' tokens per second
 constexpr auto kHeartbeat = std::chrono::milliseconds(500);  // a queued stream's comment line: finds vanished clients
+
+// The routes (registered in Server::routes): the 404 message lists them, a known path with another
+// method is 405 with this method in Allow.
+struct Route {
+    const char* method;
+    const char* path;
+};
+constexpr std::array<Route, 5> kRoutes = {{{"POST", "/v1/completions"},
+                                           {"POST", "/v1/chat/completions"},
+                                           {"GET", "/v1/models"},
+                                           {"GET", "/health"},
+                                           {"GET", "/metrics"}}};
 
 std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
@@ -648,25 +662,46 @@ void Server::routes() {
     http_.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
         r.set_content(metrics_text(), "text/plain; version=0.0.4");
     });
-    // before a body is read: headers past the limits (cpp-httplib caps a line at 8 KiB itself)
-    http_.set_pre_routing_handler([](const httplib::Request& q, httplib::Response& r) {
+    // before a body is read: a body without a Content-Length, headers past the limits
+    http_.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& r) {
+        std::optional<ApiError> refused;
         std::size_t bytes = 0;
         for (const auto& [k, v] : q.headers) bytes += k.size() + v.size() + 4;
-        if (bytes <= kMaxHeaderBytes && q.headers.size() <= kMaxHeaders) return httplib::Server::HandlerResponse::Unhandled;
-        r.set_header("Connection", "close");  // (its body, if any, is not read)
-        send_error(r, ApiError(431, fmt::format("the request's headers are {} bytes in {} lines; at most {} bytes in {} lines",
+        if (q.has_header("Transfer-Encoding")) {
+            // cpp-httplib 0.11 applies set_payload_max_length to a Content-Length body only: a chunked
+            // one it would read whole, however large (40 MB were taken, the server grew by 120 MB)
+            refused = ApiError(411, fmt::format("'Transfer-Encoding: {}': this server reads a request body only with a "
+                                                "Content-Length header (at most {} bytes); send the body with its length",
+                                                q.get_header_value("Transfer-Encoding"), kMaxBodyBytes),
+                               "invalid_request_error", "", "length_required");
+        } else if (bytes > kMaxHeaderBytes || q.headers.size() > kMaxHeaders) {
+            refused = ApiError(431, fmt::format("the request's headers are {} bytes in {} lines; at most {} bytes in {} lines",
                                                 bytes, q.headers.size(), kMaxHeaderBytes, kMaxHeaders),
-                               "invalid_request_error", "", "headers_too_large"));
+                               "invalid_request_error", "", "headers_too_large");
+        }
+        if (!refused) return httplib::Server::HandlerResponse::Unhandled;
+        metrics_.count("rejected");
+        r.set_header("Connection", "close");  // (its body, if any, is not read)
+        send_error(r, *refused);
         return httplib::Server::HandlerResponse::Handled;
     });
-    // cpp-httplib's own refusals (no route 404, 413 body too large, 400 unparsable request line) in OpenAI's shape
-    http_.set_error_handler([](const httplib::Request& q, httplib::Response& r) {
-        if (!r.body.empty()) return;
+    // cpp-httplib's own refusals (no route 404, 413 body too large, 414, 400 unparsable request line)
+    // in OpenAI's shape, counted as rejected; a known path with another method is 405 with Allow
+    http_.set_error_handler([this](const httplib::Request& q, httplib::Response& r) {
+        if (!r.body.empty()) return;  // one of the handlers' own answers (counted there)
+        metrics_.count("rejected");
         std::string message = fmt::format("HTTP {} for {} {}", r.status, q.method, q.path);
         std::string code = "http_error";
-        if (r.status == 404) {
-            message = fmt::format("no route {} {}: this server has POST /v1/completions, POST /v1/chat/completions, GET "
-                                  "/v1/models, GET /health, GET /metrics", q.method, q.path);
+        const auto route = std::find_if(kRoutes.begin(), kRoutes.end(), [&](const Route& x) { return q.path == x.path; });
+        if (r.status == 404 && route != kRoutes.end()) {
+            r.status = 405;
+            r.set_header("Allow", route->method);
+            message = fmt::format("{} {}: this route takes {} only", q.method, q.path, route->method);
+            code = "method_not_allowed";
+        } else if (r.status == 404) {
+            std::string routes;
+            for (const Route& x : kRoutes) routes += fmt::format("{}{} {}", routes.empty() ? "" : ", ", x.method, x.path);
+            message = fmt::format("no route {} {}: this server has {}", q.method, q.path, routes);
             code = "not_found";
         } else if (r.status == 413) {
             message = fmt::format("the request body is larger than {} bytes", kMaxBodyBytes);

@@ -257,15 +257,15 @@ def main():
     reqs = [{"id": str(req["i"]), "prompt_ids": r["prompt_ids"], "max_tokens": req["body"]["max_tokens"],
              "temperature": req["body"]["temperature"],
              **{k: req["body"][k] for k in ("seed", "top_p", "top_k") if k in req["body"]}} for req, r in completed]
-    work = tempfile.mkdtemp(prefix="lmlab-load-")
     # serve-batch with the server's scheduler options (it has no --queue or --http-threads)
     batch_args, words = [], list(server_args)
     while words:
         w = words.pop(0)
         if w in ("--max-running", "--chunk", "--page-size", "--kv-pages"):
             batch_args += [w, words.pop(0)]
-    alone, seq_seconds, seq_tokens = serve_batch(a.lmlab, a.model, reqs, ["--sequential"], work)
-    batched, batch_seconds, batch_tokens = serve_batch(a.lmlab, a.model, reqs, batch_args, work)
+    with tempfile.TemporaryDirectory(prefix="lmlab-load-") as work:  # (removed at the end, whatever happens)
+        alone, seq_seconds, seq_tokens = serve_batch(a.lmlab, a.model, reqs, ["--sequential"], work)
+        batched, batch_seconds, batch_tokens = serve_batch(a.lmlab, a.model, reqs, batch_args, work)
     mismatched = 0
     for req, r in completed:
         ref = alone[str(req["i"])]
@@ -285,6 +285,9 @@ def main():
         "requests": len(requests), "clients": a.clients, "server_args": a.server_args, "seconds": round(wall, 3),
         "completed": kinds["completed"], "disconnected": kinds["disconnected"], "rejected": kinds["rejected"],
         "completion_tokens": new_tokens, "tokens_per_second": round(new_tokens / wall, 1),
+        # every token the server generated (the disconnected requests' and those past a stop string too)
+        "server_generated_tokens": int(m["lmlab_generated_tokens_total"]),
+        "server_tokens_per_second": round(m["lmlab_generated_tokens_total"] / wall, 1),
         "ttft_ms_p50": round(percentile(ttft, 50), 1), "ttft_ms_p99": round(percentile(ttft, 99), 1),
         "itl_ms_p50": round(percentile(itl, 50), 2), "itl_ms_p99": round(percentile(itl, 99), 2),
         "streamed_requests_timed": len(ttft), "tokens_mismatched": mismatched,

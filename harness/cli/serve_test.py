@@ -52,8 +52,9 @@ def post(server, path, request, **kw):
     return status, (json.loads(text) if text and not request.get("stream") else text)
 
 
-def read_response(sock):
-    """(status, body) of one HTTP response with a Content-Length, read from a socket."""
+def read_response(sock, with_headers=False):
+    """(status, body) of one HTTP response with a Content-Length, read from a socket; with_headers:
+    (status, {name: value}, body)."""
     reply = b""
     while b"\r\n\r\n" not in reply:
         reply += sock.recv(65536)
@@ -61,7 +62,11 @@ def read_response(sock):
     length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
     while len(body) < length:
         body += sock.recv(65536)
-    return int(head.split(b" ")[1]), body
+    status = int(head.split(b" ")[1])
+    if not with_headers:
+        return status, body
+    headers = dict(line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:])
+    return status, headers, body
 
 
 def metrics(server):
@@ -277,7 +282,37 @@ class BadInput(unittest.TestCase):
                                                        "return_token_ids": True})
         self.assertEqual(body["choices"][0]["token_ids"], generate_alone(LMLAB, TINY_LLAMA, [1, 1046], 3)["ids"])
 
+    def test_a_chunked_body_is_refused_before_it_is_read(self):
+        # cpp-httplib 0.11 does not apply its body limit to a chunked body: the server must not read one
+        before = metrics(llama)
+        with socket.create_connection(("127.0.0.1", llama.port), timeout=10) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n100000\r\n" + b"{" * 4096)
+            status, headers, body = read_response(s, with_headers=True)
+            self.assertEqual(status, 411)
+            self.assertEqual(headers.get("Connection"), "close")
+            err = json.loads(body)["error"]
+            self.assertEqual((err["code"], err["param"]), ("length_required", None))
+            self.assertIn("Transfer-Encoding: chunked", err["message"])
+            self.assertIn("Content-Length", err["message"])
+            self.assertEqual(s.recv(65536), b"")  # closed: the rest of the body is never read
+        after = metrics(llama)
+        self.assertEqual(after['lmlab_requests_total{outcome="rejected"}'] - before['lmlab_requests_total{outcome="rejected"}'], 1)
+        self.assertEqual(curl(llama.url + "/health")[0], 200)
+
+    def test_a_known_route_with_another_method_is_405(self):
+        for method, path, allow in (("GET", "/v1/completions", "POST"), ("DELETE", "/v1/chat/completions", "POST"),
+                                    ("POST", "/v1/models", "GET"), ("PUT", "/metrics", "GET")):
+            with socket.create_connection(("127.0.0.1", llama.port), timeout=10) as s:
+                s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+                status, headers, body = read_response(s, with_headers=True)
+                self.assertEqual((status, headers.get("Allow")), (405, allow), (method, path))
+                err = json.loads(body)["error"]
+                self.assertEqual(err["code"], "method_not_allowed")
+                self.assertIn(f"takes {allow} only", err["message"])
+
     def test_garbage_on_the_socket(self):
+        before = metrics(llama)
         for junk, status, code in ((b"\x00\xff garbage\r\n\r\n", 400, "malformed_http"),
                                    (b"POST /v1/completions HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n{", 413,
                                     "request_too_large"),
@@ -290,6 +325,10 @@ class BadInput(unittest.TestCase):
                 self.assertEqual(got, status)
                 self.assertEqual(json.loads(body)["error"]["code"], code)
         self.assertEqual(curl(llama.url + "/health")[0], 200)
+        status, _ = curl(llama.url + "/v1/nothing-here")
+        self.assertEqual(status, 404)
+        after = metrics(llama)  # cpp-httplib's own refusals count as rejected too
+        self.assertEqual(after['lmlab_requests_total{outcome="rejected"}'] - before['lmlab_requests_total{outcome="rejected"}'], 5)
 
 
 class Disconnect(unittest.TestCase):
@@ -352,8 +391,59 @@ class OpenAIClient(unittest.TestCase):
         self.assertEqual(parts[0].choices[0].delta.role, "assistant")
         self.assertEqual("".join(p.choices[0].delta.content or "" for p in parts), alone["text"])
         with self.assertRaises(openai.BadRequestError) as e:
-            client.chat.completions.create(model="tiny-qwen2", messages=[{"role": "system", "content": "x"}] + messages)
-        self.assertEqual(e.exception.body["param"], "messages")
+            client.chat.completions.create(model="tiny-qwen2", messages=messages + [{"role": "tool", "content": "x"}])
+        self.assertEqual(e.exception.body["param"], "messages[1].role")
+
+
+@unittest.skipUnless(has_tokenizer_json(TINY_QWEN2), "tiny-qwen2 has no tokenizer.json (../shared absent at export)")
+class Chat(unittest.TestCase):
+    """Conversations rendered as Hugging Face's apply_chat_template renders them with the model's own
+    chat template (tiny-qwen2's tokenizer_config.json, Qwen's): the reference ids come from transformers."""
+
+    CONVERSATIONS = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi 123456 h\u00e9llo \u4f60\u597d"}],
+        [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hello"},
+         {"role": "assistant", "content": "Bonjour !"}, {"role": "user", "content": "How are you?", "name": "ann"}],
+        [{"role": "user", "content": "\n\nleading newlines and trailing spaces  "},
+         {"role": "assistant", "content": " a space first\n"}, {"role": "system", "content": "a late system turn"},
+         {"role": "user", "content": ""}],
+        [{"role": "system", "content": "only a system message"}],
+    ]
+
+    @classmethod
+    def setUpClass(cls):
+        from transformers import AutoTokenizer
+        cls.hf = AutoTokenizer.from_pretrained(TINY_QWEN2)
+        cls.qwen = shared_server(TINY_QWEN2)
+
+    def test_the_prompt_is_hugging_faces_chat_template(self):
+        for messages in self.CONVERSATIONS:
+            with self.subTest(messages=messages):
+                expected = self.hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+                status, body = post(self.qwen, "/v1/chat/completions", {"messages": messages, "max_tokens": 1,
+                                                                         "temperature": 0, "return_token_ids": True})
+                self.assertEqual(status, 200, body)
+                self.assertEqual(body["choices"][0]["prompt_token_ids"], expected)
+                self.assertEqual(body["usage"]["prompt_tokens"], len(expected))
+
+    def test_what_the_template_does_otherwise_is_refused_by_name(self):
+        user = {"role": "user", "content": "Hi"}
+        for messages, param, code, part in (
+                ([], "messages", "invalid_value", "no messages"),
+                ([user, {"role": "tool", "content": "42"}], "messages[1].role", "unsupported_value", "no tool calling"),
+                ([{"role": "developer", "content": "x"}, user], "messages[0].role", "unsupported_value", "'developer'"),
+                ([user, {"role": "assistant", "content": "Hel"}], "messages[1].role", "unsupported_value", "continuing"),
+                ([user, {"role": "assistant", "content": "<think>x</think>y"}, user], "messages[1].content",
+                 "unsupported_value", "</think>"),
+                ([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "messages[0].content", "invalid_type",
+                 "content parts"),
+                ([{"role": "user"}], "messages[0].content", "invalid_type", "a string")):
+            with self.subTest(messages=messages):
+                status, body = post(self.qwen, "/v1/chat/completions", {"messages": messages})
+                self.assertEqual(status, 400, body)
+                self.assertEqual((body["error"]["param"], body["error"]["code"]), (param, code))
+                self.assertIn(part, body["error"]["message"])
 
 
 class EveryModel(unittest.TestCase):

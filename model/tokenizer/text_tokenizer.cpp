@@ -70,50 +70,70 @@ std::string_view python_strip(std::string_view s) {
 }
 }  // namespace
 
-namespace {
-// Llama 3's template (its tokenizer_config.json): one user turn, then the assistant's header
-//   <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{text | trim}<|eot_id|>
-//   <|start_header_id|>assistant<|end_header_id|>\n\n
-// the text between special tokens encoded as HF encodes the rendered template: segment by segment
-std::vector<int> llama3_chat(const BpeTokenizer& bpe, int bos, int header, int header_end, int eot, std::string_view user) {
-    std::vector<int> ids = {bos, header};
-    const auto text = [&](std::string_view t) {
-        for (int id : bpe.encode(t, false)) ids.push_back(id);  // the user's text is plain text: no special tokens
-    };
-    text("user");
-    ids.push_back(header_end);
-    text("\n\n" + std::string(python_strip(user)));
-    ids.push_back(eot);
-    ids.push_back(header);
-    text("assistant");
-    ids.push_back(header_end);
-    text("\n\n");
-    return ids;
-}
-}  // namespace
-
-std::vector<int> TextTokenizer::encode_chat(std::string_view user_text) const {
-    const auto* bpe = std::get_if<BpeTokenizer>(&impl_);
-    if (bpe) {
-        const auto header = bpe->token_id("<|start_header_id|>"), header_end = bpe->token_id("<|end_header_id|>");
-        const auto eot = bpe->token_id("<|eot_id|>"), bos = bpe->token_id("<|begin_of_text|>");
-        if (header && header_end && eot && bos)
-            return llama3_chat(*bpe, bos.value(), header.value(), header_end.value(), eot.value(), user_text);
+std::optional<TextTokenizer::ChatRefusal> TextTokenizer::chat_refusal(std::span<const ChatMessage> messages) {
+    if (messages.empty()) return ChatRefusal{0, "", "no messages: give at least one"};
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+        const ChatMessage& m = messages[i];
+        if (m.role != "system" && m.role != "user" && m.role != "assistant")
+            return ChatRefusal{i, "role", fmt::format("role '{}' is not supported: system, user and assistant are{}", m.role,
+                                                      m.role == "tool" ? " (no tool calling)" : "")};
+        if (m.role == "assistant" && m.content.find("</think>") != std::string::npos)
+            return ChatRefusal{i, "content", "an assistant message with a reasoning trace ('</think>') is not supported: "
+                                             "give the answer's text only"};
     }
-    const auto start = bpe ? bpe->token_id("<|im_start|>") : std::nullopt;
-    const auto end = bpe ? bpe->token_id("<|im_end|>") : std::nullopt;
-    if (!start || !end)
+    if (messages.back().role == "assistant")
+        return ChatRefusal{messages.size() - 1, "role", "the last message is the assistant's: continuing an assistant "
+                                                        "message is not supported; end with a user (or system) message"};
+    return std::nullopt;
+}
+
+std::vector<int> TextTokenizer::encode_chat(std::span<const ChatMessage> messages) const {
+    const auto* bpe = std::get_if<BpeTokenizer>(&impl_);
+    const auto id = [&](const char* token) { return bpe ? bpe->token_id(token) : std::nullopt; };
+    const auto header = id("<|start_header_id|>"), header_end = id("<|end_header_id|>"), eot = id("<|eot_id|>"),
+               bos = id("<|begin_of_text|>");
+    const bool llama3 = header && header_end && eot && bos;
+    const auto start = id("<|im_start|>"), end = id("<|im_end|>");
+    if (!llama3 && !(start && end))
         throw ModelError("--chat needs a chat vocabulary: ChatML (Qwen's <|im_start|> and <|im_end|>) or Llama 3's "
                          "(<|start_header_id|>, <|end_header_id|>, <|eot_id|>); this tokenizer has neither");
-    // the user's text is plain text: a "<|im_end|>" typed by the user must not end the turn
-    std::vector<int> ids = {*start};
-    for (int id : bpe->encode("user\n", false)) ids.push_back(id);
-    for (int id : bpe->encode(user_text, false)) ids.push_back(id);
-    ids.push_back(*end);
-    for (int id : bpe->encode("\n", false)) ids.push_back(id);
+    if (const auto r = chat_refusal(messages))
+        throw ModelError(r->field.empty() ? r->why : fmt::format("messages[{}].{}: {}", r->index, r->field, r->why));
+    // the contents are plain text: a "<|im_end|>" or "<|eot_id|>" typed in one must not end the turn;
+    // each call is one span of text between two special tokens
+    std::vector<int> ids;
+    const auto text = [&](std::string_view t) {
+        for (int i : bpe->encode(t, false)) ids.push_back(i);
+    };
+    if (llama3) {
+        ids.push_back(*bos);
+        for (const ChatMessage& m : messages) {
+            ids.push_back(*header);
+            text(m.role);
+            ids.push_back(*header_end);
+            text("\n\n" + std::string(python_strip(m.content)));
+            ids.push_back(*eot);
+        }
+        ids.push_back(*header);
+        text("assistant");
+        ids.push_back(*header_end);
+        text("\n\n");
+        return ids;
+    }
+    for (const ChatMessage& m : messages) {
+        ids.push_back(*start);
+        text(m.role + "\n" + m.content);
+        ids.push_back(*end);
+        text("\n");
+    }
     ids.push_back(*start);
-    for (int id : bpe->encode("assistant\n", false)) ids.push_back(id);
+    text("assistant\n");
     return ids;
+}
+
+std::vector<int> TextTokenizer::encode_chat(std::string_view user_text) const {
+    const ChatMessage m{"user", std::string(user_text)};
+    return encode_chat(std::span<const ChatMessage>(&m, 1));
 }
 
 std::string TextTokenizer::decode(std::span<const int> ids, std::span<const int> context) const {

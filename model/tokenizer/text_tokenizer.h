@@ -7,6 +7,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -33,14 +34,38 @@ public:
     void set_prompt_bos(int id) { prompt_bos_ = id; }
     // Exactly the text's ids, no BOS (what the golden fixtures hold); allow_special as above.
     std::vector<int> encode(std::string_view text, bool allow_special = false) const;
-    // The prompt of one user turn in the vocabulary's chat template (its tokenizer_config.json):
-    //   Llama 3  <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{text, trimmed}<|eot_id|>
-    //            <|start_header_id|>assistant<|end_header_id|>\n\n      (the answer ends with <|eot_id|>)
-    //   ChatML   <|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n   (Qwen)
-    // The user's text is plain text: a "<|eot_id|>" typed in it stays text (transformers'
-    // apply_chat_template would make it the special token). Throws ModelError when the vocabulary
-    // has neither template's tokens.
-    std::vector<int> encode_chat(std::string_view user_text) const;
+    // The prompt of a conversation in the vocabulary's chat template, as Hugging Face's
+    // apply_chat_template(messages, add_generation_prompt=True) renders it with that template's
+    // tokenizer_config.json (this engine does not run Jinja: it writes these two), for what
+    // chat_refusal lets through:
+    //   ChatML   (Qwen: ../shared/tokenizers/qwen, the one the Qwen2 test model carries) each message
+    //            <|im_start|>{role}\n{content}<|im_end|>\n, then <|im_start|>assistant\n. No system
+    //            message is added when none is given (Qwen2-Instruct's own template adds "You are a
+    //            helpful assistant."; the Qwen2.5/3 template here does not).
+    //   Llama 3  <|begin_of_text|>, each message <|start_header_id|>{role}<|end_header_id|>\n\n{content,
+    //            trimmed}<|eot_id|>, then <|start_header_id|>assistant<|end_header_id|>\n\n (the answer
+    //            ends with <|eot_id|>).
+    // The special tokens are the template's only: a "<|im_end|>" or "<|eot_id|>" typed in a content
+    // stays plain text (transformers would make it the special token and let a user end a turn). Each
+    // span between two special tokens is encoded whole, as Hugging Face splits the rendered text at
+    // its special tokens ("user\n\nHi" in ChatML: one "\n\n\n" token, not "\n" then "\n\n").
+    // Throws ModelError when the vocabulary has neither template's tokens, or naming the message
+    // chat_refusal objects to.
+    struct ChatMessage {
+        std::string role, content;
+    };
+    std::vector<int> encode_chat(std::span<const ChatMessage> messages) const;
+    std::vector<int> encode_chat(std::string_view user_text) const;  // one user turn (generate --chat)
+    // Why encode_chat cannot render a conversation as the templates would, or nullopt: no messages; a
+    // role other than system, user, assistant ("tool": no tool calling); an assistant message last
+    // (Qwen's template would render it as an open reasoning turn to continue); an assistant content
+    // with "</think>" (Qwen's template cuts reasoning traces out by rules this engine does not follow).
+    struct ChatRefusal {
+        std::size_t index;  // of the message
+        std::string field;  // "role" or "content" ("" when there is no message)
+        std::string why;
+    };
+    static std::optional<ChatRefusal> chat_refusal(std::span<const ChatMessage> messages);
     // The one rule by which every command turns ids into text: the text of `ids` as they continue
     // `context` (the tokens before them; empty: the start of a text). SentencePiece drops a piece's
     // leading space (its word-boundary marker) only at the start of a text or right after BOS, so

@@ -521,4 +521,11 @@ TEST(TextPrompt, Llama3PromptAndChatAsTransformersMakesThem) {
     // a "<|eot_id|>" the user types stays text in lmlab's chat prompt
     const std::vector<int> typed = tok.encode_chat("a<|eot_id|>b");
     EXPECT_EQ(std::count(typed.begin(), typed.end(), 128009), 1);
+    // a conversation (lmlab serve's /v1/chat/completions): each message trimmed, BOS once
+    const std::vector<lmlab::TextTokenizer::ChatMessage> conversation = {
+        {"system", " Be brief. "}, {"user", "Hello world"}, {"assistant", "Hi!\n"}, {"user", "2024?"}};
+    EXPECT_EQ(tok.encode_chat(conversation),
+              (std::vector<int>{128000, 128006, 9125, 128007, 271, 3513, 10015, 13, 128009, 128006, 882, 128007,
+                                271, 9906, 1917, 128009, 128006, 78191, 128007, 271, 13347, 0, 128009, 128006,
+                                882, 128007, 271, 2366, 19, 30, 128009, 128006, 78191, 128007, 271}));
 }
