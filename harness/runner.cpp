@@ -232,6 +232,9 @@ std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const
         if (!opt.level.empty() && opt.level != level) continue;
         for (const Stage& s : stages()) {
             if (s.level != level || fnmatch(opt.stage_glob.c_str(), s.id, 0) != 0) continue;
+            if (std::any_of(opt.except_globs.begin(), opt.except_globs.end(),
+                            [&](const std::string& g) { return fnmatch(g.c_str(), s.id, 0) == 0; }))
+                continue;
             std::string blocked_by;  // a required gate that failed
             for (const std::string& req : stage_requires(s))
                 if (blocked_by.empty() && std::find(failed_gates.begin(), failed_gates.end(), req) != failed_gates.end())

@@ -81,6 +81,7 @@ struct RunOptions {
     std::string golden_dir;
     std::string shared_dir;
     std::string stage_glob = "*";  // fnmatch-style on the stage id
+    std::vector<std::string> except_globs;  // and matching none of these
     std::string level;             // empty = all levels
     bool keep_going = false;       // run levels above a failing level anyway
     std::string exporter_sha256;   // when set, every fixture must have been written by this exporter

@@ -1,4 +1,4 @@
-# ctest golden.deterministic: export the first fixture of every recipe and kind of model file once
+# ctest golden.deterministic: export the first fixture of every recipe (and of every recipe on a GGUF model) once
 # more into a scratch folder (export_golden.py --one-per-recipe: every way a fixture is made, about
 # 40% of the full export's time) and require each file byte-identical to the build's export in
 # golden/ (two exports, the second one here). manifest.json lists only what this export wrote, so it

@@ -58,6 +58,7 @@ int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
                                      opt.level.empty() ? "" : " at level " + opt.level));
     auto meta = collect_meta(LMLAB_SOURCE_DIR, paths.golden);
     meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);
+    for (const std::string& g : opt.except_globs) meta.selection += " except " + g;
     const auto report = report_json(results, meta);
     const auto& sum = report["summary"];
     const int n = sum["stages"].get<int>(), fail = sum["fail"].get<int>(), error = sum["error"].get<int>(),

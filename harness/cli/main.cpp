@@ -63,6 +63,8 @@ int main(int argc, char** argv) {
     KernelOptions kernels;
     auto* check = app.add_subcommand("check", "Run stages against the golden fixtures and write the error report");
     check->add_option("--stage", opt.stage_glob, "Only stages whose id matches this glob (e.g. 'kernel.*')");
+    check->add_option("--except", opt.except_globs,
+                      "Leave out the stages whose id matches this glob (repeatable; e.g. '*.gguf.*')");
     check->add_option("--level", opt.level, "Only this level")->check(CLI::IsMember(levels()));
     check->add_option("--golden", paths.golden, "Fixture folder")->capture_default_str();
     check->add_option("--report", paths.reports, "Report folder")->capture_default_str();

@@ -6,7 +6,6 @@ Deterministic: every stage draws from its own torch.Generator seeded from SEED a
 torch runs single-threaded, and HDF5 object timestamps are off, so two exports give identical bytes.
 """
 import fnmatch
-import os
 import time
 
 from lmlab_ref import common, fixtures, lmlab
@@ -16,9 +15,9 @@ from lmlab_ref.recipes import RECIPES
 
 def export(out_dir, shared_dir, only, binary, one_per_recipe=False):
     """Writes the fixtures of the stages matching the glob only into out_dir; returns the paths.
-    one_per_recipe: only the first such fixture of each recipe and kind of model file (its extension:
-    .gguf, .bin, a directory, ...): ctest golden.deterministic's sample of every way a fixture is
-    made, in a fraction of the full export's time."""
+    one_per_recipe: only the first such fixture of each recipe, and of each recipe on a GGUF model
+    (written by gguf_models, not by a family module): ctest golden.deterministic's sample of every
+    way a fixture is made, in a fraction of the full export's time."""
     common.setup_torch()
     table = lmlab.Table(binary)
     ctx = common.Context(out_dir, lmlab.exporter_sha256(binary), shared_dir, table)
@@ -29,7 +28,7 @@ def export(out_dir, shared_dir, only, binary, one_per_recipe=False):
     if one_per_recipe:
         first = {}
         for fixture, row in rows.items():
-            first.setdefault((row["recipe"], os.path.splitext(row["model"])[1]), fixture)
+            first.setdefault((row["recipe"], row["model"].endswith(".gguf")), fixture)
         rows = {fixture: rows[fixture] for fixture in first.values()}
     for row in rows.values():  # refuse what we cannot make before making anything
         if row["recipe"] not in RECIPES:
