@@ -108,7 +108,8 @@ void rope_scaling_from_hf(const ConfigJson& j, Config& c) {
     const auto only = [&](std::initializer_list<const char*> keys) {
         for (const auto& [key, value] : r.items()) {
             if (key == "rope_type" || key == "type") continue;
-            if (std::find_if(keys.begin(), keys.end(), [&](const char* k) { return key == k; }) != keys.end()) continue;
+            const std::string& name = key;  // a structured binding cannot be captured by a lambda before C++20
+            if (std::find_if(keys.begin(), keys.end(), [&](const char* k) { return name == k; }) != keys.end()) continue;
             if (key == "original_max_position_embeddings" && (kind == "yarn" || kind == "dynamic") && value.is_number_unsigned() &&
                 value.get<std::uint64_t>() == c.max_seq_len)
                 continue;
