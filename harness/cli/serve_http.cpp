@@ -24,6 +24,7 @@
 #include <array>
 #include <atomic>
 #include <csignal>
+#include <cstdint>
 #include <ctime>
 #include <condition_variable>
 #include <cstdio>
@@ -31,6 +32,7 @@
 #include <fmt/format.h>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -74,6 +76,34 @@ std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohma
 void send_error(httplib::Response& res, const ApiError& e) {
     res.status = e.status;
     res.set_content(dump(e.body()), "application/json");
+}
+
+// An error answered before the request's body is read, on a connection that then closes: its unread
+// body must not be parsed as the next request. cpp-httplib 0.11 keeps a connection open unless the
+// *request* said "Connection: close"; what ends it is a response whose body provider fails after
+// writing the whole body (the keep-alive loop stops on a failed write and closes the socket).
+void send_error_and_close(httplib::Response& res, const ApiError& e) {
+    res.status = e.status;
+    res.set_header("Connection", "close");
+    auto body = std::make_shared<std::string>(dump(e.body()));
+    res.set_content_provider(body->size(), "application/json", [body](std::size_t, std::size_t, httplib::DataSink& sink) {
+        sink.write(body->data(), body->size());
+        return false;  // written in full; false ends the connection (see above)
+    });
+}
+
+// The Content-Length header's value when it is a decimal number (saturated at SIZE_MAX), else nullopt.
+std::optional<std::size_t> content_length(const httplib::Request& q) {
+    if (!q.has_header("Content-Length")) return std::nullopt;
+    const std::string v = q.get_header_value("Content-Length");
+    if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+    std::size_t n = 0;
+    for (char ch : v) {
+        const std::size_t d = static_cast<std::size_t>(ch - '0');
+        if (n > (SIZE_MAX - d) / 10) return SIZE_MAX;
+        n = n * 10 + d;
+    }
+    return n;
 }
 
 // ---- Metrics -------------------------------------------------------------------------------------
@@ -576,8 +606,7 @@ void Server::completion(Endpoint endpoint, const httplib::Request& req, httplib:
     const auto received = Clock::now();
     if (draining_) {
         metrics_.count("shutdown");
-        res.set_header("Connection", "close");
-        return send_error(res, shutdown_error());
+        return send_error_and_close(res, shutdown_error());
     }
     auto job = std::make_shared<Job>();
     job->received = received;
@@ -595,8 +624,7 @@ void Server::completion(Endpoint endpoint, const httplib::Request& req, httplib:
     const Queued queued = submit(job);
     if (queued == Queued::ShuttingDown) {
         metrics_.count("shutdown");
-        res.set_header("Connection", "close");
-        return send_error(res, shutdown_error());
+        return send_error_and_close(res, shutdown_error());
     }
     if (queued == Queued::Full) {
         metrics_.count("overloaded");
@@ -667,7 +695,13 @@ void Server::routes() {
         std::optional<ApiError> refused;
         std::size_t bytes = 0;
         for (const auto& [k, v] : q.headers) bytes += k.size() + v.size() + 4;
-        if (q.has_header("Transfer-Encoding")) {
+        if (const auto length = content_length(q); length && *length > kMaxBodyBytes) {
+            // cpp-httplib 0.11 would read such a body to its end and throw it away before its own 413:
+            // refused here, the body is never read
+            refused = ApiError(413, fmt::format("the request body is {} bytes (its Content-Length); at most {} bytes", *length,
+                                                kMaxBodyBytes),
+                               "invalid_request_error", "", "request_too_large");
+        } else if (q.has_header("Transfer-Encoding")) {
             // cpp-httplib 0.11 applies set_payload_max_length to a Content-Length body only: a chunked
             // one it would read whole, however large (40 MB were taken, the server grew by 120 MB)
             refused = ApiError(411, fmt::format("'Transfer-Encoding: {}': this server reads a request body only with a "
@@ -681,14 +715,20 @@ void Server::routes() {
         }
         if (!refused) return httplib::Server::HandlerResponse::Unhandled;
         metrics_.count("rejected");
-        r.set_header("Connection", "close");  // (its body, if any, is not read)
-        send_error(r, *refused);
+        send_error_and_close(r, *refused);  // its body, if any, is not read
         return httplib::Server::HandlerResponse::Handled;
+    });
+    // cpp-httplib adds "Keep-Alive: timeout=…" unless the request asked to close: not beside our own
+    // "Connection: close" (send_error_and_close, the streams cut at shutdown)
+    http_.set_post_routing_handler([](const httplib::Request&, httplib::Response& r) {
+        if (r.get_header_value("Connection") == "close") r.headers.erase("Keep-Alive");
     });
     // cpp-httplib's own refusals (no route 404, 413 body too large, 414, 400 unparsable request line)
     // in OpenAI's shape, counted as rejected; a known path with another method is 405 with Allow
     http_.set_error_handler([this](const httplib::Request& q, httplib::Response& r) {
-        if (!r.body.empty()) return;  // one of the handlers' own answers (counted there)
+        // one of the handlers' own answers (counted there), in its body or, refused before the body was
+        // read, from send_error_and_close's provider (content_length_: cpp-httplib 0.11's public field)
+        if (!r.body.empty() || r.content_length_ > 0) return;
         metrics_.count("rejected");
         std::string message = fmt::format("HTTP {} for {} {}", r.status, q.method, q.path);
         std::string code = "http_error";
