@@ -92,10 +92,9 @@ void send_error_and_close(httplib::Response& res, const ApiError& e) {
     });
 }
 
-// The Content-Length header's value when it is a decimal number (saturated at SIZE_MAX), else nullopt.
-std::optional<std::size_t> content_length(const httplib::Request& q) {
-    if (!q.has_header("Content-Length")) return std::nullopt;
-    const std::string v = q.get_header_value("Content-Length");
+// A Content-Length value as a byte count (saturated at SIZE_MAX), or nullopt when it is not a decimal
+// number ("-5", "abc", "": cpp-httplib 0.11 would read those as 0 or as a huge length).
+std::optional<std::size_t> byte_count(const std::string& v) {
     if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
     std::size_t n = 0;
     for (char ch : v) {
@@ -104,6 +103,28 @@ std::optional<std::size_t> content_length(const httplib::Request& q) {
         n = n * 10 + d;
     }
     return n;
+}
+
+// The headers cpp-httplib 0.11 adds to every request itself: not the client's, not counted against
+// the header limits.
+bool added_by_httplib(const std::string& name) {
+    return name == "REMOTE_ADDR" || name == "REMOTE_PORT" || name == "LOCAL_ADDR" || name == "LOCAL_PORT";
+}
+
+// 404 (no such path: the message lists the routes) or 405 (a known path, another method; the
+// caller sets Allow to *allow), or nullopt when the route exists.
+std::optional<ApiError> route_error(const std::string& method, const std::string& path, const char** allow) {
+    const auto route = std::find_if(kRoutes.begin(), kRoutes.end(), [&](const Route& x) { return path == x.path; });
+    if (route == kRoutes.end()) {
+        std::string routes;
+        for (const Route& x : kRoutes) routes += fmt::format("{}{} {}", routes.empty() ? "" : ", ", x.method, x.path);
+        return ApiError(404, fmt::format("no route {} {}: this server has {}", method, path, routes), "invalid_request_error",
+                        "", "not_found");
+    }
+    if (method == route->method || (method == "HEAD" && std::string_view(route->method) == "GET")) return std::nullopt;
+    *allow = route->method;
+    return ApiError(405, fmt::format("{} {}: this route takes {} only", method, path, route->method), "invalid_request_error",
+                    "", "method_not_allowed");
 }
 
 // ---- Metrics -------------------------------------------------------------------------------------
@@ -690,17 +711,29 @@ void Server::routes() {
     http_.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) {
         r.set_content(metrics_text(), "text/plain; version=0.0.4");
     });
-    // before a body is read: a body without a Content-Length, headers past the limits
+    // Before a body is read, the requests whose body cpp-httplib 0.11 would read without a bound or
+    // wait for: a chunked body, a method that may carry a body without a Content-Length (read until
+    // the client closes, or 5 s of silence), a Content-Length past the limit (read to its end, then
+    // thrown away), one that is not a number or disagrees with another; and headers past the limits.
+    // Each is answered at once, and its connection closed (the body is never read).
     http_.set_pre_routing_handler([this](const httplib::Request& q, httplib::Response& r) {
         std::optional<ApiError> refused;
-        std::size_t bytes = 0;
-        for (const auto& [k, v] : q.headers) bytes += k.size() + v.size() + 4;
-        if (const auto length = content_length(q); length && *length > kMaxBodyBytes) {
-            // cpp-httplib 0.11 would read such a body to its end and throw it away before its own 413:
-            // refused here, the body is never read
-            refused = ApiError(413, fmt::format("the request body is {} bytes (its Content-Length); at most {} bytes", *length,
-                                                kMaxBodyBytes),
-                               "invalid_request_error", "", "request_too_large");
+        const char* allow = nullptr;
+        std::size_t bytes = 0, lines = 0;
+        for (const auto& [k, v] : q.headers) {
+            if (added_by_httplib(k)) continue;
+            bytes += k.size() + v.size() + 4;
+            ++lines;
+        }
+        std::vector<std::string> lengths;
+        for (std::size_t i = 0; i < q.get_header_value_count("Content-Length"); ++i)
+            lengths.push_back(q.get_header_value("Content-Length", i));
+        const bool may_have_body = q.method == "POST" || q.method == "PUT" || q.method == "PATCH" || q.method == "DELETE" ||
+                                   q.method == "PRI";  // (cpp-httplib's expect_content)
+        if (bytes > kMaxHeaderBytes || lines > kMaxHeaders) {
+            refused = ApiError(431, fmt::format("the request's headers are {} bytes in {} lines; at most {} bytes in {} lines",
+                                                bytes, lines, kMaxHeaderBytes, kMaxHeaders),
+                               "invalid_request_error", "", "headers_too_large");
         } else if (q.has_header("Transfer-Encoding")) {
             // cpp-httplib 0.11 applies set_payload_max_length to a Content-Length body only: a chunked
             // one it would read whole, however large (40 MB were taken, the server grew by 120 MB)
@@ -708,20 +741,40 @@ void Server::routes() {
                                                 "Content-Length header (at most {} bytes); send the body with its length",
                                                 q.get_header_value("Transfer-Encoding"), kMaxBodyBytes),
                                "invalid_request_error", "", "length_required");
-        } else if (bytes > kMaxHeaderBytes || q.headers.size() > kMaxHeaders) {
-            refused = ApiError(431, fmt::format("the request's headers are {} bytes in {} lines; at most {} bytes in {} lines",
-                                                bytes, q.headers.size(), kMaxHeaderBytes, kMaxHeaders),
-                               "invalid_request_error", "", "headers_too_large");
+        } else if (!lengths.empty() && !byte_count(lengths[0])) {
+            refused = ApiError(400, fmt::format("'Content-Length: {}' is not a byte count: a decimal number of bytes (at most {})",
+                                                lengths[0], kMaxBodyBytes),
+                               "invalid_request_error", "", "invalid_content_length");
+        } else if (lengths.size() > 1 && std::any_of(lengths.begin(), lengths.end(), [&](const std::string& v) { return v != lengths[0]; })) {
+            refused = ApiError(400, fmt::format("{} Content-Length headers that disagree ({}): send one", lengths.size(),
+                                                fmt::join(lengths, ", ")),
+                               "invalid_request_error", "", "invalid_content_length");
+        } else if (!lengths.empty() && *byte_count(lengths[0]) > kMaxBodyBytes) {
+            // cpp-httplib 0.11 would read such a body to its end and throw it away before its own 413
+            refused = ApiError(413, fmt::format("the request body is {} bytes (its Content-Length); at most {} bytes",
+                                                *byte_count(lengths[0]), kMaxBodyBytes),
+                               "invalid_request_error", "", "request_too_large");
+        } else if (lengths.empty() && may_have_body) {
+            refused = route_error(q.method, q.path, &allow);  // a wrong route says so first
+            if (!refused)
+                refused = ApiError(411, fmt::format("{} {} without a Content-Length header: send the JSON body with its "
+                                                    "length (curl -d does)", q.method, q.path),
+                                   "invalid_request_error", "", "length_required");
         }
         if (!refused) return httplib::Server::HandlerResponse::Unhandled;
         metrics_.count("rejected");
+        if (allow) r.set_header("Allow", allow);
         send_error_and_close(r, *refused);  // its body, if any, is not read
         return httplib::Server::HandlerResponse::Handled;
     });
     // cpp-httplib adds "Keep-Alive: timeout=…" unless the request asked to close: not beside our own
     // "Connection: close" (send_error_and_close, the streams cut at shutdown)
+    // (and once: cpp-httplib adds its own when the request said "Connection: close")
     http_.set_post_routing_handler([](const httplib::Request&, httplib::Response& r) {
-        if (r.get_header_value("Connection") == "close") r.headers.erase("Keep-Alive");
+        if (r.get_header_value("Connection") != "close") return;
+        r.headers.erase("Keep-Alive");
+        r.headers.erase("Connection");
+        r.set_header("Connection", "close");
     });
     // cpp-httplib's own refusals (no route 404, 413 body too large, 414, 400 unparsable request line)
     // in OpenAI's shape, counted as rejected; a known path with another method is 405 with Allow
@@ -732,17 +785,12 @@ void Server::routes() {
         metrics_.count("rejected");
         std::string message = fmt::format("HTTP {} for {} {}", r.status, q.method, q.path);
         std::string code = "http_error";
-        const auto route = std::find_if(kRoutes.begin(), kRoutes.end(), [&](const Route& x) { return q.path == x.path; });
-        if (r.status == 404 && route != kRoutes.end()) {
-            r.status = 405;
-            r.set_header("Allow", route->method);
-            message = fmt::format("{} {}: this route takes {} only", q.method, q.path, route->method);
-            code = "method_not_allowed";
-        } else if (r.status == 404) {
-            std::string routes;
-            for (const Route& x : kRoutes) routes += fmt::format("{}{} {}", routes.empty() ? "" : ", ", x.method, x.path);
-            message = fmt::format("no route {} {}: this server has {}", q.method, q.path, routes);
-            code = "not_found";
+        const char* allow = nullptr;
+        if (r.status == 404) {
+            if (const auto e = route_error(q.method, q.path, &allow)) {
+                if (allow) r.set_header("Allow", allow);
+                return send_error(r, *e);
+            }
         } else if (r.status == 413) {
             message = fmt::format("the request body is larger than {} bytes", kMaxBodyBytes);
             code = "request_too_large";

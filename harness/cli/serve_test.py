@@ -65,7 +65,11 @@ def read_response(sock, with_headers=False):
     status = int(head.split(b" ")[1])
     if not with_headers:
         return status, body
-    headers = dict(line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:])
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, value = line.decode().split(": ", 1)
+        assert name not in headers, f"the header {name} twice in one response:\n{head.decode()}"
+        headers[name] = value
     return status, headers, body
 
 
@@ -283,23 +287,33 @@ class BadInput(unittest.TestCase):
         self.assertEqual(body["choices"][0]["token_ids"], generate_alone(LMLAB, TINY_LLAMA, [1, 1046], 3)["ids"])
 
     def test_a_body_past_the_limit_is_refused_before_it_is_read(self):
-        # cpp-httplib 0.11 does not apply its body limit to a chunked body, and reads a Content-Length
-        # body past the limit to its end before its own 413: the server must read neither. The
-        # connection then closes: what follows the headers is never read, not even as a next request
-        # (each body below holds one, a GET /health that must get no answer).
+        # cpp-httplib 0.11 does not apply its body limit to a chunked body or to a POST without a
+        # Content-Length (read until the client closes, or 5 s of silence), and reads a Content-Length
+        # body past the limit to its end before its own 413: the server must read none of them, nor
+        # trust a Content-Length that is not one number. The connection then closes: what follows the
+        # headers is never read, not even as a next request (each body below holds one, a GET /health
+        # that must get no answer).
         next_request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        many = b"".join(b"X-Header-%d: 1\r\n" % i for i in range(98))  # with Host and Content-Type: 100 lines, the limit
+        cases = (
+            (b"Transfer-Encoding: chunked\r\n\r\n100000\r\n", 411, "length_required", "Transfer-Encoding: chunked"),
+            (b"Content-Length: 99999999999\r\n\r\n", 413, "request_too_large", "99999999999 bytes"),
+            (b"Content-Length: 1048577\r\n\r\n", 413, "request_too_large", "at most 1048576 bytes"),
+            (b"\r\n", 411, "length_required", "without a Content-Length header"),
+            (b"Content-Length: -5\r\n\r\n", 400, "invalid_content_length", "'Content-Length: -5' is not a byte count"),
+            (b"Content-Length: abc\r\n\r\n", 400, "invalid_content_length", "'Content-Length: abc'"),
+            (b"Content-Length: 10\r\nContent-Length: 20\r\n\r\n", 400, "invalid_content_length", "disagree (10, 20)"),
+            (many + b"X-One-Too-Many: 1\r\n\r\n", 431, "headers_too_large", "in 101 lines; at most 32768 bytes in 100 lines"),
+            (b"Connection: close\r\n\r\n", 411, "length_required", "send the JSON body with its length"))
         before = metrics(llama)
-        for head, status, code, said in (
-                (b"Transfer-Encoding: chunked\r\n\r\n100000\r\n", 411, "length_required", "Transfer-Encoding: chunked"),
-                (b"Content-Length: 99999999999\r\n\r\n", 413, "request_too_large", "99999999999 bytes"),
-                (b"Content-Length: 1048577\r\n\r\n", 413, "request_too_large", "at most 1048576 bytes")):
-            with self.subTest(status=status, head=head), \
+        for head, status, code, said in cases:
+            with self.subTest(status=status, head=head[:60]), \
                     socket.create_connection(("127.0.0.1", llama.port), timeout=10) as s:
                 s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head +
                           next_request + b"{" * 4096)
                 got, headers, body = read_response(s, with_headers=True)
-                self.assertEqual(got, status)
-                self.assertEqual(headers.get("Connection"), "close")
+                self.assertEqual(got, status, body)
+                self.assertEqual(headers.get("Connection"), "close")  # (once: read_response refuses a header twice)
                 self.assertNotIn("Keep-Alive", headers)
                 err = json.loads(body)["error"]
                 self.assertEqual((err["code"], err["param"]), (code, None))
@@ -309,8 +323,23 @@ class BadInput(unittest.TestCase):
                     rest += chunk
                 self.assertEqual(rest, b"")  # no answer to the GET inside the body
         after = metrics(llama)
-        self.assertEqual(after['lmlab_requests_total{outcome="rejected"}'] - before['lmlab_requests_total{outcome="rejected"}'], 3)
+        self.assertEqual(after['lmlab_requests_total{outcome="rejected"}'] - before['lmlab_requests_total{outcome="rejected"}'],
+                         len(cases))
         self.assertEqual(curl(llama.url + "/health")[0], 200)
+        with socket.create_connection(("127.0.0.1", llama.port), timeout=10) as s:  # 100 lines are not too many
+            body = b'{"prompt": [1], "max_tokens": 1}'
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + many + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            self.assertEqual(read_response(s)[0], 200)
+
+    def test_a_post_without_a_body_on_another_route_is_404_or_405_at_once(self):
+        for method, path, status, allow in (("POST", "/metrics", 405, "GET"), ("PUT", "/health", 405, "GET"),
+                                            ("POST", "/nope", 404, None)):
+            with self.subTest(method=method, path=path), \
+                    socket.create_connection(("127.0.0.1", llama.port), timeout=10) as s:
+                s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                got, headers, body = read_response(s, with_headers=True)
+                self.assertEqual((got, headers.get("Allow")), (status, allow), body)
+                self.assertEqual(json.loads(body)["error"]["code"], "method_not_allowed" if allow else "not_found")
 
     def test_a_known_route_with_another_method_is_405(self):
         for method, path, allow in (("GET", "/v1/completions", "POST"), ("DELETE", "/v1/chat/completions", "POST"),
