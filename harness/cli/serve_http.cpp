@@ -798,9 +798,19 @@ void Server::routes() {
             message = "the request line is longer than 8192 bytes (cpp-httplib's limit)";
             code = "uri_too_long";
         } else if (r.status == 400) {  // (the handlers always write a body: this is cpp-httplib's own)
-            message = "not an HTTP/1.1 request: the request line must be METHOD /path HTTP/1.1, and every header line "
-                      "at most 8192 bytes";
-            code = "malformed_http";
+            // a body shorter than its Content-Length (the client stopped: cpp-httplib waited 5 s), else the
+            // request line or a header line could not be read
+            const auto length = byte_count(q.get_header_value("Content-Length"));
+            if (q.has_header("Content-Length") && length && q.body.size() < *length) {
+                message = fmt::format("the body stopped after {} of its {} bytes (Content-Length) and nothing came for 5 s: "
+                                      "send the whole body",
+                                      q.body.size(), *length);
+                code = "incomplete_body";
+            } else {
+                message = "not an HTTP/1.1 request: the request line must be METHOD /path HTTP/1.1, and every header line "
+                          "at most 8192 bytes";
+                code = "malformed_http";
+            }
         }
         send_error(r, ApiError(r.status, message, r.status >= 500 ? "server_error" : "invalid_request_error", "", code));
     });
