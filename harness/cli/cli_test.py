@@ -156,6 +156,23 @@ class Outputs(unittest.TestCase):
         self.assertIn("does not exist", err)
         self.assertFalse(os.path.exists(missing))  # never created silently
 
+    def test_a_failed_trace_keeps_the_last_page(self):
+        # the page is written beside its path and renamed over it at the end: a command that fails
+        # (a wrong model, a bad id) leaves the previous page whole, and no stand-in behind
+        page = os.path.join(WORK, "kept.html")
+        rc, _, err = run("trace", "--prompt", "In the", "--max-new-tokens", 2, "--out", page)
+        self.assertEqual(rc, 0, err)
+        with open(page, "rb") as f:
+            first = f.read()
+        self.assertIn(b"<html", first[:200].lower())
+        for args in (("--model", os.path.join(WORK, "no-such-model.h5"), "--prompt", "In the"), ("--prompt-ids", "1,99999")):
+            with self.subTest(args=args):
+                rc, _, err = run("trace", *args, "--out", page)
+                self.assertEqual(rc, 2, err)
+                with open(page, "rb") as f:
+                    self.assertEqual(f.read(), first)
+                self.assertFalse(os.path.exists(page + ".part"))
+
     def test_check_report_on_a_file_fails_before_the_stages(self):
         f = os.path.join(WORK, "a-file")
         open(f, "w").close()

@@ -232,12 +232,16 @@ OutputFile::OutputFile(const std::string& path, const std::string& option) : pat
     if (!parent.empty() && !fs::is_directory(parent))
         throw UsageError(fmt::format("{} {}: the folder {} does not exist (create it, or choose another path)", option,
                                      path, parent.string()));
-    f_ = std::fopen(path.c_str(), "wb");
+    std::error_code ec;
+    if (!fs::exists(path, ec) || fs::is_regular_file(path, ec)) part_ = path + ".part";
+    f_ = std::fopen((part_.empty() ? path : part_).c_str(), "wb");
     if (!f_) throw UsageError(fmt::format("{} {}: cannot write there ({})", option, path, std::strerror(errno)));
 }
 
 OutputFile::~OutputFile() {
-    if (f_ && !is_stdout_) std::fclose(f_);
+    if (!f_ || is_stdout_) return;
+    std::fclose(f_);
+    if (!part_.empty()) std::remove(part_.c_str());
 }
 
 void OutputFile::write(const std::string& text) {
@@ -251,9 +255,18 @@ void OutputFile::close() {
     const int err = errno;
     const bool closed = is_stdout_ || std::fclose(f_) == 0;
     f_ = nullptr;
-    if (failed_ || !flushed || !closed)
-        throw UsageError(fmt::format("{}{}: writing failed ({}): the output is incomplete", option_.empty() ? "" : option_ + " ",
-                                     path_, std::strerror(err ? err : EIO)));
+    const bool ok = !failed_ && flushed && closed;
+    if (!ok && !part_.empty()) std::remove(part_.c_str());
+    if (!ok)
+        throw UsageError(fmt::format("{}{}: writing failed ({}): {}", option_.empty() ? "" : option_ + " ", path_,
+                                     std::strerror(err ? err : EIO),
+                                     part_.empty() ? "the output is incomplete" : "the file is left as it was"));
+    if (!part_.empty() && std::rename(part_.c_str(), path_.c_str()) != 0) {
+        const int rename_err = errno;
+        std::remove(part_.c_str());
+        throw UsageError(fmt::format("{}{}: cannot replace it ({})", option_.empty() ? "" : option_ + " ", path_,
+                                     std::strerror(rename_err)));
+    }
 }
 
 void finish_stdout() {

@@ -122,18 +122,21 @@ std::string read_input(const std::string& path, const std::string& option);
 // missing folder is an error naming the path, never a silent loss. "-" (or "") is standard output.
 class OutputFile {
 public:
-    // Opens (truncates) path now; UsageError naming `option` and the path when that fails.
+    // Opens path's stand-in now (path + ".part" beside it, renamed over path by close(): a command that
+    // fails keeps the page it wrote last time); UsageError naming `option` and the path when that
+    // fails. A path that exists and is not a regular file (a device, a pipe) is written directly.
     OutputFile(const std::string& path, const std::string& option);
-    ~OutputFile();
+    ~OutputFile();  // not closed (the command failed): the stand-in is removed
     OutputFile(const OutputFile&) = delete;
     OutputFile& operator=(const OutputFile&) = delete;
     void write(const std::string& text);
-    // Flushes and closes; throws UsageError naming the path when any write failed.
+    // Flushes, closes and renames the stand-in over path; throws UsageError naming the path when any
+    // write failed (path is then left as it was).
     void close();
     const std::string& path() const { return path_; }
 
 private:
-    std::string path_, option_;
+    std::string path_, option_, part_;  // part_: the stand-in ("" when writing path itself)
     std::FILE* f_ = nullptr;
     bool is_stdout_ = false, failed_ = false;
 };
