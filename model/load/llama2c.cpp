@@ -5,6 +5,7 @@
 //   body:   float32 tok_emb, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final,
 //           two unused RoPE tables of seq_len * head_size / 2 floats each, [wcls]
 // Per-layer tensors are stored layer-major ([n_layers, ...]); matrices are [out, in].
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -57,8 +58,25 @@ Model load_model_llama2c(const std::string& path) {
     m.source = path;
     m.format = "llama2.c";
     // vocab_size > 0: the classifier is the embedding; < 0: a separate one follows (use abs())
-    m.config = llama2c_config(h, static_cast<std::size_t>(h[5] > 0 ? h[5] : -static_cast<std::int64_t>(h[5])),
-                              h[5] > 0, path);
+    try {
+        m.config = llama2c_config(h, static_cast<std::size_t>(h[5] > 0 ? h[5] : -static_cast<std::int64_t>(h[5])),
+                                  h[5] > 0, path);
+    } catch (const ModelError& e) {
+        // Any file lmlab does not recognise ends here (no GGUF, llm.c or "ak42" magic, no .h5
+        // extension). When the weights the header implies cannot fit in the file either (the
+        // embedding table, dim x vocab, and the FFN matrices, 3 x dim x hidden per layer, are a lower
+        // bound; in long double: a text file's "header" multiplies to far past 2^64), say so first.
+        const long double lower_bound = 4.0L * (static_cast<long double>(h[0]) * std::abs(static_cast<long double>(h[5])) +
+                                                3.0L * h[2] * static_cast<long double>(h[0]) * h[1]);
+        if (lower_bound <= static_cast<long double>(file_size)) throw;
+        std::string why = e.what();
+        if (why.rfind(path + ": ", 0) == 0) why.erase(0, path.size() + 2);
+        throw ModelError(fmt::format("{}: not a model file lmlab can read. Read as a llama2.c checkpoint (it has no other "
+                                     "format's magic number or extension), its header would need at least {:.3g} bytes of "
+                                     "weights, and the file has {} bytes; the header itself is refused ({}). lmlab reads "
+                                     "GGUF (.gguf), lmlab's .h5, llama2.c and llm.c .bin files and Hugging Face model folders",
+                                     path, static_cast<double>(lower_bound), file_size, why));
+    }
     const Config& c = m.config;
     const std::vector<BoundTensor> tensors = bind_tensors(m);  // in llama2.c's file order
 

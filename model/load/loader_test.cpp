@@ -620,6 +620,16 @@ TEST(LoadLlama2c, AbsurdHeadersThrow) {
     expect_bad(h, {"header field 5"});
 }
 
+TEST(LoadModel, ATextFileIsNotAModel) {
+    // no format's magic number or extension: read as llama2.c, whose "header" is then text; the
+    // message says it is not a model file and which files are (not "n_heads must divide dim" alone)
+    TempDir dir;
+    const std::string path = dir.file("README.md");
+    std::ofstream(path) << "# lmlab\n\nA readable, CPU-only C++ inference engine for decoder-only transformers.\n";
+    expect_error<ModelError>([&] { load_model(path); },
+                             {"README.md: not a model file lmlab can read", "the file has 82 bytes", "n_heads must divide dim", "GGUF (.gguf)"});
+}
+
 TEST(LoadLlama2c, Stories260K) {
     // the real checkpoint in shared/: the config its README documents
     const std::string path = shared_dir() + "/models/stories260K/stories260K.bin";
