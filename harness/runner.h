@@ -21,7 +21,8 @@ struct OutputResult {
     Tolerance tol{};               // the tolerance this output was held to
     Metrics metrics;
     std::string message;           // assert_close-style text when it mismatched, else empty
-    std::string compared_with;     // "" (PyTorch's float32 output) or "reference64" (the case asks for the truth)
+    std::string compared_with;     // "" (PyTorch's float32 output), "reference64" (the case asks for the truth)
+                                   // or "invariant" (StageOutput::expected: our own two runs; not in worst_*)
     // For report.html: where the error sits (compare.h). by_row for outputs of 2+ dimensions; the
     // heatmap for the first kMaxHeatmapsPerStage failing outputs of a stage only.
     RowProfile by_row;
@@ -64,7 +65,7 @@ struct StageResult {
     std::string tol_why;
     double seconds = 0;
     std::vector<OutputResult> outputs;
-    // Worst over all outputs (for summaries and regressions).
+    // Worst over all outputs compared with the reference (for summaries and regressions).
     double worst_max_abs = 0;
     double worst_max_rel = 0;
     double worst_accuracy_ratio = 0;  // max ours/torch error ratio vs float64 truth
