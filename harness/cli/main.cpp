@@ -222,6 +222,10 @@ int main(int argc, char** argv) {
     add_kernel_options(*verify, kernels);
     add_kernel_options(*check, kernels);
 
+    // a wrong command line is reported as every other error is: one "lmlab: " line, then where to look
+    app.failure_message([](const CLI::App*, const CLI::Error& e) {
+        return fmt::format("lmlab: {}\nRun with --help for more information.\n", e.what());
+    });
     CLI11_PARSE(app, argc, argv);
     try {
         apply_kernel_options(kernels);

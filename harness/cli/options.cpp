@@ -120,7 +120,7 @@ void add_scheduler_options(CLI::App& cmd, ServeOptions& o, const std::string& kv
 void add_kernel_options(CLI::App& cmd, KernelOptions& k) {
     cmd.add_flag("--plain", k.plain, "Run on the plain kernels (the readable reference) instead of the fast ones");
     cmd.add_option("--threads", k.threads, "Threads for the fast kernels (results are bit-identical for any count)")
-        ->check(CLI::Range(1, 256))
+        ->check(whole_number(1, 256))
         ->capture_default_str();
 }
 
