@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fmt/format.h>
 #include <numeric>
 #include <string>
 
@@ -11,10 +12,10 @@ namespace lmlab {
 
 void SamplerConfig::validate() const {
     if (!(temperature >= 0.0f) || !std::isfinite(temperature))
-        throw ModelError("temperature " + std::to_string(temperature) + " must be >= 0 (0 = greedy)");
+        throw ModelError(fmt::format("temperature {} must be >= 0 (0 = greedy)", temperature));
     if (top_k < 0) throw ModelError("top_k " + std::to_string(top_k) + " must be >= 0 (0 = off)");
     if (!(top_p > 0.0f && top_p <= 1.0f))
-        throw ModelError("top_p " + std::to_string(top_p) + " must be in (0, 1] (1 = off)");
+        throw ModelError(fmt::format("top_p {} must be in (0, 1] (1 = off)", top_p));
 }
 
 Sampler::Sampler(SamplerConfig cfg, std::size_t vocab_size)

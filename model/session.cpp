@@ -33,7 +33,7 @@ void check_request(const Config& c, std::span<const int> prompt, std::size_t max
     if (prompt.empty()) throw ModelError("the prompt is empty: give at least one token (e.g. BOS = 1)");
     for (std::size_t i = 0; i < prompt.size(); ++i)
         if (prompt[i] < 0 || static_cast<std::size_t>(prompt[i]) >= c.vocab_size)
-            throw ModelError("prompt token " + std::to_string(i) + " is " + std::to_string(prompt[i]) +
+            throw ModelError("prompt token " + std::to_string(i) + " (counting from 0) is id " + std::to_string(prompt[i]) +
                              ", outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
     if (prompt.size() > c.max_seq_len)
         throw ModelError("the prompt has " + std::to_string(prompt.size()) + " tokens, longer than the context of " +

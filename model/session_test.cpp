@@ -80,10 +80,10 @@ TEST_F(SessionRejects, TokenOutsideTheVocabulary) {
     // the bad id and its index are named, and checked before the earlier tokens are run
     const std::vector<int> prompt = {1, 2, 5};
     expect_error<ModelError>([&] { session.generate(prompt, 1, sampler, {}, count); },
-                             {"prompt token 2", "is 5", "[0, 5)"});
+                             {"prompt token 2 (counting from 0)", "is id 5", "[0, 5)"});
     expect_untouched();
     const std::vector<int> negative = {-1};
-    expect_error<ModelError>([&] { session.generate(negative, 1, sampler, {}, count); }, {"is -1"});
+    expect_error<ModelError>([&] { session.generate(negative, 1, sampler, {}, count); }, {"is id -1"});
     expect_untouched();
 }
 

@@ -321,6 +321,18 @@ class Quantization(unittest.TestCase):
         self.assertGreater(r["top1_agreement"], 0.9)
         for name in ("report.md", "report.html"):
             self.assertGreater(os.path.getsize(os.path.join(out_dir, name)), 1000)
+        self.assertNotIn("note:", out)
+
+    @needs(STORIES_GGUF, STORIES_GGUF_Q8)
+    def test_the_two_models_swapped_or_the_same_are_said(self):
+        rc, out, err = run("verify", "--model", STORIES_GGUF, "--against", STORIES_GGUF_Q8, "--out", os.path.join(WORK, "swapped"))
+        self.assertEqual(rc, 0, err)
+        self.assertIn("note: --model holds more bytes of weights than --against", out)
+        rc, out, err = run("verify", "--model", STORIES_GGUF, "--against", STORIES_GGUF, "--out", os.path.join(WORK, "same"))
+        self.assertEqual(rc, 0, err)
+        self.assertIn("KL mean 0 ", out)
+        self.assertIn("no tensor adds error", out)
+        self.assertNotIn("most error added by", out)
 
     @needs(STORIES_GGUF)
     def test_quantize_in_memory_names_the_type_and_the_fallbacks(self):

@@ -6,7 +6,7 @@
 //
 // No reference runs: both models run in lmlab's engine (each checked against its reference by the
 // stages), so what differs is the quantization. The text is the prompt options' (default: the
-// paragraph below); the report goes to --out (default reports/quantization/<model>[-<type>]).
+// paragraph below); the report goes to --out (default reports/quantization/<model file or folder name>[-<type>]).
 #include <chrono>
 #include <filesystem>
 #include <fmt/format.h>
@@ -61,7 +61,7 @@ int cmd_verify_quantization(const VerifyArgs& a, const Paths& paths) {
     if (out_dir == default_verify_dir(paths.reports, a.model.model_path)) {  // not given: the quantization reports' folder
         fs::path p = fs::absolute(a.model.model_path).lexically_normal();
         if (p.filename().empty()) p = p.parent_path();
-        std::string name = p.stem().string();
+        std::string name = p.filename().string();  // with its extension: stories260K.gguf and .bin differ
         if (a.quantize.given()) name += "-" + a.quantize.spec;
         out_dir = (fs::path(paths.reports) / "quantization" / name).string();
     }

@@ -178,13 +178,20 @@ nlohmann::json quant_report_json(const QuantReport& r) {
 
 std::string quant_report_line(const QuantReport& r) {
     const TensorError* w = worst_added(r);
+    const std::string most = w && w->added > 0
+                                 ? fmt::format("most error added by {} ({}, {} relative)", tensor_name(*w), w->type, pct(w->added))
+                                 : std::string("no tensor adds error (every tensor's added error is 0)");
+    // the usual mix-up: the float model given as --model (the tensor named would then be a float one)
+    const std::string swapped =
+        r.bytes_model > r.bytes_against
+            ? "\nverify: note: --model holds more bytes of weights than --against: the model to judge (the quantized one) "
+              "goes in --model, the float one it was made from in --against"
+            : "";
     return fmt::format("verify: {} vs {}: KL mean {:.4g} (p99 {:.4g}, max {:.4g}) nats, top-1 agreement {:.1f}%, perplexity "
-                       "{:.4g} vs {:.4g} ({:+.2f}%); weights {:.2f} MB vs {:.2f} MB; most error added by {} ({}, {} "
-                       "relative)",
+                       "{:.4g} vs {:.4g} ({:+.2f}%); weights {:.2f} MB vs {:.2f} MB; {}{}",
                        r.model_label, r.against_label, r.kl_mean, r.kl_p99, r.kl_max, 100 * r.top1_agreement, r.ppl_model,
                        r.ppl_against, 100 * ppl_change(r), static_cast<double>(r.bytes_model) / 1e6,
-                       static_cast<double>(r.bytes_against) / 1e6, w ? tensor_name(*w) : "-", w ? w->type : "-",
-                       w ? pct(w->added) : "-");
+                       static_cast<double>(r.bytes_against) / 1e6, most, swapped);
 }
 
 std::string quant_report_markdown(const QuantReport& r) {

@@ -96,7 +96,8 @@ std::vector<int> TextTokenizer::encode_chat(std::span<const ChatMessage> message
     const auto start = id("<|im_start|>"), end = id("<|im_end|>");
     if (!llama3 && !(start && end))
         throw ModelError("--chat needs a chat vocabulary: ChatML (Qwen's <|im_start|> and <|im_end|>) or Llama 3's "
-                         "(<|start_header_id|>, <|end_header_id|>, <|eot_id|>); this tokenizer has neither");
+                         "(<|start_header_id|>, <|end_header_id|>, <|eot_id|>); this tokenizer has neither: drop --chat and give the "
+                         "text to continue with --prompt (a base model continues text; it was not trained on turns)");
     if (const auto r = chat_refusal(messages))
         throw ModelError(r->field.empty() ? r->why : fmt::format("messages[{}].{}: {}", r->index, r->field, r->why));
     // the contents are plain text: a "<|im_end|>" or "<|eot_id|>" typed in one must not end the turn;
