@@ -41,6 +41,9 @@ float load_f32(const std::uint8_t* p) {
 }
 float load_f16(const std::uint8_t* p) { return detail::fp16_to_fp32_fast(load_u16(p)); }
 std::int16_t load_i16(const std::uint8_t* p) { return static_cast<std::int16_t>(load_u16(p)); }
+std::uint32_t load_u32(const std::uint8_t* p) {
+    return std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24;
+}
 const std::int8_t* as_i8(const std::uint8_t* p) { return reinterpret_cast<const std::int8_t*>(p); }
 
 // ggml_vec_dot_q8_0_q8_0: per block of 32, sumi = Σ w·x (|sumi| <= 32·128·128 < 2^20), then
@@ -78,6 +81,49 @@ float dot_q8_0(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
         float scale[kChunk];
         for (std::size_t i = 0; i < n; ++i) scale[i] = detail::fp16_to_fp32_fast(hw[i]) * detail::fp16_to_fp32_fast(hx[i]);
         for (std::size_t i = 0; i < n; ++i) sumf += static_cast<float>(sumi[i]) * scale[i];
+    }
+    return sumf;
+}
+
+// ggml_vec_dot_q5_0_q8_0 and ggml_vec_dot_q5_1_q8_1: per block of 32, each weight is a nibble of qs
+// with its fifth bit from the uint32 qh (bit j for element j), minus 16 for Q5_0; sumi = Σ w·x in
+// int (|sumi| <= 32·31·128 < 2^17). Then, in block order, Q5_0: sumf += (d_w·d_x)·sumi; Q5_1:
+// sumf += (d_w·d_x)·sumi + m_w·s_x (Q8_1's s_x = d_x·Σx). Chunked as dot_q8_0: the unpacking and
+// the integer dots vectorise (shifts and masks, then pmaddwd); the float chain stays in order.
+// Block layouts: Q5_0 [d f16 | qh 4 | qs 16] = 22 bytes against Q8_0's 34; Q5_1 [d f16 | m f16 |
+// qh 4 | qs 16] = 24 bytes against Q8_1's [d f16 | s f16 | 32 int8] = 36.
+template <bool kQ5_1>
+float dot_q5(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
+    constexpr std::size_t kChunk = 64, kW = kQ5_1 ? 24 : 22, kX = kQ5_1 ? 36 : 34;
+    constexpr std::size_t kQh = kQ5_1 ? 4 : 2, kQs = kQ5_1 ? 8 : 6, kXq = kQ5_1 ? 4 : 2;
+    constexpr int kOffset = kQ5_1 ? 0 : 16;
+    float sumf = 0.0f;
+    for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
+        const std::size_t n = std::min(kChunk, nb - i0);
+        int sumi[kChunk];
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint8_t* wb = w + kW * (i0 + i);
+            const std::uint32_t qh = load_u32(wb + kQh);
+            const std::uint8_t* qs = wb + kQs;
+            const std::int8_t* __restrict b = as_i8(x + kX * (i0 + i) + kXq);
+            std::int16_t a16[QK], b16[QK];
+            for (std::size_t j = 0; j < 16; ++j) {
+                a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | (((qh >> j) & 1u) << 4)) - kOffset);
+                a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - kOffset);
+            }
+            for (std::size_t j = 0; j < QK; ++j) b16[j] = b[j];
+            int sum = 0;
+            for (std::size_t j = 0; j < QK; ++j) sum += a16[j] * b16[j];
+            sumi[i] = sum;
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint8_t* wb = w + kW * (i0 + i);
+            const std::uint8_t* xb = x + kX * (i0 + i);
+            if constexpr (kQ5_1)
+                sumf += (load_f16(wb) * load_f16(xb)) * static_cast<float>(sumi[i]) + load_f16(wb + 2) * load_f16(xb + 2);
+            else
+                sumf += (load_f16(wb) * load_f16(xb)) * static_cast<float>(sumi[i]);
+        }
     }
     return sumf;
 }
@@ -229,6 +275,8 @@ namespace detail {
 float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
     switch (type) {
         case Type::Q8_0: return dot_q8_0(w, x, nb);
+        case Type::Q5_0: return dot_q5<false>(w, x, nb);
+        case Type::Q5_1: return dot_q5<true>(w, x, nb);
         case Type::Q4_K: return dot_q4_k(w, x, nb);
         case Type::Q6_K: return dot_q6_k(w, x, nb);
         default: return vec_dot_blocks(type, w, x, nb);

@@ -220,7 +220,7 @@ std::size_t matvec_fast_scratch_bytes(Type type, std::size_t cols);
 // ---- Fast paths (kernels/ggml_fast.cpp) -------------------------------------------------------------
 // Beside the generic dot products above, verified against them bit for bit (ggml_quant_test.cpp).
 
-// vec_dot's result, every bit, computed faster for Q8_0, Q4_K and Q6_K: the same exact integer sums,
+// vec_dot's result, every bit, computed faster for Q8_0, Q5_0, Q5_1, Q4_K and Q6_K: the same exact integer sums,
 // formed by widening loops the compiler vectorises (int8·int8 in 16-bit lanes), and the same float
 // operations in the same order. Other types: vec_dot itself. matvec_fast and matmul_fast use it.
 float vec_dot_fast(Type type, std::span<const std::uint8_t> w_row, std::span<const std::uint8_t> x_act);
