@@ -325,7 +325,7 @@ lmlab::Model gpt2_124m_shape() {
 // Qwen2.5-0.5B: dim 896, 24 layers, 14 query heads on 2 kv heads (7:1), ffn 4864, vocab 151936,
 // tied. Its context is 32768; 1024 here keeps the KV cache small (a token's cost depends on its
 // position, not on the context size).
-lmlab::Model qwen2_05b_shape() {
+lmlab::Config qwen2_05b_config(std::size_t max_seq_len) {
     lmlab::Config c = lmlab::Config::of(lmlab::Arch::Qwen2);
     c.dim = 896;
     c.n_layers = 24;
@@ -333,10 +333,11 @@ lmlab::Model qwen2_05b_shape() {
     c.n_kv_heads = 2;
     c.ffn_dim = 4864;
     c.vocab_size = 151936;
-    c.max_seq_len = 1024;
+    c.max_seq_len = max_seq_len;
     c.tied_embeddings = true;
-    return random_model(c, "qwen2-0.5B-shaped model");
+    return c;
 }
+lmlab::Model qwen2_05b_shape() { return random_model(qwen2_05b_config(1024), "qwen2-0.5B-shaped model"); }
 
 // ../shared (stories260K): $LMLAB_SHARED, else beside the source tree
 std::string shared_dir() { return lmlab::shared_dir_or(LMLAB_SOURCE_DIR "/../shared"); }
@@ -572,15 +573,7 @@ void BM_speculative(benchmark::State& state, int model) {
 // process of its own, --benchmark_filter=.../tokens:8192/window:0, or it includes the earlier cases'
 // models and caches); wall-clock and CPU-time rates (the CPU ones hold on a shared machine).
 lmlab::Model qwen2_05b_long(std::size_t window) {
-    lmlab::Config c = lmlab::Config::of(lmlab::Arch::Qwen2);
-    c.dim = 896;
-    c.n_layers = 24;
-    c.n_heads = 14;
-    c.n_kv_heads = 2;
-    c.ffn_dim = 4864;
-    c.vocab_size = 151936;
-    c.max_seq_len = 32768;
-    c.tied_embeddings = true;
+    lmlab::Config c = qwen2_05b_config(32768);  // Qwen2.5-0.5B's whole context
     c.sliding_window = window;
     return random_model(c, window ? "qwen2-0.5B-shaped model, window 4096" : "qwen2-0.5B-shaped model, 32768 positions");
 }

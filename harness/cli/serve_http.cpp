@@ -728,6 +728,8 @@ void Server::routes() {
         std::vector<std::string> lengths;
         for (std::size_t i = 0; i < q.get_header_value_count("Content-Length"); ++i)
             lengths.push_back(q.get_header_value("Content-Length", i));
+        const std::optional<std::size_t> parsed = lengths.empty() ? std::nullopt : byte_count(lengths[0]);
+        const std::size_t length = parsed.value_or(0);  // (0: none, or not a number: refused below)
         const bool may_have_body = q.method == "POST" || q.method == "PUT" || q.method == "PATCH" || q.method == "DELETE" ||
                                    q.method == "PRI";  // (cpp-httplib's expect_content)
         if (bytes > kMaxHeaderBytes || lines > kMaxHeaders) {
@@ -741,7 +743,7 @@ void Server::routes() {
                                                 "Content-Length header (at most {} bytes); send the body with its length",
                                                 q.get_header_value("Transfer-Encoding"), kMaxBodyBytes),
                                "invalid_request_error", "", "length_required");
-        } else if (!lengths.empty() && !byte_count(lengths[0])) {
+        } else if (!lengths.empty() && !parsed) {
             refused = ApiError(400, fmt::format("'Content-Length: {}' is not a byte count: a decimal number of bytes (at most {})",
                                                 lengths[0], kMaxBodyBytes),
                                "invalid_request_error", "", "invalid_content_length");
@@ -749,10 +751,10 @@ void Server::routes() {
             refused = ApiError(400, fmt::format("{} Content-Length headers that disagree ({}): send one", lengths.size(),
                                                 fmt::join(lengths, ", ")),
                                "invalid_request_error", "", "invalid_content_length");
-        } else if (!lengths.empty() && *byte_count(lengths[0]) > kMaxBodyBytes) {
+        } else if (length > kMaxBodyBytes) {
             // cpp-httplib 0.11 would read such a body to its end and throw it away before its own 413
             refused = ApiError(413, fmt::format("the request body is {} bytes (its Content-Length); at most {} bytes",
-                                                *byte_count(lengths[0]), kMaxBodyBytes),
+                                                length, kMaxBodyBytes),
                                "invalid_request_error", "", "request_too_large");
         } else if (lengths.empty() && may_have_body) {
             refused = route_error(q.method, q.path, &allow);  // a wrong route says so first
