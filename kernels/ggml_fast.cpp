@@ -85,6 +85,45 @@ float dot_q8_0(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
     return sumf;
 }
 
+// The same sums for R weight rows at once (matvec_fast and matmul_fast), against activations
+// prepared once per row of x (prepare_q8_0: the int8s widened to int16, the scales converted to
+// float). dot_q8_0 above is bound by its one chain of float adds (each add waits for the last, ~4
+// cycles, for 32 products); R rows give R independent chains side by side. The weights are still
+// read one row after another (row r's blocks, then row r + 1's): rows read side by side are a
+// stream the hardware prefetcher does not follow (kernels/fast.cpp, stream_rows). Measured
+// 2026-12-07 (16384 × 256 in L3, best of 100): 7.1 → 11.0 G multiply-adds/s generic x86-64,
+// 7.3 → 13.5 with -march=native; 151936 × 896 from memory: 8.6 → 10.7 and 11.3 → 13.4. Each row's
+// float operations are dot_q8_0's, in its order: every bit the same.
+template <std::size_t R>
+void dot_q8_0_rows(const std::uint8_t* w, std::size_t rb, const std::int16_t* x16, const float* xd, std::size_t nb,
+                   float* y) {
+    constexpr std::size_t kChunk = 64;
+    float sumf[R] = {};
+    for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
+        const std::size_t n = std::min(kChunk, nb - i0);
+        int sumi[R][kChunk];
+        float scale[R][kChunk];
+        for (std::size_t r = 0; r < R; ++r) {
+            std::uint16_t hw[kChunk];
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::uint8_t* wb = w + r * rb + 34 * (i0 + i);
+                const std::int8_t* __restrict a = as_i8(wb + 2);
+                const std::int16_t* __restrict b = x16 + QK * (i0 + i);
+                std::int16_t a16[QK];
+                for (std::size_t j = 0; j < QK; ++j) a16[j] = a[j];
+                int s = 0;
+                for (std::size_t j = 0; j < QK; ++j) s += a16[j] * b[j];
+                sumi[r][i] = s;
+                hw[i] = load_u16(wb);
+            }
+            for (std::size_t i = 0; i < n; ++i) scale[r][i] = detail::fp16_to_fp32_fast(hw[i]) * xd[i0 + i];
+        }
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t r = 0; r < R; ++r) sumf[r] += static_cast<float>(sumi[r][i]) * scale[r][i];
+    }
+    for (std::size_t r = 0; r < R; ++r) y[r] = sumf[r];
+}
+
 // ggml_vec_dot_q5_0_q8_0 and ggml_vec_dot_q5_1_q8_1: per block of 32, each weight is a nibble of qs
 // with its fifth bit from the uint32 qh (bit j for element j), minus 16 for Q5_0; sumi = Σ w·x in
 // int (|sumi| <= 32·31·128 < 2^17). Then, in block order, Q5_0: sumf += (d_w·d_x)·sumi; Q5_1:
@@ -281,6 +320,39 @@ float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* 
         case Type::Q6_K: return dot_q6_k(w, x, nb);
         default: return vec_dot_blocks(type, w, x, nb);
     }
+}
+
+// Q8_0's prepared activations sit after the quantized row in the scratch, 16-byte aligned:
+// [Q8_0 blocks][x as int16: cols][the scales as float: nb]
+std::size_t prepared_offset(Type type, std::size_t cols) {
+    return (row_bytes(type_info(type).vec_dot_type, cols) + 15) / 16 * 16;
+}
+std::size_t prepared_bytes(Type type, std::size_t cols) {
+    return type == Type::Q8_0 ? 2 * cols + 4 * (cols / QK) : 0;
+}
+void prepare_activations(Type type, std::uint8_t* act, std::size_t cols) {
+    if (type != Type::Q8_0) return;
+    auto* x16 = reinterpret_cast<std::int16_t*>(act + prepared_offset(type, cols));
+    auto* xd = reinterpret_cast<float*>(x16 + cols);
+    for (std::size_t i = 0; i < cols / QK; ++i) {
+        const std::uint8_t* xb = act + 34 * i;
+        xd[i] = load_f16(xb);
+        for (std::size_t j = 0; j < QK; ++j) x16[QK * i + j] = as_i8(xb + 2)[j];
+    }
+}
+
+void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
+                   std::size_t cols, float* y) {
+    const std::size_t nb = cols / type_info(type).block_elems;
+    if (type != Type::Q8_0) {
+        for (std::size_t i = 0; i < rows; ++i) y[i] = vec_dot_fast_blocks(type, w + i * rb, act, nb);
+        return;
+    }
+    const auto* x16 = reinterpret_cast<const std::int16_t*>(act + prepared_offset(type, cols));
+    const auto* xd = reinterpret_cast<const float*>(x16 + cols);
+    std::size_t i = 0;
+    for (; i + 4 <= rows; i += 4) dot_q8_0_rows<4>(w + i * rb, rb, x16, xd, nb, y + i);
+    for (; i < rows; ++i) dot_q8_0_rows<1>(w + i * rb, rb, x16, xd, nb, y + i);
 }
 
 }  // namespace detail

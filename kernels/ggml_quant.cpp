@@ -642,10 +642,20 @@ void matvec(Type type, std::span<const std::uint8_t> W, std::span<const float> x
 }
 
 std::size_t matvec_fast_scratch_bytes(Type type, std::size_t cols) {
-    const TypeInfo& t = type_info(type);
     row_bytes(type, cols);  // throws, naming the type, unless cols is whole blocks
-    return is_float_type(type) ? 0 : row_bytes(t.vec_dot_type, cols);
+    if (is_float_type(type)) return 0;
+    const std::size_t prepared = detail::prepared_bytes(type, cols);
+    if (prepared == 0) return row_bytes(type_info(type).vec_dot_type, cols);
+    return (detail::prepared_offset(type, cols) + prepared + 15) / 16 * 16;  // 16: each row's part aligned
 }
+
+namespace {
+// x quantized to the type's activations, then prepared for the fast kernel (ggml_quant.h, detail)
+void fast_activations(const TypeInfo& t, Type type, std::span<const float> x, std::span<std::uint8_t> act) {
+    quantize_activations(t.vec_dot_type, x, act.first(row_bytes(t.vec_dot_type, x.size())));
+    detail::prepare_activations(type, act.data(), x.size());
+}
+}  // namespace
 
 void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const float> x, std::span<std::uint8_t> scratch,
                  std::span<float> y) {
@@ -655,14 +665,15 @@ void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     require(scratch.size() >= need, "ggml::matvec_fast", "scratch too small (matvec_fast_scratch_bytes)");
     const std::size_t rb = cols / t.block_elems * t.block_bytes;
     const bool quantized = !is_float_type(type);
-    if (quantized) quantize_activations(t.vec_dot_type, x, scratch.first(need));  // once per call, for every row
-    const std::size_t nb = cols / t.block_elems;
-    // one row = one call on one thread: the thread count never changes a bit
+    if (quantized) fast_activations(t, type, x, scratch.first(need));  // once per call, for every row
+    // each row computed whole on one thread (rows grouped or not: a row's arithmetic is its own), so
+    // the thread count never changes a bit
     parallel_for(rows, rows * cols >= kParallelMin, [&](std::size_t i0, std::size_t i1) {
-        for (std::size_t i = i0; i < i1; ++i) {
-            const std::uint8_t* w = W.data() + i * rb;
-            y[i] = quantized ? detail::vec_dot_fast_blocks(type, w, scratch.data(), nb) : detail::dot_float(type, w, x.data(), cols);
+        if (quantized) {
+            detail::dot_rows_fast(type, W.data() + i0 * rb, rb, i1 - i0, scratch.data(), cols, y.data() + i0);
+            return;
         }
+        for (std::size_t i = i0; i < i1; ++i) y[i] = detail::dot_float(type, W.data() + i * rb, x.data(), cols);
     });
 }
 
@@ -675,8 +686,8 @@ void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     require(scratch.size() >= T * act, "ggml::matmul_fast", "scratch too small (T * matvec_fast_scratch_bytes)");
     const bool quantized = !is_float_type(type);
     if (quantized)
-        for (std::size_t r = 0; r < T; ++r) quantize_activations(t.vec_dot_type, X.subspan(r * cols, cols), scratch.subspan(r * act, act));
-    const std::size_t rb = cols / t.block_elems * t.block_bytes, nb = cols / t.block_elems;
+        for (std::size_t r = 0; r < T; ++r) fast_activations(t, type, X.subspan(r * cols, cols), scratch.subspan(r * act, act));
+    const std::size_t rb = cols / t.block_elems * t.block_bytes;
     // kRowBlock weight rows (16 rows of 896 Q8_0 values: 15 KB) stay in L1/L2 while the T activation
     // rows pass over them; threads take whole blocks
     constexpr std::size_t kRowBlock = 16;
@@ -684,12 +695,15 @@ void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     parallel_for(nblocks, T * rows * cols >= kParallelMin, [&](std::size_t b0, std::size_t b1) {
         for (std::size_t b = b0; b < b1; ++b) {
             const std::size_t i0 = b * kRowBlock, i1 = std::min(rows, i0 + kRowBlock);
-            for (std::size_t r = 0; r < T; ++r)
-                for (std::size_t i = i0; i < i1; ++i) {
-                    const std::uint8_t* w = W.data() + i * rb;
-                    Y[r * rows + i] = quantized ? detail::vec_dot_fast_blocks(type, w, scratch.data() + r * act, nb)
-                                                : detail::dot_float(type, w, X.data() + r * cols, cols);
+            for (std::size_t r = 0; r < T; ++r) {
+                if (quantized) {
+                    detail::dot_rows_fast(type, W.data() + i0 * rb, rb, i1 - i0, scratch.data() + r * act, cols,
+                                          Y.data() + r * rows + i0);
+                    continue;
                 }
+                for (std::size_t i = i0; i < i1; ++i)
+                    Y[r * rows + i] = detail::dot_float(type, W.data() + i * rb, X.data() + r * cols, cols);
+            }
         }
     });
 }

@@ -213,8 +213,9 @@ inline std::size_t matvec_scratch_floats(std::size_t cols) { return cols; }
 // bits below 6e-5 (F16 subnormals); and the float lanes vectorise without F16 hardware.
 void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const float> x, std::span<std::uint8_t> scratch,
                  std::span<float> y);
-// Bytes of scratch matvec_fast needs for rows of cols elements: row_bytes(vec_dot_type, cols), or 0
-// for F32, F16, BF16. Throws like row_bytes when cols is not a whole number of blocks.
+// Bytes of scratch matvec_fast needs for rows of cols elements: row_bytes(vec_dot_type, cols) and the
+// prepared activations (detail::prepare_activations; Q8_0: a multiple of 16); 0 for F32, F16, BF16. Throws
+// like row_bytes when cols is not a whole number of blocks.
 std::size_t matvec_fast_scratch_bytes(Type type, std::size_t cols);
 
 // ---- Fast paths (kernels/ggml_fast.cpp) -------------------------------------------------------------
@@ -256,6 +257,16 @@ inline float fp16_to_fp32_fast(std::uint16_t h) {
 // no checks, the callers have made them.
 float vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
 float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
+// matvec_fast's activations for one row of x, in its scratch: the row quantized to vec_dot_type, at
+// prepared_offset the same values in the form the fast kernel reads (Q8_0: int16s and float scales,
+// prepared_bytes of them; other types: nothing). prepare_activations fills that part from the first.
+std::size_t prepared_offset(Type type, std::size_t cols);
+std::size_t prepared_bytes(Type type, std::size_t cols);
+void prepare_activations(Type type, std::uint8_t* act, std::size_t cols);
+// y[i] = vec_dot_fast of weight row i (rows rows, rb bytes apart) with the prepared activations act
+// of cols elements, every bit; Q8_0 takes 4 rows at a time (ggml_fast.cpp, dot_q8_0_rows).
+void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
+                   std::size_t cols, float* y);
 // Float weights (F32, F16, BF16; w: n little-endian values) against float x: matvec_fast's rows.
 float dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n);
 }  // namespace detail

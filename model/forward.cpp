@@ -40,7 +40,9 @@ RunState::RunState(const Config& c, std::size_t rows)
       xq(std::max({c.dim, c.n_heads * c.head_dim(), std::max(c.ffn_dim, c.shared_ffn_dim)})),
       xs(xq.size()),
       gg_row(xq.size()),
-      gg_act(rows * (2 * xq.size() + 512)) {  // (an activation block is at most 292 bytes per 256 values: Q8_K)
+      // ggml::matvec_fast_scratch_bytes: at most 3.2 bytes per value (Q8_0's blocks, 34 per 32 values,
+      // then their int16 and float copy, 2 + 4/32), and alignment
+      gg_act(rows * (4 * xq.size() + 512)) {
     if (rows == 0) throw ModelError("RunState: max_rows must be at least 1");
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/ggml_quant.h"
 #include "model/forward.h"
 #include "model/testing/test_model.h"
 
@@ -63,6 +64,25 @@ void expect_prefill_equals_forward(const Config& c, std::size_t pos0) {
 }
 
 }  // namespace
+
+TEST(RunState, GgmlScratchHoldsTheActivationsOfEveryTypeForEveryRow) {
+    // matvec_fast (T = 1) and matmul_fast (T rows) quantize each row of x into gg_act, with the fast
+    // kernels' prepared copy (Q8_0: 3.2 bytes per value); the tiny LLaMA's FFN rows of 1024 once
+    // outgrew it
+    Config c = Config::of(Arch::Llama);
+    c.dim = 256;
+    c.n_heads = 8;
+    c.n_kv_heads = 8;
+    c.ffn_dim = 1024;
+    const std::size_t rows = 3;
+    const RunState s(c, rows);
+    for (std::uint32_t id = 0; id < 64; ++id) {
+        const auto t = ggml::find_type(id);
+        if (!t || !t->is_weight) continue;
+        for (const std::size_t cols : {c.dim, c.ffn_dim})
+            EXPECT_GE(s.gg_act.size(), rows * ggml::matvec_fast_scratch_bytes(t->type, cols)) << t->name << ", rows of " << cols;
+    }
+}
 
 TEST(Prefill, BitIdenticalToTokenByTokenForEveryFamily) {
     ASSERT_EQ(kernel_path(), KernelPath::Fast);

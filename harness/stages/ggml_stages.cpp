@@ -98,7 +98,11 @@ std::vector<StageOutput> stage_ggml_matvec(const Fixture&, const Case& c, const 
         const double err = std::fabs(static_cast<double>(fast[i]) - plain[i]);
         ratio[i] = bound.data[i] > 0 ? static_cast<float>(err / bound.data[i]) : (err == 0 ? 0.0f : INFINITY);
     }
-    return {{"act", "act", std::vector<float>(act.begin(), act.end()), "the activations' blocks, byte for byte", kExact},
+    // the scratch holds the quantized row, then (Q8_0) the same values prepared for the fast kernel
+    // (float weights: no activations, an empty scratch)
+    const auto blocks = std::span<const std::uint8_t>(act).first(
+        act.empty() ? 0 : ggml::row_bytes(ggml::type_info(t).vec_dot_type, cols));
+    return {{"act", "act", std::vector<float>(blocks.begin(), blocks.end()), "the activations' blocks, byte for byte", kExact},
             {"y_fast", "y_fast", fast, "ggml's integer dots and float steps in ggml's order: bit for bit", kExact},
             {"y_plain", "y_plain", plain},
             {"|fast - plain| / bound", "bound", ratio,
