@@ -190,7 +190,9 @@ inline void lane_madd(const std::int8_t* __restrict q, const std::int8_t* __rest
     for (std::size_t l = 0; l < 8; ++l) p[l] = prod[l];
     for (std::size_t k = 8; k < N; k += 8)
         for (std::size_t l = 0; l < 8; ++l) p[l] = static_cast<std::int16_t>(p[l] + prod[k + l]);
-    for (std::size_t l = 0; l < 8; ++l) lanes[l] += sc * p[l];
+    // int16 × int16 into int: SSE2's pmullw / pmulhw pair (a 32-bit multiply, pmulld, is SSE4.1)
+    const auto sc16 = static_cast<std::int16_t>(sc);
+    for (std::size_t l = 0; l < 8; ++l) lanes[l] += static_cast<int>(sc16) * static_cast<int>(p[l]);
 }
 
 // ggml_vec_dot_q4_K_q8_K: 8 float lanes, lane l += (d_w·d_x)·(float)aux[l] per super-block, and
