@@ -695,15 +695,14 @@ void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     parallel_for(nblocks, T * rows * cols >= kParallelMin, [&](std::size_t b0, std::size_t b1) {
         for (std::size_t b = b0; b < b1; ++b) {
             const std::size_t i0 = b * kRowBlock, i1 = std::min(rows, i0 + kRowBlock);
-            for (std::size_t r = 0; r < T; ++r) {
-                if (quantized) {
-                    detail::dot_rows_fast(type, W.data() + i0 * rb, rb, i1 - i0, scratch.data() + r * act, cols,
-                                          Y.data() + r * rows + i0);
-                    continue;
-                }
+            if (quantized) {
+                detail::matmul_rows_fast(type, W.data() + i0 * rb, rb, i1 - i0, scratch.data(), act, T, cols,
+                                         Y.data() + i0, rows);
+                continue;
+            }
+            for (std::size_t r = 0; r < T; ++r)
                 for (std::size_t i = i0; i < i1; ++i)
                     Y[r * rows + i] = detail::dot_float(type, W.data() + i * rb, X.data() + r * cols, cols);
-            }
         }
     });
 }

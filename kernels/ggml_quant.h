@@ -267,6 +267,10 @@ void prepare_activations(Type type, std::uint8_t* act, std::size_t cols);
 // of cols elements, every bit; Q8_0 takes 4 rows at a time (ggml_fast.cpp, dot_q8_0_rows).
 void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                    std::size_t cols, float* y);
+// Y[t][i] = the same for T rows of prepared activations (act_stride bytes apart; y_stride floats
+// between Y's rows): matmul_fast's block of weight rows; Q8_0 widens each weight row once for all T.
+void matmul_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
+                      std::size_t act_stride, std::size_t T, std::size_t cols, float* y, std::size_t y_stride);
 // Float weights (F32, F16, BF16; w: n little-endian values) against float x: matvec_fast's rows.
 float dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n);
 }  // namespace detail

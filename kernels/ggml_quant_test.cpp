@@ -807,7 +807,9 @@ TEST(GgmlFast, VecDotFastIsVecDotBitForBit) {
 TEST(GgmlFast, MatmulRowsAreMatvecFastBitForBit) {
     std::mt19937 rng(12);
     std::normal_distribution<float> nd;
-    const std::size_t rows = 37, cols = 512, T = 5;  // 37: blocks of 16 weight rows and a partial one
+    const std::size_t rows = 37, T = 5;  // 37: blocks of 16 weight rows and a partial one
+    // 2304: 72 blocks of 32, past one chunk of 64 (Q8_0's float chains carried from chunk to chunk)
+    for (const std::size_t cols : {512u, 2304u})
     for (const Type t : kWeightTypes) {
         const Bytes W = random_weights(t, rows, cols, rng);
         std::vector<float> X(T * cols), Y(T * rows), y(rows);
@@ -819,7 +821,7 @@ TEST(GgmlFast, MatmulRowsAreMatvecFastBitForBit) {
             for (std::size_t r = 0; r < T; ++r) {
                 matvec_fast(t, W, std::span<const float>(X).subspan(r * cols, cols), s1, y);
                 EXPECT_EQ(0, std::memcmp(y.data(), Y.data() + r * rows, rows * sizeof(float)))
-                    << type_info(t).name << " row " << r << " threads " << threads;
+                    << type_info(t).name << " cols " << cols << " row " << r << " threads " << threads;
             }
         }
         set_kernel_threads(1);
