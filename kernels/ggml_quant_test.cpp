@@ -701,9 +701,8 @@ TEST(GgmlMatvec, FastWithinTheDerivedBoundOfPlain) {
 }
 
 TEST(GgmlMatvec, F32FastIsKernelsMatvecFastBitForBit) {
-    // the same 8 lanes and pairwise combination as kernels/fast.cpp. Only where the compiler does not
-    // fuse fast.cpp's acc += w·x into a fused multiply-add: with FMA enabled (-march=native) GCC and
-    // clang contract there (fast.cpp has no guard against it; ggml_quant.cpp has)
+    // the same 8 lanes and pairwise combination as kernels/fast.cpp. Only without FMA in the target:
+    // with it (-march=native) fast.cpp fuses its multiply-adds (mul_add), ggml_quant.cpp does not
 #if defined(__FMA__)
     GTEST_SKIP() << "built with FMA: kernels/fast.cpp's multiply-adds are fused, ours are not";
 #endif
