@@ -13,6 +13,7 @@
 // Checked: kernels/ggml_quant_test.cpp runs vec_dot_fast against vec_dot on random blocks (every bit),
 // fp16_to_fp32_fast against fp16_to_fp32 on all 65536 halves, and matmul_fast against matvec_fast.
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 
@@ -94,9 +95,43 @@ float dot_q8_0(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
 // 2026-12-07 (16384 × 256 in L3, best of 100): 7.1 → 11.0 G multiply-adds/s generic x86-64,
 // 7.3 → 13.5 with -march=native; 151936 × 896 from memory: 8.6 → 10.7 and 11.3 → 13.4. Each row's
 // float operations are dot_q8_0's, in its order: every bit the same.
-template <std::size_t R>
-void dot_q8_0_rows(const std::uint8_t* w, std::size_t rb, const std::int16_t* x16, const float* xd, std::size_t nb,
-                   float* y) {
+// Block i of a weight row as int16, for the types whose activations are Q8_0 (ggml_quant.cpp's
+// dequantize_block without the scale): Q8_0 [d f16 | 32 int8], Q5_0 [d f16 | qh 4 | qs 16] (a nibble,
+// its fifth bit from qh, minus 16), Q4_0 [d f16 | qs 16] (a nibble minus 8). Each block starts with
+// its scale d.
+template <Type T>
+constexpr std::size_t kBlockBytes = T == Type::Q8_0 ? 34 : T == Type::Q5_0 ? 22 : 18;
+constexpr auto kBit = [] {  // the fifth bits by masks from a table, not by shifts of qh: a shift by
+    std::array<std::uint32_t, 32> b{};  // each lane's own count has no SSE2 instruction, an AND
+    for (std::size_t j = 0; j < 32; ++j) b[j] = 1u << j;  // and a compare per lane do
+    return b;
+}();
+template <Type T>
+inline void unpack_block(const std::uint8_t* wb, std::int16_t* a16) {
+    if constexpr (T == Type::Q8_0) {
+        for (std::size_t j = 0; j < QK; ++j) a16[j] = as_i8(wb + 2)[j];
+    } else if constexpr (T == Type::Q5_0) {
+        const std::uint32_t qh = load_u32(wb + 2);
+        const std::uint8_t* qs = wb + 6;
+        for (std::size_t j = 0; j < 16; ++j) {
+            const int lo = (qh & kBit[j]) != 0, hi = (qh & kBit[j + 16]) != 0;
+            a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | lo << 4) - 16);
+            a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | hi << 4) - 16);
+        }
+    } else {
+        const std::uint8_t* qs = wb + 2;
+        for (std::size_t j = 0; j < 16; ++j) {
+            a16[j] = static_cast<std::int16_t>((qs[j] & 0x0F) - 8);
+            a16[j + 16] = static_cast<std::int16_t>((qs[j] >> 4) - 8);
+        }
+    }
+}
+
+// Q8_0 (and Q5_0, Q4_0: the same float steps, sumf += (d_w·d_x)·sumi per block) for R weight rows
+// at once:
+template <Type T, std::size_t R>
+void dot_q8_rows(const std::uint8_t* w, std::size_t rb, const std::int16_t* x16, const float* xd, std::size_t nb,
+                 float* y) {
     constexpr std::size_t kChunk = 64;
     float sumf[R] = {};
     for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
@@ -106,11 +141,10 @@ void dot_q8_0_rows(const std::uint8_t* w, std::size_t rb, const std::int16_t* x1
         for (std::size_t r = 0; r < R; ++r) {
             std::uint16_t hw[kChunk];
             for (std::size_t i = 0; i < n; ++i) {
-                const std::uint8_t* wb = w + r * rb + 34 * (i0 + i);
-                const std::int8_t* __restrict a = as_i8(wb + 2);
+                const std::uint8_t* wb = w + r * rb + kBlockBytes<T> * (i0 + i);
                 const std::int16_t* __restrict b = x16 + QK * (i0 + i);
                 std::int16_t a16[QK];
-                for (std::size_t j = 0; j < QK; ++j) a16[j] = a[j];
+                unpack_block<T>(wb, a16);
                 int s = 0;
                 for (std::size_t j = 0; j < QK; ++j) s += a16[j] * b[j];
                 sumi[r][i] = s;
@@ -146,9 +180,10 @@ float dot_q5(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
             const std::uint8_t* qs = wb + kQs;
             const std::int8_t* __restrict b = as_i8(x + kX * (i0 + i) + kXq);
             std::int16_t a16[QK], b16[QK];
-            for (std::size_t j = 0; j < 16; ++j) {
-                a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | (((qh >> j) & 1u) << 4)) - kOffset);
-                a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - kOffset);
+            for (std::size_t j = 0; j < 16; ++j) {  // the fifth bits by kBit's masks (above)
+                const int lo = (qh & kBit[j]) != 0, hi = (qh & kBit[j + 16]) != 0;
+                a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | lo << 4) - kOffset);
+                a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | hi << 4) - kOffset);
             }
             for (std::size_t j = 0; j < QK; ++j) b16[j] = b[j];
             int sum = 0;
@@ -329,11 +364,13 @@ float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* 
 std::size_t prepared_offset(Type type, std::size_t cols) {
     return (row_bytes(type_info(type).vec_dot_type, cols) + 15) / 16 * 16;
 }
+// the types dot_q8_rows takes: their activations are Q8_0
+bool grouped(Type type) { return type == Type::Q8_0 || type == Type::Q5_0 || type == Type::Q4_0; }
 std::size_t prepared_bytes(Type type, std::size_t cols) {
-    return type == Type::Q8_0 ? 2 * cols + 4 * (cols / QK) : 0;
+    return grouped(type) ? 2 * cols + 4 * (cols / QK) : 0;
 }
 void prepare_activations(Type type, std::uint8_t* act, std::size_t cols) {
-    if (type != Type::Q8_0) return;
+    if (!grouped(type)) return;
     auto* x16 = reinterpret_cast<std::int16_t*>(act + prepared_offset(type, cols));
     auto* xd = reinterpret_cast<float*>(x16 + cols);
     for (std::size_t i = 0; i < cols / QK; ++i) {
@@ -346,23 +383,23 @@ void prepare_activations(Type type, std::uint8_t* act, std::size_t cols) {
 namespace {
 // matmul_fast's Q8_0 work on R weight rows (in cache) against T rows of prepared activations. Per
 // chunk of 64 blocks the R weight rows are widened to int16 once (16 KB on the stack), not once per
-// token as in dot_q8_0_rows; per token the integer sums are then int16·int16 on both sides (pmaddwd
+// token as in dot_q8_rows; per token the integer sums are then int16·int16 on both sides (pmaddwd
 // with no widening). Each (weight row, token) keeps dot_q8_0's float chain in block order, carried in
 // y from one chunk to the next: the same bits.
-template <std::size_t R>
-void matmul_q8_0_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* act, std::size_t act_stride,
+template <Type Q, std::size_t R>
+void matmul_q8_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* act, std::size_t act_stride,
                       std::size_t T, std::size_t cols, float* y, std::size_t y_stride) {
     constexpr std::size_t kChunk = 64;
-    const std::size_t nb = cols / QK, off = prepared_offset(Type::Q8_0, cols);
+    const std::size_t nb = cols / QK, off = prepared_offset(Q, cols);
     std::int16_t w16[R][kChunk * QK];
     float wd[R][kChunk];
     for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
         const std::size_t n = std::min(kChunk, nb - i0);
         for (std::size_t r = 0; r < R; ++r)
             for (std::size_t i = 0; i < n; ++i) {
-                const std::uint8_t* wb = w + r * rb + 34 * (i0 + i);
+                const std::uint8_t* wb = w + r * rb + kBlockBytes<Q> * (i0 + i);
                 wd[r][i] = load_f16(wb);
-                for (std::size_t j = 0; j < QK; ++j) w16[r][QK * i + j] = as_i8(wb + 2)[j];
+                unpack_block<Q>(wb, w16[r] + QK * i);
             }
         for (std::size_t t = 0; t < T; ++t) {
             const auto* x16_all = reinterpret_cast<const std::int16_t*>(act + t * act_stride + off);
@@ -388,27 +425,37 @@ void matmul_q8_0_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t*
 
 void matmul_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                       std::size_t act_stride, std::size_t T, std::size_t cols, float* y, std::size_t y_stride) {
-    if (type != Type::Q8_0) {
-        for (std::size_t t = 0; t < T; ++t) dot_rows_fast(type, w, rb, rows, act + t * act_stride, cols, y + t * y_stride);
-        return;
+    const auto run = [&]<Type Q>() {
+        std::size_t i = 0;
+        for (; i + 4 <= rows; i += 4) matmul_q8_rows<Q, 4>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
+        for (; i < rows; ++i) matmul_q8_rows<Q, 1>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
+    };
+    switch (type) {
+        case Type::Q8_0: run.template operator()<Type::Q8_0>(); return;
+        case Type::Q5_0: run.template operator()<Type::Q5_0>(); return;
+        case Type::Q4_0: run.template operator()<Type::Q4_0>(); return;
+        default:
+            for (std::size_t t = 0; t < T; ++t) dot_rows_fast(type, w, rb, rows, act + t * act_stride, cols, y + t * y_stride);
     }
-    std::size_t i = 0;
-    for (; i + 4 <= rows; i += 4) matmul_q8_0_rows<4>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
-    for (; i < rows; ++i) matmul_q8_0_rows<1>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
 }
 
 void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                    std::size_t cols, float* y) {
     const std::size_t nb = cols / type_info(type).block_elems;
-    if (type != Type::Q8_0) {
+    if (!grouped(type)) {
         for (std::size_t i = 0; i < rows; ++i) y[i] = vec_dot_fast_blocks(type, w + i * rb, act, nb);
         return;
     }
     const auto* x16 = reinterpret_cast<const std::int16_t*>(act + prepared_offset(type, cols));
     const auto* xd = reinterpret_cast<const float*>(x16 + cols);
-    std::size_t i = 0;
-    for (; i + 4 <= rows; i += 4) dot_q8_0_rows<4>(w + i * rb, rb, x16, xd, nb, y + i);
-    for (; i < rows; ++i) dot_q8_0_rows<1>(w + i * rb, rb, x16, xd, nb, y + i);
+    const auto run = [&]<Type Q>() {
+        std::size_t i = 0;
+        for (; i + 4 <= rows; i += 4) dot_q8_rows<Q, 4>(w + i * rb, rb, x16, xd, nb, y + i);
+        for (; i < rows; ++i) dot_q8_rows<Q, 1>(w + i * rb, rb, x16, xd, nb, y + i);
+    };
+    if (type == Type::Q8_0) run.template operator()<Type::Q8_0>();
+    else if (type == Type::Q5_0) run.template operator()<Type::Q5_0>();
+    else run.template operator()<Type::Q4_0>();
 }
 
 }  // namespace detail
