@@ -170,8 +170,11 @@ def stream_bandwidth(bench):
 # ---- the table -----------------------------------------------------------------------------------
 
 
-def fmt(v, digits=0):
-    return "" if v is None else f"{v:,.{digits}f}"
+def fmt(v, digits=None):
+    """a rate with 0 decimals, or 1 below 100 (the big models' decode); a ratio with the digits asked"""
+    if v is None:
+        return ""
+    return f"{v:,.{digits if digits is not None else (1 if v < 100 else 0)}f}"
 
 
 def main():
@@ -188,6 +191,7 @@ def main():
                          "convert_hf_to_gguf.py two levels above --llama-cpp)")
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"), help="../shared (tokenizers for --big)")
     ap.add_argument("--big", action="store_true", help="also the GPT-2-124M and Qwen2.5-0.5B shapes (0.5 and 2 GB)")
+    ap.add_argument("--models", default="", help="only these of tiny-llama, gpt2-124m, qwen2.5-0.5b (comma-separated)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--reps", type=int, default=5)
@@ -207,6 +211,8 @@ def main():
     threads = [int(t) for t in args.threads.split(",")]
     types = args.types.split(",")
     models = ["tiny-llama"] + (["gpt2-124m", "qwen2.5-0.5b"] if args.big else [])
+    if args.models:
+        models = args.models.split(",")
 
     rows, samples = [], []
     for name in models:
