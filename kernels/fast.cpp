@@ -4,8 +4,8 @@
 // fixtures (the kernel.*.fast / .tiled stages and kernel.matmul_xwt).
 //
 // One reduction everywhere: every dot product here (a matvec row, a row of matmul_xwt, an
-// attention score) is dot_rows() below, so the same inputs give the same bits in every kernel, in
-// every row position of a block and for any thread count.
+// attention score) is dot_rows() below or its two-token twin dot_rows_2(), so the same inputs give
+// the same bits in every kernel, in every row position of a block and for any T and thread count.
 #include <algorithm>
 #include <cmath>
 #include <limits>

@@ -86,15 +86,6 @@ float dot_q8_0(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
     return sumf;
 }
 
-// The same sums for R weight rows at once (matvec_fast and matmul_fast), against activations
-// prepared once per row of x (prepare_q8_0: the int8s widened to int16, the scales converted to
-// float). dot_q8_0 above is bound by its one chain of float adds (each add waits for the last, ~4
-// cycles, for 32 products); R rows give R independent chains side by side. The weights are still
-// read one row after another (row r's blocks, then row r + 1's): rows read side by side are a
-// stream the hardware prefetcher does not follow (kernels/fast.cpp, stream_rows). Measured
-// 2026-12-07 (16384 × 256 in L3, best of 100): 7.1 → 11.0 G multiply-adds/s generic x86-64,
-// 7.3 → 13.5 with -march=native; 151936 × 896 from memory: 8.6 → 10.7 and 11.3 → 13.4. Each row's
-// float operations are dot_q8_0's, in its order: every bit the same.
 // Block i of a weight row as int16, for the types whose activations are Q8_0 (ggml_quant.cpp's
 // dequantize_block without the scale): Q8_0 [d f16 | 32 int8], Q5_0 [d f16 | qh 4 | qs 16] (a nibble,
 // its fifth bit from qh, minus 16), Q4_0 [d f16 | qs 16] (a nibble minus 8). Each block starts with
@@ -127,8 +118,24 @@ inline void unpack_block(const std::uint8_t* wb, std::int16_t* a16) {
     }
 }
 
-// Q8_0 (and Q5_0, Q4_0: the same float steps, sumf += (d_w·d_x)·sumi per block) for R weight rows
-// at once:
+// A block's float step in ggml's order (ggml_quant.cpp's vec_dot_blocks): Q4_0 (sumi·d_w)·d_x, two
+// roundings; Q8_0 and Q5_0 sumi·(d_w·d_x), where d_w·d_x (two halves) is exact.
+template <Type T>
+inline float block_term(int sumi, float dw, float dx) {
+    if constexpr (T == Type::Q4_0) return (static_cast<float>(sumi) * dw) * dx;
+    else return static_cast<float>(sumi) * (dw * dx);
+}
+
+// The dot products of Q8_0, Q5_0 and Q4_0 for R weight rows at once (matvec_fast, matmul_fast),
+// against activations prepared once per row of x (prepare_activations: the int8s widened to int16,
+// the scales converted to float). dot_q8_0 above is bound by its one chain of float adds (each add
+// waits for the last, ~4 cycles, for 32 products); R rows give R independent chains side by side.
+// The weights are still read one row after another (row r's blocks, then row r + 1's): rows read
+// side by side are a stream the hardware prefetcher does not follow (kernels/fast.cpp,
+// stream_rows). Measured 2026-12-07 for Q8_0 (16384 × 256 in L3, best of 100): 7.1 → 11.0 G
+// multiply-adds/s generic x86-64, 7.3 → 13.5 with -march=native; 151936 × 896 from memory: 8.6 →
+// 10.7 and 11.3 → 13.4. Each row keeps vec_dot's float steps (block_term) in block order: every
+// bit the same.
 template <Type T, std::size_t R>
 void dot_q8_rows(const std::uint8_t* w, std::size_t rb, const std::int16_t* x16, const float* xd, std::size_t nb,
                  float* y) {
@@ -137,7 +144,7 @@ void dot_q8_rows(const std::uint8_t* w, std::size_t rb, const std::int16_t* x16,
     for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
         const std::size_t n = std::min(kChunk, nb - i0);
         int sumi[R][kChunk];
-        float scale[R][kChunk];
+        float dw[R][kChunk];
         for (std::size_t r = 0; r < R; ++r) {
             std::uint16_t hw[kChunk];
             for (std::size_t i = 0; i < n; ++i) {
@@ -150,10 +157,10 @@ void dot_q8_rows(const std::uint8_t* w, std::size_t rb, const std::int16_t* x16,
                 sumi[r][i] = s;
                 hw[i] = load_u16(wb);
             }
-            for (std::size_t i = 0; i < n; ++i) scale[r][i] = detail::fp16_to_fp32_fast(hw[i]) * xd[i0 + i];
+            for (std::size_t i = 0; i < n; ++i) dw[r][i] = detail::fp16_to_fp32_fast(hw[i]);
         }
         for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t r = 0; r < R; ++r) sumf[r] += static_cast<float>(sumi[r][i]) * scale[r][i];
+            for (std::size_t r = 0; r < R; ++r) sumf[r] += block_term<T>(sumi[r][i], dw[r][i], xd[i0 + i]);
     }
     for (std::size_t r = 0; r < R; ++r) y[r] = sumf[r];
 }
@@ -391,6 +398,9 @@ void matmul_q8_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* a
                       std::size_t T, std::size_t cols, float* y, std::size_t y_stride) {
     constexpr std::size_t kChunk = 64;
     const std::size_t nb = cols / QK, off = prepared_offset(Q, cols);
+    if (nb == 0)  // no blocks: the sums are 0, as dot_q8_rows gives
+        for (std::size_t t = 0; t < T; ++t)
+            for (std::size_t r = 0; r < R; ++r) y[t * y_stride + r] = 0.0f;
     std::int16_t w16[R][kChunk * QK];
     float wd[R][kChunk];
     for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
@@ -416,7 +426,7 @@ void matmul_q8_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* a
             float sumf[R];
             for (std::size_t r = 0; r < R; ++r) sumf[r] = i0 == 0 ? 0.0f : y[t * y_stride + r];
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t r = 0; r < R; ++r) sumf[r] += static_cast<float>(sumi[r][i]) * (wd[r][i] * xd[i]);
+                for (std::size_t r = 0; r < R; ++r) sumf[r] += block_term<Q>(sumi[r][i], wd[r][i], xd[i]);
             for (std::size_t r = 0; r < R; ++r) y[t * y_stride + r] = sumf[r];
         }
     }

@@ -12,6 +12,7 @@
 #include <bit>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "kernels/check.h"
@@ -663,6 +664,8 @@ void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     const TypeInfo& t = check_matvec("ggml::matvec_fast", type, W.size(), cols, rows);
     const std::size_t need = matvec_fast_scratch_bytes(type, cols);
     require(scratch.size() >= need, "ggml::matvec_fast", "scratch too small (matvec_fast_scratch_bytes)");
+    require(reinterpret_cast<std::uintptr_t>(scratch.data()) % 4 == 0, "ggml::matvec_fast",
+            "scratch must be 4-byte aligned (it holds int16s and floats)");
     const std::size_t rb = cols / t.block_elems * t.block_bytes;
     const bool quantized = !is_float_type(type);
     if (quantized) fast_activations(t, type, x, scratch.first(need));  // once per call, for every row
@@ -684,6 +687,8 @@ void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     const TypeInfo& t = check_matvec("ggml::matmul_fast", type, W.size(), cols, rows);
     const std::size_t act = matvec_fast_scratch_bytes(type, cols);
     require(scratch.size() >= T * act, "ggml::matmul_fast", "scratch too small (T * matvec_fast_scratch_bytes)");
+    require(reinterpret_cast<std::uintptr_t>(scratch.data()) % 4 == 0, "ggml::matmul_fast",
+            "scratch must be 4-byte aligned (it holds int16s and floats)");
     const bool quantized = !is_float_type(type);
     if (quantized)
         for (std::size_t r = 0; r < T; ++r) fast_activations(t, type, X.subspan(r * cols, cols), scratch.subspan(r * act, act));

@@ -214,7 +214,8 @@ inline std::size_t matvec_scratch_floats(std::size_t cols) { return cols; }
 void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const float> x, std::span<std::uint8_t> scratch,
                  std::span<float> y);
 // Bytes of scratch matvec_fast needs for rows of cols elements: row_bytes(vec_dot_type, cols) and the
-// prepared activations (detail::prepare_activations; Q8_0: a multiple of 16); 0 for F32, F16, BF16. Throws
+// prepared activations (detail::prepare_activations; Q8_0, Q5_0, Q4_0: a multiple of 16); 0 for
+// F32, F16, BF16. The scratch's data must be 4-byte aligned (a std::vector's is). Throws
 // like row_bytes when cols is not a whole number of blocks.
 std::size_t matvec_fast_scratch_bytes(Type type, std::size_t cols);
 
@@ -258,13 +259,14 @@ inline float fp16_to_fp32_fast(std::uint16_t h) {
 float vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
 float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* x, std::size_t nb);
 // matvec_fast's activations for one row of x, in its scratch: the row quantized to vec_dot_type, at
-// prepared_offset the same values in the form the fast kernel reads (Q8_0: int16s and float scales,
-// prepared_bytes of them; other types: nothing). prepare_activations fills that part from the first.
+// prepared_offset the same values in the form the fast kernel reads (Q8_0, Q5_0, Q4_0, whose
+// activations are Q8_0: int16s and float scales, prepared_bytes of them; other types: nothing).
+// prepare_activations fills that part from the first.
 std::size_t prepared_offset(Type type, std::size_t cols);
 std::size_t prepared_bytes(Type type, std::size_t cols);
 void prepare_activations(Type type, std::uint8_t* act, std::size_t cols);
 // y[i] = vec_dot_fast of weight row i (rows rows, rb bytes apart) with the prepared activations act
-// of cols elements, every bit; Q8_0 takes 4 rows at a time (ggml_fast.cpp, dot_q8_0_rows).
+// of cols elements, every bit; Q8_0, Q5_0 and Q4_0 take 4 rows at a time (ggml_fast.cpp, dot_q8_rows).
 void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                    std::size_t cols, float* y);
 // Y[t][i] = the same for T rows of prepared activations (act_stride bytes apart; y_stride floats

@@ -526,6 +526,17 @@ TEST(GgmlVecDot, EachTypeKeepsGgmlsFloatOrder) {
     EXPECT_EQ(bits(vec_dot(Type::Q4_0, q4, a)), bits(q4_order));
     EXPECT_EQ(bits(vec_dot(Type::Q8_0, q8, a)), bits(q8_order));
     EXPECT_EQ(bits(vec_dot(Type::Q5_0, q5, a)), bits(q8_order));
+    // and the fast kernels that take rows in groups (matvec_fast's and matmul_fast's), on the same blocks
+    for (const auto& [t, w] : {std::pair<Type, const Bytes*>{Type::Q4_0, &q4}, {Type::Q8_0, &q8}, {Type::Q5_0, &q5}}) {
+        Bytes act(matvec_fast_scratch_bytes(t, 32));
+        std::copy(a.begin(), a.end(), act.begin());
+        detail::prepare_activations(t, act.data(), 32);
+        float y = 0, ym = 0;
+        detail::dot_rows_fast(t, w->data(), w->size(), 1, act.data(), 32, &y);
+        detail::matmul_rows_fast(t, w->data(), w->size(), 1, act.data(), act.size(), 1, 32, &ym, 1);
+        EXPECT_EQ(bits(y), bits(vec_dot(t, *w, a))) << type_info(t).name;
+        EXPECT_EQ(bits(ym), bits(vec_dot(t, *w, a))) << type_info(t).name;
+    }
     // Q4_1: (d_w·d_x)·sumi + m_w·s_x, the two products added before they meet sumf
     Bytes q41(20);
     put16(q41, 0, 0x3C01);
