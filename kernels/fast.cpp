@@ -72,6 +72,17 @@ inline void add_rows(float (&acc)[R][kLanes], const float* w, std::size_t stride
     if constexpr (R > 3) add_products(acc[3], w + 3 * stride, x);
 }
 
+// The last n - j (< kLanes) elements of R rows (stride apart) into zeroed steps: lane k gets element
+// j + k, the rest stay +0 (+0 products change no sum)
+template <std::size_t R>
+inline void pad_tail(const float* w, std::size_t stride, std::size_t j, std::size_t n, float (&t)[R][kLanes]) {
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t k = 0; j + k < n; ++k) t[r][k] = w[r * stride + j + k];
+}
+inline void pad_tail(const float* x, std::size_t j, std::size_t n, float (&t)[kLanes]) {
+    for (std::size_t k = 0; j + k < n; ++k) t[k] = x[j + k];
+}
+
 // y[r] = Σ_j w[r·stride + j] · x[j] for r < R, each row with the same kLanes-lane reduction whatever
 // R is (rows never mix: the arithmetic of row r does not depend on the others).
 template <std::size_t R>
@@ -80,12 +91,10 @@ void dot_rows(const float* w, std::size_t stride, const float* x, std::size_t n,
     float acc[R][kLanes] = {};
     std::size_t j = 0;
     for (; j + kLanes <= n; j += kLanes) add_rows(acc, w + j, stride, x + j);
-    if (j < n) {  // the last n % kLanes elements, zero-padded to a full step: lane k gets element j + k
-        float wt[R][kLanes] = {}, xt[kLanes] = {};  // (+0 products change no sum)
-        for (std::size_t k = 0; j + k < n; ++k) {
-            xt[k] = x[j + k];
-            for (std::size_t r = 0; r < R; ++r) wt[r][k] = w[r * stride + j + k];
-        }
+    if (j < n) {  // the last n % kLanes elements, zero-padded to a full step (pad_tail)
+        float wt[R][kLanes] = {}, xt[kLanes] = {};
+        pad_tail(w, stride, j, n, wt);
+        pad_tail(x, j, n, xt);
         add_rows(acc, wt[0], kLanes, xt);
     }
     for (std::size_t r = 0; r < R; ++r) y[r] = combine(acc[r]);
@@ -104,11 +113,9 @@ void dot_rows_2(const float* w, std::size_t stride, const float* x0, const float
     }
     if (j < n) {  // as dot_rows: the last n % kLanes elements, zero-padded
         float wt[R][kLanes] = {}, xt0[kLanes] = {}, xt1[kLanes] = {};
-        for (std::size_t k = 0; j + k < n; ++k) {
-            xt0[k] = x0[j + k];
-            xt1[k] = x1[j + k];
-            for (std::size_t r = 0; r < R; ++r) wt[r][k] = w[r * stride + j + k];
-        }
+        pad_tail(w, stride, j, n, wt);
+        pad_tail(x0, j, n, xt0);
+        pad_tail(x1, j, n, xt1);
         add_rows(a0, wt[0], kLanes, xt0);
         add_rows(a1, wt[0], kLanes, xt1);
     }

@@ -97,18 +97,22 @@ constexpr auto kBit = [] {  // the fifth bits by masks from a table, not by shif
     for (std::size_t j = 0; j < 32; ++j) b[j] = 1u << j;  // and a compare per lane do
     return b;
 }();
+// Q5_0 / Q5_1's 32 weights: element j is a nibble of qs (low nibbles first) with its fifth bit, bit j
+// of the uint32 at qh, minus offset (16 for Q5_0, 0 for Q5_1)
+inline void unpack_q5(const std::uint8_t* qh_bytes, const std::uint8_t* qs, int offset, std::int16_t* a16) {
+    const std::uint32_t qh = load_u32(qh_bytes);
+    for (std::size_t j = 0; j < 16; ++j) {
+        const int lo = (qh & kBit[j]) != 0, hi = (qh & kBit[j + 16]) != 0;
+        a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | lo << 4) - offset);
+        a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | hi << 4) - offset);
+    }
+}
 template <Type T>
 inline void unpack_block(const std::uint8_t* wb, std::int16_t* a16) {
     if constexpr (T == Type::Q8_0) {
         for (std::size_t j = 0; j < QK; ++j) a16[j] = as_i8(wb + 2)[j];
     } else if constexpr (T == Type::Q5_0) {
-        const std::uint32_t qh = load_u32(wb + 2);
-        const std::uint8_t* qs = wb + 6;
-        for (std::size_t j = 0; j < 16; ++j) {
-            const int lo = (qh & kBit[j]) != 0, hi = (qh & kBit[j + 16]) != 0;
-            a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | lo << 4) - 16);
-            a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | hi << 4) - 16);
-        }
+        unpack_q5(wb + 2, wb + 6, 16, a16);
     } else {
         const std::uint8_t* qs = wb + 2;
         for (std::size_t j = 0; j < 16; ++j) {
@@ -183,15 +187,9 @@ float dot_q5(const std::uint8_t* w, const std::uint8_t* x, std::size_t nb) {
         int sumi[kChunk];
         for (std::size_t i = 0; i < n; ++i) {
             const std::uint8_t* wb = w + kW * (i0 + i);
-            const std::uint32_t qh = load_u32(wb + kQh);
-            const std::uint8_t* qs = wb + kQs;
             const std::int8_t* __restrict b = as_i8(x + kX * (i0 + i) + kXq);
             std::int16_t a16[QK], b16[QK];
-            for (std::size_t j = 0; j < 16; ++j) {  // the fifth bits by kBit's masks (above)
-                const int lo = (qh & kBit[j]) != 0, hi = (qh & kBit[j + 16]) != 0;
-                a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | lo << 4) - kOffset);
-                a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | hi << 4) - kOffset);
-            }
+            unpack_q5(wb + kQh, wb + kQs, kOffset, a16);
             for (std::size_t j = 0; j < QK; ++j) b16[j] = b[j];
             int sum = 0;
             for (std::size_t j = 0; j < QK; ++j) sum += a16[j] * b16[j];
@@ -398,9 +396,8 @@ void matmul_q8_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* a
                       std::size_t T, std::size_t cols, float* y, std::size_t y_stride) {
     constexpr std::size_t kChunk = 64;
     const std::size_t nb = cols / QK, off = prepared_offset(Q, cols);
-    if (nb == 0)  // no blocks: the sums are 0, as dot_q8_rows gives
-        for (std::size_t t = 0; t < T; ++t)
-            for (std::size_t r = 0; r < R; ++r) y[t * y_stride + r] = 0.0f;
+    for (std::size_t t = 0; t < T; ++t)  // each chain starts at 0 and is carried in y
+        for (std::size_t r = 0; r < R; ++r) y[t * y_stride + r] = 0.0f;
     std::int16_t w16[R][kChunk * QK];
     float wd[R][kChunk];
     for (std::size_t i0 = 0; i0 < nb; i0 += kChunk) {
@@ -424,7 +421,7 @@ void matmul_q8_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* a
                     sumi[r][i] = sum;
                 }
             float sumf[R];
-            for (std::size_t r = 0; r < R; ++r) sumf[r] = i0 == 0 ? 0.0f : y[t * y_stride + r];
+            for (std::size_t r = 0; r < R; ++r) sumf[r] = y[t * y_stride + r];
             for (std::size_t i = 0; i < n; ++i)
                 for (std::size_t r = 0; r < R; ++r) sumf[r] += block_term<Q>(sumi[r][i], wd[r][i], xd[i]);
             for (std::size_t r = 0; r < R; ++r) y[t * y_stride + r] = sumf[r];
@@ -433,20 +430,27 @@ void matmul_q8_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* a
 }
 }  // namespace
 
+namespace {
+// f.template operator()<Q>() for a grouped type Q (Q8_0, Q5_0 or Q4_0, as a template argument)
+template <class F>
+void with_grouped_type(Type type, F&& f) {
+    if (type == Type::Q8_0) f.template operator()<Type::Q8_0>();
+    else if (type == Type::Q5_0) f.template operator()<Type::Q5_0>();
+    else f.template operator()<Type::Q4_0>();
+}
+}  // namespace
+
 void matmul_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                       std::size_t act_stride, std::size_t T, std::size_t cols, float* y, std::size_t y_stride) {
-    const auto run = [&]<Type Q>() {
+    if (!grouped(type)) {
+        for (std::size_t t = 0; t < T; ++t) dot_rows_fast(type, w, rb, rows, act + t * act_stride, cols, y + t * y_stride);
+        return;
+    }
+    with_grouped_type(type, [&]<Type Q>() {
         std::size_t i = 0;
         for (; i + 4 <= rows; i += 4) matmul_q8_rows<Q, 4>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
         for (; i < rows; ++i) matmul_q8_rows<Q, 1>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
-    };
-    switch (type) {
-        case Type::Q8_0: run.template operator()<Type::Q8_0>(); return;
-        case Type::Q5_0: run.template operator()<Type::Q5_0>(); return;
-        case Type::Q4_0: run.template operator()<Type::Q4_0>(); return;
-        default:
-            for (std::size_t t = 0; t < T; ++t) dot_rows_fast(type, w, rb, rows, act + t * act_stride, cols, y + t * y_stride);
-    }
+    });
 }
 
 void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
@@ -458,14 +462,11 @@ void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t
     }
     const auto* x16 = reinterpret_cast<const std::int16_t*>(act + prepared_offset(type, cols));
     const auto* xd = reinterpret_cast<const float*>(x16 + cols);
-    const auto run = [&]<Type Q>() {
+    with_grouped_type(type, [&]<Type Q>() {
         std::size_t i = 0;
         for (; i + 4 <= rows; i += 4) dot_q8_rows<Q, 4>(w + i * rb, rb, x16, xd, nb, y + i);
         for (; i < rows; ++i) dot_q8_rows<Q, 1>(w + i * rb, rb, x16, xd, nb, y + i);
-    };
-    if (type == Type::Q8_0) run.template operator()<Type::Q8_0>();
-    else if (type == Type::Q5_0) run.template operator()<Type::Q5_0>();
-    else run.template operator()<Type::Q4_0>();
+    });
 }
 
 }  // namespace detail
