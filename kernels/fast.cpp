@@ -135,10 +135,6 @@ void dot_block(const float* w, std::size_t stride, const float* x, std::size_t n
     }
 }
 
-// Below this many multiply-adds (~2 µs on one core) a call stays on one thread: waking the team
-// costs ~0.5 µs on an idle machine, far more on a busy one. Either way every output is the same bits.
-constexpr std::size_t kParallelMin = std::size_t{1} << 15;
-
 // Σ p[0..n) in the same lane order as dot_rows (n <= kAttentionTile)
 float sum_lanes(const float* p, std::size_t n) {
     float acc[kLanes] = {};

@@ -10,12 +10,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -128,8 +132,9 @@ TEST(MatvecFast, SameBitsWhateverTheRowsPlaceInItsBlock) {
 }
 
 TEST(MatvecFast, SameBitsForAnyThreadCount) {
-    // large enough for the parallel path (>= 64k multiply-adds), with a remainder block
-    for (const auto& [out, in] : {std::pair<std::size_t, std::size_t>{16384, 256}, {1024, 256}, {1001, 255}, {5, 16384}}) {
+    // large enough for the parallel path (kParallelMin multiply-adds), with a remainder block
+    for (const auto& [out, in] : {std::pair<std::size_t, std::size_t>{16384, 256}, {1024, 256}, {1031, 255}, {5, 65536}}) {
+        ASSERT_GE(out * in, kParallelMin) << out << "x" << in << " would stay on one thread";
         const auto W = randn(out * in, 11), x = randn(in, 12);
         std::vector<float> one(out);
         matvec_fast(W, x, one);
@@ -191,6 +196,7 @@ TEST(MatmulXwt, MatchesPlainMatvecRowByRow) {
 
 TEST(MatmulXwt, SameBitsForAnyThreadCount) {
     const std::size_t T = 128, in = 256, out = 1000;
+    ASSERT_GE(T * out * in, kParallelMin);
     const auto W = randn(out * in, 21), X = randn(T * in, 22);
     std::vector<float> one(T * out), two(T * out);
     matmul_xwt(X, W, one, T, in, out);
@@ -556,6 +562,33 @@ TEST(KernelThreads, DefaultOneAndClamped) {
     EXPECT_EQ(kernel_threads(), 1);
     set_kernel_threads(-3);
     EXPECT_EQ(kernel_threads(), 1);
+}
+
+// The team hands a job over by polling when loops come back to back and by a condition variable
+// after a pause (kernels/threads.cpp): both ways, every iteration runs exactly once, the shares are
+// the ones the thread count fixes, and parallel_for returns only when all of them are done.
+TEST(KernelThreads, EveryIterationOnceWhetherTheTeamPollsOrSleeps) {
+    for (const int n : {2, 3}) {
+        Threads threads(n);
+        std::vector<std::atomic<int>> runs(13);
+        std::vector<std::size_t> begins;
+        std::mutex m;
+        for (int loop = 0; loop < 400; ++loop) {
+            if (loop % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the team sleeps
+            begins.clear();
+            parallel_for(runs.size(), true, [&](std::size_t b, std::size_t e) {
+                for (std::size_t i = b; i < e; ++i) runs[i].fetch_add(1);
+                std::lock_guard<std::mutex> lock(m);
+                begins.push_back(b);
+            });
+            for (std::size_t i = 0; i < runs.size(); ++i)
+                ASSERT_EQ(runs[i].load(), loop + 1) << "iteration " << i << ", loop " << loop << ", " << n << " threads";
+            std::sort(begins.begin(), begins.end());
+            std::vector<std::size_t> want;
+            for (int t = 0; t < n; ++t) want.push_back(runs.size() * static_cast<std::size_t>(t) / static_cast<std::size_t>(n));
+            ASSERT_EQ(begins, want) << "loop " << loop << ", " << n << " threads";
+        }
+    }
 }
 
 }  // namespace lmlab

@@ -468,9 +468,6 @@ float detail::vec_dot_blocks(Type type, const std::uint8_t* w, const std::uint8_
 
 namespace {
 
-// Below this many multiply-adds a call stays on one thread (as kernels/fast.cpp)
-constexpr std::size_t kParallelMin = std::size_t{1} << 15;
-
 // The checks matvec and matvec_fast share: a weight type, whole blocks, W of rows × row bytes
 const TypeInfo& check_matvec(const char* kernel, Type type, std::size_t W_bytes, std::size_t cols, std::size_t rows) {
     const TypeInfo* t = lookup(static_cast<std::uint32_t>(type));

@@ -735,7 +735,8 @@ TEST(GgmlMatvec, F32FastIsKernelsMatvecFastBitForBit) {
 TEST(GgmlMatvec, ThreadCountNeverChangesABit) {
     std::mt19937 rng(9);
     std::normal_distribution<float> nd;
-    const std::size_t rows = 67, cols = 1024;  // 67·1024 multiply-adds: past the parallel threshold
+    const std::size_t rows = 67, cols = 4096;  // 67·4096 multiply-adds: past the parallel threshold
+    ASSERT_GE(rows * cols, kParallelMin);
     std::vector<float> x(cols);
     for (float& v : x) v = nd(rng);
     for (const Type t : kWeightTypes) {
@@ -818,7 +819,9 @@ TEST(GgmlFast, MatmulRowsAreMatvecFastBitForBit) {
     std::mt19937 rng(12);
     std::normal_distribution<float> nd;
     const std::size_t rows = 37, T = 5;  // 37: blocks of 16 weight rows and a partial one
-    // 2304: 72 blocks of 32, past one chunk of 64 (Q8_0's float chains carried from chunk to chunk)
+    // 2304: 72 blocks of 32, past one chunk of 64 (Q8_0's float chains carried from chunk to chunk),
+    // and past the parallel threshold (512 stays on one thread)
+    ASSERT_GE(T * rows * 2304, kParallelMin);
     for (const std::size_t cols : {512u, 2304u})
     for (const Type t : kWeightTypes) {
         const Bytes W = random_weights(t, rows, cols, rng);

@@ -1,5 +1,7 @@
 #include "kernels/threads.h"
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -11,8 +13,29 @@ namespace lmlab {
 
 namespace {
 
+// How long a thread waits by polling before it sleeps on a condition variable: a worker for the
+// next job, the caller for the workers to finish. Waking a sleeping thread costs ~35 µs per loop on
+// this VM (a futex wake, then the idle virtual CPU's wake-up), more than many of decode's matrix
+// products take; a thread that polls picks a job up in about a microsecond, and decode's loops come
+// back to back. Polling yields the CPU at every check (std::this_thread::yield), so on a busy
+// machine the thread that has work runs instead of the poller, and after kPoll the poller sleeps:
+// never OpenMP's spinning for a whole time slice (docs/performance.md, Threads).
+constexpr auto kPoll = std::chrono::microseconds(20);
+
+// Polls until done() or kPoll has passed; true when done() held
+template <class Done>
+bool poll(Done&& done) {
+    const auto until = std::chrono::steady_clock::now() + kPoll;
+    for (;;) {
+        if (done()) return true;
+        if (std::chrono::steady_clock::now() >= until) return false;
+        std::this_thread::yield();
+    }
+}
+
 // The team: workers 1 .. n-1 (the caller is thread 0). A job is published under the mutex with a
 // new generation number; each worker runs its share, and the last one to finish wakes the caller.
+// Both waits poll first (poll, above), then sleep.
 class Team {
 public:
     explicit Team(int n) : n_(n) {
@@ -21,7 +44,7 @@ public:
     ~Team() {
         {
             std::lock_guard<std::mutex> lock(m_);
-            stop_ = true;
+            stop_.store(true);
         }
         start_.notify_all();
         for (std::thread& t : workers_) t.join();
@@ -32,13 +55,14 @@ public:
         {
             std::lock_guard<std::mutex> lock(m_);
             fn_ = fn, ctx_ = ctx, count_ = n;
-            pending_ = n_ - 1;
-            ++generation_;
+            pending_.store(n_ - 1);
+            generation_.fetch_add(1);  // under the mutex: a worker about to sleep cannot miss it
         }
         start_.notify_all();
         share(0, n, fn, ctx);  // the caller's own share while the workers run theirs
+        if (poll([this] { return pending_.load() == 0; })) return;
         std::unique_lock<std::mutex> lock(m_);
-        done_.wait(lock, [this] { return pending_ == 0; });
+        done_.wait(lock, [this] { return pending_.load() == 0; });
     }
 
 private:
@@ -52,20 +76,26 @@ private:
     void work(int w) {
         std::uint64_t seen = 0;
         for (;;) {
+            const auto ready = [&] { return stop_.load() || generation_.load() != seen; };
             detail::ShareFn fn;
             void* ctx;
             std::size_t n;
             {
                 std::unique_lock<std::mutex> lock(m_);
-                start_.wait(lock, [&] { return stop_ || generation_ != seen; });  // asleep: no spinning
-                if (stop_) return;
-                seen = generation_;
+                if (!ready()) {
+                    lock.unlock();
+                    poll(ready);
+                    lock.lock();
+                    start_.wait(lock, ready);  // asleep after kPoll: no spinning
+                }
+                if (stop_.load()) return;
+                seen = generation_.load();
                 fn = fn_, ctx = ctx_, n = count_;
             }
             share(w, n, fn, ctx);
-            {
-                std::lock_guard<std::mutex> lock(m_);
-                if (--pending_ == 0) done_.notify_one();
+            if (pending_.fetch_sub(1) == 1) {
+                std::lock_guard<std::mutex> lock(m_);  // the caller checks pending_ under it before sleeping
+                done_.notify_one();
             }
         }
     }
@@ -74,10 +104,10 @@ private:
     std::vector<std::thread> workers_;
     std::mutex m_;
     std::condition_variable start_, done_;
-    bool stop_ = false;
-    std::uint64_t generation_ = 0;
-    int pending_ = 0;
-    detail::ShareFn fn_ = nullptr;
+    std::atomic<bool> stop_{false};
+    std::atomic<std::uint64_t> generation_{0};
+    std::atomic<int> pending_{0};
+    detail::ShareFn fn_ = nullptr;  // written under m_ before generation_ changes, read under m_
     void* ctx_ = nullptr;
     std::size_t count_ = 0;
 };

@@ -1,13 +1,16 @@
-// Threads for the fast kernels: a fixed team of workers that sleep between parallel loops.
+// Threads for the fast kernels: a fixed team of workers that poll briefly, then sleep, between
+// parallel loops.
 //
 // Why not OpenMP: libgomp's workers spin at every barrier before they sleep (GOMP_SPINCOUNT, about
 // 0.3 ms). When another process holds one of two cores, the spinning worker burns its time slice
 // while the thread it waits for cannot run, and every loop costs a scheduler slice: `--threads 2`
 // ran stories260K at 17.6 tok/s against one thread's 4,561 while a busy loop held a core. The wait
 // policy can only be changed by an environment variable read when the library loads
-// (OMP_WAIT_POLICY=passive: 1,722 tok/s in the same test), so the team is ours: its workers wait
-// on a condition variable and never spin, which costs a few microseconds per loop on an idle
-// machine and nothing catastrophic on a busy one (docs/performance.md, Threads).
+// (OMP_WAIT_POLICY=passive: 1,722 tok/s in the same test), so the team is ours. Its threads poll
+// for at most 100 µs, yielding the CPU at every check, and then sleep on a condition variable
+// (threads.cpp, kPoll): a loop costs ~2 µs when loops come back to back, against ~35 µs for waking
+// a sleeping thread on this VM, and a busy machine costs a little, not a collapse
+// (docs/performance.md, Threads).
 //
 // Determinism: parallel_for hands each thread one contiguous share of the iterations, fixed by the
 // thread count alone (OpenMP's schedule(static)), and every kernel computes each output inside one
@@ -19,6 +22,16 @@
 #include <cstddef>
 
 namespace lmlab {
+
+// Below this many multiply-adds a matrix product stays on one thread (kernels/fast.cpp,
+// ggml_quant.cpp). Waking the sleeping team and joining it costs a few microseconds on an idle
+// machine (more on a busy one), so a product must take tens of microseconds before two threads
+// pay: 2^18 is ~25 µs of F32 on one core here. Measured 2026-12-07, tiny LLaMA decode with 2
+// threads (its matrices: 2^16 multiply-adds in attention, 2^18 in the feed-forward, 2^22 the
+// classifier): at 2^15, F32 ~640 and Q8_0 ~760 tok/s, slower than one thread's ~1,000 and ~1,450;
+// at 2^18, ~915 and ~1,095 (docs/performance.md, Threads). The thread tests assert that their
+// products reach this number, so they keep running threads.
+inline constexpr std::size_t kParallelMin = std::size_t{1} << 18;
 
 // The number of threads the fast kernels use (the caller plus n - 1 workers). Default 1: no workers.
 void set_kernel_threads(int n);
