@@ -119,7 +119,8 @@ BENCHMARK(BM_matmul_xwt)->ArgNames({"T", "out", "in", "batched", "threads"})->Ar
 
 // A GGUF weight type's matvec_fast (activations quantized to Q8_0 / Q8_K once per call, then ggml's
 // integer dot products per row: kernels/ggml_fast.cpp) at the tiny LLaMA's shapes and a larger
-// one; arg "type" is the ggml id (1 F16, 8 Q8_0, 12 Q4_K, 14 Q6_K); bytes = the quantized matrix
+// one; arg "type" is the ggml id (1 F16, 2 Q4_0, 6 Q5_0, 7 Q5_1, 8 Q8_0, 12 Q4_K, 14 Q6_K); bytes =
+// the quantized matrix
 void BM_ggml_matvec(benchmark::State& state) {
     const auto type = static_cast<lmlab::ggml::Type>(state.range(0));
     const auto out = static_cast<std::size_t>(state.range(1)), in = static_cast<std::size_t>(state.range(2));
@@ -137,8 +138,8 @@ void BM_ggml_matvec(benchmark::State& state) {
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * out * in));
     state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * W.size()));
 }
-BENCHMARK(BM_ggml_matvec)->ArgNames({"type", "out", "in"})->ArgsProduct({{1, 8, 12, 14}, {1024}, {256}})
-    ->ArgsProduct({{1, 8, 12, 14}, {16384}, {256}})->ArgsProduct({{8, 12}, {4096}, {1024}});
+BENCHMARK(BM_ggml_matvec)->ArgNames({"type", "out", "in"})->ArgsProduct({{1, 2, 6, 7, 8, 12, 14}, {1024}, {256}})
+    ->ArgsProduct({{1, 2, 6, 7, 8, 12, 14}, {16384}, {256}})->ArgsProduct({{8, 12}, {4096}, {1024}});
 
 void BM_softmax(benchmark::State& state) {
     const auto n = static_cast<std::size_t>(state.range(0));

@@ -98,14 +98,27 @@ constexpr auto kBit = [] {  // the fifth bits by masks from a table, not by shif
     return b;
 }();
 // Q5_0 / Q5_1's 32 weights: element j is a nibble of qs (low nibbles first) with its fifth bit, bit j
-// of the uint32 at qh, minus offset (16 for Q5_0, 0 for Q5_1)
+// of the uint32 at qh, minus offset (16 for Q5_0, 0 for Q5_1). The same integers written two ways,
+// because GCC 12 vectorises each well for one target only (tiny LLaMA shape, 16384 × 256 Q5_0, a
+// microbenchmark of dot_q8_rows<Q5_0, 4>, 2026-12-07, G multiply-adds/s):
+// - 16 steps, a low and a high weight each: generic x86-64 4.3, -march=native 1.7 (its 16-byte
+//   stores of a16 are read back as 32-byte vectors by the dot, which stalls the loads);
+// - 32 steps, one weight each (the nibble chosen by j < 16): generic 1.2, -march=native 6.3 (one
+//   32-lane loop, masks for the choice).
 inline void unpack_q5(const std::uint8_t* qh_bytes, const std::uint8_t* qs, int offset, std::int16_t* a16) {
     const std::uint32_t qh = load_u32(qh_bytes);
+#if defined(__AVX2__)
+    for (std::size_t j = 0; j < 32; ++j) {
+        const int nibble = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+        a16[j] = static_cast<std::int16_t>((nibble | ((qh & kBit[j]) != 0) << 4) - offset);
+    }
+#else
     for (std::size_t j = 0; j < 16; ++j) {
         const int lo = (qh & kBit[j]) != 0, hi = (qh & kBit[j + 16]) != 0;
         a16[j] = static_cast<std::int16_t>(((qs[j] & 0x0F) | lo << 4) - offset);
         a16[j + 16] = static_cast<std::int16_t>(((qs[j] >> 4) | hi << 4) - offset);
     }
+#endif
 }
 template <Type T>
 inline void unpack_block(const std::uint8_t* wb, std::int16_t* a16) {
