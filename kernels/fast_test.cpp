@@ -565,28 +565,36 @@ TEST(KernelThreads, DefaultOneAndClamped) {
 }
 
 // The team hands a job over by polling when loops come back to back and by a condition variable
-// after a pause (kernels/threads.cpp): both ways, every iteration runs exactly once, the shares are
-// the ones the thread count fixes, and parallel_for returns only when all of them are done.
+// after a pause, and the caller runs the shares no worker has started (kernels/threads.cpp). Every
+// way, each iteration runs exactly once, the shares are the ones the thread count fixes, and
+// parallel_for returns only when all of them are done. The loop count changes from job to job, so
+// a thread that ran a share with an older job's count would be caught; a slow share now and then
+// makes the caller sleep while it waits.
 TEST(KernelThreads, EveryIterationOnceWhetherTheTeamPollsOrSleeps) {
     for (const int n : {2, 3}) {
         Threads threads(n);
-        std::vector<std::atomic<int>> runs(13);
+        std::vector<std::atomic<int>> runs(17);
+        std::vector<int> want(runs.size(), 0);
         std::vector<std::size_t> begins;
         std::mutex m;
         for (int loop = 0; loop < 400; ++loop) {
             if (loop % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // the team sleeps
+            const std::size_t count = 13 + static_cast<std::size_t>(loop % 5);
+            const bool slow = loop % 50 == 25;
             begins.clear();
-            parallel_for(runs.size(), true, [&](std::size_t b, std::size_t e) {
+            parallel_for(count, true, [&](std::size_t b, std::size_t e) {
+                if (slow && b != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
                 for (std::size_t i = b; i < e; ++i) runs[i].fetch_add(1);
                 std::lock_guard<std::mutex> lock(m);
                 begins.push_back(b);
             });
+            for (std::size_t i = 0; i < count; ++i) ++want[i];
             for (std::size_t i = 0; i < runs.size(); ++i)
-                ASSERT_EQ(runs[i].load(), loop + 1) << "iteration " << i << ", loop " << loop << ", " << n << " threads";
+                ASSERT_EQ(runs[i].load(), want[i]) << "iteration " << i << ", loop " << loop << ", " << n << " threads";
             std::sort(begins.begin(), begins.end());
-            std::vector<std::size_t> want;
-            for (int t = 0; t < n; ++t) want.push_back(runs.size() * static_cast<std::size_t>(t) / static_cast<std::size_t>(n));
-            ASSERT_EQ(begins, want) << "loop " << loop << ", " << n << " threads";
+            std::vector<std::size_t> shares;
+            for (int t = 0; t < n; ++t) shares.push_back(count * static_cast<std::size_t>(t) / static_cast<std::size_t>(n));
+            ASSERT_EQ(begins, shares) << "loop " << loop << ", " << n << " threads";
         }
     }
 }

@@ -9,7 +9,8 @@
 // (OMP_WAIT_POLICY=passive: 1,722 tok/s in the same test), so the team is ours. Its threads poll
 // for at most 100 µs, yielding the CPU at every check, and then sleep on a condition variable
 // (threads.cpp, kPoll): a loop costs ~2 µs when loops come back to back, against ~35 µs for waking
-// a sleeping thread on this VM, and a busy machine costs a little, not a collapse
+// a sleeping thread on this VM. And the caller, once done with its own share, runs the shares no
+// worker has started, so a worker the machine does not schedule delays nothing
 // (docs/performance.md, Threads).
 //
 // Determinism: parallel_for hands each thread one contiguous share of the iterations, fixed by the
@@ -24,13 +25,14 @@
 namespace lmlab {
 
 // Below this many multiply-adds a matrix product stays on one thread (kernels/fast.cpp,
-// ggml_quant.cpp). Waking the sleeping team and joining it costs a few microseconds on an idle
-// machine (more on a busy one), so a product must take tens of microseconds before two threads
-// pay: 2^18 is ~25 µs of F32 on one core here. Measured 2026-12-07, tiny LLaMA decode with 2
-// threads (its matrices: 2^16 multiply-adds in attention, 2^18 in the feed-forward, 2^22 the
-// classifier): at 2^15, F32 ~640 and Q8_0 ~760 tok/s, slower than one thread's ~1,000 and ~1,450;
-// at 2^18, ~915 and ~1,095 (docs/performance.md, Threads). The thread tests assert that their
-// products reach this number, so they keep running threads.
+// ggml_quant.cpp). 2^18 is ~25 µs of F32 on one core here. A product that short gains little from
+// a second thread, and every parallel loop is a hand-over that can go wrong on a busy machine.
+// Measured 2026-12-07 with the team of that time (workers that slept at once, ~35 µs to wake),
+// tiny LLaMA decode with 2 threads (its matrices: 2^16 multiply-adds in attention, 2^18 in the
+// feed-forward, 2^22 the classifier): at 2^15, F32 ~640 and Q8_0 ~760 tok/s; at 2^18, ~915 and
+// ~1,095; one thread ~1,000 and ~1,450. The team now polls first (threads.cpp), and 2 threads beat
+// one at 2^18 (docs/performance.md, Threads). The thread tests assert that their products reach
+// this number, so they keep running threads.
 inline constexpr std::size_t kParallelMin = std::size_t{1} << 18;
 
 // The number of threads the fast kernels use (the caller plus n - 1 workers). Default 1: no workers.
