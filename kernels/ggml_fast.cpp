@@ -383,8 +383,20 @@ float vec_dot_fast_blocks(Type type, const std::uint8_t* w, const std::uint8_t* 
 std::size_t prepared_offset(Type type, std::size_t cols) {
     return (row_bytes(type_info(type).vec_dot_type, cols) + 15) / 16 * 16;
 }
-// the types dot_q8_rows takes: their activations are Q8_0
-bool grouped(Type type) { return type == Type::Q8_0 || type == Type::Q5_0 || type == Type::Q4_0; }
+namespace {
+// The types dot_q8_rows and matmul_q8_rows take (their activations are Q8_0), listed once here:
+// f.template operator()<Q>() with the type as a template argument, and true; false for any other.
+template <class F>
+bool with_grouped_type(Type type, F&& f) {
+    switch (type) {
+        case Type::Q8_0: f.template operator()<Type::Q8_0>(); return true;
+        case Type::Q5_0: f.template operator()<Type::Q5_0>(); return true;
+        case Type::Q4_0: f.template operator()<Type::Q4_0>(); return true;
+        default: return false;
+    }
+}
+}  // namespace
+bool grouped(Type type) { return with_grouped_type(type, []<Type>() {}); }
 std::size_t prepared_bytes(Type type, std::size_t cols) {
     return grouped(type) ? 2 * cols + 4 * (cols / QK) : 0;
 }
@@ -444,43 +456,29 @@ void matmul_q8_rows(const std::uint8_t* w, std::size_t rb, const std::uint8_t* a
 }
 }  // namespace
 
-namespace {
-// f.template operator()<Q>() for a grouped type Q (Q8_0, Q5_0 or Q4_0, as a template argument)
-template <class F>
-void with_grouped_type(Type type, F&& f) {
-    if (type == Type::Q8_0) f.template operator()<Type::Q8_0>();
-    else if (type == Type::Q5_0) f.template operator()<Type::Q5_0>();
-    else f.template operator()<Type::Q4_0>();
-}
-}  // namespace
-
 void matmul_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                       std::size_t act_stride, std::size_t T, std::size_t cols, float* y, std::size_t y_stride) {
-    if (!grouped(type)) {
-        for (std::size_t t = 0; t < T; ++t) dot_rows_fast(type, w, rb, rows, act + t * act_stride, cols, y + t * y_stride);
-        return;
-    }
-    with_grouped_type(type, [&]<Type Q>() {
+    const bool done = with_grouped_type(type, [&]<Type Q>() {
         std::size_t i = 0;
         for (; i + 4 <= rows; i += 4) matmul_q8_rows<Q, 4>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
         for (; i < rows; ++i) matmul_q8_rows<Q, 1>(w + i * rb, rb, act, act_stride, T, cols, y + i, y_stride);
     });
+    if (!done)
+        for (std::size_t t = 0; t < T; ++t) dot_rows_fast(type, w, rb, rows, act + t * act_stride, cols, y + t * y_stride);
 }
 
 void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                    std::size_t cols, float* y) {
     const std::size_t nb = cols / type_info(type).block_elems;
-    if (!grouped(type)) {
-        for (std::size_t i = 0; i < rows; ++i) y[i] = vec_dot_fast_blocks(type, w + i * rb, act, nb);
-        return;
-    }
-    const auto* x16 = reinterpret_cast<const std::int16_t*>(act + prepared_offset(type, cols));
-    const auto* xd = reinterpret_cast<const float*>(x16 + cols);
-    with_grouped_type(type, [&]<Type Q>() {
+    const bool done = with_grouped_type(type, [&]<Type Q>() {
+        const auto* x16 = reinterpret_cast<const std::int16_t*>(act + prepared_offset(Q, cols));
+        const auto* xd = reinterpret_cast<const float*>(x16 + cols);
         std::size_t i = 0;
         for (; i + 4 <= rows; i += 4) dot_q8_rows<Q, 4>(w + i * rb, rb, x16, xd, nb, y + i);
         for (; i < rows; ++i) dot_q8_rows<Q, 1>(w + i * rb, rb, x16, xd, nb, y + i);
     });
+    if (!done)
+        for (std::size_t i = 0; i < rows; ++i) y[i] = vec_dot_fast_blocks(type, w + i * rb, act, nb);
 }
 
 }  // namespace detail

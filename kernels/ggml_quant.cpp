@@ -484,6 +484,13 @@ const TypeInfo& check_matvec(const char* kernel, Type type, std::size_t W_bytes,
     return *t;
 }
 
+// The scratch checks matvec_fast and matmul_fast share: at least need bytes, 4-byte aligned
+void check_scratch(const char* kernel, std::span<std::uint8_t> scratch, std::size_t need, const char* too_small) {
+    require(scratch.size() >= need, kernel, too_small);
+    require(reinterpret_cast<std::uintptr_t>(scratch.data()) % 4 == 0, kernel,
+            "scratch must be 4-byte aligned (it holds int16s and floats)");
+}
+
 }  // namespace
 
 // ---- the table ---------------------------------------------------------------------------------------
@@ -660,9 +667,7 @@ void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     const std::size_t cols = x.size(), rows = y.size();
     const TypeInfo& t = check_matvec("ggml::matvec_fast", type, W.size(), cols, rows);
     const std::size_t need = matvec_fast_scratch_bytes(type, cols);
-    require(scratch.size() >= need, "ggml::matvec_fast", "scratch too small (matvec_fast_scratch_bytes)");
-    require(reinterpret_cast<std::uintptr_t>(scratch.data()) % 4 == 0, "ggml::matvec_fast",
-            "scratch must be 4-byte aligned (it holds int16s and floats)");
+    check_scratch("ggml::matvec_fast", scratch, need, "scratch too small (matvec_fast_scratch_bytes)");
     const std::size_t rb = cols / t.block_elems * t.block_bytes;
     const bool quantized = !is_float_type(type);
     if (quantized) fast_activations(t, type, x, scratch.first(need));  // once per call, for every row
@@ -683,9 +688,7 @@ void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
     const std::size_t cols = X.size() / T, rows = Y.size() / T;
     const TypeInfo& t = check_matvec("ggml::matmul_fast", type, W.size(), cols, rows);
     const std::size_t act = matvec_fast_scratch_bytes(type, cols);
-    require(scratch.size() >= T * act, "ggml::matmul_fast", "scratch too small (T * matvec_fast_scratch_bytes)");
-    require(reinterpret_cast<std::uintptr_t>(scratch.data()) % 4 == 0, "ggml::matmul_fast",
-            "scratch must be 4-byte aligned (it holds int16s and floats)");
+    check_scratch("ggml::matmul_fast", scratch, T * act, "scratch too small (T * matvec_fast_scratch_bytes)");
     const bool quantized = !is_float_type(type);
     if (quantized)
         for (std::size_t r = 0; r < T; ++r) fast_activations(t, type, X.subspan(r * cols, cols), scratch.subspan(r * act, act));
