@@ -295,8 +295,14 @@ TEST_F(FixtureFiles, StaleManifestIsRefused) {
         EXPECT_NE(std::string(e.what()).find("differs from the manifest"), std::string::npos) << e.what();
     }
 
+    // lmlab check --stage: only the files the stages read are hashed; the others must still exist
+    const std::set<std::string> other = {"kernel/other.h5"}, this_one = {"kernel/matvec.h5"};
+    EXPECT_NO_THROW(check_manifest(dir_.string(), scripts.string(), false, &other));
+    EXPECT_THROW(check_manifest(dir_.string(), scripts.string(), false, &this_one), HarnessError);
+
     fs::remove(fixture);
     EXPECT_THROW(check_manifest(dir_.string(), scripts.string()), HarnessError);
+    EXPECT_THROW(check_manifest(dir_.string(), scripts.string(), false, &other), HarnessError);
 }
 
 }  // namespace lmlab

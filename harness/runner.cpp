@@ -227,12 +227,8 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
     return r;
 }
 
-std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const StageResult&)) {
-    const StageEnv env{opt.golden_dir, opt.shared_dir};
-    StageEnv checked = env;
-    checked.exporter_sha256 = opt.exporter_sha256;
-    std::vector<StageResult> results;
-    std::vector<std::string> failed_gates;  // gates (stage_provides) of stages that failed or did not run
+std::vector<const Stage*> selected_stages(const RunOptions& opt) {
+    std::vector<const Stage*> out;
     for (const std::string& level : levels()) {
         if (!opt.level.empty() && opt.level != level) continue;
         for (const Stage& s : stages()) {
@@ -240,27 +236,50 @@ std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const
             if (std::any_of(opt.except_globs.begin(), opt.except_globs.end(),
                             [&](const std::string& g) { return fnmatch(g.c_str(), s.id, 0) == 0; }))
                 continue;
-            std::string blocked_by;  // a required gate that failed
-            for (const std::string& req : stage_requires(s))
-                if (blocked_by.empty() && std::find(failed_gates.begin(), failed_gates.end(), req) != failed_gates.end())
-                    blocked_by = req;
-            StageResult r;
-            if (!blocked_by.empty() && !opt.keep_going) {
-                r.id = s.id;
-                r.level = s.level;
-                r.fixture = s.fixture;
-                r.tol = s.tol;
-                r.tol_why = s.tol_why;
-                r.status = "not_run";
-                r.reason = "'" + blocked_by + "' failed (a stage this one needs); fix it first (or pass --keep-going)";
-            } else {
-                r = run_stage(s, checked);
-            }
-            if (r.status == "fail" || r.status == "error" || r.status == "not_run")
-                for (const std::string& g : stage_provides(s)) failed_gates.push_back(g);
-            if (on_done) on_done(r);
-            results.push_back(std::move(r));
+            out.push_back(&s);
         }
+    }
+    return out;
+}
+
+std::set<std::string> golden_files_read(const std::vector<const Stage*>& stages) {
+    std::set<std::string> out;
+    for (const Stage* s : stages) {
+        out.insert(s->fixture);
+        const std::string model = std::string(s->model).substr(0, std::string(s->model).find('#'));
+        if (!model.empty() && !is_shared_path(model)) out.insert(model);
+    }
+    return out;
+}
+
+std::vector<StageResult> run_stages(const RunOptions& opt, void (*on_done)(const StageResult&)) {
+    const StageEnv env{opt.golden_dir, opt.shared_dir};
+    StageEnv checked = env;
+    checked.exporter_sha256 = opt.exporter_sha256;
+    std::vector<StageResult> results;
+    std::vector<std::string> failed_gates;  // gates (stage_provides) of stages that failed or did not run
+    for (const Stage* stage : selected_stages(opt)) {
+        const Stage& s = *stage;
+        std::string blocked_by;  // a required gate that failed
+        for (const std::string& req : stage_requires(s))
+            if (blocked_by.empty() && std::find(failed_gates.begin(), failed_gates.end(), req) != failed_gates.end())
+                blocked_by = req;
+        StageResult r;
+        if (!blocked_by.empty() && !opt.keep_going) {
+            r.id = s.id;
+            r.level = s.level;
+            r.fixture = s.fixture;
+            r.tol = s.tol;
+            r.tol_why = s.tol_why;
+            r.status = "not_run";
+            r.reason = "'" + blocked_by + "' failed (a stage this one needs); fix it first (or pass --keep-going)";
+        } else {
+            r = run_stage(s, checked);
+        }
+        if (r.status == "fail" || r.status == "error" || r.status == "not_run")
+            for (const std::string& g : stage_provides(s)) failed_gates.push_back(g);
+        if (on_done) on_done(r);
+        results.push_back(std::move(r));
     }
     return results;
 }

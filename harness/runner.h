@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,16 @@ struct RunOptions {
     bool keep_going = false;       // run levels above a failing level anyway
     std::string exporter_sha256;   // when set, every fixture must have been written by this exporter
 };
+
+// The stages opt selects (--stage glob, --except globs, --level), in level order: the order
+// run_stages runs them.
+std::vector<const Stage*> selected_stages(const RunOptions& opt);
+
+// The files under the golden dir the selected stages read: their fixtures and, for a model given as
+// a path under the golden dir, that path (without its "#q8_0"-style suffix; a second model a
+// fixture names, such as a float model to compare with, is left to its loader and to
+// verify-fixtures). What `lmlab check` hashes against the manifest.
+std::set<std::string> golden_files_read(const std::vector<const Stage*>& stages);
 
 // Runs the selected stages in level order. Unless keep_going, a failure (or error) at one level
 // marks every selected stage of the higher levels "not_run", as ctest's gating does.

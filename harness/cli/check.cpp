@@ -48,7 +48,9 @@ int cmd_list(bool json, bool families) {
 // lmlab check: run the stages, print a line each, write the report.
 int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
     if (!no_report) prepare_output_dir(paths.reports, "--report");  // a wrong folder fails now, not after every stage
-    check_manifest(paths.golden, paths.scripts);                     // refuse stale or damaged fixtures up front
+    // refuse stale or damaged fixtures up front: the exporter's hash, and the files these stages read
+    const std::set<std::string> files = golden_files_read(selected_stages(opt));
+    check_manifest(paths.golden, paths.scripts, /*model_files=*/false, &files);
     opt.golden_dir = paths.golden;
     opt.shared_dir = paths.shared;
     opt.exporter_sha256 = exporter_sha256(paths.scripts);

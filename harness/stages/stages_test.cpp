@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "harness/runner.h"
 #include "harness/stages/stages.h"
 
 namespace lmlab {
@@ -27,6 +28,43 @@ TEST(StageTable, IdsAreUniqueAndLevelsKnown) {
         EXPECT_NE(std::find(levels().begin(), levels().end(), s.level), levels().end()) << s.id;
         EXPECT_EQ(find_stage(s.id), &s);
     }
+}
+
+// lmlab check hashes the files of the stages it runs (golden_files_read of selected_stages), not
+// every fixture: the selection must be run_stages' own, and the files must include each stage's
+// fixture and its model under the golden dir.
+TEST(StageTable, CheckHashesTheFilesOfTheStagesItRuns) {
+    RunOptions one;
+    one.stage_glob = "kernel.add";
+    const auto add = selected_stages(one);
+    ASSERT_EQ(add.size(), 1u);
+    EXPECT_EQ(golden_files_read(add), std::set<std::string>{add[0]->fixture});
+
+    RunOptions q8;  // an int8 model made from a golden file: the file without "#q8_0"
+    q8.stage_glob = "generation.q8_0.cost";
+    const auto cost = selected_stages(q8);
+    ASSERT_EQ(cost.size(), 1u);
+    EXPECT_EQ(golden_files_read(cost), (std::set<std::string>{cost[0]->fixture, "models/tiny-llama.h5"}));
+
+    RunOptions shared;  // a model under ../shared is not the golden dir's
+    shared.stage_glob = "generation.q8_0.cost.stories260k";
+    const auto s260k = selected_stages(shared);
+    ASSERT_EQ(s260k.size(), 1u);
+    EXPECT_EQ(golden_files_read(s260k), std::set<std::string>{s260k[0]->fixture});
+
+    RunOptions all;  // every stage, in level order; --except and --level narrow it
+    const auto every = selected_stages(all);
+    EXPECT_EQ(every.size(), stages().size());
+    const auto files = golden_files_read(every);
+    for (const Stage& s : stages()) EXPECT_TRUE(files.contains(s.fixture)) << s.id;
+    all.level = "kernel";
+    const auto kernels = selected_stages(all);
+    EXPECT_TRUE(std::find(kernels.begin(), kernels.end(), add[0]) != kernels.end());
+    EXPECT_TRUE(std::all_of(kernels.begin(), kernels.end(), [](const Stage* s) { return std::string(s->level) == "kernel"; }));
+    all.except_globs = {"kernel.a*"};
+    const auto but_a = selected_stages(all);
+    EXPECT_TRUE(std::find(but_a.begin(), but_a.end(), add[0]) == but_a.end());
+    EXPECT_LT(but_a.size(), kernels.size());
 }
 
 TEST(StageTable, GatingIsPerFamily) {
