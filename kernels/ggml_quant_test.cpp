@@ -711,25 +711,28 @@ TEST(GgmlMatvec, FastWithinTheDerivedBoundOfPlain) {
     }
 }
 
-TEST(GgmlMatvec, F32FastIsKernelsMatvecFastBitForBit) {
-    // the same 8 lanes and pairwise combination as kernels/fast.cpp. Only without FMA in the target:
-    // with it (-march=native) fast.cpp fuses its multiply-adds (mul_add), ggml_quant.cpp does not
+TEST(GgmlMatvec, FloatFastIsKernelsMatvecFastBitForBit) {
+    // the same 8 lanes and pairwise combination as kernels/fast.cpp, on the weights as floats (F16 and
+    // BF16 convert to float exactly). Rows 4 at a time and then one by one (10 = 4 + 4 + 2), columns
+    // across the 64-value chunks and the 8-lane tail. Only without FMA in the target: with it
+    // (-march=native) fast.cpp fuses its multiply-adds (mul_add), ggml_quant.cpp does not
 #if defined(__FMA__)
     GTEST_SKIP() << "built with FMA: kernels/fast.cpp's multiply-adds are fused, ours are not";
 #endif
     std::mt19937 rng(5);
-    for (const std::size_t cols : {1u, 7u, 8u, 9u, 100u, 1027u}) {
-        const std::size_t rows = 6;
-        const Bytes W = random_weights(Type::F32, rows, cols, rng);
-        std::vector<float> Wf(rows * cols), x(cols), a(rows), b(rows);
-        std::memcpy(Wf.data(), W.data(), W.size());  // this test runs on a little-endian host (as GGUF)
-        std::normal_distribution<float> nd;
-        for (float& v : x) v = nd(rng);
-        Bytes none;
-        matvec_fast(Type::F32, W, x, none, a);
-        lmlab::matvec_fast(Wf, x, b);
-        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), rows * sizeof(float))) << cols;
-    }
+    for (const Type t : {Type::F32, Type::F16, Type::BF16})
+        for (const std::size_t cols : {1u, 7u, 8u, 9u, 63u, 64u, 65u, 100u, 136u, 1027u}) {
+            const std::size_t rows = 10;
+            const Bytes W = random_weights(t, rows, cols, rng);
+            const std::vector<float> Wf = deq(t, W, rows * cols);  // exact for the three types
+            std::vector<float> x(cols), a(rows), b(rows);
+            std::normal_distribution<float> nd;
+            for (float& v : x) v = nd(rng);
+            Bytes none;
+            matvec_fast(t, W, x, none, a);
+            lmlab::matvec_fast(Wf, x, b);
+            EXPECT_EQ(0, std::memcmp(a.data(), b.data(), rows * sizeof(float))) << type_info(t).name << " cols " << cols;
+        }
 }
 
 TEST(GgmlMatvec, ThreadCountNeverChangesABit) {
