@@ -94,9 +94,11 @@ struct RunOptions {
 std::vector<const Stage*> selected_stages(const RunOptions& opt);
 
 // The files under the golden dir the selected stages read: their fixtures and, for a model given as
-// a path under the golden dir, that path (without its "#q8_0"-style suffix; a second model a
-// fixture names, such as a float model to compare with, is left to its loader and to
-// verify-fixtures). What `lmlab check` hashes against the manifest.
+// a path under the golden dir, that path (without its "#q8_0"-style suffix). What `lmlab check`
+// hashes against the manifest (its .h5 files). Not included: a second model a fixture names
+// (model.forward.q8_0.ak42's float model, models/tiny-llama.h5, which that stage loads and
+// compares with its int8 file, and which every other tiny LLaMA stage lists as its model); ctest's
+// golden.current, which every stage test requires, hashes every file.
 std::set<std::string> golden_files_read(const std::vector<const Stage*>& stages);
 
 // Runs the selected stages in level order. Unless keep_going, a failure (or error) at one level

@@ -331,53 +331,38 @@ void float_weights(const std::uint8_t* w, float* out, std::size_t n) {
         }
     }
 }
-// R rows (rb bytes apart) at once: R·8 independent chains of adds where one row has 8 (each add
-// waits for the last, ~4 cycles, for 8 products), and the R rows' halves converted in one loop.
-// Row r gets exactly the arithmetic it gets alone (R = 1): the same lanes, order and combination.
-template <Type T, std::size_t R>
-void float_dot_rows(const std::uint8_t* w, std::size_t rb, const float* x, std::size_t n, float* y) {
+template <Type T>
+float dot_float_t(const std::uint8_t* w, const float* x, std::size_t n) {
     constexpr std::size_t wb = T == Type::F32 ? 4 : 2;
-    float acc[R][kLanes] = {};
+    float acc[kLanes] = {};
+    float wf[kLanes];
     std::size_t j = 0;
     constexpr std::size_t kChunk = 64;
     for (; j + kChunk <= n; j += kChunk) {
-        float wc[R][kChunk];
-        for (std::size_t r = 0; r < R; ++r) float_weights<T>(w + r * rb + wb * j, wc[r], kChunk);
+        float wc[kChunk];
+        float_weights<T>(w + wb * j, wc, kChunk);
         for (std::size_t s = 0; s < kChunk; s += kLanes)
-            for (std::size_t r = 0; r < R; ++r)
-                for (std::size_t l = 0; l < kLanes; ++l) acc[r][l] += wc[r][s + l] * x[j + s + l];
+            for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wc[s + l] * x[j + s + l];
     }
-    float wf[kLanes];
-    for (; j + kLanes <= n; j += kLanes)
-        for (std::size_t r = 0; r < R; ++r) {
-            float_weights<T>(w + r * rb + wb * j, wf, kLanes);
-            for (std::size_t l = 0; l < kLanes; ++l) acc[r][l] += wf[l] * x[j + l];
-        }
-    if (j < n) {  // the last n % 8 elements, zero-padded to a full step
+    for (; j + kLanes <= n; j += kLanes) {
+        float_weights<T>(w + wb * j, wf, kLanes);
+        for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wf[l] * x[j + l];
+    }
+    if (j < n) {
         float xt[kLanes] = {};
+        std::fill(wf, wf + kLanes, 0.0f);
+        float_weights<T>(w + wb * j, wf, n - j);
         for (std::size_t l = 0; j + l < n; ++l) xt[l] = x[j + l];
-        for (std::size_t r = 0; r < R; ++r) {
-            std::fill(wf, wf + kLanes, 0.0f);
-            float_weights<T>(w + r * rb + wb * j, wf, n - j);
-            for (std::size_t l = 0; l < kLanes; ++l) acc[r][l] += wf[l] * xt[l];
-        }
+        for (std::size_t l = 0; l < kLanes; ++l) acc[l] += wf[l] * xt[l];
     }
-    for (std::size_t r = 0; r < R; ++r)
-        y[r] = ((acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3])) + ((acc[r][4] + acc[r][5]) + (acc[r][6] + acc[r][7]));
-}
-template <Type T>
-void float_dot_rows_t(const std::uint8_t* w, std::size_t rb, std::size_t rows, const float* x, std::size_t n, float* y) {
-    std::size_t i = 0;
-    for (; i + 4 <= rows; i += 4) float_dot_rows<T, 4>(w + i * rb, rb, x, n, y + i);
-    for (; i < rows; ++i) float_dot_rows<T, 1>(w + i * rb, rb, x, n, y + i);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 }  // namespace
 
-void detail::dot_float_rows(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const float* x,
-                            std::size_t n, float* y) {
-    if (type == Type::F32) float_dot_rows_t<Type::F32>(w, rb, rows, x, n, y);
-    else if (type == Type::F16) float_dot_rows_t<Type::F16>(w, rb, rows, x, n, y);
-    else float_dot_rows_t<Type::BF16>(w, rb, rows, x, n, y);
+float detail::dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n) {
+    if (type == Type::F32) return dot_float_t<Type::F32>(w, x, n);
+    if (type == Type::F16) return dot_float_t<Type::F16>(w, x, n);
+    return dot_float_t<Type::BF16>(w, x, n);
 }
 
 namespace detail {

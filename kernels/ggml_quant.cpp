@@ -678,7 +678,7 @@ void matvec_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
             detail::dot_rows_fast(type, W.data() + i0 * rb, rb, i1 - i0, scratch.data(), cols, y.data() + i0);
             return;
         }
-        detail::dot_float_rows(type, W.data() + i0 * rb, rb, i1 - i0, x.data(), cols, y.data() + i0);
+        for (std::size_t i = i0; i < i1; ++i) y[i] = detail::dot_float(type, W.data() + i * rb, x.data(), cols);
     });
 }
 
@@ -706,8 +706,8 @@ void matmul_fast(Type type, std::span<const std::uint8_t> W, std::span<const flo
                 continue;
             }
             for (std::size_t r = 0; r < T; ++r)
-                detail::dot_float_rows(type, W.data() + i0 * rb, rb, i1 - i0, X.data() + r * cols, cols,
-                                       Y.data() + r * rows + i0);
+                for (std::size_t i = i0; i < i1; ++i)
+                    Y[r * rows + i] = detail::dot_float(type, W.data() + i * rb, X.data() + r * cols, cols);
         }
     });
 }

@@ -273,11 +273,8 @@ void dot_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t
 // between Y's rows): matmul_fast's block of weight rows; Q8_0 widens each weight row once for all T.
 void matmul_rows_fast(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const std::uint8_t* act,
                       std::size_t act_stride, std::size_t T, std::size_t cols, float* y, std::size_t y_stride);
-// Float weights (F32, F16, BF16; w: rows rows of n little-endian values, rb bytes apart) against
-// float x: matvec_fast's rows, 4 at a time, each row with the arithmetic it has alone (element j
-// to lane j % 8, the lanes added pairwise at the end, as kernels/fast.cpp): every bit the same.
-void dot_float_rows(Type type, const std::uint8_t* w, std::size_t rb, std::size_t rows, const float* x, std::size_t n,
-                    float* y);
+// Float weights (F32, F16, BF16; w: n little-endian values) against float x: matvec_fast's rows.
+float dot_float(Type type, const std::uint8_t* w, const float* x, std::size_t n);
 }  // namespace detail
 
 }  // namespace lmlab::ggml

@@ -713,9 +713,9 @@ TEST(GgmlMatvec, FastWithinTheDerivedBoundOfPlain) {
 
 TEST(GgmlMatvec, FloatFastIsKernelsMatvecFastBitForBit) {
     // the same 8 lanes and pairwise combination as kernels/fast.cpp, on the weights as floats (F16 and
-    // BF16 convert to float exactly). Rows 4 at a time and then one by one (10 = 4 + 4 + 2), columns
-    // across the 64-value chunks and the 8-lane tail. Only without FMA in the target: with it
-    // (-march=native) fast.cpp fuses its multiply-adds (mul_add), ggml_quant.cpp does not
+    // BF16 convert to float exactly), columns across the 64-value chunks and the 8-lane tail. Only
+    // without FMA in the target: with it (-march=native) fast.cpp fuses its multiply-adds (mul_add),
+    // ggml_quant.cpp does not
 #if defined(__FMA__)
     GTEST_SKIP() << "built with FMA: kernels/fast.cpp's multiply-adds are fused, ours are not";
 #endif

@@ -739,7 +739,8 @@ std::vector<StageOutput> stage_model_q8_file(const Fixture& fx, const Case& c, c
         throw HarnessError(fmt::format(
             "{}: {} int8 weights differ from quantize_model({}, group {}) ({} by more than one step) and {} scales "
             "differ, but the exporter found {} weights on an exact half (where export.py's torch.round and C's round() "
-            "disagree): the file is not the model quantize_model makes",
+            "disagree): the file is not the model quantize_model makes (or one of the two changed since the export: "
+            "`lmlab verify-fixtures` checks every file against manifest.json)",
             env.model, differing, float_model, group, far, scales, halves));
     const std::vector<int> tokens = token_ids(c, "tokens");
     const auto la = all_logits(file, tokens), lb = all_logits(ours, tokens);
