@@ -246,7 +246,7 @@ std::set<std::string> golden_files_read(const std::vector<const Stage*>& stages)
     std::set<std::string> out;
     for (const Stage* s : stages) {
         out.insert(s->fixture);
-        const std::string model = std::string(s->model).substr(0, std::string(s->model).find('#'));
+        const std::string model = parse_model_spec(s->model).path;  // without its "#q8_0" suffix
         if (!model.empty() && !is_shared_path(model)) out.insert(model);
     }
     return out;
