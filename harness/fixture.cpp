@@ -141,9 +141,13 @@ void hash_file_into(Sha256& sha, const std::string& path) {
 
 }  // namespace
 
-std::string regenerate_hint() {
-    return std::string("Regenerate the fixtures: ") + kRegenerateCommand +
-           " (or rebuild: the build's `golden` target re-exports stale fixtures).";
+std::string regenerate_hint(const std::string& golden_dir) {
+    std::error_code ec;
+    const fs::path repo_golden = fs::path(LMLAB_SOURCE_DIR) / "golden";
+    if (golden_dir.empty() || fs::weakly_canonical(golden_dir, ec) == fs::weakly_canonical(repo_golden, ec))
+        return std::string("Regenerate the fixtures: ") + kRegenerateCommand +
+               " (or rebuild: the build's `golden` target re-exports stale fixtures).";
+    return std::string("Regenerate the fixtures: ") + kRegenerateCommand + " --out " + golden_dir;
 }
 
 
@@ -253,39 +257,53 @@ std::string exporter_sha256(const std::string& scripts_dir) {
 void check_manifest(const std::string& golden_dir, const std::string& scripts_dir, bool model_files,
                     const std::set<std::string>* only) {
     const std::string manifest_path = (fs::path(golden_dir) / "manifest.json").string();
+    const std::string hint = regenerate_hint(golden_dir);
     std::ifstream in(manifest_path);
-    if (!in) throw HarnessError(manifest_path + " is missing: the fixtures were never exported. " + regenerate_hint());
+    if (!in) throw HarnessError(manifest_path + " is missing: the fixtures were never exported. " + hint);
     nlohmann::json manifest;
     try {
         manifest = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-        throw HarnessError(manifest_path + " is not valid JSON (" + e.what() + "). " + regenerate_hint());
+        throw HarnessError(manifest_path + " is not valid JSON (" + e.what() + "). " + hint);
     }
     if (!manifest.is_object() || !manifest.contains("exporter_sha256") || !manifest["exporter_sha256"].is_string())
-        throw HarnessError(manifest_path + " has no exporter_sha256 string. " + regenerate_hint());
+        throw HarnessError(manifest_path + " has no exporter_sha256 string. " + hint);
     const std::string current = exporter_sha256(scripts_dir);
     const std::string recorded = manifest["exporter_sha256"].get<std::string>();
     if (recorded != current)
         throw HarnessError(manifest_path + ": fixtures are stale: made by exporter " + recorded.substr(0, 12) +
                            ", but " + (fs::path(scripts_dir) / kExporterPackage).string() + " is now " +
-                           current.substr(0, 12) + ". " + regenerate_hint());
+                           current.substr(0, 12) + ". " + hint);
     if (!manifest.contains("files") || !manifest["files"].is_object() || manifest["files"].empty())
-        throw HarnessError(manifest_path + " lists no fixture files. " + regenerate_hint());
+        throw HarnessError(manifest_path + " lists no fixture files. " + hint);
+    // every bad file, not the first only: after an export that stopped half-way, or a copy that lost
+    // some files, the user sees how many and which
+    std::vector<std::string> bad;
     for (const auto& [rel, digest] : manifest["files"].items()) {
         const fs::path relp(rel);
         if (!digest.is_string() || relp.empty() || relp.is_absolute() ||
             std::find(relp.begin(), relp.end(), fs::path("..")) != relp.end())
             throw HarnessError(manifest_path + ": entry '" + rel + "' should be a path inside " + golden_dir +
-                               " with a sha256 string. " + regenerate_hint());
+                               " with a sha256 string. " + hint);
         if (!model_files && relp.extension() != ".h5") continue;  // hashing 150 MB of weights per run: only on request
         const std::string file = (fs::path(golden_dir) / rel).string();
-        if (!fs::exists(file)) throw HarnessError(file + " is listed in the manifest but missing. " + regenerate_hint());
+        if (!fs::exists(file)) {
+            bad.push_back(file + " is listed in the manifest but missing");
+            continue;
+        }
         if (only && !only->contains(rel)) continue;               // a file the selected stages do not read
         const std::string actual = sha256_file(file);
         if (actual != digest.get<std::string>())
-            throw HarnessError(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +
-                               digest.get<std::string>().substr(0, 12) + " (changed or damaged since export). " +
-                               regenerate_hint());
+            bad.push_back(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +
+                          digest.get<std::string>().substr(0, 12) + " (changed or damaged since export)");
+    }
+    if (bad.size() == 1) throw HarnessError(bad[0] + ". " + hint);
+    if (!bad.empty()) {
+        constexpr std::size_t kListed = 20;
+        std::string msg = std::to_string(bad.size()) + " fixture files of " + manifest_path + " are missing or changed:";
+        for (std::size_t i = 0; i < std::min(bad.size(), kListed); ++i) msg += "\n  " + bad[i];
+        if (bad.size() > kListed) msg += "\n  ... and " + std::to_string(bad.size() - kListed) + " more";
+        throw HarnessError(msg + "\n" + hint);
     }
 }
 

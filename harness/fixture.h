@@ -26,7 +26,10 @@ struct HarnessError : std::runtime_error {
 // The command that rewrites every fixture; error messages quote it.
 inline constexpr const char* kRegenerateCommand = ".venv/bin/python scripts/export_golden.py";
 // "Regenerate the fixtures: <command> (or rebuild ...)", the end of every fixture error message.
-std::string regenerate_hint();
+// golden_dir: the fixture folder the command read (--golden), where it knows it. A folder other than
+// the repository's golden/ gets `--out <that folder>` in the command, and no "rebuild" (the build's
+// `golden` target writes golden/ only).
+std::string regenerate_hint(const std::string& golden_dir = "");
 
 // An n-dimensional array read from a dataset, row-major.
 template <typename T>
@@ -83,8 +86,9 @@ std::string exporter_sha256(const std::string& scripts_dir);
 std::string sha256_file(const std::string& path);
 
 // Checks golden_dir/manifest.json against the exporter and the files on disk: every listed file
-// exists with the listed sha256, and the exporter has not changed since. Throws HarnessError
-// naming the first problem and the command that regenerates the fixtures.
+// exists with the listed sha256, and the exporter has not changed since. Throws HarnessError naming
+// the problem and the command that regenerates the fixtures: a stale exporter or a malformed
+// manifest at once; missing and changed files after every entry is looked at, each by name.
 // model_files: also the model files the exporter wrote (safetensors, llm.c files, tokenizers: about
 // 150 MB), as `lmlab verify-fixtures` (ctest golden.current) does; `lmlab check` hashes the .h5
 // files only, and a damaged model file is refused by its loader.

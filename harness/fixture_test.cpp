@@ -303,6 +303,36 @@ TEST_F(FixtureFiles, StaleManifestIsRefused) {
     fs::remove(fixture);
     EXPECT_THROW(check_manifest(dir_.string(), scripts.string()), HarnessError);
     EXPECT_THROW(check_manifest(dir_.string(), scripts.string(), false, &other), HarnessError);
+
+    // more than one bad file: every one is named in the one error, with how many there are
+    const fs::path copy = dir_ / "kernel" / "copy.h5";
+    std::ofstream(copy) << "not the exported bytes";
+    manifest["files"]["kernel/copy.h5"] = std::string(64, '0');
+    std::ofstream(dir_ / "manifest.json") << manifest.dump();
+    try {
+        check_manifest(dir_.string(), scripts.string());
+        FAIL() << "a missing and a damaged fixture accepted";
+    } catch (const HarnessError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("2 fixture files"), std::string::npos) << what;
+        EXPECT_NE(what.find(fixture + " is listed in the manifest but missing"), std::string::npos) << what;
+        EXPECT_NE(what.find(copy.string() + ": sha256"), std::string::npos) << what;
+        EXPECT_NE(what.find("--out " + dir_.string()), std::string::npos) << what;  // the folder it read
+    }
+}
+
+// The command in every fixture error writes the folder that was read: golden/ by default (or the
+// build's `golden` target), another folder (lmlab check --golden DIR) with --out DIR and no rebuild.
+TEST_F(FixtureFiles, RegenerateHintNamesTheFolderItRead) {
+    const std::string repo = regenerate_hint();
+    EXPECT_NE(repo.find("scripts/export_golden.py"), std::string::npos) << repo;
+    EXPECT_NE(repo.find("rebuild"), std::string::npos) << repo;
+    EXPECT_EQ(repo.find("--out"), std::string::npos) << repo;
+    EXPECT_EQ(regenerate_hint(std::string(LMLAB_SOURCE_DIR) + "/golden"), repo);
+    EXPECT_EQ(regenerate_hint(std::string(LMLAB_SOURCE_DIR) + "/scripts/../golden"), repo);
+    const std::string other = regenerate_hint(dir_.string());
+    EXPECT_NE(other.find("scripts/export_golden.py --out " + dir_.string()), std::string::npos) << other;
+    EXPECT_EQ(other.find("rebuild"), std::string::npos) << other;
 }
 
 }  // namespace lmlab

@@ -95,7 +95,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
         if (!env.exporter_sha256.empty() && fx.exporter_sha256 != env.exporter_sha256)
             throw HarnessError(fx.path + ": stale: written by exporter " + fx.exporter_sha256.substr(0, 12) +
                                ", but scripts/" + kExporterPackage + " is now " + env.exporter_sha256.substr(0, 12) +
-                               ". " + regenerate_hint());
+                               ". " + regenerate_hint(env.golden_dir));
         if (fx.name != stage.fixture)
             throw HarnessError(fx.path + ": root attribute fixture is '" + fx.name + "', expected '" + stage.fixture +
                                "'. " + regenerate_hint());

@@ -47,10 +47,11 @@ int cmd_list(bool json, bool families) {
 
 // lmlab check: run the stages, print a line each, write the report.
 int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
-    if (!no_report) prepare_output_dir(paths.reports, "--report");  // a wrong folder fails now, not after every stage
-    // refuse stale or damaged fixtures up front: the exporter's hash, and the files these stages read
+    // refuse stale or damaged fixtures up front: the exporter's hash, and the files these stages read;
+    // before the report folder is made, so that a refused check leaves no empty folder behind
     const std::set<std::string> files = golden_files_read(selected_stages(opt));
     check_manifest(paths.golden, paths.scripts, /*model_files=*/false, &files);
+    if (!no_report) prepare_output_dir(paths.reports, "--report");  // a wrong folder fails now, not after every stage
     opt.golden_dir = paths.golden;
     opt.shared_dir = paths.shared;
     opt.exporter_sha256 = exporter_sha256(paths.scripts);

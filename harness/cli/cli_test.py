@@ -181,6 +181,40 @@ class Outputs(unittest.TestCase):
         self.assertIn("a file, not a folder", err)
         self.assertNotIn("pass", out)  # no stage ran
 
+    def test_a_refused_check_names_every_bad_file_and_the_folder(self):
+        # a copy of the fixtures (links to them) with two fixtures damaged: check names the one its
+        # stage reads, verify-fixtures both; the command given rewrites *this* folder (--out); a
+        # refused check leaves no report folder behind
+        golden = os.path.join(WORK, "golden-copy")
+        shutil.rmtree(golden, ignore_errors=True)
+        with open(os.path.join(GOLDEN, "manifest.json")) as f:
+            listed = json.load(f)["files"]
+        for rel in listed:
+            os.makedirs(os.path.dirname(os.path.join(golden, rel)), exist_ok=True)
+            os.symlink(os.path.abspath(os.path.join(GOLDEN, rel)), os.path.join(golden, rel))
+        shutil.copy(os.path.join(GOLDEN, "manifest.json"), golden)
+        damaged = ["kernel/add.h5", "kernel/softmax.h5"]
+        for rel in damaged:
+            self.assertIn(rel, listed)
+            os.remove(os.path.join(golden, rel))
+            with open(os.path.join(golden, rel), "wb") as f:
+                f.write(b"not the exported bytes")
+        report = os.path.join(WORK, "refused-report")
+        shutil.rmtree(report, ignore_errors=True)
+        rc, out, err = run("check", "--golden", golden, "--stage", "kernel.add", "--report", report)
+        self.assertEqual(rc, 2, err)
+        self.assertIn(os.path.join(golden, "kernel/add.h5") + ": sha256", err)
+        self.assertNotIn("softmax", err)  # a file this stage does not read
+        self.assertIn("scripts/export_golden.py --out " + golden, err)
+        self.assertNotIn("rebuild", err)  # the build's golden target writes golden/, not this folder
+        self.assertFalse(os.path.exists(report))
+        rc, out, err = run("verify-fixtures", "--golden", golden)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("2 fixture files", err)
+        for rel in damaged:
+            self.assertIn(os.path.join(golden, rel) + ": sha256", err)
+        shutil.rmtree(golden)
+
 
 class Options(unittest.TestCase):
     def test_bad_values_name_the_option(self):
