@@ -141,13 +141,19 @@ void hash_file_into(Sha256& sha, const std::string& path) {
 
 }  // namespace
 
-std::string regenerate_hint(const std::string& golden_dir) {
+namespace {
+bool is_repo_golden(const std::string& golden_dir) {
     std::error_code ec;
-    const fs::path repo_golden = fs::path(LMLAB_SOURCE_DIR) / "golden";
-    if (golden_dir.empty() || fs::weakly_canonical(golden_dir, ec) == fs::weakly_canonical(repo_golden, ec))
-        return std::string("Regenerate the fixtures: ") + kRegenerateCommand +
-               " (or rebuild: the build's `golden` target re-exports stale fixtures).";
-    return std::string("Regenerate the fixtures: ") + kRegenerateCommand + " --out " + golden_dir;
+    return golden_dir.empty() ||
+           fs::weakly_canonical(golden_dir, ec) == fs::weakly_canonical(fs::path(LMLAB_SOURCE_DIR) / "golden", ec);
+}
+}  // namespace
+
+// The command's paths are relative to the repository (.venv/, scripts/), so the hint says where to run it.
+std::string regenerate_hint(const std::string& golden_dir) {
+    const std::string run = std::string("Regenerate the fixtures, from ") + LMLAB_SOURCE_DIR + ": " + kRegenerateCommand;
+    if (is_repo_golden(golden_dir)) return run + " (or rebuild: the build's `golden` target re-exports stale fixtures).";
+    return run + " --out " + golden_dir;
 }
 
 
@@ -259,7 +265,11 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
     const std::string manifest_path = (fs::path(golden_dir) / "manifest.json").string();
     const std::string hint = regenerate_hint(golden_dir);
     std::ifstream in(manifest_path);
-    if (!in) throw HarnessError(manifest_path + " is missing: the fixtures were never exported. " + hint);
+    if (!in && is_repo_golden(golden_dir))
+        throw HarnessError(manifest_path + " is missing: the fixtures were never exported. " + hint);
+    if (!in)  // --golden names a folder that may not be a fixture folder at all
+        throw HarnessError(manifest_path + " is missing: " + golden_dir + " holds no exported fixtures (--golden is the "
+                           "folder export_golden.py wrote; the repository's is " + LMLAB_SOURCE_DIR + "/golden). " + hint);
     nlohmann::json manifest;
     try {
         manifest = nlohmann::json::parse(in);
@@ -267,7 +277,8 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
         throw HarnessError(manifest_path + " is not valid JSON (" + e.what() + "). " + hint);
     }
     if (!manifest.is_object() || !manifest.contains("exporter_sha256") || !manifest["exporter_sha256"].is_string())
-        throw HarnessError(manifest_path + " has no exporter_sha256 string. " + hint);
+        throw HarnessError(manifest_path + " is not a fixture manifest: it has no exporter_sha256 string (export_golden.py "
+                           "writes one; is " + golden_dir + " the fixture folder?). " + hint);
     const std::string current = exporter_sha256(scripts_dir);
     const std::string recorded = manifest["exporter_sha256"].get<std::string>();
     if (recorded != current)
@@ -278,7 +289,7 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
         throw HarnessError(manifest_path + " lists no fixture files. " + hint);
     // every bad file, not the first only: after an export that stopped half-way, or a copy that lost
     // some files, the user sees how many and which
-    std::vector<std::string> bad;
+    std::vector<std::string> bad, others;
     for (const auto& [rel, digest] : manifest["files"].items()) {
         const fs::path relp(rel);
         if (!digest.is_string() || relp.empty() || relp.is_absolute() ||
@@ -288,7 +299,9 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
         if (!model_files && relp.extension() != ".h5") continue;  // hashing 150 MB of weights per run: only on request
         const std::string file = (fs::path(golden_dir) / rel).string();
         if (!fs::exists(file)) {
-            bad.push_back(file + " is listed in the manifest but missing");
+            // the files the selected stages read first: they are what the user asked about
+            if (only && !only->contains(rel)) others.push_back(file + " is listed in the manifest but missing");
+            else bad.push_back(file + " is listed in the manifest but missing");
             continue;
         }
         if (only && !only->contains(rel)) continue;               // a file the selected stages do not read
@@ -297,6 +310,7 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
             bad.push_back(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +
                           digest.get<std::string>().substr(0, 12) + " (changed or damaged since export)");
     }
+    bad.insert(bad.end(), others.begin(), others.end());
     if (bad.size() == 1) throw HarnessError(bad[0] + ". " + hint);
     if (!bad.empty()) {
         constexpr std::size_t kListed = 20;

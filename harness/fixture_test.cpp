@@ -319,6 +319,19 @@ TEST_F(FixtureFiles, StaleManifestIsRefused) {
         EXPECT_NE(what.find(copy.string() + ": sha256"), std::string::npos) << what;
         EXPECT_NE(what.find("--out " + dir_.string()), std::string::npos) << what;  // the folder it read
     }
+
+    // with the stages' files given, their problems come first, then the other missing files
+    manifest["files"]["kernel/absent.h5"] = std::string(64, '0');
+    std::ofstream(dir_ / "manifest.json") << manifest.dump();
+    const std::set<std::string> copy_only = {"kernel/copy.h5"};
+    try {
+        check_manifest(dir_.string(), scripts.string(), false, &copy_only);
+        FAIL() << "missing and damaged fixtures accepted";
+    } catch (const HarnessError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("3 fixture files"), std::string::npos) << what;
+        EXPECT_LT(what.find(copy.string() + ": sha256"), what.find("absent.h5")) << what;
+    }
 }
 
 // The command in every fixture error writes the folder that was read: golden/ by default (or the

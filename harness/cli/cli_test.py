@@ -66,6 +66,12 @@ class Tokenizers(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertIn("padding", err)
         self.assertIn("151936 embedding rows", err)
+        # decode takes a padded row's id (it has no text) and refuses the first id past the rows
+        rc, out, err = run("decode", "151935", "--model", TINY_QWEN2)
+        self.assertEqual((rc, out), (0, "<id 151935>\n"), err)
+        rc, out, err = run("decode", "151936", "--model", TINY_QWEN2)
+        self.assertEqual((rc, out), (2, ""), err)
+        self.assertIn("outside the vocabulary [0, 151936)", err)
 
 
 class Spaces(unittest.TestCase):
@@ -84,6 +90,21 @@ class Spaces(unittest.TestCase):
         self.assertEqual(out, " the beginning\n")  # a continuation keeps its first space
         rc, out, _ = run("decode", "261,2074")
         self.assertEqual(out, "the beginning\n")  # the start of a text drops it
+
+    def test_decode_refuses_ids_outside_the_vocabulary(self):
+        # printed as <id N> they would pass for a padded row's id: refused, naming the option and the position
+        for args, said in (
+                (("1,16384",), "ids: id 16384 (position 1, counting from 0) is outside the vocabulary [0, 16384)"),
+                (("1", "--context", "5,-3"), "--context: id -3 (position 1, counting from 0)"),
+                (("99999999999999999999",), "ids: '99999999999999999999' is too large for a token id")):
+            with self.subTest(args=args):
+                rc, out, err = run("decode", *args)
+                self.assertEqual((rc, out), (2, ""), err)
+                self.assertIn(said, err)
+        if os.path.exists(STORIES):  # a llama2.c model: its 512 rows
+            rc, _, err = run("decode", "--model", STORIES, "1,600")
+            self.assertEqual(rc, 2, err)
+            self.assertIn("outside the vocabulary [0, 512)", err)
 
     def check_join(self, model, prompt):
         """serve-batch: each request's text continues its prompt: prompt + text == decode(all)."""
@@ -215,6 +236,28 @@ class Outputs(unittest.TestCase):
             self.assertIn(os.path.join(golden, rel) + ": sha256", err)
         shutil.rmtree(golden)
 
+    def test_folders_that_are_not_there_or_not_fixtures(self):
+        # a mistyped --golden or --shared is refused by name (a missing --shared would otherwise skip
+        # every stage that needs it and exit 0); a folder that is not a fixture folder is said so
+        missing = os.path.join(WORK, "no-such-folder")
+        for args in (("check", "--golden", missing), ("verify-fixtures", "--golden", missing),
+                     ("check", "--shared", missing, "--stage", "tokenizer.*")):
+            with self.subTest(args=args):
+                rc, out, err = run(*args)
+                self.assertEqual(rc, 105, err)
+                self.assertIn(f"'{missing}' does not exist", err)
+                self.assertNotIn("pass", out)
+        empty = tempfile.mkdtemp(dir=WORK)
+        rc, _, err = run("check", "--golden", empty, "--stage", "kernel.add", "--no-report")
+        self.assertEqual(rc, 2, err)
+        self.assertIn(f"{empty} holds no exported fixtures", err)
+        with open(os.path.join(empty, "manifest.json"), "w") as f:
+            json.dump({"model": "some other manifest"}, f)
+        rc, _, err = run("verify-fixtures", "--golden", empty)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("is not a fixture manifest", err)
+        shutil.rmtree(empty)
+
 
 class Options(unittest.TestCase):
     def test_bad_values_name_the_option(self):
@@ -227,6 +270,12 @@ class Options(unittest.TestCase):
         rc, _, err = run("generate", "--seed", "-1")
         self.assertEqual(rc, 105)
         self.assertIn("--seed", err)
+        rc, _, err = run("generate", "--top-p", "2")
+        self.assertEqual(rc, 105)
+        self.assertTrue(err.startswith("lmlab: --top-p: '2' is not a number in (0, 1] (1 = off)"), err)
+        rc, _, err = run("generate", "--temperature", "-1")
+        self.assertEqual(rc, 105)
+        self.assertTrue(err.startswith("lmlab: --temperature: '-1' is not a number >= 0 (0 = greedy)"), err)
 
     def test_more_threads_than_cores_is_said(self):
         many = (os.cpu_count() or 1) + 1

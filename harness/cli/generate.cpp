@@ -209,14 +209,33 @@ int cmd_tokenize(const TokenizeArgs& a) {
 // lmlab decode: ids -> text, by the rule every command uses (TextTokenizer::decode).
 int cmd_decode(const DecodeArgs& a) {
     std::optional<TextTokenizer> tok;
-    if (!a.model.tokenizer_path.empty()) tok = load_tokenizer(a.model.tokenizer_path);
-    else if (fs::path(a.model.model_path).extension() == ".h5") tok = load_tokenizer(a.model.model_path);
-    else tok = model_tokenizer(load_model(a.model.model_path), a.model, true);
+    // the ids there are: the model's embedding rows when the model is loaded (a padded row has no
+    // text and prints as <id N>), else the tokenizer's
+    std::size_t vocab = 0;
+    std::string owner;
+    if (!a.model.tokenizer_path.empty() || fs::path(a.model.model_path).extension() == ".h5") {
+        owner = a.model.tokenizer_path.empty() ? a.model.model_path : a.model.tokenizer_path;
+        tok = load_tokenizer(owner);
+        vocab = static_cast<std::size_t>(tok->vocab_size());
+    } else {
+        const Model m = load_model(a.model.model_path);
+        tok = model_tokenizer(m, a.model, true);
+        vocab = m.config.vocab_size;
+        owner = a.model.model_path;
+    }
     if (!tok) throw UsageError("no tokenizer found with " + a.model.model_path + "; pass --tokenizer PATH");
     const std::vector<int> ids = parse_ids(a.ids, "ids");
     const std::vector<int> context = a.context.empty() ? std::vector<int>{} : parse_ids(a.context, "--context");
-    for (int id : ids)
-        if (id < 0) throw UsageError(fmt::format("id {} is negative: token ids start at 0", id));
+    // an id outside the vocabulary is refused, as generate refuses it in a prompt: printed as <id N>
+    // it would look like a padded row's id
+    for (const auto& [list, option] : {std::pair{&ids, "ids"}, std::pair{&context, "--context"}})
+        for (std::size_t i = 0; i < list->size(); ++i) {
+            const int id = (*list)[i];
+            if (id < 0 || static_cast<std::size_t>(id) >= vocab)
+                throw UsageError(fmt::format("{}: id {} (position {}, counting from 0) is outside the vocabulary "
+                                             "[0, {}) of {}{}",
+                                             option, id, i, vocab, owner, id < 0 ? ": token ids start at 0" : ""));
+        }
     fmt::print("{}\n", tok->decode(ids, context));
     finish_stdout();
     return kExitOk;

@@ -66,9 +66,13 @@ int main(int argc, char** argv) {
     check->add_option("--except", opt.except_globs,
                       "Leave out the stages whose id matches this glob (repeatable; e.g. '*.gguf.*')");
     check->add_option("--level", opt.level, "Only this level")->check(CLI::IsMember(levels()));
-    check->add_option("--golden", paths.golden, "Fixture folder")->capture_default_str();
+    check->add_option("--golden", paths.golden, "Fixture folder")
+        ->check(existing_folder("the folder export_golden.py wrote (the repository's golden/)"))
+        ->capture_default_str();
     check->add_option("--report", paths.reports, "Report folder")->capture_default_str();
-    check->add_option("--shared", paths.shared, "Folder with models/ and tokenizers/ (env LMLAB_SHARED)")->capture_default_str();
+    check->add_option("--shared", paths.shared, "Folder with models/ and tokenizers/ (env LMLAB_SHARED)")
+        ->check(existing_folder("the folder that holds models/ and tokenizers/ (../shared beside the checkout)"))
+        ->capture_default_str();
     check->add_flag("--keep-going", opt.keep_going, "Run higher levels even when a lower level failed");
     check->add_flag("--no-report", no_report, "Do not write report files");
 
@@ -79,7 +83,9 @@ int main(int argc, char** argv) {
     diff->add_option("--html", diff_page, "Where to write the page (default: diff.html beside NEW)");
 
     auto* verify_fixtures = app.add_subcommand("verify-fixtures", "Check that the fixtures exist and match the exporter");
-    verify_fixtures->add_option("--golden", paths.golden, "Fixture folder")->capture_default_str();
+    verify_fixtures->add_option("--golden", paths.golden, "Fixture folder")
+        ->check(existing_folder("the folder export_golden.py wrote (the repository's golden/)"))
+        ->capture_default_str();
 
     std::string lmlab_path;
     auto* ctest_script =
@@ -99,11 +105,14 @@ int main(int argc, char** argv) {
     add_prompt_options(*generate, gen.prompt);
     generate->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate (default: 256, or what the context allows)")
         ->check(whole_number(1, 1 << 30));
-    generate->add_option("--temperature", gen.sampling.temperature, "0 = greedy")->capture_default_str();
+    generate->add_option("--temperature", gen.sampling.temperature, "0 = greedy")
+        ->check(real_number(0.0, std::numeric_limits<double>::infinity(), false, "0 = greedy"))
+        ->capture_default_str();
     generate->add_option("--top-k", gen.sampling.top_k, "Keep the k most probable tokens (0 = off)")
         ->check(whole_number(0, std::numeric_limits<int>::max()))
         ->capture_default_str();
     generate->add_option("--top-p", gen.sampling.top_p, "Nucleus: keep the smallest set with probability >= p (1 = off)")
+        ->check(real_number(0.0, 1.0, true, "1 = off"))
         ->capture_default_str();
     generate->add_option("--seed", gen.sampling.seed, "RNG seed, 0 .. 2^63-1: same seed, same text")
         ->check(whole_number(0, std::numeric_limits<long long>::max()))

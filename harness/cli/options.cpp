@@ -1,6 +1,8 @@
 #include "harness/cli/options.h"
 
 #include <cerrno>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
@@ -64,6 +66,36 @@ CLI::Validator whole_number(long long lo, long long hi) {
             return "";
         },
         fmt::format("INT in [{}, {}]", lo, hi));
+}
+
+CLI::Validator real_number(double lo, double hi, bool lo_open, const std::string& about) {
+    const std::string range = hi == std::numeric_limits<double>::infinity()
+                                  ? fmt::format("{} {}", lo_open ? ">" : ">=", lo)
+                                  : fmt::format("in {}{}, {}]", lo_open ? "(" : "[", lo, hi);
+    return CLI::Validator(
+        [lo, hi, lo_open, range, about](std::string& s) -> std::string {
+            std::size_t used = 0;
+            double v = 0;
+            try {
+                v = std::stod(s, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
+            const bool in = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && v <= hi;
+            if (s.empty() || used != s.size() || !in) return fmt::format("'{}' is not a number {} ({})", s, range, about);
+            return "";
+        },
+        "NUMBER " + range);
+}
+
+CLI::Validator existing_folder(const std::string& what) {
+    return CLI::Validator(
+        [what](std::string& s) -> std::string {
+            std::error_code ec;
+            if (fs::is_directory(s, ec)) return "";
+            return fmt::format("'{}' {}: give {}", s, fs::exists(s, ec) ? "is a file, not a folder" : "does not exist", what);
+        },
+        "DIR");
 }
 
 void add_quantize_options(CLI::App& cmd, QuantizeOptions& q) {
@@ -190,6 +222,9 @@ std::vector<int> parse_ids(const std::string& text, const std::string& option) {
             int v = 0;
             try {
                 v = std::stoi(item, &used);
+            } catch (const std::out_of_range&) {
+                throw UsageError(fmt::format("{}: '{}' is too large for a token id (ids are below 2^31; a "
+                                             "vocabulary has far fewer)", option, item));
             } catch (const std::exception&) {
                 used = 0;
             }

@@ -45,6 +45,12 @@ inline constexpr int kExitSkipped = 77; // every selected stage skipped (ctest's
 // 1073741824"), and a negative value for an unsigned option (--seed -1) is refused instead of
 // wrapping to 2^64 - 1.
 CLI::Validator whole_number(long long lo, long long hi);
+// A finite number in [lo, hi], or (lo, hi] when lo_open ("--top-p: '2' is not a number in (0, 1]"),
+// checked before CLI11 converts it, as whole_number; `about` ends the message ("1 = off").
+CLI::Validator real_number(double lo, double hi, bool lo_open, const std::string& about);
+// A folder that exists (an option whose default may be absent, such as --shared, is refused when
+// the user names a folder that is not there, instead of every stage that needs it being skipped).
+CLI::Validator existing_folder(const std::string& what);
 
 // --model and --tokenizer.
 struct ModelOptions {
