@@ -297,9 +297,20 @@ class Options(unittest.TestCase):
 
     def test_verify_missing_model(self):
         missing = os.path.join(WORK, "no-such-model")
-        rc, _, err = run("verify", "--model", missing)
-        self.assertEqual(rc, 2)
-        self.assertIn(f"--model {missing}: no such file or directory", err)
+        for cmd in (("verify",), ("generate",), ("trace", "--prompt", "In the"), ("decode", "1")):
+            with self.subTest(cmd=cmd[0]):
+                rc, _, err = run(*cmd, "--model", missing)
+                self.assertEqual(rc, 2)
+                self.assertIn(f"--model {missing}: no such file or directory", err)
+
+    def test_the_default_model_is_said_to_be_the_test_model(self):
+        # without --model the text comes from random weights: stderr says so (and nothing with --model)
+        rc, _, err = run("generate", "--prompt-ids", "1", "--max-new-tokens", 1)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("no --model given: " + os.path.abspath(TINY_LLAMA) + " is lmlab's test model", err)
+        rc, _, err = run("generate", "--model", TINY_LLAMA, "--prompt-ids", "1", "--max-new-tokens", 1)
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("no --model", err)
 
     def test_prompt_file_and_stdin(self):
         p = os.path.join(WORK, "prompt.txt")

@@ -47,7 +47,7 @@ std::string prompt_echo(const Prompt& p, const TextTokenizer* tok, const Generat
 }  // namespace
 
 int cmd_generate(const GenerateArgs& a) {
-    Model model = load_model(a.model.model_path);
+    Model model = load_model_option(a.model);
     constexpr double kMB = 1e6;
     if (a.quantize.given()) {
         model = apply_quantize(std::move(model), a.quantize);
@@ -166,7 +166,7 @@ int cmd_trace(const TraceArgs& a) {
     const auto t0 = std::chrono::steady_clock::now();
     if (!a.prompt.given()) throw UsageError("lmlab trace needs a prompt: --prompt TEXT, --prompt-file PATH or --prompt-ids IDS");
     OutputFile out(a.out, "--out");  // before the work: a wrong path fails now
-    const Model model = load_model(a.model.model_path);
+    const Model model = load_model_option(a.model);
     const std::optional<TextTokenizer> tok = model_tokenizer(model, a.model, !a.prompt.has_ids());
     const Prompt prompt = read_prompt(model, tok, a.prompt, a.model);
     const std::vector<int> stops = generation_stop_ids(model, tok ? &*tok : nullptr);
@@ -190,7 +190,7 @@ int cmd_tokenize(const TokenizeArgs& a) {
     } else if (fs::path(a.model.model_path).extension() == ".h5") {
         tok = load_tokenizer(a.model.model_path);  // the vocabulary only, no need to load the weights
     } else {
-        tok = model_tokenizer(load_model(a.model.model_path), a.model, true);
+        tok = model_tokenizer(load_model_option(a.model), a.model, true);
         if (!tok) throw UsageError("no tokenizer found with " + a.model.model_path + "; pass --tokenizer PATH");
     }
     const std::string text = read_input(a.input, "input");
@@ -218,7 +218,7 @@ int cmd_decode(const DecodeArgs& a) {
         tok = load_tokenizer(owner);
         vocab = static_cast<std::size_t>(tok->vocab_size());
     } else {
-        const Model m = load_model(a.model.model_path);
+        const Model m = load_model_option(a.model);
         tok = model_tokenizer(m, a.model, true);
         vocab = m.config.vocab_size;
         owner = a.model.model_path;

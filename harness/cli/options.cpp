@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "model/forward.h"
+#include "model/load/load.h"
 
 namespace fs = std::filesystem;
 
@@ -22,6 +23,7 @@ std::string default_model_path() { return (fs::path(LMLAB_SOURCE_DIR) / "golden"
 void add_model_options(CLI::App& cmd, ModelOptions& o, bool required) {
     auto* m = cmd.add_option("--model", o.model_path,
                              "Hugging Face directory (config.json), GGUF file (.gguf), llm.c or llama2.c checkpoint, or lmlab .h5 file");
+    o.model_opt = m;
     if (required) m->required();
     else {
         o.model_path = default_model_path();
@@ -30,6 +32,16 @@ void add_model_options(CLI::App& cmd, ModelOptions& o, bool required) {
     cmd.add_option("--tokenizer", o.tokenizer_path,
                    "tokenizer.json, a directory with encoder.json + vocab.bpe, llm.c's gpt2_tokenizer.bin, or a "
                    "llama2.c tokenizer.bin (default: the one that comes with the model)");
+}
+
+Model load_model_option(const ModelOptions& o) {
+    std::error_code ec;
+    if (!fs::exists(o.model_path, ec)) throw UsageError(fmt::format("--model {}: no such file or directory", o.model_path));
+    if (o.model_opt && o.model_opt->count() == 0)
+        fmt::print(stderr, "note: no --model given: {} is lmlab's test model, with random weights, so its text means "
+                           "nothing; pass --model for a trained one, e.g. ../shared/models/stories260K/stories260K.bin\n",
+                   o.model_path);
+    return load_model(o.model_path);
 }
 
 void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& default_text) {

@@ -56,10 +56,14 @@ CLI::Validator existing_folder(const std::string& what);
 struct ModelOptions {
     std::string model_path;      // a Hugging Face directory, an llm.c / llama2.c checkpoint, an lmlab .h5 file
     std::string tokenizer_path;  // "": the one that comes with the model (find_tokenizer)
+    const CLI::Option* model_opt = nullptr;  // --model: was it given?
 };
 // required: no default (verify); otherwise the default is the exporter's tiny LLaMA.
 void add_model_options(CLI::App& cmd, ModelOptions& o, bool required);
 std::string default_model_path();
+// load_model for --model: a path that is not there is named with the option, and without --model
+// stderr says that the model is the exporter's test model (random weights: its text means nothing).
+Model load_model_option(const ModelOptions& o);
 
 // --prompt, --prompt-ids, --prompt-file, --chat, --allow-special (at most one of the first three).
 struct PromptOptions {

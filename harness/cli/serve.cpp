@@ -189,7 +189,7 @@ ServeReport run_sequential(const Model& m, const std::vector<ServeRequest>& rs, 
 int cmd_serve_batch(const ServeArgs& a) {
     std::optional<OutputFile> out;  // opened before any work: a wrong path fails now
     if (!a.out_path.empty()) out.emplace(a.out_path, "--out");
-    const Model model = load_model(a.model.model_path);
+    const Model model = load_model_option(a.model);
     const std::optional<TextTokenizer> tok = model_tokenizer(model, a.model, false);
     const TextTokenizer* tk = tok ? &*tok : nullptr;
     RequestFile file = read_requests(a.requests_path, tk);

@@ -924,7 +924,7 @@ int cmd_serve(const ServeHttpArgs& a) {
     if (kernel_path() != KernelPath::Fast)
         throw UsageError("--plain: lmlab serve batches requests, and the batched forward runs on the fast kernels only "
                          "(paged attention is attention_tiled's arithmetic); drop --plain");
-    const Model model = load_model(a.model.model_path);
+    const Model model = load_model_option(a.model);
     const std::optional<TextTokenizer> tok = model_tokenizer(model, a.model, true);
     if (!tok)
         throw UsageError(fmt::format("lmlab serve needs a tokenizer (text in, text out): none found with {}; pass "

@@ -68,7 +68,7 @@ int cmd_verify_quantization(const VerifyArgs& a, const Paths& paths) {
     prepare_output_dir(out_dir, "--out");
 
     // the quantized side: the file, quantized on load when asked; the float side: --against
-    Model model = apply_quantize(load_model(a.model.model_path), a.quantize);
+    Model model = apply_quantize(load_model_option(a.model), a.quantize);
     const Model against = load_model(against_path);
     QuantReport r;
     // the tokenizer of --model (a GGUF file carries its own), else of --against

@@ -217,6 +217,11 @@ TextTokenizer load_tokenizer(const std::string& path, int vocab_size) {
     const std::string ext = fs::path(path).extension().string();
     if (ext == ".json") return TextTokenizer(BpeTokenizer::load_hf_json(path));
     if (ext == ".gguf") return load_tokenizer_gguf(path);
+    // SentencePiece's own file (a protobuf): read as a llama2.c tokenizer.bin it would be "damaged"
+    if (ext == ".model")
+        throw ModelError(path + ": a SentencePiece model (.model, a protobuf), which lmlab does not read. Pass the "
+                         "llama2.c tokenizer.bin made from it (llama2.c's tokenizer.py writes one; it often sits "
+                         "beside the .model file), a Hugging Face tokenizer.json, or a GGUF file");
     if (ext == ".h5" || ext == ".hdf5") {
         Vocabulary v = load_vocabulary_hdf5(path);
         return TextTokenizer(Tokenizer(std::move(v.pieces), std::move(v.scores)));

@@ -105,6 +105,8 @@ private:
 //   a directory           tokenizer.json, or vocab.json + merges.txt (Hugging Face), or encoder.json + vocab.bpe (OpenAI)
 //   *.json                a Hugging Face tokenizer.json
 //   *.h5 / *.hdf5         the vocabulary stored in an lmlab model file
+//   *.gguf                the tokenizer in a GGUF file's metadata (load_tokenizer_gguf)
+//   *.model               refused: SentencePiece's protobuf, not read here (its tokenizer.bin is)
 //   a file starting with llm.c's tokenizer magic (20240328): llm.c's gpt2_tokenizer.bin (decode only)
 //   anything else         a llama2.c tokenizer.bin (vocab_size tokens; 0: as many as the file holds)
 // Throws ModelError naming the path and what was expected there.

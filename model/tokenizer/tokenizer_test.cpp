@@ -309,6 +309,20 @@ TEST(ModelErrors, BadTokenizerFiles) {
     std::filesystem::remove(missing);
     expect_load_error(missing, 6, {missing, "cannot open"});
 
+    // SentencePiece's own .model file (a protobuf) is named for what it is, not called damaged
+    const std::string spm = temp_path("tokenizer.model");
+    std::ofstream(spm, std::ios::binary).write("\x0a\x0b\x0a\x05<unk>", 9);
+    try {
+        (void)lmlab::load_tokenizer(spm);
+        ADD_FAILURE() << "a .model file loaded";
+    } catch (const lmlab::ModelError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(spm + ": a SentencePiece model"), std::string::npos) << what;
+        EXPECT_NE(what.find("tokenizer.bin"), std::string::npos) << what;  // what to pass instead
+        EXPECT_EQ(what.find("damaged"), std::string::npos) << what;
+    }
+    std::filesystem::remove(spm);
+
     for (const std::string& path : {good, cut, tiny, temp_path("negative.bin"), too_long}) {
         std::filesystem::remove(path);
     }
