@@ -70,12 +70,20 @@ int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
                sum["pass"].get<int>(), fail, error, skipped, sum["not_run"].get<int>());
     if (!no_report) {
         const auto t0 = std::chrono::steady_clock::now();
-        const auto changes = write_report(paths.reports, report);
+        std::size_t in_report = 0;
+        const auto changes = write_report(paths.reports, report, &in_report);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         std::error_code ec;
         const auto html_bytes = fs::file_size(fs::path(paths.reports) / "report.html", ec);
-        fmt::print("report: {}/report.html (plots, {:.0f} KB; also report.md, report.json; written in {:.2f} s)\n",
-                   paths.reports, ec ? 0.0 : static_cast<double>(html_bytes) / 1024.0, seconds);
+        // a restricted run updates its stages inside the previous report: say so, or "1 stage" above
+        // and a report of 220 look like a contradiction
+        const std::string merged =
+            in_report > static_cast<std::size_t>(n)
+                ? fmt::format("; the {} stage{} run now, updated in the previous report, which holds {}", n,
+                              n == 1 ? "" : "s", in_report)
+                : "";
+        fmt::print("report: {}/report.html (plots, {:.0f} KB; also report.md, report.json; written in {:.2f} s{})\n",
+                   paths.reports, ec ? 0.0 : static_cast<double>(html_bytes) / 1024.0, seconds, merged);
         if (!changes.empty()) {
             fmt::print("changed since the previous report ({}/report.prev.json):\n", paths.reports);
             for (const auto& c : changes) fmt::print("  ! {}\n", c);

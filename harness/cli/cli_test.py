@@ -194,6 +194,18 @@ class Outputs(unittest.TestCase):
                     self.assertEqual(f.read(), first)
                 self.assertFalse(os.path.exists(page + ".part"))
 
+    def test_a_restricted_check_says_it_updated_the_previous_report(self):
+        report = os.path.join(WORK, "merged-report")
+        shutil.rmtree(report, ignore_errors=True)
+        rc, out, err = run("check", "--stage", "kernel.*", "--report", report)
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("updated in the previous report", out)  # a new report: nothing merged
+        rc, out, err = run("check", "--stage", "kernel.add", "--report", report)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("1 stage: 1 passed", out)
+        self.assertRegex(out, r"the 1 stage run now, updated in the previous report, which holds \d+\)")
+        shutil.rmtree(report)
+
     def test_check_report_on_a_file_fails_before_the_stages(self):
         f = os.path.join(WORK, "a-file")
         open(f, "w").close()
@@ -311,6 +323,15 @@ class Options(unittest.TestCase):
         rc, _, err = run("generate", "--model", TINY_LLAMA, "--prompt-ids", "1", "--max-new-tokens", 1)
         self.assertEqual(rc, 0, err)
         self.assertNotIn("no --model", err)
+
+    def test_tokenize_text_where_the_file_goes(self):
+        rc, out, err = run("tokenize", "Once upon a time")
+        self.assertEqual((rc, out), (2, ""), err)
+        self.assertIn("input 'Once upon a time': no such file", err)
+        self.assertIn("| lmlab tokenize -", err)  # how to pass text
+        rc, out, err = run("tokenize", "-", stdin="Once upon a time")
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(out.startswith("["), out)
 
     def test_prompt_file_and_stdin(self):
         p = os.path.join(WORK, "prompt.txt")

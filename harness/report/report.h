@@ -68,7 +68,10 @@ nlohmann::json load_report(const std::string& path);  // throws HarnessError nam
 
 // Writes dir/report.json, dir/report.md and dir/report.html; an existing report.json is kept as
 // dir/report.prev.json first. Returns the comparison with that previous report (empty if none).
-std::vector<std::string> write_report(const std::string& dir, const nlohmann::json& report);
+// A restricted run (--stage, --level) is merged into the previous report; stages_written (optional)
+// gets how many stages the written report holds, so the caller can say so.
+std::vector<std::string> write_report(const std::string& dir, const nlohmann::json& report,
+                                      std::size_t* stages_written = nullptr);
 
 // One stage's line on stdout as it finishes (status, worst errors, matched elements, time), with
 // the first mismatch's assert_close-style message or the reason it did not pass, and its measurements.

@@ -100,7 +100,9 @@ TEST(WriteReport, RestrictedRunUpdatesItsStagesInPlace) {
     EXPECT_TRUE(write_report(dir.string(), full).empty());
 
     const json partial = complete(report({stage("b", "fail", 2e-6)}), "b");
-    const auto changes = write_report(dir.string(), partial);
+    std::size_t in_report = 0;
+    const auto changes = write_report(dir.string(), partial, &in_report);
+    EXPECT_EQ(in_report, 2u) << "the report written holds both stages, which check then says";
     EXPECT_TRUE(has_line(changes, "b: status pass -> fail"));
     EXPECT_EQ(changes.size(), 1u) << "stage a was not run, so it neither changed nor disappeared";
 
