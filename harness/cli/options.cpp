@@ -30,8 +30,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& o, bool required) {
         m->capture_default_str();
     }
     cmd.add_option("--tokenizer", o.tokenizer_path,
-                   "tokenizer.json, a directory with encoder.json + vocab.bpe, llm.c's gpt2_tokenizer.bin, or a "
-                   "llama2.c tokenizer.bin (default: the one that comes with the model)");
+                   "tokenizer.json, a directory with encoder.json + vocab.bpe, llm.c's gpt2_tokenizer.bin, a "
+                   "llama2.c tokenizer.bin, or a GGUF file's tokenizer (default: the one that comes with the model)");
 }
 
 Model load_model_option(const ModelOptions& o) {
