@@ -101,6 +101,9 @@ class Spaces(unittest.TestCase):
                 rc, out, err = run("decode", *args)
                 self.assertEqual((rc, out), (2, ""), err)
                 self.assertIn(said, err)
+        rc, out, err = run("generate", "--prompt-ids", "1,-3", "--max-new-tokens", 1)  # as generate's prompt
+        self.assertEqual((rc, out), (2, ""), err)
+        self.assertIn("--prompt-ids: id -3 (position 1, counting from 0) is outside the vocabulary [0, 16384)", err)
         if os.path.exists(STORIES):  # a llama2.c model: its 512 rows
             rc, _, err = run("decode", "--model", STORIES, "1,600")
             self.assertEqual(rc, 2, err)

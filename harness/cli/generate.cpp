@@ -232,14 +232,8 @@ int cmd_decode(const DecodeArgs& a) {
     const std::vector<int> context = a.context.empty() ? std::vector<int>{} : parse_ids(a.context, "--context");
     // an id outside the vocabulary is refused, as generate refuses it in a prompt: printed as <id N>
     // it would look like a padded row's id
-    for (const auto& [list, option] : {std::pair{&ids, "ids"}, std::pair{&context, "--context"}})
-        for (std::size_t i = 0; i < list->size(); ++i) {
-            const int id = (*list)[i];
-            if (id < 0 || static_cast<std::size_t>(id) >= vocab)
-                throw UsageError(fmt::format("{}: id {} (position {}, counting from 0) is outside the vocabulary "
-                                             "[0, {}) of {}{}",
-                                             option, id, i, vocab, owner, id < 0 ? ": token ids start at 0" : ""));
-        }
+    check_ids_in_vocabulary(ids, vocab, "ids", owner);
+    check_ids_in_vocabulary(context, vocab, "--context", owner);
     fmt::print("{}\n", tok->decode(ids, context));
     finish_stdout();
     return kExitOk;

@@ -200,6 +200,7 @@ Prompt read_prompt(const Model& m, const std::optional<TextTokenizer>& tok, cons
     Prompt out;
     if (p.has_ids()) {
         out.ids = parse_ids(p.ids);
+        check_ids_in_vocabulary(out.ids, m.config.vocab_size, "--prompt-ids", o.model_path.empty() ? m.source : o.model_path);
         out.from_ids = true;
         return out;
     }
@@ -218,6 +219,14 @@ Prompt read_prompt(const Model& m, const std::optional<TextTokenizer>& tok, cons
     if (out.ids.empty())
         throw UsageError("the prompt encodes to no tokens: give some text (this tokenizer adds no BOS)");
     return out;
+}
+
+void check_ids_in_vocabulary(const std::vector<int>& ids, std::size_t vocab, const std::string& option,
+                             const std::string& owner) {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] < 0 || static_cast<std::size_t>(ids[i]) >= vocab)
+            throw UsageError(fmt::format("{}: id {} (position {}, counting from 0) is outside the vocabulary [0, {}) of {}{}",
+                                         option, ids[i], i, vocab, owner, ids[i] < 0 ? ": token ids start at 0" : ""));
 }
 
 std::vector<int> parse_ids(const std::string& text, const std::string& option) {

@@ -123,6 +123,10 @@ Prompt read_prompt(const Model& m, const std::optional<TextTokenizer>& tok, cons
 // anything else: an empty list, an empty item, "1 403" (not one integer), a value outside int.
 // Range against a vocabulary is the caller's check (check_request).
 std::vector<int> parse_ids(const std::string& text, const std::string& option = "--prompt-ids");
+// Every id in [0, vocab), else a UsageError naming the option, the id, its position and owner (the
+// model or tokenizer whose vocabulary it is): decode's ids and --context, generate's --prompt-ids.
+void check_ids_in_vocabulary(const std::vector<int>& ids, std::size_t vocab, const std::string& option,
+                             const std::string& owner);
 
 // A whole file, or standard input for "-"; UsageError naming the option and the path when unreadable.
 std::string read_input(const std::string& path, const std::string& option);
