@@ -68,15 +68,16 @@ void read_attributes(const H5::H5Object& obj, std::map<std::string, double>& num
 }
 
 template <typename T>
-Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5::PredType& type, const std::string& where) {
+Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5::PredType& type, const std::string& file,
+                      const std::string& where) {
     H5::DataSet ds = group.openDataSet(name);
     const H5T_class_t cls = ds.getTypeClass();
     if (cls != H5T_FLOAT && cls != H5T_INTEGER)
         throw HarnessError(where + "/" + name + " is not numeric (HDF5 type class " + std::to_string(cls) + "). " +
-                           regenerate_hint());
+                           regenerate_hint(file));
     std::string why;
     const auto dims = checked_dims(ds, why);  // before allocating: the header may claim anything
-    if (!dims) throw HarnessError(where + "/" + name + ": " + why + ". " + regenerate_hint());
+    if (!dims) throw HarnessError(where + "/" + name + ": " + why + ". " + regenerate_hint(file));
     Array<T> a;
     a.shape = *dims;
     std::size_t n = 1;
@@ -88,17 +89,17 @@ Array<T> read_dataset(const H5::Group& group, const std::string& name, const H5:
 
 template <typename T>
 std::map<std::string, Array<T>> read_group(const H5::Group& parent, const std::string& name,
-                                           const H5::PredType& type, const std::string& where) {
+                                           const H5::PredType& type, const std::string& file, const std::string& where) {
     std::map<std::string, Array<T>> out;
     if (!parent.nameExists(name)) return out;
     if (parent.childObjType(name) != H5O_TYPE_GROUP)
-        throw HarnessError(where + "/" + name + " should be a group of datasets. " + regenerate_hint());
+        throw HarnessError(where + "/" + name + " should be a group of datasets. " + regenerate_hint(file));
     H5::Group g = parent.openGroup(name);
     for (hsize_t i = 0; i < g.getNumObjs(); ++i) {
         const std::string member = g.getObjnameByIdx(i);
         if (g.childObjType(member) != H5O_TYPE_DATASET)
-            throw HarnessError(where + "/" + name + "/" + member + " should be a dataset. " + regenerate_hint());
-        out[member] = read_dataset<T>(g, member, type, where + "/" + name);
+            throw HarnessError(where + "/" + name + "/" + member + " should be a dataset. " + regenerate_hint(file));
+        out[member] = read_dataset<T>(g, member, type, file, where + "/" + name);
     }
     return out;
 }
@@ -149,11 +150,34 @@ bool is_repo_golden(const std::string& golden_dir) {
 }
 }  // namespace
 
-// The command's paths are relative to the repository (.venv/, scripts/), so the hint says where to run it.
-std::string regenerate_hint(const std::string& golden_dir) {
+// The fixture folder of `at` (a folder, or a file in one): the nearest folder from `at` up that holds
+// manifest.json; else `at` itself when it is a folder; else "" (not known).
+std::string fixture_folder_of(const std::string& at) {
+    if (at.empty()) return "";
+    std::error_code ec;
+    fs::path start = fs::absolute(at, ec).lexically_normal();
+    if (!start.has_filename() && start != start.root_path()) start = start.parent_path();  // "dir/" -> "dir"
+    const bool is_dir = fs::is_directory(start, ec);
+    for (fs::path d = is_dir ? start : start.parent_path(); !d.empty(); d = d.parent_path()) {
+        if (fs::exists(d / "manifest.json", ec)) return d.string();
+        if (d == d.parent_path()) break;
+    }
+    return is_dir ? start.string() : "";
+}
+
+// The command's paths are relative to the repository (.venv/, scripts/), so the hint says where to run
+// it, and the folder it writes is absolute (quoted when it holds a space or a quote).
+std::string regenerate_hint(const std::string& at) {
     const std::string run = std::string("Regenerate the fixtures, from ") + LMLAB_SOURCE_DIR + ": " + kRegenerateCommand;
-    if (is_repo_golden(golden_dir)) return run + " (or rebuild: the build's `golden` target re-exports stale fixtures).";
-    return run + " --out " + golden_dir;
+    const std::string golden = fixture_folder_of(at);
+    if (is_repo_golden(golden)) return run + " (or rebuild: the build's `golden` target re-exports stale fixtures).";
+    std::string quoted = golden;
+    if (golden.find_first_of(" '\"$\\") != std::string::npos) {
+        quoted = "'";
+        for (char c : golden) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+        quoted += "'";
+    }
+    return run + " --out " + quoted;
 }
 
 
@@ -161,39 +185,39 @@ const Array<float>& Case::input(const std::string& name, const std::vector<std::
     const auto it = inputs.find(name);
     if (it == inputs.end())
         throw HarnessError(file + ": dataset /" + this->name + "/inputs/" + name + " is missing (expected shape " +
-                           shape_str(shape) + "). The fixture does not match this harness; " + regenerate_hint());
+                           shape_str(shape) + "). The fixture does not match this harness; " + regenerate_hint(file));
     bool ok = it->second.shape.size() == shape.size();
     for (std::size_t i = 0; ok && i < shape.size(); ++i)
         ok = shape[i] == kAnyDim || shape[i] == it->second.shape[i];
     if (!ok)
         throw HarnessError(file + ": dataset /" + this->name + "/inputs/" + name + " has shape " +
-                           shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint());
+                           shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint(file));
     return it->second;
 }
 
 double Case::number(const std::string& attr) const {
     const auto it = numbers.find(attr);
     if (it == numbers.end())
-        throw HarnessError(file + ": /" + name + " has no numeric attribute '" + attr + "'. " + regenerate_hint());
+        throw HarnessError(file + ": /" + name + " has no numeric attribute '" + attr + "'. " + regenerate_hint(file));
     return it->second;
 }
 
 const std::string& Case::string(const std::string& attr) const {
     const auto it = strings.find(attr);
     if (it == strings.end())
-        throw HarnessError(file + ": /" + name + " has no string attribute '" + attr + "'. " + regenerate_hint());
+        throw HarnessError(file + ": /" + name + " has no string attribute '" + attr + "'. " + regenerate_hint(file));
     return it->second;
 }
 
 Fixture read_fixture(const std::string& path) {
-    if (!fs::exists(path)) throw HarnessError(path + ": fixture file is missing. " + regenerate_hint());
+    if (!fs::exists(path)) throw HarnessError(path + ": fixture file is missing. " + regenerate_hint(path));
     H5::Exception::dontPrint();  // we report errors ourselves, with the file name
     Fixture fx;
     fx.path = path;
     std::string where = "/";
     try {
         if (!H5::H5File::isHdf5(path))
-            throw HarnessError(path + ": not an HDF5 file (truncated or overwritten?). " + regenerate_hint());
+            throw HarnessError(path + ": not an HDF5 file (truncated or overwritten?). " + regenerate_hint(path));
         H5::H5File file(path, H5F_ACC_RDONLY);
         read_attributes(file, fx.numbers, fx.strings);
         fx.name = fx.strings["fixture"];
@@ -202,13 +226,13 @@ Fixture read_fixture(const std::string& path) {
         const double version = fx.numbers["format_version"];  // (a double: NaN or 1e300 must not reach a cast)
         if (version != static_cast<double>(kFormatVersion))
             throw HarnessError(path + ": format_version is " + fmt::format("{:g}", version) + ", this harness reads " +
-                               std::to_string(kFormatVersion) + ". " + regenerate_hint());
+                               std::to_string(kFormatVersion) + ". " + regenerate_hint(path));
         fx.format_version = kFormatVersion;
         for (hsize_t i = 0; i < file.getNumObjs(); ++i) {
             const std::string name = file.getObjnameByIdx(i);
             if (name.rfind("case_", 0) != 0) continue;
             if (file.childObjType(name) != H5O_TYPE_GROUP)
-                throw HarnessError(path + ": /" + name + " should be a group. " + regenerate_hint());
+                throw HarnessError(path + ": /" + name + " should be a group. " + regenerate_hint(path));
             where = "/" + name;
             H5::Group g = file.openGroup(name);
             Case c;
@@ -216,18 +240,18 @@ Fixture read_fixture(const std::string& path) {
             c.name = name;
             read_attributes(g, c.numbers, c.strings);
             c.description = c.strings["description"];
-            c.inputs = read_group<float>(g, "inputs", H5::PredType::NATIVE_FLOAT, path + ": " + where);
-            c.outputs = read_group<float>(g, "outputs", H5::PredType::NATIVE_FLOAT, path + ": " + where);
-            c.reference64 = read_group<double>(g, "reference64", H5::PredType::NATIVE_DOUBLE, path + ": " + where);
+            c.inputs = read_group<float>(g, "inputs", H5::PredType::NATIVE_FLOAT, path, path + ": " + where);
+            c.outputs = read_group<float>(g, "outputs", H5::PredType::NATIVE_FLOAT, path, path + ": " + where);
+            c.reference64 = read_group<double>(g, "reference64", H5::PredType::NATIVE_DOUBLE, path, path + ": " + where);
             if (c.outputs.empty())
-                throw HarnessError(path + ": " + where + "/outputs is missing or empty. " + regenerate_hint());
+                throw HarnessError(path + ": " + where + "/outputs is missing or empty. " + regenerate_hint(path));
             fx.cases.push_back(std::move(c));
         }
     } catch (const H5::Exception& e) {
         throw HarnessError(path + ": cannot read " + where + " (" + e.getDetailMsg() +
-                           "): the file is truncated or damaged. " + regenerate_hint());
+                           "): the file is truncated or damaged. " + regenerate_hint(path));
     }
-    if (fx.cases.empty()) throw HarnessError(path + ": holds no case_NNN groups. " + regenerate_hint());
+    if (fx.cases.empty()) throw HarnessError(path + ": holds no case_NNN groups. " + regenerate_hint(path));
     std::sort(fx.cases.begin(), fx.cases.end(), [](const Case& a, const Case& b) { return a.name < b.name; });
     return fx;
 }

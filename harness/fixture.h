@@ -25,11 +25,12 @@ struct HarnessError : std::runtime_error {
 
 // The command that rewrites every fixture; error messages quote it.
 inline constexpr const char* kRegenerateCommand = ".venv/bin/python scripts/export_golden.py";
-// "Regenerate the fixtures: <command> (or rebuild ...)", the end of every fixture error message.
-// golden_dir: the fixture folder the command read (--golden), where it knows it. A folder other than
-// the repository's golden/ gets `--out <that folder>` in the command, and no "rebuild" (the build's
-// `golden` target writes golden/ only).
-std::string regenerate_hint(const std::string& golden_dir = "");
+// "Regenerate the fixtures, from <repo>: <command> (or rebuild ...)", the end of every fixture error
+// message. `at`: the fixture folder the command read (--golden) or a file in it (the folder is then the
+// nearest one above it that holds manifest.json). A folder other than the repository's golden/ gets
+// `--out <that folder, absolute>` in the command, and no "rebuild" (the build's `golden` target writes
+// golden/ only).
+std::string regenerate_hint(const std::string& at = "");
 
 // An n-dimensional array read from a dataset, row-major.
 template <typename T>

@@ -346,6 +346,22 @@ TEST_F(FixtureFiles, RegenerateHintNamesTheFolderItRead) {
     const std::string other = regenerate_hint(dir_.string());
     EXPECT_NE(other.find("scripts/export_golden.py --out " + dir_.string()), std::string::npos) << other;
     EXPECT_EQ(other.find("rebuild"), std::string::npos) << other;
+    EXPECT_NE(other.find(std::string("from ") + LMLAB_SOURCE_DIR), std::string::npos) << other;  // where to run it
+
+    // a folder with a space is quoted, so that the command can be pasted
+    const fs::path spaced = dir_ / "with space";
+    fs::create_directories(spaced);
+    const std::string quoted = regenerate_hint(spaced.string());
+    EXPECT_NE(quoted.find("--out '" + spaced.string() + "'"), std::string::npos) << quoted;
+    // a file in a fixture folder: the folder is the nearest one above it with manifest.json
+    std::ofstream(dir_ / "manifest.json") << "{}";
+    EXPECT_EQ(regenerate_hint((dir_ / "kernel" / "matvec.h5").string()), other);
+    // a relative folder is written absolute (the command runs from the repository, not from here)
+    const fs::path here = fs::current_path();
+    fs::current_path(dir_);
+    EXPECT_EQ(regenerate_hint("kernel/matvec.h5"), other);
+    EXPECT_EQ(regenerate_hint("."), other);
+    fs::current_path(here);
 }
 
 }  // namespace lmlab

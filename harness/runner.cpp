@@ -98,7 +98,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                                ". " + regenerate_hint(env.golden_dir));
         if (fx.name != stage.fixture)
             throw HarnessError(fx.path + ": root attribute fixture is '" + fx.name + "', expected '" + stage.fixture +
-                               "'. " + regenerate_hint());
+                               "'. " + regenerate_hint(fx.path));
         std::size_t n_heatmaps = 0;
         for (const Case& c : fx.cases) {
             std::vector<StageOutput> outs;
@@ -129,7 +129,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                 const auto found = out.expected ? c.outputs.end() : c.outputs.find(out.golden);
                 if (!out.expected && found == c.outputs.end())
                     throw HarnessError(fx.path + ": dataset /" + c.name + "/outputs/" + out.golden +
-                                       " is missing. " + regenerate_hint());
+                                       " is missing. " + regenerate_hint(fx.path));
                 Array<float> sliced;  // out.rows: only those rows of the golden output (and of its reference64)
                 std::span<const double> truth;
                 const auto ref = out.expected ? c.reference64.end() : c.reference64.find(out.golden);
@@ -176,7 +176,7 @@ StageResult run_stage(const Stage& stage, const StageEnv& env) {
                     // accuracy ratio against PyTorch stays as measured.
                     if (truth.empty())
                         throw HarnessError(fx.path + ": /" + c.name + " compares with reference64/" + out.golden +
-                                           ", which is missing. " + regenerate_hint());
+                                           ", which is missing. " + regenerate_hint(fx.path));
                     rounded.assign(truth.begin(), truth.end());
                     const Metrics vs_torch = o.metrics;
                     o.metrics = compare(out.data, rounded, truth, o.tol);

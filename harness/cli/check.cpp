@@ -1,6 +1,7 @@
 // The stages and their reports: lmlab list, check, diff, verify-fixtures, ctest-script.
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
 
@@ -10,7 +11,6 @@
 #include "harness/stages/stages.h"
 #include "model/family.h"
 #include <fmt/ranges.h>
-#include "model/testing/shared_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -19,7 +19,7 @@ namespace lmlab {
 Paths default_paths() {
     const fs::path src(LMLAB_SOURCE_DIR);
     return {(src / "golden").string(), (src / "reports").string(),
-            shared_dir_or((src / ".." / "shared").lexically_normal().string()), (src / "scripts").string()};
+            default_shared_dir(), (src / "scripts").string()};
 }
 
 int cmd_list(bool json, bool families) {
@@ -47,6 +47,12 @@ int cmd_list(bool json, bool families) {
 
 // lmlab check: run the stages, print a line each, write the report.
 int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
+    // --shared is checked as an option; the environment's folder is said here, or a typo in it would
+    // only show as skipped stages
+    std::error_code ec;
+    if (const char* env = std::getenv("LMLAB_SHARED"); env && *env && paths.shared == env && !fs::is_directory(env, ec))
+        fmt::print(stderr, "warning: LMLAB_SHARED={} is not a folder: the stages that need models/ or tokenizers/ "
+                           "from it are skipped\n", env);
     // refuse stale or damaged fixtures up front: the exporter's hash, and the files these stages read;
     // before the report folder is made, so that a refused check leaves no empty folder behind
     const std::set<std::string> files = golden_files_read(selected_stages(opt));

@@ -96,7 +96,7 @@ class Spaces(unittest.TestCase):
         for args, said in (
                 (("1,16384",), "ids: id 16384 (position 1, counting from 0) is outside the vocabulary [0, 16384)"),
                 (("1", "--context", "5,-3"), "--context: id -3 (position 1, counting from 0)"),
-                (("99999999999999999999",), "ids: '99999999999999999999' is too large for a token id")):
+                (("99999999999999999999",), "ids: '99999999999999999999' is outside the range of a token id")):
             with self.subTest(args=args):
                 rc, out, err = run("decode", *args)
                 self.assertEqual((rc, out), (2, ""), err)
@@ -272,6 +272,10 @@ class Outputs(unittest.TestCase):
         self.assertEqual(rc, 2, err)
         self.assertIn("is not a fixture manifest", err)
         shutil.rmtree(empty)
+        # the environment's shared folder is not an option, but a typo in it is said, not only skipped
+        p = subprocess.run([LMLAB, "check", "--stage", "tokenizer.llama2", "--no-report"], capture_output=True, text=True,
+                           env={**os.environ, "LMLAB_SHARED": missing}, timeout=120)
+        self.assertIn(f"warning: LMLAB_SHARED={missing} is not a folder", p.stderr)
 
 
 class Options(unittest.TestCase):
@@ -290,7 +294,10 @@ class Options(unittest.TestCase):
         self.assertTrue(err.startswith("lmlab: --top-p: '2' is not a number in (0, 1] (1 = off)"), err)
         rc, _, err = run("generate", "--temperature", "-1")
         self.assertEqual(rc, 105)
-        self.assertTrue(err.startswith("lmlab: --temperature: '-1' is not a number >= 0 (0 = greedy)"), err)
+        self.assertTrue(err.startswith("lmlab: --temperature: '-1' is not a number >= 0, at most 3.4e+38 (0 = greedy)"), err)
+        rc, _, err = run("generate", "--temperature", "1e39")  # more than its float holds
+        self.assertEqual(rc, 105, err)
+        self.assertIn("--temperature: '1e39'", err)
 
     def test_more_threads_than_cores_is_said(self):
         many = (os.cpu_count() or 1) + 1
@@ -312,7 +319,8 @@ class Options(unittest.TestCase):
 
     def test_verify_missing_model(self):
         missing = os.path.join(WORK, "no-such-model")
-        for cmd in (("verify",), ("generate",), ("trace", "--prompt", "In the"), ("decode", "1")):
+        for cmd in (("verify",), ("generate",), ("trace", "--prompt", "In the"), ("decode", "1"),
+                    ("decode", "1", "--tokenizer", TINY_LLAMA), ("tokenize", "-", "--tokenizer", TINY_LLAMA)):
             with self.subTest(cmd=cmd[0]):
                 rc, _, err = run(*cmd, "--model", missing)
                 self.assertEqual(rc, 2)

@@ -184,6 +184,7 @@ int cmd_trace(const TraceArgs& a) {
 
 // lmlab tokenize: text -> ids (or pieces) as JSON.
 int cmd_tokenize(const TokenizeArgs& a) {
+    require_model_path(a.model);  // given with --tokenizer too: a mistyped --model is not ignored
     std::optional<TextTokenizer> tok;
     if (!a.model.tokenizer_path.empty()) {
         tok = load_tokenizer(a.model.tokenizer_path, a.vocab_size);
@@ -212,9 +213,11 @@ int cmd_tokenize(const TokenizeArgs& a) {
 
 // lmlab decode: ids -> text, by the rule every command uses (TextTokenizer::decode).
 int cmd_decode(const DecodeArgs& a) {
+    require_model_path(a.model);  // given with --tokenizer too: a mistyped --model is not ignored
     std::optional<TextTokenizer> tok;
     // the ids there are: the model's embedding rows when the model is loaded (a padded row has no
-    // text and prints as <id N>), else the tokenizer's
+    // text and prints as <id N>), else the tokenizer's (with --tokenizer the model is not loaded, so a
+    // padded row's id is refused there)
     std::size_t vocab = 0;
     std::string owner;
     if (!a.model.tokenizer_path.empty() || fs::path(a.model.model_path).extension() == ".h5") {

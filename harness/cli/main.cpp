@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
     generate->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to generate (default: 256, or what the context allows)")
         ->check(whole_number(1, 1 << 30));
     generate->add_option("--temperature", gen.sampling.temperature, "0 = greedy")
-        ->check(real_number(0.0, std::numeric_limits<double>::infinity(), false, "0 = greedy"))
+        ->check(real_number(0.0, std::numeric_limits<float>::max(), false, "0 = greedy"))
         ->capture_default_str();
     generate->add_option("--top-k", gen.sampling.top_k, "Keep the k most probable tokens (0 = off)")
         ->check(whole_number(0, std::numeric_limits<int>::max()))

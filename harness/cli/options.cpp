@@ -13,10 +13,15 @@
 
 #include "model/forward.h"
 #include "model/load/load.h"
+#include "model/testing/shared_dir.h"
 
 namespace fs = std::filesystem;
 
 namespace lmlab {
+
+std::string default_shared_dir() {
+    return shared_dir_or((fs::path(LMLAB_SOURCE_DIR) / ".." / "shared").lexically_normal().string());
+}
 
 std::string default_model_path() { return (fs::path(LMLAB_SOURCE_DIR) / "golden" / "models" / "tiny-llama.h5").string(); }
 
@@ -34,13 +39,24 @@ void add_model_options(CLI::App& cmd, ModelOptions& o, bool required) {
                    "llama2.c tokenizer.bin, or a GGUF file's tokenizer (default: the one that comes with the model)");
 }
 
-Model load_model_option(const ModelOptions& o) {
+void require_model_path(const ModelOptions& o) {
     std::error_code ec;
-    if (!fs::exists(o.model_path, ec)) throw UsageError(fmt::format("--model {}: no such file or directory", o.model_path));
+    if (fs::exists(o.model_path, ec)) return;
     if (o.model_opt && o.model_opt->count() == 0)
+        throw UsageError(fmt::format("no --model given, and lmlab's test model {} is not there: it is exported with the "
+                                     "fixtures (bash scripts/run.sh). Or pass --model PATH",
+                                     o.model_path));
+    throw UsageError(fmt::format("--model {}: no such file or directory", o.model_path));
+}
+
+Model load_model_option(const ModelOptions& o) {
+    require_model_path(o);
+    if (o.model_opt && o.model_opt->count() == 0) {
+        const std::string stories = (fs::path(default_shared_dir()) / "models" / "stories260K" / "stories260K.bin").string();
         fmt::print(stderr, "note: no --model given: {} is lmlab's test model, with random weights, so its text means "
-                           "nothing; pass --model for a trained one, e.g. ../shared/models/stories260K/stories260K.bin\n",
-                   o.model_path);
+                           "nothing; pass --model for a trained one, e.g. {}\n",
+                   o.model_path, stories);
+    }
     return load_model(o.model_path);
 }
 
@@ -81,8 +97,9 @@ CLI::Validator whole_number(long long lo, long long hi) {
 }
 
 CLI::Validator real_number(double lo, double hi, bool lo_open, const std::string& about) {
-    const std::string range = hi == std::numeric_limits<double>::infinity()
-                                  ? fmt::format("{} {}", lo_open ? ">" : ">=", lo)
+    // hi = the largest float: no upper bound to speak of, but a value the option's float can hold
+    const std::string range = hi >= std::numeric_limits<float>::max()
+                                  ? fmt::format("{} {}, at most {:.2g}", lo_open ? ">" : ">=", lo, hi)
                                   : fmt::format("in {}{}, {}]", lo_open ? "(" : "[", lo, hi);
     return CLI::Validator(
         [lo, hi, lo_open, range, about](std::string& s) -> std::string {
@@ -97,7 +114,7 @@ CLI::Validator real_number(double lo, double hi, bool lo_open, const std::string
             if (s.empty() || used != s.size() || !in) return fmt::format("'{}' is not a number {} ({})", s, range, about);
             return "";
         },
-        "NUMBER " + range);
+        "NUMBER (" + range + ")");
 }
 
 CLI::Validator existing_folder(const std::string& what) {
@@ -244,8 +261,8 @@ std::vector<int> parse_ids(const std::string& text, const std::string& option) {
             try {
                 v = std::stoi(item, &used);
             } catch (const std::out_of_range&) {
-                throw UsageError(fmt::format("{}: '{}' is too large for a token id (ids are below 2^31; a "
-                                             "vocabulary has far fewer)", option, item));
+                throw UsageError(fmt::format("{}: '{}' is outside the range of a token id (ids are 0 to 2^31 - 1; "
+                                             "a vocabulary has far fewer)", option, item));
             } catch (const std::exception&) {
                 used = 0;
             }

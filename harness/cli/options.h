@@ -61,9 +61,13 @@ struct ModelOptions {
 // required: no default (verify); otherwise the default is the exporter's tiny LLaMA.
 void add_model_options(CLI::App& cmd, ModelOptions& o, bool required);
 std::string default_model_path();
+// ../shared beside the checkout, or $LMLAB_SHARED (model/testing/shared_dir.h)
+std::string default_shared_dir();
 // load_model for --model: a path that is not there is named with the option, and without --model
 // stderr says that the model is the exporter's test model (random weights: its text means nothing).
 Model load_model_option(const ModelOptions& o);
+// The existence half of it, for commands that read --model without loading it (decode, tokenize, verify).
+void require_model_path(const ModelOptions& o);
 
 // --prompt, --prompt-ids, --prompt-file, --chat, --allow-special (at most one of the first three).
 struct PromptOptions {

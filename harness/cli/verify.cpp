@@ -132,9 +132,8 @@ std::string default_verify_dir(const std::string& reports_dir, const std::string
 int cmd_verify(const VerifyArgs& a, const Paths& paths) {
     // 1. The engine reads the model first: whatever it cannot compute is refused here, by name.
     const auto t_start = std::chrono::steady_clock::now();
+    require_model_path(a.model);
     const std::string model_path = fs::absolute(a.model.model_path).lexically_normal().string();
-    if (!fs::exists(model_path))
-        throw UsageError("--model " + a.model.model_path + ": no such file or directory");
     const std::string ext = fs::path(model_path).extension().string();
     if (ext == ".h5" || ext == ".hdf5")
         throw UsageError("--model " + a.model.model_path + ": lmlab's own HDF5 models are the exporter's; `lmlab check` "

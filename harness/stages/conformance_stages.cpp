@@ -34,7 +34,7 @@ std::vector<std::pair<std::string, std::string>> onnx_attributes(const Case& c) 
         const std::size_t eq = item.find('=');
         if (eq == std::string::npos || eq == 0)
             throw HarnessError(c.file + ": /" + c.name + " onnx_attributes item '" + item + "' is not name=value. " +
-                               regenerate_hint());
+                               regenerate_hint(c.file));
         out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
         start = end + 1;
     }
@@ -74,7 +74,7 @@ const Array<float>& onnx_input(const Case& c, const std::string& name) {
     const Array<float>* t = onnx_tensor(c.inputs, name);
     if (!t)
         throw HarnessError(c.file + ": dataset /" + c.name + "/inputs/" + name + " is missing (ONNX " +
-                           c.string("onnx_op") + "'s input " + name + "). " + regenerate_hint());
+                           c.string("onnx_op") + "'s input " + name + "). " + regenerate_hint(c.file));
     return *t;
 }
 
@@ -91,7 +91,7 @@ long long int_attr(const Case& c, const std::string& name, long long def) {
     if (it == c.numbers.end()) return def;
     if (it->second != std::floor(it->second))
         throw HarnessError(c.file + ": /" + c.name + " attribute " + name + " = " + fmt::format("{:g}", it->second) +
-                           " is not an integer. " + regenerate_hint());
+                           " is not an integer. " + regenerate_hint(c.file));
     return static_cast<long long>(it->second);
 }
 
@@ -100,7 +100,7 @@ std::size_t onnx_axis(const Case& c, long long axis, const std::vector<std::size
     const long long r = static_cast<long long>(shape.size());
     if (axis < -r || axis >= r || shape[static_cast<std::size_t>(axis < 0 ? axis + r : axis)] == 0)
         throw HarnessError(fmt::format("{}: /{} axis {} is outside [-{}, {}) or empty for an input of shape {}. {}", c.file,
-                                       c.name, axis, r, r, shape_str(shape), regenerate_hint()));
+                                       c.name, axis, r, r, shape_str(shape), regenerate_hint(c.file)));
     return static_cast<std::size_t>(axis < 0 ? axis + r : axis);
 }
 

@@ -150,7 +150,7 @@ std::vector<StageOutput> stage_gguf_greedy(const Fixture& f, const Case& c, cons
 // does, so what is compared is the measuring, not the quantized arithmetic (the stages above).
 std::vector<StageOutput> stage_quant_report(const Fixture& fx, const Case& c, const StageEnv& env) {
     const auto against = fx.strings.find("against");
-    if (against == fx.strings.end()) throw HarnessError(fx.path + ": root attribute 'against' is missing. " + regenerate_hint());
+    if (against == fx.strings.end()) throw HarnessError(fx.path + ": root attribute 'against' is missing. " + regenerate_hint(fx.path));
     PlainPath plain;
     const Model& q = stage_model(env);
     const Model& f = cached_model(resolve_model_path(against->second, env.golden_dir, env.shared_dir));

@@ -67,12 +67,12 @@ const Array<float>& golden(const Case& c, const std::string& name, const std::ve
     const auto it = c.outputs.find(name);
     if (it == c.outputs.end())
         throw HarnessError(c.file + ": dataset /" + c.name + "/outputs/" + name + " is missing (expected shape " +
-                           shape_str(shape) + "). " + regenerate_hint());
+                           shape_str(shape) + "). " + regenerate_hint(c.file));
     bool same = it->second.shape.size() == shape.size();
     for (std::size_t i = 0; same && i < shape.size(); ++i) same = shape[i] == kAny || shape[i] == it->second.shape[i];
     if (!same)
         throw HarnessError(c.file + ": dataset /" + c.name + "/outputs/" + name + " has shape " +
-                           shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint());
+                           shape_str(it->second.shape) + ", expected " + shape_str(shape) + ". " + regenerate_hint(c.file));
     return it->second;
 }
 
@@ -383,7 +383,7 @@ std::vector<StageOutput> stage_generation_greedy(const Fixture&, const Case& c, 
     const std::size_t k = topk_ids.shape[1];
     if (k < 2)
         throw HarnessError(fmt::format("{}: /{}/outputs/topk_ids keeps {} ids per step; the near-tie verdict needs "
-                                       "at least the top 2. {}", c.file, c.name, k, regenerate_hint()));
+                                       "at least the top 2. {}", c.file, c.name, k, regenerate_hint(c.file)));
     const auto& ref_top = golden(c, "topk_logits", {n_new, k}).data;  // sorted, largest first (torch.topk)
     golden(c, "logits", {full_steps.size(), cfg.vocab_size});
     for (int step : full_steps)

@@ -21,7 +21,7 @@ const TextTokenizer& stage_tokenizer(const Fixture& fx, const StageEnv& env) {
     auto& slot = loaded[env.model];
     if (!slot) {
         const auto vs = fx.numbers.find("vocab_size");
-        if (vs == fx.numbers.end()) throw HarnessError(fx.path + ": root attribute 'vocab_size' is missing. " + regenerate_hint());
+        if (vs == fx.numbers.end()) throw HarnessError(fx.path + ": root attribute 'vocab_size' is missing. " + regenerate_hint(fx.path));
         slot = std::make_unique<TextTokenizer>(load_tokenizer(env.model, static_cast<int>(vs->second)));
     }
     return *slot;
