@@ -184,6 +184,10 @@ int cmd_trace(const TraceArgs& a) {
 
 // lmlab tokenize: text -> ids (or pieces) as JSON.
 int cmd_tokenize(const TokenizeArgs& a) {
+    if (a.input != "-" && !fs::exists(a.input))  // most often the text itself, typed where the file goes
+        throw UsageError(fmt::format("input '{}': no such file. tokenize reads a text file, or standard input with "
+                                     "-: printf '%s' 'Once upon a time' | lmlab tokenize -",
+                                     a.input));
     require_model_path(a.model);  // given with --tokenizer too: a mistyped --model is not ignored
     std::optional<TextTokenizer> tok;
     if (!a.model.tokenizer_path.empty()) {
@@ -194,10 +198,6 @@ int cmd_tokenize(const TokenizeArgs& a) {
         tok = model_tokenizer(load_model_option(a.model), a.model, true);
         if (!tok) throw UsageError("no tokenizer found with " + a.model.model_path + "; pass --tokenizer PATH");
     }
-    if (a.input != "-" && !fs::exists(a.input))  // most often the text itself, typed where the file goes
-        throw UsageError(fmt::format("input '{}': no such file. tokenize reads a text file, or standard input with "
-                                     "-: printf '%s' 'Once upon a time' | lmlab tokenize -",
-                                     a.input));
     const std::string text = read_input(a.input, "input");
     const std::vector<int> ids = a.add_bos ? tok->encode_prompt(text, a.allow_special) : tok->encode(text, a.allow_special);
     if (a.show_pieces) {

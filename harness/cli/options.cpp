@@ -2,13 +2,13 @@
 
 #include <cerrno>
 #include <cmath>
-#include <limits>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <thread>
 
 #include "model/forward.h"
