@@ -410,15 +410,20 @@ class ServeBatch(unittest.TestCase):
             f.write('{"id": "b", "prompt_ids": [1, 99999], "max_tokens": 2}\n')  # an id past the vocabulary
             f.write('not json\n')
             f.write('{"id": "c", "prompt_ids": [1, 7], "max_tokens": 1}\n')
+            f.write('{"id": "z", "prompt_ids": [1], "max_tokens": 0}\n')  # JSON's 0 is unsigned: the lower bound too
         rc, out, err = run("serve-batch", "--requests", reqs, "--quiet")
         self.assertEqual(rc, 2, out + err)
         self.assertIn(":2: id \"a\" is given to an earlier request too", err)
         self.assertIn(":3", err)
         self.assertIn(":4: not JSON", err)
+        self.assertIn(':6: "max_tokens" is 0, expected 1 to', err)
         self.assertIn("[a]", out)
         self.assertIn("[c]", out)
-        self.assertIn("refused: 3 requests", out)
+        self.assertIn("refused: 4 requests", out)
         self.assertIn("2 requests,", out)  # served: a and c
+        rc, out, err = run("serve-batch", "--requests", reqs, "--quiet", "--sequential")  # the same refusals
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn(':6: "max_tokens" is 0', err)
 
     def test_one_request_is_singular(self):
         reqs = os.path.join(WORK, "single.jsonl")

@@ -38,9 +38,14 @@ std::int64_t int_field(const nlohmann::json& v, const std::string& where, const 
                        std::int64_t hi) {
     if (!v.is_number_integer())
         throw ModelError(fmt::format("{}: {} must be an integer, got {}", where, key, v.dump()));
-    // (an unsigned value past int64's range must not wrap to a negative one in the message or the check)
-    if (v.is_number_unsigned() ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi) : v.get<std::int64_t>() < lo ||
-                                                                                           v.get<std::int64_t>() > hi)
+    // (an unsigned value past int64's range must not wrap to a negative one in the message or the check;
+    // nlohmann::json reads every integer >= 0 as unsigned, so the lower bound is checked there too:
+    // "max_tokens": 0 was let through and stopped the whole batch in the scheduler)
+    const bool out = v.is_number_unsigned()
+                         ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi) ||
+                               (lo > 0 && v.get<std::uint64_t>() < static_cast<std::uint64_t>(lo))
+                         : v.get<std::int64_t>() < lo || v.get<std::int64_t>() > hi;
+    if (out)
         throw ModelError(fmt::format("{}: {} is {}, expected {} to {}", where, key, v.dump(), lo, hi));
     return v.get<std::int64_t>();
 }
