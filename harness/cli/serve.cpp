@@ -14,6 +14,7 @@
 // then 2, so a script still notices.
 #include "harness/cli/commands.h"
 #include "harness/cli/serve.h"
+#include "harness/cli/serve_api.h"
 #include <fmt/ranges.h>
 #include "model/load/load.h"
 
@@ -38,14 +39,7 @@ std::int64_t int_field(const nlohmann::json& v, const std::string& where, const 
                        std::int64_t hi) {
     if (!v.is_number_integer())
         throw ModelError(fmt::format("{}: {} must be an integer, got {}", where, key, v.dump()));
-    // (an unsigned value past int64's range must not wrap to a negative one in the message or the check;
-    // nlohmann::json reads every integer >= 0 as unsigned, so the lower bound is checked there too:
-    // "max_tokens": 0 was let through and stopped the whole batch in the scheduler)
-    const bool out = v.is_number_unsigned()
-                         ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi) ||
-                               (lo > 0 && v.get<std::uint64_t>() < static_cast<std::uint64_t>(lo))
-                         : v.get<std::int64_t>() < lo || v.get<std::int64_t>() > hi;
-    if (out)
+    if (!json_integer_in(v, lo, hi))  // (both bounds: "max_tokens": 0 once reached the scheduler, which stopped the batch)
         throw ModelError(fmt::format("{}: {} is {}, expected {} to {}", where, key, v.dump(), lo, hi));
     return v.get<std::int64_t>();
 }

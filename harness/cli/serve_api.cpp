@@ -19,6 +19,13 @@ nlohmann::json ApiError::body() const {
               {"code", code}}}};
 }
 
+bool json_integer_in(const nlohmann::json& v, std::int64_t lo, std::int64_t hi) {
+    if (v.is_number_unsigned())
+        return v.get<std::uint64_t>() >= static_cast<std::uint64_t>(std::max<std::int64_t>(lo, 0)) &&
+               (hi >= 0 && v.get<std::uint64_t>() <= static_cast<std::uint64_t>(hi));
+    return v.get<std::int64_t>() >= lo && v.get<std::int64_t>() <= hi;
+}
+
 ApiError bad_request(const std::string& param, const std::string& code, const std::string& message) {
     return ApiError(400, message, "invalid_request_error", param, code);
 }
@@ -60,13 +67,7 @@ double get_number(const std::string& key, const nlohmann::json& v, double lo, do
 // A whole number in [lo, hi]; 16.0 is not one (as JSON schema's "integer").
 std::int64_t get_integer(const std::string& key, const nlohmann::json& v, std::int64_t lo, std::int64_t hi) {
     if (!v.is_number_integer()) throw wrong_type(key, v, "an integer");
-    // nlohmann holds 0 and every positive number as unsigned: compared as such, so that a value past
-    // int64 does not wrap to a negative one (lo >= 0 for every field here)
-    const bool inside = v.is_number_unsigned()
-                            ? v.get<std::uint64_t>() >= static_cast<std::uint64_t>(std::max<std::int64_t>(lo, 0)) &&
-                                  v.get<std::uint64_t>() <= static_cast<std::uint64_t>(hi)
-                            : v.get<std::int64_t>() >= lo && v.get<std::int64_t>() <= hi;
-    if (!inside)
+    if (!json_integer_in(v, lo, hi))
         throw bad_request(key, "invalid_value", fmt::format("'{}' is {}, expected {} to {}", key, shown(v), lo, hi));
     return v.get<std::int64_t>();
 }

@@ -51,6 +51,11 @@ struct ApiError : std::runtime_error {
 // 400 invalid_request_error naming `param`: the usual client mistake.
 ApiError bad_request(const std::string& param, const std::string& code, const std::string& message);
 
+// Is the JSON integer v in [lo, hi]? nlohmann::json holds 0 and every positive integer as unsigned:
+// compared as such, so that a value past int64 does not wrap to a negative one, and with both bounds
+// (serve's request bodies and serve-batch's request lines).
+bool json_integer_in(const nlohmann::json& v, std::int64_t lo, std::int64_t hi);
+
 enum class Endpoint { Completions, Chat };
 
 // What the parser needs to know about the server: the model, its tokenizer, the KV pool.

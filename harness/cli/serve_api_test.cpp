@@ -145,4 +145,19 @@ TEST(ServeApi, LogprobsAreTheLogSoftmaxOfTheLogits) {
     EXPECT_TRUE(token_logprobs(logits, 0, 0).top.empty());
 }
 
+// Both bounds hold for JSON's unsigned integers (0 and up) as for negative ones: "max_tokens": 0 once
+// passed serve-batch's check of 1 to 2^24 because only the upper bound was compared for them.
+TEST(ServeApi, IntegerRangeChecksBothBoundsOfUnsignedValues) {
+    const auto j = [](const char* text) { return nlohmann::json::parse(text); };
+    EXPECT_FALSE(json_integer_in(j("0"), 1, 16));
+    EXPECT_TRUE(json_integer_in(j("1"), 1, 16));
+    EXPECT_TRUE(json_integer_in(j("16"), 1, 16));
+    EXPECT_FALSE(json_integer_in(j("17"), 1, 16));
+    EXPECT_FALSE(json_integer_in(j("-1"), 0, 16));
+    EXPECT_TRUE(json_integer_in(j("-1"), -5, 16));
+    EXPECT_TRUE(json_integer_in(j("3"), -5, 16));
+    EXPECT_FALSE(json_integer_in(j("18446744073709551615"), 0, INT64_MAX));  // past int64: not wrapped to -1
+    EXPECT_FALSE(json_integer_in(j("2"), -5, -1));
+}
+
 }  // namespace lmlab
