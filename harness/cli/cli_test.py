@@ -425,6 +425,16 @@ class ServeBatch(unittest.TestCase):
         self.assertEqual(rc, 2, out + err)
         self.assertIn(':6: "max_tokens" is 0', err)
 
+    def test_progress_into_a_file_is_one_line_not_redrawn(self):
+        reqs = os.path.join(WORK, "two.jsonl")
+        with open(reqs, "w") as f:
+            f.write('{"id": "a", "prompt_ids": [1], "max_tokens": 3}\n{"id": "b", "prompt_ids": [1, 5], "max_tokens": 3}\n')
+        rc, _, err = run("serve-batch", "--model", TINY_LLAMA, "--requests", reqs)  # stderr is a pipe here
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn("\r", err)
+        self.assertEqual(len([l for l in err.splitlines() if l.startswith("step ")]), 1, err)
+        self.assertIn("done 2/2", err)
+
     def test_one_request_is_singular(self):
         reqs = os.path.join(WORK, "single.jsonl")
         with open(reqs, "w") as f:

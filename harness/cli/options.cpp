@@ -69,8 +69,8 @@ void add_prompt_options(CLI::App& cmd, PromptOptions& p, const std::string& defa
                      ->excludes(p.text_opt)
                      ->excludes(p.ids_opt);
     cmd.add_flag("--chat", p.chat,
-                 "Wrap the prompt in the ChatML template (Qwen: <|im_start|>user ... <|im_start|>assistant); "
-                 "generation stops at <|im_end|>");
+                 "Wrap the prompt in the vocabulary's chat template: ChatML (Qwen: <|im_start|>user ... "
+                 "<|im_start|>assistant, stops at <|im_end|>) or Llama 3's (stops at <|eot_id|>); prints the answer only");
     cmd.add_flag("--allow-special", p.allow_special,
                  "Recognise special tokens such as <|endoftext|> in the prompt (else they are plain text)");
 }
@@ -207,7 +207,7 @@ std::optional<TextTokenizer> model_tokenizer(const Model& m, const ModelOptions&
     }
     if (tok) {
         const std::string note = check_tokenizer_fits(m, *tok, o.tokenizer_path.empty() ? "its tokenizer" : o.tokenizer_path);
-        if (!note.empty()) fmt::print(stderr, "lmlab: {}\n", note);
+        if (!note.empty()) fmt::print(stderr, "note: {}\n", note);  // allowed: a note, not an error's "lmlab:"
     }
     return tok;
 }

@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <unistd.h>
 
 #include "model/load/json_depth.h"
 #include "model/session.h"
@@ -206,17 +207,26 @@ int cmd_serve_batch(const ServeArgs& a) {
     ServeOptions opt = a.options;
     opt.stop_ids = generation_stop_ids(model, tk);
 
+    // one line redrawn in place (\r) on a terminal; into a file or a pipe, only the last state, once
+    // (a log of \r-joined steps reads as one endless line)
+    const bool terminal = ::isatty(::fileno(stderr)) != 0;
+    std::optional<ServeProgress> last;
+    const auto show = [](const ServeProgress& p) {
+        return fmt::format("step {:>5}  batch {:>3} rows  running {:>3}  waiting {:>3}  done {}/{}  new tokens {:>6}  "
+                           "pages {}/{}  {:.1f} tok/s ",
+                           p.step, p.rows, p.running, p.waiting, p.finished, p.total, p.new_tokens, p.pages_used,
+                           p.n_pages, static_cast<double>(p.new_tokens) / std::max(p.seconds, 1e-9));
+    };
     const auto progress = [&](const ServeProgress& p) {
         if (a.quiet) return;
-        fmt::print(stderr, "\rstep {:>5}  batch {:>3} rows  running {:>3}  waiting {:>3}  done {}/{}  new tokens {:>6}  "
-                   "pages {}/{}  {:.1f} tok/s ",
-                   p.step, p.rows, p.running, p.waiting, p.finished, p.total, p.new_tokens, p.pages_used, p.n_pages,
-                   static_cast<double>(p.new_tokens) / std::max(p.seconds, 1e-9));
+        if (terminal) fmt::print(stderr, "\r{}", show(p));
+        else last = p;
     };
     ServeReport rep;
     if (!requests.empty()) {
         rep = a.sequential ? run_sequential(model, requests, opt.stop_ids) : serve(model, requests, opt, progress);
-        if (!a.quiet && !a.sequential) fmt::print(stderr, "\n");
+        if (!a.quiet && !a.sequential && terminal) fmt::print(stderr, "\n");
+        if (!a.quiet && last) fmt::print(stderr, "{}\n", show(*last));
     }
 
     for (std::size_t i = 0; i < requests.size(); ++i) {
