@@ -154,9 +154,19 @@ void check_same_model(const Model& q, const Model& f) {
         if (v.first != v.second) differ(name, std::to_string(v.first), std::to_string(v.second));
     if (a.rope_theta != b.rope_theta) differ("rope_theta", fmt::format("{}", a.rope_theta), fmt::format("{}", b.rope_theta));
     if (a.norm_eps != b.norm_eps) differ("norm_eps", fmt::format("{}", a.norm_eps), fmt::format("{}", b.norm_eps));
-    if (a.rope_style != b.rope_style)
-        differ("RoPE pairing", a.rope_style == RopeStyle::AdjacentPairs ? "adjacent pairs" : "rotate-half",
-               b.rope_style == RopeStyle::AdjacentPairs ? "adjacent pairs" : "rotate-half");
+    if (a.rope_style != b.rope_style) {
+        // most often the same model in two layouts: llama2.c and GGUF files of a LLaMA keep q and k
+        // rows in the order RoPE on adjacent pairs wants, Hugging Face folders in rotate-half's
+        const auto layout = [](RopeStyle r) {
+            return r == RopeStyle::AdjacentPairs ? "RoPE on adjacent pairs (the q/k row order of llama2.c and GGUF files)"
+                                                 : "RoPE by rotate-half (the q/k row order of Hugging Face folders)";
+        };
+        throw HarnessError(fmt::format("{} has {} but {} has {}: even when they hold the same model, their q and k "
+                                       "rows are in another order, which --against does not map. Compare two files of "
+                                       "one layout: a GGUF file against a GGUF or llama2.c file, a Hugging Face folder "
+                                       "against a Hugging Face folder",
+                                       q.source, layout(a.rope_style), f.source, layout(b.rope_style)));
+    }
 }
 
 // log-softmax of one row of logits, in double

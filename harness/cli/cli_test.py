@@ -474,6 +474,14 @@ class Quantization(unittest.TestCase):
         self.assertIn("KL mean 0 ", out)
         self.assertIn("no tensor adds error", out)
         self.assertNotIn("most error added by", out)
+        # the same model as a Hugging Face folder: another q/k row order, said as such
+        hf = os.path.join(MODELS, "stories260k-hf")
+        if not os.path.isdir(hf):
+            self.skipTest(f"needs {hf} (exported when ../shared is present)")
+        rc, out, err = run("verify", "--model", STORIES_GGUF_Q8, "--against", hf, "--out", os.path.join(WORK, "layouts"))
+        self.assertEqual(rc, 2, err)
+        self.assertIn("the q/k row order of Hugging Face folders", err)
+        self.assertIn("a GGUF file against a GGUF or llama2.c file", err)
 
     @needs(STORIES_GGUF)
     def test_quantize_in_memory_names_the_type_and_the_fallbacks(self):
