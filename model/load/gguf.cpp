@@ -76,12 +76,15 @@ public:
     }
     std::string string(const std::string& what, std::uint64_t max_length = kMaxStringLength) {
         const auto n = get<std::uint64_t>(what + " (its length)");
-        if (n > max_length || n > left())
-            throw ModelError(fmt::format("{}: {} has length {} at offset {}, but {} (and {} bytes are left): the file is "
+        // a length past the end of a plausible one is most often a file cut short; an absurd one is not GGUF
+        if (n > max_length)
+            throw ModelError(fmt::format("{}: {} has length {} at offset {}, but at most {} is allowed: the file is "
                                          "damaged or not GGUF",
-                                         path_, what, n, pos_, n > max_length ? fmt::format("at most {} is allowed", max_length)
-                                                                              : std::string("that is past the end"),
-                                         left()));
+                                         path_, what, n, pos_, max_length));
+        if (n > left())
+            throw ModelError(fmt::format("{}: {} has length {} at offset {}, but the file ends {} bytes later: it is "
+                                         "truncated or damaged (re-download or re-convert it)",
+                                         path_, what, n, pos_, left()));
         std::string s(n, '\0');
         bytes(s.data(), n, what);
         return s;
@@ -90,9 +93,11 @@ public:
     std::uint64_t count(const std::string& what, std::uint64_t unit) {
         const auto n = get<std::uint64_t>(what);
         if (n > kMaxCount || n > left() / std::max<std::uint64_t>(unit, 1))
-            throw ModelError(fmt::format("{}: {} is {}, but the {} bytes left hold at most {}: the header is damaged or "
-                                         "not GGUF",
-                                         path_, what, n, left(), std::min(kMaxCount, left() / std::max<std::uint64_t>(unit, 1))));
+            throw ModelError(fmt::format("{}: {} is {}, but the {} bytes left hold at most {}: {}", path_, what, n, left(),
+                                         std::min(kMaxCount, left() / std::max<std::uint64_t>(unit, 1)),
+                                         n > kMaxCount ? "the header is damaged or not GGUF"
+                                                       : "the file is truncated or its header damaged (re-download or "
+                                                         "re-convert it)"));
         return n;
     }
     void skip_to(std::uint64_t target) {

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 
@@ -73,6 +75,28 @@ TEST(GgufHostile, EveryRegressionFileIsRefusedNamingItsRule) {
         ++seen;
     }
     EXPECT_EQ(seen, expected().size()) << "a file of the table is missing from " << dir;
+}
+
+// A file cut short inside its header is said to be truncated (re-download it), not "not GGUF": the
+// counts and lengths it holds are plausible, only the bytes behind them are gone.
+TEST(GgufHostile, AFileCutInItsHeaderIsSaidToBeTruncated) {
+    const std::filesystem::path whole = std::filesystem::path(LMLAB_SOURCE_DIR) / "fuzz/regressions/gguf/tensors_overlap.gguf";
+    std::ifstream in(whole, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_GT(bytes.size(), 90u);
+    const std::string cut = (std::filesystem::temp_directory_path() / "lmlab_gguf_cut.gguf").string();
+    for (std::size_t n : {30u, 60u, 90u}) {  // in the tensor count's reach, in the metadata, in a tensor's name
+        std::ofstream(cut, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(n));
+        try {
+            (void)load_model_gguf(cut);
+            ADD_FAILURE() << n << " bytes: loaded";
+        } catch (const ModelError& err) {
+            const std::string msg = err.what();
+            EXPECT_NE(msg.find("truncated"), std::string::npos) << n << " bytes: " << msg;
+            EXPECT_EQ(msg.find("not GGUF"), std::string::npos) << n << " bytes: " << msg;
+        }
+    }
+    std::filesystem::remove(cut);
 }
 
 }  // namespace
