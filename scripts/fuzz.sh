@@ -16,7 +16,7 @@ SECONDS_PER_TARGET=${1:-600}
 PARALLEL=${2:-2}
 shift $(( $# > 2 ? 2 : $# ))
 ALL=(llama2c llama2c_q8 llmc hf_dir hdf5_model fixture cli tokenizer_llama2c tokenizer_gpt2_files tokenizer_json
-     tokenizer_llmc tokenizer_vocab_merges text_llama2 text_gpt2 text_qwen requests openai_request)
+     tokenizer_llmc tokenizer_vocab_merges text_llama2 text_gpt2 text_qwen requests openai_request gguf)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
 cmake --preset fuzz >/dev/null

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fnmatch.h>
 #include <fmt/format.h>
 
 #include "harness/cli/commands.h"
@@ -53,6 +54,10 @@ int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
     if (const char* env = std::getenv("LMLAB_SHARED"); env && *env && paths.shared == env && !fs::is_directory(env, ec))
         fmt::print(stderr, "warning: LMLAB_SHARED={} is not a folder: the stages that need models/ or tokenizers/ "
                            "from it are skipped\n", env);
+    for (const std::string& g : opt.except_globs)  // a mistyped --except would otherwise leave in what it meant to drop
+        if (std::none_of(stages().begin(), stages().end(),
+                         [&](const Stage& s) { return fnmatch(g.c_str(), s.id, 0) == 0; }))
+            fmt::print(stderr, "warning: --except '{}' matches no stage id (`lmlab list` shows them)\n", g);
     // refuse stale or damaged fixtures up front: the exporter's hash, and the files these stages read;
     // before the report folder is made, so that a refused check leaves no empty folder behind
     const std::set<std::string> files = golden_files_read(selected_stages(opt));
@@ -62,9 +67,12 @@ int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
     opt.shared_dir = paths.shared;
     opt.exporter_sha256 = exporter_sha256(paths.scripts);
     const auto results = run_stages(opt, print_stage_line);
-    if (results.empty())
-        throw UsageError(fmt::format("no stage matches --stage '{}'{}; `lmlab list` shows them", opt.stage_glob,
-                                     opt.level.empty() ? "" : " at level " + opt.level));
+    if (results.empty()) {
+        std::string excepts;  // the --except globs took part: say them, or '*' looks like it matched nothing
+        for (const std::string& g : opt.except_globs) excepts += " --except '" + g + "'";
+        throw UsageError(fmt::format("no stage is left by --stage '{}'{}{}; `lmlab list` shows them", opt.stage_glob,
+                                     opt.level.empty() ? "" : " --level " + opt.level, excepts));
+    }
     auto meta = collect_meta(LMLAB_SOURCE_DIR, paths.golden);
     meta.selection = opt.stage_glob + (opt.level.empty() ? "" : " level " + opt.level);
     for (const std::string& g : opt.except_globs) meta.selection += " except " + g;

@@ -209,6 +209,14 @@ class Outputs(unittest.TestCase):
         self.assertRegex(out, r"the 1 stage run now, updated in the previous report, which holds \d+\)")
         shutil.rmtree(report)
 
+    def test_except_is_said_when_it_takes_part(self):
+        rc, out, err = run("check", "--stage", "kernel.softmax", "--except", "kernel.*", "--no-report")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("no stage is left by --stage 'kernel.softmax' --except 'kernel.*'", err)
+        rc, out, err = run("check", "--stage", "kernel.add", "--except", "kernal.*", "--no-report")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("warning: --except 'kernal.*' matches no stage id", err)
+
     def test_check_report_on_a_file_fails_before_the_stages(self):
         f = os.path.join(WORK, "a-file")
         open(f, "w").close()

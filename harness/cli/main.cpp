@@ -1,5 +1,5 @@
 // lmlab: the harness binary. Its commands (harness/cli/commands.h):
-//   lmlab list                       the stages, in level order
+//   lmlab list                       the stages, in table order
 //   lmlab check [--stage GLOB] ...   run stages against the golden fixtures, write the report
 //   lmlab diff OLD.json NEW.json     compare two reports stage by stage
 //   lmlab verify-fixtures            are the fixtures present and current?
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     Paths paths = default_paths();
 
     // ---- the stages ----
-    auto* list = app.add_subcommand("list", "List the stages in level order");
+    auto* list = app.add_subcommand("list", "List the stages in the stage table's order (check runs them level by level: kernel, layer, model, generation, ...)");
     bool list_json = false, list_families = false;
     list->add_flag("--json", list_json, "As JSON: the stage table and the family rows (what the exporter reads)");
     list->add_flag("--families", list_families, "The families instead: one row each (model/family.h)");
