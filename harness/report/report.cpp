@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <set>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fstream>
@@ -413,15 +414,34 @@ std::string diff_table(const json& old_report, const json& new_report) {
 }
 
 json load_report(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+        throw HarnessError(path + ": a folder, not a report: give the report.json in it (" +
+                           (std::filesystem::path(path) / "report.json").string() + ")");
     std::ifstream in(path);
     if (!in) throw HarnessError(path + ": cannot open report");
     try {
         json j = json::parse(in);
+        const std::string what = "not an lmlab report (`lmlab check` writes report.json)";
+        if (!j.is_object() || !j.contains("schema_version")) throw HarnessError(what + ": no schema_version");
         // version 1 lacks only the plot data (a report from before report.html): still comparable
-        if (!j.contains("schema_version") || !j["schema_version"].is_number_integer() || j["schema_version"].get<int>() < 1 ||
-            j["schema_version"].get<int>() > kReportSchemaVersion || !j.contains("stages"))
-            throw HarnessError("unexpected schema_version (this lmlab reads 1 to " +
-                                     std::to_string(kReportSchemaVersion) + ")");
+        if (!j["schema_version"].is_number_integer() || j["schema_version"].get<long long>() < 1 ||
+            j["schema_version"].get<long long>() > kReportSchemaVersion)
+            throw HarnessError("schema_version " + j["schema_version"].dump() + ": this lmlab reads 1 to " +
+                               std::to_string(kReportSchemaVersion));
+        if (!j.contains("stages") || !j["stages"].is_array()) throw HarnessError(what + ": no \"stages\" list");
+        // every stage as the comparison reads it: a wrong field is named here, not as a JSON type error later
+        for (std::size_t i = 0; i < j["stages"].size(); ++i) {
+            const json& st = j["stages"][i];
+            const std::string at = "stages[" + std::to_string(i) + "]";
+            if (!st.is_object() || !st.contains("id") || !st["id"].is_string())
+                throw HarnessError(at + " has no string \"id\"");
+            static const std::set<std::string> kStatuses = {"pass", "fail", "error", "skipped", "not_run"};
+            if (!st.contains("status") || !st["status"].is_string() || !kStatuses.contains(st["status"].get<std::string>()))
+                throw HarnessError(at + " (" + st["id"].get<std::string>() + "): \"status\" is " +
+                                   (st.contains("status") ? st["status"].dump() : std::string("missing")) +
+                                   ", expected one of pass, fail, error, skipped, not_run");
+        }
         return j;
     } catch (const json::exception& e) {
         throw HarnessError(path + ": not a valid report (" + e.what() + ")");

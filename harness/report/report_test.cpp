@@ -202,6 +202,47 @@ TEST(LoadReport, ReadsSchemaOneAndRefusesNewer) {
     std::filesystem::remove_all(dir);
 }
 
+// What is not a report, or a report with a field the comparison cannot read, is refused naming the
+// file and the field, not with a JSON library's type error (lmlab diff, check's merge).
+TEST(LoadReport, WhatIsNotAReportIsNamed) {
+    const auto dir = scratch_dir();
+    std::filesystem::create_directories(dir);
+    const json good = complete(report({stage("a", "pass", 1e-6)}));
+    auto with = [&](const char* field, const json& value) {
+        json r = good;
+        if (value.is_null()) r["stages"][0].erase(field);
+        else r["stages"][0][field] = value;
+        return r.dump();
+    };
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {R"({"a": 1})", "not an lmlab report"},
+        {"[]", "not an lmlab report"},
+        {R"({"schema_version": 2})", "no \"stages\" list"},
+        {R"({"schema_version": "2", "stages": []})", "schema_version \"2\""},
+        {with("status", nullptr), "stages[0] (a): \"status\" is missing"},
+        {with("status", "weird"), "\"status\" is \"weird\", expected one of pass"},
+        {with("id", 7), "stages[0] has no string \"id\""},
+    };
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+        const auto file = dir / ("r" + std::to_string(i) + ".json");
+        std::ofstream(file) << cases[i].first;
+        try {
+            load_report(file.string());
+            ADD_FAILURE() << cases[i].first << ": accepted";
+        } catch (const HarnessError& e) {
+            EXPECT_NE(std::string(e.what()).find(file.string()), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find(cases[i].second), std::string::npos) << e.what();
+        }
+    }
+    try {
+        load_report(dir.string());
+        ADD_FAILURE() << "a folder accepted";
+    } catch (const HarnessError& e) {
+        EXPECT_NE(std::string(e.what()).find("a folder, not a report"), std::string::npos) << e.what();
+    }
+    std::filesystem::remove_all(dir);
+}
+
 // A report with a failing kernel (one output with a heatmap), a stage it blocks and a passing one.
 json failing_report() {
     json r = complete(report({stage("kernel.rope", "fail", 1.5), stage("layer.block", "not_run", 0.0, "layer"),
