@@ -35,10 +35,17 @@ void Config::validate(const std::string& source) const {
     if (dim == 0 || n_layers == 0 || n_heads == 0 || n_kv_heads == 0 || ffn_dim == 0 || vocab_size == 0 ||
         max_seq_len == 0)
         bad("every dimension must be positive");
-    if (dim % n_heads != 0) bad("n_heads must divide dim");
-    if (n_heads % n_kv_heads != 0) bad("n_kv_heads must divide n_heads");
+    // lmlab's names, then the files' (config.json; GGUF's <arch>.*), so that the field to fix is found
+    if (dim % n_heads != 0)
+        bad("n_heads must divide dim (config.json: num_attention_heads must divide hidden_size, GPT-2's n_head n_embd; "
+            "GGUF: attention.head_count and embedding_length)");
+    if (n_heads % n_kv_heads != 0)
+        bad("n_kv_heads must divide n_heads (config.json: num_key_value_heads must divide num_attention_heads; GGUF: "
+            "attention.head_count_kv and attention.head_count)");
     if (!(norm_eps > 0)) bad("norm_eps must be positive");
-    if (n_layers > 4096) bad("more than 4096 layers: an absurd header, not a model");
+    if (n_layers > 4096)
+        bad("more than 4096 layers (config.json num_hidden_layers, GGUF block_count): no model has that many; the "
+            "header is damaged or not a model's");
     // a guard against absurd headers allocating terabytes: weights plus the KV cache, in floats
     const double ffn_width = moe() ? static_cast<double>(n_experts) * ffn_dim + shared_ffn_dim : static_cast<double>(ffn_dim);
     const double params = static_cast<double>(vocab_size) * dim * 2 + static_cast<double>(max_seq_len) * dim +

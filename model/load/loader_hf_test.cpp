@@ -650,7 +650,8 @@ TEST(LoadHfBad, ConfigThatDoesNotMakeAModel) {
     json cfg = gpt2_config();
     cfg["n_head"] = 3;  // does not divide 8
     write_model_dir(d, gpt2_tensors(), cfg);
-    expect_error<ModelError>([&] { load_model_hf(d.str()); }, {"config.json", "n_heads must divide dim"});
+    expect_error<ModelError>([&] { load_model_hf(d.str()); },
+                             {"config.json", "n_heads must divide dim", "num_attention_heads must divide hidden_size"});
 }
 
 TEST(LoadHfBad, UnsupportedActivation) {
