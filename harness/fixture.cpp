@@ -322,13 +322,13 @@ void check_manifest(const std::string& golden_dir, const std::string& scripts_di
                                " with a sha256 string. " + hint);
         if (!model_files && relp.extension() != ".h5") continue;  // hashing 150 MB of weights per run: only on request
         const std::string file = (fs::path(golden_dir) / rel).string();
+        const bool read = !only || only->contains(rel);  // a file the selected stages read
         if (!fs::exists(file)) {
             // the files the selected stages read first: they are what the user asked about
-            if (only && !only->contains(rel)) others.push_back(file + " is listed in the manifest but missing");
-            else bad.push_back(file + " is listed in the manifest but missing");
+            (read ? bad : others).push_back(file + " is listed in the manifest but missing");
             continue;
         }
-        if (only && !only->contains(rel)) continue;               // a file the selected stages do not read
+        if (!read) continue;
         const std::string actual = sha256_file(file);
         if (actual != digest.get<std::string>())
             bad.push_back(file + ": sha256 " + actual.substr(0, 12) + " differs from the manifest's " +

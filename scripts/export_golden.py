@@ -19,7 +19,7 @@ from lmlab_ref import export, lmlab
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(lmlab.REPO_DIR, "golden"), help="output folder (default: golden/)")
-    ap.add_argument("--shared", default=None,
+    ap.add_argument("--shared", default=lmlab.default_shared_dir(),
                     help="folder with models/ and tokenizers/ (default: $LMLAB_SHARED or ../shared)")
     ap.add_argument("--only", default="*", help="export only stages matching this glob (manifest still lists all files present)")
     ap.add_argument("--one-per-recipe", action="store_true",
@@ -31,8 +31,7 @@ def main():
     # record every shared file as absent; an --only that matches nothing would write an empty manifest
     # (the default folder may be absent, and the stages that need it are then skipped; scripts/golden_status.py
     # passes it by name)
-    shared = args.shared if args.shared is not None else lmlab.default_shared_dir()
-    if not os.path.isdir(shared) and os.path.abspath(shared) != os.path.abspath(lmlab.default_shared_dir()):
+    if not os.path.isdir(args.shared) and os.path.abspath(args.shared) != os.path.abspath(lmlab.default_shared_dir()):
         ap.error(f"--shared {args.shared}: not a folder (give the folder that holds models/ and tokenizers/)")
     ids = [row["id"] for row in lmlab.Table(args.lmlab).stages]
     if not any(fnmatch.fnmatch(i, args.only) for i in ids):
@@ -42,7 +41,7 @@ def main():
         os.makedirs(args.out, exist_ok=True)
     except OSError as e:
         ap.error(f"--out {args.out}: cannot make the folder ({e.strerror})")
-    export.export(args.out, shared, args.only, args.lmlab, args.one_per_recipe)
+    export.export(args.out, args.shared, args.only, args.lmlab, args.one_per_recipe)
 
 
 if __name__ == "__main__":

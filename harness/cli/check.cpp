@@ -1,7 +1,6 @@
 // The stages and their reports: lmlab list, check, diff, verify-fixtures, ctest-script.
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fnmatch.h>
 #include <fmt/format.h>
@@ -12,6 +11,7 @@
 #include "harness/stages/stages.h"
 #include "model/family.h"
 #include <fmt/ranges.h>
+#include "model/testing/shared_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -51,7 +51,8 @@ int cmd_check(RunOptions opt, const Paths& paths, bool no_report) {
     // --shared is checked as an option; the environment's folder is said here, or a typo in it would
     // only show as skipped stages
     std::error_code ec;
-    if (const char* env = std::getenv("LMLAB_SHARED"); env && *env && paths.shared == env && !fs::is_directory(env, ec))
+    if (const std::string env = shared_dir_or("");  // $LMLAB_SHARED by the one rule, "" when unset
+        !env.empty() && paths.shared == env && !fs::is_directory(env, ec))
         fmt::print(stderr, "warning: LMLAB_SHARED={} is not a folder: the stages that need models/ or tokenizers/ "
                            "from it are skipped\n", env);
     for (const std::string& g : opt.except_globs)  // a mistyped --except would otherwise leave in what it meant to drop

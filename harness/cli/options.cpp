@@ -42,7 +42,7 @@ void add_model_options(CLI::App& cmd, ModelOptions& o, bool required) {
 void require_model_path(const ModelOptions& o) {
     std::error_code ec;
     if (fs::exists(o.model_path, ec)) return;
-    if (o.model_opt && o.model_opt->count() == 0)
+    if (o.model_defaulted())
         throw UsageError(fmt::format("no --model given, and lmlab's test model {} is not there: it is exported with the "
                                      "fixtures (bash scripts/run.sh). Or pass --model PATH",
                                      o.model_path));
@@ -51,7 +51,7 @@ void require_model_path(const ModelOptions& o) {
 
 Model load_model_option(const ModelOptions& o) {
     require_model_path(o);
-    if (o.model_opt && o.model_opt->count() == 0) {
+    if (o.model_defaulted()) {
         const std::string stories = (fs::path(default_shared_dir()) / "models" / "stories260K" / "stories260K.bin").string();
         fmt::print(stderr, "note: no --model given: {} is lmlab's test model, with random weights, so its text means "
                            "nothing; pass --model for a trained one, e.g. {}\n",

@@ -57,6 +57,7 @@ struct ModelOptions {
     std::string model_path;      // a Hugging Face directory, an llm.c / llama2.c checkpoint, an lmlab .h5 file
     std::string tokenizer_path;  // "": the one that comes with the model (find_tokenizer)
     const CLI::Option* model_opt = nullptr;  // --model: was it given?
+    bool model_defaulted() const { return model_opt && model_opt->count() == 0; }  // the test model, by default
 };
 // required: no default (verify); otherwise the default is the exporter's tiny LLaMA.
 void add_model_options(CLI::App& cmd, ModelOptions& o, bool required);

@@ -2,6 +2,7 @@
 // reports/report.md (for people), plus comparison with the previous run.
 #pragma once
 
+#include <array>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -26,6 +27,9 @@ struct RunMeta {
 };
 
 RunMeta collect_meta(const std::string& source_dir, const std::string& golden_dir);
+
+// The statuses a stage ends with, in the order summaries print them: the one list of them.
+inline constexpr std::array<const char*, 5> kStageStatuses = {"pass", "fail", "error", "skipped", "not_run"};
 
 // {"stages": n, "pass": .., "fail": .., "error": .., "skipped": .., "not_run": ..} of a stages array:
 // the one place statuses are counted.

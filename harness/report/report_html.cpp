@@ -491,7 +491,7 @@ std::string report_html(const json& report) {
     const json& sum = report["summary"];
     std::string b = "<h1>lmlab error report</h1>\n<p class=\"note\">" + meta_line(report["meta"]) + "</p>\n";
     b += fmt::format("<p id=\"summary\"><b><span class=\"count\" data-key=\"stages\">{}</span> stages</b>:", sum["stages"].get<int>());
-    for (const char* k : {"pass", "fail", "error", "skipped", "not_run"})
+    for (const char* k : kStageStatuses)
         b += fmt::format(" <span class=\"count {}\" data-key=\"{}\">{}</span> {}{}", k, k, sum[k].get<int>(),
                          std::string(k) == "not_run" ? "not run" : k, std::string(k) == "not_run" ? "" : ",");
     b += "</p>\n";
